@@ -1,0 +1,114 @@
+"""The dispatcher's request path: normalise Host, resolve, guard, sign, forward."""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from workers import Request, Response
+
+from dispatcher.namespace import ScriptNotFound, UserWorkerFailed, WorkerLimitExceeded, dispatch_fetch
+from dispatcher.routing import Defer, RouteResolver, RouteUnavailable
+from shared.context import H_REQUEST_ID, context_headers, derive_tenant_key, is_client_controlled
+from shared.errors import Branding, error_reply
+from shared.hosts import InvalidHost, normalize_host
+from shared.models import TenantContext, TenantRoute, TenantStatus
+from shared.tiers import plan_for
+
+log = logging.getLogger("cmgsite.dispatcher")
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(16)
+
+
+def _error(path: str, status: int, code: str, message: str, rid: str, route: TenantRoute | None = None,
+           headers: dict[str, str] | None = None) -> Response:
+    brand = Branding(brand_name=route.brand_name) if route is not None and route.brand_name else None
+    reply = error_reply(path, status, code, message, rid, branding=brand, headers=headers)
+    return Response(reply.body, status=reply.status, headers=reply.headers)
+
+
+def _log(event: str, rid: str, **fields: Any) -> None:
+    log.warning(json.dumps({"event": event, "request_id": rid, **fields}, sort_keys=True))
+
+
+class Dispatcher:
+    """One per isolate: keeps the route cache and derived keys between requests."""
+
+    def __init__(self, env: Any, *, clock: Callable[[], float] = time.time) -> None:
+        self._env = env
+        self._clock = clock
+        self._master = str(getattr(env, "CONTEXT_SIGNING_SECRET", "") or "")
+        self._resolver = RouteResolver(env.DB, getattr(env, "TENANT_CACHE", None))
+        self._keys: dict[str, str] = {}
+
+    @property
+    def resolver(self) -> RouteResolver:
+        return self._resolver
+
+    def _tenant_key(self, tenant_id: str) -> str:
+        key = self._keys.get(tenant_id)
+        if key is None:
+            key = self._keys[tenant_id] = derive_tenant_key(self._master, tenant_id)
+        return key
+
+    async def handle(self, request: Request, defer: Defer | None = None) -> Response:
+        rid = new_request_id()
+        path = urlsplit(request.url).path or "/"
+        try:
+            host = normalize_host(request.headers.get("host"))
+        except InvalidHost as exc:
+            return _error(path, 400, "bad_host", f"Bad request: {exc}.", rid)
+        try:
+            route = await self._resolver.resolve(host, defer)
+        except RouteUnavailable as exc:
+            _log("route_unavailable", rid, host=host, reason=str(exc))
+            return _error(path, 503, "routing_unavailable", "The service is temporarily unavailable. Please retry shortly.",
+                          rid, headers={"retry-after": "5"})
+        if route is None:
+            return _error(path, 404, "not_found", "There is nothing here.", rid)
+        if route.status is TenantStatus.SUSPENDED:
+            return _error(path, 403, "tenant_suspended", "This site is suspended.", rid, route)
+        if route.status is TenantStatus.INACTIVE:
+            return _error(path, 410, "tenant_inactive", "This site is no longer available.", rid, route)
+        if not self._master:
+            _log("context_secret_missing", rid)
+            return _error(path, 503, "misconfigured", "The service is temporarily unavailable.", rid)
+
+        ctx = TenantContext(route.tenant_id, route.tenant_type, route.tier, host, rid, int(self._clock()))
+        headers = [(k, v) for k, v in request.headers.items() if not is_client_controlled(k)]
+        headers.extend(context_headers(ctx, self._tenant_key(route.tenant_id)).items())
+        forwarded = Request(request, headers=headers)
+        try:
+            return await dispatch_fetch(
+                self._env.DISPATCHER, route.script_name, plan_for(route.tier).worker_limits(),
+                forwarded, {H_REQUEST_ID: rid},
+            )
+        except ScriptNotFound:
+            _log("script_not_found", rid, tenant_id=route.tenant_id, script=route.script_name)
+            return _error(path, 502, "tenant_worker_missing", "This site is not available right now.", rid, route)
+        except WorkerLimitExceeded as exc:
+            _log("worker_limit_exceeded", rid, tenant_id=route.tenant_id, limit=exc.kind)
+            if exc.kind == "cpu":
+                return _error(path, 503, "worker_cpu_limit", "The site is over its compute limit. Please retry shortly.",
+                              rid, route, headers={"retry-after": "1"})
+            return _error(path, 429, "worker_subrequest_limit", "The site made too many requests. Please retry.",
+                          rid, route, headers={"retry-after": "1"})
+        except UserWorkerFailed as exc:
+            _log("tenant_worker_failed", rid, tenant_id=route.tenant_id, error=str(exc)[:200])
+            return _error(path, 502, "tenant_worker_error", "This site could not answer.", rid, route)
+
+
+_dispatchers: dict[int, tuple[Any, Dispatcher]] = {}
+
+
+def dispatcher_for(env: Any) -> Dispatcher:
+    """The isolate's Dispatcher for this env (an isolate has one env; tests may have several)."""
+    entry = _dispatchers.get(id(env))
+    if entry is None or entry[0] is not env:
+        entry = _dispatchers[id(env)] = (env, Dispatcher(env))
+    return entry[1]

@@ -1,0 +1,69 @@
+"""The one JS-boundary call of the dispatcher: forwarding into the dispatch namespace.
+
+The Python Workers SDK wraps KV, D1, Durable Objects and service bindings, but not
+dispatch-namespace bindings, so `env.DISPATCHER` is the raw JS object. This module is the
+only place that speaks to it. The JS it implements:
+
+    const worker = env.DISPATCHER.get(scriptName, {}, { limits: { cpuMs, subRequests } });
+    const upstream = await worker.fetch(request);
+    const response = new Response(upstream.body, upstream);  // mutable headers
+    response.headers.set("x-request-id", requestId);
+
+Errors the runtime throws (Cloudflare's docs): "Worker not found" when the script is not
+in the namespace; "exceeded CPU" / "subrequests" when a custom limit is hit.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import js
+from pyodide.ffi import JsException, to_js
+from workers import Request, Response
+
+
+class ScriptNotFound(Exception):
+    """The route names a script the dispatch namespace does not hold."""
+
+
+class WorkerLimitExceeded(Exception):
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind  # "cpu" or "subrequests"
+
+
+class UserWorkerFailed(Exception):
+    """The tenant's Worker threw instead of answering."""
+
+
+def _js_object(value: dict[str, Any]) -> Any:
+    return to_js(value, dict_converter=js.Object.fromEntries)
+
+
+def _classify(message: str) -> Exception:
+    text = message.lower()
+    if text.startswith("worker not found"):
+        return ScriptNotFound(message)
+    if "cpu" in text and ("exceeded" in text or "limit" in text):
+        return WorkerLimitExceeded("cpu")
+    if "subrequest" in text:
+        return WorkerLimitExceeded("subrequests")
+    return UserWorkerFailed(message)
+
+
+async def dispatch_fetch(
+    namespace: Any,
+    script_name: str,
+    limits: dict[str, int],
+    request: Request,
+    response_headers: dict[str, str],
+) -> Response:
+    """Forward `request` to `script_name` with per-tier `limits`; stamp `response_headers`."""
+    try:
+        worker = namespace.get(script_name, _js_object({}), _js_object({"limits": limits}))
+        upstream = await worker.fetch(request.js_object)
+    except JsException as exc:
+        raise _classify(str(getattr(exc, "message", exc))) from None
+    response = js.Response.new(upstream.body, upstream)
+    for name, value in response_headers.items():
+        response.headers.set(name, value)
+    return Response(response)

@@ -1,0 +1,2 @@
+"""Stand-in for the parts of Pyodide the Workers import."""
+__version__ = "0.28.2-localrt"

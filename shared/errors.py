@@ -1,0 +1,68 @@
+"""Error bodies: JSON for /api/*, a branded HTML page elsewhere.
+
+Pages say nothing about other tenants: the same words for every unknown host.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+from dataclasses import dataclass, field
+
+DEFAULT_BRAND = "Cozyartz Media Group"
+DEFAULT_COLOR = "#1f2937"
+_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+@dataclass(frozen=True)
+class Branding:
+    """What an error page shows: the tenant's brand where known, the platform's otherwise."""
+
+    brand_name: str = DEFAULT_BRAND
+    primary_color: str = DEFAULT_COLOR
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def wants_json(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/")
+
+
+def error_reply(
+    path: str,
+    status: int,
+    code: str,
+    message: str,
+    request_id: str,
+    *,
+    branding: Branding | None = None,
+    extra: dict[str, object] | None = None,
+    headers: dict[str, str] | None = None,
+) -> ErrorReply:
+    """The error for `path`: `{"error": {code, message, request_id}}` or a branded page."""
+    out = {"x-request-id": request_id, "cache-control": "no-store", **(headers or {})}
+    if wants_json(path):
+        payload: dict[str, object] = {"code": code, "message": message, **(extra or {}), "request_id": request_id}
+        out["content-type"] = "application/json"
+        return ErrorReply(status, json.dumps({"error": payload}).encode(), out)
+    out["content-type"] = "text/html; charset=utf-8"
+    return ErrorReply(status, branded_page(status, message, request_id, branding or Branding()).encode(), out)
+
+
+def branded_page(status: int, message: str, request_id: str, branding: Branding) -> str:
+    brand = html.escape(branding.brand_name)
+    color = branding.primary_color if _COLOR.match(branding.primary_color) else DEFAULT_COLOR
+    return (
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{status} · {brand}</title>"
+        "<style>body{font-family:system-ui,sans-serif;margin:0;background:#f9fafb;color:#111827}"
+        f"header{{background:{color};color:#fff;padding:1rem 2rem;font-weight:600}}"
+        "main{max-width:40rem;margin:4rem auto;padding:0 2rem}small{color:#6b7280}</style></head>"
+        f"<body><header>{brand}</header><main><h1>{status}</h1><p>{html.escape(message)}</p>"
+        f"<p><small>Request ID: {html.escape(request_id)}</small></p></main></body></html>"
+    )

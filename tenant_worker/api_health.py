@@ -1,0 +1,22 @@
+"""GET /api/health: who answered, for operators and the dispatcher's smoke tests."""
+from __future__ import annotations
+
+from tenant_worker.http import Call, Reply, Route, json_reply
+
+VERSION = "0.1.0"
+
+
+async def health(call: Call) -> Reply:
+    t = call.tenant
+    return json_reply({
+        "status": "ok",
+        "tenant_id": t.tenant_id,
+        "tenant_type": t.tenant_type.value,
+        "tier": t.tier.value,
+        "host": t.host,
+        "request_id": t.request_id,
+        "version": str(getattr(call.env, "WORKER_VERSION", "") or VERSION),
+    })
+
+
+ROUTES = [Route("GET", "/api/health", health, "health")]

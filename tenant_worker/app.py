@@ -1,0 +1,103 @@
+"""The tenant Worker's request path: verify the tenant context, route, answer."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Callable
+from urllib.parse import unquote, urlsplit
+
+from workers import Request, Response
+
+from shared.context import H_REQUEST_ID, ContextError, verify_context
+from shared.errors import error_reply
+from tenant_worker import api_health
+from tenant_worker.http import ApiError, Call, Reply, Route, error_to_reply, parse_query
+
+log = logging.getLogger("cmgsite.tenant")
+
+# Feature modules each export ROUTES; the table is data you can print.
+ROUTE_MODULES = [api_health]
+
+
+def route_table() -> list[Route]:
+    return [r for module in ROUTE_MODULES for r in module.ROUTES]
+
+
+class Services:
+    """Per-isolate edges (HTTP, Supabase, clock) built lazily from env; see tenant_worker.services."""
+
+    def __init__(self, env: Any, clock: Callable[[], float]) -> None:
+        self.env = env
+        self.clock = clock
+
+
+def _to_response(reply: Reply, request_id: str) -> Response:
+    headers = [(k, v) for k, v in reply.headers.items()]
+    headers.append((H_REQUEST_ID, request_id))
+    headers.extend(("set-cookie", c) for c in reply.cookies)
+    return Response(reply.body, status=reply.status, headers=headers)
+
+
+class TenantApp:
+    def __init__(self, env: Any, *, clock: Callable[[], float] = time.time) -> None:
+        self.env = env
+        self.clock = clock
+        self.tenant_id = str(getattr(env, "TENANT_ID", "") or "")
+        self._key = str(getattr(env, "TENANT_CONTEXT_KEY", "") or "")
+        self.services = Services(env, clock)
+        self._routes = [(r, r.compile()) for r in route_table()]
+
+    async def handle(self, request: Request) -> Response:
+        path = urlsplit(request.url).path or "/"
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            tenant = verify_context(headers, key=self._key, tenant_id=self.tenant_id, now=int(self.clock()))
+        except ContextError as exc:
+            log.warning(json.dumps({"event": "context_refused", "reason": str(exc)}))
+            r = error_reply("/api/", 403, "forbidden", "Request did not come through the platform.", "unverified")
+            return Response(r.body, status=r.status, headers=r.headers)
+        rid = tenant.request_id
+        try:
+            reply = await self._route(request, tenant, path, headers)
+        except ApiError as err:
+            reply = error_to_reply(path, err, rid)
+        except Exception:
+            log.exception("unhandled error request_id=%s", rid)
+            reply = error_to_reply(path, ApiError(500, "internal_error", "Something went wrong on our side."), rid)
+        return _to_response(reply, rid)
+
+    async def _route(self, request: Request, tenant: Any, path: str, headers: dict[str, str]) -> Reply:
+        method = request.method.value if hasattr(request.method, "value") else str(request.method)
+        decoded = unquote(path)
+        if ".." in decoded.split("/") or "\\" in decoded or "\x00" in decoded:
+            raise ApiError(400, "bad_path", "Malformed path.")
+        allowed: list[str] = []
+        for route, regex in self._routes:
+            m = regex.match(path)
+            if m is None:
+                continue
+            if route.method != method and not (method == "HEAD" and route.method == "GET"):
+                allowed.append(route.method)
+                continue
+
+            async def read_body() -> bytes:
+                return await request.bytes()
+
+            call = Call(tenant, method, path, parse_query(urlsplit(request.url).query), headers,
+                        {k: unquote(v) for k, v in m.groupdict().items()}, self.env, self.services, read_body)
+            return await route.handler(call)
+        if allowed:
+            raise ApiError(405, "method_not_allowed", "Method not allowed.", headers={"allow": ", ".join(sorted(set(allowed)))})
+        raise ApiError(404, "not_found", "There is nothing here.")
+
+
+_apps: dict[int, tuple[Any, TenantApp]] = {}
+
+
+def app_for(env: Any) -> TenantApp:
+    """The isolate's TenantApp for this env."""
+    entry = _apps.get(id(env))
+    if entry is None or entry[0] is not env:
+        entry = _apps[id(env)] = (env, TenantApp(env))
+    return entry[1]

@@ -1,0 +1,9 @@
+"""Tenant Worker entry: thin. All decisions live in tenant_worker.app."""
+from workers import WorkerEntrypoint
+
+from tenant_worker.app import app_for
+
+
+class Default(WorkerEntrypoint):
+    async def fetch(self, request):
+        return await app_for(self.env).handle(request)
