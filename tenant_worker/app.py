@@ -4,14 +4,16 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import unquote, urlsplit
 
 from workers import Request, Response
 
 from shared.context import H_REQUEST_ID, ContextError, verify_context
 from shared.errors import error_reply
+from shared.http import HttpClient
 from tenant_worker import api_health
+from tenant_worker.fetch_client import FetchClient
 from tenant_worker.http import ApiError, Call, Reply, Route, error_to_reply, parse_query
 
 log = logging.getLogger("cmgsite.tenant")
@@ -19,17 +21,26 @@ log = logging.getLogger("cmgsite.tenant")
 # Feature modules each export ROUTES; the table is data you can print.
 ROUTE_MODULES = [api_health]
 
+# Run before every handler, in order; each may fill call.state or raise ApiError.
+Middleware = Callable[[Call], Awaitable[None]]
+MIDDLEWARE: list[Middleware] = []
+
 
 def route_table() -> list[Route]:
     return [r for module in ROUTE_MODULES for r in module.ROUTES]
 
 
 class Services:
-    """Per-isolate edges (HTTP, Supabase, clock) built lazily from env; see tenant_worker.services."""
+    """Per-isolate edges handed to handlers: outbound HTTP and the clock.
+
+    Feature modules build what they need (Supabase clients, the usage meter) from
+    `call.env` and these, so tests can swap the edges without touching the logic.
+    """
 
     def __init__(self, env: Any, clock: Callable[[], float]) -> None:
         self.env = env
         self.clock = clock
+        self.http: HttpClient = FetchClient()
 
 
 def _to_response(reply: Reply, request_id: str) -> Response:
@@ -86,6 +97,8 @@ class TenantApp:
 
             call = Call(tenant, method, path, parse_query(urlsplit(request.url).query), headers,
                         {k: unquote(v) for k, v in m.groupdict().items()}, self.env, self.services, read_body)
+            for middleware in MIDDLEWARE:
+                await middleware(call)
             return await route.handler(call)
         if allowed:
             raise ApiError(405, "method_not_allowed", "Method not allowed.", headers={"allow": ", ".join(sorted(set(allowed)))})
