@@ -181,37 +181,36 @@ as $$
 declare
   caller_is_super_admin boolean;
 begin
+  -- The service role and the owner are the control plane; these rules are for API users.
+  if current_user in ('authenticated', 'anon') then
+    caller_is_super_admin := private.is_super_admin();
+
+    if tg_op = 'UPDATE' then
+      if new.id is distinct from old.id or new.tenant_id is distinct from old.tenant_id then
+        raise exception 'profiles.id and profiles.tenant_id cannot be changed' using errcode = '42501';
+      end if;
+      if not caller_is_super_admin
+         and (new.tenant_role, new.tenant_permissions) is distinct from (old.tenant_role, old.tenant_permissions) then
+        if old.id = auth.uid() then
+          raise exception 'a user cannot change their own role or permissions' using errcode = '42501';
+        end if;
+        if coalesce(auth.jwt() ->> 'tenant_role', '') <> 'admin' then
+          raise exception 'only a tenant admin changes roles or permissions' using errcode = '42501';
+        end if;
+        if old.tenant_role = 'super_admin' then
+          raise exception 'only a super_admin changes a super_admin' using errcode = '42501';
+        end if;
+      end if;
+    end if;
+
+    if new.tenant_role = 'super_admin' and not caller_is_super_admin then
+      raise exception 'only a super_admin grants super_admin' using errcode = '42501';
+    end if;
+  end if;
+
+  -- Whoever writes: super-admin rights hang on the primary tenant, so the role lives only there.
   if new.tenant_role = 'super_admin' and not private.is_primary_tenant(new.tenant_id) then
     raise exception 'super_admin exists only in the primary tenant' using errcode = '23514';
-  end if;
-
-  -- The service role and the owner are the control plane; the rules below are for API users.
-  if current_user not in ('authenticated', 'anon') then
-    return new;
-  end if;
-
-  caller_is_super_admin := private.is_super_admin();
-
-  if tg_op = 'UPDATE' then
-    if new.id is distinct from old.id or new.tenant_id is distinct from old.tenant_id then
-      raise exception 'profiles.id and profiles.tenant_id cannot be changed' using errcode = '42501';
-    end if;
-    if not caller_is_super_admin
-       and (new.tenant_role, new.tenant_permissions) is distinct from (old.tenant_role, old.tenant_permissions) then
-      if old.id = auth.uid() then
-        raise exception 'a user cannot change their own role or permissions' using errcode = '42501';
-      end if;
-      if coalesce(auth.jwt() ->> 'tenant_role', '') <> 'admin' then
-        raise exception 'only a tenant admin changes roles or permissions' using errcode = '42501';
-      end if;
-      if old.tenant_role = 'super_admin' then
-        raise exception 'only a super_admin changes a super_admin' using errcode = '42501';
-      end if;
-    end if;
-  end if;
-
-  if new.tenant_role = 'super_admin' and not caller_is_super_admin then
-    raise exception 'only a super_admin grants super_admin' using errcode = '42501';
   end if;
   return new;
 end

@@ -1,7 +1,8 @@
 -- seed.sql: demo tenants and users for local development and tests (never for production).
 --
 -- Idempotent: upserts keyed on natural keys; re-running restores the demo values of
--- tenants, domains and profiles and leaves usage counters and the audit trail alone.
+-- tenants, domains and profiles (touching only rows that differ, so timestamps stay) and
+-- leaves usage counters and the audit trail alone.
 -- Applied as the database owner (bypasses RLS), after all migrations.
 --
 -- Fixed user ids (profiles.id = the Supabase Auth user id they stand for):
@@ -35,7 +36,11 @@ on conflict (tenant_id) do update set
   subscription_tier = excluded.subscription_tier,
   status = excluded.status,
   script_name = excluded.script_name,
-  whitelabel_config = excluded.whitelabel_config;
+  whitelabel_config = excluded.whitelabel_config
+where (tenants.name, tenants.domain, tenants.type, tenants.subscription_tier, tenants.status,
+       tenants.script_name, tenants.whitelabel_config)
+  is distinct from (excluded.name, excluded.domain, excluded.type, excluded.subscription_tier,
+                    excluded.status, excluded.script_name, excluded.whitelabel_config);
 
 insert into public.tenant_domains (tenant_id, domain, domain_type, ssl_status, dns_configured)
 values
@@ -46,7 +51,10 @@ on conflict (domain) do update set
   tenant_id = excluded.tenant_id,
   domain_type = excluded.domain_type,
   ssl_status = excluded.ssl_status,
-  dns_configured = excluded.dns_configured;
+  dns_configured = excluded.dns_configured
+where (tenant_domains.tenant_id, tenant_domains.domain_type, tenant_domains.ssl_status,
+       tenant_domains.dns_configured)
+  is distinct from (excluded.tenant_id, excluded.domain_type, excluded.ssl_status, excluded.dns_configured);
 
 insert into public.profiles (id, tenant_id, tenant_role, tenant_permissions, email, display_name)
 values
@@ -62,7 +70,11 @@ on conflict (id) do update set
   tenant_role = excluded.tenant_role,
   tenant_permissions = excluded.tenant_permissions,
   email = excluded.email,
-  display_name = excluded.display_name;
+  display_name = excluded.display_name
+where (profiles.tenant_id, profiles.tenant_role, profiles.tenant_permissions, profiles.email,
+       profiles.display_name)
+  is distinct from (excluded.tenant_id, excluded.tenant_role, excluded.tenant_permissions,
+                    excluded.email, excluded.display_name);
 
 -- Limits follow the tier table (starter 100 AI calls / 1 domain, growth 250 / 5,
 -- enterprise 500 / 25) for the current month; counters are never reset by re-seeding.

@@ -1,0 +1,355 @@
+"""Row Level Security in SQL, the way PostgREST drives it: `set local role` plus
+`request.jwt.claims`, each case in a transaction that is rolled back.
+
+Superusers and table owners bypass RLS, so every case runs as anon / authenticated /
+service_role, never as the connection's superuser.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from typing import Any, Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from localrt.postgres import PgCluster, migration_files, MIGRATIONS_DIR
+from tests.fixtures.rls_matrix import (
+    DENIED, EXPECTED, OPS, PRINCIPALS, TABLES, TENANT_A_PRINCIPALS, UPDATE_VALUES, World,
+    create_world, drop_world, insert_row, principal_claims, user_id,
+)
+
+WORLD = World(a="rls-sql-a", b="rls-sql-b")
+SEED_A, SEED_B = "partner1", "partner-seo"
+
+
+@pytest.fixture(scope="module")
+def conn(pg_cluster: PgCluster) -> Iterator[psycopg.Connection]:
+    c = pg_cluster.connect(autocommit=True)
+    create_world(c, WORLD)
+    c.autocommit = False
+    try:
+        yield c
+    finally:
+        c.rollback()
+        c.autocommit = True
+        drop_world(c, WORLD)
+        c.close()
+
+
+def become(conn: psycopg.Connection, role: str, claims: dict[str, Any] | None) -> None:
+    """Inside the current transaction, act as PostgREST would for this JWT."""
+    conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
+    conn.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps(claims or {}),))
+
+
+def as_user(conn: psycopg.Connection, tenant: str, role: str, sub: str | None = None) -> None:
+    become(conn, "authenticated", {"sub": sub or user_id(tenant, role), "role": "authenticated",
+                                   "tenant_id": tenant, "tenant_role": role})
+
+
+def run_op(conn: psycopg.Connection, table: str, op: str, tenant: str) -> int | str | Exception:
+    """Run one operation on `tenant`'s rows; the row count, DENIED, or the unexpected error."""
+    tbl = sql.Identifier("public", table)
+    try:
+        if op == "select":
+            cur = conn.execute(sql.SQL("select tenant_id from {} where tenant_id = %s").format(tbl), (tenant,))
+        elif op == "insert":
+            row = insert_row(table, tenant)
+            cur = conn.execute(
+                sql.SQL("insert into {} ({}) values ({}) returning tenant_id").format(
+                    tbl, sql.SQL(", ").join(map(sql.Identifier, row)), sql.SQL(", ").join(sql.Placeholder() * len(row))),
+                list(row.values()),
+            )
+        elif op == "update":
+            col, value = UPDATE_VALUES[table]
+            cur = conn.execute(
+                sql.SQL("update {} set {} = %s where tenant_id = %s returning tenant_id").format(tbl, sql.Identifier(col)),
+                (value, tenant),
+            )
+        else:
+            cur = conn.execute(sql.SQL("delete from {} where tenant_id = %s returning tenant_id").format(tbl), (tenant,))
+    except psycopg.errors.InsufficientPrivilege:
+        return DENIED
+    except psycopg.Error as exc:
+        return exc
+    rows = cur.fetchall()
+    if op != "insert" or table != "tenants":
+        assert {r[0] for r in rows} <= {tenant}, f"{op} on {table} touched rows of other tenants: {rows}"
+    return len(rows)
+
+
+@pytest.mark.parametrize("target", ["a", "b"])
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("principal", PRINCIPALS)
+def test_isolation_matrix(conn: psycopg.Connection, principal: str, table: str, op: str, target: str) -> None:
+    role, claims = principal_claims(principal, WORLD)
+    try:
+        become(conn, role, claims)
+        outcome = run_op(conn, table, op, WORLD.tenant(target))
+    finally:
+        conn.rollback()
+    assert outcome == EXPECTED[(principal, table, op, target)], f"{principal} {op} {table} on {target}: {outcome!r}"
+    if principal in TENANT_A_PRINCIPALS and target == "b":
+        assert outcome in (DENIED, 0)
+
+
+@pytest.mark.parametrize("table", ["profiles", "tenant_domains"])
+def test_admin_insert_into_other_tenant_is_refused_by_rls(conn: psycopg.Connection, table: str) -> None:
+    # The grant allows inserting here, so it is RLS's WITH CHECK that must stop tenant B rows.
+    as_user(conn, SEED_A, "admin", "00000000-0000-4000-8000-000000000011")
+    row = insert_row(table, SEED_B)
+    try:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security") as err:
+            conn.execute(
+                sql.SQL("insert into {} ({}) values ({})").format(
+                    sql.Identifier("public", table), sql.SQL(", ").join(map(sql.Identifier, row)),
+                    sql.SQL(", ").join(sql.Placeholder() * len(row))),
+                list(row.values()),
+            )
+        assert err.value.sqlstate == "42501"
+    finally:
+        conn.rollback()
+
+
+def _attempt(conn: psycopg.Connection, statement: str, params: tuple[Any, ...] = ()) -> int | str:
+    try:
+        return len(conn.execute(statement, params).fetchall())
+    except psycopg.errors.InsufficientPrivilege:
+        return DENIED
+    finally:
+        conn.rollback()
+
+
+CLIENT_A = "00000000-0000-4000-8000-000000000012"
+ADMIN_A = "00000000-0000-4000-8000-000000000011"
+
+
+@pytest.mark.parametrize("statement", [
+    "update public.profiles set tenant_role = 'admin' where id = %s returning id",
+    "update public.profiles set tenant_role = 'super_admin' where id = %s returning id",
+    "update public.profiles set tenant_permissions = '{\"billing\": true}' where id = %s returning id",
+    "update public.profiles set tenant_id = 'partner-seo' where id = %s returning id",
+    "update public.profiles set id = gen_random_uuid() where id = %s returning id",
+    "insert into public.profiles (id, tenant_id, tenant_role) values (gen_random_uuid(), 'partner1', 'admin')"
+    " returning id",
+])
+def test_client_cannot_raise_role_or_move_tenant(conn: psycopg.Connection, statement: str) -> None:
+    as_user(conn, SEED_A, "client", CLIENT_A)
+    assert _attempt(conn, statement, (CLIENT_A,) if "%s" in statement else ()) == DENIED
+
+
+@pytest.mark.parametrize("statement, expected", [
+    # An admin may manage their tenant's people, but not themselves, not super_admin, not across tenants.
+    ("update public.profiles set tenant_role = 'admin' where id = '" + CLIENT_A + "' returning id", 1),
+    ("update public.profiles set tenant_role = 'super_admin' where id = '" + CLIENT_A + "' returning id", DENIED),
+    ("update public.profiles set tenant_permissions = '{\"all\": true}' where id = '" + ADMIN_A + "' returning id",
+     DENIED),
+    ("update public.profiles set tenant_id = 'partner-seo' where id = '" + CLIENT_A + "' returning id", DENIED),
+    ("update public.tenants set subscription_tier = 'enterprise' where tenant_id = 'partner1' returning 1", DENIED),
+    ("update public.tenants set status = 'active', type = 'primary' where tenant_id = 'partner1' returning 1", DENIED),
+    ("update public.tenants set tenant_id = 'partner-seo2' where tenant_id = 'partner1' returning 1", DENIED),
+    ("update public.tenants set whitelabel_config = '{\"brand_name\": \"P1\"}' where tenant_id = 'partner1'"
+     " returning 1", 1),
+    ("update public.tenant_domains set ssl_status = 'active' where tenant_id = 'partner1' returning 1", 0),
+])
+def test_admin_limits(conn: psycopg.Connection, statement: str, expected: int | str) -> None:
+    as_user(conn, SEED_A, "admin", ADMIN_A)
+    assert _attempt(conn, statement) == expected
+
+
+def test_only_primary_tenant_holds_super_admin(conn: psycopg.Connection) -> None:
+    become(conn, "authenticated", {"sub": "00000000-0000-4000-8000-000000000001", "role": "authenticated",
+                                   "tenant_id": "cozyartz", "tenant_role": "super_admin"})
+    try:
+        with pytest.raises(psycopg.errors.CheckViolation, match="primary tenant"):
+            conn.execute("update public.profiles set tenant_role = 'super_admin' where id = %s", (CLIENT_A,))
+    finally:
+        conn.rollback()
+    # ... and even the service role cannot put a super_admin outside the primary tenant.
+    become(conn, "service_role", {"role": "service_role"})
+    try:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("insert into public.profiles (id, tenant_id, tenant_role) values (%s, 'partner1', 'super_admin')",
+                         (str(uuid.uuid4()),))
+    finally:
+        conn.rollback()
+
+
+def test_admin_of_primary_cannot_demote_super_admin(conn: psycopg.Connection) -> None:
+    as_user(conn, "cozyartz", "admin", "00000000-0000-4000-8000-000000000002")
+    assert _attempt(conn, "update public.profiles set tenant_role = 'client'"
+                          " where id = '00000000-0000-4000-8000-000000000001' returning id") == DENIED
+
+
+def test_admin_manages_own_custom_domains(conn: psycopg.Connection) -> None:
+    as_user(conn, SEED_A, "admin", ADMIN_A)
+    try:
+        conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type)"
+                     " values ('partner1', 'shop.partner1-custom.com', 'custom')")
+        assert conn.execute("delete from public.tenant_domains where domain = 'shop.partner1-custom.com'"
+                            " returning 1").fetchall() == [(1,)]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type)"
+                         " values ('partner1', 'x.partner1.cozyartzmedia.com', 'subdomain')")
+    finally:
+        conn.rollback()
+
+
+@pytest.mark.parametrize("claims", [
+    {"sub": CLIENT_A, "role": "authenticated"},                                     # no tenant_id
+    {"sub": CLIENT_A, "role": "authenticated", "tenant_id": "", "tenant_role": "admin"},
+    {"sub": CLIENT_A, "role": "authenticated", "tenant_id": "partner1' or '1'='1", "tenant_role": "admin"},
+    {"sub": CLIENT_A, "role": "authenticated", "tenant_id": ["partner1"], "tenant_role": "admin"},
+    {"sub": CLIENT_A, "role": "authenticated", "tenant_id": "PARTNER1", "tenant_role": "admin"},
+    {"sub": "00000000-0000-4000-8000-000000000001", "role": "authenticated", "tenant_id": "partner1",
+     "tenant_role": "super_admin"},                                                  # SA claim, wrong tenant
+])
+def test_odd_or_missing_tenant_claims_see_nothing_else(conn: psycopg.Connection, claims: dict[str, Any]) -> None:
+    for table in TABLES:
+        become(conn, "authenticated", claims)
+        try:
+            seen = {r[0] for r in conn.execute(sql.SQL("select tenant_id from {}").format(
+                sql.Identifier("public", table))).fetchall()}
+        finally:
+            conn.rollback()
+        assert seen <= ({"partner1"} if claims.get("tenant_id") == "partner1" else set()), (table, seen)
+
+
+def test_anon_sees_and_calls_nothing(conn: psycopg.Connection) -> None:
+    for table in TABLES:
+        become(conn, "anon", {"role": "anon"})
+        assert _attempt(conn, f"select * from public.{table}") == DENIED
+    for fn in ("private.is_super_admin()", "public.get_current_tenant_id()", "private.is_primary_tenant('cozyartz')"):
+        become(conn, "anon", {"role": "anon"})
+        assert _attempt(conn, f"select {fn}") == DENIED
+
+
+def test_security_definer_helpers_are_locked_down(conn: psycopg.Connection) -> None:
+    rows = conn.execute(
+        "select p.oid::regprocedure::text, p.proconfig,"
+        " has_function_privilege('anon', p.oid, 'execute'),"
+        " has_function_privilege('public', p.oid, 'execute')"
+        " from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
+        " where p.prosecdef and n.nspname in ('public', 'private')"
+    ).fetchall()
+    conn.rollback()
+    assert {r[0] for r in rows} >= {"private.is_super_admin()", "private.is_primary_tenant(text)"}
+    for name, config, anon_exec, public_exec in rows:
+        assert config and 'search_path=""' in config, name
+        assert not anon_exec and not public_exec, name
+
+
+def test_audit_log_is_append_only_even_for_service_role(conn: psycopg.Connection) -> None:
+    become(conn, "service_role", {"role": "service_role"})
+    assert _attempt(conn, "update public.audit_log set action = 'x.y' returning 1") == DENIED
+    become(conn, "service_role", {"role": "service_role"})
+    assert _attempt(conn, "delete from public.audit_log returning 1") == DENIED
+
+
+# ---- the recursion regression -----------------------------------------------------------
+
+RECURSIVE_POLICY = """
+create policy "tenant_isolation" on public.profiles for all to authenticated using (
+  tenant_id = (select auth.jwt() ->> 'tenant_id')
+  or exists (select 1 from public.profiles p where p.id = auth.uid() and p.tenant_role = 'super_admin'))
+"""
+
+
+def read_everything_as(conn: psycopg.Connection, claims: dict[str, Any]) -> None:
+    """What every request does: read each table (and a join) as `authenticated`."""
+    become(conn, "authenticated", claims)
+    for table in TABLES:
+        conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier("public", table))).fetchone()
+    conn.execute("select count(*) from public.profiles p join public.tenants t using (tenant_id)").fetchone()
+
+
+@pytest.mark.parametrize("principal", ["client_a", "admin_a", "super_admin", "forged_super_admin_a"])
+def test_no_policy_recursion_as_authenticated(conn: psycopg.Connection, principal: str) -> None:
+    _, claims = principal_claims(principal, WORLD)
+    try:
+        read_everything_as(conn, claims or {})  # raises 42P17 "infinite recursion detected in policy"
+    finally:
+        conn.rollback()
+
+
+def test_recursion_check_catches_the_product_documents_policy(conn: psycopg.Connection) -> None:
+    # The check above would have failed on the product document's policy: prove it.
+    _, claims = principal_claims("client_a", WORLD)
+    conn.execute(RECURSIVE_POLICY)
+    try:
+        with pytest.raises(psycopg.errors.InvalidObjectDefinition, match="infinite recursion"):
+            read_everything_as(conn, claims or {})
+    finally:
+        conn.rollback()
+
+
+def test_no_policy_on_profiles_reads_profiles(conn: psycopg.Connection) -> None:
+    rows = conn.execute("select policyname, coalesce(qual, '') || coalesce(with_check, '') from pg_policies"
+                        " where schemaname = 'public' and tablename = 'profiles'").fetchall()
+    conn.rollback()
+    assert rows
+    for name, text in rows:
+        assert "profiles" not in text, name
+
+
+# ---- catalog checks -----------------------------------------------------------------------
+
+def test_rls_enabled_and_forced_on_every_public_table(conn: psycopg.Connection) -> None:
+    rows = conn.execute("select c.relname, c.relrowsecurity, c.relforcerowsecurity from pg_class c"
+                        " join pg_namespace n on n.oid = c.relnamespace"
+                        " where n.nspname = 'public' and c.relkind in ('r', 'p')").fetchall()
+    conn.rollback()
+    assert {r[0] for r in rows} >= set(TABLES)
+    assert [r[0] for r in rows if not (r[1] and r[2])] == []
+
+
+def test_policies_are_per_operation_and_for_authenticated_only(conn: psycopg.Connection) -> None:
+    rows = conn.execute("select tablename, policyname, cmd, roles::text[] from pg_policies"
+                        " where schemaname = 'public'").fetchall()
+    conn.rollback()
+    assert rows
+    for table, name, cmd, roles in rows:
+        assert cmd != "ALL", name
+        assert roles == ["authenticated"], name
+    assert {(t, c) for t, _, c, _ in rows} >= {(t, "SELECT") for t in TABLES}
+
+
+def test_every_tenant_table_has_an_index_led_by_tenant_id(conn: psycopg.Connection) -> None:
+    rows = conn.execute(
+        "select t.relname from pg_index i join pg_class t on t.oid = i.indrelid"
+        " join pg_namespace n on n.oid = t.relnamespace join pg_attribute a"
+        "   on a.attrelid = t.oid and a.attnum = i.indkey[0]"
+        " where n.nspname = 'public' and a.attname = 'tenant_id'").fetchall()
+    conn.rollback()
+    assert {r[0] for r in rows} >= set(TABLES)
+
+
+# ---- idempotency ----------------------------------------------------------------------------
+
+def _schema_dump(cluster: PgCluster) -> str:
+    out = subprocess.run([str(cluster.bin / "pg_dump"), "--schema-only", "--no-owner", cluster.dsn],
+                         check=True, capture_output=True, text=True)
+    # pg_dump wraps its output in a random \restrict token: not part of the schema.
+    return "\n".join(line for line in out.stdout.splitlines() if not line.startswith(("\\restrict", "\\unrestrict")))
+
+
+def _data_digest(conn: psycopg.Connection) -> list[Any]:
+    rows = [conn.execute(sql.SQL("select md5(coalesce(string_agg(t::text, '|' order by t::text), ''))"
+                                 " from {} t where tenant_id in ('cozyartz', 'partner1', 'partner-seo')").format(
+        sql.Identifier("public", table))).fetchone() for table in TABLES]
+    conn.rollback()
+    return rows
+
+
+def test_migrations_and_seed_reapply_with_psql_as_a_no_op(pg_cluster: PgCluster, conn: psycopg.Connection) -> None:
+    before_schema, before_data = _schema_dump(pg_cluster), _data_digest(conn)
+    for path in [*migration_files(), MIGRATIONS_DIR / "seed.sql"]:
+        subprocess.run([str(pg_cluster.bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+                        "-d", pg_cluster.dsn, "-f", str(path)], check=True, capture_output=True, text=True)
+    assert pg_cluster.apply_migrations() == []  # and the tracked runner skips them all
+    assert _schema_dump(pg_cluster) == before_schema
+    assert _data_digest(conn) == before_data
