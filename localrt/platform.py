@@ -39,6 +39,11 @@ class StatePaths:
     def dispatcher_secrets(self) -> Path:
         return self.secrets / "dispatcher.dev.vars"
 
+    @property
+    def generation(self) -> Path:
+        """Touched by the control plane after a change; the platform then drops isolate caches."""
+        return self.root / "generation"
+
 
 @dataclass
 class Platform:
@@ -49,6 +54,7 @@ class Platform:
     dispatcher_env: Env
     binding_providers: list[BindingsFactory] = field(default_factory=list)
     _entry_cls: Any = None
+    _generation: float = 0.0
 
     async def handle(self, request: js.Request) -> js.Response:
         """One request through the real dispatcher entry class, as the edge would send it."""
@@ -56,10 +62,21 @@ class Platform:
             from dispatcher.entry import Default
 
             self._entry_cls = Default
+        self._check_generation()
         ctx = ExecutionContext()
         response = await self._entry_cls(ctx, self.dispatcher_env).fetch(workers.Request(request))
         self.namespace.pending.update(ctx.tasks)
         return response.js_object
+
+    def _check_generation(self) -> None:
+        # Local stand-in for "a new isolate after a deploy or purge": one stat per request.
+        try:
+            mtime = self.paths.generation.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if mtime != self._generation:
+            self._generation = mtime
+            self.restart_isolates()
 
     def restart_isolates(self) -> None:
         """Drop every in-isolate cache, as a redeploy or a new isolate would."""
@@ -95,3 +112,10 @@ def build_platform(state_dir: Path, d1_path: Path, *, extra_bindings: list[Bindi
     env = Env({**DISPATCHER_VARS, **read_dev_vars(paths.dispatcher_secrets),
                "DB": d1, "TENANT_CACHE": kv, "DISPATCHER": namespace})
     return Platform(paths, d1, kv, namespace, env, providers)
+
+
+def bump_generation(state_dir: Path) -> None:
+    """Tell a running local platform (another process) to drop its isolate caches."""
+    path = StatePaths(Path(state_dir)).generation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(__import__("time").time_ns()))
