@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. Installs what is missing; the tests start (and stop) their
+# own PostgreSQL, PostgREST and local platform on free loopback ports.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh || { echo "bootstrap failed" >&2; exit 1; }
+.venv/bin/python -m pytest "$@"
+status=$?
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests: treating as a failure" >&2
+  exit 1
+fi
+exit "$status"
