@@ -9,8 +9,10 @@ from typing import Any, Callable
 import js
 import workers
 
+from localrt.ai import LocalAI, ai_binding
 from localrt.d1 import D1Database
 from localrt.devvars import read_dev_vars
+from localrt.durable_objects import DurableObjects, durable_object_bindings
 from localrt.dispatch import BindingsFactory, DispatchNamespace, Env, ExecutionContext, ScriptSpec
 from localrt.kv import KVNamespace
 
@@ -53,6 +55,8 @@ class Platform:
     namespace: DispatchNamespace
     dispatcher_env: Env
     binding_providers: list[BindingsFactory] = field(default_factory=list)
+    durable_objects: DurableObjects | None = None  # USAGE → UsageMeter for tenant scripts
+    ai: LocalAI | None = None  # the AI binding every script gets
     _entry_cls: Any = None
     _generation: float = 0.0
 
@@ -63,6 +67,8 @@ class Platform:
 
             self._entry_cls = Default
         self._check_generation()
+        if self.durable_objects is not None:
+            self.durable_objects.ensure_started()  # re-arms persisted alarms on this loop
         ctx = ExecutionContext()
         response = await self._entry_cls(ctx, self.dispatcher_env).fetch(workers.Request(request))
         self.namespace.pending.update(ctx.tasks)
@@ -100,7 +106,10 @@ def build_platform(state_dir: Path, d1_path: Path, *, extra_bindings: list[Bindi
     paths.root.mkdir(parents=True, exist_ok=True)
     d1 = D1Database(d1_path)
     kv = KVNamespace(paths.kv)
-    providers: list[BindingsFactory] = list(extra_bindings or [])
+    durable = DurableObjects(paths.root / "durable_objects", lambda name: namespace.env_of(name))
+    ai = LocalAI()
+    providers: list[BindingsFactory] = [durable_object_bindings(durable, {"USAGE": "UsageMeter"}), ai_binding(ai),
+                                        *(extra_bindings or [])]
 
     def bindings(spec: ScriptSpec) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -111,7 +120,7 @@ def build_platform(state_dir: Path, d1_path: Path, *, extra_bindings: list[Bindi
     namespace = DispatchNamespace(paths.namespace, paths.secrets, bindings=bindings, cpu_limit_scale=cpu_limit_scale)
     env = Env({**DISPATCHER_VARS, **read_dev_vars(paths.dispatcher_secrets),
                "DB": d1, "TENANT_CACHE": kv, "DISPATCHER": namespace})
-    return Platform(paths, d1, kv, namespace, env, providers)
+    return Platform(paths, d1, kv, namespace, env, providers, durable_objects=durable, ai=ai)
 
 
 def bump_generation(state_dir: Path) -> None:

@@ -2,6 +2,7 @@
 from workers import WorkerEntrypoint
 
 from tenant_worker.app import app_for
+from tenant_worker.usage_meter import UsageMeter  # noqa: F401  (the USAGE Durable Object class)
 
 
 class Default(WorkerEntrypoint):
