@@ -59,8 +59,9 @@ class Dispatcher:
     async def handle(self, request: Request, defer: Defer | None = None) -> Response:
         rid = new_request_id()
         path = urlsplit(request.url).path or "/"
+        incoming = request.headers  # converted from JS once per request
         try:
-            host = normalize_host(request.headers.get("host"))
+            host = normalize_host(incoming.get("host"))
         except InvalidHost as exc:
             return _error(path, 400, "bad_host", f"Bad request: {exc}.", rid)
         try:
@@ -80,7 +81,7 @@ class Dispatcher:
             return _error(path, 503, "misconfigured", "The service is temporarily unavailable.", rid)
 
         ctx = TenantContext(route.tenant_id, route.tenant_type, route.tier, host, rid, int(self._clock()))
-        headers = [(k, v) for k, v in request.headers.items() if not is_client_controlled(k)]
+        headers = [(k, v) for k, v in incoming.items() if not is_client_controlled(k)]
         headers.extend(context_headers(ctx, self._tenant_key(route.tenant_id)).items())
         forwarded = Request(request, headers=headers)
         try:

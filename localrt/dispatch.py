@@ -68,8 +68,8 @@ BindingsFactory = Callable[[ScriptSpec], dict[str, Any]]
 
 
 class _Script:
-    def __init__(self, spec: ScriptSpec, env: Env, mtime: float) -> None:
-        self.spec, self.env, self.mtime = spec, env, mtime
+    def __init__(self, spec: ScriptSpec, env: Env) -> None:
+        self.spec, self.env = spec, env
         self.cls = getattr(importlib.import_module(spec.module), spec.entrypoint)
 
 
@@ -113,27 +113,21 @@ class DispatchNamespace:
         return sorted(p.stem for p in self.registry_dir.glob("*.json"))
 
     def _load(self, name: str) -> _Script | None:
+        # Loaded once per "isolate"; deploy/remove here, or a generation bump from another
+        # process (Platform.restart_isolates), drops it. No disk I/O on the hot path.
+        cached = self._scripts.get(name)
+        if cached is not None:
+            return cached
         path = self._spec_path(name)
         try:
-            mtime = max(path.stat().st_mtime, self._secrets_mtime(name))
+            spec = ScriptSpec.from_json(path.read_text())
         except FileNotFoundError:
-            self._scripts.pop(name, None)
             return None
-        cached = self._scripts.get(name)
-        if cached is not None and cached.mtime == mtime:
-            return cached
-        spec = ScriptSpec.from_json(path.read_text())
         values: dict[str, Any] = dict(spec.vars)
         values.update(read_dev_vars(self.secrets_path(name)))
         values.update(self._bindings(spec))
-        script = self._scripts[name] = _Script(spec, Env(values), mtime)
+        script = self._scripts[name] = _Script(spec, Env(values))
         return script
-
-    def _secrets_mtime(self, name: str) -> float:
-        try:
-            return self.secrets_path(name).stat().st_mtime
-        except FileNotFoundError:
-            return 0.0
 
     def env_of(self, name: str) -> Env | None:
         script = self._load(name)

@@ -5,7 +5,11 @@ Headers, Request, Response (each with the JS constructor spelled `.new(...)` as 
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
 
 
 class Object:
@@ -22,8 +26,9 @@ class Headers:
         if init is None:
             return
         if isinstance(init, Headers):
-            init = init._items
-        elif isinstance(init, dict):
+            self._items = list(init._items)  # already validated
+            return
+        if isinstance(init, dict):
             init = init.items()
         for name, value in init:
             self.append(name, value)
@@ -35,7 +40,7 @@ class Headers:
     @staticmethod
     def _check(name: str, value: str) -> tuple[str, str]:
         name, value = str(name), str(value)
-        if not name or any(c in name for c in " :\r\n\t") or any(c in value for c in "\r\n\x00"):
+        if not _TOKEN.match(name) or _BAD_VALUE.search(value):
             raise TypeError(f"Invalid header: {name!r}")
         return name.lower(), value.strip()
 

@@ -9,7 +9,7 @@ CREATE TABLE IF NOT EXISTS tenants (
     whitelabel_config TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(whitelabel_config)),
     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-);
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS tenant_domains (
     domain TEXT PRIMARY KEY CHECK (length(domain) BETWEEN 1 AND 253 AND domain = lower(domain)),
