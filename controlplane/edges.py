@@ -1,0 +1,199 @@
+"""The control plane's edges besides Supabase and D1: route cache, tenant scripts, custom hostnames.
+
+Each has a local implementation (the local platform's files) and a Cloudflare one, chosen
+in controlplane.wiring; the lifecycle code never knows which it has.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+
+from controlplane.cloudflare import CloudflareApi, HostnameState
+from controlplane.errors import BackendError, ConfigError
+from controlplane.model import NAMESPACE, PRIMARY_TENANT_ID, TenantRecord
+from controlplane.output import Reporter
+from controlplane.wrangler import Runner, tenant_deploy_command
+from dispatcher.routing import kv_key
+from shared.context import derive_tenant_key
+
+
+def tenant_vars(tenant: TenantRecord) -> dict[str, str]:
+    """The plain vars a tenant's Worker is deployed with (wrangler.tenant.toml names them)."""
+    return {"TENANT_ID": tenant.tenant_id, "TENANT_TYPE": tenant.type.value, "PRIMARY_TENANT_ID": PRIMARY_TENANT_ID}
+
+
+# ---- route cache (KV TENANT_CACHE) ----------------------------------------------------------
+class RouteCache(Protocol):
+    label: str
+    async def get(self, host: str) -> str | None: ...
+    async def purge(self, host: str) -> None: ...
+
+
+class LocalRouteCache:
+    def __init__(self, kv: Any, reporter: Reporter, *, dry_run: bool = False) -> None:
+        self._kv, self._reporter, self._dry = kv, reporter, dry_run
+        self.label = "kv (local)"
+
+    async def get(self, host: str) -> str | None:
+        return await self._kv.get(kv_key(host))
+
+    async def purge(self, host: str) -> None:
+        if self._dry:
+            self._reporter.plan(self.label, f"DELETE {kv_key(host)}")
+            return
+        try:
+            await self._kv.delete(kv_key(host))
+        except Exception as exc:
+            raise BackendError(f"KV purge failed: {exc}") from None
+
+
+class CloudflareRouteCache:
+    def __init__(self, api: CloudflareApi, namespace_id: str) -> None:
+        self._api, self._ns = api, namespace_id
+        self.label = f"kv (remote {namespace_id})"
+
+    async def get(self, host: str) -> str | None:
+        return await self._api.kv_get(self._ns, kv_key(host))
+
+    async def purge(self, host: str) -> None:
+        await self._api.kv_delete(self._ns, kv_key(host))
+
+
+# ---- tenant Worker scripts in the dispatch namespace ----------------------------------------
+class TenantScripts(Protocol):
+    label: str
+    async def exists(self, script: str) -> bool: ...
+    async def deploy(self, tenant: TenantRecord, secrets: Mapping[str, str]) -> None: ...
+    async def remove(self, script: str) -> None: ...
+    async def forget_secrets(self, script: str) -> None: ...
+
+
+class LocalScripts:
+    """The local namespace (localrt.dispatch.DispatchNamespace): a spec file and a .dev.vars per script."""
+
+    def __init__(self, namespace: Any, master_secret_file: Path, reporter: Reporter, *, dry_run: bool = False) -> None:
+        self._ns, self._master_file, self._reporter, self._dry = namespace, master_secret_file, reporter, dry_run
+        self.label = f"namespace (local {namespace.registry_dir})"
+
+    def _master(self) -> str:
+        from localrt.devvars import read_dev_vars
+
+        secret = read_dev_vars(self._master_file).get("CONTEXT_SIGNING_SECRET")
+        if not secret:
+            raise ConfigError(f"no CONTEXT_SIGNING_SECRET in {self._master_file}: start the local platform once "
+                              "(python -m localrt run) so it creates the dispatcher's secret")
+        return secret
+
+    async def exists(self, script: str) -> bool:
+        return script in self._ns.names()
+
+    async def deploy(self, tenant: TenantRecord, secrets: Mapping[str, str]) -> None:
+        from localrt.devvars import read_dev_vars, write_dev_vars
+        from localrt.dispatch import ScriptSpec
+
+        spec = ScriptSpec(tenant.script_name, vars=tenant_vars(tenant))
+        if self._dry:
+            self._reporter.plan(self.label, f"deploy {spec.to_json()}")
+            self._reporter.plan(self.label, f"write {self._ns.secrets_path(tenant.script_name)} keys "
+                                f"{sorted({'TENANT_CONTEXT_KEY', *secrets})}")
+            return
+        path = self._ns.secrets_path(tenant.script_name)
+        values = read_dev_vars(path)
+        values.update(secrets)
+        values["TENANT_CONTEXT_KEY"] = derive_tenant_key(self._master(), tenant.tenant_id)
+        write_dev_vars(path, values)  # secrets first: the spec's appearance is what makes it routable
+        existing = self._ns._spec_path(tenant.script_name)
+        if existing.exists():  # keep vars an operator or a test added (SUPABASE_URL …); ours win
+            spec.vars = {**ScriptSpec.from_json(existing.read_text()).vars, **spec.vars}
+        self._ns.deploy(spec)
+
+    async def remove(self, script: str) -> None:
+        if self._dry:
+            self._reporter.plan(self.label, f"remove {script}")
+            return
+        self._ns.remove(script)
+
+    async def forget_secrets(self, script: str) -> None:
+        path = self._ns.secrets_path(script)
+        if self._dry:
+            self._reporter.plan(self.label, f"delete {path}")
+            return
+        path.unlink(missing_ok=True)
+
+
+class CloudflareScripts:
+    """Scripts in the `cmgsite-tenants` namespace: wrangler deploys, the API checks and deletes."""
+
+    def __init__(self, api: CloudflareApi, runner: Runner, master_secret: str | None, *, dry_run: bool = False) -> None:
+        self._api, self._runner, self._master, self._dry = api, runner, master_secret, dry_run
+        self.label = f"namespace (remote {NAMESPACE})"
+
+    async def exists(self, script: str) -> bool:
+        return await self._api.script_exists(NAMESPACE, script)
+
+    async def deploy(self, tenant: TenantRecord, secrets: Mapping[str, str]) -> None:
+        if not self._master:
+            raise ConfigError("CONTEXT_SIGNING_SECRET (the dispatcher's master secret) is needed to derive "
+                              "the tenant's TENANT_CONTEXT_KEY: export it before deploying")
+        values = {**secrets, "TENANT_CONTEXT_KEY": derive_tenant_key(self._master, tenant.tenant_id)}
+        if self._dry:
+            shown = f"<temporary JSON file with {', '.join(sorted(values))}>"
+            self._runner.run(tenant_deploy_command(tenant.script_name, tenant_vars(tenant), secrets_file=shown))
+            return
+        fd, path = tempfile.mkstemp(prefix="cmgsite-secrets-", suffix=".json")  # 0600
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(values, f)
+            self._runner.run(tenant_deploy_command(tenant.script_name, tenant_vars(tenant), secrets_file=path))
+        finally:
+            os.unlink(path)
+
+    async def remove(self, script: str) -> None:
+        await self._api.delete_script(NAMESPACE, script)
+
+    async def forget_secrets(self, script: str) -> None:
+        return None  # a script's secrets go with the script on Cloudflare
+
+
+# ---- custom hostnames (Cloudflare for SaaS) ---------------------------------------------------
+class Hostnames(Protocol):
+    label: str
+    async def find(self, hostname: str) -> HostnameState | None: ...
+    async def create(self, hostname: str) -> HostnameState: ...
+    async def delete(self, hostname: str) -> None: ...
+
+
+class LocalHostnames:
+    """Locally there is no TLS edge: a custom domain answers as soon as it is routed."""
+
+    label = "custom hostnames (local: none needed)"
+
+    async def find(self, hostname: str) -> HostnameState | None:
+        return HostnameState(hostname, "local", "active", True, "active", "active")
+
+    async def create(self, hostname: str) -> HostnameState:
+        return HostnameState(hostname, "local", "active", True, "active", "active")
+
+    async def delete(self, hostname: str) -> None:
+        return None
+
+
+class CloudflareHostnames:
+    def __init__(self, api: CloudflareApi) -> None:
+        self._api = api
+        self.label = f"custom hostnames (zone {api.zone_id})"
+
+    async def find(self, hostname: str) -> HostnameState | None:
+        return await self._api.find_custom_hostname(hostname)
+
+    async def create(self, hostname: str) -> HostnameState:
+        existing = await self._api.find_custom_hostname(hostname)  # re-run after a failure: reuse it
+        return existing or await self._api.create_custom_hostname(hostname)
+
+    async def delete(self, hostname: str) -> None:
+        existing = await self._api.find_custom_hostname(hostname)
+        if existing is not None:
+            await self._api.delete_custom_hostname(existing.id)

@@ -1,0 +1,308 @@
+"""Operator actions on tenants, in the one safe order: Supabase → (script) → D1 → KV purge.
+
+Supabase is the master; D1 is made to match it by `converge()`, which every action ends
+with and `verify --repair` reuses. Every write is an upsert or a delete, so re-running an
+action after a failure part-way completes it. A tenant's Worker is deployed before its
+host is routed (no 502 window) and unrouted before its Worker is removed, so no host is
+ever routed to a removed tenant.
+
+How fast a change reaches traffic: on the local platform at once (KV purged, isolate caches
+dropped through localrt.platform.bump_generation). On Cloudflare, the KV purge reaches
+every edge within KV's propagation (cached reads up to 60 s), and each dispatcher isolate
+re-reads its in-isolate cache within dispatcher.routing.ISOLATE_TTL_SECONDS (15 s): a
+suspend or removal holds everywhere within about 75 s.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from controlplane.edges import Hostnames, RouteCache, TenantScripts
+from controlplane.errors import NotFound, Refused
+from controlplane.model import (DomainRecord, TenantRecord, domain_type_for, new_tenant, parse_domain,
+                                parse_tenant_id, parse_tier)
+from controlplane.output import Reporter
+from controlplane.registry import SupabaseRegistry
+from controlplane.replica import RoutingReplica
+from controlplane.wrangler import (Runner, dispatcher_deploy_command, namespace_create_command,
+                                   namespace_get_command)
+from dispatcher.routing import ISOLATE_TTL_SECONDS
+from shared.models import TenantStatus, TenantType
+from shared.tiers import UsageKind, plan_for
+
+KV_PROPAGATION_SECONDS = 60
+CHANGE_BOUND_SECONDS = KV_PROPAGATION_SECONDS + ISOLATE_TTL_SECONDS
+
+
+@dataclass
+class ControlPlane:
+    registry: SupabaseRegistry
+    replica: RoutingReplica
+    cache: RouteCache
+    scripts: TenantScripts
+    hostnames: Hostnames
+    reporter: Reporter
+    local: bool = True
+    dry_run: bool = False
+    on_change: Callable[[], None] = lambda: None
+    runner: Runner | None = None
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for close in self.closers:
+            await close()
+
+    # ---- shared pieces ---------------------------------------------------------------------
+    async def require(self, tenant_id: str) -> TenantRecord:
+        tenant = await self.registry.tenant(parse_tenant_id(tenant_id))
+        if tenant is None:
+            raise NotFound(f"no tenant {tenant_id!r} in the registry")
+        return tenant
+
+    async def converge(self, tenant_id: str) -> list[str]:
+        """Make D1 and KV match Supabase for one tenant; returns the hosts whose cache was purged."""
+        tenant = await self.registry.tenant(tenant_id)
+        routed = await self.replica.domains(tenant_id)
+        hosts = {d["domain"] for d in routed}
+        if tenant is None or tenant.status is TenantStatus.INACTIVE:
+            self.reporter.step(f"d1: unroute {tenant_id}")
+            await self.replica.drop_tenant(tenant_id)
+            if tenant is not None:
+                hosts |= {d.domain for d in await self.registry.domains(tenant_id)}
+        else:
+            domains = await self.registry.domains(tenant_id)
+            hosts |= {d.domain for d in domains}
+            self.reporter.step(f"d1: route {tenant_id} ({tenant.status.value}) at {', '.join(d.domain for d in domains)}")
+            await self.replica.replace_tenant(tenant, domains)
+        for host in sorted(hosts):
+            await self.cache.purge(host)
+        if hosts:
+            self.reporter.step(f"kv: purged {len(hosts)} cached route(s)")
+        self._changed()
+        return sorted(hosts)
+
+    def _changed(self) -> None:
+        if self.dry_run:
+            return
+        self.on_change()
+
+    def bound_note(self) -> str:
+        if self.local:
+            return "effective now on the local platform"
+        return f"effective on Cloudflare within ~{CHANGE_BOUND_SECONDS} s (KV propagation + isolate cache)"
+
+    async def _audit(self, tenant_id: str, action: str, details: dict[str, Any] | None = None) -> None:
+        await self.registry.audit(tenant_id, action, tenant_id, details or {})
+
+    async def _check_domain_free(self, domain: str, tenant_id: str) -> None:
+        holder = await self.registry.domain_holder(domain) or await self.replica.domain_holder(domain)
+        if holder is not None and holder != tenant_id:
+            # The operator may know who holds it; tenants never see this message.
+            raise Refused(f"domain {domain} is already held by tenant {holder!r}")
+
+    async def _ensure_hostname(self, domain: DomainRecord) -> DomainRecord:
+        """A custom domain needs a Cloudflare for SaaS custom hostname; record its SSL/DNS state."""
+        if domain.domain_type != "custom":
+            return domain
+        self.reporter.step(f"{self.hostnames.label}: ensure {domain.domain}")
+        state = await self.hostnames.create(domain.domain)
+        updated = domain.model_copy(update={"ssl_status": state.ssl_status, "dns_configured": state.dns_configured})
+        if updated != domain:
+            await self.registry.update_domain(domain.domain, {"ssl_status": updated.ssl_status,
+                                                              "dns_configured": updated.dns_configured})
+        return updated
+
+    # ---- actions -----------------------------------------------------------------------------
+    async def add(self, tenant_id: str, name: str, tenant_type: str, domain: str, tier: str,
+                  *, brand_name: str | None = None, deploy: bool = True) -> TenantRecord:
+        tenant, primary_domain = new_tenant(tenant_id, name, tenant_type, domain, tier, brand_name)
+        existing = await self.registry.tenant(tenant.tenant_id)
+        if existing is not None:
+            if (existing.type, existing.domain) != (tenant.type, tenant.domain):
+                raise Refused(f"tenant {tenant.tenant_id!r} already exists as {existing.type.value} at "
+                              f"{existing.domain}; use set-tier / add-domain, or remove it first")
+            if existing.status is not TenantStatus.ACTIVE:
+                raise Refused(f"tenant {tenant.tenant_id!r} exists and is {existing.status.value}: use resume")
+            self.reporter.step(f"{tenant.tenant_id} is already registered: completing the earlier add")
+            tenant = tenant.model_copy(update={"whitelabel_config": existing.whitelabel_config})
+        if tenant.type is TenantType.PRIMARY:
+            primary = await self.registry.primary_tenant()
+            if primary is not None and primary.tenant_id != tenant.tenant_id:
+                raise Refused(f"there is already a primary tenant ({primary.tenant_id!r}); there can be only one")
+        await self._check_domain_free(primary_domain.domain, tenant.tenant_id)
+
+        self.reporter.step(f"supabase: register {tenant.tenant_id} ({tenant.type.value}, {tenant.subscription_tier.value})")
+        await self.registry.upsert_tenant(tenant)
+        current = {d.domain: d for d in await self.registry.domains(tenant.tenant_id)}
+        if primary_domain.domain not in current:
+            await self.registry.upsert_domain(primary_domain)
+        await self._ensure_hostname(current.get(primary_domain.domain, primary_domain))
+        if deploy:
+            self.reporter.step(f"{self.scripts.label}: deploy {tenant.script_name}")
+            await self.scripts.deploy(tenant, {})
+        await self.converge(tenant.tenant_id)
+        if not await self.registry.has_audit(tenant.tenant_id, "tenant.added", tenant.tenant_id):
+            await self._audit(tenant.tenant_id, "tenant.added", {"type": tenant.type.value,
+                                                                 "tier": tenant.subscription_tier.value})
+        return tenant
+
+    async def set_status(self, tenant_id: str, status: TenantStatus) -> TenantRecord:
+        tenant = await self.require(tenant_id)
+        if tenant.type is TenantType.PRIMARY and status is not TenantStatus.ACTIVE:
+            raise Refused("the primary tenant cannot be suspended or removed: it is the platform itself")
+        if status is TenantStatus.ACTIVE and tenant.status is TenantStatus.INACTIVE:
+            return await self.restore(tenant)
+        if tenant.status is TenantStatus.INACTIVE and status is TenantStatus.SUSPENDED:
+            raise Refused(f"tenant {tenant_id!r} was removed; resume it first")
+        self.reporter.step(f"supabase: {tenant_id} status {tenant.status.value} -> {status.value}")
+        await self.registry.set_tenant(tenant.tenant_id, {"status": status.value})
+        await self.converge(tenant.tenant_id)
+        if tenant.status is not status:
+            await self._audit(tenant.tenant_id, f"tenant.{'suspended' if status is TenantStatus.SUSPENDED else 'resumed'}")
+        return tenant.model_copy(update={"status": status})
+
+    async def restore(self, tenant: TenantRecord) -> TenantRecord:
+        """Resume a removed tenant: active again, Worker redeployed, hosts routed again."""
+        self.reporter.step(f"supabase: {tenant.tenant_id} status inactive -> active")
+        await self.registry.set_tenant(tenant.tenant_id, {"status": "active"})
+        tenant = tenant.model_copy(update={"status": TenantStatus.ACTIVE})
+        for domain in await self.registry.domains(tenant.tenant_id):
+            await self._ensure_hostname(domain)
+        self.reporter.step(f"{self.scripts.label}: deploy {tenant.script_name}")
+        await self.scripts.deploy(tenant, {})
+        await self.converge(tenant.tenant_id)
+        await self._audit(tenant.tenant_id, "tenant.resumed", {"from": "inactive"})
+        return tenant
+
+    async def remove(self, tenant_id: str) -> TenantRecord:
+        """Take a tenant off the platform (data kept for export or delete): hosts answer 404."""
+        tenant = await self.require(tenant_id)
+        if tenant.type is TenantType.PRIMARY:
+            raise Refused("the primary tenant cannot be removed: it is the platform itself")
+        self.reporter.step(f"supabase: {tenant_id} status {tenant.status.value} -> inactive")
+        await self.registry.set_tenant(tenant.tenant_id, {"status": "inactive"})
+        await self.converge(tenant.tenant_id)  # unrouted before the Worker goes
+        for domain in await self.registry.domains(tenant.tenant_id):
+            if domain.domain_type == "custom":
+                self.reporter.step(f"{self.hostnames.label}: delete {domain.domain}")
+                await self.hostnames.delete(domain.domain)
+        self.reporter.step(f"{self.scripts.label}: remove {tenant.script_name}")
+        await self.scripts.remove(tenant.script_name)
+        self._changed()
+        if tenant.status is not TenantStatus.INACTIVE:
+            await self._audit(tenant.tenant_id, "tenant.removed")
+        return tenant.model_copy(update={"status": TenantStatus.INACTIVE})
+
+    async def set_tier(self, tenant_id: str, tier: str) -> TenantRecord:
+        tenant = await self.require(tenant_id)
+        new = parse_tier(tier)
+        count = len(await self.registry.domains(tenant.tenant_id))
+        allowed = plan_for(new).limit_for(UsageKind.DOMAINS)
+        if count > allowed:
+            raise Refused(f"tier {new.value} allows {allowed} domain(s) and {tenant_id} has {count}: "
+                          "remove domains first")
+        self.reporter.step(f"supabase: {tenant_id} tier {tenant.subscription_tier.value} -> {new.value}")
+        await self.registry.set_tenant(tenant.tenant_id, {"subscription_tier": new.value})
+        await self.converge(tenant.tenant_id)
+        if tenant.subscription_tier is not new:
+            await self._audit(tenant.tenant_id, "tenant.tier_changed",
+                              {"from": tenant.subscription_tier.value, "to": new.value})
+        return tenant.model_copy(update={"subscription_tier": new})
+
+    async def add_domain(self, tenant_id: str, raw_domain: str) -> DomainRecord:
+        tenant = await self.require(tenant_id)
+        if tenant.status is TenantStatus.INACTIVE:
+            raise Refused(f"tenant {tenant_id!r} was removed; resume it before adding domains")
+        domain = parse_domain(raw_domain)
+        dtype = domain_type_for(tenant.type, domain)
+        await self._check_domain_free(domain, tenant.tenant_id)
+        current = {d.domain: d for d in await self.registry.domains(tenant.tenant_id)}
+        allowed = plan_for(tenant.subscription_tier).limit_for(UsageKind.DOMAINS)
+        if domain not in current and len(current) + 1 > allowed:
+            raise Refused(f"tier {tenant.subscription_tier.value} allows {allowed} domain(s) and {tenant_id} "
+                          f"has {len(current)}: upgrade with set-tier or remove a domain first")
+        record = current.get(domain) or DomainRecord(
+            tenant_id=tenant.tenant_id, domain=domain, domain_type=dtype,
+            ssl_status="pending" if dtype == "custom" else "active", dns_configured=dtype != "custom")
+        if domain not in current:
+            self.reporter.step(f"supabase: add domain {domain} to {tenant_id}")
+            await self.registry.upsert_domain(record)
+        record = await self._ensure_hostname(record)
+        await self.converge(tenant.tenant_id)
+        if domain not in current:
+            await self._audit(tenant.tenant_id, "domain.added", {"domain_type": dtype})
+        return record
+
+    async def remove_domain(self, tenant_id: str, raw_domain: str) -> None:
+        tenant = await self.require(tenant_id)
+        domain = parse_domain(raw_domain)
+        if domain == tenant.domain:
+            raise Refused(f"{domain} is {tenant_id}'s primary domain; remove the tenant instead")
+        current = {d.domain: d for d in await self.registry.domains(tenant.tenant_id)}
+        routed = {d["domain"] for d in await self.replica.domains(tenant.tenant_id)}
+        if domain not in current and domain not in routed:
+            raise NotFound(f"{domain} is not a domain of tenant {tenant_id!r}")
+        self.reporter.step(f"supabase: remove domain {domain} from {tenant_id}")
+        await self.registry.delete_domain(tenant.tenant_id, domain)
+        await self.converge(tenant.tenant_id)  # unrouted before its certificate goes
+        if domain_type_for(tenant.type, domain) == "custom":
+            self.reporter.step(f"{self.hostnames.label}: delete {domain}")
+            await self.hostnames.delete(domain)
+        if domain in current:
+            await self._audit(tenant.tenant_id, "domain.removed", {"domain_type": current[domain].domain_type})
+
+    async def domains_status(self, tenant_id: str | None = None) -> list[dict[str, Any]]:
+        """Refresh SSL and DNS state of custom domains from Cloudflare into Supabase and D1."""
+        tenants = [await self.require(tenant_id)] if tenant_id else await self.registry.tenants()
+        out: list[dict[str, Any]] = []
+        for tenant in tenants:
+            changed = False
+            for domain in await self.registry.domains(tenant.tenant_id):
+                row: dict[str, Any] = {**domain.row(), "custom_hostname": None}
+                if domain.domain_type == "custom" and tenant.status is not TenantStatus.INACTIVE:
+                    state = await self.hostnames.find(domain.domain)
+                    if state is None:
+                        row["custom_hostname"] = "missing"
+                    else:
+                        row["custom_hostname"] = f"{state.cloudflare_status}/{state.cloudflare_ssl_status}"
+                        if (state.ssl_status, state.dns_configured) != (domain.ssl_status, domain.dns_configured):
+                            await self.registry.update_domain(domain.domain, {
+                                "ssl_status": state.ssl_status, "dns_configured": state.dns_configured})
+                            row.update(ssl_status=state.ssl_status, dns_configured=state.dns_configured)
+                            changed = True
+                out.append(row)
+            if changed:
+                await self.converge(tenant.tenant_id)
+        return out
+
+    def ensure_namespace(self) -> None:
+        """Create the dispatch namespace `cmgsite-tenants` on Cloudflare when it is missing."""
+        if self.local or self.runner is None:
+            return
+        if self.runner.run(namespace_get_command(), reads=True, check=False).strip():
+            self.reporter.step("namespace cmgsite-tenants exists")
+            return
+        self.reporter.step("namespace cmgsite-tenants missing: creating it")
+        self.runner.run(namespace_create_command())
+
+    def deploy_dispatcher(self) -> None:
+        if self.local or self.runner is None:
+            self.reporter.step("local platform: the dispatcher runs from dispatcher/ directly (nothing to upload)")
+            return
+        self.runner.run(dispatcher_deploy_command())
+
+    async def deploy(self, tenant_id: str | None, secrets: dict[str, str] | None = None) -> list[str]:
+        """(Re)deploy tenant Workers: one tenant, or every tenant that is not removed."""
+        self.ensure_namespace()
+        tenants = [await self.require(tenant_id)] if tenant_id else await self.registry.tenants()
+        done: list[str] = []
+        for tenant in tenants:
+            if tenant.status is TenantStatus.INACTIVE:
+                if tenant_id:
+                    raise Refused(f"tenant {tenant_id!r} was removed; resume it to deploy it again")
+                continue
+            self.reporter.step(f"{self.scripts.label}: deploy {tenant.script_name}")
+            await self.scripts.deploy(tenant, secrets or {})
+            done.append(tenant.script_name)
+        self._changed()
+        return done

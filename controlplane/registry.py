@@ -1,0 +1,122 @@
+"""The master registry in Supabase (`tenants`, `tenant_domains`, and the tenant's other rows).
+
+The control plane talks to PostgREST with the service role (shared.supabase), the one
+place besides usage and audit writes where bypassing RLS is the design.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from controlplane.errors import BackendError
+from controlplane.model import DomainRecord, TenantRecord
+from shared.http import HttpClient, HttpError
+from shared.supabase import SupabaseClient, SupabaseError
+
+# Tables holding a tenant's rows, children first (the order erasure deletes them in).
+# Tables other issues add are found at run time from PostgREST's schema (tenant_tables()).
+KNOWN_TENANT_TABLES = ("tenant_usage", "profiles", "tenant_domains", "audit_log", "tenants")
+
+
+def tenant_fingerprint(tenant_id: str) -> str:
+    """What the erasure audit record keeps: proves which tenant was erased to whoever knows the id."""
+    return "sha256:" + hashlib.sha256(f"cmgsite-tenant:{tenant_id}".encode()).hexdigest()[:32]
+
+
+class SupabaseRegistry:
+    def __init__(self, http: HttpClient, *, url: str, service_role_key: str) -> None:
+        self._http, self._url, self._key = http, url.rstrip("/"), service_role_key
+        self._db = SupabaseClient.as_service_role(http, url=url, service_role_key=service_role_key)
+
+    async def _call(self, what: str, coro: Any) -> Any:
+        try:
+            return await coro
+        except SupabaseError as exc:
+            raise BackendError(f"supabase {what} failed: {exc.status} {exc.code or ''} {exc.message}") from None
+        except HttpError as exc:
+            raise BackendError(f"supabase unreachable during {what}: {exc}") from None
+
+    # ---- reads ----------------------------------------------------------------------------
+    async def tenant(self, tenant_id: str) -> TenantRecord | None:
+        rows = await self._call("read tenant", self._db.select("tenants", eq={"tenant_id": tenant_id}))
+        return TenantRecord.model_validate(rows[0]) if rows else None
+
+    async def tenants(self) -> list[TenantRecord]:
+        rows = await self._call("list tenants", self._db.select("tenants", order="tenant_id.asc"))
+        return [TenantRecord.model_validate(r) for r in rows]
+
+    async def domains(self, tenant_id: str) -> list[DomainRecord]:
+        rows = await self._call("read domains", self._db.select(
+            "tenant_domains", eq={"tenant_id": tenant_id}, order="domain.asc"))
+        return [DomainRecord.model_validate(r) for r in rows]
+
+    async def domain_holder(self, domain: str) -> str | None:
+        """The tenant holding a domain (as a routed domain or a tenant's primary domain), if any."""
+        rows = await self._call("read domain", self._db.select(
+            "tenant_domains", columns="tenant_id", eq={"domain": domain}))
+        if rows:
+            return str(rows[0]["tenant_id"])
+        rows = await self._call("read domain", self._db.select("tenants", columns="tenant_id", eq={"domain": domain}))
+        return str(rows[0]["tenant_id"]) if rows else None
+
+    async def primary_tenant(self) -> TenantRecord | None:
+        rows = await self._call("read primary", self._db.select("tenants", eq={"type": "primary"}))
+        return TenantRecord.model_validate(rows[0]) if rows else None
+
+    # ---- writes (all idempotent) ---------------------------------------------------------
+    async def upsert_tenant(self, tenant: TenantRecord) -> None:
+        await self._call("write tenant", self._db.upsert("tenants", tenant.row(), on_conflict="tenant_id"))
+
+    async def set_tenant(self, tenant_id: str, values: dict[str, Any]) -> None:
+        await self._call("update tenant", self._db.update("tenants", values, eq={"tenant_id": tenant_id}))
+
+    async def upsert_domain(self, domain: DomainRecord) -> None:
+        await self._call("write domain", self._db.upsert("tenant_domains", domain.row(), on_conflict="domain"))
+
+    async def update_domain(self, domain: str, values: dict[str, Any]) -> None:
+        await self._call("update domain", self._db.update("tenant_domains", values, eq={"domain": domain}))
+
+    async def delete_domain(self, tenant_id: str, domain: str) -> None:
+        await self._call("delete domain", self._db.delete(
+            "tenant_domains", eq={"tenant_id": tenant_id, "domain": domain}))
+
+    async def audit(self, tenant_id: str, action: str, target: str | None, details: dict[str, Any]) -> None:
+        row = {"tenant_id": tenant_id, "actor": "system:tenant-cli", "action": action, "target": target,
+               "details": details}
+        await self._call("write audit", self._db.insert("audit_log", row, columns="id"))
+
+    async def has_audit(self, tenant_id: str, action: str, target: str) -> bool:
+        rows = await self._call("read audit", self._db.select(
+            "audit_log", columns="id", eq={"tenant_id": tenant_id, "action": action, "target": target}, limit=1))
+        return bool(rows)
+
+    # ---- a tenant's data (export and erasure) --------------------------------------------
+    async def tenant_tables(self) -> list[str]:
+        """Every exposed table with a tenant_id column, children before `tenants`."""
+        found: list[str] = []
+        try:  # PostgREST's root is the OpenAPI description of every table the role can see
+            resp = await self._http.request("GET", self._url + "/rest/v1/", headers={
+                "apikey": self._key, "authorization": f"Bearer {self._key}",
+                "accept": "application/openapi+json"})
+            spec = resp.json() if resp.ok else None
+        except (HttpError, ValueError):
+            spec = None
+        if isinstance(spec, dict):
+            for table, definition in (spec.get("definitions") or {}).items():
+                if "tenant_id" in ((definition or {}).get("properties") or {}):
+                    found.append(table)
+        ordered = [t for t in KNOWN_TENANT_TABLES if t != "tenants"]
+        ordered += sorted(t for t in found if t not in KNOWN_TENANT_TABLES)
+        return ordered + ["tenants"]
+
+    async def rows_of(self, table: str, tenant_id: str) -> list[dict[str, Any]]:
+        return await self._call(f"export {table}", self._db.select(table, eq={"tenant_id": tenant_id}))
+
+    async def erase(self, table: str, tenant_id: str) -> int:
+        rows = await self._call(f"erase {table}", self._db.delete(
+            table, eq={"tenant_id": tenant_id}, columns="tenant_id"))
+        return len(rows)
+
+    async def count(self, table: str, tenant_id: str) -> int:
+        rows = await self._call(f"count {table}", self._db.select(table, columns="tenant_id", eq={"tenant_id": tenant_id}))
+        return len(rows)

@@ -1,0 +1,162 @@
+"""The routing replica in D1: what the dispatcher reads (tenants ⋈ tenant_domains).
+
+Statements are built once as (sql, params) and then either bound and run on the local D1
+file (the SQLite database `wrangler d1 ... --local` uses) or rendered with quoted literals
+for `wrangler d1 execute cmgsite --remote --command` (which takes no bind parameters).
+Dry-run prints the rendered SQL. Each write is one batch: all of it lands or none of it.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Protocol, Sequence
+
+from controlplane.errors import BackendError
+from controlplane.model import DomainRecord, TenantRecord
+from controlplane.output import Reporter
+from controlplane.wrangler import D1_NAME, Runner, d1_execute_command
+
+Statement = tuple[str, tuple[Any, ...]]
+_PLACEHOLDER = re.compile(r"\?(\d+)")
+
+UPSERT_TENANT = (
+    "INSERT INTO tenants (id, name, type, status, tier, script_name, whitelabel_config)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO UPDATE SET name = excluded.name,"
+    " type = excluded.type, status = excluded.status, tier = excluded.tier, script_name = excluded.script_name,"
+    " whitelabel_config = excluded.whitelabel_config, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+)
+UPSERT_DOMAIN = (
+    "INSERT INTO tenant_domains (domain, tenant_id, domain_type, ssl_status, dns_configured)"
+    " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(domain) DO UPDATE SET tenant_id = excluded.tenant_id,"
+    " domain_type = excluded.domain_type, ssl_status = excluded.ssl_status,"
+    " dns_configured = excluded.dns_configured, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+)
+
+
+def sql_literal(value: Any) -> str:
+    """A SQLite literal: strings single-quoted with quotes doubled (SQLite has no backslash escapes)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("NUL byte in SQL value")
+        return "'" + value.replace("'", "''") + "'"
+    raise TypeError(f"unsupported SQL value type {type(value).__name__}")
+
+
+def render(statement: Statement) -> str:
+    sql, params = statement
+    return _PLACEHOLDER.sub(lambda m: sql_literal(params[int(m.group(1)) - 1]), sql)
+
+
+class D1Executor(Protocol):
+    async def query(self, statement: Statement) -> list[dict[str, Any]]: ...
+    async def batch(self, statements: Sequence[Statement]) -> None: ...
+
+
+class LocalD1:
+    """The local D1 file through localrt.d1.D1Database (bound parameters, one transaction)."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+        self.label = f"d1 (local {getattr(db, 'path', '')})"
+
+    async def query(self, statement: Statement) -> list[dict[str, Any]]:
+        sql, params = statement
+        try:
+            return list((await self._db.prepare(sql).bind(*params).all())["results"])
+        except Exception as exc:  # JsException("D1_ERROR: ...") from the local runtime
+            raise BackendError(f"D1 read failed: {exc}") from None
+
+    async def batch(self, statements: Sequence[Statement]) -> None:
+        try:
+            await self._db.batch([self._db.prepare(sql).bind(*params) for sql, params in statements])
+        except Exception as exc:
+            raise BackendError(f"D1 write failed: {exc}") from None
+
+
+class WranglerD1:
+    """D1 on Cloudflare through `wrangler d1 execute cmgsite --remote --json --command ...`."""
+
+    label = f"d1 (remote {D1_NAME})"
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    async def query(self, statement: Statement) -> list[dict[str, Any]]:
+        out = self._runner.run(d1_execute_command(render(statement)), reads=True)
+        try:
+            results = json.loads(out)
+            return list(results[0]["results"]) if results else []
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise BackendError("wrangler d1 execute returned output that is not its JSON result") from None
+
+    async def batch(self, statements: Sequence[Statement]) -> None:
+        self._runner.run(d1_execute_command("; ".join(render(s) for s in statements)))
+
+
+class DryRunD1:
+    """Reads go to the real replica; writes are printed as the SQL that would run."""
+
+    def __init__(self, inner: D1Executor, reporter: Reporter) -> None:
+        self._inner, self._reporter = inner, reporter
+
+    async def query(self, statement: Statement) -> list[dict[str, Any]]:
+        return await self._inner.query(statement)
+
+    async def batch(self, statements: Sequence[Statement]) -> None:
+        label = getattr(self._inner, "label", "d1")
+        if isinstance(self._inner, WranglerD1):
+            await self._inner.batch(statements)  # its runner is in dry-run: prints the wrangler command
+            return
+        for s in statements:
+            self._reporter.plan(label, render(s))
+
+
+class RoutingReplica:
+    """The D1 side of every lifecycle step."""
+
+    def __init__(self, executor: D1Executor) -> None:
+        self.executor = executor
+
+    async def tenant(self, tenant_id: str) -> dict[str, Any] | None:
+        rows = await self.executor.query(("SELECT id, name, type, status, tier, script_name, whitelabel_config"
+                                          " FROM tenants WHERE id = ?1", (tenant_id,)))
+        return rows[0] if rows else None
+
+    async def tenant_ids(self) -> list[str]:
+        return [r["id"] for r in await self.executor.query(("SELECT id FROM tenants ORDER BY id", ()))]
+
+    async def domains(self, tenant_id: str) -> list[dict[str, Any]]:
+        return await self.executor.query((
+            "SELECT domain, tenant_id, domain_type, ssl_status, dns_configured FROM tenant_domains"
+            " WHERE tenant_id = ?1 ORDER BY domain", (tenant_id,)))
+
+    async def domain_holder(self, domain: str) -> str | None:
+        rows = await self.executor.query(("SELECT tenant_id FROM tenant_domains WHERE domain = ?1", (domain,)))
+        return rows[0]["tenant_id"] if rows else None
+
+    async def replace_tenant(self, tenant: TenantRecord, domains: Sequence[DomainRecord]) -> None:
+        """Make D1 hold exactly this tenant row and these domains for it (one batch)."""
+        names = [d.domain for d in domains]
+        statements: list[Statement] = [(UPSERT_TENANT, (
+            tenant.tenant_id, tenant.name, tenant.type.value, tenant.status.value, tenant.subscription_tier.value,
+            tenant.script_name, json.dumps(tenant.whitelabel_config, sort_keys=True, separators=(",", ":"))))]
+        marks = ", ".join(f"?{i + 2}" for i in range(len(names)))
+        stale = "DELETE FROM tenant_domains WHERE tenant_id = ?1" + (f" AND domain NOT IN ({marks})" if names else "")
+        statements.append((stale, (tenant.tenant_id, *names)))
+        for d in domains:
+            statements.append((UPSERT_DOMAIN, (d.domain, d.tenant_id, d.domain_type, d.ssl_status,
+                                               1 if d.dns_configured else 0)))
+        await self.executor.batch(statements)
+
+    async def drop_tenant(self, tenant_id: str) -> None:
+        """Unroute a tenant: its domains and its row leave D1 (one batch)."""
+        await self.executor.batch([
+            ("DELETE FROM tenant_domains WHERE tenant_id = ?1", (tenant_id,)),
+            ("DELETE FROM tenants WHERE id = ?1", (tenant_id,)),
+        ])

@@ -1,0 +1,127 @@
+"""Choose the backends: the local platform (default) or Cloudflare + a real Supabase, and dry-run.
+
+Local: D1 is the SQLite file `wrangler d1 ... --local` keeps under .wrangler/state, KV and
+the namespace are the local runtime's files under .local/, Supabase is the local stack
+(SUPABASE_URL + SUPABASE_SERVICE_ROLE_KEY, or .local/supabase.json written by whoever
+started it). Remote: everything from the environment (see REMOTE_ENV).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from controlplane.cloudflare import API_BASE, CloudflareApi
+from controlplane.dryrun import DryRunHttp
+from controlplane.edges import (CloudflareHostnames, CloudflareRouteCache, CloudflareScripts, LocalHostnames,
+                                LocalRouteCache, LocalScripts)
+from controlplane.errors import ConfigError
+from controlplane.lifecycle import ControlPlane
+from controlplane.output import Reporter
+from controlplane.registry import SupabaseRegistry
+from controlplane.replica import DryRunD1, LocalD1, RoutingReplica, WranglerD1
+from controlplane.wrangler import ROOT, DryRunRunner, Runner, SubprocessRunner
+from shared.http import HttpClient, HttpResponse
+
+REMOTE_ENV = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_ZONE_ID", "SUPABASE_URL",
+              "SUPABASE_SERVICE_ROLE_KEY")
+
+
+@dataclass
+class Settings:
+    remote: bool = False
+    dry_run: bool = False
+    state_dir: Path = ROOT / ".local"
+    wrangler_state: Path = ROOT / ".wrangler" / "state"
+    d1_file: Path | None = None
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+def _supabase_settings(settings: Settings) -> tuple[str, str]:
+    url, key = settings.env.get("SUPABASE_URL"), settings.env.get("SUPABASE_SERVICE_ROLE_KEY")
+    if url and key:
+        return url, key
+    if not settings.remote:
+        path = settings.state_dir / "supabase.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            if data.get("url") and data.get("service_role_key"):
+                return data["url"], data["service_role_key"]
+    raise ConfigError("Supabase is not configured: export SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY "
+                      "(locally, `python -m localrt.supabase_stack` prints them)")
+
+
+def kv_namespace_id(env: Mapping[str, str]) -> str:
+    if env.get("CLOUDFLARE_KV_NAMESPACE_ID"):
+        return env["CLOUDFLARE_KV_NAMESPACE_ID"]
+    config = tomllib.loads((ROOT / "wrangler.dispatcher.toml").read_text())
+    for ns in config.get("kv_namespaces", []):
+        if ns.get("binding") == "TENANT_CACHE":
+            return str(ns["id"])
+    raise ConfigError("no TENANT_CACHE KV namespace id (wrangler.dispatcher.toml or CLOUDFLARE_KV_NAMESPACE_ID)")
+
+
+def _cloudflare_reply(method: str, url: str, body: bytes | None) -> HttpResponse:
+    """What Cloudflare's API would answer a dry-run write with (its envelope, a pending result)."""
+    result: object = {}
+    if body and method == "POST" and "/custom_hostnames" in url:
+        result = {**json.loads(body), "id": "dry-run", "status": "pending", "ssl": {"status": "initializing"}}
+    envelope = {"success": True, "errors": [], "messages": [], "result": result}
+    return HttpResponse(200, {"content-type": "application/json"}, json.dumps(envelope).encode())
+
+
+def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = None,
+          runner: Runner | None = None) -> ControlPlane:
+    """The control plane for these settings. `http` and `runner` are injectable for tests."""
+    closers = []
+    if http is None:
+        from localrt.http_client import HttpxClient
+
+        client = HttpxClient()
+        http, closers = client, [client.aclose]
+    real_runner = runner or SubprocessRunner(reporter, env=dict(settings.env))
+    run: Runner = DryRunRunner(real_runner, reporter) if settings.dry_run else real_runner
+
+    url, key = _supabase_settings(settings)
+    sb_http: HttpClient = DryRunHttp(http, reporter, "supabase") if settings.dry_run else http
+    registry = SupabaseRegistry(sb_http, url=url, service_role_key=key)
+
+    if settings.remote:
+        missing = [k for k in REMOTE_ENV if not settings.env.get(k)]
+        if missing:
+            raise ConfigError(f"--remote needs {', '.join(missing)} in the environment")
+        cf_http: HttpClient = (DryRunHttp(http, reporter, "cloudflare api", _cloudflare_reply)
+                               if settings.dry_run else http)
+        api = CloudflareApi(cf_http, token=settings.env["CLOUDFLARE_API_TOKEN"],
+                            account_id=settings.env["CLOUDFLARE_ACCOUNT_ID"], zone_id=settings.env["CLOUDFLARE_ZONE_ID"],
+                            base_url=settings.env.get("CLOUDFLARE_API_BASE_URL") or API_BASE)
+        replica = RoutingReplica(WranglerD1(run))
+        cp = ControlPlane(registry, replica, CloudflareRouteCache(api, kv_namespace_id(settings.env)),
+                          CloudflareScripts(api, run, settings.env.get("CONTEXT_SIGNING_SECRET"), dry_run=settings.dry_run),
+                          CloudflareHostnames(api), reporter, local=False, dry_run=settings.dry_run, runner=run,
+                          closers=closers)
+        return cp
+
+    import localrt  # noqa: F401  (installs the runtime stand-ins the local modules import)
+    from localrt.d1 import D1Database, wrangler_d1_file
+    from localrt.dispatch import DispatchNamespace
+    from localrt.kv import KVNamespace
+    from localrt.platform import StatePaths, bump_generation
+
+    d1_path = settings.d1_file or wrangler_d1_file(settings.wrangler_state)
+    if d1_path is None or not Path(d1_path).exists():
+        raise ConfigError(f"no local D1 database under {settings.wrangler_state}: run `python -m localrt run` "
+                          "once (it applies the D1 migrations with wrangler), or pass --d1-file")
+    paths = StatePaths(settings.state_dir)
+    d1 = LocalD1(D1Database(d1_path))
+    replica = RoutingReplica(DryRunD1(d1, reporter) if settings.dry_run else d1)
+    cache = LocalRouteCache(KVNamespace(paths.kv), reporter, dry_run=settings.dry_run)
+    namespace = DispatchNamespace(paths.namespace, paths.secrets)
+    scripts = LocalScripts(namespace, paths.dispatcher_secrets, reporter, dry_run=settings.dry_run)
+    cp = ControlPlane(registry, replica, cache, scripts, LocalHostnames(), reporter, local=True,
+                      dry_run=settings.dry_run, on_change=lambda: bump_generation(paths.root), runner=run,
+                      closers=closers)
+    return cp

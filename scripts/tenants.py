@@ -1,0 +1,305 @@
+#!/usr/bin/env python3
+"""The tenant CLI: one command per operator action, on the local platform or on Cloudflare.
+
+    .venv/bin/python scripts/tenants.py add acme --name "Acme" --type custom-domain --domain shop.acme.com --tier starter
+    .venv/bin/python scripts/tenants.py suspend acme          # its hosts answer 403
+    .venv/bin/python scripts/tenants.py verify --repair --json
+    .venv/bin/python scripts/tenants.py deploy --all --remote --dry-run
+
+Every command takes --local (default) / --remote, --dry-run and, where a script would read
+the output, --json. Writes go Supabase -> D1 -> KV purge and are safe to re-run.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping, TextIO
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from controlplane.errors import (EXIT_DRIFT, EXIT_OK, EXIT_REFUSED, ControlPlaneError,  # noqa: E402
+                                 Refused)
+from controlplane.lifecycle import CHANGE_BOUND_SECONDS, ControlPlane  # noqa: E402
+from controlplane.output import Reporter  # noqa: E402
+from controlplane.tenant_data import delete_tenant, export_tenant  # noqa: E402
+from controlplane.verify import verify  # noqa: E402
+from controlplane.wiring import REMOTE_ENV, Settings, build  # noqa: E402
+from shared.models import TenantStatus, TenantType  # noqa: E402
+from shared.tiers import Tier  # noqa: E402
+
+EPILOG = f"""\
+exit codes: 0 done; 1 a backend failed part-way (re-run the same command to complete it);
+2 refused or invalid input (nothing written); 3 verify found drift; 4 configuration missing.
+
+--remote reads {', '.join(REMOTE_ENV)} (and CONTEXT_SIGNING_SECRET to deploy) from the environment.
+Locally a change takes effect at once; on Cloudflare within ~{CHANGE_BOUND_SECONDS} s (KV propagation
+plus the dispatcher's in-isolate route cache).
+"""
+SECRET_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+RESERVED_SECRETS = {"TENANT_CONTEXT_KEY", "TENANT_ID", "TENANT_TYPE", "PRIMARY_TENANT_ID"}
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--local", dest="remote", action="store_false", default=False,
+                       help="act on the local platform (default)")
+    where.add_argument("--remote", dest="remote", action="store_true",
+                       help="act on Cloudflare and the real Supabase (credentials from the environment)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the exact wrangler commands, API calls and SQL instead of running writes")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--state-dir", type=Path, default=ROOT / ".local", help="local platform state (default .local/)")
+    p.add_argument("--wrangler-state", type=Path, default=ROOT / ".wrangler" / "state",
+                   help="wrangler's local state holding the D1 file")
+    p.add_argument("--d1-file", type=Path, default=None, help="the local D1 SQLite file (overrides --wrangler-state)")
+    return p
+
+
+def parser() -> argparse.ArgumentParser:
+    common = _common()
+    top = argparse.ArgumentParser(prog="tenants.py", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help_, description=help_, epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = cmd("add", "register a tenant, deploy its Worker and route its domain")
+    p.add_argument("tenant_id", help="lower-case id, e.g. acme (its script becomes cmgsite-<id>)")
+    p.add_argument("--name", required=True, help="display name")
+    p.add_argument("--type", required=True, help="|".join(t.value for t in TenantType))
+    p.add_argument("--domain", required=True, help="the tenant's primary host name")
+    p.add_argument("--tier", required=True, help="|".join(t.value for t in Tier))
+    p.add_argument("--brand", help="white-label brand name (default: the name)")
+    p.add_argument("--no-deploy", action="store_true", help="register and route without deploying the Worker")
+    cmd("list", "list tenants from the registry")
+    for name, text in (("show", "show one tenant: registry, routing, domains, Worker"),
+                       ("suspend", "suspend a tenant: its hosts answer 403"),
+                       ("resume", "resume a suspended or removed tenant"),
+                       ("remove", "take a tenant off the platform (data kept): its hosts answer 404")):
+        cmd(name, text).add_argument("tenant_id")
+    p = cmd("set-tier", "change a tenant's pricing tier (domain quota checked)")
+    p.add_argument("tenant_id")
+    p.add_argument("tier", help="|".join(t.value for t in Tier))
+    for name, text in (("add-domain", "add a domain (custom domains get a Cloudflare for SaaS custom hostname)"),
+                       ("remove-domain", "remove one of a tenant's extra domains")):
+        p = cmd(name, text)
+        p.add_argument("tenant_id")
+        p.add_argument("domain")
+    p = cmd("domains", "custom-domain state")
+    p.add_argument("action", choices=["status"], help="status: refresh SSL/DNS state from Cloudflare")
+    p.add_argument("tenant_id", nargs="?", help="one tenant (default: all)")
+    p = cmd("deploy", "deploy tenant Workers (and optionally the dispatcher)")
+    p.add_argument("tenant_id", nargs="?")
+    p.add_argument("--all", action="store_true", help="every tenant that is not removed")
+    p.add_argument("--dispatcher", action="store_true", help="also deploy the dispatch Worker")
+    p = cmd("secrets", "set a tenant Worker's secrets from a git-ignored .env or JSON file")
+    p.add_argument("tenant_id")
+    p.add_argument("--file", required=True, type=Path, help="KEY=VALUE lines or a JSON object; never committed")
+    p = cmd("verify", "check Supabase, D1, KV and the namespace agree")
+    p.add_argument("--repair", action="store_true", help="make D1, KV and the namespace match Supabase")
+    p = cmd("export", "write a tenant's data as JSON (GDPR access, backup)")
+    p.add_argument("tenant_id")
+    p.add_argument("--output", type=Path, help="file to write (mode 0600); default stdout")
+    p = cmd("delete", "erase a tenant everywhere (asks for the tenant id unless --yes)")
+    p.add_argument("tenant_id")
+    p.add_argument("--yes", action="store_true", help="skip the typed confirmation")
+    return top
+
+
+def read_secrets_file(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        raise Refused(f"no secrets file at {path}")
+    resolved = path.resolve()
+    if resolved.is_relative_to(ROOT):  # inside the repo it must be git-ignored, never committable
+        res = subprocess.run(["git", "check-ignore", "-q", str(resolved)], cwd=ROOT, capture_output=True)
+        if res.returncode == 1:
+            raise Refused(f"{path} is not git-ignored: secrets files must never be committable")
+    text = path.read_text()
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise Refused(f"{path} is not valid JSON") from None
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise Refused(f"{path}: expected a JSON object of string values")
+        values = dict(data)
+    else:
+        from localrt.devvars import read_dev_vars
+
+        values = read_dev_vars(path)
+    bad = [k for k in values if not SECRET_NAME.match(k) or k in RESERVED_SECRETS]
+    if bad:
+        raise Refused(f"refusing secret name(s) {', '.join(sorted(bad))}: upper-case names only, and "
+                      f"{', '.join(sorted(RESERVED_SECRETS))} are set by deploy itself")
+    if not values:
+        raise Refused(f"{path} holds no secrets")
+    return values
+
+
+def _confirm(tenant_id: str, yes: bool, stdin: TextIO, err: TextIO) -> None:
+    if yes:
+        return
+    if not stdin.isatty():
+        raise Refused(f"delete erases every row of {tenant_id!r}: confirm with --yes (no terminal to ask on)")
+    print(f"This erases every row of tenant {tenant_id!r} everywhere. Type the tenant id to confirm: ",
+          end="", file=err, flush=True)
+    if stdin.readline().strip() != tenant_id:
+        raise Refused("confirmation did not match: nothing was deleted")
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str], out: TextIO) -> None:
+    widths = [max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in cols]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)), file=out)
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths)), file=out)
+
+
+async def _show(cp: ControlPlane, tenant_id: str) -> dict[str, Any]:
+    tenant = await cp.require(tenant_id)
+    return {"tenant": tenant.row(), "domains": [d.row() for d in await cp.registry.domains(tenant.tenant_id)],
+            "d1_route": await cp.replica.tenant(tenant.tenant_id),
+            "d1_domains": await cp.replica.domains(tenant.tenant_id),
+            "worker_deployed": await cp.scripts.exists(tenant.script_name)}
+
+
+async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: TextIO, err: TextIO) -> tuple[int, Any]:
+    c = args.command
+    if c == "add":
+        t = await cp.add(args.tenant_id, args.name, args.type, args.domain, args.tier, brand_name=args.brand,
+                         deploy=not args.no_deploy)
+        return EXIT_OK, {"added": t.row(), "note": cp.bound_note()}
+    if c == "list":
+        rows = [t.row() for t in await cp.registry.tenants()]
+        if not args.json:
+            _table(rows, ["tenant_id", "type", "subscription_tier", "status", "domain", "script_name"], out)
+            return EXIT_OK, None
+        return EXIT_OK, rows
+    if c == "show":
+        return EXIT_OK, await _show(cp, args.tenant_id)
+    if c in ("suspend", "resume"):
+        status = TenantStatus.SUSPENDED if c == "suspend" else TenantStatus.ACTIVE
+        t = await cp.set_status(args.tenant_id, status)
+        return EXIT_OK, {"tenant_id": t.tenant_id, "status": t.status.value, "note": cp.bound_note()}
+    if c == "remove":
+        t = await cp.remove(args.tenant_id)
+        return EXIT_OK, {"tenant_id": t.tenant_id, "status": t.status.value, "note": cp.bound_note()}
+    if c == "set-tier":
+        t = await cp.set_tier(args.tenant_id, args.tier)
+        return EXIT_OK, {"tenant_id": t.tenant_id, "tier": t.subscription_tier.value}
+    if c == "add-domain":
+        d = await cp.add_domain(args.tenant_id, args.domain)
+        return EXIT_OK, {"added": d.row(), "note": cp.bound_note()}
+    if c == "remove-domain":
+        await cp.remove_domain(args.tenant_id, args.domain)
+        return EXIT_OK, {"removed": args.domain, "note": cp.bound_note()}
+    if c == "domains":
+        rows = await cp.domains_status(args.tenant_id)
+        if not args.json:
+            _table(rows, ["tenant_id", "domain", "domain_type", "ssl_status", "dns_configured", "custom_hostname"], out)
+            return EXIT_OK, None
+        return EXIT_OK, rows
+    if c == "deploy":
+        if not args.tenant_id and not args.all and not args.dispatcher:
+            raise Refused("name a tenant, or pass --all (and/or --dispatcher)")
+        if args.tenant_id and args.all:
+            raise Refused("give a tenant id or --all, not both")
+        if args.dispatcher:
+            cp.deploy_dispatcher()
+        scripts = await cp.deploy(args.tenant_id) if (args.tenant_id or args.all) else []
+        return EXIT_OK, {"deployed": scripts, "dispatcher": bool(args.dispatcher)}
+    if c == "secrets":
+        values = read_secrets_file(args.file)
+        tenant = await cp.require(args.tenant_id)
+        await cp.deploy(tenant.tenant_id, values)
+        return EXIT_OK, {"tenant_id": tenant.tenant_id, "secrets_set": sorted(values)}
+    if c == "verify":
+        report = await verify(cp, repair=args.repair)
+        if not args.json:
+            for d in report["drift"]:
+                for problem in d["problems"]:
+                    print(f"drift: {d['tenant_id']}: {problem}", file=out)
+            if report.get("repaired"):
+                print(f"repaired: {', '.join(report['repaired'])}", file=out)
+            print(f"checked {report['tenants_checked']} tenant(s): "
+                  f"{'consistent' if report['consistent'] else 'drift found'}", file=out)
+        healthy = report["consistent"] or (args.repair and not cp.dry_run and not report.get("still_drifting"))
+        return (EXIT_OK if healthy else EXIT_DRIFT), (report if args.json else None)
+    if c == "export":
+        data = await export_tenant(cp, args.tenant_id)
+        if args.output:
+            import os
+
+            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # personal data inside
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent=2, default=str)
+            return EXIT_OK, {"exported": str(args.output)} if args.json else None
+        json.dump(data, out, indent=2, default=str)
+        print(file=out)
+        return EXIT_OK, None
+    if c == "delete":
+        _confirm(args.tenant_id, args.yes, stdin, err)
+        return EXIT_OK, await delete_tenant(cp, args.tenant_id)
+    raise Refused(f"unknown command {c}")
+
+
+def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None, stdin: TextIO | None = None,
+         stdout: TextIO | None = None, stderr: TextIO | None = None,
+         build_control_plane: Callable[..., ControlPlane] | None = None) -> int:
+    out, err, inp = stdout or sys.stdout, stderr or sys.stderr, stdin or sys.stdin
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    import os
+
+    settings = Settings(remote=args.remote, dry_run=args.dry_run, state_dir=args.state_dir,
+                        wrangler_state=args.wrangler_state, d1_file=args.d1_file,
+                        env=dict(env if env is not None else os.environ))
+    reporter = Reporter(out=out, err=err, quiet=args.quiet)
+    return asyncio.run(_main(args, settings, reporter, inp, build_control_plane or build))
+
+
+async def _main(args: argparse.Namespace, settings: Settings, reporter: Reporter, stdin: TextIO,
+                build_cp: Callable[..., ControlPlane]) -> int:
+    cp: ControlPlane | None = None
+    try:
+        cp = build_cp(settings, reporter)
+        code, result = await run(args, cp, reporter.out, stdin, reporter.err)
+    except ControlPlaneError as exc:
+        print(f"error: {exc}", file=reporter.err)
+        if exc.exit_code == 1:
+            print("the change is incomplete: re-run the same command to finish it, then `verify`", file=reporter.err)
+        if args.json:
+            print(json.dumps({"error": {"code": type(exc).__name__, "message": str(exc)}}), file=reporter.out)
+        return exc.exit_code
+    finally:
+        if cp is not None:
+            await cp.close()
+    if result is not None:
+        if args.json:
+            print(json.dumps(result, indent=2, default=str), file=reporter.out)
+        elif args.command not in ("verify",):
+            reporter.done(_summary(args.command, result))
+    return code
+
+
+def _summary(command: str, result: Any) -> str:
+    if isinstance(result, dict) and "note" in result:
+        rest = {k: v for k, v in result.items() if k != "note"}
+        return f"{command}: {json.dumps(rest, default=str)} ({result['note']})"
+    return f"{command}: {json.dumps(result, default=str)}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
