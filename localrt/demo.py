@@ -66,6 +66,7 @@ def deploy_script(platform: Platform, t: DemoTenant, master_secret: str, extra_s
     path = platform.namespace.secrets_path(t.script_name)
     values = read_dev_vars(path)
     values["TENANT_CONTEXT_KEY"] = derive_tenant_key(master_secret, t.tenant_id)
+    values.setdefault("SESSION_SECRET", secrets.token_urlsafe(48))  # per tenant, kept across runs
     values.update(extra_secrets or {})
     write_dev_vars(path, values)
     vars_: dict[str, Any] = {"TENANT_ID": t.tenant_id, "TENANT_TYPE": t.type, "PRIMARY_TENANT_ID": PRIMARY_TENANT_ID}

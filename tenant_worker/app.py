@@ -13,17 +13,18 @@ from shared.context import H_REQUEST_ID, ContextError, verify_context
 from shared.errors import error_reply
 from shared.http import HttpClient
 from tenant_worker import api_health
+from tenant_worker import api_data, auth
 from tenant_worker.fetch_client import FetchClient
 from tenant_worker.http import ApiError, Call, Reply, Route, error_to_reply, parse_query
 
 log = logging.getLogger("cmgsite.tenant")
 
 # Feature modules each export ROUTES; the table is data you can print.
-ROUTE_MODULES = [api_health]
+ROUTE_MODULES = [api_health, auth, api_data]
 
 # Run before every handler, in order; each may fill call.state or raise ApiError.
 Middleware = Callable[[Call], Awaitable[None]]
-MIDDLEWARE: list[Middleware] = []
+MIDDLEWARE: list[Middleware] = [auth.session_middleware]
 
 
 def route_table() -> list[Route]:
@@ -99,7 +100,9 @@ class TenantApp:
                         {k: unquote(v) for k, v in m.groupdict().items()}, self.env, self.services, read_body)
             for middleware in MIDDLEWARE:
                 await middleware(call)
-            return await route.handler(call)
+            reply = await route.handler(call)
+            reply.cookies.extend(call.state.get("set_cookies", ()))  # e.g. a session rotated by middleware
+            return reply
         if allowed:
             raise ApiError(405, "method_not_allowed", "Method not allowed.", headers={"allow": ", ".join(sorted(set(allowed)))})
         raise ApiError(404, "not_found", "There is nothing here.")

@@ -1,0 +1,95 @@
+"""The signed session token a tenant Worker keeps in its host-only session cookie.
+
+    token = issue_session(secret, tenant_id="partner1", user_id=uid, role="admin", now=time.time())
+    claims = verify_session(token, secret, tenant_id="partner1", now=time.time())
+
+A compact HS256 JWS (stdlib HMAC through shared.jwt) whose key is derived from the tenant
+Worker's SESSION_SECRET *and* the tenant id, so a token minted for tenant A fails the
+signature at tenant B even if two tenants were ever given the same secret; the tenant id
+is also a claim and compared. `alg` other than HS256 (`none` included), tampering, expiry,
+extra or missing claims are all refused with SessionError.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.jwt import TENANT_ID_PATTERN, HS256Signer, JwtError, verify_hs256
+
+SESSION_TTL_SECONDS = 8 * 3600  # a working day; role changes rotate sooner (see tenant_worker.auth)
+_PURPOSE = "cmgsite-session-v1"
+_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+Role = Literal["client", "admin", "super_admin"]
+
+
+class SessionError(ValueError):
+    """The session token must not be trusted (malformed, forged, expired, other tenant)."""
+
+
+class SessionClaims(BaseModel):
+    """Exactly what a session carries; anything else in a token is refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    typ: Literal["session"] = "session"
+    tid: str = Field(pattern=TENANT_ID_PATTERN)  # tenant id
+    sub: str = Field(pattern=_UUID)  # profiles.id
+    role: Role
+    sid: str = Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")  # session id: rotation makes a new one
+    iat: int
+    exp: int
+    email: str | None = Field(default=None, max_length=320)
+    name: str | None = Field(default=None, max_length=200)
+
+
+# Key derivation costs two HMACs; an isolate sees few (secret, tenant) pairs, so keep them.
+_keys: dict[tuple[str, str], str] = {}
+
+
+def session_key(secret: str, tenant_id: str) -> str:
+    """The per-tenant signing key (hex) derived from SESSION_SECRET."""
+    if len(secret) < 32:
+        raise ValueError("SESSION_SECRET must be at least 32 characters")
+    key = _keys.get((secret, tenant_id))
+    if key is None:
+        key = hmac.new(secret.encode(), f"{_PURPOSE}:{tenant_id}".encode(), hashlib.sha256).hexdigest()
+        if len(_keys) > 64:
+            _keys.clear()
+        _keys[(secret, tenant_id)] = key
+    return key
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def issue_session(secret: str, *, tenant_id: str, user_id: str, role: Role, now: float | datetime,
+                  ttl_seconds: int = SESSION_TTL_SECONDS, email: str | None = None,
+                  name: str | None = None) -> str:
+    iat = int(now.timestamp()) if isinstance(now, datetime) else int(now)
+    claims = SessionClaims(tid=tenant_id, sub=user_id.lower(), role=role, sid=new_session_id(), iat=iat,
+                           exp=iat + ttl_seconds, email=email, name=(name or None) and name[:200])
+    return HS256Signer(session_key(secret, tenant_id)).sign(claims.model_dump(exclude_none=True))
+
+
+def verify_session(token: str, secret: str, *, tenant_id: str, now: float | datetime) -> SessionClaims:
+    """The claims of a good session for `tenant_id`; SessionError for anything else."""
+    if not token or len(token) > 4096:
+        raise SessionError("session missing or too large")
+    try:
+        raw = verify_hs256(token, session_key(secret, tenant_id), now=now, leeway=0)
+    except JwtError as exc:
+        raise SessionError(str(exc)) from None
+    try:
+        claims = SessionClaims.model_validate(raw)
+    except ValidationError:
+        raise SessionError("not a session token") from None
+    if claims.tid != tenant_id:  # unreachable with a derived key unless keys collide; cheap to keep
+        raise SessionError("session belongs to another tenant")
+    return claims

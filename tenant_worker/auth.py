@@ -1,0 +1,325 @@
+"""Sign-in for one tenant: OAuth routes, the session cookie, and the session middleware.
+
+    GET  /auth/login/github|google?next=/path   -> 302 to the provider (state + PKCE + nonce cookie)
+    GET  /auth/callback?code&state              -> profile upsert, audit, session cookie, 302 to next
+    POST /auth/logout                           -> clears the cookie, signs the user out everywhere
+    GET  /api/me                                -> who the session says you are, in this tenant
+
+Failures on /auth/* are branded HTML pages on the tenant's own host; each one writes an
+`auth.signin.failure` audit row and a structured log line (the per-tenant sign-in counters:
+`auth.signin.success` / `auth.signin.failure` rows per tenant in Supabase `audit_log`, and
+`{"event": "signin", ...}` lines in Workers Logs).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from shared.errors import Branding, error_reply
+from shared.models import TenantType
+from shared.oauth import (JwksCache, OAuthError, ProviderConfig, StateClaims, authorize_url, encode_state,
+                          exchange_code, github_identity, google_identity, issue_state, new_nonce, oidc_nonce,
+                          pkce_challenge, pkce_verifier, provider_config, safe_next, verify_state)
+from shared.oauth import Identity
+from shared.session import SESSION_TTL_SECONDS, SessionClaims, SessionError, issue_session, verify_session
+from shared.supabase import SupabaseError
+from shared.http import HttpError
+from tenant_worker.auth_store import AuthStore, AuthStoreMissing
+from tenant_worker.http import ApiError, Call, Reply, Route, json_reply, redirect_reply
+from tenant_worker.principal import PRINCIPAL, Principal, Role, require
+from tenant_worker.supabase_access import guarded, service_db, tenant_db
+
+log = logging.getLogger("cmgsite.tenant.auth")
+
+SESSION_COOKIE = "__Host-cmg_session"  # __Host-: browsers enforce Secure, Path=/ and no Domain
+NONCE_COOKIE = "__Host-cmg_oauth"
+SET_COOKIES = "set_cookies"  # call.state key: cookies the app adds to the handler's reply
+PROFILE_NAMESPACE = uuid.UUID("6f1c2b9e-7c1a-4e0b-9a51-2f0c3d4e5a61")  # profile ids for new users
+
+_FAILURE_STATUS = {
+    "state_missing": 400, "state_invalid": 400, "state_expired": 400, "state_browser_mismatch": 400,
+    "state_replayed": 400, "code_missing": 400, "unknown_provider": 404, "provider_denied": 403,
+    "email_missing": 403, "code_exchange_failed": 502, "profile_fetch_failed": 502, "id_token_invalid": 502,
+    "provider_unavailable": 504, "provider_not_configured": 503, "signin_unavailable": 503,
+    "profile_store_failed": 503, "account_refused": 403,
+}
+_jwks = JwksCache()
+_brands: dict[str, tuple[float, Branding]] = {}
+
+
+# ---- cookies -------------------------------------------------------------------------------
+
+def cookie(name: str, value: str, max_age: int) -> str:
+    return f"{name}={value}; Max-Age={max_age}; Path=/; Secure; HttpOnly; SameSite=Lax"
+
+
+def read_cookie(call: Call, name: str) -> str | None:
+    for part in call.headers.get("cookie", "").split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value.strip() or None  # the first one wins; __Host- stops sibling overrides
+    return None
+
+
+def _env(call: Call, name: str) -> str:
+    return str(getattr(call.env, name, "") or "")
+
+
+def _session_secret(call: Call) -> str:
+    secret = _env(call, "SESSION_SECRET")
+    if len(secret) < 32:
+        raise OAuthError("signin_unavailable", "Sign-in is not set up for this site yet.")
+    return secret
+
+
+def session_cookie_for(call: Call, *, user_id: str, role: str, email: str | None, name: str | None) -> str:
+    token = issue_session(_session_secret(call), tenant_id=call.tenant.tenant_id, user_id=user_id,
+                          role=role, now=call.services.clock(), email=email, name=name)  # type: ignore[arg-type]
+    return cookie(SESSION_COOKIE, token, SESSION_TTL_SECONDS)
+
+
+# ---- session middleware --------------------------------------------------------------------
+
+async def session_middleware(call: Call) -> None:
+    """Verify the session cookie against this tenant; put a Principal in call.state."""
+    token = read_cookie(call, SESSION_COOKIE)
+    if token is None:
+        return
+    secret = _env(call, "SESSION_SECRET")
+    if len(secret) < 32:
+        call.state["session_error"] = "not_configured"
+        return
+    try:
+        claims = verify_session(token, secret, tenant_id=call.tenant.tenant_id, now=call.services.clock())
+    except SessionError as exc:
+        call.state["session_error"] = str(exc)
+        log.info(json.dumps({"event": "session_refused", "reason": str(exc)[:80], "request_id": call.request_id}))
+        return
+    if claims.role == "super_admin" and call.tenant.tenant_type is not TenantType.PRIMARY:
+        call.state["session_error"] = "super_admin outside the primary tenant"
+        return
+    claims = await _apply_epoch(call, claims)
+    if claims is not None:
+        call.state[PRINCIPAL] = Principal(claims.sub, claims.tid, Role(claims.role), claims.email, claims.name)
+        call.state["session"] = claims
+
+
+async def _apply_epoch(call: Call, claims: SessionClaims) -> SessionClaims | None:
+    """Refuse sessions older than a sign-out; rotate those older than a role change."""
+    try:
+        store = AuthStore.of(call.env, call.tenant.tenant_id)
+    except AuthStoreMissing:
+        return claims  # no KV bound: sign-in refuses to start, so no session exists to check
+    epoch = await store.epoch(claims.sub)
+    if epoch is None or claims.iat > epoch.at:
+        return claims
+    if epoch.kind == "signout":  # same-second sessions go too: fail closed
+        call.state["session_error"] = "signed out"
+        call.state.setdefault(SET_COOKIES, []).append(cookie(SESSION_COOKIE, "", 0))
+        return None
+    # Role changed since this session began: read the role again (own row, under RLS) and rotate.
+    probe = Principal(claims.sub, claims.tid, Role.CLIENT)
+    try:
+        rows = await tenant_db(call, probe).select(
+            "profiles", columns="id,tenant_role,email,display_name",
+            eq={"id": claims.sub, "tenant_id": call.tenant.tenant_id}, limit=1)
+    except (SupabaseError, HttpError, ApiError):
+        call.state["session_error"] = "role check unavailable"
+        return None  # fail closed: the old role may be a revoked one
+    if not rows:
+        call.state["session_error"] = "profile gone"
+        call.state.setdefault(SET_COOKIES, []).append(cookie(SESSION_COOKIE, "", 0))
+        return None
+    row = rows[0]
+    token = issue_session(_env(call, "SESSION_SECRET"), tenant_id=claims.tid, user_id=claims.sub,
+                          role=row["tenant_role"], now=call.services.clock(), email=row.get("email"),
+                          name=row.get("display_name"))
+    call.state.setdefault(SET_COOKIES, []).append(cookie(SESSION_COOKIE, token, SESSION_TTL_SECONDS))
+    return verify_session(token, _env(call, "SESSION_SECRET"), tenant_id=claims.tid, now=call.services.clock())
+
+
+# ---- branding for error pages --------------------------------------------------------------
+
+async def tenant_branding(call: Call) -> Branding:
+    """The tenant's own brand for its pages (cached per isolate); its host name if unknown."""
+    tid, now = call.tenant.tenant_id, time.monotonic()
+    cached = _brands.get(tid)
+    if cached and cached[0] > now:
+        return cached[1]
+    brand = Branding(brand_name=call.tenant.host)
+    try:
+        rows = await service_db(call).select("tenants", columns="name,whitelabel_config", eq={"tenant_id": tid}, limit=1)
+        if rows:
+            wl = rows[0].get("whitelabel_config") or {}
+            brand = Branding(brand_name=str(wl.get("brand_name") or rows[0].get("name") or call.tenant.host)[:120],
+                             primary_color=str(wl.get("primary_color") or Branding().primary_color))
+            _brands[tid] = (now + 300, brand)
+    except (SupabaseError, HttpError, ApiError):
+        pass
+    return brand
+
+
+# ---- audit and counters ----------------------------------------------------------------------
+
+async def record_signin(call: Call, outcome: str, *, provider: str | None, reason: str | None = None,
+                        user_id: str | None = None, new_user: bool = False) -> None:
+    """One audit row + one log line per sign-in attempt: the per-tenant success/failure counters."""
+    details: dict[str, Any] = {"provider": provider, "request_id": call.request_id}
+    if reason:
+        details["reason"] = reason
+    if outcome == "success":
+        details["new_user"] = new_user
+    log.info(json.dumps({"event": "signin", "outcome": outcome, "tenant_id": call.tenant.tenant_id, **details}))
+    try:
+        await service_db(call).insert("audit_log", {
+            "tenant_id": call.tenant.tenant_id, "actor": user_id or "anonymous",
+            "action": f"auth.signin.{outcome}", "target": user_id, "details": details}, columns="id")
+    except (SupabaseError, HttpError, ApiError) as exc:
+        log.warning(json.dumps({"event": "audit_write_failed", "action": f"auth.signin.{outcome}",
+                                "error": type(exc).__name__, "request_id": call.request_id}))
+
+
+async def _failure_page(call: Call, err: OAuthError, provider: str | None) -> Reply:
+    await record_signin(call, "failure", provider=provider, reason=err.reason)
+    status = _FAILURE_STATUS.get(err.reason, 400)
+    page = error_reply("/auth/", status, err.reason, err.message, call.request_id, branding=await tenant_branding(call))
+    return Reply(page.status, page.body, dict(page.headers), [cookie(NONCE_COOKIE, "", 0)])
+
+
+# ---- routes ----------------------------------------------------------------------------------
+
+def _redirect_uri(call: Call) -> str:
+    return f"https://{call.tenant.host}/auth/callback"
+
+
+def _config(call: Call, provider: str) -> ProviderConfig:
+    return provider_config(provider, lambda name: _env(call, name))
+
+
+async def login(call: Call) -> Reply:
+    provider = call.params["provider"]
+    try:
+        cfg = _config(call, provider)
+        secret = _session_secret(call)
+        AuthStore.of(call.env, call.tenant.tenant_id)
+    except AuthStoreMissing:
+        return await _failure_page(call, OAuthError("signin_unavailable", "Sign-in is not set up for this site yet."), provider)
+    except OAuthError as err:
+        return await _failure_page(call, err, provider if provider in ("github", "google") else None)
+    nonce = new_nonce()
+    state = issue_state(tenant_id=call.tenant.tenant_id, host=call.tenant.host, provider=cfg.name, nonce=nonce,
+                        next_path=safe_next(call.arg("next")), now=call.services.clock())
+    verifier = pkce_verifier(secret, call.tenant.tenant_id, nonce, state.jti)
+    url = authorize_url(cfg, _redirect_uri(call), encode_state(secret, state), challenge=pkce_challenge(verifier),
+                        oidc_nonce_value=oidc_nonce(nonce))
+    reply = redirect_reply(url)
+    reply.cookies.append(cookie(NONCE_COOKIE, nonce, 600))
+    return reply
+
+
+async def callback(call: Call) -> Reply:
+    provider: str | None = None
+    try:
+        secret = _session_secret(call)
+        store = AuthStore.of(call.env, call.tenant.tenant_id)
+        nonce = read_cookie(call, NONCE_COOKIE)
+        state = verify_state(call.arg("state"), secret, tenant_id=call.tenant.tenant_id, host=call.tenant.host,
+                             nonce=nonce, now=call.services.clock())
+        provider = state.prv
+        if not await store.consume_state(state.jti, state.exp, call.services.clock()):
+            raise OAuthError("state_replayed", "This sign-in link was already used. Please start again.")
+        if call.arg("error"):
+            raise OAuthError("provider_denied", "Sign-in was cancelled at the provider.")
+        code = call.arg("code")
+        if not code or len(code) > 2048:
+            raise OAuthError("code_missing", "The provider did not send a sign-in code. Please start again.")
+        identity = await _identity(call, state, secret, nonce or "", code)
+        user_id, role, new_user = await _upsert_profile(call, identity)
+    except AuthStoreMissing:
+        return await _failure_page(call, OAuthError("signin_unavailable", "Sign-in is not set up for this site yet."), provider)
+    except OAuthError as err:
+        return await _failure_page(call, err, provider)
+    await record_signin(call, "success", provider=provider, user_id=user_id, new_user=new_user)
+    reply = redirect_reply(state.nxt)
+    reply.cookies.append(cookie(NONCE_COOKIE, "", 0))
+    reply.cookies.append(session_cookie_for(call, user_id=user_id, role=role, email=identity.email, name=identity.name))
+    return reply
+
+
+async def _identity(call: Call, state: StateClaims, secret: str, nonce: str, code: str) -> Identity:
+    cfg = _config(call, state.prv)
+    verifier = pkce_verifier(secret, call.tenant.tenant_id, nonce, state.jti)
+    tokens = await exchange_code(call.services.http, cfg, code, _redirect_uri(call), verifier)
+    if cfg.name == "github":
+        return await github_identity(call.services.http, cfg, tokens)
+    return await google_identity(call.services.http, cfg, tokens, expected_nonce=oidc_nonce(nonce),
+                                 now=call.services.clock(), jwks=_jwks)
+
+
+async def _upsert_profile(call: Call, who: Identity) -> tuple[str, str, bool]:
+    """This tenant's profile for a verified email (new users are clients). Service role:
+    nobody is signed in yet, and RLS lets only admins insert profiles."""
+    tid = call.tenant.tenant_id
+    svc = service_db(call)
+    cols = "id,tenant_role,email"
+    try:
+        rows = await svc.select("profiles", columns=cols, eq={"tenant_id": tid, "email": who.email},
+                                order="created_at.asc", limit=1)
+        new_user = False
+        if not rows:
+            uid = str(uuid.uuid5(PROFILE_NAMESPACE, f"{tid}:{who.provider}:{who.subject}"))
+            rows = await svc.select("profiles", columns=cols, eq={"tenant_id": tid, "id": uid}, limit=1)
+            if rows:  # the provider account changed its email: follow it
+                rows = await svc.update("profiles", {"email": who.email}, eq={"id": uid, "tenant_id": tid}, columns=cols)
+            else:
+                rows = await svc.upsert("profiles", {"id": uid, "tenant_id": tid, "tenant_role": "client",
+                                                     "email": who.email, "display_name": who.name},
+                                        on_conflict="id", ignore_duplicates=True, columns=cols)
+                new_user = bool(rows)
+                if not rows:  # a concurrent sign-in created it first
+                    rows = await svc.select("profiles", columns=cols, eq={"tenant_id": tid, "id": uid}, limit=1)
+    except (SupabaseError, HttpError, ApiError) as exc:
+        log.warning(json.dumps({"event": "profile_upsert_failed", "error": type(exc).__name__}))
+        raise OAuthError("profile_store_failed", "We could not sign you in right now. Please try again.") from None
+    if not rows:
+        raise OAuthError("account_refused", "This account cannot sign in here.")
+    role = rows[0]["tenant_role"]
+    if role == "super_admin" and call.tenant.tenant_type is not TenantType.PRIMARY:
+        raise OAuthError("account_refused", "This account cannot sign in here.")
+    return str(rows[0]["id"]), role, new_user
+
+
+async def logout(call: Call) -> Reply:
+    origin = call.headers.get("origin")
+    if origin is not None and origin != f"https://{call.tenant.host}":
+        raise ApiError(403, "forbidden", "Cross-site sign-out refused.")
+    principal = call.state.get(PRINCIPAL)
+    if isinstance(principal, Principal):
+        try:  # sign out everywhere: older session tokens of this user stop working
+            await AuthStore.of(call.env, call.tenant.tenant_id).set_epoch(principal.user_id, "signout", call.services.clock())
+        except AuthStoreMissing:
+            pass
+    reply = redirect_reply("/", 303)
+    reply.cookies.append(cookie(SESSION_COOKIE, "", 0))
+    return reply
+
+
+async def me(call: Call) -> Reply:
+    p = require(call)
+    session: SessionClaims = call.state["session"]
+    return json_reply({
+        "user_id": p.user_id, "tenant_id": p.tenant_id, "role": p.role.value, "email": p.email,
+        "display_name": p.display_name, "host": call.tenant.host, "tier": call.tenant.tier.value,
+        "session_expires_at": session.exp,
+    }, headers={"cache-control": "no-store"})
+
+
+ROUTES = [
+    Route("GET", "/auth/login/<provider>", login, "auth.login"),
+    Route("GET", "/auth/callback", callback, "auth.callback"),
+    Route("POST", "/auth/logout", logout, "auth.logout"),
+    Route("GET", "/api/me", me, "me"),
+]
