@@ -22,6 +22,7 @@ from localrt import install_shims
 
 install_shims()
 
+from localrt.auth_kv import auth_kv_binding  # noqa: E402
 from localrt.d1 import apply_migrations_with_wrangler  # noqa: E402
 from localrt.demo import seed_demo  # noqa: E402
 from localrt.devvars import read_dev_vars, write_dev_vars  # noqa: E402
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
         log.info("applying D1 migrations with wrangler (local)")
         d1_path = apply_migrations_with_wrangler(args.wrangler_state)
-        platform = build_platform(state, d1_path)
+        platform = build_platform(state, d1_path, extra_bindings=[auth_kv_binding(state / "auth_kv.sqlite")])
         asyncio.run(seed_demo(platform, extra_secrets=supabase))
         log.info("seeded demo tenants; serving on http://%s:%d", args.host, args.port)
         config = uvicorn.Config(EdgeApp(platform), host=args.host, port=args.port, server_header=False,
