@@ -12,7 +12,7 @@ from workers import Request, Response
 from shared.context import H_REQUEST_ID, ContextError, verify_context
 from shared.errors import error_reply
 from shared.http import HttpClient
-from tenant_worker import api_health
+from tenant_worker import api_health, api_usage
 from tenant_worker import api_data, auth
 from tenant_worker.fetch_client import FetchClient
 from tenant_worker.http import ApiError, Call, Reply, Route, error_to_reply, parse_query
@@ -20,7 +20,7 @@ from tenant_worker.http import ApiError, Call, Reply, Route, error_to_reply, par
 log = logging.getLogger("cmgsite.tenant")
 
 # Feature modules each export ROUTES; the table is data you can print.
-ROUTE_MODULES = [api_health, auth, api_data]
+ROUTE_MODULES = [api_health, api_usage, auth, api_data]
 
 # Run before every handler, in order; each may fill call.state or raise ApiError.
 Middleware = Callable[[Call], Awaitable[None]]

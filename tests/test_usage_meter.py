@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -57,10 +58,11 @@ class ClockedMeter(UsageMeter):
         self.http = RECORDER
 
 
-def runtime(root: Path, **vars_: str) -> DurableObjects:
+def runtime(root: Path, clock: Any = None, **vars_: str) -> DurableObjects:
+    """A DO runtime for one tenant script; pass the meters' clock when they use CLOCK."""
     env = Env({"TENANT_ID": "partner-seo", "SUPABASE_URL": "http://supabase.invalid",
                "SUPABASE_SERVICE_ROLE_KEY": "service-key", **vars_})
-    return DurableObjects(root, lambda name: env if name == SCRIPT else None)
+    return DurableObjects(root, lambda name: env if name == SCRIPT else None, clock=clock or time.time)
 
 
 def usage_ns(rt: DurableObjects, cls: str = "UsageMeter", module: str = "tenant_worker.usage_meter") -> Any:
@@ -125,7 +127,7 @@ async def test_counters_survive_a_restart(tmp_path: Path) -> None:
 
 async def test_month_rollover_resets_ai_calls_but_not_levels(tmp_path: Path) -> None:
     CLOCK.t = datetime(2026, 11, 30, 23, 59, 58, tzinfo=timezone.utc).timestamp()
-    rt = runtime(tmp_path)
+    rt = runtime(tmp_path, CLOCK)
     stub = usage_ns(rt, "ClockedMeter", __name__).getByName("partner-seo")
     await stub.seed_level("domains", 1, "partner-seo", "growth")
     assert (await consume(stub, "starter", amount=100)).allowed
@@ -151,7 +153,7 @@ async def test_month_rollover_resets_ai_calls_but_not_levels(tmp_path: Path) -> 
 
 async def test_december_rolls_into_january(tmp_path: Path) -> None:
     CLOCK.t = datetime(2026, 12, 31, 23, 0, tzinfo=timezone.utc).timestamp()
-    rt = runtime(tmp_path)
+    rt = runtime(tmp_path, CLOCK)
     d = await consume(usage_ns(rt, "ClockedMeter", __name__).getByName("partner-seo"))
     assert (d.period, d.resets_at) == ("2026-12", datetime(2027, 1, 1, tzinfo=timezone.utc))
     rt.close()
@@ -240,7 +242,7 @@ async def test_alarm_flushes_absolute_counts_and_backs_off_while_supabase_is_dow
     CLOCK.t = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc).timestamp()
     RECORDER.bodies.clear()
     RECORDER.down = True
-    rt = runtime(tmp_path, USAGE_FLUSH_DELAY_MS="20", USAGE_FLUSH_RETRY_BASE_MS="30")
+    rt = runtime(tmp_path, CLOCK, USAGE_FLUSH_DELAY_MS="20", USAGE_FLUSH_RETRY_BASE_MS="30")
     stub = usage_ns(rt, "ClockedMeter", __name__).getByName("partner-seo")
     for _ in range(3):
         await consume(stub)
@@ -263,14 +265,14 @@ async def test_alarm_flushes_absolute_counts_and_backs_off_while_supabase_is_dow
 async def test_persisted_alarm_fires_after_a_restart(tmp_path: Path) -> None:
     RECORDER.bodies.clear()
     RECORDER.down = False
-    rt = runtime(tmp_path, USAGE_FLUSH_DELAY_MS="150")
+    rt = runtime(tmp_path, CLOCK, USAGE_FLUSH_DELAY_MS="150")
     stub = usage_ns(rt, "ClockedMeter", __name__).getByName("partner-seo")
     await consume(stub, amount=9)
     rt.close()  # the process goes away before the alarm fires
     await asyncio.sleep(0.2)
     assert RECORDER.bodies == []
 
-    again = runtime(tmp_path, USAGE_FLUSH_DELAY_MS="150")
+    again = runtime(tmp_path, CLOCK, USAGE_FLUSH_DELAY_MS="150")
     again.ensure_started()  # what the platform does on its first request
     for _ in range(100):
         if RECORDER.bodies:
