@@ -138,6 +138,7 @@ class ControlPlane:
             await self.registry.upsert_domain(primary_domain)
         await self._ensure_hostname(current.get(primary_domain.domain, primary_domain))
         if deploy:
+            self.ensure_namespace()
             self.reporter.step(f"{self.scripts.label}: deploy {tenant.script_name}")
             await self.scripts.deploy(tenant, {})
         await self.converge(tenant.tenant_id)

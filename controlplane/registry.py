@@ -24,9 +24,15 @@ def tenant_fingerprint(tenant_id: str) -> str:
 
 
 class SupabaseRegistry:
-    def __init__(self, http: HttpClient, *, url: str, service_role_key: str) -> None:
+    """`dry_run`: writes are only printed (by the HTTP layer), and later reads in the same run
+    see them through an in-memory overlay, so the printed D1 and KV steps are the real ones."""
+
+    def __init__(self, http: HttpClient, *, url: str, service_role_key: str, dry_run: bool = False) -> None:
         self._http, self._url, self._key = http, url.rstrip("/"), service_role_key
         self._db = SupabaseClient.as_service_role(http, url=url, service_role_key=service_role_key)
+        self._dry = dry_run
+        self._tenants: dict[str, TenantRecord | None] = {}
+        self._domains: dict[str, DomainRecord | None] = {}
 
     async def _call(self, what: str, coro: Any) -> Any:
         try:
@@ -38,20 +44,28 @@ class SupabaseRegistry:
 
     # ---- reads ----------------------------------------------------------------------------
     async def tenant(self, tenant_id: str) -> TenantRecord | None:
+        if tenant_id in self._tenants:
+            return self._tenants[tenant_id]
         rows = await self._call("read tenant", self._db.select("tenants", eq={"tenant_id": tenant_id}))
         return TenantRecord.model_validate(rows[0]) if rows else None
 
     async def tenants(self) -> list[TenantRecord]:
         rows = await self._call("list tenants", self._db.select("tenants", order="tenant_id.asc"))
-        return [TenantRecord.model_validate(r) for r in rows]
+        found = {r["tenant_id"]: TenantRecord.model_validate(r) for r in rows}
+        found.update(self._tenants)
+        return [t for _, t in sorted(found.items()) if t is not None]
 
     async def domains(self, tenant_id: str) -> list[DomainRecord]:
         rows = await self._call("read domains", self._db.select(
             "tenant_domains", eq={"tenant_id": tenant_id}, order="domain.asc"))
-        return [DomainRecord.model_validate(r) for r in rows]
+        found = {r["domain"]: DomainRecord.model_validate(r) for r in rows}
+        found.update({k: v for k, v in self._domains.items() if v is None or v.tenant_id == tenant_id})
+        return [d for _, d in sorted(found.items()) if d is not None and d.tenant_id == tenant_id]
 
     async def domain_holder(self, domain: str) -> str | None:
         """The tenant holding a domain (as a routed domain or a tenant's primary domain), if any."""
+        if self._domains.get(domain) is not None:
+            return self._domains[domain].tenant_id  # type: ignore[union-attr]
         rows = await self._call("read domain", self._db.select(
             "tenant_domains", columns="tenant_id", eq={"domain": domain}))
         if rows:
@@ -66,19 +80,32 @@ class SupabaseRegistry:
     # ---- writes (all idempotent) ---------------------------------------------------------
     async def upsert_tenant(self, tenant: TenantRecord) -> None:
         await self._call("write tenant", self._db.upsert("tenants", tenant.row(), on_conflict="tenant_id"))
+        if self._dry:
+            self._tenants[tenant.tenant_id] = tenant
 
     async def set_tenant(self, tenant_id: str, values: dict[str, Any]) -> None:
         await self._call("update tenant", self._db.update("tenants", values, eq={"tenant_id": tenant_id}))
+        if self._dry and (current := await self.tenant(tenant_id)) is not None:
+            self._tenants[tenant_id] = TenantRecord.model_validate({**current.row(), **values})
 
     async def upsert_domain(self, domain: DomainRecord) -> None:
         await self._call("write domain", self._db.upsert("tenant_domains", domain.row(), on_conflict="domain"))
+        if self._dry:
+            self._domains[domain.domain] = domain
 
     async def update_domain(self, domain: str, values: dict[str, Any]) -> None:
         await self._call("update domain", self._db.update("tenant_domains", values, eq={"domain": domain}))
+        if self._dry:
+            rows = await self._call("read domain", self._db.select("tenant_domains", eq={"domain": domain}))
+            current = self._domains.get(domain) or (DomainRecord.model_validate(rows[0]) if rows else None)
+            if current is not None:
+                self._domains[domain] = DomainRecord.model_validate({**current.row(), **values})
 
     async def delete_domain(self, tenant_id: str, domain: str) -> None:
         await self._call("delete domain", self._db.delete(
             "tenant_domains", eq={"tenant_id": tenant_id, "domain": domain}))
+        if self._dry:
+            self._domains[domain] = None
 
     async def audit(self, tenant_id: str, action: str, target: str | None, details: dict[str, Any]) -> None:
         row = {"tenant_id": tenant_id, "actor": "system:tenant-cli", "action": action, "target": target,

@@ -87,7 +87,7 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
 
     url, key = _supabase_settings(settings)
     sb_http: HttpClient = DryRunHttp(http, reporter, "supabase") if settings.dry_run else http
-    registry = SupabaseRegistry(sb_http, url=url, service_role_key=key)
+    registry = SupabaseRegistry(sb_http, url=url, service_role_key=key, dry_run=settings.dry_run)
 
     if settings.remote:
         missing = [k for k in REMOTE_ENV if not settings.env.get(k)]

@@ -1,0 +1,191 @@
+"""A local fake of Cloudflare's v4 API (real HTTP on loopback) for the control plane's tests.
+
+Speaks the API's envelope ({"success", "errors", "messages", "result", "result_info"}) for
+the calls the control plane makes: custom hostnames on a zone (Cloudflare for SaaS),
+Workers KV values, and scripts in a dispatch namespace. Requires the bearer token; an
+unknown route is 404 with the envelope, as the real API answers.
+
+    with FakeCloudflare(token="t", account_id="acc", zone_id="zone") as cf:
+        cf.url                      # CLOUDFLARE_API_BASE_URL
+        cf.activate("shop.example") # certificate issued, hostname active
+        cf.requests                 # [(method, path, json body or None)]
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+class FakeCloudflare:
+    def __init__(self, *, token: str, account_id: str, zone_id: str) -> None:
+        self.token, self.account_id, self.zone_id = token, account_id, zone_id
+        self.hostnames: dict[str, dict[str, Any]] = {}  # id -> custom hostname object
+        self.kv: dict[tuple[str, str], str] = {}
+        self.scripts: dict[tuple[str, str], dict[str, Any]] = {}
+        self.requests: list[tuple[str, str, Any]] = []
+        self.fail_next: dict[str, int] = {}  # "POST custom_hostnames" -> HTTP status to fail with once
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/client/v4"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "FakeCloudflare":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # ---- test controls ------------------------------------------------------------------
+    def activate(self, hostname: str) -> None:
+        with self._lock:
+            for h in self.hostnames.values():
+                if h["hostname"] == hostname:
+                    h["status"] = "active"
+                    h["ssl"]["status"] = "active"
+                    h.pop("ownership_verification", None)
+
+    def by_hostname(self, hostname: str) -> dict[str, Any] | None:
+        return next((h for h in self.hostnames.values() if h["hostname"] == hostname), None)
+
+    # ---- the API ------------------------------------------------------------------------
+    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, bool]:
+        """(status, payload, is_envelope)."""
+        parts = urlsplit(raw_path)
+        path, query = parts.path, parse_qs(parts.query)
+        data = None
+        if body:
+            try:
+                data = json.loads(body)
+            except ValueError:
+                return 400, _err(6007, "Malformed JSON in request body"), True
+        self.requests.append((method, raw_path, data))
+        if headers.get("authorization") != f"Bearer {self.token}":
+            return 403, _err(10000, "Authentication error"), True
+        if not path.startswith("/client/v4/"):
+            return 404, _err(7003, "Could not route to " + path), True
+        path = path[len("/client/v4"):]
+
+        m = re.fullmatch(r"/zones/([^/]+)/custom_hostnames(?:/([^/]+))?", path)
+        if m:
+            if m.group(1) != self.zone_id:
+                return 404, _err(1001, "Invalid zone identifier"), True
+            return self._custom_hostnames(method, m.group(2), query, data)
+        m = re.fullmatch(r"/accounts/([^/]+)/storage/kv/namespaces/([^/]+)/values/(.+)", path)
+        if m:
+            if m.group(1) != self.account_id:
+                return 403, _err(10000, "Authentication error"), True
+            return self._kv(method, m.group(2), unquote(m.group(3)), body)
+        m = re.fullmatch(r"/accounts/([^/]+)/workers/dispatch/namespaces/([^/]+)/scripts/([^/]+)", path)
+        if m:
+            if m.group(1) != self.account_id:
+                return 403, _err(10000, "Authentication error"), True
+            return self._script(method, m.group(2), unquote(m.group(3)), data)
+        return 404, _err(7003, "Could not route to " + path + ", perhaps your object identifier is invalid?"), True
+
+    def _custom_hostnames(self, method: str, ident: str | None, query: dict[str, list[str]],
+                          data: Any) -> tuple[int, Any, bool]:
+        key = f"{method} custom_hostnames"
+        if key in self.fail_next:
+            return self.fail_next.pop(key), _err(1000, "injected failure"), True
+        with self._lock:
+            if ident is None and method == "GET":
+                items = list(self.hostnames.values())
+                if "hostname" in query:
+                    items = [h for h in items if h["hostname"] == query["hostname"][0]]
+                info = {"page": 1, "per_page": 20, "count": len(items), "total_count": len(items), "total_pages": 1}
+                return 200, _ok(items, info), True
+            if ident is None and method == "POST":
+                hostname = (data or {}).get("hostname")
+                ssl = (data or {}).get("ssl") or {}
+                if not hostname or not isinstance(hostname, str):
+                    return 400, _err(1411, "Invalid custom hostname: hostname is required"), True
+                if ssl.get("method") not in ("http", "txt", "email") or ssl.get("type") != "dv":
+                    return 400, _err(1413, "Invalid SSL method or type"), True
+                if self.by_hostname(hostname):
+                    return 409, _err(1406, "Duplicate custom hostname found."), True
+                hid = str(uuid.uuid4())
+                obj = {"id": hid, "hostname": hostname, "status": "pending",
+                       "ssl": {"id": str(uuid.uuid4()), "type": "dv", "method": ssl["method"], "status": "initializing",
+                               "settings": ssl.get("settings", {})},
+                       "ownership_verification": {"type": "txt", "name": f"_cf-custom-hostname.{hostname}",
+                                                  "value": str(uuid.uuid4())},
+                       "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                self.hostnames[hid] = obj
+                return 201, _ok(obj), True
+            if ident is not None and ident in self.hostnames:
+                if method == "GET":
+                    return 200, _ok(self.hostnames[ident]), True
+                if method == "DELETE":
+                    del self.hostnames[ident]
+                    return 200, _ok({"id": ident}), True
+            return 404, _err(1436, "The custom hostname was not found."), True
+
+    def _kv(self, method: str, ns: str, key: str, body: bytes) -> tuple[int, Any, bool]:
+        with self._lock:
+            if method == "GET":
+                if (ns, key) not in self.kv:
+                    return 404, _err(10009, "get: 'key not found'"), True
+                return 200, self.kv[(ns, key)], False
+            if method == "PUT":
+                self.kv[(ns, key)] = body.decode()
+                return 200, _ok(None), True
+            if method == "DELETE":
+                self.kv.pop((ns, key), None)  # deleting a missing key succeeds, as on Cloudflare
+                return 200, _ok(None), True
+        return 405, _err(10000, "method not allowed"), True
+
+    def _script(self, method: str, ns: str, name: str, data: Any) -> tuple[int, Any, bool]:
+        with self._lock:
+            if method == "PUT":
+                self.scripts[(ns, name)] = {"id": name, "script": {"id": name}, **(data or {})}
+                return 200, _ok(self.scripts[(ns, name)]), True
+            if (ns, name) not in self.scripts:
+                return 404, _err(10007, "workers.api.error.script_not_found"), True
+            if method == "GET":
+                return 200, _ok(self.scripts[(ns, name)]), True
+            if method == "DELETE":
+                del self.scripts[(ns, name)]
+                return 200, _ok(None), True
+        return 405, _err(10000, "method not allowed"), True
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status, payload, envelope = fake.handle(self.command, self.path, headers, body)
+                raw = json.dumps(payload).encode() if envelope else str(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json" if envelope else "application/octet-stream")
+                self.send_header("content-length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        return Handler
+
+
+def _ok(result: Any, info: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = {"success": True, "errors": [], "messages": [], "result": result}
+    if info is not None:
+        out["result_info"] = info
+    return out
+
+
+def _err(code: int, message: str) -> dict[str, Any]:
+    return {"success": False, "errors": [{"code": code, "message": message}], "messages": [], "result": None}
