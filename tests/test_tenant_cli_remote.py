@@ -1,0 +1,185 @@
+"""The CLI's --remote path: Cloudflare's API (a local fake speaking its envelopes), wrangler (a
+stand-in `npx` on PATH that records every command and runs D1 SQL on a SQLite copy) and a real
+Supabase (the local PostgREST stack)."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+import stat
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from scripts.tenants import main
+from tests.fake_cloudflare import FakeCloudflare
+
+ROOT = Path(__file__).resolve().parent.parent
+W = ["--no-install", "wrangler"]
+TENANT_DEPLOY = [*W, "deploy", "-c", "wrangler.tenant.toml", "--dispatch-namespace", "cmgsite-tenants"]
+
+
+class RemoteCli:
+    def __init__(self, env: dict[str, str], cf: FakeCloudflare, log: Path, d1: Path) -> None:
+        self.env, self.cf, self.log, self.d1 = env, cf, log, d1
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = main([*argv, "--remote"], env=self.env, stdin=io.StringIO(""), stdout=out, stderr=err)
+        return code, out.getvalue(), err.getvalue()
+
+    def commands(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def d1_rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(self.d1) as conn:
+            return conn.execute(sql, args).fetchall()
+
+
+@pytest.fixture
+def remote(tmp_path: Path, d1_template: Path, supabase_stack: Any, pg_cluster: Any) -> Iterator[RemoteCli]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    npx = bin_dir / "npx"
+    npx.write_text(f"#!/bin/sh\nexec {sys.executable} {ROOT / 'tests' / 'standin_npx.py'} \"$@\"\n")
+    npx.chmod(npx.stat().st_mode | stat.S_IXUSR)
+    d1 = tmp_path / "remote-d1.sqlite"
+    src, dst = sqlite3.connect(d1_template), sqlite3.connect(d1)
+    with dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+    with FakeCloudflare(token="cf-token", account_id="acc123", zone_id="zone123") as cf:
+        env = {
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "NPX_LOG": str(tmp_path / "npx.log"), "NPX_D1": str(d1), "NPX_STATE": str(tmp_path),
+            "FAKE_CF_URL": cf.url, "FAKE_CF_TOKEN": "cf-token", "FAKE_CF_ACCOUNT": "acc123",
+            "CLOUDFLARE_API_TOKEN": "cf-token", "CLOUDFLARE_ACCOUNT_ID": "acc123", "CLOUDFLARE_ZONE_ID": "zone123",
+            "CLOUDFLARE_API_BASE_URL": cf.url, "CLOUDFLARE_KV_NAMESPACE_ID": "kv123",
+            "SUPABASE_URL": supabase_stack.url, "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key,
+            "CONTEXT_SIGNING_SECRET": "master-secret-for-tests-0123456789",
+        }
+        yield RemoteCli(env, cf, tmp_path / "npx.log", d1)
+    with pg_cluster.connect() as conn:
+        conn.execute("delete from public.tenants where tenant_id like 'cli-%'")
+
+
+def test_custom_domain_gets_a_custom_hostname_and_status_is_refreshed(remote: RemoteCli, pg_cluster: Any) -> None:
+    domain = "shop.cli-remote.example"
+    remote.cf.kv[("kv123", f"host:{domain}")] = '{"missing": true}'  # a negative entry cached before the add
+    code, out, err = remote("add", "cli-shop", "--name", "Shop", "--type", "custom-domain", "--domain", domain,
+                            "--tier", "starter", "--json")
+    assert code == 0, err
+    assert "~75 s" in json.loads(out)["note"]
+
+    posts = [(p, b) for m, p, b in remote.cf.requests if m == "POST"]
+    assert posts == [("/client/v4/zones/zone123/custom_hostnames",
+                      {"hostname": domain, "ssl": {"method": "http", "type": "dv", "settings": {"min_tls_version": "1.2"}}})]
+    assert ("kv123", f"host:{domain}") not in remote.cf.kv
+    with pg_cluster.connect() as conn:
+        assert conn.execute("select ssl_status, dns_configured from public.tenant_domains where domain = %s",
+                            (domain,)).fetchone() == ("pending", False)
+    assert remote.d1_rows("select tenant_id, domain_type, ssl_status, dns_configured from tenant_domains"
+                          " where domain = ?", domain) == [("cli-shop", "custom", "pending", 0)]
+
+    argvs = [c["argv"] for c in remote.commands()]
+    assert [*W, "dispatch-namespace", "get", "cmgsite-tenants"] in argvs
+    assert [*W, "dispatch-namespace", "create", "cmgsite-tenants"] in argvs
+    deploys = [c for c in remote.commands() if c["argv"][:len(TENANT_DEPLOY)] == TENANT_DEPLOY]
+    assert len(deploys) == 1
+    argv = deploys[0]["argv"]
+    assert argv[len(TENANT_DEPLOY):-2] == ["--name", "cmgsite-cli-shop", "--var", "TENANT_ID:cli-shop",
+                                           "--var", "TENANT_TYPE:custom-domain", "--var", "PRIMARY_TENANT_ID:cozyartz"]
+    assert argv[-2] == "--secrets-file" and deploys[0]["secret_keys"] == ["TENANT_CONTEXT_KEY"]
+    assert deploys[0]["secrets_file_mode"] == "0o600" and not Path(argv[-1]).exists()  # removed after use
+    assert "master-secret" not in remote.log.read_text()
+    d1_cmds = [a for a in argvs if a[2:4] == ["d1", "execute"]]
+    assert d1_cmds and all(a[:9] == [*W, "d1", "execute", "cmgsite", "--remote", "--json", "-c",
+                                     "wrangler.dispatcher.toml"] and a[9] == "--command" for a in d1_cmds)
+    assert any(a[10].startswith("INSERT INTO tenants") and "'cli-shop'" in a[10] for a in d1_cmds)
+
+    remote.cf.activate(domain)
+    code, out, err = remote("domains", "status", "cli-shop", "--json")
+    assert code == 0, err
+    row = json.loads(out)[0]
+    assert (row["ssl_status"], row["dns_configured"], row["custom_hostname"]) == ("active", True, "active/active")
+    with pg_cluster.connect() as conn:
+        assert conn.execute("select ssl_status, dns_configured from public.tenant_domains where domain = %s",
+                            (domain,)).fetchone() == ("active", True)
+    assert remote.d1_rows("select ssl_status, dns_configured from tenant_domains where domain = ?", domain) == [("active", 1)]
+
+    code, _, err = remote("add-domain", "cli-shop", "second.cli-remote.example")
+    assert code == 2 and "tier starter allows 1 domain" in err
+    assert remote.cf.by_hostname("second.cli-remote.example") is None
+
+    assert remote("remove", "cli-shop")[0] == 0
+    assert remote.cf.by_hostname(domain) is None
+    assert ("cmgsite-tenants", "cmgsite-cli-shop") not in remote.cf.scripts
+    assert remote.d1_rows("select count(*) from tenant_domains where tenant_id = 'cli-shop'") == [(0,)]
+
+
+def test_cloudflare_api_errors_surface_and_a_rerun_completes(remote: RemoteCli) -> None:
+    remote.cf.fail_next["POST custom_hostnames"] = 500
+    args = ("add", "cli-retry", "--name", "Retry", "--type", "custom-domain", "--domain", "retry.cli-remote.example",
+            "--tier", "starter")
+    code, _, err = remote(*args)
+    assert code == 1 and "Cloudflare API error (HTTP 500): 1000: injected failure" in err
+    assert remote.d1_rows("select count(*) from tenants where id = 'cli-retry'") == [(0,)]  # not routed yet
+    assert remote(*args)[0] == 0
+    assert remote.cf.by_hostname("retry.cli-remote.example") is not None
+    assert remote.d1_rows("select count(*) from tenants where id = 'cli-retry'") == [(1,)]
+
+
+def test_wrong_token_is_a_clear_error(remote: RemoteCli) -> None:
+    remote.env["CLOUDFLARE_API_TOKEN"] = "wrong"
+    code, _, err = remote("add", "cli-auth", "--name", "Auth", "--type", "custom-domain",
+                          "--domain", "auth.cli-remote.example", "--tier", "starter")
+    assert code == 1 and "10000: Authentication error" in err
+
+
+def test_verify_on_a_fresh_account_finds_drift_and_repair_converges(remote: RemoteCli) -> None:
+    code, out, _ = remote("verify", "--json")
+    assert code == 3
+    drift = {d["tenant_id"]: " ".join(d["problems"]) for d in json.loads(out)["drift"]}
+    assert "missing from D1" in drift["partner1"] and "Worker cmgsite-partner-tenant is missing" in drift["partner1"]
+    code, out, err = remote("verify", "--repair", "--json")
+    assert code == 0, err
+    assert {"cozyartz", "partner1", "partner-seo"} <= set(json.loads(out)["repaired"])
+    assert ("cmgsite-tenants", "cmgsite-partner-tenant") in remote.cf.scripts
+    assert remote("verify")[0] == 0
+
+
+def test_missing_credentials_exit_4_and_name_them(remote: RemoteCli) -> None:
+    del remote.env["CLOUDFLARE_ZONE_ID"]
+    code, _, err = remote("list")
+    assert code == 4 and "CLOUDFLARE_ZONE_ID" in err
+
+
+def test_dry_run_prints_exact_wrangler_commands_and_api_calls(remote: RemoteCli, pg_cluster: Any) -> None:
+    code, out, err = remote("deploy", "--all", "--dispatcher", "--dry-run")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "[dry-run] wrangler: npx --no-install wrangler deploy -c wrangler.dispatcher.toml" in lines
+    assert "[dry-run] wrangler: npx --no-install wrangler dispatch-namespace create cmgsite-tenants" in lines
+    assert ("[dry-run] wrangler: npx --no-install wrangler deploy -c wrangler.tenant.toml --dispatch-namespace "
+            "cmgsite-tenants --name cmgsite-partner-tenant --var TENANT_ID:partner1 --var TENANT_TYPE:partner-subdomain "
+            "--var PRIMARY_TENANT_ID:cozyartz --secrets-file '<temporary JSON file with TENANT_CONTEXT_KEY>'") in lines
+    ran = [c["argv"] for c in remote.commands()]
+    assert ran == [[*W, "dispatch-namespace", "get", "cmgsite-tenants"]]  # only the read ran
+
+    code, out, err = remote("suspend", "partner1", "--dry-run")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert any(line.startswith("[dry-run] supabase: PATCH ") and '{"status":"suspended"}' in line for line in lines)
+    assert any(line.startswith("[dry-run] wrangler: npx --no-install wrangler d1 execute cmgsite --remote --json")
+               and "'suspended'" in line for line in lines)
+    assert ("[dry-run] cloudflare api: DELETE "
+            f"{remote.cf.url}/accounts/acc123/storage/kv/namespaces/kv123/values/host%3Apartner1.cozyartzmedia.com") in lines
+    assert "cf-token" not in out
+    with pg_cluster.connect() as conn:
+        assert conn.execute("select status from public.tenants where tenant_id = 'partner1'").fetchone() == ("active",)
