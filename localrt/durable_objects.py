@@ -127,11 +127,18 @@ def _binding(value: Any) -> Any:
 class SqlStorage:
     """`ctx.storage.sql`: synchronous SQLite, one statement (or a script without bindings)."""
 
+    _checked: dict[str, bool] = {}  # query text → uses a reserved name (queries repeat)
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
     def exec(self, query: str, *bindings: Any) -> SqlStorageCursor:
-        if _RESERVED.search(query):
+        reserved = self._checked.get(query)
+        if reserved is None:
+            reserved = bool(_RESERVED.search(query))
+            if len(self._checked) < 4096:
+                self._checked[query] = reserved
+        if reserved:
             raise JsException("not authorized: tables prefixed _cf_ are reserved: SQLITE_AUTH")
         args = tuple(_binding(b) for b in bindings)
         before = self._conn.total_changes
@@ -203,6 +210,10 @@ class DurableObjectStorage:
         return None
 
 
+class DurableObjectAbort(BaseException):
+    """Raised by ctx.abort(), a BaseException as in the SDK so `except Exception` cannot swallow it."""
+
+
 class DurableObjectState:
     """The `ctx` an object is constructed with."""
 
@@ -221,6 +232,10 @@ class DurableObjectState:
         task = asyncio.ensure_future(awaitable)
         self._instance.background.add(task)
         task.add_done_callback(self._instance.background.discard)
+
+    def abort(self, reason: str | None = None) -> None:
+        """Reset the object: the next event reaches a fresh instance (storage is kept)."""
+        raise DurableObjectAbort(reason or "Durable Object abort requested")
 
 
 # ---- the alarm index ----------------------------------------------------------------------
@@ -288,8 +303,13 @@ class _Instance:
         return self.gate
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+
+
 def _clone(value: Any, what: str = "value") -> Any:
     """Structured clone, as RPC does: plain data only, never a shared mutable object."""
+    if type(value) in _SCALARS:
+        return value
     if value is None or isinstance(value, (bool, int, float, str, bytes)):
         return value
     if isinstance(value, (tuple, bytearray)):  # the SDK refuses these (python_to_rpc)
@@ -369,6 +389,9 @@ class DurableObjectNamespace:
     def getByName(self, name: str, options: Any = None) -> DurableObjectStub:
         return self.get(self.idFromName(name))
 
+    def jurisdiction(self, name: str) -> "DurableObjectNamespace":
+        return self  # one location locally: every jurisdiction is this machine
+
     # -- local plumbing --
     def _class(self) -> Any:
         if self._cls is None:
@@ -391,8 +414,11 @@ class DurableObjectNamespace:
             if env is None:
                 raise JsException(f"Durable Object namespace {self.script}/{self.class_name} has no script")
             conn = sqlite3.connect(str(self.dir / f"{hex_id}.sqlite"), isolation_level=None, check_same_thread=False)
+            # One live instance per id owns its file: an exclusive lock spares the shared-memory
+            # index and lock calls on every commit; WAL + NORMAL survives a process restart.
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # durable across a process restart
+            conn.execute("PRAGMA synchronous=NORMAL")
             inst.conn = conn
             storage = DurableObjectStorage(conn, self._rt.alarms, inst.key)
             inst.obj = self._class()(DurableObjectState(inst, object_id, storage), env)
@@ -419,7 +445,15 @@ class DurableObjectNamespace:
                 raise
             except Exception as exc:  # crosses the boundary as a JS Error with the message
                 raise JsException(f"{type(exc).__name__}: {exc}") from None
+            except DurableObjectAbort as abort:
+                self._reset(inst)
+                raise JsException(f"Durable Object reset because its code was aborted: {abort}") from None
             return result
+
+    def _reset(self, inst: _Instance) -> None:
+        if inst.conn is not None:
+            inst.conn.close()
+        inst.obj, inst.conn = None, None
 
     def close(self) -> None:
         for inst in self._instances.values():

@@ -79,8 +79,12 @@ def resets_at(kind: UsageKind, now: float) -> datetime | None:
     return None if is_level(kind) else next_month_start(now)
 
 
+# Read from the tier table once per (tier, kind): consume is the meter's hot path.
+_LIMITS = {(t, k): plan_for(t).limit_for(k) for t in Tier for k in UsageKind}
+
+
 def limit_of(tier: Tier, kind: UsageKind) -> int:
-    return plan_for(tier).limit_for(kind)
+    return _LIMITS[(tier, kind)]
 
 
 class UsageDecision(BaseModel):
@@ -103,8 +107,10 @@ class UsageDecision(BaseModel):
         return max(1, int(self.resets_at.timestamp() - now + 0.999))
 
     def to_rpc(self) -> dict[str, Any]:
-        """Plain JSON values: what crosses the Durable Object RPC boundary."""
-        return self.model_dump(mode="json")
+        """Plain JSON values: what crosses the Durable Object RPC boundary (as model_dump(mode="json"))."""
+        return {"allowed": self.allowed, "kind": self.kind.value, "used": self.used, "limit": self.limit,
+                "remaining": self.remaining, "period": self.period,
+                "resets_at": None if self.resets_at is None else self.resets_at.isoformat().replace("+00:00", "Z")}
 
 
 class UsageItem(BaseModel):
@@ -139,8 +145,11 @@ class UsageSnapshot(BaseModel):
 
 
 def decision(kind: UsageKind, tier: Tier, used: int, now: float, *, allowed: bool) -> UsageDecision:
+    """A decision from values the meter computed itself (typed already, so not re-validated)."""
+    if used < 0:
+        raise UsageError("a counter below zero")
     limit = limit_of(tier, kind)
-    return UsageDecision(
+    return UsageDecision.model_construct(
         allowed=allowed, kind=kind, used=used, limit=limit, remaining=max(0, limit - used),
         period=period_of(kind, now), resets_at=resets_at(kind, now),
     )

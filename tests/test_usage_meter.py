@@ -18,6 +18,7 @@ from shared.http import HttpResponse
 from shared.tiers import Tier, UsageKind
 from shared.usage import UsageDecision, UsageSnapshot
 from tenant_worker.usage_meter import UsageMeter
+from workers import DurableObject, Response
 
 SCRIPT = "cmgsite-custom-tenant"
 
@@ -280,3 +281,72 @@ async def test_persisted_alarm_fires_after_a_restart(tmp_path: Path) -> None:
         await asyncio.sleep(0.02)
     assert RECORDER.bodies and RECORDER.bodies[0][0]["usage_count"] == 9
     again.close()
+
+
+async def test_abort_resets_the_object_and_keeps_its_storage(tmp_path: Path) -> None:
+    rt = runtime(tmp_path)
+    ns = usage_ns(rt)
+    stub = ns.getByName("partner-seo")
+    await consume(stub, amount=3)
+    first = ns._instance(stub.id).obj
+    with pytest.raises(JsException, match="aborted"):
+        await _abort(ns, stub)
+    assert ns._instance(stub.id).obj is not first
+    assert (await consume(stub)).used == 4
+    rt.close()
+
+
+async def _abort(ns: Any, stub: Any) -> None:
+    inst = ns._instance(stub.id)
+    inst.obj.abort_now = lambda: inst.obj.ctx.abort("test")  # an RPC method that aborts
+    await stub.abort_now()
+
+
+def test_namespace_and_context_shapes_match_the_real_sdk() -> None:
+    """What the SDK's wrappers call on the runtime's objects exists on ours."""
+    import ast
+
+    sdk = Path(__file__).resolve().parent.parent / ".local" / "sdk" / "workers"
+    if not (sdk / "rpc.py").exists():
+        pytest.fail("real SDK source missing: run scripts/bootstrap.sh")
+    classes = {n.name: n for p in sdk.glob("*.py") for n in ast.walk(ast.parse(p.read_text()))
+               if isinstance(n, ast.ClassDef)}
+    wrapped = {f.name for f in classes["_DurableObjectNamespaceWrapper"].body if isinstance(f, ast.FunctionDef)}
+    from localrt.durable_objects import DurableObjectNamespace, DurableObjectState, DurableObjectStub
+
+    assert wrapped - {"__init__", "__getattr__"} <= set(dir(DurableObjectNamespace))
+    context = {f.name for f in classes["DurableObjectContext"].body if isinstance(f, ast.FunctionDef)}
+    assert context - {"__init__", "__getattr__"} <= set(dir(DurableObjectState))
+    assert "fetch" in {f.name for f in classes["_FetcherWrapper"].body if isinstance(f, ast.FunctionDef)}
+    assert callable(DurableObjectStub.fetch)
+
+
+class GateProbe(DurableObject):
+    """Records when each event starts and ends, awaiting in between."""
+
+    def __init__(self, ctx: Any, env: Any) -> None:
+        super().__init__(ctx, env)
+        self.log: list[str] = []
+
+    async def work(self, tag: str) -> list[str]:
+        self.log.append(f"start {tag}")
+        await asyncio.sleep(0.01)
+        self.log.append(f"end {tag}")
+        return list(self.log)
+
+    async def fetch(self, request: Any) -> Response:
+        return Response(f"{request.method} {request.url} {len(self.log)}", headers={"x-object": "probe"})
+
+
+async def test_events_reach_one_object_one_at_a_time_and_objects_run_side_by_side(tmp_path: Path) -> None:
+    rt = runtime(tmp_path)
+    ns = rt.namespace(SCRIPT, "GateProbe", __name__)
+    a, b = ns.getByName("a"), ns.getByName("b")
+    started = time.perf_counter()
+    logs = await asyncio.gather(a.work("1"), a.work("2"), a.work("3"), b.work("x"))
+    assert logs[2] == ["start 1", "end 1", "start 2", "end 2", "start 3", "end 3"]  # never interleaved
+    assert logs[3] == ["start x", "end x"]  # another object did not wait for a's queue
+    assert time.perf_counter() - started < 0.2
+    resp = await a.fetch("https://object/x", method="POST")
+    assert (resp.status, await resp.text(), resp.headers["x-object"]) == (200, "POST https://object/x 6", "probe")
+    rt.close()
