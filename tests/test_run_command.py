@@ -1,0 +1,113 @@
+"""The README's run command: serves the three demo hosts, is safe to rerun, and stops
+everything it started (PostgreSQL, PostgREST, the gateway) on SIGTERM or Ctrl-C."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from localrt.d1 import D1_NAME, wrangler_d1_file
+from tests.support import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _start(tmp: Path, port: int) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "localrt", "run", "--port", str(port), "--pg-port", str(free_port()),
+           "--supabase-port", str(free_port()), "--state-dir", str(tmp / "state"),
+           "--wrangler-state", str(tmp / "wrangler")]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=open(tmp / "run.log", "ab"), stderr=subprocess.STDOUT)
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"run command exited early:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, headers={"Host": "cozyartzmedia.com"}, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"run command never became healthy:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def world_readable_tmp() -> Iterator[Path]:
+    # PostgreSQL runs as the unprivileged `postgres` user: pytest's tmp_path (0700, root) is out of its reach.
+    path = Path(tempfile.mkdtemp(prefix="cmgsite-run-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_run_serves_demo_hosts_and_stops_everything(world_readable_tmp: Path) -> None:
+    tmp_path = world_readable_tmp
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api/health"
+    # SIGTERM (an init system) the first time, Ctrl-C the second; the second start reuses
+    # the state of the first: the command is safe to run again.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        proc = _start(tmp_path, port)
+        try:
+            _wait_healthy(proc, url, tmp_path / "run.log")
+            for host, tenant in [("cozyartzmedia.com", "cozyartz"), ("partner1.cozyartzmedia.com", "partner1"),
+                                 ("partner-seo.com", "partner-seo")]:
+                body = httpx.get(url, headers={"Host": host}).json()
+                assert body["tenant_id"] == tenant
+            started = _descendants(proc.pid)
+            assert started, "expected PostgreSQL and PostgREST children"
+            proc.send_signal(stop_signal)
+            assert proc.wait(timeout=60) == 0
+            deadline = time.monotonic() + 15
+            while any(_alive(p) for p in started) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not [p for p in started if _alive(p)], "run command left processes behind"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    # The platform wrote into the very database wrangler's own commands read.
+    db = wrangler_d1_file(tmp_path / "wrangler")
+    assert db is not None
+    out = subprocess.run(
+        ["npx", "--no-install", "wrangler", "d1", "execute", D1_NAME, "--local", "--persist-to", str(tmp_path / "wrangler"),
+         "-c", "wrangler.dispatcher.toml", "--json", "--command", "SELECT id FROM tenants ORDER BY id"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "CI": "true"})
+    assert out.returncode == 0, out.stderr
+    assert all(t in out.stdout for t in ('"cozyartz"', '"partner1"', '"partner-seo"'))
