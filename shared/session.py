@@ -78,18 +78,33 @@ def issue_session(secret: str, *, tenant_id: str, user_id: str, role: Role, now:
     return HS256Signer(session_key(secret, tenant_id)).sign(claims.model_dump(exclude_none=True))
 
 
+# Tokens this isolate already verified (signature and claims), keyed with the derived key so a
+# secret rotation misses. Only expiry still changes with time, and it is checked on every hit.
+_VERIFIED_MAX = 4096
+_verified: dict[tuple[str, str], SessionClaims] = {}
+
+
 def verify_session(token: str, secret: str, *, tenant_id: str, now: float | datetime) -> SessionClaims:
     """The claims of a good session for `tenant_id`; SessionError for anything else."""
     if not token or len(token) > 4096:
         raise SessionError("session missing or too large")
-    try:
-        raw = verify_hs256(token, session_key(secret, tenant_id), now=now, leeway=0)
-    except JwtError as exc:
-        raise SessionError(str(exc)) from None
-    try:
-        claims = SessionClaims.model_validate(raw)
-    except ValidationError:
-        raise SessionError("not a session token") from None
-    if claims.tid != tenant_id:  # unreachable with a derived key unless keys collide; cheap to keep
-        raise SessionError("session belongs to another tenant")
+    key = session_key(secret, tenant_id)
+    t = int(now.timestamp()) if isinstance(now, datetime) else int(now)
+    claims = _verified.get((key, token))
+    if claims is None:
+        try:
+            raw = verify_hs256(token, key, now=now, leeway=0)
+        except JwtError as exc:
+            raise SessionError(str(exc)) from None
+        try:
+            claims = SessionClaims.model_validate(raw)
+        except ValidationError:
+            raise SessionError("not a session token") from None
+        if claims.tid != tenant_id:  # unreachable with a derived key unless keys collide; cheap to keep
+            raise SessionError("session belongs to another tenant")
+        if len(_verified) >= _VERIFIED_MAX:
+            _verified.clear()
+        _verified[(key, token)] = claims
+    if t >= claims.exp:
+        raise SessionError("token expired")
     return claims

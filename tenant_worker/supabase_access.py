@@ -14,7 +14,7 @@ import logging
 from typing import Any, Awaitable, TypeVar
 
 from shared.http import HttpError
-from shared.jwt import HS256Signer
+from shared.jwt import HS256Signer, mint_tenant_jwt
 from shared.models import TenantType
 from shared.supabase import SupabaseClient, SupabaseError
 from tenant_worker.http import ApiError, Call
@@ -22,7 +22,9 @@ from tenant_worker.principal import Principal
 
 log = logging.getLogger("cmgsite.tenant.supabase")
 T = TypeVar("T")
-TENANT_JWT_TTL_SECONDS = 120  # one request's worth, with slack for slow upstreams
+TENANT_JWT_TTL_SECONDS = 180  # minutes, not days: a leaked token dies within three
+_TOKENS_MAX = 4096
+_tokens: dict[tuple[str, str, str, str, bool], tuple[str, int]] = {}
 
 _signers: dict[str, HS256Signer] = {}
 
@@ -42,17 +44,32 @@ def _signer(secret: str) -> HS256Signer:
     return signer
 
 
-def tenant_db(call: Call, principal: Principal) -> SupabaseClient:
-    """A client whose calls carry this user's tenant-scoped JWT."""
+def tenant_jwt(call: Call, principal: Principal) -> str:
+    """This user's tenant-scoped JWT, minted by shared.jwt.mint_tenant_jwt and reused by the
+    isolate while it has more than half its life left (it never outlives TENANT_JWT_TTL_SECONDS)."""
     if principal.tenant_id != call.tenant.tenant_id:
         raise ApiError(401, "unauthenticated", "Sign in first.")
-    env = call.env
-    return SupabaseClient.for_tenant(
-        call.services.http, url=_secret(env, "SUPABASE_URL"), anon_key=_secret(env, "SUPABASE_ANON_KEY"),
-        signer=_signer(_secret(env, "SUPABASE_JWT_SECRET")), user_id=principal.user_id,
-        tenant_id=call.tenant.tenant_id, tenant_role=principal.role.value,
-        is_primary=call.tenant.tenant_type is TenantType.PRIMARY, now=call.services.clock(),
-        ttl_seconds=TENANT_JWT_TTL_SECONDS)
+    secret = _secret(call.env, "SUPABASE_JWT_SECRET")
+    is_primary = call.tenant.tenant_type is TenantType.PRIMARY
+    now = call.services.clock()
+    key = (secret, principal.user_id, call.tenant.tenant_id, principal.role.value, is_primary)
+    cached = _tokens.get(key)
+    if cached is not None and cached[1] - now > TENANT_JWT_TTL_SECONDS / 2:
+        return cached[0]
+    token = mint_tenant_jwt(_signer(secret), user_id=principal.user_id, tenant_id=call.tenant.tenant_id,
+                            tenant_role=principal.role.value, is_primary=is_primary, now=now,
+                            ttl_seconds=TENANT_JWT_TTL_SECONDS)
+    if len(_tokens) >= _TOKENS_MAX:
+        _tokens.clear()
+    _tokens[key] = (token, int(now) + TENANT_JWT_TTL_SECONDS)
+    return token
+
+
+def tenant_db(call: Call, principal: Principal) -> SupabaseClient:
+    """A client whose calls carry this user's tenant-scoped JWT."""
+    token = tenant_jwt(call, principal)
+    return SupabaseClient(call.services.http, url=_secret(call.env, "SUPABASE_URL"),
+                          api_key=_secret(call.env, "SUPABASE_ANON_KEY"), access_token=token)
 
 
 def service_db(call: Call) -> SupabaseClient:
