@@ -105,8 +105,15 @@ async def generate(call: Call) -> Reply:
 
 # ---- usage ---------------------------------------------------------------------------------
 async def usage(call: Call) -> Reply:
-    require(call)
-    snap = await meter_for(call).snapshot()
+    principal = require(call)
+    meter = meter_for(call)
+    snap = await meter.snapshot()
+    if UsageKind.DOMAINS not in snap.seeded:
+        try:  # best effort: the domain level starts at what Supabase holds
+            await _seed_domains(call, meter, tenant_db(call, principal))
+            snap = await meter.snapshot()
+        except (ApiError, SupabaseError, HttpError):
+            pass
     items = {i.kind.value: {"used": i.used, "limit": i.limit, "remaining": i.remaining, "period": i.period,
                             "resets_at": i.resets_at.isoformat().replace("+00:00", "Z") if i.resets_at else None}
              for i in snap.items}

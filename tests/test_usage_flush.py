@@ -286,3 +286,9 @@ def test_domains_need_an_admin(domain_site: LiveServer, pg_cluster: PgCluster) -
 def test_bad_domains_are_422(domain_site: LiveServer, domain: str) -> None:
     r = add(domain_site, P1, domain, session("partner1"))
     assert r.status_code == 422 and r.json()["error"]["code"] in ("invalid_domain", "invalid_request")
+
+
+def test_usage_counts_the_domain_the_tenant_already_has(domain_site: LiveServer) -> None:
+    r = httpx.get(domain_site.url + "/api/usage", headers={"Host": SEO, **session("partner-seo")})
+    assert r.status_code == 200
+    assert r.json()["usage"]["domains"] == {"used": 1, "limit": 1, "remaining": 0, "period": "level", "resets_at": None}
