@@ -353,3 +353,45 @@ def test_migrations_and_seed_reapply_with_psql_as_a_no_op(pg_cluster: PgCluster,
     assert pg_cluster.apply_migrations() == []  # and the tracked runner skips them all
     assert _schema_dump(pg_cluster) == before_schema
     assert _data_digest(conn) == before_data
+
+
+# ---- the Supabase compatibility layer ------------------------------------------------------
+
+def test_auth_functions_read_claims_as_supabase_does(conn: psycopg.Connection) -> None:
+    become(conn, "authenticated", {"sub": CLIENT_A, "role": "authenticated", "tenant_id": "partner1",
+                                   "email": "c@p1.example"})
+    try:
+        row = conn.execute("select auth.uid()::text, auth.role(), auth.email(), auth.jwt() ->> 'tenant_id',"
+                           " public.get_current_tenant_id()").fetchone()
+        assert row == (CLIENT_A, "authenticated", "c@p1.example", "partner1", "partner1")
+        # The legacy per-claim setting wins over the claims object, exactly as in Supabase.
+        conn.execute("select set_config('request.jwt.claim.sub', %s, true)", (ADMIN_A,))
+        assert conn.execute("select auth.uid()::text").fetchone() == (ADMIN_A,)
+    finally:
+        conn.rollback()
+    become(conn, "anon", None)
+    try:
+        conn.execute("select set_config('request.jwt.claims', '', true)")
+        assert conn.execute("select auth.uid(), auth.role(), auth.jwt()").fetchone() == (None, None, None)
+    finally:
+        conn.rollback()
+
+
+def test_compat_migration_steps_aside_on_a_real_supabase(conn: psycopg.Connection) -> None:
+    # A Supabase database has supabase_admin; the compat file must then touch nothing.
+    notices: list[str] = []
+
+    def collect(diag: psycopg.errors.Diagnostic) -> None:
+        notices.append(diag.message_primary or "")
+
+    conn.add_notice_handler(collect)
+    try:
+        conn.execute("create role supabase_admin")
+        conn.execute("revoke authenticated from authenticator")  # a difference the file would "fix"
+        conn.execute((MIGRATIONS_DIR / "0000_supabase_compat.sql").read_text().encode())
+        assert any("real Supabase database detected" in n for n in notices)
+        member = conn.execute("select pg_has_role('authenticator', 'authenticated', 'member')").fetchone()
+        assert member == (False,)
+    finally:
+        conn.rollback()
+        conn.remove_notice_handler(collect)
