@@ -30,7 +30,7 @@ from shared.http import HttpError
 from tenant_worker.auth_store import AuthStore, AuthStoreMissing
 from tenant_worker.http import ApiError, Call, Reply, Route, json_reply, redirect_reply
 from tenant_worker.principal import PRINCIPAL, Principal, Role, require
-from tenant_worker.supabase_access import guarded, service_db, tenant_db
+from tenant_worker.supabase_access import service_db, tenant_db
 
 log = logging.getLogger("cmgsite.tenant.auth")
 
@@ -182,8 +182,11 @@ async def record_signin(call: Call, outcome: str, *, provider: str | None, reaso
                                 "error": type(exc).__name__, "request_id": call.request_id}))
 
 
-async def _failure_page(call: Call, err: OAuthError, provider: str | None) -> Reply:
-    await record_signin(call, "failure", provider=provider, reason=err.reason)
+async def _failure_page(call: Call, err: OAuthError, provider: str | None, *, audit: bool = True) -> Reply:
+    if audit:
+        await record_signin(call, "failure", provider=provider, reason=err.reason)
+    else:  # a refused start is not a sign-in attempt: log it, keep the audit trail for callbacks
+        log.info(json.dumps({"event": "signin_start_refused", "reason": err.reason, "request_id": call.request_id}))
     status = _FAILURE_STATUS.get(err.reason, 400)
     page = error_reply("/auth/", status, err.reason, err.message, call.request_id, branding=await tenant_branding(call))
     return Reply(page.status, page.body, dict(page.headers), [cookie(NONCE_COOKIE, "", 0)])
@@ -206,9 +209,10 @@ async def login(call: Call) -> Reply:
         secret = _session_secret(call)
         AuthStore.of(call.env, call.tenant.tenant_id)
     except AuthStoreMissing:
-        return await _failure_page(call, OAuthError("signin_unavailable", "Sign-in is not set up for this site yet."), provider)
+        return await _failure_page(call, OAuthError("signin_unavailable", "Sign-in is not set up for this site yet."),
+                                   provider, audit=False)
     except OAuthError as err:
-        return await _failure_page(call, err, provider if provider in ("github", "google") else None)
+        return await _failure_page(call, err, provider if provider in ("github", "google") else None, audit=False)
     nonce = new_nonce()
     state = issue_state(tenant_id=call.tenant.tenant_id, host=call.tenant.host, provider=cfg.name, nonce=nonce,
                         next_path=safe_next(call.arg("next")), now=call.services.clock())

@@ -297,3 +297,23 @@ def test_sign_in_without_a_session_secret_refuses_to_start(auth_world: AuthWorld
         assert r.status_code == 503 and "Partner SEO" in r.text
     finally:
         auth_world.set_secret("partner-seo", "SESSION_SECRET", saved)
+
+
+def test_data_service_down_at_sign_in_creates_nothing_and_says_so(auth_world: AuthWorld, fake: FakeOAuth) -> None:
+    from tests.support import free_port
+
+    host = HOSTS["partner-seo"]
+    login = auth_world.new_user("nodb")
+    saved = auth_world.secrets_of("partner-seo")["SUPABASE_URL"]
+    b = Browser(auth_world)
+    cb = b.at_provider(b.start(host, "github"), "github", login)
+    auth_world.set_secret("partner-seo", "SUPABASE_URL", f"http://127.0.0.1:{free_port()}")
+    try:
+        r = b.callback(host, cb)
+    finally:
+        auth_world.set_secret("partner-seo", "SUPABASE_URL", saved)
+    assert r.status_code == 503 and r.headers["content-type"].startswith("text/html")
+    assert "partner-seo.com" in r.text or "Partner SEO" in r.text  # the tenant's host, never another brand
+    assert "Partner One" not in r.text and "Cozyartz" not in r.text
+    assert SESSION not in b.cookies(host)
+    assert profiles_with_email(auth_world, f"{login}@auth-test.example") == 0
