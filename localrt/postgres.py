@@ -95,11 +95,6 @@ class PgCluster:
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
         self.bin = find_pg_bin()
-        if self.socket_dir is None:
-            sock = self.data_dir.parent / f".s-{self.data_dir.name}"
-            self.socket_dir = sock if len(str(sock)) <= _MAX_SOCKET_DIR else Path(
-                tempfile.mkdtemp(prefix="pgsock-")
-            )
 
     # ---- connection strings -------------------------------------------------------------
     @property
@@ -160,7 +155,9 @@ class PgCluster:
         if self.is_running():
             self._create_database()
             return
-        assert self.socket_dir is not None
+        if self.socket_dir is None:
+            sock = self.data_dir.parent / f".s-{self.data_dir.name}"
+            self.socket_dir = sock if len(str(sock)) <= _MAX_SOCKET_DIR else Path(tempfile.mkdtemp(prefix="pgsock-"))
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         self._own(self.socket_dir)
         os.chmod(self.socket_dir, 0o700)
