@@ -12,6 +12,8 @@ Object (tenant_worker.usage_meter) stores the numbers and asks this module what 
 """
 from __future__ import annotations
 
+import math
+import re
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -23,6 +25,7 @@ from shared.tiers import Tier, UsageKind, plan_for
 COUNTER_KINDS = frozenset({UsageKind.AI_CALLS})
 LEVEL_KINDS = frozenset({UsageKind.DOMAINS, UsageKind.STORAGE})
 LEVEL_PERIOD = "level"  # the period key of a level's one row: levels do not reset
+PERIOD_RE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")  # tenant_usage.period
 MAX_AMOUNT = 1 << 50  # far above any limit (100 GiB is 2**36.6) and exact in a JS number
 
 
@@ -46,7 +49,9 @@ def parse_tier(tier: Any) -> Tier:
 
 def parse_amount(amount: Any) -> int:
     # bool is an int in Python; a JS number may arrive as an integral float over RPC.
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount != int(amount):
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+        raise UsageError("amount must be a whole number")
+    if isinstance(amount, float) and (not math.isfinite(amount) or not amount.is_integer()):
         raise UsageError("amount must be a whole number")
     value = int(amount)
     if not 0 < value <= MAX_AMOUNT:
@@ -174,7 +179,7 @@ class UsageRow(BaseModel):
 
     tenant_id: str = Field(pattern=TENANT_ID_PATTERN)
     usage_type: UsageKind
-    period: str = Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+    period: str = Field(pattern=PERIOD_RE.pattern)
     usage_count: int = Field(ge=0)
     usage_limit: int | None = Field(default=None, ge=0)
 

@@ -29,11 +29,11 @@ from workers import DurableObject
 from shared.http import HttpClient, HttpError
 from shared.supabase import SupabaseClient, SupabaseError
 from shared.tiers import Tier, UsageKind
+from shared.models import TENANT_ID_RE
 from shared.usage import (
-    LEVEL_PERIOD, UsageDecision, UsageError, UsageSnapshot, decision, flush_backoff_ms, flush_row,
+    LEVEL_PERIOD, PERIOD_RE, UsageDecision, UsageError, UsageSnapshot, decision, flush_backoff_ms, flush_row,
     is_level, limit_of, month_of, parse_amount, parse_kind, parse_tier, period_of, snapshot,
 )
-from shared.models import TENANT_ID_RE
 
 log = logging.getLogger("cmgsite.usage")
 
@@ -103,7 +103,7 @@ class UsageMeter(DurableObject):
             key = LEVEL_PERIOD
         elif period is None:
             key = period_of(k, now)
-        elif isinstance(period, str) and len(period) == 7 and period[4] == "-" and period <= month_of(now):
+        elif isinstance(period, str) and PERIOD_RE.match(period) and period <= month_of(now):
             key = period  # a refund lands in the period the consume counted in
         else:
             raise UsageError("period must be 'YYYY-MM' and not in the future")
