@@ -181,3 +181,18 @@ def test_counters_survive_a_restart_of_the_local_platform(d1_template: Path, tmp
     with serve(second) as live:
         assert usage(live, SEO)["ai_calls"]["used"] == 3
         assert generate(live, SEO).json()["usage"]["used"] == 4
+
+
+def test_a_tier_upgrade_lifts_the_limit_on_the_next_call(site: LiveServer, usage_platform: Platform) -> None:
+    env = usage_platform.namespace.env_of("cmgsite-custom-tenant")
+    site.call(lambda: env.USAGE.getByName("partner-seo").consume("ai_calls", 100, "partner-seo", "starter"))
+    assert generate(site, SEO).status_code == 429
+
+    async def upgrade() -> None:  # what the control plane does: D1, then purge the route cache
+        await usage_platform.d1.prepare("UPDATE tenants SET tier = 'growth' WHERE id = 'partner-seo'").run()
+        await usage_platform.kv.delete("host:" + SEO)
+        usage_platform.restart_isolates()
+
+    site.call(upgrade)
+    r = generate(site, SEO)
+    assert r.status_code == 200 and (r.json()["usage"]["used"], r.json()["usage"]["limit"]) == (101, 250)
