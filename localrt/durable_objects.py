@@ -553,6 +553,8 @@ class DurableObjects:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        for task in list(self.alarm_tasks):  # a handler mid-flush must not touch closed files
+            task.cancel()
         for ns in self._namespaces.values():
             ns.close()
         self.alarms.close()
