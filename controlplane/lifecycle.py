@@ -14,6 +14,9 @@ suspend or removal holds everywhere within about 75 s.
 """
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -46,7 +49,9 @@ class ControlPlane:
     dry_run: bool = False
     on_change: Callable[[], None] = lambda: None
     runner: Runner | None = None
+    master_secret: str | None = None  # the dispatcher's CONTEXT_SIGNING_SECRET, uploaded with it (remote)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _namespace_ready: bool = False
 
     async def close(self) -> None:
         for close in self.closers:
@@ -278,8 +283,9 @@ class ControlPlane:
 
     def ensure_namespace(self) -> None:
         """Create the dispatch namespace `cmgsite-tenants` on Cloudflare when it is missing."""
-        if self.local or self.runner is None:
+        if self.local or self.runner is None or self._namespace_ready:
             return
+        self._namespace_ready = True
         if self.runner.run(namespace_get_command(), reads=True, check=False).strip():
             self.reporter.step("namespace cmgsite-tenants exists")
             return
@@ -287,10 +293,25 @@ class ControlPlane:
         self.runner.run(namespace_create_command())
 
     def deploy_dispatcher(self) -> None:
+        """Upload the dispatch Worker (after the namespace it binds exists), with its master secret if given."""
         if self.local or self.runner is None:
             self.reporter.step("local platform: the dispatcher runs from dispatcher/ directly (nothing to upload)")
             return
-        self.runner.run(dispatcher_deploy_command())
+        self.ensure_namespace()
+        master_secret = self.master_secret
+        if not master_secret:
+            self.runner.run(dispatcher_deploy_command())
+            return
+        if self.dry_run:
+            self.runner.run(dispatcher_deploy_command(secrets_file="<temporary JSON file with CONTEXT_SIGNING_SECRET>"))
+            return
+        fd, path = tempfile.mkstemp(prefix="cmgsite-secrets-", suffix=".json")  # 0600
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"CONTEXT_SIGNING_SECRET": master_secret}, f)
+            self.runner.run(dispatcher_deploy_command(secrets_file=path))
+        finally:
+            os.unlink(path)
 
     async def deploy(self, tenant_id: str | None, secrets: dict[str, str] | None = None) -> list[str]:
         """(Re)deploy tenant Workers: one tenant, or every tenant that is not removed."""

@@ -102,7 +102,7 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
         cp = ControlPlane(registry, replica, CloudflareRouteCache(api, kv_namespace_id(settings.env)),
                           CloudflareScripts(api, run, settings.env.get("CONTEXT_SIGNING_SECRET"), dry_run=settings.dry_run),
                           CloudflareHostnames(api), reporter, local=False, dry_run=settings.dry_run, runner=run,
-                          closers=closers)
+                          master_secret=settings.env.get("CONTEXT_SIGNING_SECRET"), closers=closers)
         return cp
 
     import localrt  # noqa: F401  (installs the runtime stand-ins the local modules import)

@@ -25,8 +25,10 @@ TENANT_CONFIG = "wrangler.tenant.toml"
 D1_NAME = "cmgsite"
 
 
-def dispatcher_deploy_command(*, outdir: str | None = None) -> list[str]:
+def dispatcher_deploy_command(*, secrets_file: str | None = None, outdir: str | None = None) -> list[str]:
     cmd = [*WRANGLER, "deploy", "-c", DISPATCHER_CONFIG]
+    if secrets_file:
+        cmd += ["--secrets-file", secrets_file]
     return cmd + (["--dry-run", "--outdir", outdir] if outdir else [])
 
 

@@ -231,9 +231,13 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
                     print(f"drift: {d['tenant_id']}: {problem}", file=out)
             if report.get("repaired"):
                 print(f"repaired: {', '.join(report['repaired'])}", file=out)
-            print(f"checked {report['tenants_checked']} tenant(s): "
-                  f"{'consistent' if report['consistent'] else 'drift found'}", file=out)
         healthy = report["consistent"] or (args.repair and not cp.dry_run and not report.get("still_drifting"))
+        if not args.json:
+            for d in report.get("still_drifting", []):
+                print(f"still drifting: {d['tenant_id']}: {'; '.join(d['problems'])}", file=out)
+            state = ("consistent" if report["consistent"] else
+                     "drift found and repaired: now consistent" if healthy else "drift found")
+            print(f"checked {report['tenants_checked']} tenant(s): {state}", file=out)
         return (EXIT_OK if healthy else EXIT_DRIFT), (report if args.json else None)
     if c == "export":
         data = await export_tenant(cp, args.tenant_id)

@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -164,8 +165,11 @@ def test_dry_run_prints_exact_wrangler_commands_and_api_calls(remote: RemoteCli,
     code, out, err = remote("deploy", "--all", "--dispatcher", "--dry-run")
     assert code == 0, err
     lines = out.splitlines()
-    assert "[dry-run] wrangler: npx --no-install wrangler deploy -c wrangler.dispatcher.toml" in lines
-    assert "[dry-run] wrangler: npx --no-install wrangler dispatch-namespace create cmgsite-tenants" in lines
+    assert lines[:2] == [
+        "[dry-run] wrangler: npx --no-install wrangler dispatch-namespace create cmgsite-tenants",
+        "[dry-run] wrangler: npx --no-install wrangler deploy -c wrangler.dispatcher.toml "
+        "--secrets-file '<temporary JSON file with CONTEXT_SIGNING_SECRET>'"]
+    assert lines.count("[dry-run] wrangler: npx --no-install wrangler dispatch-namespace create cmgsite-tenants") == 1
     assert ("[dry-run] wrangler: npx --no-install wrangler deploy -c wrangler.tenant.toml --dispatch-namespace "
             "cmgsite-tenants --name cmgsite-partner-tenant --var TENANT_ID:partner1 --var TENANT_TYPE:partner-subdomain "
             "--var PRIMARY_TENANT_ID:cozyartz --secrets-file '<temporary JSON file with TENANT_CONTEXT_KEY>'") in lines
@@ -183,3 +187,27 @@ def test_dry_run_prints_exact_wrangler_commands_and_api_calls(remote: RemoteCli,
     assert "cf-token" not in out
     with pg_cluster.connect() as conn:
         assert conn.execute("select status from public.tenants where tenant_id = 'partner1'").fetchone() == ("active",)
+
+
+def test_deploy_multi_tenant_script_deploys_everything_in_order(remote: RemoteCli) -> None:
+    env = {**remote.env, "PYTHON": sys.executable}
+    proc = subprocess.run([str(ROOT / "scripts" / "deploy-multi-tenant.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    argvs = [c["argv"] for c in remote.commands()]
+    writes = [a for a in argvs if a[2:4] != ["d1", "execute"] and a[2:4] != ["dispatch-namespace", "get"]]
+    assert writes[0] == [*W, "d1", "migrations", "apply", "cmgsite", "--remote", "-c", "wrangler.dispatcher.toml"]
+    assert writes[1] == [*W, "dispatch-namespace", "create", "cmgsite-tenants"]
+    assert writes[2][:5] == [*W, "deploy", "-c", "wrangler.dispatcher.toml"] and writes[2][5] == "--secrets-file"
+    dispatcher = next(c for c in remote.commands() if c["argv"] == writes[2])
+    assert dispatcher["secret_keys"] == ["CONTEXT_SIGNING_SECRET"]
+    tenants = {a[a.index("--name") + 1] for a in writes[3:] if a[:len(TENANT_DEPLOY)] == TENANT_DEPLOY}
+    assert {"cmgsite-primary-tenant", "cmgsite-partner-tenant", "cmgsite-custom-tenant"} <= tenants
+    assert remote.d1_rows("select id from tenants where id in ('cozyartz', 'partner1', 'partner-seo') order by id") == [
+        ("cozyartz",), ("partner-seo",), ("partner1",)]
+    assert "drift found and repaired: now consistent" in proc.stdout
+
+    missing = {k: v for k, v in env.items() if k != "CONTEXT_SIGNING_SECRET"}
+    proc = subprocess.run([str(ROOT / "scripts" / "deploy-multi-tenant.sh")], cwd=ROOT, env=missing,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 4 and "CONTEXT_SIGNING_SECRET" in proc.stderr

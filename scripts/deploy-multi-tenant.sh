@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Deploy the whole platform to Cloudflare, idempotently (safe to re-run after any failure):
+#   1. D1 migrations (wrangler d1 migrations apply cmgsite --remote)
+#   2. the dispatch namespace cmgsite-tenants (created when missing) and the dispatcher,
+#      with its CONTEXT_SIGNING_SECRET
+#   3. every tenant Worker in the registry that is not removed, each with its TENANT_CONTEXT_KEY
+#   4. verify --repair: D1 and KV made to match Supabase, then checked
+#
+# Needs CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_ZONE_ID, SUPABASE_URL,
+# SUPABASE_SERVICE_ROLE_KEY and CONTEXT_SIGNING_SECRET in the environment.
+# Usage: scripts/deploy-multi-tenant.sh [--dry-run]   (--dry-run prints every write instead)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-.venv/bin/python}"
+DRY_RUN=()
+if [[ "${1:-}" == "--dry-run" ]]; then DRY_RUN=(--dry-run); elif [[ $# -gt 0 ]]; then
+  echo "usage: $0 [--dry-run]" >&2; exit 2
+fi
+
+missing=()
+for name in CLOUDFLARE_API_TOKEN CLOUDFLARE_ACCOUNT_ID CLOUDFLARE_ZONE_ID SUPABASE_URL SUPABASE_SERVICE_ROLE_KEY \
+            CONTEXT_SIGNING_SECRET; do
+  [[ -n "${!name:-}" ]] || missing+=("$name")
+done
+if (( ${#missing[@]} )); then
+  echo "error: set ${missing[*]} in the environment" >&2; exit 4
+fi
+export CI=true WRANGLER_SEND_METRICS=false
+
+echo "==> 1/4 D1 migrations" >&2
+migrate=(npx --no-install wrangler d1 migrations apply cmgsite --remote -c wrangler.dispatcher.toml)
+if (( ${#DRY_RUN[@]} )); then echo "[dry-run] wrangler: ${migrate[*]}"; else "${migrate[@]}"; fi
+
+echo "==> 2/4 + 3/4 namespace, dispatcher, tenant Workers" >&2
+"$PYTHON" scripts/tenants.py deploy --all --dispatcher --remote "${DRY_RUN[@]}"
+
+echo "==> 4/4 verify --repair" >&2
+"$PYTHON" scripts/tenants.py verify --repair --remote "${DRY_RUN[@]}"
