@@ -1,4 +1,5 @@
-"""The isolation matrix again, over HTTP: the real PostgREST 12 behind the local gateway.
+"""The isolation matrix again, over HTTP: the real PostgREST 12 behind the local gateway
+(or a real Supabase project, see tests/fixtures/pg.py).
 
 Each principal is what a caller can send: the anon key alone, the service-role key, or the
 anon key plus a tenant JWT signed with the project secret. Writes are real (no rollback
@@ -12,15 +13,13 @@ import time
 from typing import Any, Iterator
 
 import httpx
-import psycopg
 import pytest
 
-from localrt.postgres import PgCluster
 from localrt.supabase_stack import SupabaseStack
 from shared.jwt import HS256Signer
 from tests.fixtures.rls_matrix import (
-    DENIED, EXPECTED, OPS, PRINCIPALS, TABLES, TENANT_A_PRINCIPALS, UPDATE_VALUES, World,
-    create_world, drop_world, insert_row, principal_claims, reset_world, user_id,
+    DENIED, EXPECTED, OPS, PRINCIPALS, TABLES, TENANT_A_PRINCIPALS, UPDATE_VALUES, World, WorldAdmin,
+    insert_row, principal_claims, user_id,
 )
 
 WORLD = World(a="rls-http-a", b="rls-http-b")
@@ -28,14 +27,12 @@ OTHER_SECRET = "an-attacker-chosen-secret-that-is-long-enough-0123456789"
 
 
 @pytest.fixture(scope="module")
-def db(pg_cluster: PgCluster) -> Iterator[psycopg.Connection]:
-    conn = pg_cluster.connect(autocommit=True)
-    create_world(conn, WORLD)
+def db(world_admin: WorldAdmin) -> Iterator[WorldAdmin]:
+    world_admin.create(WORLD)
     try:
-        yield conn
+        yield world_admin
     finally:
-        drop_world(conn, WORLD)
-        conn.close()
+        world_admin.drop(WORLD)
 
 
 @pytest.fixture(scope="module")
@@ -90,21 +87,21 @@ def http_op(http: httpx.Client, stack: SupabaseStack, headers: dict[str, str], t
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("table", TABLES)
 @pytest.mark.parametrize("principal", PRINCIPALS)
-def test_isolation_matrix_over_http(supabase_stack: SupabaseStack, http: httpx.Client, db: psycopg.Connection,
+def test_isolation_matrix_over_http(supabase_stack: SupabaseStack, http: httpx.Client, db: WorldAdmin,
                                     principal: str, table: str, op: str, target: str) -> None:
     try:
         outcome = http_op(http, supabase_stack, headers_for(supabase_stack, principal), table, op,
                           WORLD.tenant(target))
     finally:
         if op != "select":
-            reset_world(db, WORLD)
+            db.reset(WORLD)
     assert outcome == EXPECTED[(principal, table, op, target)], f"{principal} {op} {table} on {target}: {outcome!r}"
     if principal in TENANT_A_PRINCIPALS and target == "b":
         assert outcome in (DENIED, 0)
 
 
 def test_insert_into_other_tenant_is_refused_with_rls_error(supabase_stack: SupabaseStack, http: httpx.Client,
-                                                             db: psycopg.Connection) -> None:
+                                                             db: WorldAdmin) -> None:
     resp = http.post(f"{supabase_stack.rest_url}/profiles", json=insert_row("profiles", WORLD.b),
                      headers=headers_for(supabase_stack, "admin_a"))
     assert resp.status_code == 403
@@ -113,15 +110,14 @@ def test_insert_into_other_tenant_is_refused_with_rls_error(supabase_stack: Supa
 
 
 def test_client_cannot_raise_own_role_over_http(supabase_stack: SupabaseStack, http: httpx.Client,
-                                                 db: psycopg.Connection) -> None:
+                                                 db: WorldAdmin) -> None:
     me = user_id(WORLD.a, "client")
     for body in ({"tenant_role": "admin"}, {"tenant_role": "super_admin"}, {"tenant_permissions": {"all": True}},
                  {"tenant_id": WORLD.b}):
         resp = http.patch(f"{supabase_stack.rest_url}/profiles", params={"id": f"eq.{me}"}, json=body,
                           headers=headers_for(supabase_stack, "client_a"))
         assert resp.status_code in (401, 403) and resp.json()["code"] == "42501", (body, resp.text)
-    role = db.execute("select tenant_role, tenant_id from public.profiles where id = %s", (me,)).fetchone()
-    assert role == ("client", WORLD.a)
+    assert db.profile(me) == ("client", WORLD.a)
 
 
 # ---- JWT attacks ----------------------------------------------------------------------------
@@ -142,7 +138,7 @@ def _get_tenants(http: httpx.Client, stack: SupabaseStack, bearer: str | None,
     return http.get(f"{stack.rest_url}/tenants", params={"select": "tenant_id"}, headers=headers)
 
 
-def test_a_genuine_token_works(supabase_stack: SupabaseStack, http: httpx.Client, db: psycopg.Connection) -> None:
+def test_a_genuine_token_works(supabase_stack: SupabaseStack, http: httpx.Client, db: WorldAdmin) -> None:
     # The control case for the attacks below: same request, honest token.
     resp = _get_tenants(http, supabase_stack, token(supabase_stack.jwt_secret, _admin_a_claims()))
     assert resp.status_code == 200 and resp.json() == [{"tenant_id": WORLD.a}]
@@ -158,7 +154,7 @@ def test_token_signed_with_wrong_key(supabase_stack: SupabaseStack, http: httpx.
 
 
 def test_other_tenants_id_signed_with_a_different_secret(supabase_stack: SupabaseStack, http: httpx.Client,
-                                                          db: psycopg.Connection) -> None:
+                                                          db: WorldAdmin) -> None:
     claims = {**_admin_a_claims(), "tenant_id": WORLD.b, "sub": user_id(WORLD.b, "admin")}
     _refused(_get_tenants(http, supabase_stack, token(OTHER_SECRET, claims)))
 
@@ -186,7 +182,7 @@ def test_service_role_claim_with_wrong_key(supabase_stack: SupabaseStack, http: 
 
 
 def test_missing_tenant_id_sees_nothing(supabase_stack: SupabaseStack, http: httpx.Client,
-                                        db: psycopg.Connection) -> None:
+                                        db: WorldAdmin) -> None:
     claims = {k: v for k, v in _admin_a_claims().items() if k != "tenant_id"}
     bearer = token(supabase_stack.jwt_secret, claims)
     headers = {"apikey": supabase_stack.anon_key, "authorization": f"Bearer {bearer}"}
@@ -217,7 +213,7 @@ def test_invalid_apikey_is_refused(supabase_stack: SupabaseStack, http: httpx.Cl
 
 
 def test_anon_key_as_bearer_cannot_write(supabase_stack: SupabaseStack, http: httpx.Client,
-                                         db: psycopg.Connection) -> None:
+                                         db: WorldAdmin) -> None:
     resp = http.post(f"{supabase_stack.rest_url}/audit_log", json=insert_row("audit_log", WORLD.a),
                      headers={"apikey": supabase_stack.anon_key, "authorization": f"Bearer {supabase_stack.anon_key}"})
     assert resp.status_code == 401 and resp.json()["code"] == "42501"

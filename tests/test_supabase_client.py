@@ -4,16 +4,14 @@ from __future__ import annotations
 import time
 from typing import AsyncIterator, Iterator
 
-import psycopg
 import pytest
 
 from localrt.http_client import HttpxClient
-from localrt.postgres import PgCluster
 from localrt.supabase_stack import SupabaseStack, find_free_port
 from shared.http import HttpError
 from shared.jwt import HS256Signer, JwtError
 from shared.supabase import SupabaseClient, SupabaseError
-from tests.fixtures.rls_matrix import World, create_world, drop_world, insert_row, user_id
+from tests.fixtures.rls_matrix import World, WorldAdmin, insert_row, user_id
 
 WORLD = World(a="sbc-a", b="sbc-b")
 # Tests and the async http fixture share one loop (fixtures default to the session loop).
@@ -21,14 +19,12 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 @pytest.fixture(scope="module")
-def world(pg_cluster: PgCluster) -> Iterator[psycopg.Connection]:
-    conn = pg_cluster.connect(autocommit=True)
-    create_world(conn, WORLD)
+def world(world_admin: WorldAdmin) -> Iterator[WorldAdmin]:
+    world_admin.create(WORLD)
     try:
-        yield conn
+        yield world_admin
     finally:
-        drop_world(conn, WORLD)
-        conn.close()
+        world_admin.drop(WORLD)
 
 
 @pytest.fixture
@@ -49,7 +45,7 @@ def service_db(http: HttpxClient, stack: SupabaseStack) -> SupabaseClient:
 
 
 async def test_select_sees_only_own_tenant(supabase_stack: SupabaseStack, http: HttpxClient,
-                                           world: psycopg.Connection) -> None:
+                                           world: WorldAdmin) -> None:
     db = tenant_db(http, supabase_stack)
     assert [r["tenant_id"] for r in await db.select("tenants", columns="tenant_id")] == [WORLD.a]
     assert await db.select("tenants", eq={"tenant_id": WORLD.b}) == []
@@ -59,7 +55,7 @@ async def test_select_sees_only_own_tenant(supabase_stack: SupabaseStack, http: 
 
 
 async def test_write_cycle_as_tenant_admin(supabase_stack: SupabaseStack, http: HttpxClient,
-                                           world: psycopg.Connection) -> None:
+                                           world: WorldAdmin) -> None:
     db = tenant_db(http, supabase_stack)
     row = insert_row("profiles", WORLD.a)
     inserted = await db.insert("profiles", row, columns="id,tenant_id,tenant_role")
@@ -71,7 +67,7 @@ async def test_write_cycle_as_tenant_admin(supabase_stack: SupabaseStack, http: 
 
 
 async def test_rls_refusal_surfaces_as_supabase_error(supabase_stack: SupabaseStack, http: HttpxClient,
-                                                      world: psycopg.Connection) -> None:
+                                                      world: WorldAdmin) -> None:
     db = tenant_db(http, supabase_stack)
     with pytest.raises(SupabaseError) as err:
         await db.insert("profiles", insert_row("profiles", WORLD.b))
@@ -83,7 +79,7 @@ async def test_rls_refusal_surfaces_as_supabase_error(supabase_stack: SupabaseSt
 
 
 async def test_usage_is_written_by_service_role_only(supabase_stack: SupabaseStack, http: HttpxClient,
-                                                     world: psycopg.Connection) -> None:
+                                                     world: WorldAdmin) -> None:
     row = {"tenant_id": WORLD.a, "usage_type": "ai_calls", "period": "2030-01", "usage_count": 1, "usage_limit": 250}
     with pytest.raises(SupabaseError) as err:
         await tenant_db(http, supabase_stack).upsert("tenant_usage", row, on_conflict="tenant_id,usage_type,period")
@@ -105,7 +101,7 @@ async def test_usage_is_written_by_service_role_only(supabase_stack: SupabaseSta
 
 
 async def test_rpc_reads_the_tenant_from_the_jwt(supabase_stack: SupabaseStack, http: HttpxClient,
-                                                 world: psycopg.Connection) -> None:
+                                                 world: WorldAdmin) -> None:
     assert await tenant_db(http, supabase_stack, role="client").rpc("get_current_tenant_id") == WORLD.a
     anon = SupabaseClient(http, url=supabase_stack.url, api_key=supabase_stack.anon_key,
                           access_token=supabase_stack.anon_key)
@@ -115,7 +111,7 @@ async def test_rpc_reads_the_tenant_from_the_jwt(supabase_stack: SupabaseStack, 
 
 
 async def test_super_admin_of_primary_tenant_sees_all(supabase_stack: SupabaseStack, http: HttpxClient,
-                                                      world: psycopg.Connection) -> None:
+                                                      world: WorldAdmin) -> None:
     db = SupabaseClient.for_tenant(
         http, url=supabase_stack.url, anon_key=supabase_stack.anon_key, signer=HS256Signer(supabase_stack.jwt_secret),
         user_id="00000000-0000-4000-8000-000000000001", tenant_id="cozyartz", tenant_role="super_admin",
@@ -131,7 +127,7 @@ async def test_super_admin_of_primary_tenant_sees_all(supabase_stack: SupabaseSt
     f"{WORLD.b}&tenant_id=neq.x", f"{WORLD.a},{WORLD.b}", f"in.({WORLD.a},{WORLD.b})", "*", f"{WORLD.a}#",
 ])
 async def test_filter_values_cannot_add_operators(supabase_stack: SupabaseStack, http: HttpxClient,
-                                                  world: psycopg.Connection, value: str) -> None:
+                                                  world: WorldAdmin, value: str) -> None:
     svc = service_db(http, supabase_stack)  # the service role sees everything: any widening would show
     assert await svc.select("tenants", columns="tenant_id", eq={"tenant_id": value}) == []
 
