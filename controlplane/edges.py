@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets as secrets_module
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Protocol
@@ -18,6 +19,10 @@ from controlplane.output import Reporter
 from controlplane.wrangler import Runner, tenant_deploy_command
 from dispatcher.routing import kv_key
 from shared.context import derive_tenant_key
+
+
+# Secrets every tenant Worker shares (the Supabase project's), added to each deploy when known.
+PLATFORM_SECRETS = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY")
 
 
 def tenant_vars(tenant: TenantRecord) -> dict[str, str]:
@@ -74,8 +79,10 @@ class TenantScripts(Protocol):
 class LocalScripts:
     """The local namespace (localrt.dispatch.DispatchNamespace): a spec file and a .dev.vars per script."""
 
-    def __init__(self, namespace: Any, master_secret_file: Path, reporter: Reporter, *, dry_run: bool = False) -> None:
+    def __init__(self, namespace: Any, master_secret_file: Path, reporter: Reporter, *, dry_run: bool = False,
+                 platform_secrets: Mapping[str, str] | None = None) -> None:
         self._ns, self._master_file, self._reporter, self._dry = namespace, master_secret_file, reporter, dry_run
+        self._platform = dict(platform_secrets or {})
         self.label = f"namespace (local {namespace.registry_dir})"
 
     def _master(self) -> str:
@@ -102,6 +109,8 @@ class LocalScripts:
             return
         path = self._ns.secrets_path(tenant.script_name)
         values = read_dev_vars(path)
+        values.setdefault("SESSION_SECRET", secrets_module.token_urlsafe(48))  # per tenant, kept across deploys
+        values.update(self._platform)
         values.update(secrets)
         values["TENANT_CONTEXT_KEY"] = derive_tenant_key(self._master(), tenant.tenant_id)
         write_dev_vars(path, values)  # secrets first: the spec's appearance is what makes it routable
@@ -127,8 +136,10 @@ class LocalScripts:
 class CloudflareScripts:
     """Scripts in the `cmgsite-tenants` namespace: wrangler deploys, the API checks and deletes."""
 
-    def __init__(self, api: CloudflareApi, runner: Runner, master_secret: str | None, *, dry_run: bool = False) -> None:
+    def __init__(self, api: CloudflareApi, runner: Runner, master_secret: str | None, *, dry_run: bool = False,
+                 platform_secrets: Mapping[str, str] | None = None) -> None:
         self._api, self._runner, self._master, self._dry = api, runner, master_secret, dry_run
+        self._platform = dict(platform_secrets or {})
         self.label = f"namespace (remote {NAMESPACE})"
 
     async def exists(self, script: str) -> bool:
@@ -138,7 +149,7 @@ class CloudflareScripts:
         if not self._master:
             raise ConfigError("CONTEXT_SIGNING_SECRET (the dispatcher's master secret) is needed to derive "
                               "the tenant's TENANT_CONTEXT_KEY: export it before deploying")
-        values = {**secrets, "TENANT_CONTEXT_KEY": derive_tenant_key(self._master, tenant.tenant_id)}
+        values = {**self._platform, **secrets, "TENANT_CONTEXT_KEY": derive_tenant_key(self._master, tenant.tenant_id)}
         if self._dry:
             shown = f"<temporary JSON file with {', '.join(sorted(values))}>"
             self._runner.run(tenant_deploy_command(tenant.script_name, tenant_vars(tenant), secrets_file=shown))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
@@ -145,7 +146,8 @@ class ControlPlane:
         if deploy:
             self.ensure_namespace()
             self.reporter.step(f"{self.scripts.label}: deploy {tenant.script_name}")
-            await self.scripts.deploy(tenant, {})
+            # A new tenant's session key is made once here; re-runs keep it (users stay signed in).
+            await self.scripts.deploy(tenant, {} if existing else {"SESSION_SECRET": secrets.token_urlsafe(48)})
         await self.converge(tenant.tenant_id)
         if not await self.registry.has_audit(tenant.tenant_id, "tenant.added", tenant.tenant_id):
             await self._audit(tenant.tenant_id, "tenant.added", {"type": tenant.type.value,

@@ -2,8 +2,8 @@
 
 Local: D1 is the SQLite file `wrangler d1 ... --local` keeps under .wrangler/state, KV and
 the namespace are the local runtime's files under .local/, Supabase is the local stack
-(SUPABASE_URL + SUPABASE_SERVICE_ROLE_KEY, or .local/supabase.json written by whoever
-started it). Remote: everything from the environment (see REMOTE_ENV).
+(SUPABASE_URL + SUPABASE_SERVICE_ROLE_KEY, or .local/secrets/supabase.dev.vars, which
+`python -m localrt run` writes). Remote: everything from the environment (see REMOTE_ENV).
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from typing import Mapping
 
 from controlplane.cloudflare import API_BASE, CloudflareApi
 from controlplane.dryrun import DryRunHttp
-from controlplane.edges import (CloudflareHostnames, CloudflareRouteCache, CloudflareScripts, LocalHostnames,
-                                LocalRouteCache, LocalScripts)
+from controlplane.edges import (PLATFORM_SECRETS, CloudflareHostnames, CloudflareRouteCache, CloudflareScripts,
+                                LocalHostnames, LocalRouteCache, LocalScripts)
 from controlplane.errors import ConfigError
 from controlplane.lifecycle import ControlPlane
 from controlplane.output import Reporter
@@ -40,18 +40,29 @@ class Settings:
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
+def _local_supabase_file(settings: Settings) -> dict[str, str]:
+    """What `python -m localrt run` writes for the CLI: the local stack's URL and keys."""
+    from localrt.devvars import read_dev_vars
+
+    return read_dev_vars(settings.state_dir / "secrets" / "supabase.dev.vars")
+
+
 def _supabase_settings(settings: Settings) -> tuple[str, str]:
     url, key = settings.env.get("SUPABASE_URL"), settings.env.get("SUPABASE_SERVICE_ROLE_KEY")
     if url and key:
         return url, key
     if not settings.remote:
-        path = settings.state_dir / "supabase.json"
-        if path.exists():
-            data = json.loads(path.read_text())
-            if data.get("url") and data.get("service_role_key"):
-                return data["url"], data["service_role_key"]
+        local = _local_supabase_file(settings)
+        if local.get("SUPABASE_URL") and local.get("SUPABASE_SERVICE_ROLE_KEY"):
+            return local["SUPABASE_URL"], local["SUPABASE_SERVICE_ROLE_KEY"]
     raise ConfigError("Supabase is not configured: export SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY "
-                      "(locally, `python -m localrt.supabase_stack` prints them)")
+                      "(locally, `python -m localrt run` writes them to .local/secrets/supabase.dev.vars)")
+
+
+def platform_secrets(settings: Settings) -> dict[str, str]:
+    """The Supabase project's values every tenant Worker gets (environment first, then the local file)."""
+    source = {**(_local_supabase_file(settings) if not settings.remote else {}), **settings.env}
+    return {k: source[k] for k in PLATFORM_SECRETS if source.get(k)}
 
 
 def kv_namespace_id(env: Mapping[str, str]) -> str:
@@ -100,7 +111,8 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
                             base_url=settings.env.get("CLOUDFLARE_API_BASE_URL") or API_BASE)
         replica = RoutingReplica(WranglerD1(run))
         cp = ControlPlane(registry, replica, CloudflareRouteCache(api, kv_namespace_id(settings.env)),
-                          CloudflareScripts(api, run, settings.env.get("CONTEXT_SIGNING_SECRET"), dry_run=settings.dry_run),
+                          CloudflareScripts(api, run, settings.env.get("CONTEXT_SIGNING_SECRET"), dry_run=settings.dry_run,
+                                            platform_secrets=platform_secrets(settings)),
                           CloudflareHostnames(api), reporter, local=False, dry_run=settings.dry_run, runner=run,
                           master_secret=settings.env.get("CONTEXT_SIGNING_SECRET"), closers=closers)
         return cp
@@ -120,7 +132,8 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
     replica = RoutingReplica(DryRunD1(d1, reporter) if settings.dry_run else d1)
     cache = LocalRouteCache(KVNamespace(paths.kv), reporter, dry_run=settings.dry_run)
     namespace = DispatchNamespace(paths.namespace, paths.secrets)
-    scripts = LocalScripts(namespace, paths.dispatcher_secrets, reporter, dry_run=settings.dry_run)
+    scripts = LocalScripts(namespace, paths.dispatcher_secrets, reporter, dry_run=settings.dry_run,
+                           platform_secrets=platform_secrets(settings))
     cp = ControlPlane(registry, replica, cache, scripts, LocalHostnames(), reporter, local=True,
                       dry_run=settings.dry_run, on_change=lambda: bump_generation(paths.root), runner=run,
                       closers=closers)

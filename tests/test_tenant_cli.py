@@ -54,6 +54,9 @@ def test_lifecycle_add_suspend_resume_remove_over_http(cli: Cli, live: LiveServe
     assert code == 0, err
     r = health(live, host)
     assert r.status_code == 200 and r.json()["tenant_id"] == "cli-life" and r.json()["tier"] == "growth"
+    env = cli.platform.namespace.env_of("cmgsite-cli-life")
+    assert env.SUPABASE_URL == cli.env["SUPABASE_URL"] and len(env.SESSION_SECRET) > 40
+    assert env.TENANT_ID == "cli-life" and env.TENANT_TYPE == "partner-subdomain"
 
     assert cli("suspend", "cli-life")[0] == 0
     assert health(live, host).status_code == 403

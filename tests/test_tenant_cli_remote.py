@@ -96,7 +96,9 @@ def test_custom_domain_gets_a_custom_hostname_and_status_is_refreshed(remote: Re
     argv = deploys[0]["argv"]
     assert argv[len(TENANT_DEPLOY):-2] == ["--name", "cmgsite-cli-shop", "--var", "TENANT_ID:cli-shop",
                                            "--var", "TENANT_TYPE:custom-domain", "--var", "PRIMARY_TENANT_ID:cozyartz"]
-    assert argv[-2] == "--secrets-file" and deploys[0]["secret_keys"] == ["TENANT_CONTEXT_KEY"]
+    assert argv[-2] == "--secrets-file"
+    assert deploys[0]["secret_keys"] == ["SESSION_SECRET", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_URL",
+                                         "TENANT_CONTEXT_KEY"]
     assert deploys[0]["secrets_file_mode"] == "0o600" and not Path(argv[-1]).exists()  # removed after use
     assert "master-secret" not in remote.log.read_text()
     d1_cmds = [a for a in argvs if a[2:4] == ["d1", "execute"]]
@@ -172,7 +174,8 @@ def test_dry_run_prints_exact_wrangler_commands_and_api_calls(remote: RemoteCli,
     assert lines.count("[dry-run] wrangler: npx --no-install wrangler dispatch-namespace create cmgsite-tenants") == 1
     assert ("[dry-run] wrangler: npx --no-install wrangler deploy -c wrangler.tenant.toml --dispatch-namespace "
             "cmgsite-tenants --name cmgsite-partner-tenant --var TENANT_ID:partner1 --var TENANT_TYPE:partner-subdomain "
-            "--var PRIMARY_TENANT_ID:cozyartz --secrets-file '<temporary JSON file with TENANT_CONTEXT_KEY>'") in lines
+            "--var PRIMARY_TENANT_ID:cozyartz --secrets-file '<temporary JSON file with SUPABASE_SERVICE_ROLE_KEY, "
+            "SUPABASE_URL, TENANT_CONTEXT_KEY>'") in lines
     ran = [c["argv"] for c in remote.commands()]
     assert ran == [[*W, "dispatch-namespace", "get", "cmgsite-tenants"]]  # only the read ran
 
