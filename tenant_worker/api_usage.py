@@ -74,6 +74,17 @@ def usage_view(d: UsageDecision) -> dict[str, Any]:
             "period": d.period, "resets_at": d.resets_at.isoformat().replace("+00:00", "Z") if d.resets_at else None}
 
 
+async def _reserve(meter: TenantMeter, kind: UsageKind, request_id: str) -> UsageDecision:
+    """One unit from the meter; if the meter cannot answer, the work does not run (fail closed)."""
+    try:
+        return await meter.consume(kind, 1)
+    except Exception as exc:
+        log.error(json.dumps({"event": "usage_meter_unavailable", "kind": kind.value, "request_id": request_id,
+                              "reason": type(exc).__name__}))
+        raise ApiError(503, "usage_unavailable", "Usage metering is unavailable. Please try again.",
+                       headers={"retry-after": "5"}) from None
+
+
 async def _refund(meter: TenantMeter, kind: UsageKind, period: str | None, request_id: str) -> None:
     try:
         await meter.release(kind, 1, period)
@@ -87,7 +98,7 @@ async def generate(call: Call) -> Reply:
     require(call)
     body = _parse(GenerateRequest, await call.json())
     meter = meter_for(call)
-    reserved = await meter.consume(UsageKind.AI_CALLS, 1)
+    reserved = await _reserve(meter, UsageKind.AI_CALLS, call.request_id)
     if not reserved.allowed:
         raise limit_exceeded(reserved, call.services.clock())
     model = str(getattr(call.env, "AI_MODEL", "") or DEFAULT_AI_MODEL)
@@ -169,7 +180,7 @@ async def add_domain(call: Call) -> Reply:
         await _seed_domains(call, meter, db)
     except (ApiError, SupabaseError, HttpError) as exc:
         raise _supabase_failure(exc) from None
-    reserved = await meter.consume(UsageKind.DOMAINS, 1)
+    reserved = await _reserve(meter, UsageKind.DOMAINS, call.request_id)
     if not reserved.allowed:
         raise limit_exceeded(reserved, call.services.clock())
     try:

@@ -196,3 +196,28 @@ def test_a_tier_upgrade_lifts_the_limit_on_the_next_call(site: LiveServer, usage
     site.call(upgrade)
     r = generate(site, SEO)
     assert r.status_code == 200 and (r.json()["usage"]["used"], r.json()["usage"]["limit"]) == (101, 250)
+
+
+class OverloadedNamespace:
+    """A USAGE binding whose objects throw, as an overloaded Durable Object does."""
+
+    def getByName(self, name: str) -> "OverloadedNamespace":
+        return self
+
+    async def consume(self, *args: object) -> dict[str, object]:
+        raise RuntimeError("Durable Object is overloaded.")
+
+
+def test_when_the_meter_cannot_answer_the_model_is_not_run(site: LiveServer, usage_platform: Platform) -> None:
+    """Fail closed: no unmetered AI calls."""
+    env = usage_platform.namespace.env_of("cmgsite-custom-tenant")
+    real = env.USAGE
+    env.USAGE = OverloadedNamespace()
+    try:
+        assert usage_platform.ai is not None
+        before = usage_platform.ai.calls
+        r = generate(site, SEO)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "usage_unavailable"
+        assert usage_platform.ai.calls == before
+    finally:
+        env.USAGE = real
