@@ -3,7 +3,7 @@
     token = issue_session(secret, tenant_id="partner1", user_id=uid, role="admin", now=time.time())
     claims = verify_session(token, secret, tenant_id="partner1", now=time.time())
 
-A compact HS256 JWS (stdlib HMAC through shared.jwt) whose key is derived from the tenant
+A compact HS256 JWS (stdlib HMAC; signed with shared.jwt.HS256Signer) whose key is derived from the tenant
 Worker's SESSION_SECRET *and* the tenant id, so a token minted for tenant A fails the
 signature at tenant B even if two tenants were ever given the same secret; the tenant id
 is also a claim and compared. `alg` other than HS256 (`none` included), tampering, expiry,
@@ -11,15 +11,19 @@ extra or missing claims are all refused with SessionError.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import json
+import re
 import secrets
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.jwt import TENANT_ID_PATTERN, HS256Signer, JwtError, verify_hs256
+from shared.jwt import TENANT_ID_PATTERN, HS256Signer
 
 SESSION_TTL_SECONDS = 8 * 3600  # a working day; role changes rotate sooner (see tenant_worker.auth)
 _PURPOSE = "cmgsite-session-v1"
@@ -78,6 +82,39 @@ def issue_session(secret: str, *, tenant_id: str, user_id: str, role: Role, now:
     return HS256Signer(session_key(secret, tenant_id)).sign(claims.model_dump(exclude_none=True))
 
 
+# The one header issue_session writes; anything else (alg none, HS512, a kid, crit) is refused
+# by comparing the whole segment, before any signature work.
+_HEADER_SEGMENT = HS256Signer("k" * 32).sign({}).split(".")[0]
+_B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _b64decode(part: str) -> bytes:
+    if not _B64URL.match(part) or len(part) % 4 == 1:
+        raise SessionError("malformed base64url segment")
+    try:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (binascii.Error, ValueError):
+        raise SessionError("malformed base64url segment") from None
+
+
+def _verified_payload(token: str, key: str) -> Any:
+    """The JSON payload of a token whose HS256 signature under `key` checks out."""
+    parts = token.split(".")
+    if len(parts) != 3 or parts[0] != _HEADER_SEGMENT:
+        raise SessionError("header or algorithm not accepted")
+    try:
+        signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
+    except UnicodeEncodeError:
+        raise SessionError("malformed token") from None
+    expected = hmac.digest(key.encode(), signing_input, "sha256")
+    if not hmac.compare_digest(expected, _b64decode(parts[2])):
+        raise SessionError("signature mismatch")
+    try:
+        return json.loads(_b64decode(parts[1]))
+    except (ValueError, UnicodeDecodeError):
+        raise SessionError("payload is not JSON") from None
+
+
 # Tokens this isolate already verified (signature and claims), keyed with the derived key so a
 # secret rotation misses. Only expiry still changes with time, and it is checked on every hit.
 _VERIFIED_MAX = 4096
@@ -92,10 +129,7 @@ def verify_session(token: str, secret: str, *, tenant_id: str, now: float | date
     t = int(now.timestamp()) if isinstance(now, datetime) else int(now)
     claims = _verified.get((key, token))
     if claims is None:
-        try:
-            raw = verify_hs256(token, key, now=now, leeway=0)
-        except JwtError as exc:
-            raise SessionError(str(exc)) from None
+        raw = _verified_payload(token, key)
         try:
             claims = SessionClaims.model_validate(raw)
         except ValidationError:
