@@ -110,6 +110,20 @@ class CloudflareApi:
     async def kv_delete(self, namespace_id: str, key: str) -> None:
         await self._send("DELETE", self._kv_path(namespace_id, key))
 
+    async def kv_keys(self, namespace_id: str, prefix: str) -> list[str]:
+        """Every key name under a prefix (the API pages with a cursor, 1000 names at a time)."""
+        names: list[str] = []
+        cursor = ""
+        while True:
+            query = f"prefix={quote(prefix, safe='')}&limit=1000" + (f"&cursor={quote(cursor, safe='')}" if cursor else "")
+            resp = await self._send("GET", f"/accounts/{self.account_id}/storage/kv/namespaces/{namespace_id}/keys?{query}",
+                                    raw=True)
+            data = resp.json()
+            names += [item["name"] for item in data.get("result") or []]
+            cursor = ((data.get("result_info") or {}).get("cursor")) or ""
+            if not cursor:
+                return names
+
     async def kv_get(self, namespace_id: str, key: str) -> str | None:
         try:
             resp = await self._send("GET", self._kv_path(namespace_id, key), raw=True)

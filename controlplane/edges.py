@@ -208,3 +208,81 @@ class CloudflareHostnames:
         existing = await self._api.find_custom_hostname(hostname)
         if existing is not None:
             await self._api.delete_custom_hostname(existing.id)
+
+
+# ---- a tenant's runtime data outside Supabase (AUTH_KV keys, Durable Object storage) ---------
+class TenantRuntimeData(Protocol):
+    label: str
+    async def describe(self, tenant_id: str, script: str) -> dict[str, Any]: ...
+    async def erase(self, tenant_id: str, script: str) -> dict[str, int]: ...
+
+
+def auth_kv_prefix(tenant_id: str) -> str:
+    """tenant_worker.auth_store keys every AUTH_KV entry `<tenant_id>:...`."""
+    return f"{tenant_id}:"
+
+
+class LocalRuntimeData:
+    """AUTH_KV is .local/auth_kv.sqlite; each script's Durable Objects live in .local/durable_objects/<script>/."""
+
+    def __init__(self, state_dir: Path, reporter: Reporter, *, dry_run: bool = False) -> None:
+        self._root, self._reporter, self._dry = Path(state_dir), reporter, dry_run
+        self.label = f"runtime data (local {state_dir})"
+
+    async def _auth_keys(self, tenant_id: str) -> tuple[Any, list[str]]:
+        path = self._root / "auth_kv.sqlite"
+        if not path.exists():
+            return None, []
+        from localrt.kv import KVNamespace
+
+        kv = KVNamespace(path)
+        listed = await kv.list({"prefix": auth_kv_prefix(tenant_id)})
+        return kv, [k["name"] for k in listed["keys"]]
+
+    def _objects_dir(self, script: str) -> Path:
+        return self._root / "durable_objects" / script
+
+    async def describe(self, tenant_id: str, script: str) -> dict[str, Any]:
+        _, keys = await self._auth_keys(tenant_id)
+        objects = self._objects_dir(script)
+        return {"auth_kv_keys": len(keys),
+                "durable_object_files": sorted(p.name for p in objects.rglob("*.sqlite")) if objects.exists() else []}
+
+    async def erase(self, tenant_id: str, script: str) -> dict[str, int]:
+        import shutil
+        import sqlite3
+
+        kv, keys = await self._auth_keys(tenant_id)
+        objects = self._objects_dir(script)
+        if self._dry:
+            for key in keys:
+                self._reporter.plan(self.label, f"AUTH_KV DELETE {key}")
+            self._reporter.plan(self.label, f"rm -r {objects}")
+            return {"auth_kv": len(keys)}
+        for key in keys:
+            await kv.delete(key)
+        files = len(list(objects.rglob("*.sqlite"))) if objects.exists() else 0
+        shutil.rmtree(objects, ignore_errors=True)
+        alarms = self._root / "durable_objects" / "_alarms.sqlite"
+        if alarms.exists():
+            with sqlite3.connect(alarms) as conn:
+                conn.execute("DELETE FROM alarms WHERE script = ?", (script,))
+        return {"auth_kv": len(keys), "durable_object_files": files}
+
+
+class CloudflareRuntimeData:
+    """AUTH_KV through the API; Durable Object storage goes with the tenant's script when it is deleted."""
+
+    def __init__(self, api: CloudflareApi, auth_kv_namespace_id: str) -> None:
+        self._api, self._ns = api, auth_kv_namespace_id
+        self.label = f"runtime data (AUTH_KV {auth_kv_namespace_id})"
+
+    async def describe(self, tenant_id: str, script: str) -> dict[str, Any]:
+        keys = await self._api.kv_keys(self._ns, auth_kv_prefix(tenant_id))
+        return {"auth_kv_keys": len(keys), "durable_objects": f"deleted with {script}"}
+
+    async def erase(self, tenant_id: str, script: str) -> dict[str, int]:
+        keys = await self._api.kv_keys(self._ns, auth_kv_prefix(tenant_id))
+        for key in keys:
+            await self._api.kv_delete(self._ns, key)
+        return {"auth_kv": len(keys)}

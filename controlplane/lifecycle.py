@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from controlplane.edges import Hostnames, RouteCache, TenantScripts
+from controlplane.edges import Hostnames, RouteCache, TenantRuntimeData, TenantScripts
 from controlplane.errors import NotFound, Refused
 from controlplane.model import (DomainRecord, TenantRecord, domain_type_for, new_tenant, parse_domain,
                                 parse_tenant_id, parse_tier)
@@ -51,6 +51,7 @@ class ControlPlane:
     on_change: Callable[[], None] = lambda: None
     runner: Runner | None = None
     master_secret: str | None = None  # the dispatcher's CONTEXT_SIGNING_SECRET, uploaded with it (remote)
+    runtime_data: TenantRuntimeData | None = None  # AUTH_KV keys, Durable Object storage
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _namespace_ready: bool = False
 

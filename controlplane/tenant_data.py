@@ -38,6 +38,7 @@ async def export_tenant(cp: ControlPlane, tenant_id: str) -> dict[str, Any]:
                "tenant_domains": await cp.replica.domains(tenant_id)},
         "worker": {"script_name": tenant.script_name, "deployed": await cp.scripts.exists(tenant.script_name),
                    "secrets": "not exported"},
+        "runtime": await cp.runtime_data.describe(tenant_id, tenant.script_name) if cp.runtime_data else {},
     }
 
 
@@ -70,6 +71,9 @@ async def delete_tenant(cp: ControlPlane, tenant_id: str) -> dict[str, Any]:
     await cp.scripts.forget_secrets(script)
 
     erased: dict[str, int] = {}
+    if cp.runtime_data is not None:
+        cp.reporter.step(f"{cp.runtime_data.label}: erase {tenant_id}'s keys and objects")
+        erased.update({f"runtime.{k}": v for k, v in (await cp.runtime_data.erase(tenant_id, script)).items()})
     tables = await cp.registry.tenant_tables()
     for table in tables:
         if table in CASCADE_ONLY:

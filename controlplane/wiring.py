@@ -16,8 +16,8 @@ from typing import Mapping
 
 from controlplane.cloudflare import API_BASE, CloudflareApi
 from controlplane.dryrun import DryRunHttp
-from controlplane.edges import (PLATFORM_SECRETS, CloudflareHostnames, CloudflareRouteCache, CloudflareScripts,
-                                LocalHostnames, LocalRouteCache, LocalScripts)
+from controlplane.edges import (PLATFORM_SECRETS, CloudflareHostnames, CloudflareRouteCache, CloudflareRuntimeData,
+                                CloudflareScripts, LocalHostnames, LocalRouteCache, LocalRuntimeData, LocalScripts)
 from controlplane.errors import ConfigError
 from controlplane.lifecycle import ControlPlane
 from controlplane.output import Reporter
@@ -65,14 +65,16 @@ def platform_secrets(settings: Settings) -> dict[str, str]:
     return {k: source[k] for k in PLATFORM_SECRETS if source.get(k)}
 
 
-def kv_namespace_id(env: Mapping[str, str]) -> str:
-    if env.get("CLOUDFLARE_KV_NAMESPACE_ID"):
-        return env["CLOUDFLARE_KV_NAMESPACE_ID"]
-    config = tomllib.loads((ROOT / "wrangler.dispatcher.toml").read_text())
-    for ns in config.get("kv_namespaces", []):
-        if ns.get("binding") == "TENANT_CACHE":
+def kv_namespace_id(env: Mapping[str, str], *, config: str = "wrangler.dispatcher.toml", binding: str = "TENANT_CACHE",
+                    override: str = "CLOUDFLARE_KV_NAMESPACE_ID") -> str:
+    """A KV namespace's id: from the environment, else from the wrangler config that binds it."""
+    if env.get(override):
+        return env[override]
+    parsed = tomllib.loads((ROOT / config).read_text())
+    for ns in parsed.get("kv_namespaces", []):
+        if ns.get("binding") == binding:
             return str(ns["id"])
-    raise ConfigError("no TENANT_CACHE KV namespace id (wrangler.dispatcher.toml or CLOUDFLARE_KV_NAMESPACE_ID)")
+    raise ConfigError(f"no {binding} KV namespace id ({config} or {override})")
 
 
 def _cloudflare_reply(method: str, url: str, body: bytes | None) -> HttpResponse:
@@ -114,7 +116,10 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
                           CloudflareScripts(api, run, settings.env.get("CONTEXT_SIGNING_SECRET"), dry_run=settings.dry_run,
                                             platform_secrets=platform_secrets(settings)),
                           CloudflareHostnames(api), reporter, local=False, dry_run=settings.dry_run, runner=run,
-                          master_secret=settings.env.get("CONTEXT_SIGNING_SECRET"), closers=closers)
+                          master_secret=settings.env.get("CONTEXT_SIGNING_SECRET"), closers=closers,
+                          runtime_data=CloudflareRuntimeData(api, kv_namespace_id(
+                              settings.env, config="wrangler.tenant.toml", binding="AUTH_KV",
+                              override="CLOUDFLARE_AUTH_KV_NAMESPACE_ID")))
         return cp
 
     import localrt  # noqa: F401  (installs the runtime stand-ins the local modules import)
@@ -136,5 +141,5 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
                            platform_secrets=platform_secrets(settings))
     cp = ControlPlane(registry, replica, cache, scripts, LocalHostnames(), reporter, local=True,
                       dry_run=settings.dry_run, on_change=lambda: bump_generation(paths.root), runner=run,
-                      closers=closers)
+                      closers=closers, runtime_data=LocalRuntimeData(paths.root, reporter, dry_run=settings.dry_run))
     return cp

@@ -78,6 +78,9 @@ class FakeCloudflare:
             if m.group(1) != self.zone_id:
                 return 404, _err(1001, "Invalid zone identifier"), True
             return self._custom_hostnames(method, m.group(2), query, data)
+        m = re.fullmatch(r"/accounts/([^/]+)/storage/kv/namespaces/([^/]+)/keys", path)
+        if m and method == "GET":
+            return self._kv_keys(m.group(2), query)
         m = re.fullmatch(r"/accounts/([^/]+)/storage/kv/namespaces/([^/]+)/values/(.+)", path)
         if m:
             if m.group(1) != self.account_id:
@@ -127,6 +130,17 @@ class FakeCloudflare:
                     del self.hostnames[ident]
                     return 200, _ok({"id": ident}), True
             return 404, _err(1436, "The custom hostname was not found."), True
+
+    def _kv_keys(self, ns: str, query: dict[str, list[str]]) -> tuple[int, Any, bool]:
+        """Key listing with a cursor (pages of `limit`, default 1000), as the API pages it."""
+        prefix = query.get("prefix", [""])[0]
+        limit = int(query.get("limit", ["1000"])[0])
+        start = int(query.get("cursor", ["0"])[0] or 0)
+        with self._lock:
+            names = sorted(k for (n, k) in self.kv if n == ns and k.startswith(prefix))
+        page = names[start:start + limit]
+        cursor = str(start + limit) if start + limit < len(names) else ""
+        return 200, _ok([{"name": k} for k in page], {"count": len(page), "cursor": cursor}), True
 
     def _kv(self, method: str, ns: str, key: str, body: bytes) -> tuple[int, Any, bool]:
         with self._lock:

@@ -1,6 +1,7 @@
 """The tenant CLI end to end on the local platform, over real HTTP, against the real local Supabase."""
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
+from localrt.kv import KVNamespace
 from localrt.platform import Platform
 from scripts.tenants import main
 from tests.support import LiveServer
@@ -159,6 +161,15 @@ def test_delete_erases_every_row_and_leaves_an_audit_record_without_personal_dat
                      " ('00000000-0000-4000-8000-0000000000f1', 'cli-gone', 'client', 'bob@gone.example', 'Bob')")
     assert health(live, host).status_code == 200
     assert sum(rows_everywhere(pg_cluster, "cli-gone").values()) >= 4
+    root = cli.platform.paths.root
+    auth_kv = KVNamespace(root / "auth_kv.sqlite")  # what tenant_worker.auth_store writes, keyed by tenant
+    asyncio.run(auth_kv.put("cli-gone:session-epoch:00000000-0000-4000-8000-0000000000f1", "1"))
+    asyncio.run(auth_kv.put("partner1:session-epoch:00000000-0000-4000-8000-000000000011", "1"))
+    objects = root / "durable_objects" / "cmgsite-cli-gone" / "UsageMeter"
+    objects.mkdir(parents=True, exist_ok=True)  # the health call may already have metered into it
+    (objects / "abc.sqlite").write_bytes(b"")
+    export = json.loads(cli("export", "cli-gone")[1])
+    assert export["runtime"]["auth_kv_keys"] == 1 and "abc.sqlite" in export["runtime"]["durable_object_files"]
 
     code, _, err = cli("delete", "cli-gone")  # no terminal, no --yes
     assert code == 2 and "--yes" in err
@@ -169,6 +180,9 @@ def test_delete_erases_every_row_and_leaves_an_audit_record_without_personal_dat
     assert "cmgsite-cli-gone" not in cli.platform.namespace.names()
     assert not cli.platform.namespace.secrets_path("cmgsite-cli-gone").exists()
     assert health(live, host).status_code == 404
+    assert [k["name"] for k in asyncio.run(auth_kv.list({"prefix": ""}))["keys"]] == [
+        "partner1:session-epoch:00000000-0000-4000-8000-000000000011"]
+    assert not objects.parent.exists()
     with pg_cluster.connect() as conn:
         audit = conn.execute("select tenant_id, actor, action, target, details::text from public.audit_log"
                              " where action = 'tenant.erased' and details::text like '%%profiles%%'"

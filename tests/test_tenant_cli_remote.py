@@ -62,6 +62,7 @@ def remote(tmp_path: Path, d1_template: Path, supabase_stack: Any, pg_cluster: A
             "FAKE_CF_URL": cf.url, "FAKE_CF_TOKEN": "cf-token", "FAKE_CF_ACCOUNT": "acc123",
             "CLOUDFLARE_API_TOKEN": "cf-token", "CLOUDFLARE_ACCOUNT_ID": "acc123", "CLOUDFLARE_ZONE_ID": "zone123",
             "CLOUDFLARE_API_BASE_URL": cf.url, "CLOUDFLARE_KV_NAMESPACE_ID": "kv123",
+            "CLOUDFLARE_AUTH_KV_NAMESPACE_ID": "authkv",
             "SUPABASE_URL": supabase_stack.url, "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key,
             "CONTEXT_SIGNING_SECRET": "master-secret-for-tests-0123456789",
         }
@@ -214,3 +215,20 @@ def test_deploy_multi_tenant_script_deploys_everything_in_order(remote: RemoteCl
     proc = subprocess.run([str(ROOT / "scripts" / "deploy-multi-tenant.sh")], cwd=ROOT, env=missing,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 4 and "CONTEXT_SIGNING_SECRET" in proc.stderr
+
+
+def test_remote_delete_erases_auth_kv_keys_script_and_rows(remote: RemoteCli, pg_cluster: Any) -> None:
+    assert remote("add", "cli-erase", "--name", "Erase", "--type", "custom-domain", "--domain", "erase.cli-remote.example",
+                  "--tier", "starter")[0] == 0
+    for i in range(3):
+        remote.cf.kv[("authkv", f"cli-erase:session-epoch:user{i}")] = "1"
+    remote.cf.kv[("authkv", "partner1:session-epoch:user0")] = "1"
+    code, out, err = remote("delete", "cli-erase", "--yes", "--json")
+    assert code == 0, err
+    assert json.loads(out)["erased"]["runtime.auth_kv"] == 3
+    assert [k for (ns, k) in remote.cf.kv if ns == "authkv"] == ["partner1:session-epoch:user0"]
+    assert ("cmgsite-tenants", "cmgsite-cli-erase") not in remote.cf.scripts
+    assert remote.cf.by_hostname("erase.cli-remote.example") is None
+    assert remote.d1_rows("select count(*) from tenants where id = 'cli-erase'") == [(0,)]
+    with pg_cluster.connect() as conn:
+        assert conn.execute("select count(*) from public.tenants where tenant_id = 'cli-erase'").fetchone() == (0,)
