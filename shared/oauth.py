@@ -306,8 +306,7 @@ async def github_identity(http: HttpClient, cfg: ProviderConfig, tokens: TokenRe
     primary = next((e for e in emails if e.primary and e.verified), None)
     if primary is None:
         raise OAuthError("email_missing", "Your GitHub account has no verified primary email address.")
-    return Identity(provider="github", subject=str(user.id), email=primary.email.lower(),
-                    name=(user.name or user.login)[:200])
+    return _identity("github", str(user.id), primary.email, user.name or user.login)
 
 
 class GoogleIdClaims(BaseModel):
@@ -377,6 +376,12 @@ async def google_identity(http: HttpClient, cfg: ProviderConfig, tokens: TokenRe
     verified = claims.email_verified is True or claims.email_verified == "true"
     if not claims.email or not verified:
         raise OAuthError("email_missing", "Your Google account has no verified email address.")
-    return Identity(provider="google", subject=claims.sub, email=claims.email.lower(),
-                    name=(claims.name or None) and claims.name[:200])
+    return _identity("google", claims.sub, claims.email, claims.name)
+
+
+def _identity(provider: Provider, subject: str, email: str, name: str | None) -> Identity:
+    try:
+        return Identity(provider=provider, subject=subject, email=email.lower(), name=(name or None) and name[:200])
+    except ValidationError:
+        raise OAuthError("profile_fetch_failed", f"{provider.title()} sent an unusable profile.") from None
 

@@ -223,3 +223,90 @@ def test_rs256_verify_is_fast_enough_for_a_worker(rsa_key: rsa.RSAPrivateKey) ->
     for _ in range(20):
         verify_rs256(token, keys)
     assert (time.perf_counter() - started) / 20 < 0.01  # e = 65537: 17 modular multiplications
+
+
+# ---- provider responses (in-process transport, the real wire shapes) --------------------------
+
+class Transport:
+    """An HttpClient answering from a table: (method, url) -> (status, content-type, body)."""
+
+    def __init__(self, table: dict[tuple[str, str], tuple[int, str, object]]) -> None:
+        self.table, self.seen = table, []  # type: ignore[var-annotated]
+
+    async def request(self, method: str, url: str, *, headers=None, body=None, timeout=10.0):  # type: ignore[no-untyped-def]
+        from shared.http import HttpResponse
+
+        self.seen.append((method, url, dict(headers or {}), body))
+        status, ctype, payload = self.table[(method, url.split("?")[0])]
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        return HttpResponse(status, {"content-type": ctype}, raw)
+
+
+GH = {"GITHUB_CLIENT_ID": "cid", "GITHUB_CLIENT_SECRET": "csec", "OAUTH_GITHUB_API_URL": "https://api.test",
+      "OAUTH_GITHUB_TOKEN_URL": "https://gh.test/token"}
+
+
+async def test_github_form_token_then_primary_verified_email() -> None:
+    from shared.oauth import exchange_code, github_identity
+
+    cfg = provider_config("github", lambda k: GH.get(k, ""))
+    t = Transport({
+        ("POST", "https://gh.test/token"): (200, "application/x-www-form-urlencoded", b"access_token=gho_x&scope=user%3Aemail&token_type=bearer"),
+        ("GET", "https://api.test/user"): (200, "application/json", {"id": 7, "login": "octo", "name": None}),
+        ("GET", "https://api.test/user/emails"): (200, "application/json", [
+            {"email": "old@x.io", "primary": False, "verified": True},
+            {"email": "Octo@X.io", "primary": True, "verified": True}]),
+    })
+    tokens = await exchange_code(t, cfg, "code1", "https://h.example/auth/callback", "v" * 43)
+    who = await github_identity(t, cfg, tokens)
+    assert (who.subject, who.email, who.name) == ("7", "octo@x.io", "octo")
+    sent = t.seen[0][3].decode()
+    assert "code_verifier=" + "v" * 43 in sent and "client_secret=csec" in sent
+    assert t.seen[1][2]["authorization"] == "Bearer gho_x" and t.seen[1][2]["user-agent"]
+
+
+@pytest.mark.parametrize("emails,reason", [
+    ([{"email": "a@x.io", "primary": True, "verified": False}, {"email": "b@x.io", "primary": False, "verified": True}],
+     "email_missing"),
+    ([], "email_missing"),
+    ([{"email": "a" * 400 + "@x.io", "primary": True, "verified": True}], "profile_fetch_failed"),
+])
+async def test_github_without_a_usable_primary_email_is_refused(emails: list[dict[str, object]], reason: str) -> None:
+    from shared.oauth import TokenResponse, github_identity
+
+    cfg = provider_config("github", lambda k: GH.get(k, ""))
+    t = Transport({("GET", "https://api.test/user"): (200, "application/json", {"id": 7, "login": "octo"}),
+                   ("GET", "https://api.test/user/emails"): (200, "application/json", emails)})
+    with pytest.raises(OAuthError) as err:
+        await github_identity(t, cfg, TokenResponse(access_token="gho_x"))
+    assert err.value.reason == reason
+
+
+async def test_github_bad_code_in_a_200_is_a_failed_exchange() -> None:
+    from shared.oauth import exchange_code
+
+    cfg = provider_config("github", lambda k: GH.get(k, ""))
+    t = Transport({("POST", "https://gh.test/token"): (200, "application/json", {"error": "bad_verification_code"})})
+    with pytest.raises(OAuthError) as err:
+        await exchange_code(t, cfg, "c", "https://h/auth/callback", "v" * 43)
+    assert err.value.reason == "code_exchange_failed"
+
+
+async def test_google_id_token_with_several_audiences_needs_azp(rsa_key: rsa.RSAPrivateKey) -> None:
+    from shared.oauth import JwksCache, TokenResponse, google_identity, oidc_nonce
+
+    env = {"GOOGLE_CLIENT_ID": "gid", "GOOGLE_CLIENT_SECRET": "gs", "OAUTH_GOOGLE_JWKS_URL": "https://g.test/certs"}
+    cfg = provider_config("google", lambda k: env.get(k, ""))
+    t = Transport({("GET", "https://g.test/certs"): (200, "application/json", {"keys": [_jwk(rsa_key)]})})
+    now = int(time.time())
+    base = {"iss": "https://accounts.google.com", "sub": "42", "iat": now, "exp": now + 600,
+            "nonce": oidc_nonce("n"), "email": "g@x.io", "email_verified": True}
+    ok = _sign(rsa_key, {**base, "aud": ["gid", "other"], "azp": "gid"})
+    who = await google_identity(t, cfg, TokenResponse(access_token="a", id_token=ok), expected_nonce=oidc_nonce("n"),
+                                now=now, jwks=JwksCache())
+    assert (who.subject, who.email) == ("42", "g@x.io")
+    bad = _sign(rsa_key, {**base, "aud": ["gid", "other"], "azp": "other"})
+    with pytest.raises(OAuthError) as err:
+        await google_identity(t, cfg, TokenResponse(access_token="a", id_token=bad), expected_nonce=oidc_nonce("n"),
+                              now=now, jwks=JwksCache())
+    assert err.value.reason == "id_token_invalid"
