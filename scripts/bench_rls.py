@@ -309,6 +309,13 @@ def report(args: argparse.Namespace, load_s: float, sql_res: dict[str, dict[str,
                 f"| {name} | {h['requests']:,.0f} | {h['errors']:,.0f} | **{h['req_per_s']:,.0f}** | "
                 f"{h['p50_ms']:.1f} ms | {h['p95_ms']:.1f} ms | {h['cpu_postgrest_ms']:.2f}, "
                 f"{h['cpu_postgres_ms']:.2f}, {h['cpu_gateway_ms']:.2f}, {h['cpu_loadgen_ms']:.2f} | {per_core:,.0f} |")
+        direct = http_res.get("PostgREST directly")
+        if direct:
+            cpu = direct["cpu_postgrest_ms"] + direct["cpu_postgres_ms"]
+            lines += ["", f"PostgREST and PostgreSQL together spent {cpu:.2f} ms of CPU per request, so with "
+                      f"all {os.cpu_count()} cores to themselves they would serve about "
+                      f"{1000 / cpu * (os.cpu_count() or 1):,.0f} req/s on this machine. The wall-clock req/s "
+                      "above is lower because the load generator and other work share those cores."]
         lines += [
             "",
             "For comparison, PostgREST's published figure is about 5,300 req/s for a similar single-row read "
