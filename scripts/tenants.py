@@ -291,7 +291,7 @@ async def _main(args: argparse.Namespace, settings: Settings, reporter: Reporter
         if cp is not None:
             await cp.close()
     if result is not None:
-        if args.json:
+        if args.json or args.command == "show":  # show is a record: print it whole
             print(json.dumps(result, indent=2, default=str), file=reporter.out)
         elif args.command not in ("verify",):
             reporter.done(_summary(args.command, result))

@@ -313,3 +313,24 @@ def test_committable_secrets_file_in_the_repo_is_refused(cli: Cli) -> None:
     finally:
         tracked.unlink()
     assert code == 2 and "not git-ignored" in err
+
+
+class Terminal(io.StringIO):
+    """Operator input typed at a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_delete_asks_for_the_typed_tenant_id(cli: Cli, pg_cluster: Any) -> None:
+    assert cli("add", "cli-ask", "--name", "Ask", "--type", "partner-subdomain", "--domain",
+               "cli-ask.cozyartzmedia.com", "--tier", "starter")[0] == 0
+    out, err = io.StringIO(), io.StringIO()
+    base = ["--state-dir", str(cli.platform.paths.root), "--d1-file", str(cli.platform.d1.path)]
+    code = main(["delete", "cli-ask", *base], env=cli.env, stdin=Terminal("cli-as\n"), stdout=out, stderr=err)
+    assert code == 2 and "did not match: nothing was deleted" in err.getvalue()
+    assert "Type the tenant id to confirm" in err.getvalue()
+    assert sum(rows_everywhere(pg_cluster, "cli-ask").values()) > 0
+    code = main(["delete", "cli-ask", *base], env=cli.env, stdin=Terminal("cli-ask\n"), stdout=out, stderr=err)
+    assert code == 0
+    assert sum(rows_everywhere(pg_cluster, "cli-ask").values()) == 0
