@@ -222,3 +222,10 @@ def test_anon_key_as_bearer_cannot_write(supabase_stack: SupabaseStack, http: ht
 def test_gateway_serves_only_the_rest_prefix(supabase_stack: SupabaseStack, http: httpx.Client) -> None:
     resp = http.get(f"{supabase_stack.url}/tenants", headers={"apikey": supabase_stack.service_role_key})
     assert resp.status_code == 404
+
+
+def test_apikey_query_parameter_is_accepted_and_not_forwarded_as_a_filter(supabase_stack: SupabaseStack,
+                                                                          http: httpx.Client, db: WorldAdmin) -> None:
+    resp = http.get(f"{supabase_stack.rest_url}/tenants",
+                    params={"select": "tenant_id", "tenant_id": f"eq.{WORLD.a}", "apikey": supabase_stack.service_role_key})
+    assert resp.status_code == 200 and resp.json() == [{"tenant_id": WORLD.a}]

@@ -1,6 +1,7 @@
 """shared.supabase.SupabaseClient against the real PostgREST (through the local gateway)."""
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import AsyncIterator, Iterator
 
@@ -158,3 +159,23 @@ async def test_transport_failure_is_http_error(http: HttpxClient) -> None:
     db = SupabaseClient(http, url=f"http://127.0.0.1:{find_free_port()}", api_key="k", access_token="k", timeout=2)
     with pytest.raises(HttpError):
         await db.select("tenants")
+
+
+async def test_timeout_is_http_error(http: HttpxClient) -> None:
+    # A server that accepts the connection and never answers.
+    release = asyncio.Event()
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        db = SupabaseClient(http, url=f"http://127.0.0.1:{port}", api_key="k", access_token="k", timeout=0.3)
+        with pytest.raises(HttpError, match="Timeout"):
+            await db.select("tenants")
+    finally:
+        release.set()
+        server.close()
+        await server.wait_closed()
