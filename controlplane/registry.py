@@ -118,20 +118,21 @@ class SupabaseRegistry:
         return bool(rows)
 
     # ---- a tenant's data (export and erasure) --------------------------------------------
-    async def tenant_tables(self) -> list[str]:
-        """Every exposed table with a tenant_id column, children before `tenants`."""
-        found: list[str] = []
-        try:  # PostgREST's root is the OpenAPI description of every table the role can see
+    async def discovered_tables(self) -> set[str]:
+        """Tables with a tenant_id column, from PostgREST's OpenAPI root (what the service role sees)."""
+        try:
             resp = await self._http.request("GET", self._url + "/rest/v1/", headers={
-                "apikey": self._key, "authorization": f"Bearer {self._key}",
-                "accept": "application/openapi+json"})
+                "apikey": self._key, "authorization": f"Bearer {self._key}", "accept": "application/openapi+json"})
             spec = resp.json() if resp.ok else None
         except (HttpError, ValueError):
-            spec = None
-        if isinstance(spec, dict):
-            for table, definition in (spec.get("definitions") or {}).items():
-                if "tenant_id" in ((definition or {}).get("properties") or {}):
-                    found.append(table)
+            return set()
+        definitions = (spec or {}).get("definitions") if isinstance(spec, dict) else None
+        return {table for table, d in (definitions or {}).items()
+                if isinstance(d, dict) and "tenant_id" in (d.get("properties") or {})}
+
+    async def tenant_tables(self) -> list[str]:
+        """Every table holding a tenant's rows, children before `tenants`."""
+        found = await self.discovered_tables()
         ordered = [t for t in KNOWN_TENANT_TABLES if t != "tenants"]
         ordered += sorted(t for t in found if t not in KNOWN_TENANT_TABLES)
         return ordered + ["tenants"]

@@ -100,7 +100,8 @@ class WranglerD1:
 
 
 class DryRunD1:
-    """Reads go to the real replica; writes are printed as the SQL that would run."""
+    """Local dry-run: reads go to the D1 file; writes are printed as the SQL that would run.
+    (Remote dry-run needs no wrapper: WranglerD1's runner prints the wrangler command.)"""
 
     def __init__(self, inner: D1Executor, reporter: Reporter) -> None:
         self._inner, self._reporter = inner, reporter
@@ -110,9 +111,6 @@ class DryRunD1:
 
     async def batch(self, statements: Sequence[Statement]) -> None:
         label = getattr(self._inner, "label", "d1")
-        if isinstance(self._inner, WranglerD1):
-            await self._inner.batch(statements)  # its runner is in dry-run: prints the wrangler command
-            return
         for s in statements:
             self._reporter.plan(label, render(s))
 

@@ -144,8 +144,9 @@ def test_export_holds_the_tenant_rows_and_nothing_of_others(cli: Cli, live: Live
     assert sb["tenants"][0]["name"] == "Export Co"
     assert any(a["action"] == "tenant.added" for a in sb["audit_log"])
     assert data["d1"]["tenants"][0]["id"] == "cli-exp" and data["worker"]["deployed"] is True
-    for table, rows in sb.items():
-        assert rows and all(r["tenant_id"] == "cli-exp" for r in rows), table
+    assert {"tenants", "profiles", "tenant_usage", "tenant_domains", "audit_log"} <= set(sb)
+    for table, rows in sb.items():  # tables other features add are exported too, and hold only this tenant
+        assert all(r["tenant_id"] == "cli-exp" for r in rows), table
     for other in ("cozyartz", "partner1", "partner-seo", "cozyartzmedia.com", "@partner1.example"):
         assert other not in out.replace('"PRIMARY_TENANT_ID"', "")
     assert "TENANT_CONTEXT_KEY" not in out
@@ -334,3 +335,15 @@ def test_delete_asks_for_the_typed_tenant_id(cli: Cli, pg_cluster: Any) -> None:
     code = main(["delete", "cli-ask", *base], env=cli.env, stdin=Terminal("cli-ask\n"), stdout=out, stderr=err)
     assert code == 0
     assert sum(rows_everywhere(pg_cluster, "cli-ask").values()) == 0
+
+
+async def test_tenant_tables_are_discovered_from_postgrest(supabase_stack: Any) -> None:
+    """Export and erasure find every table with a tenant_id column, not only the ones known today."""
+    from controlplane.registry import KNOWN_TENANT_TABLES, SupabaseRegistry
+    from localrt.http_client import HttpxClient
+
+    async with HttpxClient() as http:
+        registry = SupabaseRegistry(http, url=supabase_stack.url, service_role_key=supabase_stack.service_role_key)
+        assert set(KNOWN_TENANT_TABLES) <= await registry.discovered_tables()
+        tables = await registry.tenant_tables()
+    assert tables[-1] == "tenants" and len(tables) == len(set(tables))
