@@ -15,7 +15,8 @@ without a JWT, and verifies JWTs with the project secret. The gateway
 (localrt.supabase_gateway) runs as a uvicorn subprocess. Both listen on 127.0.0.1 only and
 both are stopped by stop() (also usable as a context manager).
 
-CLI (foreground, Ctrl-C stops everything it started):
+CLI (foreground; Ctrl-C or SIGTERM stops everything it started, and so does the death of
+PostgREST or the gateway, with exit status 1):
     python -m localrt.supabase_stack --data-dir .local/pg --pg-port 54322 --port 54321
 prints {"url", "anon_key", "service_role_key", "jwt_secret", "db_dsn"} as one JSON line.
 The JWT secret comes from $SUPABASE_JWT_SECRET, else a random one for this run.
@@ -97,6 +98,10 @@ class SupabaseStack:
     @property
     def postgrest_url(self) -> str:
         return f"http://127.0.0.1:{self.postgrest_port}"
+
+    def alive(self) -> bool:
+        """True while every process start() launched is still running."""
+        return bool(self._procs) and all(p.poll() is None for p in self._procs)
 
     @property
     def process_ids(self) -> list[int]:
@@ -214,22 +219,24 @@ def _main(argv: list[str] | None = None) -> int:
     # SIGTERM behaves like Ctrl-C so the finally block stops PostgREST, gateway and Postgres.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     cluster = PgCluster(data_dir=args.data_dir, port=args.pg_port)
-    cluster.start()
     stack = SupabaseStack(cluster, jwt_secret=secret, port=args.port)
     try:
+        cluster.start()
         cluster.apply_migrations()
         cluster.seed()
         stack.start()
         print(json.dumps({"url": stack.url, "anon_key": stack.anon_key, "service_role_key": stack.service_role_key,
                           "jwt_secret": secret, "db_dsn": cluster.dsn}), flush=True)
-        while True:
-            signal.pause()
+        # Stay up until told to stop; if PostgREST or the gateway dies, take everything down.
+        while stack.alive():
+            time.sleep(0.5)
+        print("error: PostgREST or the gateway exited", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        pass
+        return 0
     finally:
         stack.stop()
         cluster.stop()
-    return 0
 
 
 if __name__ == "__main__":

@@ -102,3 +102,28 @@ def test_stack_cli_serves_and_stops_everything_on_sigterm(base_dir: Path) -> Non
     assert not PgCluster(data_dir=base_dir / "data", port=pg_port).is_running()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/rest/v1/", timeout=2)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_stack_cli_goes_down_whole_when_postgrest_dies(base_dir: Path) -> None:
+    pg_port = find_free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "localrt.supabase_stack", "--data-dir", str(base_dir / "data"),
+         "--pg-port", str(pg_port), "--port", str(find_free_port())],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        json.loads(proc.stdout.readline())
+        postgrest = [c for c in _children(proc.pid) if "postgrest" in Path(f"/proc/{c}/cmdline").read_text()]
+        assert len(postgrest) == 1
+        os.kill(postgrest[0], signal.SIGKILL)
+        assert proc.wait(timeout=30) == 1
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    assert not PgCluster(data_dir=base_dir / "data", port=pg_port).is_running()
