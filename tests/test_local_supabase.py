@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from localrt.postgres import MIGRATIONS_DIR, PgCluster, PostgresSetupError, find_pg_bin
+from localrt.postgres import MIGRATIONS_DIR, PgCluster, PostgresSetupError, find_pg_bin, migration_files
 from localrt.supabase_stack import find_free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ def test_cluster_is_reused_and_migrations_are_tracked(base_dir: Path) -> None:
     cluster = PgCluster(data_dir=base_dir / "data", port=find_free_port(), fast=True)
     try:
         cluster.start()
-        assert [n[:4] for n in cluster.apply_migrations()] == ["0000", "0001"]
+        assert [n[:4] for n in cluster.apply_migrations()] == [p.name[:4] for p in migration_files()]
         cluster.seed()
         with cluster.connect() as conn:
             assert conn.execute("show listen_addresses").fetchone() == ("127.0.0.1",)

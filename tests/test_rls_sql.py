@@ -199,6 +199,28 @@ def test_admin_manages_own_custom_domains(conn: psycopg.Connection) -> None:
         conn.rollback()
 
 
+@pytest.mark.parametrize("domain", ["partner2.cozyartzmedia.com", "a.b.cozyartzmedia.com", "www.cozyartzmedia.com"])
+def test_admin_cannot_claim_a_platform_subdomain_as_custom(conn: psycopg.Connection, domain: str) -> None:
+    # Partner subdomains are the platform's to hand out; a tenant could otherwise squat one.
+    as_user(conn, SEED_A, "admin", ADMIN_A)
+    try:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type)"
+                         " values ('partner1', %s, 'custom')", (domain,))
+    finally:
+        conn.rollback()
+
+
+@pytest.mark.parametrize("domain", ["notcozyartzmedia.com", "cozyartzmedia.com.evil.net"])
+def test_lookalike_domains_are_ordinary_custom_domains(conn: psycopg.Connection, domain: str) -> None:
+    as_user(conn, SEED_A, "admin", ADMIN_A)
+    try:
+        conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type)"
+                     " values ('partner1', %s, 'custom')", (domain,))
+    finally:
+        conn.rollback()
+
+
 @pytest.mark.parametrize("claims", [
     {"sub": CLIENT_A, "role": "authenticated"},                                     # no tenant_id
     {"sub": CLIENT_A, "role": "authenticated", "tenant_id": "", "tenant_role": "admin"},
@@ -237,7 +259,8 @@ def test_security_definer_helpers_are_locked_down(conn: psycopg.Connection) -> N
         " where p.prosecdef and n.nspname in ('public', 'private')"
     ).fetchall()
     conn.rollback()
-    assert {r[0] for r in rows} >= {"private.is_super_admin()", "private.is_primary_tenant(text)"}
+    assert {r[0] for r in rows} >= {"private.is_super_admin()", "private.is_primary_tenant(text)",
+                                    "private.is_platform_domain(text)"}
     for name, config, anon_exec, public_exec in rows:
         assert config and 'search_path=""' in config, name
         assert not anon_exec and not public_exec, name
