@@ -142,6 +142,33 @@ def test_client_cannot_raise_role_or_move_tenant(conn: psycopg.Connection, state
     assert _attempt(conn, statement, (CLIENT_A,) if "%s" in statement else ()) == DENIED
 
 
+@pytest.mark.parametrize("role, sub, target", [("client", CLIENT_A, CLIENT_A), ("admin", ADMIN_A, ADMIN_A),
+                                               ("admin", ADMIN_A, CLIENT_A)])
+def test_email_is_an_identity_key_api_users_cannot_rewrite(conn: psycopg.Connection, role: str, sub: str,
+                                                          target: str) -> None:
+    # Sign-in maps a verified email to a profile: taking someone's address would take their sign-in.
+    as_user(conn, SEED_A, role, sub)
+    assert _attempt(conn, "update public.profiles set email = 'admin@partner1.example' where id = %s returning id",
+                    (target,)) == DENIED
+
+
+def test_one_profile_per_email_per_tenant(conn: psycopg.Connection) -> None:
+    as_user(conn, SEED_A, "admin", ADMIN_A)
+    try:
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("insert into public.profiles (id, tenant_id, email)"
+                         " values (gen_random_uuid(), 'partner1', 'Client@Partner1.Example')")
+    finally:
+        conn.rollback()
+    # The same address in another tenant is another person's profile there.
+    become(conn, "service_role", {"role": "service_role"})
+    try:
+        conn.execute("insert into public.profiles (id, tenant_id, email)"
+                     " values (gen_random_uuid(), 'partner-seo', 'client@partner1.example')")
+    finally:
+        conn.rollback()
+
+
 @pytest.mark.parametrize("statement, expected", [
     # An admin may manage their tenant's people, but not themselves, not super_admin, not across tenants.
     ("update public.profiles set tenant_role = 'admin' where id = '" + CLIENT_A + "' returning id", 1),
