@@ -150,6 +150,10 @@ def test_export_holds_the_tenant_rows_and_nothing_of_others(cli: Cli, live: Live
     for other in ("cozyartz", "partner1", "partner-seo", "cozyartzmedia.com", "@partner1.example"):
         assert other not in out.replace('"PRIMARY_TENANT_ID"', "")
     assert "TENANT_CONTEXT_KEY" not in out
+    target = cli.platform.paths.root / "exp.json"
+    assert cli("export", "cli-exp", "--output", str(target))[0] == 0
+    assert target.stat().st_mode & 0o777 == 0o600  # personal data: owner-only
+    assert json.loads(target.read_text())["supabase"]["profiles"][0]["email"] == "ann@exp.example"
 
 
 def test_delete_erases_every_row_and_leaves_an_audit_record_without_personal_data(
