@@ -8,18 +8,11 @@ core handles them the same way as the Workers `fetch` client's failures.
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
 from types import TracebackType
 
 import httpx
 
-# httpcore imports `sniffio` on every request; when it is not installed, each failed import
-# searches sys.path again (milliseconds per request). Record the absence once.
-if importlib.util.find_spec("sniffio") is None:
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
-
-from shared.http import HttpError, HttpResponse  # noqa: E402
+from shared.http import HttpError, HttpResponse
 
 
 class HttpxClient:

@@ -17,19 +17,13 @@ Dev/test tooling only.
 from __future__ import annotations
 
 import hmac
-import importlib.util
 import json
 import os
-import sys
 from typing import Any, Awaitable, Callable, Iterable
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
 
-# httpcore imports `sniffio` on every request; when it is not installed, each failed import
-# searches sys.path again (milliseconds per request). Record the absence once.
-if importlib.util.find_spec("sniffio") is None:
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
