@@ -62,6 +62,14 @@ class SupabaseRegistry:
         found.update({k: v for k, v in self._domains.items() if v is None or v.tenant_id == tenant_id})
         return [d for _, d in sorted(found.items()) if d is not None and d.tenant_id == tenant_id]
 
+    async def all_domains(self) -> dict[str, list[DomainRecord]]:
+        rows = await self._call("read domains", self._db.select("tenant_domains", order="domain.asc"))
+        out: dict[str, list[DomainRecord]] = {}
+        for r in rows:
+            d = DomainRecord.model_validate(r)
+            out.setdefault(d.tenant_id, []).append(d)
+        return out
+
     async def domain_holder(self, domain: str) -> str | None:
         """The tenant holding a domain (as a routed domain or a tenant's primary domain), if any."""
         if self._domains.get(domain) is not None:

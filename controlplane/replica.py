@@ -126,13 +126,21 @@ class RoutingReplica:
                                           " FROM tenants WHERE id = ?1", (tenant_id,)))
         return rows[0] if rows else None
 
-    async def tenant_ids(self) -> list[str]:
-        return [r["id"] for r in await self.executor.query(("SELECT id FROM tenants ORDER BY id", ()))]
-
     async def domains(self, tenant_id: str) -> list[dict[str, Any]]:
         return await self.executor.query((
             "SELECT domain, tenant_id, domain_type, ssl_status, dns_configured FROM tenant_domains"
             " WHERE tenant_id = ?1 ORDER BY domain", (tenant_id,)))
+
+    async def snapshot(self) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+        """Every tenant row and every domain row in two reads (verify on Cloudflare: two wrangler runs)."""
+        tenants = {r["id"]: r for r in await self.executor.query((
+            "SELECT id, name, type, status, tier, script_name, whitelabel_config FROM tenants ORDER BY id", ()))}
+        domains: dict[str, list[dict[str, Any]]] = {}
+        for r in await self.executor.query((
+                "SELECT domain, tenant_id, domain_type, ssl_status, dns_configured FROM tenant_domains"
+                " ORDER BY tenant_id, domain", ())):
+            domains.setdefault(r["tenant_id"], []).append(r)
+        return tenants, domains
 
     async def domain_holder(self, domain: str) -> str | None:
         rows = await self.executor.query(("SELECT tenant_id FROM tenant_domains WHERE domain = ?1", (domain,)))

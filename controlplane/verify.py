@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.lifecycle import ControlPlane
-from controlplane.model import TenantRecord
+from controlplane.model import DomainRecord, TenantRecord
 from shared.models import TenantStatus
 
 
@@ -31,13 +31,29 @@ def _expected_kv(tenant: TenantRecord) -> dict[str, Any]:
             "tier": tenant.subscription_tier.value, "status": tenant.status.value, "script_name": tenant.script_name}
 
 
-async def check_tenant(cp: ControlPlane, tenant_id: str) -> Drift:
+@dataclass
+class Snapshot:
+    """Supabase and D1 read whole, once: a few reads however many tenants there are."""
+
+    tenants: dict[str, TenantRecord]
+    domains: dict[str, list[DomainRecord]]
+    d1_tenants: dict[str, dict[str, Any]]
+    d1_domains: dict[str, list[dict[str, Any]]]
+
+    @classmethod
+    async def take(cls, cp: ControlPlane) -> "Snapshot":
+        tenants = {t.tenant_id: t for t in await cp.registry.tenants()}
+        d1_tenants, d1_domains = await cp.replica.snapshot()
+        return cls(tenants, await cp.registry.all_domains(), d1_tenants, d1_domains)
+
+
+async def check_tenant(cp: ControlPlane, tenant_id: str, snap: Snapshot) -> Drift:
     drift = Drift(tenant_id)
-    tenant = await cp.registry.tenant(tenant_id)
-    row = await cp.replica.tenant(tenant_id)
-    routed = {d["domain"]: d for d in await cp.replica.domains(tenant_id)}
+    tenant = snap.tenants.get(tenant_id)
+    row = snap.d1_tenants.get(tenant_id)
+    routed = {d["domain"]: d for d in snap.d1_domains.get(tenant_id, [])}
     should_route = tenant is not None and tenant.status is not TenantStatus.INACTIVE
-    master = {d.domain: d for d in await cp.registry.domains(tenant_id)} if tenant is not None else {}
+    master = {d.domain: d for d in snap.domains.get(tenant_id, [])} if tenant is not None else {}
 
     if not should_route:
         if row is not None or routed:
@@ -64,6 +80,10 @@ async def check_tenant(cp: ControlPlane, tenant_id: str) -> Drift:
                 drift.problems.append(f"domain {domain}: D1 status differs from Supabase")
         if not await cp.scripts.exists(tenant.script_name):
             drift.problems.append(f"its Worker {tenant.script_name} is missing from the namespace")
+        for domain in sorted(d for d, rec in master.items() if rec.domain_type == "custom"):
+            # Tenant admins add custom domains through the API (Supabase only): the control plane routes them.
+            if await cp.hostnames.find(domain) is None:
+                drift.problems.append(f"custom domain {domain} has no custom hostname on Cloudflare")
 
     for host in sorted(set(master) | set(routed)):
         raw = await cp.cache.get(host)
@@ -85,15 +105,17 @@ async def check_tenant(cp: ControlPlane, tenant_id: str) -> Drift:
 
 
 async def verify(cp: ControlPlane, *, repair: bool = False) -> dict[str, Any]:
-    ids = {t.tenant_id for t in await cp.registry.tenants()} | set(await cp.replica.tenant_ids())
-    drifts = [d for d in [await check_tenant(cp, tid) for tid in sorted(ids)] if d.problems]
+    snap = await Snapshot.take(cp)
+    ids = set(snap.tenants) | set(snap.d1_tenants) | set(snap.d1_domains)
+    drifts = [d for d in [await check_tenant(cp, tid, snap) for tid in sorted(ids)] if d.problems]
     report: dict[str, Any] = {"tenants_checked": len(ids), "consistent": not drifts,
                               "drift": [{"tenant_id": d.tenant_id, "problems": d.problems} for d in drifts]}
     if repair and drifts:
         for d in drifts:
             await repair_tenant(cp, d.tenant_id)
         if not cp.dry_run:
-            after = [x for x in [await check_tenant(cp, d.tenant_id) for d in drifts] if x.problems]
+            snap = await Snapshot.take(cp)
+            after = [x for x in [await check_tenant(cp, d.tenant_id, snap) for d in drifts] if x.problems]
             report["repaired"] = [d.tenant_id for d in drifts if d.tenant_id not in {a.tenant_id for a in after}]
             report["still_drifting"] = [{"tenant_id": a.tenant_id, "problems": a.problems} for a in after]
     return report
@@ -102,6 +124,8 @@ async def verify(cp: ControlPlane, *, repair: bool = False) -> dict[str, Any]:
 async def repair_tenant(cp: ControlPlane, tenant_id: str) -> None:
     tenant = await cp.registry.tenant(tenant_id)
     if tenant is not None and tenant.status is not TenantStatus.INACTIVE:
+        for domain in await cp.registry.domains(tenant_id):
+            await cp._ensure_hostname(domain)
         if not await cp.scripts.exists(tenant.script_name):
             cp.reporter.step(f"{cp.scripts.label}: deploy missing {tenant.script_name}")
             await cp.scripts.deploy(tenant, {})

@@ -151,10 +151,13 @@ def test_verify_on_a_fresh_account_finds_drift_and_repair_converges(remote: Remo
     assert code == 3
     drift = {d["tenant_id"]: " ".join(d["problems"]) for d in json.loads(out)["drift"]}
     assert "missing from D1" in drift["partner1"] and "Worker cmgsite-partner-tenant is missing" in drift["partner1"]
+    assert "custom domain partner-seo.com has no custom hostname" in drift["partner-seo"]
     code, out, err = remote("verify", "--repair", "--json")
     assert code == 0, err
     assert {"cozyartz", "partner1", "partner-seo"} <= set(json.loads(out)["repaired"])
     assert ("cmgsite-tenants", "cmgsite-partner-tenant") in remote.cf.scripts
+    assert remote.cf.by_hostname("partner-seo.com") is not None
+    assert remote.cf.by_hostname("cozyartzmedia.com") is None  # the primary zone needs none
     assert remote("verify")[0] == 0
 
 
@@ -232,3 +235,20 @@ def test_remote_delete_erases_auth_kv_keys_script_and_rows(remote: RemoteCli, pg
     assert remote.d1_rows("select count(*) from tenants where id = 'cli-erase'") == [(0,)]
     with pg_cluster.connect() as conn:
         assert conn.execute("select count(*) from public.tenants where tenant_id = 'cli-erase'").fetchone() == (0,)
+
+
+def test_a_custom_domain_a_tenant_admin_added_is_picked_up_by_repair(remote: RemoteCli, pg_cluster: Any) -> None:
+    """Tenant admins add custom domains through the tenant API (a Supabase row only): repair routes them."""
+    assert remote("add", "cli-self", "--name", "Self", "--type", "custom-domain", "--domain", "self.cli-remote.example",
+                  "--tier", "growth")[0] == 0
+    with pg_cluster.connect() as conn:
+        conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type) values"
+                     " ('cli-self', 'www.self.cli-remote.example', 'custom')")
+    code, out, _ = remote("verify", "--json")
+    problems = " ".join(p for d in json.loads(out)["drift"] if d["tenant_id"] == "cli-self" for p in d["problems"])
+    assert code == 3 and "www.self.cli-remote.example is in Supabase but not routed" in problems
+    assert "www.self.cli-remote.example has no custom hostname" in problems
+    assert remote("verify", "--repair")[0] == 0
+    assert remote.cf.by_hostname("www.self.cli-remote.example") is not None
+    assert remote.d1_rows("select tenant_id from tenant_domains where domain = 'www.self.cli-remote.example'") == [
+        ("cli-self",)]
