@@ -54,9 +54,14 @@ def error_reply(
     return ErrorReply(status, branded_page(status, message, request_id, branding or Branding()).encode(), out)
 
 
+def safe_color(value: str) -> str:
+    """A tenant-written colour goes into CSS only as #rrggbb; anything else is the default."""
+    return value if isinstance(value, str) and _COLOR.match(value) else DEFAULT_COLOR
+
+
 def branded_page(status: int, message: str, request_id: str, branding: Branding) -> str:
     brand = html.escape(branding.brand_name)
-    color = branding.primary_color if _COLOR.match(branding.primary_color) else DEFAULT_COLOR
+    color = safe_color(branding.primary_color)
     return (
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{status} · {brand}</title>"

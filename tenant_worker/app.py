@@ -10,17 +10,17 @@ from urllib.parse import unquote, urlsplit
 from workers import Request, Response
 
 from shared.context import H_REQUEST_ID, ContextError, verify_context
-from shared.errors import error_reply
+from shared.errors import Branding, error_reply, wants_json
 from shared.http import HttpClient
 from tenant_worker import api_health, api_usage
-from tenant_worker import api_data, auth
+from tenant_worker import api_data, auth, pages
 from tenant_worker.fetch_client import FetchClient
 from tenant_worker.http import ApiError, Call, Reply, Route, error_to_reply, parse_query
 
 log = logging.getLogger("cmgsite.tenant")
 
 # Feature modules each export ROUTES; the table is data you can print.
-ROUTE_MODULES = [api_health, api_usage, auth, api_data]
+ROUTE_MODULES = [api_health, api_usage, auth, api_data, pages]
 
 # Run before every handler, in order; each may fill call.state or raise ApiError.
 Middleware = Callable[[Call], Awaitable[None]]
@@ -73,11 +73,26 @@ class TenantApp:
         try:
             reply = await self._route(request, tenant, path, headers)
         except ApiError as err:
-            reply = error_to_reply(path, err, rid)
+            reply = error_to_reply(path, err, rid, await self._branding(tenant, path, headers))
         except Exception:
             log.exception("unhandled error request_id=%s", rid)
-            reply = error_to_reply(path, ApiError(500, "internal_error", "Something went wrong on our side."), rid)
+            err = ApiError(500, "internal_error", "Something went wrong on our side.")
+            reply = error_to_reply(path, err, rid, await self._branding(tenant, path, headers))
         return _to_response(reply, rid)
+
+    async def _branding(self, tenant: Any, path: str, headers: dict[str, str]) -> Branding | None:
+        """A white-label tenant's error pages carry its own brand, never the platform's."""
+        if wants_json(path):
+            return None
+        from tenant_worker.auth import tenant_branding  # auth imports this module's siblings
+
+        async def no_body() -> bytes:
+            return b""
+
+        try:
+            return await tenant_branding(Call(tenant, "GET", path, {}, headers, {}, self.env, self.services, no_body))
+        except Exception:
+            return Branding(brand_name=tenant.host)
 
     async def _route(self, request: Request, tenant: Any, path: str, headers: dict[str, str]) -> Reply:
         method = request.method.value if hasattr(request.method, "value") else str(request.method)

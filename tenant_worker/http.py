@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs
 
-from shared.errors import error_reply
+from shared.errors import Branding, error_reply
 from shared.models import TenantContext
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -44,8 +44,9 @@ def redirect_reply(location: str, status: int = 302) -> Reply:
     return Reply(status, b"", {"location": location, "cache-control": "no-store"})
 
 
-def error_to_reply(path: str, err: ApiError, request_id: str) -> Reply:
-    r = error_reply(path, err.status, err.code, err.message, request_id, extra=err.extra, headers=err.headers)
+def error_to_reply(path: str, err: ApiError, request_id: str, branding: Branding | None = None) -> Reply:
+    r = error_reply(path, err.status, err.code, err.message, request_id, extra=err.extra, headers=err.headers,
+                    branding=branding)
     return Reply(r.status, r.body, r.headers)
 
 
