@@ -198,6 +198,15 @@ def test_dry_run_prints_exact_wrangler_commands_and_api_calls(remote: RemoteCli,
 
 def test_deploy_multi_tenant_script_deploys_everything_in_order(remote: RemoteCli) -> None:
     env = {**remote.env, "PYTHON": sys.executable}
+    proc = subprocess.run([str(ROOT / "scripts" / "deploy-multi-tenant.sh"), "--dry-run"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("[dry-run] wrangler: npx --no-install wrangler d1 migrations apply cmgsite --remote")
+    assert "--name cmgsite-partner-tenant" in proc.stdout
+    assert all(c["argv"][2:4] in (["d1", "execute"], ["dispatch-namespace", "get"]) for c in remote.commands())
+    assert all(c["argv"][-1].startswith("SELECT") for c in remote.commands() if c["argv"][2:4] == ["d1", "execute"])
+    remote.log.unlink()
+
     proc = subprocess.run([str(ROOT / "scripts" / "deploy-multi-tenant.sh")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
