@@ -351,3 +351,21 @@ async def test_tenant_tables_are_discovered_from_postgrest(supabase_stack: Any) 
         assert set(KNOWN_TENANT_TABLES) <= await registry.discovered_tables()
         tables = await registry.tenant_tables()
     assert tables[-1] == "tenants" and len(tables) == len(set(tables))
+
+
+def test_remove_interrupted_in_d1_never_routes_to_a_missing_worker(cli: Cli, live: LiveServer) -> None:
+    host = "cli-rm.cozyartzmedia.com"
+    assert cli("add", "cli-rm", "--name", "Rm", "--type", "partner-subdomain", "--domain", host,
+               "--tier", "starter")[0] == 0
+    db = cli.platform.d1
+    db.execute("CREATE TRIGGER cli_rm_fail BEFORE DELETE ON tenant_domains WHEN OLD.tenant_id = 'cli-rm'"
+               " BEGIN SELECT RAISE(ABORT, 'injected D1 outage'); END")
+    code, _, err = cli("remove", "cli-rm")
+    assert code == 1 and "injected D1 outage" in err
+    # Still routed (D1 did not change), so its Worker must still be there: served, never a 502.
+    assert "cmgsite-cli-rm" in cli.platform.namespace.names()
+    assert health(live, host).status_code == 200
+    db.execute("DROP TRIGGER cli_rm_fail")
+    assert cli("remove", "cli-rm")[0] == 0
+    assert health(live, host).status_code == 404
+    assert cli("verify")[0] == 0
