@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -24,8 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from controlplane.errors import (EXIT_DRIFT, EXIT_OK, EXIT_REFUSED, ControlPlaneError,  # noqa: E402
-                                 Refused)
+from controlplane.errors import EXIT_DRIFT, EXIT_OK, ControlPlaneError, Refused  # noqa: E402
 from controlplane.lifecycle import CHANGE_BOUND_SECONDS, ControlPlane  # noqa: E402
 from controlplane.output import Reporter  # noqa: E402
 from controlplane.tenant_data import delete_tenant, export_tenant  # noqa: E402
@@ -242,8 +242,6 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
     if c == "export":
         data = await export_tenant(cp, args.tenant_id)
         if args.output:
-            import os
-
             fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # personal data inside
             with os.fdopen(fd, "w") as f:
                 json.dump(data, f, indent=2, default=str)
@@ -265,8 +263,6 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
         args = parser().parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
-    import os
-
     settings = Settings(remote=args.remote, dry_run=args.dry_run, state_dir=args.state_dir,
                         wrangler_state=args.wrangler_state, d1_file=args.d1_file,
                         env=dict(env if env is not None else os.environ))
