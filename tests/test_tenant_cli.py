@@ -68,6 +68,12 @@ def test_lifecycle_add_suspend_resume_remove_over_http(cli: Cli, live: LiveServe
     assert health(live, host).status_code == 404
     assert "cmgsite-cli-life" not in cli.platform.namespace.names()
     assert cli("verify")[0] == 0
+    # A removed tenant keeps its data and its domain: resume brings it back (Worker redeployed).
+    code, _, err = cli("add", "cli-life", "--name", "Life Co", "--type", "partner-subdomain", "--domain", host,
+                       "--tier", "growth")
+    assert code == 2 and "use resume" in err
+    assert cli("resume", "cli-life")[0] == 0
+    assert health(live, host).json()["tenant_id"] == "cli-life"
 
 
 def rows_everywhere(pg_cluster: Any, tenant_id: str) -> dict[str, int]:
