@@ -15,6 +15,7 @@ from dispatcher.routing import Defer, RouteResolver, RouteUnavailable
 from shared.context import H_REQUEST_ID, context_headers, derive_tenant_key, is_client_controlled
 from shared.errors import Branding, error_reply
 from shared.hosts import InvalidHost, normalize_host
+from shared.isolate import PerEnv
 from shared.models import TenantContext, TenantRoute, TenantStatus
 from shared.tiers import plan_for
 
@@ -104,12 +105,9 @@ class Dispatcher:
             return _error(path, 502, "tenant_worker_error", "This site could not answer.", rid, route)
 
 
-_dispatchers: dict[int, tuple[Any, Dispatcher]] = {}
+_dispatchers: PerEnv[Dispatcher] = PerEnv(Dispatcher)
 
 
 def dispatcher_for(env: Any) -> Dispatcher:
-    """The isolate's Dispatcher for this env (an isolate has one env; tests may have several)."""
-    entry = _dispatchers.get(id(env))
-    if entry is None or entry[0] is not env:
-        entry = _dispatchers[id(env)] = (env, Dispatcher(env))
-    return entry[1]
+    """The isolate's Dispatcher for this env."""
+    return _dispatchers.get(env)

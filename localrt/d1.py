@@ -40,6 +40,17 @@ def apply_migrations_with_wrangler(persist_dir: Path, *, config: str = "wrangler
     return path
 
 
+def copy_database(src: Path, dst: Path) -> None:
+    """Copy a D1 SQLite file. wrangler's is in WAL mode: go through SQLite's backup API, not the file."""
+    source, target = sqlite3.connect(src), sqlite3.connect(dst)
+    try:
+        with target:
+            source.backup(target)
+    finally:
+        source.close()
+        target.close()
+
+
 class D1Statement:
     def __init__(self, db: "D1Database", sql: str, args: tuple[Any, ...] = ()) -> None:
         self._db, self._sql, self._args = db, sql, args

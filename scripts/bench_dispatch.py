@@ -27,7 +27,7 @@ import localrt  # noqa: E402,F401  (workers/js stand-ins)
 import js  # noqa: E402
 import workers  # noqa: E402
 from dispatcher.routing import RouteResolver  # noqa: E402
-from localrt.d1 import D1Database, apply_migrations_with_wrangler  # noqa: E402
+from localrt.d1 import D1Database, apply_migrations_with_wrangler, copy_database  # noqa: E402
 from localrt.demo import seed_demo  # noqa: E402
 from localrt.dispatch import ExecutionContext  # noqa: E402
 from localrt.platform import build_platform  # noqa: E402
@@ -50,7 +50,7 @@ def cpu_per_call(fn, n: int) -> float:
 
 def bench_hot_path(template: Path, work: Path, n: int = 3000) -> dict[str, float]:
     d1 = work / "hot.sqlite"
-    _copy(template, d1)
+    copy_database(template, d1)
     platform = build_platform(work / "state", d1)
     asyncio.run(seed_demo(platform))
 
@@ -96,14 +96,6 @@ def bench_hot_path(template: Path, work: Path, n: int = 3000) -> dict[str, float
             "dispatcher_own_ratio": (d - t) / o}
 
 
-def _copy(src: Path, dst: Path) -> None:
-    a, b = sqlite3.connect(src), sqlite3.connect(dst)
-    with b:
-        a.backup(b)
-    a.close()
-    b.close()
-
-
 def _fill(path: Path, count: int) -> list[str]:
     conn = sqlite3.connect(path)
     hosts = [f"t{i}.example.com" for i in range(count)]
@@ -123,7 +115,7 @@ def bench_resolution(template: Path, work: Path, n: int = 3000, rounds: int = 7)
     dbs: dict[int, tuple[D1Database, list[str]]] = {}
     for count in (10, 100_000):
         path = work / f"routes-{count}.sqlite"
-        _copy(template, path)
+        copy_database(template, path)
         hosts = _fill(path, count)
         rng = random.Random(count)
         dbs[count] = (D1Database(path), [rng.choice(hosts) for _ in range(n)])

@@ -12,6 +12,7 @@ from workers import Request, Response
 from shared.context import H_REQUEST_ID, ContextError, verify_context
 from shared.errors import Branding, error_reply, wants_json
 from shared.http import HttpClient
+from shared.isolate import PerEnv
 from tenant_worker import api_health, api_usage
 from tenant_worker import api_data, auth, pages
 from tenant_worker.fetch_client import FetchClient
@@ -123,12 +124,9 @@ class TenantApp:
         raise ApiError(404, "not_found", "There is nothing here.")
 
 
-_apps: dict[int, tuple[Any, TenantApp]] = {}
+_apps: PerEnv[TenantApp] = PerEnv(TenantApp)
 
 
 def app_for(env: Any) -> TenantApp:
     """The isolate's TenantApp for this env."""
-    entry = _apps.get(id(env))
-    if entry is None or entry[0] is not env:
-        entry = _apps[id(env)] = (env, TenantApp(env))
-    return entry[1]
+    return _apps.get(env)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import socket
 import threading
 import time
@@ -11,6 +10,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import uvicorn
 
+from localrt.d1 import copy_database
 from localrt.platform import Platform, build_platform
 from localrt.server import EdgeApp
 
@@ -67,12 +67,7 @@ def fresh_platform(template_d1: Path, workdir: Path, **kwargs: Any) -> Platform:
     """A platform on a private copy of the migrated D1 database."""
     workdir.mkdir(parents=True, exist_ok=True)
     d1 = workdir / "d1.sqlite"
-    # wrangler's database is in WAL mode: copy through SQLite's backup API, not the file.
-    src, dst = sqlite3.connect(template_d1), sqlite3.connect(d1)
-    with dst:
-        src.backup(dst)
-    src.close()
-    dst.close()
+    copy_database(template_d1, d1)
     return build_platform(workdir / "state", d1, **kwargs)
 
 

@@ -15,6 +15,8 @@ from typing import Any, Iterator
 
 import pytest
 
+from localrt.d1 import copy_database
+
 from scripts.tenants import main
 from tests.fake_cloudflare import FakeCloudflare
 
@@ -50,11 +52,7 @@ def remote(tmp_path: Path, d1_template: Path, supabase_stack: Any, pg_cluster: A
     npx.write_text(f"#!/bin/sh\nexec {sys.executable} {ROOT / 'tests' / 'standin_npx.py'} \"$@\"\n")
     npx.chmod(npx.stat().st_mode | stat.S_IXUSR)
     d1 = tmp_path / "remote-d1.sqlite"
-    src, dst = sqlite3.connect(d1_template), sqlite3.connect(d1)
-    with dst:
-        src.backup(dst)
-    src.close()
-    dst.close()
+    copy_database(d1_template, d1)
     with FakeCloudflare(token="cf-token", account_id="acc123", zone_id="zone123") as cf:
         env = {
             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
