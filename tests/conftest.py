@@ -14,7 +14,7 @@ from localrt.platform import Platform
 from tests.support import LiveServer, fresh_platform, serve
 
 # Database fixtures (PostgreSQL, PostgREST) come from tests/fixtures/pg.py.
-pytest_plugins = [p for p in ("tests.fixtures.pg",) if (Path(__file__).parent / "fixtures" / "pg.py").exists()]
+pytest_plugins = ["tests.fixtures.pg"]
 
 
 @pytest.fixture(scope="session")
