@@ -29,7 +29,6 @@ import workers  # noqa: E402
 from dispatcher.routing import RouteResolver  # noqa: E402
 from localrt.d1 import D1Database, apply_migrations_with_wrangler, copy_database  # noqa: E402
 from localrt.demo import seed_demo  # noqa: E402
-from localrt.dispatch import ExecutionContext  # noqa: E402
 from localrt.platform import build_platform  # noqa: E402
 
 

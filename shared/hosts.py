@@ -39,7 +39,7 @@ def normalize_host(raw: str | None) -> str:
     if not host.isascii():
         try:
             host = host.encode("idna").decode("ascii")
-        except UnicodeError as exc:
+        except UnicodeError:
             raise InvalidHost("Host is not a valid internationalised domain name") from None
     if len(host) > MAX_HOST_LENGTH:
         raise InvalidHost("Host header too long")

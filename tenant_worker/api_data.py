@@ -18,7 +18,7 @@ from shared.models import TenantType
 from tenant_worker.auth_store import AuthStore, AuthStoreMissing
 from tenant_worker.http import ApiError, Call, Reply, Route, json_reply
 from tenant_worker.principal import Role, require
-from tenant_worker.supabase_access import guarded, service_db, tenant_db
+from tenant_worker.supabase_access import guarded, tenant_db, write_audit
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TENANT_COLUMNS = "tenant_id,name,domain,type,subscription_tier,status,whitelabel_config"
@@ -108,9 +108,8 @@ async def _after_role_change(call: Call, actor: str, target: str, role: str) -> 
         await AuthStore.of(call.env, call.tenant.tenant_id).set_epoch(target, "role", call.services.clock())
     except AuthStoreMissing:
         pass
-    await guarded(service_db(call).insert("audit_log", {
-        "tenant_id": call.tenant.tenant_id, "actor": actor, "action": "profile.role_changed", "target": target,
-        "details": {"tenant_role": role, "request_id": call.request_id}}, columns="id"))
+    await guarded(write_audit(call, actor=actor, action="profile.role_changed", target=target,
+                              details={"tenant_role": role}))
 
 
 async def list_audit(call: Call) -> Reply:

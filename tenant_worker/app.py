@@ -39,8 +39,7 @@ class Services:
     `call.env` and these, so tests can swap the edges without touching the logic.
     """
 
-    def __init__(self, env: Any, clock: Callable[[], float]) -> None:
-        self.env = env
+    def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self.http: HttpClient = FetchClient()
 
@@ -58,7 +57,7 @@ class TenantApp:
         self.clock = clock
         self.tenant_id = str(getattr(env, "TENANT_ID", "") or "")
         self._key = str(getattr(env, "TENANT_CONTEXT_KEY", "") or "")
-        self.services = Services(env, clock)
+        self.services = Services(clock)
         self._routes = [(r, r.compile()) for r in route_table()]
 
     async def handle(self, request: Request) -> Response:
@@ -85,13 +84,11 @@ class TenantApp:
         """A white-label tenant's error pages carry its own brand, never the platform's."""
         if wants_json(path):
             return None
-        from tenant_worker.auth import tenant_branding  # auth imports this module's siblings
-
         async def no_body() -> bytes:
             return b""
 
         try:
-            return await tenant_branding(Call(tenant, "GET", path, {}, headers, {}, self.env, self.services, no_body))
+            return await auth.tenant_branding(Call(tenant, "GET", path, {}, headers, {}, self.env, self.services, no_body))
         except Exception:
             return Branding(brand_name=tenant.host)
 
@@ -117,7 +114,7 @@ class TenantApp:
             for middleware in MIDDLEWARE:
                 await middleware(call)
             reply = await route.handler(call)
-            reply.cookies.extend(call.state.get("set_cookies", ()))  # e.g. a session rotated by middleware
+            reply.cookies.extend(call.cookies)  # e.g. a session rotated by middleware
             return reply
         if allowed:
             raise ApiError(405, "method_not_allowed", "Method not allowed.", headers={"allow": ", ".join(sorted(set(allowed)))})

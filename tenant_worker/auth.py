@@ -30,13 +30,12 @@ from shared.http import HttpError
 from tenant_worker.auth_store import AuthStore, AuthStoreMissing
 from tenant_worker.http import ApiError, Call, Reply, Route, json_reply, redirect_reply
 from tenant_worker.principal import PRINCIPAL, Principal, Role, require
-from tenant_worker.supabase_access import service_db, tenant_db
+from tenant_worker.supabase_access import service_db, tenant_db, write_audit
 
 log = logging.getLogger("cmgsite.tenant.auth")
 
 SESSION_COOKIE = "__Host-cmg_session"  # __Host-: browsers enforce Secure, Path=/ and no Domain
 NONCE_COOKIE = "__Host-cmg_oauth"
-SET_COOKIES = "set_cookies"  # call.state key: cookies the app adds to the handler's reply
 PROFILE_NAMESPACE = uuid.UUID("6f1c2b9e-7c1a-4e0b-9a51-2f0c3d4e5a61")  # profile ids for new users
 
 _FAILURE_STATUS = {
@@ -118,7 +117,7 @@ async def _apply_epoch(call: Call, claims: SessionClaims) -> SessionClaims | Non
         return claims
     if epoch.kind == "signout":  # same-second sessions go too: fail closed
         call.state["session_error"] = "signed out"
-        call.state.setdefault(SET_COOKIES, []).append(cookie(SESSION_COOKIE, "", 0))
+        call.cookies.append(cookie(SESSION_COOKIE, "", 0))
         return None
     # Role changed since this session began: read the role again (own row, under RLS) and rotate.
     probe = Principal(claims.sub, claims.tid, Role.CLIENT)
@@ -131,13 +130,13 @@ async def _apply_epoch(call: Call, claims: SessionClaims) -> SessionClaims | Non
         return None  # fail closed: the old role may be a revoked one
     if not rows:
         call.state["session_error"] = "profile gone"
-        call.state.setdefault(SET_COOKIES, []).append(cookie(SESSION_COOKIE, "", 0))
+        call.cookies.append(cookie(SESSION_COOKIE, "", 0))
         return None
     row = rows[0]
     token = issue_session(_env(call, "SESSION_SECRET"), tenant_id=claims.tid, user_id=claims.sub,
                           role=row["tenant_role"], now=call.services.clock(), email=row.get("email"),
                           name=row.get("display_name"))
-    call.state.setdefault(SET_COOKIES, []).append(cookie(SESSION_COOKIE, token, SESSION_TTL_SECONDS))
+    call.cookies.append(cookie(SESSION_COOKIE, token, SESSION_TTL_SECONDS))
     return verify_session(token, _env(call, "SESSION_SECRET"), tenant_id=claims.tid, now=call.services.clock())
 
 
@@ -174,9 +173,8 @@ async def record_signin(call: Call, outcome: str, *, provider: str | None, reaso
         details["new_user"] = new_user
     log.info(json.dumps({"event": "signin", "outcome": outcome, "tenant_id": call.tenant.tenant_id, **details}))
     try:
-        await service_db(call).insert("audit_log", {
-            "tenant_id": call.tenant.tenant_id, "actor": user_id or "anonymous",
-            "action": f"auth.signin.{outcome}", "target": user_id, "details": details}, columns="id")
+        await write_audit(call, actor=user_id or "anonymous", action=f"auth.signin.{outcome}", target=user_id,
+                          details=details)
     except (SupabaseError, HttpError, ApiError) as exc:
         log.warning(json.dumps({"event": "audit_write_failed", "action": f"auth.signin.{outcome}",
                                 "error": type(exc).__name__, "request_id": call.request_id}))

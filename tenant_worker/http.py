@@ -64,6 +64,7 @@ class Call:
     services: Any
     read_body: Callable[[], Awaitable[bytes]]
     state: dict[str, Any] = field(default_factory=dict)  # filled by middleware (e.g. the session)
+    cookies: list[str] = field(default_factory=list)  # Set-Cookie values for whatever reply this call gets
 
     @property
     def request_id(self) -> str:
@@ -106,5 +107,5 @@ class Route:
     name: str = ""
 
     def compile(self) -> re.Pattern[str]:
-        regex = re.sub(r"<([a-z_]+)>", r"(?P<\1>[^/]+)", re.escape(self.pattern).replace(r"\<", "<").replace(r"\>", ">"))
+        regex = re.sub(r"<([a-z_]+)>", r"(?P<\1>[^/]+)", re.escape(self.pattern))  # escape leaves < > alone
         return re.compile(f"^{regex}$")

@@ -93,3 +93,13 @@ async def guarded(op: Awaitable[T]) -> T:
     except HttpError:
         log.warning("supabase unreachable")
         raise ApiError(503, "data_unavailable", "The data service is unavailable. Please try again.") from None
+
+
+async def write_audit(call: Call, *, actor: str, action: str, target: str | None, details: dict[str, Any]) -> None:
+    """One audit_log row for this tenant (service role: users cannot write the audit log).
+
+    The tenant id comes from the verified context, never from the caller.
+    """
+    await service_db(call).insert("audit_log", {
+        "tenant_id": call.tenant.tenant_id, "actor": actor, "action": action, "target": target,
+        "details": {**details, "request_id": call.request_id}}, columns="id")

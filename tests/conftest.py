@@ -13,8 +13,9 @@ from localrt.demo import seed_demo
 from localrt.platform import Platform
 from tests.support import LiveServer, fresh_platform, serve
 
-# Database fixtures (PostgreSQL, PostgREST) come from tests/fixtures/pg.py.
-pytest_plugins = ["tests.fixtures.pg"]
+# Database fixtures (PostgreSQL, PostgREST) come from tests/fixtures/pg.py; the sign-in
+# world (fake OAuth server + platform wired to Supabase) from tests/auth_support.py.
+pytest_plugins = ["tests.fixtures.pg", "tests.auth_support"]
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
         marker = Path(os.environ["NPX_STATE"]) / f"namespace-{args[2]}"
         if args[1] == "get":
             if not marker.exists():
-                print(f"✘ [ERROR] A request to the Cloudflare API failed. namespace not found [code: 100119]",
+                print("✘ [ERROR] A request to the Cloudflare API failed. namespace not found [code: 100119]",
                       file=sys.stderr)
                 return 1
             print(json.dumps({"namespace_name": args[2]}))

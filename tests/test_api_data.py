@@ -6,7 +6,7 @@ import time
 import pytest
 
 from shared.session import issue_session
-from tests.auth_support import HOSTS, SEEDED, AuthWorld, Browser, auth_world, fake  # noqa: F401
+from tests.auth_support import HOSTS, SEEDED, AuthWorld, Browser
 from tests.fake_oauth import FakeOAuth
 
 SESSION = "__Host-cmg_session"

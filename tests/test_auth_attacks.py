@@ -13,7 +13,7 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 
 from shared.session import issue_session
-from tests.auth_support import HOSTS, AuthWorld, Browser, auth_world, fake, query_of  # noqa: F401
+from tests.auth_support import HOSTS, AuthWorld, Browser, query_of
 from tests.fake_oauth import FakeOAuth
 
 SESSION = "__Host-cmg_session"

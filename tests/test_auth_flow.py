@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.auth_support import HOSTS, SEEDED, AuthWorld, Browser, auth_world, fake, query_of  # noqa: F401
+from tests.auth_support import HOSTS, SEEDED, AuthWorld, Browser, query_of
 from tests.fake_oauth import FakeOAuth
 
 SESSION = "__Host-cmg_session"

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import httpx
-import pytest
 
 from dispatcher.routing import ISOLATE_TTL_SECONDS, KV_NEGATIVE_TTL_SECONDS, RouteResolver, kv_key
 from localrt.dispatch import ScriptSpec

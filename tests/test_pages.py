@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.auth_support import HOSTS, AuthWorld, Browser, auth_world, fake  # noqa: F401
+from tests.auth_support import HOSTS, AuthWorld, Browser
 from tests.fake_oauth import FakeOAuth
 from tests.support import LiveServer
 

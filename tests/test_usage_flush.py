@@ -23,7 +23,6 @@ from localrt.platform import Platform
 from localrt.postgres import PgCluster
 from localrt.supabase_stack import SupabaseStack
 from shared.session import issue_session
-from shared.usage import UsageDecision
 from tenant_worker.auth import SESSION_COOKIE
 from tenant_worker.usage_meter import UsageMeter
 from tests.support import LiveServer, fresh_platform, free_port, serve

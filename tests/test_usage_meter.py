@@ -15,7 +15,6 @@ from localrt.dispatch import Env
 from localrt.durable_objects import DurableObjects
 from pyodide.ffi import JsException
 from shared.http import HttpResponse
-from shared.tiers import Tier, UsageKind
 from shared.usage import UsageDecision, UsageSnapshot
 from tenant_worker.usage_meter import UsageMeter
 from workers import DurableObject, Response

@@ -5,7 +5,6 @@ them against its source); bodies are local: JS objects are the `js` stand-in's c
 """
 from __future__ import annotations
 
-import asyncio
 import json
 from http import HTTPMethod, HTTPStatus
 from http.client import HTTPMessage
