@@ -38,20 +38,27 @@ class RouteCache(Protocol):
 
 
 class LocalRouteCache:
-    def __init__(self, kv: Any, reporter: Reporter, *, dry_run: bool = False) -> None:
-        self._kv, self._reporter, self._dry = kv, reporter, dry_run
-        self.label = "kv (local)"
+    """The running local platform's TENANT_CACHE (through its host); when none runs there is
+    nothing to purge: the host empties the route cache when it starts."""
+
+    def __init__(self, state_dir: Path, reporter: Reporter, *, dry_run: bool = False) -> None:
+        self._state, self._reporter, self._dry = Path(state_dir), reporter, dry_run
+        self.label = "kv (local platform)"
 
     async def get(self, host: str) -> str | None:
-        return await self._kv.get(kv_key(host))
+        from localrt.workerd import kv_get_if_running
+
+        return kv_get_if_running(self._state, kv_key(host))
 
     async def purge(self, host: str) -> None:
+        from localrt.workerd import HostError, purge_kv_if_running
+
         if self._dry:
             self._reporter.plan(self.label, f"DELETE {kv_key(host)}")
             return
         try:
-            await self._kv.delete(kv_key(host))
-        except Exception as exc:
+            purge_kv_if_running(self._state, kv_key(host))
+        except HostError as exc:
             raise BackendError(f"KV purge failed: {exc}") from None
 
 
@@ -77,7 +84,8 @@ class TenantScripts(Protocol):
 
 
 class LocalScripts:
-    """The local namespace (localrt.dispatch.DispatchNamespace): a spec file and a .dev.vars per script."""
+    """The local namespace (localrt.namespace.NamespaceRegistry): a spec file and a .dev.vars per script;
+    the running platform host starts, restarts or stops the script's Worker when they change."""
 
     def __init__(self, namespace: Any, master_secret_file: Path, reporter: Reporter, *, dry_run: bool = False,
                  platform_secrets: Mapping[str, str] | None = None) -> None:
@@ -99,7 +107,7 @@ class LocalScripts:
 
     async def deploy(self, tenant: TenantRecord, secrets: Mapping[str, str]) -> None:
         from localrt.devvars import read_dev_vars, write_dev_vars
-        from localrt.dispatch import ScriptSpec
+        from localrt.namespace import ScriptSpec
 
         spec = ScriptSpec(tenant.script_name, vars=tenant_vars(tenant))
         if self._dry:
@@ -114,9 +122,9 @@ class LocalScripts:
         values.update(secrets)
         values["TENANT_CONTEXT_KEY"] = derive_tenant_key(self._master(), tenant.tenant_id)
         write_dev_vars(path, values)  # secrets first: the spec's appearance is what makes it routable
-        existing = self._ns._spec_path(tenant.script_name)
-        if existing.exists():  # keep vars an operator or a test added (SUPABASE_URL …); ours win
-            spec.vars = {**ScriptSpec.from_json(existing.read_text()).vars, **spec.vars}
+        existing = self._ns.get(tenant.script_name)
+        if existing is not None:  # keep vars an operator or a test added (SUPABASE_URL …); ours win
+            spec.vars = {**existing.vars, **spec.vars}
         self._ns.deploy(spec)
 
     async def remove(self, script: str) -> None:
@@ -223,51 +231,32 @@ def auth_kv_prefix(tenant_id: str) -> str:
 
 
 class LocalRuntimeData:
-    """AUTH_KV is .local/auth_kv.sqlite; each script's Durable Objects live in .local/durable_objects/<script>/."""
+    """Where Miniflare keeps a local script's runtime data (under wrangler's --persist-to):
+    its AUTH_KV namespace `auth-kv-<script>` and its UsageMeter Durable Objects. Erased once
+    the script is removed (its Worker stopped), so nothing holds the files open."""
 
-    def __init__(self, state_dir: Path, reporter: Reporter, *, dry_run: bool = False) -> None:
-        self._root, self._reporter, self._dry = Path(state_dir), reporter, dry_run
-        self.label = f"runtime data (local {state_dir})"
+    def __init__(self, wrangler_state: Path, reporter: Reporter, *, dry_run: bool = False) -> None:
+        self._root, self._reporter, self._dry = Path(wrangler_state) / "v3", reporter, dry_run
+        self.label = f"runtime data (local {self._root})"
 
-    async def _auth_keys(self, tenant_id: str) -> tuple[Any, list[str]]:
-        path = self._root / "auth_kv.sqlite"
-        if not path.exists():
-            return None, []
-        from localrt.kv import KVNamespace
-
-        kv = KVNamespace(path)
-        listed = await kv.list({"prefix": auth_kv_prefix(tenant_id)})
-        return kv, [k["name"] for k in listed["keys"]]
-
-    def _objects_dir(self, script: str) -> Path:
-        return self._root / "durable_objects" / script
+    def _dirs(self, script: str) -> list[Path]:
+        return [d for d in (self._root / "kv" / f"auth-kv-{script}", self._root / "do" / f"{script}-UsageMeter")
+                if d.exists()]
 
     async def describe(self, tenant_id: str, script: str) -> dict[str, Any]:
-        _, keys = await self._auth_keys(tenant_id)
-        objects = self._objects_dir(script)
-        return {"auth_kv_keys": len(keys),
-                "durable_object_files": sorted(p.name for p in objects.rglob("*.sqlite")) if objects.exists() else []}
+        found = {d.parent.name: sum(1 for p in d.rglob("*") if p.is_file()) for d in self._dirs(script)}
+        return {"auth_kv_files": found.get("kv", 0), "durable_object_files": found.get("do", 0)}
 
     async def erase(self, tenant_id: str, script: str) -> dict[str, int]:
         import shutil
-        import sqlite3
 
-        kv, keys = await self._auth_keys(tenant_id)
-        objects = self._objects_dir(script)
-        if self._dry:
-            for key in keys:
-                self._reporter.plan(self.label, f"AUTH_KV DELETE {key}")
-            self._reporter.plan(self.label, f"rm -r {objects}")
-            return {"auth_kv": len(keys)}
-        for key in keys:
-            await kv.delete(key)
-        files = len(list(objects.rglob("*.sqlite"))) if objects.exists() else 0
-        shutil.rmtree(objects, ignore_errors=True)
-        alarms = self._root / "durable_objects" / "_alarms.sqlite"
-        if alarms.exists():
-            with sqlite3.connect(alarms) as conn:
-                conn.execute("DELETE FROM alarms WHERE script = ?", (script,))
-        return {"auth_kv": len(keys), "durable_object_files": files}
+        counts = await self.describe(tenant_id, script)
+        for d in self._dirs(script):
+            if self._dry:
+                self._reporter.plan(self.label, f"rm -r {d}")
+            else:
+                shutil.rmtree(d, ignore_errors=True)
+        return {"auth_kv": counts["auth_kv_files"], "durable_object_files": counts["durable_object_files"]}
 
 
 class CloudflareRuntimeData:

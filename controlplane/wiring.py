@@ -122,11 +122,9 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
                               override="CLOUDFLARE_AUTH_KV_NAMESPACE_ID")))
         return cp
 
-    import localrt  # noqa: F401  (installs the runtime stand-ins the local modules import)
     from localrt.d1 import D1Database, wrangler_d1_file
-    from localrt.dispatch import DispatchNamespace
-    from localrt.kv import KVNamespace
-    from localrt.platform import StatePaths, bump_generation
+    from localrt.platform import StatePaths
+    from localrt.workerd import sync_if_running
 
     d1_path = settings.d1_file or wrangler_d1_file(settings.wrangler_state)
     if d1_path is None or not Path(d1_path).exists():
@@ -135,11 +133,11 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
     paths = StatePaths(settings.state_dir)
     d1 = LocalD1(D1Database(d1_path))
     replica = RoutingReplica(DryRunD1(d1, reporter) if settings.dry_run else d1)
-    cache = LocalRouteCache(KVNamespace(paths.kv), reporter, dry_run=settings.dry_run)
-    namespace = DispatchNamespace(paths.namespace, paths.secrets)
-    scripts = LocalScripts(namespace, paths.dispatcher_secrets, reporter, dry_run=settings.dry_run,
+    cache = LocalRouteCache(paths.root, reporter, dry_run=settings.dry_run)
+    scripts = LocalScripts(paths.registry(), paths.dispatcher_secrets, reporter, dry_run=settings.dry_run,
                            platform_secrets=platform_secrets(settings))
     cp = ControlPlane(registry, replica, cache, scripts, LocalHostnames(), reporter, local=True,
-                      dry_run=settings.dry_run, on_change=lambda: bump_generation(paths.root), runner=run,
-                      closers=closers, runtime_data=LocalRuntimeData(paths.root, reporter, dry_run=settings.dry_run))
+                      dry_run=settings.dry_run, on_change=lambda: sync_if_running(paths.root), runner=run,
+                      closers=closers, runtime_data=LocalRuntimeData(settings.wrangler_state, reporter,
+                                                                     dry_run=settings.dry_run))
     return cp

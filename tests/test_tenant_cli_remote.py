@@ -1,5 +1,5 @@
 """The CLI's --remote path: Cloudflare's API (a local fake speaking its envelopes), wrangler (a
-stand-in `npx` on PATH that records every command and runs D1 SQL on a SQLite copy) and a real
+stand-in `npx` on PATH, run through $CMGSITE_WRANGLER, that records every command and runs D1 SQL on a SQLite copy) and a real
 Supabase (the local PostgREST stack)."""
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from controlplane.wrangler import WRANGLER
 from localrt.d1 import copy_database
 
 from scripts.tenants import main
@@ -22,6 +23,7 @@ from tests.fake_cloudflare import FakeCloudflare
 
 ROOT = Path(__file__).resolve().parent.parent
 W = ["--no-install", "wrangler"]
+PLAN = "[dry-run] wrangler: " + " ".join(WRANGLER)  # what a real deploy would run
 TENANT_DEPLOY = [*W, "deploy", "-c", "wrangler.tenant.toml", "--dispatch-namespace", "cmgsite-tenants"]
 
 
@@ -56,6 +58,7 @@ def remote(tmp_path: Path, d1_template: Path, supabase_stack: Any, pg_cluster: A
     with FakeCloudflare(token="cf-token", account_id="acc123", zone_id="zone123") as cf:
         env = {
             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "CMGSITE_WRANGLER": "npx --no-install wrangler",  # instead of node_modules' Node + wrangler
             "NPX_LOG": str(tmp_path / "npx.log"), "NPX_D1": str(d1), "NPX_STATE": str(tmp_path),
             "FAKE_CF_URL": cf.url, "FAKE_CF_TOKEN": "cf-token", "FAKE_CF_ACCOUNT": "acc123",
             "CLOUDFLARE_API_TOKEN": "cf-token", "CLOUDFLARE_ACCOUNT_ID": "acc123", "CLOUDFLARE_ZONE_ID": "zone123",
@@ -170,11 +173,11 @@ def test_dry_run_prints_exact_wrangler_commands_and_api_calls(remote: RemoteCli,
     assert code == 0, err
     lines = out.splitlines()
     assert lines[:2] == [
-        "[dry-run] wrangler: npx --no-install wrangler dispatch-namespace create cmgsite-tenants",
-        "[dry-run] wrangler: npx --no-install wrangler deploy -c wrangler.dispatcher.toml "
+        f"{PLAN} dispatch-namespace create cmgsite-tenants",
+        f"{PLAN} deploy -c wrangler.dispatcher.toml "
         "--secrets-file '<temporary JSON file with CONTEXT_SIGNING_SECRET>'"]
-    assert lines.count("[dry-run] wrangler: npx --no-install wrangler dispatch-namespace create cmgsite-tenants") == 1
-    assert ("[dry-run] wrangler: npx --no-install wrangler deploy -c wrangler.tenant.toml --dispatch-namespace "
+    assert lines.count(f"{PLAN} dispatch-namespace create cmgsite-tenants") == 1
+    assert (f"{PLAN} deploy -c wrangler.tenant.toml --dispatch-namespace "
             "cmgsite-tenants --name cmgsite-partner-tenant --var TENANT_ID:partner1 --var TENANT_TYPE:partner-subdomain "
             "--var PRIMARY_TENANT_ID:cozyartz --secrets-file '<temporary JSON file with SUPABASE_SERVICE_ROLE_KEY, "
             "SUPABASE_URL, TENANT_CONTEXT_KEY>'") in lines
@@ -185,7 +188,7 @@ def test_dry_run_prints_exact_wrangler_commands_and_api_calls(remote: RemoteCli,
     assert code == 0, err
     lines = out.splitlines()
     assert any(line.startswith("[dry-run] supabase: PATCH ") and '{"status":"suspended"}' in line for line in lines)
-    assert any(line.startswith("[dry-run] wrangler: npx --no-install wrangler d1 execute cmgsite --remote --json")
+    assert any(line.startswith(f"{PLAN} d1 execute cmgsite --remote --json")
                and "'suspended'" in line for line in lines)
     assert ("[dry-run] cloudflare api: DELETE "
             f"{remote.cf.url}/accounts/acc123/storage/kv/namespaces/kv123/values/host%3Apartner1.cozyartzmedia.com") in lines
@@ -199,7 +202,7 @@ def test_deploy_multi_tenant_script_deploys_everything_in_order(remote: RemoteCl
     proc = subprocess.run([str(ROOT / "scripts" / "deploy-multi-tenant.sh"), "--dry-run"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.startswith("[dry-run] wrangler: npx --no-install wrangler d1 migrations apply cmgsite --remote")
+    assert proc.stdout.startswith(f"{PLAN} d1 migrations apply cmgsite --remote")
     assert "--name cmgsite-partner-tenant" in proc.stdout
     assert all(c["argv"][2:4] in (["d1", "execute"], ["dispatch-namespace", "get"]) for c in remote.commands())
     assert all(c["argv"][-1].startswith("SELECT") for c in remote.commands() if c["argv"][2:4] == ["d1", "execute"])

@@ -1,0 +1,345 @@
+// The local platform host: the dispatcher and every tenant Worker on the real workerd,
+// through Miniflare's Node API (Node 22). Started by `python -m localrt run` and by the tests.
+//
+//   node localrt/node/host.mjs CONFIG.json
+//
+// - The dispatcher runs in one Miniflare (one workerd process) on the public port, with D1
+//   and KV persisted where `wrangler ... --local` reads them, and DISPATCHER bound to the
+//   local dispatch namespace (namespace-plugin.mjs).
+// - Each tenant script runs in a Miniflare of its own, so adding, redeploying or removing
+//   one never restarts the others (Miniflare's setOptions restarts its whole workerd).
+//   Scripts are files in the namespace directory (`<name>.json`: vars; secrets in
+//   `<secrets>/<name>.dev.vars`), written by the tenant CLI; the host polls it.
+// - A loopback "directory" server answers the namespace binding (where does script X run)
+//   and the control plane (KV purges while the platform runs; status). Mutating calls
+//   need the token from the config file (owner-only).
+//
+// Prints one JSON line per event on stdout ({"event": "ready", ...}); logs go to stderr.
+import { createServer } from "node:http";
+import { readFileSync, readdirSync, statSync, existsSync, writeFileSync, renameSync } from "node:fs";
+import { createHash, timingSafeEqual } from "node:crypto";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { Miniflare, Log, LogLevel, convertV4MiniflareOptions } from "miniflare";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const POLL_MS = config.pollMs ?? 250;
+
+function emit(event, fields = {}) {
+  process.stdout.write(JSON.stringify({ event, ...fields, at: Date.now() }) + "\n");
+}
+
+// ---- .dev.vars ------------------------------------------------------------------------
+function readDevVars(file) {
+  if (!file || !existsSync(file)) return {};
+  const out = {};
+  for (const raw of readFileSync(file, "utf8").split("\n")) {
+    const line = raw.trim();
+    if (!line || line.startsWith("#") || !line.includes("=")) continue;
+    const i = line.indexOf("=");
+    let value = line.slice(i + 1).trim();
+    if (value.length >= 2 && value[0] === value.at(-1) && (value[0] === '"' || value[0] === "'")) value = value.slice(1, -1);
+    out[line.slice(0, i).trim()] = value;
+  }
+  return out;
+}
+
+// ---- modules: exactly what wrangler uploads from a built Worker directory ------------
+function walk(dir, rel = "") {
+  const out = [];
+  for (const name of readdirSync(dir).sort()) {
+    if (name === "__pycache__" || name.endsWith(".pyc")) continue;
+    const full = path.join(dir, name);
+    const relName = rel ? `${rel}/${name}` : name;
+    if (statSync(full).isDirectory()) out.push(...walk(full, relName));
+    else out.push([relName, full]);
+  }
+  return out;
+}
+
+const moduleCache = new Map();
+function pythonModules(bundle) {
+  // bundle: { root: wrangler's base_dir, main: the entry relative to it, pythonModules: dir }.
+  // Named as `wrangler deploy` names them: the entry by its file name, the other *.py by
+  // their path under base_dir, vendored files as python_modules/… (JS from the SDK as ESM).
+  const key = JSON.stringify(bundle);
+  if (moduleCache.has(key)) return moduleCache.get(key);
+  const entryFile = path.join(bundle.root, bundle.main);
+  const modules = [{ type: "PythonModule", path: path.join(bundle.root, path.basename(bundle.main)),
+                     contents: readFileSync(entryFile) }];
+  for (const [name, full] of walk(bundle.root)) {
+    if (!name.endsWith(".py") || full === entryFile) continue;
+    modules.push({ type: "PythonModule", path: full, contents: readFileSync(full) });
+  }
+  if (bundle.pythonModules && existsSync(bundle.pythonModules)) {
+    for (const [name, full] of walk(bundle.pythonModules)) {
+      const esm = name.startsWith("workers/") && (name.endsWith(".js") || name.endsWith(".mjs"));
+      modules.push({ type: esm ? "ESModule" : "Data", path: path.join(bundle.root, "python_modules", name),
+                     contents: readFileSync(full) });
+    }
+  }
+  moduleCache.set(key, modules);
+  return modules;
+}
+
+// ---- the shared pieces of every Miniflare ----------------------------------------------
+const log = new Log(config.verbose ? LogLevel.DEBUG : LogLevel.WARN);
+function shared(port) {
+  return {
+    host: config.host ?? "127.0.0.1",
+    port,
+    cf: false,
+    log,
+    resourcePersistencePath: config.persist,
+    logRequests: false,
+  };
+}
+
+function workerBase(name, bundle) {
+  return {
+    name,
+    modulesRoot: bundle.root,
+    modules: pythonModules(bundle),
+    compatibilityDate: config.compatibilityDate,
+    compatibilityFlags: config.compatibilityFlags,
+  };
+}
+
+const AI_WORKER = {
+  name: "cmgsite-local-ai",
+  modules: [{ type: "ESModule", path: "ai.mjs", contents: readFileSync(path.join(HERE, "local-ai.mjs")) }],
+  compatibilityDate: "2026-11-01",
+};
+
+async function startMiniflare(label, options) {
+  const mf = new Miniflare(convertV4MiniflareOptions(options));
+  const url = await mf.ready;
+  return { mf, url };
+}
+
+// Python isolates load lazily: one request makes the first real one fast.
+async function warm(url, host) {
+  const started = Date.now();
+  try {
+    const res = await fetch(new URL("/__cmgsite_warmup", url), { headers: { host } });
+    await res.arrayBuffer();
+  } catch (err) {
+    log.warn(`warm-up of ${host} failed: ${err}`);
+  }
+  return Date.now() - started;
+}
+
+// ---- the namespace: one Miniflare per tenant script -------------------------------------
+const scripts = new Map(); // name -> { port, digest, mf, state, fault }
+const faults = new Map();  // test-only: name -> "cpu" | "subrequests" | "crash"
+
+function specOf(name) {
+  const file = path.join(config.namespaceDir, `${name}.json`);
+  const text = readFileSync(file, "utf8");
+  const secretsFile = path.join(config.secretsDir, `${name}.dev.vars`);
+  const secrets = existsSync(secretsFile) ? readFileSync(secretsFile, "utf8") : "";
+  const digest = createHash("sha256").update(text).update("\0").update(secrets).digest("hex");
+  return { spec: JSON.parse(text), secretsFile, digest };
+}
+
+function tenantOptions(name, spec, secretsFile, port) {
+  const bundle = spec.bundle ? { ...config.tenant, ...config.bundles?.[spec.bundle] } : config.tenant;
+  const worker = {
+    ...workerBase(name, bundle),
+    bindings: { ...(spec.vars ?? {}), ...readDevVars(secretsFile) },
+    kvNamespaces: { AUTH_KV: `auth-kv-${name}` },
+    durableObjects: { USAGE: { className: "UsageMeter", useSQLite: true } },
+    serviceBindings: { AI: { name: AI_WORKER.name, entrypoint: "LocalAI" } },
+  };
+  return { ...shared(port), workers: [worker, AI_WORKER] };
+}
+
+async function startScript(name, known) {
+  const { spec, secretsFile, digest } = specOf(name);
+  const entry = known ?? { port: 0, digest: "", mf: null, state: "starting" };
+  entry.digest = digest;
+  entry.state = "starting";
+  scripts.set(name, entry);
+  const began = Date.now();
+  if (entry.mf) {
+    await entry.mf.dispose().catch(() => {});
+    entry.mf = null;
+  }
+  const { mf, url } = await startMiniflare(name, tenantOptions(name, spec, secretsFile, entry.port));
+  entry.mf = mf;
+  entry.port = Number(url.port);
+  entry.ready = false;
+  const warmMs = await warm(url, "warmup.invalid");
+  if (scripts.get(name) !== entry) return; // removed meanwhile
+  entry.state = "ready";
+  emit("script_ready", { script: name, port: entry.port, start_ms: Date.now() - began, first_response_ms: warmMs });
+}
+
+async function stopScript(name) {
+  const entry = scripts.get(name);
+  scripts.delete(name);
+  if (entry?.mf) await entry.mf.dispose().catch(() => {});
+  emit("script_removed", { script: name });
+}
+
+function listSpecs() {
+  if (!existsSync(config.namespaceDir)) return [];
+  return readdirSync(config.namespaceDir).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -5)).sort();
+}
+
+let syncing = Promise.resolve();
+function sync() {
+  // Serialised: one start/stop at a time (Python isolates start one after another anyway).
+  syncing = syncing.then(async () => {
+    const wanted = new Set(listSpecs());
+    for (const name of [...scripts.keys()]) if (!wanted.has(name)) await stopScript(name);
+    for (const name of wanted) {
+      let digest;
+      try { digest = specOf(name).digest; } catch { continue; } // being written: next poll
+      const entry = scripts.get(name);
+      if (entry && entry.digest === digest) continue;
+      try {
+        await startScript(name, entry);
+      } catch (err) {
+        log.error(err instanceof Error ? err : new Error(String(err)));
+        emit("script_failed", { script: name, error: String(err).slice(0, 300) });
+        scripts.set(name, { ...(entry ?? { port: 0 }), digest, mf: null, state: "failed" });
+      }
+    }
+  });
+  return syncing;
+}
+
+// ---- the directory / control server -------------------------------------------------------
+let dispatcher = null;
+function authorised(req) {
+  const supplied = Buffer.from(String(req.headers["x-cmgsite-host-token"] ?? ""));
+  const expected = Buffer.from(config.token);
+  return supplied.length === expected.length && timingSafeEqual(supplied, expected);
+}
+
+async function body(req) {
+  const chunks = [];
+  for await (const c of req) chunks.push(c);
+  return chunks.length ? JSON.parse(Buffer.concat(chunks).toString("utf8")) : {};
+}
+
+function reply(res, status, value) {
+  res.writeHead(status, { "content-type": "application/json" });
+  res.end(JSON.stringify(value));
+}
+
+const directory = createServer(async (req, res) => {
+  try {
+    const url = new URL(req.url, "http://directory");
+    if (req.method === "GET" && url.pathname.startsWith("/scripts/")) {
+      const name = decodeURIComponent(url.pathname.slice("/scripts/".length));
+      const entry = scripts.get(name);
+      if (!entry || entry.state !== "ready") return reply(res, 404, { error: "Worker not found." });
+      return reply(res, 200, { port: entry.port, fault: faults.get(name) ?? null });
+    }
+    if (!authorised(req)) return reply(res, 403, { error: "forbidden" });
+    if (req.method === "GET" && url.pathname === "/status") {
+      return reply(res, 200, {
+        dispatcher: dispatcher ? "ready" : "starting",
+        scripts: Object.fromEntries([...scripts].map(([n, e]) => [n, { state: e.state, port: e.port }])),
+      });
+    }
+    if (req.method === "POST" && url.pathname === "/sync") {
+      await sync();
+      return reply(res, 200, { scripts: Object.fromEntries([...scripts].map(([n, e]) => [n, e.state])) });
+    }
+    if (req.method === "POST" && url.pathname === "/kv/delete") {
+      const { binding, key } = await body(req);
+      if (!dispatcher) return reply(res, 503, { error: "dispatcher not ready" });
+      const kv = await dispatcher.mf.getKVNamespace(binding);
+      await kv.delete(String(key));
+      return reply(res, 200, { deleted: key });
+    }
+    if (req.method === "POST" && url.pathname === "/kv/get") {
+      const { binding, key } = await body(req);
+      if (!dispatcher) return reply(res, 503, { error: "dispatcher not ready" });
+      const kv = await dispatcher.mf.getKVNamespace(binding);
+      return reply(res, 200, { value: await kv.get(String(key)) });
+    }
+    if (req.method === "POST" && url.pathname === "/faults" && config.testFaults) {
+      const { script, fault } = await body(req);
+      if (fault) faults.set(script, fault); else faults.delete(script);
+      return reply(res, 200, { faults: Object.fromEntries(faults) });
+    }
+    return reply(res, 404, { error: "no such endpoint" });
+  } catch (err) {
+    return reply(res, 500, { error: String(err).slice(0, 300) });
+  }
+});
+
+// ---- start, serve, stop ---------------------------------------------------------------------
+async function main() {
+  const began = Date.now();
+  await new Promise((resolve) => directory.listen(0, "127.0.0.1", resolve));
+  const directoryAddress = `127.0.0.1:${directory.address().port}`;
+
+  const d = config.dispatcher;
+  const dispatcherWorker = {
+    ...workerBase("cmgsite-tenant-dispatcher", d),
+    bindings: { ...(d.vars ?? {}), ...readDevVars(d.secretsFile) },
+    kvNamespaces: { TENANT_CACHE: d.kvId },
+    d1Databases: { DB: d.d1Id },
+    unsafeBindings: [{
+      name: "DISPATCHER",
+      type: "cmgsite-dispatch-namespace",
+      plugin: { package: path.join(HERE, "namespace-plugin.mjs"), name: "cmgsite-dispatch-namespace" },
+      options: { directory: directoryAddress },
+    }],
+  };
+  await sync();
+  const { mf, url } = await startMiniflare("dispatcher", { ...shared(config.port), workers: [dispatcherWorker] });
+  dispatcher = { mf, url };
+  await emptyRouteCache(mf);
+  const warmMs = await warm(url, "warmup.invalid");
+  writeStatus(directoryAddress);
+  emit("ready", { url: String(url), directory: directoryAddress, start_ms: Date.now() - began,
+                  dispatcher_first_response_ms: warmMs, scripts: [...scripts.keys()] });
+  setInterval(() => { sync().then(() => writeStatus(directoryAddress)); }, POLL_MS).unref();
+}
+
+// Changes made while the platform was down were not purged: start with an empty route cache.
+async function emptyRouteCache(mf) {
+  const kv = await mf.getKVNamespace("TENANT_CACHE");
+  let cursor;
+  do {
+    const page = await kv.list({ cursor });
+    await Promise.all(page.keys.map((k) => kv.delete(k.name)));
+    cursor = page.list_complete ? undefined : page.cursor;
+  } while (cursor);
+}
+
+function writeStatus(directoryAddress) {
+  if (!config.statusFile) return;
+  const tmp = `${config.statusFile}.tmp`;
+  writeFileSync(tmp, JSON.stringify({ pid: process.pid, directory: directoryAddress, port: config.port }), { mode: 0o600 });
+  renameSync(tmp, config.statusFile);
+}
+
+let stopping = false;
+async function stop(signal) {
+  if (stopping) return;
+  stopping = true;
+  emit("stopping", { signal });
+  directory.close();
+  const all = [...scripts.values()].map((e) => e.mf?.dispose().catch(() => {}));
+  if (dispatcher) all.push(dispatcher.mf.dispose().catch(() => {}));
+  await Promise.all(all);
+  process.exit(0);
+}
+process.on("SIGINT", () => stop("SIGINT"));
+process.on("SIGTERM", () => stop("SIGTERM"));
+process.stdin.on("end", () => stop("parent gone")); // the Python launcher holds our stdin
+process.stdin.resume();
+
+main().catch((err) => {
+  log.error(err instanceof Error ? err : new Error(String(err)));
+  emit("failed", { error: String(err).slice(0, 500) });
+  process.exit(1);
+});

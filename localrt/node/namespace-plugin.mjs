@@ -1,0 +1,95 @@
+// Miniflare external plugin: the local stand-in for a Workers for Platforms dispatch
+// namespace binding (Miniflare's own one only proxies to Cloudflare).
+//
+// `env.DISPATCHER.get(name, args, {limits}).fetch(request)` asks the platform host's
+// directory (a loopback HTTP server in host.mjs) where the tenant script runs, then sends
+// the request there over HTTP. Like Cloudflare: get() never throws; fetch() rejects with
+// `Error("Worker not found.")` for a script the namespace does not hold. When the host runs
+// with test faults enabled, the directory can answer with a fault that fetch() raises the
+// way the runtime reports a custom-limit hit.
+//
+// Uses Miniflare's plugin hook (a binding whose type starts with `unsafe:`): pinned with
+// miniflare in package.json and exercised by tests/test_platform_*.py.
+
+const TYPE = "unsafe:cmgsite-dispatch-namespace";
+const MODULE = "cmgsite:local-dispatch-namespace";
+
+// The wrapped binding, run inside the dispatcher's isolate.
+const WRAPPED_SOURCE = `
+const cache = new Map();  // script name -> {entry, at}; short-lived so adds/removes show fast
+const CACHE_MS = 500;
+
+async function lookup(env, name) {
+  const hit = cache.get(name);
+  const now = Date.now();
+  if (hit && now - hit.at < CACHE_MS) return hit.entry;
+  const res = await env.directory.fetch("http://directory/scripts/" + encodeURIComponent(name));
+  const entry = res.status === 200 ? await res.json() : null;
+  if (res.status !== 200 && res.status !== 404) throw new Error("dispatch namespace unavailable: " + res.status);
+  cache.set(name, { entry, at: now });
+  return entry;
+}
+
+const FAULTS = {
+  cpu: "Worker exceeded CPU time limit.",
+  subrequests: "Worker exceeded the subrequest limit (custom limit).",
+  crash: "Worker threw exception",
+};
+
+export default function (env) {
+  return {
+    get(name, args, options) {
+      return {
+        async fetch(input, init) {
+          const request = new Request(input, init);
+          const entry = await lookup(env, String(name));
+          if (entry === null) throw new Error("Worker not found.");
+          if (entry.fault) throw new Error(FAULTS[entry.fault] || entry.fault);
+          const url = new URL(request.url);
+          const headers = new Headers(request.headers);
+          headers.set("MF-Original-URL", request.url);
+          // The tenant side must not compress: the dispatcher's own edge encodes for the client.
+          headers.set("Accept-Encoding", "identity");
+          const target = "http://127.0.0.1:" + entry.port + url.pathname + url.search;
+          return fetch(target, {
+            method: request.method, headers, redirect: "manual",
+            body: request.method === "GET" || request.method === "HEAD" ? undefined : request.body,
+          });
+        },
+      };
+    },
+  };
+}
+`;
+
+function namespaceBindings(config) {
+  return Object.entries(config.env ?? {}).filter(([, b]) => b && b.type === TYPE);
+}
+
+export const plugins = {
+  "cmgsite-dispatch-namespace": {
+    bindingTypeDescription: "Dispatch namespace (local)",
+    async getBindings(options) {
+      return namespaceBindings(options.config).map(([name, binding]) => ({
+        name,
+        wrapped: {
+          moduleName: MODULE,
+          innerBindings: [{ name: "directory", service: { name: "cmgsite-namespace-directory" } }],
+        },
+      }));
+    },
+    getNodeBindings(options) {
+      return {};
+    },
+    async getServices({ options }) {
+      const found = namespaceBindings(options.config);
+      if (found.length === 0) return [];
+      const address = found[0][1].dev.options.directory;  // "127.0.0.1:PORT"
+      return [{ name: "cmgsite-namespace-directory", external: { address, http: {} } }];
+    },
+    getExtensions({ options }) {
+      if (!options.some((o) => namespaceBindings(o.config).length > 0)) return [];
+      return [{ modules: [{ name: MODULE, esModule: WRAPPED_SOURCE, internal: true }] }];
+    },
+  },
+};

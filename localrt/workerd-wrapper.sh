@@ -1,0 +1,15 @@
+#!/bin/sh
+# workerd for Miniflare (MINIFLARE_WORKERD_PATH): Miniflare has no option for the Pyodide
+# bundle directory, so insert `--pyodide-bundle-disk-cache-dir DIR` right after `serve`.
+# Env: CMGSITE_WORKERD_BIN (real binary), CMGSITE_PYODIDE_BUNDLE_DIR (holds pyodide_dev.capnp.bin,
+# built by scripts/build_pyodide_bundle.py).
+set -eu
+root=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)
+bin=${CMGSITE_WORKERD_BIN:-$root/node_modules/@cloudflare/workerd-linux-64/bin/workerd}
+dir=${CMGSITE_PYODIDE_BUNDLE_DIR:-$root/.local/pyodide-bundle}
+
+if [ "${1:-}" = serve ]; then
+    shift
+    exec "$bin" serve --pyodide-bundle-disk-cache-dir "$dir" "$@"
+fi
+exec "$bin" "$@"
