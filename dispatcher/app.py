@@ -6,12 +6,12 @@ import logging
 import secrets
 import time
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from workers import Request, Response
 
 from dispatcher.namespace import ScriptNotFound, UserWorkerFailed, WorkerLimitExceeded, dispatch_fetch
-from dispatcher.routing import Defer, RouteResolver, RouteUnavailable
+from dispatcher.routing import ISOLATE_TTL_SECONDS, Defer, RouteResolver, RouteUnavailable
 from shared.context import H_REQUEST_ID, context_headers, derive_tenant_key, is_client_controlled
 from shared.errors import Branding, error_reply
 from shared.hosts import InvalidHost, normalize_host
@@ -37,6 +37,15 @@ def _log(event: str, rid: str, **fields: Any) -> None:
     log.warning(json.dumps({"event": event, "request_id": rid, **fields}, sort_keys=True))
 
 
+def _isolate_ttl(value: Any) -> float:
+    """ROUTE_ISOLATE_TTL_SECONDS (a var; the local tests set 0): 0–60 s, else the default."""
+    try:
+        ttl = float(str(value))
+    except ValueError:
+        return ISOLATE_TTL_SECONDS
+    return ttl if 0 <= ttl <= 60 else ISOLATE_TTL_SECONDS
+
+
 class Dispatcher:
     """One per isolate: keeps the route cache and derived keys between requests."""
 
@@ -44,7 +53,8 @@ class Dispatcher:
         self._env = env
         self._clock = clock
         self._master = str(getattr(env, "CONTEXT_SIGNING_SECRET", "") or "")
-        self._resolver = RouteResolver(env.DB, getattr(env, "TENANT_CACHE", None))
+        self._resolver = RouteResolver(env.DB, getattr(env, "TENANT_CACHE", None),
+                                       isolate_ttl=_isolate_ttl(getattr(env, "ROUTE_ISOLATE_TTL_SECONDS", None)))
         self._keys: dict[str, str] = {}
 
     @property
@@ -85,10 +95,13 @@ class Dispatcher:
         headers = [(k, v) for k, v in incoming.items() if not is_client_controlled(k)]
         headers.extend(context_headers(ctx, self._tenant_key(route.tenant_id)).items())
         forwarded = Request(request, headers=headers)
+        # The tenant sees the host it was routed by, never a URL a proxy in front rewrote.
+        parts = urlsplit(request.url)
+        url = urlunsplit((parts.scheme, host, parts.path or "/", parts.query, ""))
         try:
             return await dispatch_fetch(
                 self._env.DISPATCHER, route.script_name, plan_for(route.tier).worker_limits(),
-                forwarded, {H_REQUEST_ID: rid},
+                forwarded, url, {H_REQUEST_ID: rid},
             )
         except ScriptNotFound:
             _log("script_not_found", rid, tenant_id=route.tenant_id, script=route.script_name)

@@ -5,7 +5,7 @@ dispatch-namespace bindings, so `env.DISPATCHER` is the raw JS object. This modu
 only place that speaks to it. The JS it implements:
 
     const worker = env.DISPATCHER.get(scriptName, {}, { limits: { cpuMs, subRequests } });
-    const upstream = await worker.fetch(request);
+    const upstream = await worker.fetch(new Request(url, request));  // url: the routed host's
     const response = new Response(upstream.body, upstream);  // mutable headers
     response.headers.set("x-request-id", requestId);
 
@@ -55,12 +55,14 @@ async def dispatch_fetch(
     script_name: str,
     limits: dict[str, int],
     request: Request,
+    url: str,
     response_headers: dict[str, str],
 ) -> Response:
-    """Forward `request` to `script_name` with per-tier `limits`; stamp `response_headers`."""
+    """Forward `request` to `script_name` at `url` (its URL on the routed host) with per-tier
+    `limits`; stamp `response_headers`."""
     try:
         worker = namespace.get(script_name, _js_object({}), _js_object({"limits": limits}))
-        upstream = await worker.fetch(request.js_object)
+        upstream = await worker.fetch(js.Request.new(url, request.js_object))
     except JsException as exc:
         raise _classify(str(getattr(exc, "message", exc))) from None
     response = js.Response.new(upstream.body, upstream)

@@ -63,10 +63,12 @@ class RouteResolver:
         kv: KVNamespace | None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        isolate_ttl: float = ISOLATE_TTL_SECONDS,
     ) -> None:
         self._db = db
         self._kv = kv
         self._clock = clock
+        self._isolate_ttl = isolate_ttl
         self._isolate: OrderedDict[str, tuple[float, TenantRoute | None]] = OrderedDict()
 
     async def resolve(self, host: str, defer: Defer | None = None) -> TenantRoute | None:
@@ -89,7 +91,7 @@ class RouteResolver:
         self._isolate.pop(host, None)
 
     def _remember(self, host: str, route: TenantRoute | None, now: float) -> None:
-        self._isolate[host] = (now + ISOLATE_TTL_SECONDS, route)
+        self._isolate[host] = (now + self._isolate_ttl, route)
         self._isolate.move_to_end(host)
         while len(self._isolate) > ISOLATE_MAX_ENTRIES:
             self._isolate.popitem(last=False)

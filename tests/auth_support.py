@@ -21,12 +21,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import httpx
 import pytest
 
-from localrt.auth_kv import auth_kv_binding
-from localrt.demo import DEMO_TENANTS, DemoTenant, seed_demo
-from localrt.devvars import read_dev_vars, write_dev_vars
-from localrt.platform import Platform
+from localrt.demo import DEMO_TENANTS, DemoTenant
+from localrt.namespace import NamespaceRegistry
 from tests.fake_oauth import FakeOAuth
-from tests.support import LiveServer, fresh_platform, serve
+from tests.support import Platform
 
 TEST_EMAIL_DOMAIN = "auth-test.example"  # every user these tests create; cleanup keys on it
 HOSTS = {t.tenant_id: t.domain for t in DEMO_TENANTS}
@@ -44,28 +42,22 @@ SEEDED = {  # seed.sql users: email -> (tenant, role, id)
 @dataclass
 class AuthWorld:
     platform: Platform
-    live: LiveServer
     fake: FakeOAuth
     fake_url: str
     stack: Any
     pg: Any
     started_at: float = field(default_factory=time.time)
 
+    @property
+    def url(self) -> str:
+        return self.platform.url
+
     def secrets_of(self, tenant_id: str) -> dict[str, str]:
-        t = next(t for t in DEMO_TENANTS if t.tenant_id == tenant_id)
-        return read_dev_vars(self.platform.namespace.secrets_path(t.script_name))
+        return self.platform.registry.secrets_of(demo(tenant_id).script_name)
 
     def set_secret(self, tenant_id: str, name: str, value: str | None) -> None:
-        """Change one tenant secret and restart isolates (what `wrangler secret put` does)."""
-        t = next(t for t in DEMO_TENANTS if t.tenant_id == tenant_id)
-        path = self.platform.namespace.secrets_path(t.script_name)
-        values = read_dev_vars(path)
-        if value is None:
-            values.pop(name, None)
-        else:
-            values[name] = value
-        write_dev_vars(path, values)
-        self.platform.restart_isolates()
+        """Change one tenant secret and restart that tenant's Worker (what `wrangler secret put` does)."""
+        self.platform.set_secret(demo(tenant_id).script_name, name, value)
 
     def new_user(self, prefix: str = "user", *, email_domain: str = TEST_EMAIL_DOMAIN, **kw: Any) -> str:
         login = f"{prefix}-{secrets.token_hex(4)}"
@@ -102,7 +94,7 @@ class Browser:
         jar = self.cookies(host)
         if jar and "cookie" not in {k.lower() for k in headers}:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
-        resp = self.http.request(method, self.world.live.url + path, headers=headers, **kw)
+        resp = self.http.request(method, self.world.url + path, headers=headers, **kw)
         self._keep(host, resp)
         return resp
 
@@ -137,20 +129,17 @@ def query_of(url: str) -> dict[str, str]:
     return dict(parse_qsl(urlsplit(url).query))
 
 
-def _configure(world_platform: Platform, fake: FakeOAuth, fake_url: str, stack: Any) -> None:
+def configure_oauth(registry: NamespaceRegistry, fake: FakeOAuth) -> None:
+    """Per-tenant OAuth apps at the fake providers, as `scripts/oauth_setup.py` registers real ones."""
     for t in DEMO_TENANTS:
-        path = world_platform.namespace.secrets_path(t.script_name)
-        values = read_dev_vars(path)
-        values.update({
-            "SESSION_SECRET": secrets.token_urlsafe(48),
-            "SUPABASE_URL": stack.url, "SUPABASE_ANON_KEY": stack.anon_key,
-            "SUPABASE_JWT_SECRET": stack.jwt_secret, "SUPABASE_SERVICE_ROLE_KEY": stack.service_role_key,
-        })
+        values = registry.secrets_of(t.script_name)
         for provider in ("github", "google"):
             cid, csecret = f"{provider}-{t.tenant_id}-{secrets.token_hex(3)}", secrets.token_urlsafe(24)
             values[f"{provider.upper()}_CLIENT_ID"], values[f"{provider.upper()}_CLIENT_SECRET"] = cid, csecret
             fake.register_client(cid, csecret, f"https://{t.domain}/auth/callback")
-        write_dev_vars(path, values)
+        spec = registry.get(t.script_name)
+        assert spec is not None
+        registry.deploy(spec, values)
 
 
 def provider_vars(fake_url: str) -> dict[str, str]:
@@ -166,21 +155,14 @@ def provider_vars(fake_url: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def auth_world(d1_template: Path, tmp_path_factory: pytest.TempPathFactory, supabase_stack: Any,
+def auth_world(platform: Platform, fake_oauth_server: tuple[FakeOAuth, str], supabase_stack: Any,
                pg_cluster: Any) -> Iterator[AuthWorld]:
-    fake = FakeOAuth()
-    with LiveServer(fake) as fake_server:
-        workdir = tmp_path_factory.mktemp("auth-platform")
-        platform = fresh_platform(d1_template, workdir, extra_bindings=[auth_kv_binding(workdir / "auth_kv.sqlite")])
-        asyncio.run(seed_demo(platform, extra_vars=provider_vars(fake_server.url)))
-        _configure(platform, fake, fake_server.url, supabase_stack)
-        platform.restart_isolates()
-        with serve(platform) as live:
-            world = AuthWorld(platform, live, fake, fake_server.url, supabase_stack, pg_cluster)
-            try:
-                yield world
-            finally:
-                _cleanup(world)
+    fake, fake_url = fake_oauth_server
+    world = AuthWorld(platform, fake, fake_url, supabase_stack, pg_cluster)
+    try:
+        yield world
+    finally:
+        _cleanup(world)
 
 
 def _cleanup(world: AuthWorld) -> None:

@@ -1,39 +1,64 @@
-"""Shared fixtures. Database fixtures live in tests/fixtures/ as plugins."""
+"""Shared fixtures. Database fixtures live in tests/fixtures/ as plugins; the sign-in world in
+tests/auth_support.py. The `platform` fixture is the local platform on the real workerd,
+started once per session (Python Workers take seconds to start) and shared."""
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
-import localrt  # noqa: F401  (installs the workers/js/pyodide stand-ins)
-from localrt.d1 import apply_migrations_with_wrangler
-from localrt.demo import seed_demo
-from localrt.platform import Platform
-from tests.support import LiveServer, fresh_platform, serve
+from localrt.__main__ import dispatcher_vars
+from localrt.d1 import D1Database, apply_migrations_with_wrangler
+from localrt.demo import DEMO_TENANTS, seed_demo
+from localrt.platform import StatePaths
+from localrt.workerd import ROOT, WorkerdHost, bundle
+from tests.fake_oauth import FakeOAuth
+from tests.support import LiveServer, Platform, free_port
 
-# Database fixtures (PostgreSQL, PostgREST) come from tests/fixtures/pg.py; the sign-in
-# world (fake OAuth server + platform wired to Supabase) from tests/auth_support.py.
 pytest_plugins = ["tests.fixtures.pg", "tests.auth_support"]
 
 
 @pytest.fixture(scope="session")
-def d1_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The D1 database as `wrangler d1 migrations apply --local` leaves it (run once, for real)."""
-    return apply_migrations_with_wrangler(tmp_path_factory.mktemp("wrangler-state"))
+def fake_oauth_server() -> Iterator[tuple[FakeOAuth, str]]:
+    fake = FakeOAuth()
+    with LiveServer(fake) as server:
+        yield fake, server.url
 
 
-@pytest.fixture
-def platform(d1_template: Path, tmp_path: Path) -> Platform:
-    """A seeded local platform (three demo tenants), private to one test."""
-    p = fresh_platform(d1_template, tmp_path / "platform")
-    asyncio.run(seed_demo(p))
-    return p
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory, supabase_stack: Any,
+             fake_oauth_server: tuple[FakeOAuth, str]) -> Iterator[Platform]:
+    """The seeded platform (three demo tenants) on workerd, wired to Supabase and the fake providers."""
+    from tests.auth_support import configure_oauth, provider_vars
+
+    fake, fake_url = fake_oauth_server
+    work = tmp_path_factory.mktemp("platform")
+    wrangler_state = work / "wrangler"
+    d1 = D1Database(apply_migrations_with_wrangler(wrangler_state))
+    paths = StatePaths(work / "state")
+    registry = paths.registry()
+    supabase = {"SUPABASE_URL": supabase_stack.url, "SUPABASE_ANON_KEY": supabase_stack.anon_key,
+                "SUPABASE_JWT_SECRET": supabase_stack.jwt_secret,
+                "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key}
+    asyncio.run(seed_demo(d1, registry, paths.dispatcher_secrets, extra_secrets=supabase,
+                          extra_vars=provider_vars(fake_url)))
+    configure_oauth(registry, fake)
+    echo_root = work / "echo"
+    echo_root.mkdir()
+    (echo_root / "echo.py").write_text((ROOT / "tests" / "workers" / "echo.py").read_text())
+    host = WorkerdHost(paths.namespace, paths.secrets, wrangler_state, paths.root, port=free_port(),
+                       dispatcher_vars={**dispatcher_vars(), "ROUTE_ISOLATE_TTL_SECONDS": "0"}, test_faults=True,
+                       extra_bundles={"echo": {"root": str(echo_root), "main": "echo.py",
+                                               "pythonModules": bundle("dispatcher")["pythonModules"]}})
+    host.start()
+    try:
+        yield Platform(host, paths, registry, d1, wrangler_state)
+    finally:
+        host.stop()
 
 
-@pytest.fixture
-def live(platform: Platform) -> Iterator[LiveServer]:
-    """That platform served over real HTTP on a loopback port."""
-    with serve(platform) as server:
-        yield server
+@pytest.fixture(scope="session")
+def demo_hosts() -> dict[str, str]:
+    return {t.tenant_id: t.domain for t in DEMO_TENANTS}

@@ -1,20 +1,31 @@
-"""Test plumbing: free ports, a live local platform served over real HTTP in a thread."""
+"""Test plumbing: one local platform on the real workerd, shared by the end-to-end tests.
+
+    def test_x(platform): httpx.get(platform.url + "/api/health", headers={"Host": ...})
+
+The platform is the run command's, on free loopback ports: the dispatcher and one workerd per
+tenant script (localrt/node/host.mjs), D1 and KV persisted where wrangler looks, the seeded
+demo tenants wired to the session's PostgreSQL + PostgREST and to the fake OAuth providers.
+Tests that change it (a suspended tenant, a removed script) put it back themselves.
+"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Iterator
 
+import httpx
 import uvicorn
 
-from localrt.d1 import copy_database
-from localrt.platform import Platform, build_platform
-from localrt.server import EdgeApp
-
-T = TypeVar("T")
+from localrt.d1 import D1Database
+from localrt.namespace import NamespaceRegistry, ScriptSpec
+from localrt.platform import StatePaths
+from localrt.workerd import WorkerdHost
+from dispatcher.routing import kv_key
 
 
 def free_port() -> int:
@@ -24,7 +35,7 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """Serves an ASGI app with uvicorn on a loopback port, in its own thread and loop."""
+    """Serves an ASGI app (the fake OAuth providers) with uvicorn on a loopback port, in a thread."""
 
     def __init__(self, app: Any, port: int | None = None) -> None:
         self.port = port or free_port()
@@ -33,7 +44,6 @@ class LiveServer:
                                 server_header=False, date_header=False, lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.loop: asyncio.AbstractEventLoop | None = None
 
     def __enter__(self) -> "LiveServer":
         self.thread.start()
@@ -42,34 +52,101 @@ class LiveServer:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("local server did not start")
             time.sleep(0.02)
-        self.loop = next(iter(_loops_of(self.thread)), None)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
 
-    def call(self, coro_factory: Callable[[], Awaitable[T]]) -> T:
-        """Run a coroutine on the server's loop (where the platform's objects live)."""
-        assert self.loop is not None
-        return asyncio.run_coroutine_threadsafe(coro_factory(), self.loop).result(timeout=30)
 
+@dataclass
+class Platform:
+    host: WorkerdHost
+    paths: StatePaths
+    registry: NamespaceRegistry
+    d1: D1Database
+    wrangler_state: Path
 
-def _loops_of(thread: threading.Thread) -> list[asyncio.AbstractEventLoop]:
-    # uvicorn creates the loop inside the thread; find it through the server's policy.
-    import gc
+    @property
+    def url(self) -> str:
+        return self.host.url
 
-    return [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()
-            and getattr(o, "_thread_id", None) == thread.ident]
+    @property
+    def port(self) -> int:
+        return self.host.port
 
+    def get(self, host: str, path: str = "/api/health", **kw: Any) -> httpx.Response:
+        headers = {"Host": host, **kw.pop("headers", {})}
+        return httpx.get(self.url + path, headers=headers, timeout=30, **kw)
 
-def fresh_platform(template_d1: Path, workdir: Path, **kwargs: Any) -> Platform:
-    """A platform on a private copy of the migrated D1 database."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    d1 = workdir / "d1.sqlite"
-    copy_database(template_d1, d1)
-    return build_platform(workdir / "state", d1, **kwargs)
+    # -- the namespace ---------------------------------------------------------------------
+    def deploy(self, spec: ScriptSpec, secrets: dict[str, str] | None = None) -> None:
+        """Upload a script and wait until it answers (a Python Worker takes seconds to start)."""
+        self.registry.deploy(spec, secrets)
+        self.host.sync()
 
+    def remove(self, name: str) -> None:
+        self.registry.remove(name)
+        self.host.sync()
 
-def serve(platform: Platform) -> LiveServer:
-    return LiveServer(EdgeApp(platform))
+    @contextlib.contextmanager
+    def script_replaced(self, name: str, spec: ScriptSpec | None, secrets: dict[str, str] | None = None) -> Iterator[None]:
+        """Replace (or, with None, remove) a script for the block; the original comes back after."""
+        original, original_secrets = self.registry.get(name), self.registry.secrets_of(name)
+        try:
+            if spec is None:
+                self.remove(name)
+            else:
+                self.deploy(spec, secrets)
+            yield
+        finally:
+            if original is not None:
+                self.deploy(original, original_secrets)
+
+    def set_secret(self, script: str, name: str, value: str | None) -> None:
+        """Change one tenant secret and restart that tenant's Worker (`wrangler secret put`)."""
+        values = self.registry.secrets_of(script)
+        if value is None:
+            values.pop(name, None)
+        else:
+            values[name] = value
+        spec = self.registry.get(script)
+        assert spec is not None, script
+        self.deploy(spec, values)
+
+    def invocations(self) -> list[dict[str, Any]]:
+        return list(self.host._control("GET", "/invocations")["invocations"])
+
+    @contextlib.contextmanager
+    def fault(self, script: str, kind: str) -> Iterator[None]:
+        """The namespace fails for `script` as Cloudflare's does on a limit hit or crash."""
+        self.host.set_fault(script, kind)
+        try:
+            yield
+        finally:
+            self.host.set_fault(script, None)
+
+    # -- routing data ------------------------------------------------------------------------
+    def sql(self, sql: str, *args: Any) -> Any:
+        return asyncio.run(self.d1.prepare(sql).bind(*args).run())
+
+    def rows(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        return list(asyncio.run(self.d1.prepare(sql).bind(*args).all())["results"])
+
+    def kv_get(self, host: str) -> str | None:
+        return self.host._control("POST", "/kv/get", {"binding": "TENANT_CACHE", "key": kv_key(host)})["value"]
+
+    def kv_put(self, host: str, value: str) -> None:
+        self.host._control("POST", "/kv/put", {"binding": "TENANT_CACHE", "key": kv_key(host), "value": value, "ttl": 300})
+
+    def purge(self, host: str) -> None:
+        self.host.purge_kv(kv_key(host))
+
+    def set_status(self, tenant_id: str, status: str, hosts: list[str]) -> None:
+        """Change a tenant's status the way the control plane does: D1, then purge KV."""
+        self.sql("UPDATE tenants SET status = ?1 WHERE id = ?2", status, tenant_id)
+        for h in hosts:
+            self.purge(h)
+
+    def log_text(self) -> str:
+        return (self.paths.root / "workerd.log").read_text(errors="replace")

@@ -133,6 +133,7 @@ async function warm(url, host) {
 // ---- the namespace: one Miniflare per tenant script -------------------------------------
 const scripts = new Map(); // name -> { port, digest, mf, state, fault }
 const faults = new Map();  // test-only: name -> "cpu" | "subrequests" | "crash"
+const invocations = [];    // test-only: the last namespace calls, {script, limits}
 
 function specOf(name) {
   const file = path.join(config.namespaceDir, `${name}.json`);
@@ -235,6 +236,10 @@ const directory = createServer(async (req, res) => {
     const url = new URL(req.url, "http://directory");
     if (req.method === "GET" && url.pathname.startsWith("/scripts/")) {
       const name = decodeURIComponent(url.pathname.slice("/scripts/".length));
+      if (config.testFaults) {
+        invocations.push({ script: name, limits: JSON.parse(url.searchParams.get("limits") || "{}") });
+        if (invocations.length > 500) invocations.shift();
+      }
       const entry = scripts.get(name);
       if (!entry || entry.state !== "ready") return reply(res, 404, { error: "Worker not found." });
       return reply(res, 200, { port: entry.port, fault: faults.get(name) ?? null });
@@ -263,6 +268,15 @@ const directory = createServer(async (req, res) => {
       const kv = await dispatcher.mf.getKVNamespace(binding);
       return reply(res, 200, { value: await kv.get(String(key)) });
     }
+    if (req.method === "POST" && url.pathname === "/kv/put" && config.testFaults) {
+      const { binding, key, value, ttl } = await body(req);
+      const kv = await dispatcher.mf.getKVNamespace(binding);
+      await kv.put(String(key), String(value), ttl ? { expirationTtl: ttl } : {});
+      return reply(res, 200, { put: key });
+    }
+    if (req.method === "GET" && url.pathname === "/invocations" && config.testFaults) {
+      return reply(res, 200, { invocations });
+    }
     if (req.method === "POST" && url.pathname === "/faults" && config.testFaults) {
       const { script, fault } = await body(req);
       if (fault) faults.set(script, fault); else faults.delete(script);
@@ -290,7 +304,7 @@ async function main() {
       name: "DISPATCHER",
       type: "cmgsite-dispatch-namespace",
       plugin: { package: path.join(HERE, "namespace-plugin.mjs"), name: "cmgsite-dispatch-namespace" },
-      options: { directory: directoryAddress },
+      options: { directory: directoryAddress, cacheMs: config.testFaults ? 0 : 500 },
     }],
   };
   await sync();

@@ -17,13 +17,13 @@ const MODULE = "cmgsite:local-dispatch-namespace";
 // The wrapped binding, run inside the dispatcher's isolate.
 const WRAPPED_SOURCE = `
 const cache = new Map();  // script name -> {entry, at}; short-lived so adds/removes show fast
-const CACHE_MS = 500;
 
-async function lookup(env, name) {
+async function lookup(env, name, limits) {
   const hit = cache.get(name);
   const now = Date.now();
-  if (hit && now - hit.at < CACHE_MS) return hit.entry;
-  const res = await env.directory.fetch("http://directory/scripts/" + encodeURIComponent(name));
+  if (hit && now - hit.at < env.cacheMs) return hit.entry;
+  const query = "?limits=" + encodeURIComponent(JSON.stringify(limits));
+  const res = await env.directory.fetch("http://directory/scripts/" + encodeURIComponent(name) + query);
   const entry = res.status === 200 ? await res.json() : null;
   if (res.status !== 200 && res.status !== 404) throw new Error("dispatch namespace unavailable: " + res.status);
   cache.set(name, { entry, at: now });
@@ -39,10 +39,11 @@ const FAULTS = {
 export default function (env) {
   return {
     get(name, args, options) {
+      const limits = (options && options.limits) || {};
       return {
         async fetch(input, init) {
           const request = new Request(input, init);
-          const entry = await lookup(env, String(name));
+          const entry = await lookup(env, String(name), limits);
           if (entry === null) throw new Error("Worker not found.");
           if (entry.fault) throw new Error(FAULTS[entry.fault] || entry.fault);
           const url = new URL(request.url);
@@ -74,7 +75,11 @@ export const plugins = {
         name,
         wrapped: {
           moduleName: MODULE,
-          innerBindings: [{ name: "directory", service: { name: "cmgsite-namespace-directory" } }],
+          innerBindings: [
+            { name: "directory", service: { name: "cmgsite-namespace-directory" } },
+            // The host's test mode looks every call up (so tests see each one and its limits).
+            { name: "cacheMs", json: JSON.stringify(binding.dev.options.cacheMs ?? 500) },
+          ],
         },
       }));
     },

@@ -1,10 +1,10 @@
-"""A test-only tenant script that records the headers it received."""
-from workers import Response, WorkerEntrypoint
+"""A test-only tenant script (a real Python Worker on workerd): answers with the headers it got."""
+import json
 
-SEEN: list[dict[str, str]] = []
+from workers import Response, WorkerEntrypoint
 
 
 class Default(WorkerEntrypoint):
     async def fetch(self, request):
-        SEEN.append({k.lower(): v for k, v in request.headers.items()})
-        return Response("ok")
+        seen = {k.lower(): v for k, v in request.headers.items()}
+        return Response(json.dumps({"headers": seen, "url": request.url}), headers={"content-type": "application/json"})
