@@ -10,11 +10,9 @@ on loopback (a real browser would only ever see them over https).
 """
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit
 

@@ -1,15 +1,14 @@
 """scripts/oauth_setup.py: the URLs an operator registers, per tenant, from the demo set or a D1 replica."""
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
-from localrt.demo import seed_demo
+from localrt.d1 import copy_database
 from scripts import oauth_setup
-from tests.support import fresh_platform
+from tests.support import Platform
 
 
 def test_demo_tenants_get_their_own_callback_on_their_own_host(capsys: pytest.CaptureFixture[str]) -> None:
@@ -21,10 +20,11 @@ def test_demo_tenants_get_their_own_callback_on_their_own_host(capsys: pytest.Ca
     assert "SESSION_SECRET" in items["cozyartz"]["secrets"] and "GITHUB_CLIENT_SECRET" in items["cozyartz"]["secrets"]
 
 
-def test_reads_tenants_from_a_d1_replica(d1_template: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    platform = fresh_platform(d1_template, tmp_path / "p")
-    asyncio.run(seed_demo(platform))
-    assert oauth_setup.main(["--d1", str(tmp_path / "p" / "d1.sqlite"), "--tenant", "partner1"]) == 0
+def test_reads_tenants_from_a_d1_replica(platform: Platform, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A replica of the running platform's D1 (the seeded demo tenants), as `wrangler d1 export` would give.
+    replica = tmp_path / "d1.sqlite"
+    copy_database(platform.d1.path, replica)
+    assert oauth_setup.main(["--d1", str(replica), "--tenant", "partner1"]) == 0
     out = capsys.readouterr().out
     assert "https://partner1.cozyartzmedia.com/auth/callback" in out and "partner-seo.com" not in out
 
