@@ -1,76 +1,95 @@
-"""Faults on the request path: the dispatcher degrades safely and never misroutes."""
+"""Faults on the request path, on the real workerd: the dispatcher degrades safely and never misroutes.
+
+D1 / KV outages come from the host's test-only wrappers of the dispatcher's real bindings
+(localrt/node/binding-faults-plugin.mjs): switched on, every call rejects as a storage outage
+does; switched off, calls reach the real local D1 / KV unchanged. Limit hits and crashes of a
+tenant Worker come from the local dispatch namespace (`platform.fault`), as Cloudflare reports them.
+"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 
 from dispatcher.routing import ISOLATE_TTL_SECONDS, KV_NEGATIVE_TTL_SECONDS, RouteResolver, kv_key
-from localrt.dispatch import ScriptSpec
-from localrt.kv import KVNamespace
-from localrt.platform import Platform
-from pyodide.ffi import JsException
-from tests.support import LiveServer, serve
+from tests.support import Platform
+
+P1, SEO, COZY = "partner1.cozyartzmedia.com", "partner-seo.com", "cozyartzmedia.com"
 
 
-class BrokenD1:
-    def prepare(self, sql: str) -> Any:
-        raise JsException("D1_ERROR: Network connection lost.")
-
-
-class BrokenKV:
-    async def get(self, key: str) -> str | None:
-        raise JsException("KV GET failed: 500 Internal Server Error")
-
-    async def put(self, key: str, value: str, options: dict[str, int]) -> None:
-        raise JsException("KV PUT failed: 500 Internal Server Error")
-
-
-def health(server: LiveServer, host: str) -> httpx.Response:
-    return httpx.get(server.url + "/api/health", headers={"Host": host})
+@contextlib.contextmanager
+def binding_down(platform: Platform, binding: str) -> Iterator[None]:
+    """The dispatcher's `binding` ("DB" or "TENANT_CACHE") throws on every call for the block."""
+    platform.host._control("POST", "/faults", {"binding": binding, "fault": "throw"})
+    try:
+        yield
+    finally:
+        platform.host._control("POST", "/faults", {"binding": binding, "fault": None})
 
 
 def test_d1_down_is_503_never_a_guess(platform: Platform) -> None:
-    platform.dispatcher_env.DB = BrokenD1()
-    with serve(platform) as server:
-        r = health(server, "partner1.cozyartzmedia.com")
+    platform.purge(P1)  # not in the route cache: only D1 could answer
+    before = len(platform.invocations())
+    with binding_down(platform, "DB"):
+        r = platform.get(P1)
         assert r.status_code == 503 and r.json()["error"]["code"] == "routing_unavailable"
         assert r.headers["retry-after"] and r.headers["x-request-id"]
-        page = httpx.get(server.url + "/", headers={"Host": "partner1.cozyartzmedia.com"})
+        page = platform.get(P1, "/")
         assert page.status_code == 503 and "text/html" in page.headers["content-type"]
-    assert platform.namespace.invocations == []  # nothing was forwarded anywhere
+        assert "Network connection lost" not in r.text + page.text
+    assert len(platform.invocations()) == before  # nothing was forwarded anywhere
+    assert platform.kv_get(P1) is None  # and no answer was cached from the outage
+    assert platform.get(P1).status_code == 200  # D1 back: routed again
 
 
 def test_kv_down_falls_back_to_d1(platform: Platform) -> None:
-    platform.dispatcher_env.TENANT_CACHE = BrokenKV()
-    with serve(platform) as server:
-        for host, tenant in [("partner1.cozyartzmedia.com", "partner1"), ("partner-seo.com", "partner-seo")]:
-            r = health(server, host)
+    with binding_down(platform, "TENANT_CACHE"):
+        for host, tenant in [(P1, "partner1"), (SEO, "partner-seo")]:
+            r = platform.get(host)
             assert r.status_code == 200 and r.json()["tenant_id"] == tenant
-        assert health(server, "unknown.example").status_code == 404
+        assert platform.get("unknown.example").status_code == 404
+    platform.purge("unknown.example")
 
 
-def test_route_is_cached_in_kv_and_unknown_hosts_negatively(platform: Platform, live: LiveServer) -> None:
-    assert health(live, "partner-seo.com").status_code == 200
-    assert health(live, "nobody.example").status_code == 404
-    live.call(platform.drain)
-    cached = json.loads(asyncio.run(platform.kv.get(kv_key("partner-seo.com"))))
-    assert cached["tenant_id"] == "partner-seo" and cached["script_name"] == "cmgsite-custom-tenant"
-    assert json.loads(asyncio.run(platform.kv.get(kv_key("nobody.example")))) == {"missing": True}
+def test_kv_and_d1_down_together_is_503(platform: Platform) -> None:
+    with binding_down(platform, "TENANT_CACHE"), binding_down(platform, "DB"):
+        r = platform.get(SEO)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "routing_unavailable"
 
 
-def test_malformed_kv_entry_is_ignored_not_trusted(platform: Platform, live: LiveServer) -> None:
+def test_route_is_cached_in_kv_and_unknown_hosts_negatively(platform: Platform) -> None:
+    for host in (SEO, "nobody.example"):
+        platform.purge(host)
+    try:
+        assert platform.get(SEO).status_code == 200
+        assert platform.get("nobody.example").status_code == 404
+        cached = json.loads(platform.kv_get(SEO) or "null")
+        assert cached["tenant_id"] == "partner-seo" and cached["script_name"] == "cmgsite-custom-tenant"
+        assert json.loads(platform.kv_get("nobody.example") or "null") == {"missing": True}
+    finally:
+        platform.purge("nobody.example")
+
+
+def test_malformed_kv_entry_is_ignored_not_trusted(platform: Platform) -> None:
     # A poisoned cache entry pointing partner-seo.com at the primary tenant's script.
     poisoned = {"tenant_id": "cozyartz", "tenant_type": "primary", "tier": "enterprise", "status": "active",
                 "script_name": "../cmgsite-primary-tenant"}
-    asyncio.run(platform.kv.put(kv_key("partner-seo.com"), json.dumps(poisoned), {"expirationTtl": 300}))
-    r = health(live, "partner-seo.com")
-    assert r.status_code == 200 and r.json()["tenant_id"] == "partner-seo"
+    platform.kv_put(SEO, json.dumps(poisoned))
+    try:
+        r = platform.get(SEO)
+        assert r.status_code == 200 and r.json()["tenant_id"] == "partner-seo"
+        assert platform.invocations()[-1]["script"] == "cmgsite-custom-tenant"
+    finally:
+        platform.purge(SEO)
 
 
+# ---- the resolver's cache layers: pure logic, a unit test with in-test doubles ------------------
 class CountingD1:
+    """The local D1 (same SQLite file the platform uses), counting prepares."""
+
     def __init__(self, inner: Any) -> None:
         self.inner, self.calls = inner, 0
 
@@ -79,19 +98,32 @@ class CountingD1:
         return self.inner.prepare(sql)
 
 
+class MemoryKV:
+    """Just enough KV for the resolver: get / put with expirationTtl on a test clock."""
+
+    def __init__(self, clock: Any) -> None:
+        self.clock, self.items = clock, {}
+
+    async def get(self, key: str) -> str | None:
+        value, expires = self.items.get(key, (None, 0.0))
+        return value if value is not None and self.clock() < expires else None
+
+    async def put(self, key: str, value: str, options: dict[str, int]) -> None:
+        self.items[key] = (value, self.clock() + options["expirationTtl"])
+
+
 def test_resolver_cache_layers(platform: Platform) -> None:
     now = [1000.0]
     db = CountingD1(platform.d1)
-    kv = KVNamespace(clock=lambda: now[0])
-    resolver = RouteResolver(db, kv, clock=lambda: now[0])
+    resolver = RouteResolver(db, MemoryKV(lambda: now[0]), clock=lambda: now[0])
 
     async def go() -> None:
-        route = await resolver.resolve("partner1.cozyartzmedia.com")
+        route = await resolver.resolve(P1)
         assert route is not None and route.tenant_id == "partner1" and db.calls == 1
-        await resolver.resolve("partner1.cozyartzmedia.com")
+        await resolver.resolve(P1)
         assert db.calls == 1  # isolate cache
         now[0] += ISOLATE_TTL_SECONDS + 1
-        await resolver.resolve("partner1.cozyartzmedia.com")
+        await resolver.resolve(P1)
         assert db.calls == 1  # KV
         assert await resolver.resolve("ghost.example") is None and db.calls == 2
         now[0] += ISOLATE_TTL_SECONDS + 1
@@ -102,41 +134,48 @@ def test_resolver_cache_layers(platform: Platform) -> None:
     asyncio.run(go())
 
 
+# ---- tenant Worker limits and crashes (the namespace reports them as Cloudflare does) ------------
 def test_user_worker_over_cpu_limit_is_503(platform: Platform) -> None:
-    platform.namespace.cpu_limit_scale = 1.0
-    platform.namespace.deploy(ScriptSpec("cmgsite-custom-tenant", module="tests.workers.burner",
-                                         vars={"TENANT_ID": "partner-seo"}))
-    with serve(platform) as server:
-        r = health(server, "partner-seo.com")
+    with platform.fault("cmgsite-custom-tenant", "cpu"):
+        r = platform.get(SEO)
     assert r.status_code == 503 and r.json()["error"]["code"] == "worker_cpu_limit"
-    name, options = platform.namespace.invocations[-1]
-    assert name == "cmgsite-custom-tenant" and options["limits"] == {"cpuMs": 50, "subRequests": 50}
+    last = platform.invocations()[-1]
+    assert last["script"] == "cmgsite-custom-tenant" and last["limits"] == {"cpuMs": 50, "subRequests": 50}
+    assert platform.get(SEO).status_code == 200
+
+
+def test_user_worker_over_subrequest_limit_is_429(platform: Platform) -> None:
+    with platform.fault("cmgsite-partner-tenant", "subrequests"):
+        r = platform.get(P1)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "worker_subrequest_limit"
+    assert "subrequest limit (custom limit)" not in r.text
 
 
 def test_user_worker_exception_is_502_without_leaking_it(platform: Platform) -> None:
-    platform.namespace.deploy(ScriptSpec("cmgsite-custom-tenant", module="tests.workers.crasher",
-                                         vars={"TENANT_ID": "partner-seo"}))
-    with serve(platform) as server:
-        r = health(server, "partner-seo.com")
+    with platform.fault("cmgsite-custom-tenant", "crash"):
+        r = platform.get(SEO)
+        page = platform.get(SEO, "/")
     assert r.status_code == 502 and r.json()["error"]["code"] == "tenant_worker_error"
-    assert "database password" not in r.text
+    assert page.status_code == 502
+    assert "threw exception" not in r.text + page.text
+    # The other tenants are untouched by one tenant's crash.
+    assert platform.get(P1).status_code == 200
 
 
-def test_tier_limits_are_passed_to_the_namespace(platform: Platform, live: LiveServer) -> None:
-    health(live, "cozyartzmedia.com")
-    assert platform.namespace.invocations[-1] == ("cmgsite-primary-tenant", {"limits": {"cpuMs": 300, "subRequests": 500}})
+def test_tier_limits_are_passed_to_the_namespace(platform: Platform) -> None:
+    expected = {COZY: ("cmgsite-primary-tenant", {"cpuMs": 300, "subRequests": 500}),
+                P1: ("cmgsite-partner-tenant", {"cpuMs": 100, "subRequests": 100}),
+                SEO: ("cmgsite-custom-tenant", {"cpuMs": 50, "subRequests": 50})}
+    for host, (script, limits) in expected.items():
+        assert platform.get(host).status_code == 200
+        assert platform.invocations()[-1] == {"script": script, "limits": limits}
 
 
-def test_oversized_body_is_413(live: LiveServer) -> None:
-    r = httpx.post(live.url + "/api/health", headers={"Host": "cozyartzmedia.com"}, content=b"x" * (11 * 1024 * 1024))
-    assert r.status_code == 413
-
-
-def test_concurrent_requests_to_three_tenants_never_cross(live: LiveServer) -> None:
-    hosts = {"cozyartzmedia.com": "cozyartz", "partner1.cozyartzmedia.com": "partner1", "partner-seo.com": "partner-seo"}
+def test_concurrent_requests_to_three_tenants_never_cross(platform: Platform) -> None:
+    hosts = {COZY: "cozyartz", P1: "partner1", SEO: "partner-seo"}
 
     async def go() -> None:
-        async with httpx.AsyncClient(base_url=live.url) as client:
+        async with httpx.AsyncClient(base_url=platform.url, timeout=60) as client:
             tasks = [client.get("/api/health", headers={"Host": h}) for h in list(hosts) * 30]
             for resp in await asyncio.gather(*tasks):
                 body = resp.json()

@@ -65,6 +65,11 @@ function pythonModules(bundle) {
   // their path under base_dir, vendored files as python_modules/… (JS from the SDK as ESM).
   const key = JSON.stringify(bundle);
   if (moduleCache.has(key)) return moduleCache.get(key);
+  if (bundle.main.endsWith(".mjs")) {  // a JS Worker (benchmarks: the namespace's own cost)
+    const js = [{ type: "ESModule", path: path.join(bundle.root, bundle.main), contents: readFileSync(path.join(bundle.root, bundle.main)) }];
+    moduleCache.set(key, js);
+    return js;
+  }
   const entryFile = path.join(bundle.root, bundle.main);
   const modules = [{ type: "PythonModule", path: path.join(bundle.root, path.basename(bundle.main)),
                      contents: readFileSync(entryFile) }];
@@ -134,6 +139,11 @@ async function warm(url, host) {
 const scripts = new Map(); // name -> { port, digest, mf, state, fault }
 const faults = new Map();  // test-only: name -> "cpu" | "subrequests" | "crash"
 const invocations = [];    // test-only: the last namespace calls, {script, limits}
+const bindingFaults = new Map(); // test-only: dispatcher binding ("DB" | "TENANT_CACHE") -> "throw"
+// With test faults the dispatcher's DB and TENANT_CACHE are wrappers (binding-faults-plugin.mjs)
+// around the real bindings, which keep their storage but are bound as __REAL_<NAME>.
+const realBinding = (name) => (config.testFaults ? `__REAL_${name}` : name);
+const kvOf = async (name) => dispatcher.mf.getKVNamespace(realBinding(name));
 
 function specOf(name) {
   const file = path.join(config.namespaceDir, `${name}.json`);
@@ -244,6 +254,10 @@ const directory = createServer(async (req, res) => {
       if (!entry || entry.state !== "ready") return reply(res, 404, { error: "Worker not found." });
       return reply(res, 200, { port: entry.port, fault: faults.get(name) ?? null });
     }
+    if (req.method === "GET" && url.pathname.startsWith("/binding-faults/") && config.testFaults) {
+      const name = decodeURIComponent(url.pathname.slice("/binding-faults/".length));
+      return reply(res, 200, { fault: bindingFaults.get(name) ?? null });
+    }
     if (!authorised(req)) return reply(res, 403, { error: "forbidden" });
     if (req.method === "GET" && url.pathname === "/status") {
       return reply(res, 200, {
@@ -258,19 +272,19 @@ const directory = createServer(async (req, res) => {
     if (req.method === "POST" && url.pathname === "/kv/delete") {
       const { binding, key } = await body(req);
       if (!dispatcher) return reply(res, 503, { error: "dispatcher not ready" });
-      const kv = await dispatcher.mf.getKVNamespace(binding);
+      const kv = await kvOf(binding);
       await kv.delete(String(key));
       return reply(res, 200, { deleted: key });
     }
     if (req.method === "POST" && url.pathname === "/kv/get") {
       const { binding, key } = await body(req);
       if (!dispatcher) return reply(res, 503, { error: "dispatcher not ready" });
-      const kv = await dispatcher.mf.getKVNamespace(binding);
+      const kv = await kvOf(binding);
       return reply(res, 200, { value: await kv.get(String(key)) });
     }
     if (req.method === "POST" && url.pathname === "/kv/put" && config.testFaults) {
       const { binding, key, value, ttl } = await body(req);
-      const kv = await dispatcher.mf.getKVNamespace(binding);
+      const kv = await kvOf(binding);
       await kv.put(String(key), String(value), ttl ? { expirationTtl: ttl } : {});
       return reply(res, 200, { put: key });
     }
@@ -278,7 +292,14 @@ const directory = createServer(async (req, res) => {
       return reply(res, 200, { invocations });
     }
     if (req.method === "POST" && url.pathname === "/faults" && config.testFaults) {
-      const { script, fault } = await body(req);
+      const { script, binding, fault } = await body(req);
+      if (binding !== undefined) {
+        if (!["DB", "TENANT_CACHE"].includes(binding) || ![null, "throw"].includes(fault ?? null)) {
+          return reply(res, 400, { error: "binding must be DB or TENANT_CACHE, fault throw or null" });
+        }
+        if (fault) bindingFaults.set(binding, fault); else bindingFaults.delete(binding);
+        return reply(res, 200, { bindingFaults: Object.fromEntries(bindingFaults) });
+      }
       if (fault) faults.set(script, fault); else faults.delete(script);
       return reply(res, 200, { faults: Object.fromEntries(faults) });
     }
@@ -298,9 +319,9 @@ async function main() {
   const dispatcherWorker = {
     ...workerBase("cmgsite-tenant-dispatcher", d),
     bindings: { ...(d.vars ?? {}), ...readDevVars(d.secretsFile) },
-    kvNamespaces: { TENANT_CACHE: d.kvId },
-    d1Databases: { DB: d.d1Id },
-    unsafeBindings: [{
+    kvNamespaces: { [realBinding("TENANT_CACHE")]: d.kvId },
+    d1Databases: { [realBinding("DB")]: d.d1Id },
+    unsafeBindings: [...(config.testFaults ? faultingBindings(directoryAddress, d) : []), {
       name: "DISPATCHER",
       type: "cmgsite-dispatch-namespace",
       plugin: { package: path.join(HERE, "namespace-plugin.mjs"), name: "cmgsite-dispatch-namespace" },
@@ -318,9 +339,17 @@ async function main() {
   setInterval(() => { sync().then(() => writeStatus(directoryAddress)); }, POLL_MS).unref();
 }
 
+// Test-only: DB and TENANT_CACHE as wrappers of the real bindings that can be told to throw.
+function faultingBindings(directoryAddress, d) {
+  const plugin = { package: path.join(HERE, "binding-faults-plugin.mjs"), name: "cmgsite-binding-faults" };
+  return [["DB", "d1", d.d1Id], ["TENANT_CACHE", "kv", d.kvId]].map(([name, kind, id]) => ({
+    name, type: "cmgsite-binding-faults", plugin, options: { kind, id, directory: directoryAddress },
+  }));
+}
+
 // Changes made while the platform was down were not purged: start with an empty route cache.
 async function emptyRouteCache(mf) {
-  const kv = await mf.getKVNamespace("TENANT_CACHE");
+  const kv = await mf.getKVNamespace(realBinding("TENANT_CACHE"));
   let cursor;
   do {
     const page = await kv.list({ cursor });
