@@ -329,13 +329,15 @@ async function main() {
     }],
   };
   await sync();
+  const dispatcherBegan = Date.now();
   const { mf, url } = await startMiniflare("dispatcher", { ...shared(config.port), workers: [dispatcherWorker] });
   dispatcher = { mf, url };
   await emptyRouteCache(mf);
   const warmMs = await warm(url, "warmup.invalid");
   writeStatus(directoryAddress);
   emit("ready", { url: String(url), directory: directoryAddress, start_ms: Date.now() - began,
-                  dispatcher_first_response_ms: warmMs, scripts: [...scripts.keys()] });
+                  dispatcher_start_ms: Date.now() - dispatcherBegan, dispatcher_first_response_ms: warmMs,
+                  scripts: [...scripts.keys()] });
   setInterval(() => { sync().then(() => writeStatus(directoryAddress)); }, POLL_MS).unref();
 }
 
