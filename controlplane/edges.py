@@ -5,6 +5,9 @@ in controlplane.wiring; the lifecycle code never knows which it has.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
 import json
 import os
 import secrets as secrets_module
@@ -230,33 +233,64 @@ def auth_kv_prefix(tenant_id: str) -> str:
     return f"{tenant_id}:"
 
 
+def miniflare_object_id(unique_key: str, name: str) -> str:
+    """workerd's `idFromName` (server/actor-id-impl.c++): the file name Miniflare stores an
+    object's SQLite under. Miniflare keeps each KV namespace in the object named by its id."""
+    key = hashlib.sha256(unique_key.encode()).digest()
+    base = hmac.new(key, name.encode(), hashlib.sha256).digest()[:16]
+    return (base + hmac.new(key, base, hashlib.sha256).digest()[:16]).hex()
+
+
 class LocalRuntimeData:
-    """Where Miniflare keeps a local script's runtime data (under wrangler's --persist-to):
-    its AUTH_KV namespace `auth-kv-<script>` and its UsageMeter Durable Objects. Erased once
-    the script is removed (its Worker stopped), so nothing holds the files open."""
+    """Where Miniflare keeps a local script's runtime data (under wrangler's --persist-to, v3/):
+    its AUTH_KV namespace `auth-kv-<script>` (the keys in kv/miniflare-KVNamespaceObject/<id>.sqlite,
+    large values under kv/auth-kv-<script>/) and its UsageMeter Durable Objects (do/<script>-UsageMeter/).
+    Erased once the script's Worker is stopped (delete syncs the platform first), so nothing holds them open."""
 
     def __init__(self, wrangler_state: Path, reporter: Reporter, *, dry_run: bool = False) -> None:
         self._root, self._reporter, self._dry = Path(wrangler_state) / "v3", reporter, dry_run
         self.label = f"runtime data (local {self._root})"
 
-    def _dirs(self, script: str) -> list[Path]:
-        return [d for d in (self._root / "kv" / f"auth-kv-{script}", self._root / "do" / f"{script}-UsageMeter")
-                if d.exists()]
+    def _auth_kv_db(self, script: str) -> Path:
+        object_id = miniflare_object_id("miniflare-KVNamespaceObject", f"auth-kv-{script}")
+        return self._root / "kv" / "miniflare-KVNamespaceObject" / f"{object_id}.sqlite"
+
+    def _paths(self, script: str) -> list[Path]:
+        db = self._auth_kv_db(script)
+        found = [db.with_name(db.name + suffix) for suffix in ("", "-wal", "-shm")]
+        found += [self._root / "kv" / f"auth-kv-{script}", self._root / "do" / f"{script}-UsageMeter"]
+        return [p for p in found if p.exists()]
+
+    def _auth_kv_keys(self, tenant_id: str, script: str) -> int:
+        import sqlite3
+
+        db = self._auth_kv_db(script)
+        if not db.exists():
+            return 0
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+                return int(conn.execute("SELECT count(*) FROM _mf_entries WHERE substr(key, 1, ?) = ?",
+                                        (len(auth_kv_prefix(tenant_id)), auth_kv_prefix(tenant_id))).fetchone()[0])
+        except sqlite3.Error:
+            return 0
 
     async def describe(self, tenant_id: str, script: str) -> dict[str, Any]:
-        found = {d.parent.name: sum(1 for p in d.rglob("*") if p.is_file()) for d in self._dirs(script)}
-        return {"auth_kv_files": found.get("kv", 0), "durable_object_files": found.get("do", 0)}
+        objects = self._root / "do" / f"{script}-UsageMeter"
+        files = sorted(p.name for p in objects.glob("*.sqlite") if p.name != "metadata.sqlite") if objects.exists() else []
+        return {"auth_kv_keys": self._auth_kv_keys(tenant_id, script), "durable_object_files": files}
 
     async def erase(self, tenant_id: str, script: str) -> dict[str, int]:
         import shutil
 
         counts = await self.describe(tenant_id, script)
-        for d in self._dirs(script):
+        for path in self._paths(script):
             if self._dry:
-                self._reporter.plan(self.label, f"rm -r {d}")
+                self._reporter.plan(self.label, f"rm -r {path}")
+            elif path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
             else:
-                shutil.rmtree(d, ignore_errors=True)
-        return {"auth_kv": counts["auth_kv_files"], "durable_object_files": counts["durable_object_files"]}
+                path.unlink(missing_ok=True)
+        return {"auth_kv": counts["auth_kv_keys"], "durable_object_files": len(counts["durable_object_files"])}
 
 
 class CloudflareRuntimeData:

@@ -6,8 +6,9 @@ action after a failure part-way completes it. A tenant's Worker is deployed befo
 host is routed (no 502 window) and unrouted before its Worker is removed, so no host is
 ever routed to a removed tenant.
 
-How fast a change reaches traffic: on the local platform at once (KV purged, isolate caches
-dropped through localrt.platform.bump_generation). On Cloudflare, the KV purge reaches
+How fast a change reaches traffic: on the local platform at once (KV purged through the
+running host, and each command waits until the host has started or stopped the changed
+tenant Workers; the local dispatcher's in-isolate route cache lives ROUTE_ISOLATE_TTL_SECONDS). On Cloudflare, the KV purge reaches
 every edge within KV's propagation (cached reads up to 60 s), and each dispatcher isolate
 re-reads its in-isolate cache within dispatcher.routing.ISOLATE_TTL_SECONDS (15 s): a
 suspend or removal holds everywhere within about 75 s.
@@ -149,6 +150,7 @@ class ControlPlane:
             self.reporter.step(f"{self.scripts.label}: deploy {tenant.script_name}")
             # A new tenant's session key is made once here; re-runs keep it (users stay signed in).
             await self.scripts.deploy(tenant, {} if existing else {"SESSION_SECRET": secrets.token_urlsafe(48)})
+            self._changed()  # locally: wait until the Worker runs, before its host is routed
         await self.converge(tenant.tenant_id)
         if not await self.registry.has_audit(tenant.tenant_id, "tenant.added", tenant.tenant_id):
             await self._audit(tenant.tenant_id, "tenant.added", {"type": tenant.type.value,
@@ -179,6 +181,7 @@ class ControlPlane:
             await self._ensure_hostname(domain)
         self.reporter.step(f"{self.scripts.label}: deploy {tenant.script_name}")
         await self.scripts.deploy(tenant, {})
+        self._changed()  # locally: wait until the Worker runs, before its host is routed
         await self.converge(tenant.tenant_id)
         await self._audit(tenant.tenant_id, "tenant.resumed", {"from": "inactive"})
         return tenant

@@ -69,6 +69,7 @@ async def delete_tenant(cp: ControlPlane, tenant_id: str) -> dict[str, Any]:
     cp.reporter.step(f"{cp.scripts.label}: remove {script} and its secrets")
     await cp.scripts.remove(script)
     await cp.scripts.forget_secrets(script)
+    cp._changed()  # locally: the script's Worker has stopped before its storage is erased
 
     erased: dict[str, int] = {}
     if cp.runtime_data is not None:

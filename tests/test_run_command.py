@@ -1,5 +1,6 @@
-"""The README's run command: serves the three demo hosts, is safe to rerun, and stops
-everything it started (PostgreSQL, PostgREST, the gateway) on SIGTERM or Ctrl-C."""
+"""The README's run command: serves the three demo hosts from workerd, is safe to rerun, and
+stops everything it started (Node + workerd, PostgreSQL, PostgREST, the gateway) on SIGTERM or
+Ctrl-C, keeping its state."""
 from __future__ import annotations
 
 import os
@@ -54,17 +55,32 @@ def _start(tmp: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # first run: builds the bundles, starts a workerd per tenant
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"run command exited early:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(url, headers={"Host": "cozyartzmedia.com"}, timeout=2).status_code == 200:
+            if httpx.get(url, headers={"Host": "partner1.cozyartzmedia.com"}, timeout=5).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
     pytest.fail(f"run command never became healthy:\n{log.read_text()[-3000:]}")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _postmaster(state: Path) -> int | None:
+    """PostgreSQL's postmaster (pg_ctl daemonizes it: not a descendant of the run command)."""
+    try:
+        return int((state / "pg" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @pytest.fixture
@@ -76,8 +92,9 @@ def world_readable_tmp() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_run_serves_demo_hosts_and_stops_everything(world_readable_tmp: Path) -> None:
+def test_run_serves_demo_hosts_on_workerd_and_stops_everything(world_readable_tmp: Path) -> None:
     tmp_path = world_readable_tmp
+    state = tmp_path / "state"
     port = free_port()
     url = f"http://127.0.0.1:{port}/api/health"
     # SIGTERM (an init system) the first time, Ctrl-C the second; the second start reuses
@@ -88,20 +105,32 @@ def test_run_serves_demo_hosts_and_stops_everything(world_readable_tmp: Path) ->
             _wait_healthy(proc, url, tmp_path / "run.log")
             for host, tenant in [("cozyartzmedia.com", "cozyartz"), ("partner1.cozyartzmedia.com", "partner1"),
                                  ("partner-seo.com", "partner-seo")]:
-                body = httpx.get(url, headers={"Host": host}).json()
+                body = httpx.get(url, headers={"Host": host}, timeout=30).json()
                 assert body["tenant_id"] == tenant
             started = _descendants(proc.pid)
-            assert started, "expected PostgreSQL and PostgREST children"
+            commands = " ".join(_cmdline(p) for p in started)
+            for part in ("host.mjs", "workerd", "postgrest"):  # Node + Miniflare, workerd, PostgREST
+                assert part in commands, f"expected a {part} process under the run command: {commands}"
+            postmaster = _postmaster(state)
+            assert postmaster is not None and _alive(postmaster)
+            started.add(postmaster)
             proc.send_signal(stop_signal)
-            assert proc.wait(timeout=60) == 0
+            assert proc.wait(timeout=90) == 0
             deadline = time.monotonic() + 15
             while any(_alive(p) for p in started) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            assert not [p for p in started if _alive(p)], "run command left processes behind"
+            assert not [(p, _cmdline(p)) for p in started if _alive(p)], "run command left processes behind"
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(url, headers={"Host": "cozyartzmedia.com"}, timeout=2)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        # State is kept: the PostgreSQL cluster, the namespace registry and the secrets.
+        assert (state / "pg" / "PG_VERSION").is_file()
+        assert {"cmgsite-primary-tenant", "cmgsite-partner-tenant", "cmgsite-custom-tenant"} <= {
+            p.stem for p in (state / "namespace").glob("*.json")}
+        assert (state / "secrets" / "dispatcher.dev.vars").is_file()
     # The platform wrote into the very database wrangler's own commands read.
     db = wrangler_d1_file(tmp_path / "wrangler")
     assert db is not None

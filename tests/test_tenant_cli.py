@@ -1,33 +1,49 @@
-"""The tenant CLI end to end on the local platform, over real HTTP, against the real local Supabase."""
+"""The tenant CLI end to end on the running local platform (the session's `platform`: the
+dispatcher and one workerd per tenant script), over real HTTP, against the real local Supabase.
+
+The CLI is driven as an operator runs it, `--local` with the platform's --state-dir and
+--wrangler-state: it writes the namespace registry, purges KV through the running host and
+waits until the host has started or stopped the changed Worker. The dispatcher of the test
+platform keeps no in-isolate route cache (ROUTE_ISOLATE_TTL_SECONDS=0), so a change is seen
+by the very next request. Every tenant these tests add is erased again afterwards.
+"""
 from __future__ import annotations
 
-import asyncio
 import io
 import json
+import secrets
+import socket
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import httpx
 import pytest
 
-from localrt.kv import KVNamespace
-from localrt.platform import Platform
+from controlplane.edges import miniflare_object_id
 from scripts.tenants import main
-from tests.support import LiveServer
+from tests.auth_support import AuthWorld, Browser, provider_vars
+from tests.fake_oauth import FakeOAuth
+from tests.support import Platform
 
 PREFIX = "cli-"  # every tenant these tests create; the shared Supabase stack is cleaned of them
+FAILURE_TRIGGERS = ("cli_fail", "cli_rm_fail")  # the D1 outages tests inject
 
 
 class Cli:
-    """Runs scripts/tenants.py in-process against one test's platform and the session's Supabase."""
+    """Runs scripts/tenants.py in-process against the shared platform's state and the session's Supabase."""
 
     def __init__(self, platform: Platform, env: dict[str, str]) -> None:
         self.platform, self.env = platform, env
 
+    @property
+    def base(self) -> list[str]:
+        return ["--state-dir", str(self.platform.paths.root), "--wrangler-state", str(self.platform.wrangler_state)]
+
     def __call__(self, *argv: str, stdin: str = "") -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
-        args = [*argv, "--state-dir", str(self.platform.paths.root), "--d1-file", str(self.platform.d1.path)]
-        code = main(args, env=self.env, stdin=io.StringIO(stdin), stdout=out, stderr=err)
+        code = main([*argv, *self.base], env=self.env, stdin=io.StringIO(stdin), stdout=out, stderr=err)
         return code, out.getvalue(), err.getvalue()
 
     def json(self, *argv: str) -> Any:
@@ -36,37 +52,114 @@ class Cli:
         return json.loads(out)
 
 
+def _cleanup(cli: Cli, pg_cluster: Any) -> None:
+    """Put the shared platform back: erase every cli- tenant everywhere, stop its Worker."""
+    platform = cli.platform
+    for trigger in FAILURE_TRIGGERS:
+        platform.d1.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    with pg_cluster.connect() as conn:
+        left = [r[0] for r in conn.execute("select tenant_id from public.tenants where tenant_id like %s",
+                                           (PREFIX + "%",))]
+    for tenant_id in left:
+        cli("delete", tenant_id, "--yes", "--quiet")
+    with pg_cluster.connect() as conn:  # owner connection: whatever a failed erasure left behind
+        conn.execute("delete from public.tenants where tenant_id like %s", (PREFIX + "%",))
+    hosts = [r["domain"] for r in platform.rows("SELECT domain FROM tenant_domains WHERE tenant_id LIKE 'cli-%'")]
+    platform.sql("DELETE FROM tenant_domains WHERE tenant_id LIKE 'cli-%'")
+    platform.sql("DELETE FROM tenants WHERE id LIKE 'cli-%'")
+    for host in hosts:
+        platform.purge(host)
+    for name in platform.registry.names():
+        if name.startswith("cmgsite-" + PREFIX):
+            platform.registry.remove(name)
+            platform.registry.secrets_path(name).unlink(missing_ok=True)
+    platform.host.sync()
+
+
 @pytest.fixture
 def cli(platform: Platform, supabase_stack: Any, pg_cluster: Any) -> Iterator[Cli]:
     env = {"SUPABASE_URL": supabase_stack.url, "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key}
-    yield Cli(platform, env)
-    with pg_cluster.connect() as conn:  # owner connection: drop whatever a failed test left behind
-        conn.execute("delete from public.tenants where tenant_id like %s", (PREFIX + "%",))
+    runner = Cli(platform, env)
+    try:
+        yield runner
+    finally:
+        _cleanup(runner, pg_cluster)
 
 
-def health(live: LiveServer, host: str) -> httpx.Response:
-    return httpx.get(live.url + "/api/health", headers={"Host": host}, timeout=10)
+@pytest.fixture
+def live(platform: Platform) -> Platform:
+    return platform
 
 
-def test_lifecycle_add_suspend_resume_remove_over_http(cli: Cli, live: LiveServer) -> None:
+def health(live: Platform, host: str) -> httpx.Response:
+    return live.get(host, "/api/health")
+
+
+def env_of(platform: Platform, script: str) -> SimpleNamespace:
+    """What the namespace gives the script's Worker: its vars and its secrets."""
+    spec = platform.registry.get(script)
+    assert spec is not None, script
+    return SimpleNamespace(**spec.vars, **platform.registry.secrets_of(script))
+
+
+def script_starts(platform: Platform) -> list[str]:
+    """Every tenant Worker (re)start the host reported, in order."""
+    return [e["script"] for e in platform.host.events if e.get("event") == "script_ready"]
+
+
+def starts_since(platform: Platform, before: int, expected: list[str]) -> list[str]:
+    """The (re)starts after the first `before`; the host's event lines are read by a thread, so
+    they may land a moment after the /sync reply the CLI waited for."""
+    deadline = time.monotonic() + 10
+    while len(script_starts(platform)) - before < len(expected) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # and nothing else restarts
+    return script_starts(platform)[before:]
+
+
+def running_scripts(platform: Platform) -> dict[str, dict[str, Any]]:
+    return dict(platform.host.status()["scripts"])
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_lifecycle_add_suspend_resume_remove_over_http(cli: Cli, live: Platform) -> None:
     host = "cli-life.cozyartzmedia.com"
+    script = "cmgsite-cli-life"
     assert health(live, host).status_code == 404
+    others = running_scripts(live)
+    starts = len(script_starts(live))
     code, out, err = cli("add", "cli-life", "--name", "Life Co", "--type", "partner-subdomain",
                          "--domain", host, "--tier", "growth")
     assert code == 0, err
+    # Answered at once, through the dispatcher, by the new script's own workerd.
     r = health(live, host)
     assert r.status_code == 200 and r.json()["tenant_id"] == "cli-life" and r.json()["tier"] == "growth"
-    env = cli.platform.namespace.env_of("cmgsite-cli-life")
+    assert live.invocations()[-1]["script"] == script
+    # Only the new script started; every other Worker kept running on its port.
+    assert starts_since(live, starts, [script]) == [script]
+    now = running_scripts(live)
+    assert now[script]["state"] == "ready"
+    assert {n: e for n, e in now.items() if n != script} == others
+    env = env_of(cli.platform, script)
     assert env.SUPABASE_URL == cli.env["SUPABASE_URL"] and len(env.SESSION_SECRET) > 40
     assert env.TENANT_ID == "cli-life" and env.TENANT_TYPE == "partner-subdomain"
 
     assert cli("suspend", "cli-life")[0] == 0
-    assert health(live, host).status_code == 403
+    assert health(live, host).status_code == 403  # KV purged through the host: no stale route
     assert cli("resume", "cli-life")[0] == 0
     assert health(live, host).status_code == 200
+    port = running_scripts(live)[script]["port"]
+    assert listening(port)
     assert cli("remove", "cli-life")[0] == 0
     assert health(live, host).status_code == 404
-    assert "cmgsite-cli-life" not in cli.platform.namespace.names()
+    assert script not in cli.platform.registry.names()
+    assert script not in running_scripts(live) and not listening(port)  # its workerd is gone
+    assert {n: e for n, e in running_scripts(live).items()} == others
     assert cli("verify")[0] == 0
     # A removed tenant keeps its data and its domain: resume brings it back (Worker redeployed).
     code, _, err = cli("add", "cli-life", "--name", "Life Co", "--type", "partner-subdomain", "--domain", host,
@@ -92,7 +185,7 @@ def d1_rows(platform: Platform, tenant_id: str) -> int:
             + db.execute("select count(*) as n from tenant_domains where tenant_id = ?", (tenant_id,))["results"][0]["n"])
 
 
-def test_crash_in_the_d1_step_then_rerun_converges_and_verify_reports_it(cli: Cli, live: LiveServer) -> None:
+def test_crash_in_the_d1_step_then_rerun_converges_and_verify_reports_it(cli: Cli, live: Platform) -> None:
     host = "cli-crash.cozyartzmedia.com"
     db = cli.platform.d1
     db.execute("CREATE TRIGGER cli_fail BEFORE INSERT ON tenants WHEN NEW.id = 'cli-crash'"
@@ -115,7 +208,7 @@ def test_crash_in_the_d1_step_then_rerun_converges_and_verify_reports_it(cli: Cl
     assert cli("verify")[0] == 0
 
 
-def test_verify_repair_fixes_d1_and_kv_drift(cli: Cli, live: LiveServer) -> None:
+def test_verify_repair_fixes_d1_and_kv_drift(cli: Cli, live: Platform) -> None:
     host = "cli-drift.cozyartzmedia.com"
     assert cli("add", "cli-drift", "--name", "Drift", "--type", "partner-subdomain", "--domain", host,
                "--tier", "starter")[0] == 0
@@ -132,7 +225,7 @@ def test_verify_repair_fixes_d1_and_kv_drift(cli: Cli, live: LiveServer) -> None
     assert health(live, host).json()["tier"] == "starter"
 
 
-def test_export_holds_the_tenant_rows_and_nothing_of_others(cli: Cli, live: LiveServer, pg_cluster: Any) -> None:
+def test_export_holds_the_tenant_rows_and_nothing_of_others(cli: Cli, live: Platform, pg_cluster: Any) -> None:
     assert cli("add", "cli-exp", "--name", "Export Co", "--type", "custom-domain", "--domain", "exp.cli-test.example",
                "--tier", "growth")[0] == 0
     with pg_cluster.connect() as conn:
@@ -163,24 +256,37 @@ def test_export_holds_the_tenant_rows_and_nothing_of_others(cli: Cli, live: Live
 
 
 def test_delete_erases_every_row_and_leaves_an_audit_record_without_personal_data(
-        cli: Cli, live: LiveServer, pg_cluster: Any) -> None:
+        cli: Cli, live: Platform, pg_cluster: Any, supabase_stack: Any,
+        fake_oauth_server: tuple[FakeOAuth, str], tmp_path: Path) -> None:
     host = "cli-gone.example.org"
+    script = "cmgsite-cli-gone"
     assert cli("add", "cli-gone", "--name", "Gone Ltd", "--type", "custom-domain", "--domain", host,
                "--tier", "starter")[0] == 0
     with pg_cluster.connect() as conn:
         conn.execute("insert into public.profiles (id, tenant_id, tenant_role, email, display_name) values"
                      " ('00000000-0000-4000-8000-0000000000f1', 'cli-gone', 'client', 'bob@gone.example', 'Bob')")
     assert health(live, host).status_code == 200
-    assert sum(rows_everywhere(pg_cluster, "cli-gone").values()) >= 4
-    root = cli.platform.paths.root
-    auth_kv = KVNamespace(root / "auth_kv.sqlite")  # what tenant_worker.auth_store writes, keyed by tenant
-    asyncio.run(auth_kv.put("cli-gone:session-epoch:00000000-0000-4000-8000-0000000000f1", "1"))
-    asyncio.run(auth_kv.put("partner1:session-epoch:00000000-0000-4000-8000-000000000011", "1"))
-    objects = root / "durable_objects" / "cmgsite-cli-gone" / "UsageMeter"
-    objects.mkdir(parents=True, exist_ok=True)  # the health call may already have metered into it
-    (objects / "abc.sqlite").write_bytes(b"")
+    # A real sign-in and sign-out: the tenant's Worker writes its AUTH_KV (a used OAuth state, a session epoch).
+    fake, fake_url = fake_oauth_server
+    client_id = f"github-cli-gone-{secrets.token_hex(3)}"
+    fake.register_client(client_id, "cli-gone-client-secret", f"https://{host}/auth/callback")
+    oauth = tmp_path / "cli-gone.secrets.env"
+    oauth.write_text("".join(f"{k}={v}\n" for k, v in {
+        **provider_vars(fake_url), "GITHUB_CLIENT_ID": client_id, "GITHUB_CLIENT_SECRET": "cli-gone-client-secret"}.items()))
+    assert cli("secrets", "cli-gone", "--file", str(oauth))[0] == 0
+    login = f"cli-gone-{secrets.token_hex(3)}"
+    fake.add_user(login, f"{login}@gone.example", "Carol")
+    browser = Browser(AuthWorld(live, fake, fake_url, supabase_stack, pg_cluster))
+    assert browser.sign_in(host, "github", login).status_code == 302
+    assert browser.request("POST", host, "/auth/logout", headers={"Origin": f"https://{host}"}).status_code < 400
+    assert sum(rows_everywhere(pg_cluster, "cli-gone").values()) >= 5
     export = json.loads(cli("export", "cli-gone")[1])
-    assert export["runtime"]["auth_kv_keys"] == 1 and "abc.sqlite" in export["runtime"]["durable_object_files"]
+    assert export["runtime"]["auth_kv_keys"] >= 1
+    v3 = cli.platform.wrangler_state / "v3"
+    kv_db = v3 / "kv" / "miniflare-KVNamespaceObject" / f"{miniflare_object_id('miniflare-KVNamespaceObject', 'auth-kv-' + script)}.sqlite"
+    assert kv_db.exists()
+    others = {p for p in (v3 / "kv" / "miniflare-KVNamespaceObject").glob("*.sqlite") if p != kv_db}
+    others |= {p for p in (v3 / "do").glob("*-UsageMeter") if p.name != f"{script}-UsageMeter"}
 
     code, _, err = cli("delete", "cli-gone")  # no terminal, no --yes
     assert code == 2 and "--yes" in err
@@ -188,12 +294,13 @@ def test_delete_erases_every_row_and_leaves_an_audit_record_without_personal_dat
     assert code == 0, err
     assert rows_everywhere(pg_cluster, "cli-gone") == {t: 0 for t in rows_everywhere(pg_cluster, "cli-gone")}
     assert d1_rows(cli.platform, "cli-gone") == 0
-    assert "cmgsite-cli-gone" not in cli.platform.namespace.names()
-    assert not cli.platform.namespace.secrets_path("cmgsite-cli-gone").exists()
+    assert script not in cli.platform.registry.names() and script not in running_scripts(live)
+    assert not cli.platform.registry.secrets_path(script).exists()
     assert health(live, host).status_code == 404
-    assert [k["name"] for k in asyncio.run(auth_kv.list({"prefix": ""}))["keys"]] == [
-        "partner1:session-epoch:00000000-0000-4000-8000-000000000011"]
-    assert not objects.parent.exists()
+    # Its AUTH_KV keys and Durable Objects are gone; every other script's storage is untouched.
+    assert not kv_db.exists() and not (v3 / "kv" / f"auth-kv-{script}").exists()
+    assert not (v3 / "do" / f"{script}-UsageMeter").exists()
+    assert all(p.exists() for p in others)
     with pg_cluster.connect() as conn:
         audit = conn.execute("select tenant_id, actor, action, target, details::text from public.audit_log"
                              " where action = 'tenant.erased' and details::text like '%%profiles%%'"
@@ -252,7 +359,7 @@ def test_bad_input_is_refused_with_a_clear_message_and_nothing_written(
         assert conn.execute("select domain, tenant_id from public.tenant_domains order by 1").fetchall() == domains_before
 
 
-def test_domain_quota_follows_the_tier(cli: Cli, live: LiveServer) -> None:
+def test_domain_quota_follows_the_tier(cli: Cli, live: Platform) -> None:
     assert cli("add", "cli-quota", "--name", "Quota", "--type", "custom-domain", "--domain", "q1.cli-test.example",
                "--tier", "starter")[0] == 0
     code, _, err = cli("add-domain", "cli-quota", "q2.cli-test.example")
@@ -268,7 +375,7 @@ def test_domain_quota_follows_the_tier(cli: Cli, live: LiveServer) -> None:
     assert cli("set-tier", "cli-quota", "starter")[0] == 0
 
 
-def test_dry_run_prints_the_writes_and_changes_nothing(cli: Cli, live: LiveServer, pg_cluster: Any) -> None:
+def test_dry_run_prints_the_writes_and_changes_nothing(cli: Cli, live: Platform, pg_cluster: Any) -> None:
     code, out, err = cli("add", "cli-dry", "--name", "Dry", "--type", "partner-subdomain",
                          "--domain", "cli-dry.cozyartzmedia.com", "--tier", "starter", "--dry-run")
     assert code == 0, err
@@ -277,13 +384,13 @@ def test_dry_run_prints_the_writes_and_changes_nothing(cli: Cli, live: LiveServe
                and '"tenant_id":"cli-dry"' in line for line in lines)
     assert any("INSERT INTO tenants (id, name, type, status, tier, script_name, whitelabel_config) VALUES "
                "('cli-dry', 'Dry', 'partner-subdomain', 'active', 'starter', 'cmgsite-cli-dry'" in line for line in lines)
-    assert "[dry-run] kv (local): DELETE host:cli-dry.cozyartzmedia.com" in lines
+    assert "[dry-run] kv (local platform): DELETE host:cli-dry.cozyartzmedia.com" in lines
     assert any(line.startswith("[dry-run] namespace (local ") and "deploy" in line for line in lines)
     assert "service_role" not in out and "eyJ" not in out  # no credentials in the plan
     with pg_cluster.connect() as conn:
         assert conn.execute("select count(*) from public.tenants where tenant_id = 'cli-dry'").fetchone()[0] == 0
     assert d1_rows(cli.platform, "cli-dry") == 0
-    assert "cmgsite-cli-dry" not in cli.platform.namespace.names()
+    assert "cmgsite-cli-dry" not in cli.platform.registry.names()
     assert health(live, "cli-dry.cozyartzmedia.com").status_code == 404
 
     code, out, _ = cli("suspend", "partner1", "--dry-run")
@@ -301,15 +408,32 @@ def test_list_and_show_as_json(cli: Cli) -> None:
     assert shown["d1_route"]["script_name"] == "cmgsite-partner-tenant"
 
 
-def test_secrets_from_a_git_ignored_file_reach_the_worker(cli: Cli, tmp_path: Path) -> None:
+@pytest.fixture
+def partner1_restored(platform: Platform) -> Iterator[None]:
+    """partner1's Worker as it was (the sign-in tests share it): spec and secrets put back, restarted."""
+    script = "cmgsite-partner-tenant"
+    spec, values = platform.registry.get(script), platform.registry.secrets_of(script)
+    assert spec is not None
+    try:
+        yield
+    finally:
+        platform.deploy(spec, values)
+
+
+def test_secrets_from_a_git_ignored_file_reach_the_worker(cli: Cli, tmp_path: Path, partner1_restored: None) -> None:
     secret_file = tmp_path / "partner1.secrets.env"
     secret_file.write_text("SESSION_SECRET=s3cr3t-value\nGITHUB_CLIENT_ID=abc\n")
+    starts = len(script_starts(cli.platform))
     code, out, err = cli("secrets", "partner1", "--file", str(secret_file), "--json")
     assert code == 0, err
     assert json.loads(out)["secrets_set"] == ["GITHUB_CLIENT_ID", "SESSION_SECRET"]
     assert "s3cr3t-value" not in out + err
-    env = cli.platform.namespace.env_of("cmgsite-partner-tenant")
+    env = env_of(cli.platform, "cmgsite-partner-tenant")
     assert env.SESSION_SECRET == "s3cr3t-value" and env.TENANT_CONTEXT_KEY
+    # The host restarted partner1's Worker with them (and only it) before the command returned.
+    assert starts_since(cli.platform, starts, ["cmgsite-partner-tenant"]) == ["cmgsite-partner-tenant"]
+    assert running_scripts(cli.platform)["cmgsite-partner-tenant"]["state"] == "ready"
+    assert health(cli.platform, "partner1.cozyartzmedia.com").status_code == 200
     bad = tmp_path / "bad.env"
     bad.write_text("TENANT_CONTEXT_KEY=forged\n")
     code, _, err = cli("secrets", "partner1", "--file", str(bad))
@@ -337,7 +461,7 @@ def test_delete_asks_for_the_typed_tenant_id(cli: Cli, pg_cluster: Any) -> None:
     assert cli("add", "cli-ask", "--name", "Ask", "--type", "partner-subdomain", "--domain",
                "cli-ask.cozyartzmedia.com", "--tier", "starter")[0] == 0
     out, err = io.StringIO(), io.StringIO()
-    base = ["--state-dir", str(cli.platform.paths.root), "--d1-file", str(cli.platform.d1.path)]
+    base = cli.base
     code = main(["delete", "cli-ask", *base], env=cli.env, stdin=Terminal("cli-as\n"), stdout=out, stderr=err)
     assert code == 2 and "did not match: nothing was deleted" in err.getvalue()
     assert "Type the tenant id to confirm" in err.getvalue()
@@ -359,7 +483,7 @@ async def test_tenant_tables_are_discovered_from_postgrest(supabase_stack: Any) 
     assert tables[-1] == "tenants" and len(tables) == len(set(tables))
 
 
-def test_remove_interrupted_in_d1_never_routes_to_a_missing_worker(cli: Cli, live: LiveServer) -> None:
+def test_remove_interrupted_in_d1_never_routes_to_a_missing_worker(cli: Cli, live: Platform) -> None:
     host = "cli-rm.cozyartzmedia.com"
     assert cli("add", "cli-rm", "--name", "Rm", "--type", "partner-subdomain", "--domain", host,
                "--tier", "starter")[0] == 0
@@ -369,9 +493,11 @@ def test_remove_interrupted_in_d1_never_routes_to_a_missing_worker(cli: Cli, liv
     code, _, err = cli("remove", "cli-rm")
     assert code == 1 and "injected D1 outage" in err
     # Still routed (D1 did not change), so its Worker must still be there: served, never a 502.
-    assert "cmgsite-cli-rm" in cli.platform.namespace.names()
+    assert "cmgsite-cli-rm" in cli.platform.registry.names()
+    assert running_scripts(live)["cmgsite-cli-rm"]["state"] == "ready"
     assert health(live, host).status_code == 200
     db.execute("DROP TRIGGER cli_rm_fail")
     assert cli("remove", "cli-rm")[0] == 0
     assert health(live, host).status_code == 404
+    assert "cmgsite-cli-rm" not in running_scripts(live)
     assert cli("verify")[0] == 0
