@@ -143,9 +143,10 @@ class WorkerdHost:
                 ready.set()
             elif event.get("event") == "failed":
                 ready.set()
-            elif event.get("event") in ("script_ready", "script_failed", "script_removed"):
-                print(json.dumps(event), file=sys.stderr) if os.environ.get("CMGSITE_HOST_VERBOSE") else None
-        ready.set()
+            elif event.get("event") == "script_failed":
+                print(f"[localrt] tenant script {event.get('script')} failed to start: {event.get('error')}",
+                      file=sys.stderr)
+        ready.set()  # the host exited: nobody waits forever
 
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
