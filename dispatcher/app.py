@@ -69,7 +69,8 @@ class Dispatcher:
 
     async def handle(self, request: Request, defer: Defer | None = None) -> Response:
         rid = new_request_id()
-        path = urlsplit(request.url).path or "/"
+        url = urlsplit(request.url)
+        path = url.path or "/"
         incoming = request.headers  # converted from JS once per request
         try:
             host = normalize_host(incoming.get("host"))
@@ -96,12 +97,11 @@ class Dispatcher:
         headers.extend(context_headers(ctx, self._tenant_key(route.tenant_id)).items())
         forwarded = Request(request, headers=headers)
         # The tenant sees the host it was routed by, never a URL a proxy in front rewrote.
-        parts = urlsplit(request.url)
-        url = urlunsplit((parts.scheme, host, parts.path or "/", parts.query, ""))
+        routed_url = urlunsplit((url.scheme, host, path, url.query, ""))
         try:
             return await dispatch_fetch(
                 self._env.DISPATCHER, route.script_name, plan_for(route.tier).worker_limits(),
-                forwarded, url, {H_REQUEST_ID: rid},
+                forwarded, routed_url, {H_REQUEST_ID: rid},
             )
         except ScriptNotFound:
             _log("script_not_found", rid, tenant_id=route.tenant_id, script=route.script_name)

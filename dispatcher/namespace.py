@@ -39,6 +39,18 @@ def _js_object(value: dict[str, Any]) -> Any:
     return to_js(value, dict_converter=js.Object.fromEntries)
 
 
+_options: dict[tuple[tuple[str, int], ...], tuple[Any, Any]] = {}
+
+
+def _get_arguments(limits: dict[str, int]) -> tuple[Any, Any]:
+    """`get()`'s args and options as JS objects, made once per tier's limits (hot path)."""
+    key = tuple(sorted(limits.items()))
+    found = _options.get(key)
+    if found is None:
+        found = _options[key] = (_js_object({}), _js_object({"limits": limits}))
+    return found
+
+
 def _classify(message: str) -> Exception:
     text = message.lower()
     if text.startswith("worker not found"):
@@ -61,7 +73,7 @@ async def dispatch_fetch(
     """Forward `request` to `script_name` at `url` (its URL on the routed host) with per-tier
     `limits`; stamp `response_headers`."""
     try:
-        worker = namespace.get(script_name, _js_object({}), _js_object({"limits": limits}))
+        worker = namespace.get(script_name, *_get_arguments(limits))
         upstream = await worker.fetch(js.Request.new(url, request.js_object))
     except JsException as exc:
         raise _classify(str(getattr(exc, "message", exc))) from None

@@ -19,7 +19,6 @@ import secrets
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,14 +150,10 @@ class WorkerdHost:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def _control(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 120.0) -> Any:
+    def _control(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         if not self.directory:
             raise HostError("the platform host is not running")
-        r = httpx.request(method, f"http://{self.directory}{path}", json=body, timeout=timeout,
-                          headers={"x-cmgsite-host-token": self._token})
-        if r.status_code != 200:
-            raise HostError(f"platform host {path}: {r.status_code} {r.text[:200]}")
-        return r.json()
+        return call_host(self.directory, self._token, method, path, body)
 
     def sync(self) -> dict[str, str]:
         """Apply namespace changes now and wait until every script has (re)started."""
@@ -198,20 +193,26 @@ def control_from_status(state_dir: Path) -> tuple[str, str] | None:
     return str(status["directory"]), str(config["token"])
 
 
+def call_host(directory: str, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """One call to a host's control endpoint (loopback, token-checked); HostError unless 200."""
+    r = httpx.request(method, f"http://{directory}{path}", json=body, timeout=120,
+                      headers={"x-cmgsite-host-token": token})
+    if r.status_code != 200:
+        raise HostError(f"platform host {path}: {r.status_code} {r.text[:200]}")
+    return r.json()
+
+
 def _control_if_running(state_dir: Path, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """Call a running host's control endpoint; None when no host runs for `state_dir`."""
     found = control_from_status(state_dir)
     if found is None:
         return None
-    directory, token = found
     try:
-        r = httpx.request(method, f"http://{directory}{path}", json=body, timeout=120,
-                          headers={"x-cmgsite-host-token": token})
-    except httpx.HTTPError:
+        return call_host(*found, method, path, body)
+    except httpx.ConnectError:  # a stale status file: its pid now belongs to something else
         return None
-    if r.status_code != 200:
-        raise HostError(f"platform host {path}: {r.status_code} {r.text[:200]}")
-    return r.json()
+    except httpx.HTTPError as exc:
+        raise HostError(f"platform host {path}: {type(exc).__name__}") from None
 
 
 def purge_kv_if_running(state_dir: Path, key: str, binding: str = "TENANT_CACHE") -> bool:

@@ -4,7 +4,6 @@ started once per session (Python Workers take seconds to start) and shared."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import httpx
 
-from dispatcher.routing import ISOLATE_TTL_SECONDS, KV_NEGATIVE_TTL_SECONDS, RouteResolver, kv_key
+from dispatcher.routing import ISOLATE_TTL_SECONDS, KV_NEGATIVE_TTL_SECONDS, RouteResolver
 from tests.support import Platform
 
 P1, SEO, COZY = "partner1.cozyartzmedia.com", "partner-seo.com", "cozyartzmedia.com"

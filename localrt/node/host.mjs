@@ -117,7 +117,7 @@ const AI_WORKER = {
   compatibilityDate: "2026-11-01",
 };
 
-async function startMiniflare(label, options) {
+async function startMiniflare(options) {
   const mf = new Miniflare(convertV4MiniflareOptions(options));
   const url = await mf.ready;
   return { mf, url };
@@ -136,7 +136,7 @@ async function warm(url, host) {
 }
 
 // ---- the namespace: one Miniflare per tenant script -------------------------------------
-const scripts = new Map(); // name -> { port, digest, mf, state, fault }
+const scripts = new Map(); // name -> { port, digest, mf, state }
 const faults = new Map();  // test-only: name -> "cpu" | "subrequests" | "crash"
 const invocations = [];    // test-only: the last namespace calls, {script, limits}
 const bindingFaults = new Map(); // test-only: dispatcher binding ("DB" | "TENANT_CACHE") -> "throw"
@@ -177,10 +177,9 @@ async function startScript(name, known) {
     await entry.mf.dispose().catch(() => {});
     entry.mf = null;
   }
-  const { mf, url } = await startMiniflare(name, tenantOptions(name, spec, secretsFile, entry.port));
+  const { mf, url } = await startMiniflare(tenantOptions(name, spec, secretsFile, entry.port));
   entry.mf = mf;
   entry.port = Number(url.port);
-  entry.ready = false;
   const warmMs = await warm(url, "warmup.invalid");
   if (scripts.get(name) !== entry) return; // removed meanwhile
   entry.state = "ready";
@@ -330,7 +329,7 @@ async function main() {
   };
   await sync();
   const dispatcherBegan = Date.now();
-  const { mf, url } = await startMiniflare("dispatcher", { ...shared(config.port), workers: [dispatcherWorker] });
+  const { mf, url } = await startMiniflare({ ...shared(config.port), workers: [dispatcherWorker] });
   dispatcher = { mf, url };
   await emptyRouteCache(mf);
   const warmMs = await warm(url, "warmup.invalid");
