@@ -1,5 +1,11 @@
 """Route resolution: in-isolate cache → KV `TENANT_CACHE` → D1 `DB`.
 
+Unknown hosts are cached negatively in the isolate first. A KV write costs money and
+anyone can send a fresh Host header with every request, so a miss reaches KV only when
+the same host misses again in this isolate (`NEGATIVE_KV_AFTER_MISSES`), and at most
+`NEGATIVE_KV_WRITES_PER_MINUTE` negative entries are written per isolate per minute: a
+flood of made-up hosts costs D1 reads, never unbounded KV writes.
+
 Takes the bindings in the shapes the Python Workers SDK gives them (`db.prepare(sql)
 .bind(host).first()`, `kv.get(key)`, `kv.put(key, value, {"expirationTtl": n})`), so the
 same code runs on Cloudflare, on the local runtime and in tests.
@@ -21,6 +27,8 @@ KV_TTL_SECONDS = 300  # KV's minimum is 60
 KV_NEGATIVE_TTL_SECONDS = 60
 ISOLATE_TTL_SECONDS = 15  # bounds how long a suspend or removal takes to reach every isolate
 ISOLATE_MAX_ENTRIES = 10_000
+NEGATIVE_KV_AFTER_MISSES = 2  # the miss that makes a host worth a KV entry
+NEGATIVE_KV_WRITES_PER_MINUTE = 60  # per isolate
 
 ROUTE_SQL = (
     "SELECT t.id AS tenant_id, t.type AS tenant_type, t.tier AS tier, t.status AS status,"
@@ -70,6 +78,8 @@ class RouteResolver:
         self._clock = clock
         self._isolate_ttl = isolate_ttl
         self._isolate: OrderedDict[str, tuple[float, TenantRoute | None]] = OrderedDict()
+        self._misses: OrderedDict[str, int] = OrderedDict()  # unknown host -> misses seen in this isolate
+        self._negative_window = (0.0, 0)  # (minute start, negative KV writes in it)
 
     async def resolve(self, host: str, defer: Defer | None = None) -> TenantRoute | None:
         """The route for a normalised host, or None when no tenant has it.
@@ -89,6 +99,26 @@ class RouteResolver:
 
     def forget(self, host: str) -> None:
         self._isolate.pop(host, None)
+        self._misses.pop(host, None)
+
+    def _worth_negative_kv(self, host: str) -> bool:
+        """Count a miss; True when this host has missed often enough and the minute's budget allows."""
+        misses = self._misses.pop(host, 0) + 1
+        self._misses[host] = misses
+        while len(self._misses) > ISOLATE_MAX_ENTRIES:
+            self._misses.popitem(last=False)
+        if misses < NEGATIVE_KV_AFTER_MISSES:
+            return False
+        now = self._clock()
+        start, written = self._negative_window
+        if now - start >= 60:
+            start, written = now, 0
+        if written >= NEGATIVE_KV_WRITES_PER_MINUTE:
+            self._negative_window = (start, written)
+            return False
+        self._negative_window = (start, written + 1)
+        self._misses.pop(host, None)
+        return True
 
     def _remember(self, host: str, route: TenantRoute | None, now: float) -> None:
         self._isolate[host] = (now + self._isolate_ttl, route)
@@ -132,8 +162,11 @@ class RouteResolver:
         if self._kv is None:
             return
         if route is None:
+            if not self._worth_negative_kv(host):
+                return
             value, ttl = json.dumps({"missing": True}), KV_NEGATIVE_TTL_SECONDS
         else:
+            self._misses.pop(host, None)
             value, ttl = json.dumps(route.to_mapping()), KV_TTL_SECONDS
         write = self._put_quietly(kv_key(host), value, ttl)
         if defer is not None:

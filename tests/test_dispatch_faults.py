@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 from typing import Any, Iterator
 
 import httpx
 
-from dispatcher.routing import ISOLATE_TTL_SECONDS, KV_NEGATIVE_TTL_SECONDS, RouteResolver
+from dispatcher.routing import (ISOLATE_TTL_SECONDS, KV_NEGATIVE_TTL_SECONDS, NEGATIVE_KV_AFTER_MISSES,
+                                NEGATIVE_KV_WRITES_PER_MINUTE, RouteResolver, kv_key)
 from tests.support import Platform
 
 P1, SEO, COZY = "partner1.cozyartzmedia.com", "partner-seo.com", "cozyartzmedia.com"
@@ -65,12 +67,23 @@ def test_route_is_cached_in_kv_and_unknown_hosts_negatively(platform: Platform) 
         platform.purge(host)
     try:
         assert platform.get(SEO).status_code == 200
-        assert platform.get("nobody.example").status_code == 404
         cached = json.loads(platform.kv_get(SEO) or "null")
         assert cached["tenant_id"] == "partner-seo" and cached["script_name"] == "cmgsite-custom-tenant"
-        assert json.loads(platform.kv_get("nobody.example") or "null") == {"missing": True}
+        assert platform.get("nobody.example").status_code == 404
+        assert platform.kv_get("nobody.example") is None  # one miss: the isolate remembers it, KV does not
+        assert platform.get("nobody.example").status_code == 404
+        assert json.loads(platform.kv_get("nobody.example") or "null") == {"missing": True}  # repeated: KV too
     finally:
         platform.purge("nobody.example")
+
+
+def test_made_up_hosts_do_not_drive_kv_writes(platform: Platform) -> None:
+    # The attack: a fresh Host per request, each one a paid KV write if every miss were cached.
+    hosts = [f"probe-{secrets.token_hex(6)}.example" for _ in range(40)]
+    for host in hosts:
+        r = platform.get(host)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    assert [h for h in hosts if platform.kv_get(h) is not None] == []
 
 
 def test_malformed_kv_entry_is_ignored_not_trusted(platform: Platform) -> None:
@@ -126,10 +139,32 @@ def test_resolver_cache_layers(platform: Platform) -> None:
         await resolver.resolve(P1)
         assert db.calls == 1  # KV
         assert await resolver.resolve("ghost.example") is None and db.calls == 2
+        assert await resolver.resolve("ghost.example") is None and db.calls == 2  # isolate's negative entry
         now[0] += ISOLATE_TTL_SECONDS + 1
-        assert await resolver.resolve("ghost.example") is None and db.calls == 2  # negative KV entry
+        assert await resolver.resolve("ghost.example") is None and db.calls == 3  # second miss: now in KV
+        now[0] += ISOLATE_TTL_SECONDS + 1
+        assert await resolver.resolve("ghost.example") is None and db.calls == 3  # negative KV entry
         now[0] += KV_NEGATIVE_TTL_SECONDS + 1
-        assert await resolver.resolve("ghost.example") is None and db.calls == 3  # expired: asks D1 again
+        assert await resolver.resolve("ghost.example") is None and db.calls == 4  # expired: asks D1 again
+
+    asyncio.run(go())
+
+
+def test_negative_kv_writes_are_bounded_per_isolate(platform: Platform) -> None:
+    now = [1000.0]
+    kv = MemoryKV(lambda: now[0])
+    resolver = RouteResolver(platform.d1, kv, clock=lambda: now[0], isolate_ttl=0)
+
+    async def go() -> None:
+        hosts = [f"h{i}.example" for i in range(NEGATIVE_KV_WRITES_PER_MINUTE * 3)]
+        for host in hosts:  # every host misses twice: each one is "worth" an entry
+            for _ in range(NEGATIVE_KV_AFTER_MISSES):
+                assert await resolver.resolve(host) is None
+        assert len(kv.items) == NEGATIVE_KV_WRITES_PER_MINUTE  # the minute's budget, no more
+        now[0] += 61
+        for _ in range(NEGATIVE_KV_AFTER_MISSES):
+            assert await resolver.resolve("late.example") is None
+        assert kv_key("late.example") in kv.items  # a new minute, a new budget
 
     asyncio.run(go())
 
