@@ -4,15 +4,21 @@ Local: D1 is the SQLite file `wrangler d1 ... --local` keeps under .wrangler/sta
 the namespace are the local runtime's files under .local/, Supabase is the local stack
 (SUPABASE_URL + SUPABASE_SERVICE_ROLE_KEY, or .local/secrets/supabase.dev.vars, which
 `python -m localrt run` writes). Remote: everything from the environment (see REMOTE_ENV).
+
+A local command never talks to a Supabase that is not on this machine: an operator with
+production credentials exported must not write to production from a `--local` command, so
+a non-loopback SUPABASE_URL in the environment is refused there (use --remote).
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from controlplane.cloudflare import API_BASE, CloudflareApi
 from controlplane.dryrun import DryRunHttp
@@ -47,7 +53,26 @@ def _local_supabase_file(settings: Settings) -> dict[str, str]:
     return read_dev_vars(settings.state_dir / "secrets" / "supabase.dev.vars")
 
 
+def is_loopback_url(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _local_guard(settings: Settings) -> None:
+    url = settings.env.get("SUPABASE_URL")
+    if not settings.remote and url and not is_loopback_url(url):
+        raise ConfigError(f"SUPABASE_URL in the environment points at {urlsplit(url).hostname or url!r}, not at "
+                          "this machine: a --local command only uses the local Supabase. Unset SUPABASE_URL "
+                          "(the local stack's values are read from .local/secrets/supabase.dev.vars) or use --remote")
+
+
 def _supabase_settings(settings: Settings) -> tuple[str, str]:
+    _local_guard(settings)
     url, key = settings.env.get("SUPABASE_URL"), settings.env.get("SUPABASE_SERVICE_ROLE_KEY")
     if url and key:
         return url, key
@@ -61,6 +86,7 @@ def _supabase_settings(settings: Settings) -> tuple[str, str]:
 
 def platform_secrets(settings: Settings) -> dict[str, str]:
     """The Supabase project's values every tenant Worker gets (environment first, then the local file)."""
+    _local_guard(settings)
     source = {**(_local_supabase_file(settings) if not settings.remote else {}), **settings.env}
     return {k: source[k] for k in PLATFORM_SECRETS if source.get(k)}
 

@@ -5,11 +5,20 @@ Supabase gateway, applies the D1 migrations with wrangler (the same SQLite file 
 d1 ... --local` uses), seeds the demo tenants, builds the Worker bundles and serves them
 from workerd (localrt/node/host.mjs: the dispatcher and one workerd per tenant script)
 until Ctrl-C or SIGTERM, then stops everything it started. State is kept between runs.
+
+One run per state directory (a lock in it; a second run refuses and touches nothing). The
+demo tenants are seeded into a new state directory only: later runs keep whatever the
+operator changed (suspended, re-tiered, removed), unless `--reseed-demo` asks for the demo
+values back. Every run refreshes the local Supabase URL and keys in the tenant scripts'
+secrets, since those belong to the local stack, not to the operator.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
+import json
+import os
 import logging
 import secrets
 import signal
@@ -17,9 +26,9 @@ import sys
 import time
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from localrt.d1 import D1Database, apply_migrations_with_wrangler
+from localrt.d1 import D1Database, apply_migrations_with_wrangler, wrangler_d1_file
 from localrt.demo import seed_demo
 from localrt.devvars import read_dev_vars, write_dev_vars
 from localrt.platform import StatePaths
@@ -42,6 +51,45 @@ def dispatcher_vars() -> dict[str, str]:
     return {k: str(v) for k, v in parsed.get("vars", {}).items()}
 
 
+class StateInUse(Exception):
+    """Another run command holds this state directory."""
+
+
+def lock_state(state: Path) -> IO[str]:
+    """Hold `<state>/run.lock` for this process's life; refuse if another run holds it."""
+    path = state / "run.lock"
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StateInUse(f"another `run` (pid {holder}) is using {state}: stop it first, or give this one "
+                         "its own --state-dir, --wrangler-state and ports") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def demo_marker(state: Path) -> Path:
+    return state / "demo-seeded.json"
+
+
+def refresh_stack_secrets(registry: Any, supabase: dict[str, str]) -> None:
+    """Point every registered tenant script at this run's local Supabase; leave the rest alone."""
+    for name in registry.names():
+        spec = registry.get(name)
+        if spec is None:
+            continue
+        values = registry.secrets_of(name)
+        if all(values.get(k) == v for k, v in supabase.items()):
+            continue
+        registry.deploy(spec, secrets={**values, **supabase})
+
+
 def _jwt_secret(state_dir: Path) -> str:
     values = read_dev_vars(supabase_secrets_path(state_dir))
     return values.get("SUPABASE_JWT_SECRET") or secrets.token_urlsafe(48)
@@ -58,18 +106,27 @@ def _terminate(signum: int, frame: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     state: Path = args.state_dir
     state.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = lock_state(state)
+    except StateInUse as exc:
+        log.error("%s", exc)
+        return 1
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
     cluster = PgCluster(state / "pg", port=args.pg_port)
     stack: SupabaseStack | None = None
     host: WorkerdHost | None = None
     try:
+        reseed = args.reseed_demo or not demo_marker(state).exists()
+        fresh_pg = not (cluster.data_dir / "PG_VERSION").is_file()
         log.info("starting PostgreSQL on 127.0.0.1:%d (data in %s)", args.pg_port, cluster.data_dir)
         cluster.init()
         cluster.start()
         applied = cluster.apply_migrations()
-        cluster.seed()
-        log.info("Supabase migrations applied (%d new), seed loaded", len(applied))
+        if reseed or fresh_pg:
+            cluster.seed()
+        log.info("Supabase migrations applied (%d new)%s", len(applied),
+                 ", demo seed loaded" if reseed or fresh_pg else "; demo tenants kept as they are")
         stack = SupabaseStack(cluster, jwt_secret=_jwt_secret(state), port=args.supabase_port)
         stack.start()
         supabase = {
@@ -80,10 +137,16 @@ def run(args: argparse.Namespace) -> int:
         log.info("Supabase data API (real PostgREST) at %s/rest/v1/", stack.url)
 
         log.info("applying D1 migrations with wrangler (local)")
+        fresh_d1 = wrangler_d1_file(args.wrangler_state) is None
         d1_path = apply_migrations_with_wrangler(args.wrangler_state)
         paths = StatePaths(state)
-        asyncio.run(seed_demo(D1Database(d1_path), paths.registry(), paths.dispatcher_secrets, extra_secrets=supabase))
-        log.info("seeded demo tenants; building the Workers and starting workerd (first start takes a while)")
+        if reseed or fresh_d1:
+            asyncio.run(seed_demo(D1Database(d1_path), paths.registry(), paths.dispatcher_secrets,
+                                  extra_secrets=supabase))
+            demo_marker(state).write_text(json.dumps({"seeded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+        else:
+            refresh_stack_secrets(paths.registry(), supabase)
+        log.info("demo tenants ready; building the Workers and starting workerd (first start takes a while)")
         host = WorkerdHost(paths.namespace, paths.secrets, args.wrangler_state, state, port=args.port, host=args.host,
                            dispatcher_vars=dispatcher_vars())
         host.start()
@@ -111,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         if cluster.is_running():
             cluster.stop()
         log.info("stopped workerd, PostgREST, the gateway and PostgreSQL; state kept in %s", state)
+        lock.close()
     return 0
 
 
@@ -125,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--supabase-port", type=int, default=54321)
     p.add_argument("--state-dir", type=Path, default=ROOT / ".local")
     p.add_argument("--wrangler-state", type=Path, default=ROOT / ".wrangler" / "state")
+    p.add_argument("--reseed-demo", action="store_true",
+                   help="restore the three demo tenants' seed values (by default only a new state directory is seeded)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     return run(args)

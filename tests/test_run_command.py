@@ -60,7 +60,7 @@ def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
         if proc.poll() is not None:
             pytest.fail(f"run command exited early:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(url, headers={"Host": "partner1.cozyartzmedia.com"}, timeout=5).status_code == 200:
+            if httpx.get(url, headers={"Host": "partner-seo.com"}, timeout=5).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -92,6 +92,17 @@ def world_readable_tmp() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _second_run_refuses(tmp_path: Path, state: Path) -> None:
+    """A second run on the same state directory refuses at once and leaves the first one's services alone."""
+    postmaster = _postmaster(state)
+    second = subprocess.run(
+        [sys.executable, "-m", "localrt", "run", "--port", str(free_port()), "--pg-port", str(free_port()),
+         "--supabase-port", str(free_port()), "--state-dir", str(state), "--wrangler-state", str(tmp_path / "wrangler")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1 and "another `run`" in second.stderr and "Traceback" not in second.stderr
+    assert postmaster is not None and _alive(postmaster) and _postmaster(state) == postmaster
+
+
 def test_run_serves_demo_hosts_on_workerd_and_stops_everything(world_readable_tmp: Path) -> None:
     tmp_path = world_readable_tmp
     state = tmp_path / "state"
@@ -100,13 +111,28 @@ def test_run_serves_demo_hosts_on_workerd_and_stops_everything(world_readable_tm
     # SIGTERM (an init system) the first time, Ctrl-C the second; the second start reuses
     # the state of the first: the command is safe to run again.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        first = stop_signal is signal.SIGTERM
         proc = _start(tmp_path, port)
         try:
             _wait_healthy(proc, url, tmp_path / "run.log")
-            for host, tenant in [("cozyartzmedia.com", "cozyartz"), ("partner1.cozyartzmedia.com", "partner1"),
-                                 ("partner-seo.com", "partner-seo")]:
+            for host, tenant in [("cozyartzmedia.com", "cozyartz"), ("partner-seo.com", "partner-seo")]:
                 body = httpx.get(url, headers={"Host": host}, timeout=30).json()
                 assert body["tenant_id"] == tenant
+            partner1 = httpx.get(url, headers={"Host": "partner1.cozyartzmedia.com"}, timeout=30)
+            if first:
+                assert partner1.json()["tenant_id"] == "partner1"
+                _second_run_refuses(tmp_path, state)
+                # The operator suspends a demo tenant; the next start must not seed it back to active.
+                out = subprocess.run([sys.executable, "scripts/tenants.py", "suspend", "partner1", "--quiet",
+                                      "--state-dir", str(state), "--wrangler-state", str(tmp_path / "wrangler")],
+                                     cwd=ROOT, capture_output=True, text=True, timeout=120,
+                                     env={k: v for k, v in os.environ.items() if not k.startswith("SUPABASE_")})
+                assert out.returncode == 0, out.stderr
+                deadline = time.monotonic() + 40  # the dispatcher's isolate cache holds a route up to 15 s
+                while partner1.status_code == 200 and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    partner1 = httpx.get(url, headers={"Host": "partner1.cozyartzmedia.com"}, timeout=30)
+            assert partner1.status_code == 403 and partner1.json()["error"]["code"] == "tenant_suspended"
             started = _descendants(proc.pid)
             commands = " ".join(_cmdline(p) for p in started)
             for part in ("host.mjs", "workerd", "postgrest"):  # Node + Miniflare, workerd, PostgREST

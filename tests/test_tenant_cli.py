@@ -501,3 +501,23 @@ def test_remove_interrupted_in_d1_never_routes_to_a_missing_worker(cli: Cli, liv
     assert health(live, host).status_code == 404
     assert "cmgsite-cli-rm" not in running_scripts(live)
     assert cli("verify")[0] == 0
+
+
+@pytest.mark.parametrize("url", ["https://abcd1234.supabase.co", "http://10.0.0.5:54321", "http://db.internal"])
+def test_local_command_refuses_a_remote_supabase_from_the_environment(cli: Cli, pg_cluster: Any, url: str) -> None:
+    # The operator has production credentials exported and forgets --remote: nothing may be written there.
+    prod = Cli(cli.platform, {"SUPABASE_URL": url, "SUPABASE_SERVICE_ROLE_KEY": "prod-service-role-key"})
+    code, out, err = prod("add", "cli-prodleak", "--name", "Leak", "--type", "partner-subdomain",
+                          "--domain", "cli-prodleak.cozyartzmedia.com", "--tier", "starter")
+    assert code == 4 and "not at this machine" in err and "--remote" in err and "Traceback" not in err
+    assert "prod-service-role-key" not in err + out
+    with pg_cluster.connect() as conn:
+        assert conn.execute("select 1 from public.tenants where tenant_id = 'cli-prodleak'").fetchone() is None
+    code, _, err = prod("list")
+    assert code == 4 and "not at this machine" in err
+
+
+def test_local_command_accepts_a_loopback_supabase_from_the_environment(cli: Cli) -> None:
+    assert cli.env["SUPABASE_URL"].startswith("http://127.0.0.1:")
+    code, _, err = cli("list")
+    assert code == 0, err
