@@ -14,6 +14,10 @@ does, no Supabase needed for these paths) on free loopback ports and reports, in
    modules cannot time themselves).
 4. Memory (RSS) of each Worker's workerd process after a 2,000-request warm-up and after
    --soak more requests.
+5. Subrequests per warm `/api/health` (a second, untimed host with the counting bindings
+   of the test mode and the deployed isolate cache): the dispatcher should make only the
+   dispatch, the tenant Worker none. The other request types' counts are asserted in
+   tests/test_subrequests.py.
 Ratios are the claims; absolute milliseconds are for context (2-core machine, loopback).
 """
 from __future__ import annotations
@@ -28,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -86,6 +91,33 @@ def rss_of_workerds(root_pid: int) -> dict[int, int]:
         except (OSError, StopIteration):
             continue
     return out
+
+
+def count_subrequests(paths: StatePaths, wrangler_state: Path, bench: Path, py_modules: str, n: int = 100) -> dict[str, Any]:
+    """A second host with the counting bindings (test mode; not timed) and the deployed isolate
+    cache: what one warm `/api/health` asks of KV, D1, the namespace and the outside."""
+    from tests.support import free_port  # noqa: E402
+
+    host = WorkerdHost(paths.namespace, paths.secrets, wrangler_state, paths.root, port=free_port(),
+                       dispatcher_vars=dispatcher_vars(), test_faults=True,
+                       extra_bundles={"noop_py": {"root": str(bench), "main": "noop.py", "pythonModules": py_modules},
+                                      "noop_js": {"root": str(bench), "main": "noop.mjs"}})
+    host.start(build=False)
+    try:
+        with httpx.Client(timeout=30) as client:
+            for _ in range(3):
+                client.get(host.url + "/api/health", headers={"Host": "partner1.cozyartzmedia.com"})
+            time.sleep(0.5)
+            host._control("POST", "/subrequests")
+            for _ in range(n):
+                client.get(host.url + "/api/health", headers={"Host": "partner1.cozyartzmedia.com"})
+            time.sleep(0.5)
+            counts = host._control("POST", "/subrequests")["subrequests"]
+    finally:
+        host.stop()
+    per = {script: {kind: round(v / n, 2) for kind, v in kinds.items()} for script, kinds in counts.items()}
+    return {"warm_api_health_dispatcher": per.get("cmgsite-tenant-dispatcher", {}),
+            "warm_api_health_tenant": per.get("cmgsite-partner-tenant", {}), "requests": n}
 
 
 def main() -> int:
@@ -147,6 +179,7 @@ def main() -> int:
                 rss_after = rss_of_workerds(host._proc.pid)
         finally:
             host.stop()
+        subrequests = count_subrequests(paths, wrangler_state, bench, py_modules)
         report = {
             "hot_path_p50_ms": round(hot, 2), "noop_python_p50_ms": round(noop, 2),
             "hot_path_ratio": round(hot / noop, 2), "dispatcher_to_js_noop_p50_ms": round(own, 2),
@@ -158,6 +191,7 @@ def main() -> int:
             "workerd_rss_mib_before_after_soak": {str(pid): [rss_before.get(pid), rss_after.get(pid)]
                                                   for pid in sorted(set(rss_before) | set(rss_after))},
             "soak_requests": args.soak, "requests": args.requests,
+            "subrequests_per_request": subrequests,
         }
         print(json.dumps(report, indent=2))
         return 0

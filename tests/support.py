@@ -114,6 +114,10 @@ class Platform:
         assert spec is not None, script
         self.deploy(spec, values)
 
+    def subrequests(self) -> dict[str, dict[str, int]]:
+        """What each Worker asked of the outside since the last call (the host's ledger; zeroed)."""
+        return dict(self.host._control("POST", "/subrequests")["subrequests"])
+
     def invocations(self) -> list[dict[str, Any]]:
         return list(self.host._control("GET", "/invocations")["invocations"])
 

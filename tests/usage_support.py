@@ -56,6 +56,9 @@ class UsageTenant:
                  headers: dict[str, str] | None = None, **extra: Any) -> httpx.Response:
         return self.post("/api/ai/generate", json={"prompt": prompt, **extra}, auth=auth, headers=headers or {})
 
+    def get(self, path: str, role: str = "client") -> httpx.Response:
+        return httpx.get(self.platform.url + path, headers={"Host": self.host, **self.session(role)}, timeout=60)
+
     def usage(self, role: str = "client") -> dict[str, Any]:
         r = httpx.get(self.platform.url + "/api/usage", headers={"Host": self.host, **self.session(role)}, timeout=60)
         assert r.status_code == 200, r.text

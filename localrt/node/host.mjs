@@ -20,7 +20,7 @@ import { readFileSync, readdirSync, statSync, existsSync, writeFileSync, renameS
 import { createHash, timingSafeEqual } from "node:crypto";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { Miniflare, Log, LogLevel, convertV4MiniflareOptions } from "miniflare";
+import { Miniflare, Log, LogLevel, convertV4MiniflareOptions, fetch as mfFetch } from "miniflare";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
@@ -111,11 +111,33 @@ function workerBase(name, bundle) {
   };
 }
 
-const AI_WORKER = {
-  name: "cmgsite-local-ai",
-  modules: [{ type: "ESModule", path: "ai.mjs", contents: readFileSync(path.join(HERE, "local-ai.mjs")) }],
-  compatibilityDate: "2026-11-01",
-};
+// ---- the subrequest ledger (test mode): what each Worker asked of the outside ---------------
+// script -> kind -> count. Dispatcher: `kv` and `d1` (through the faulting wrappers, which ask
+// the directory before every call) and `dispatch` (the namespace asks the directory once per
+// fetch in test mode). Tenant scripts: `fetch` (outbound fetch, e.g. Supabase), `do` (calls on
+// a UsageMeter stub, usage-ledger-plugin.mjs) and `ai` (AI.run). GET /ledger/<script>/<kind>
+// counts one; GET /subrequests reads the ledger, POST reads and zeroes it.
+const ledger = new Map();
+function count(script, kind) {
+  if (!config.testFaults) return;
+  const row = ledger.get(script) ?? {};
+  row[kind] = (row[kind] ?? 0) + 1;
+  ledger.set(script, row);
+}
+let directoryAddress = null;
+
+function aiWorker(script) {
+  const ledgerBinding = config.testFaults
+    ? { serviceBindings: { LEDGER: { external: { address: directoryAddress, http: {} } } },
+        bindings: { LEDGER_PATH: `http://directory/ledger/${encodeURIComponent(script)}/ai` } }
+    : {};
+  return {
+    name: "cmgsite-local-ai",
+    modules: [{ type: "ESModule", path: "ai.mjs", contents: readFileSync(path.join(HERE, "local-ai.mjs")) }],
+    compatibilityDate: "2026-11-01",
+    ...ledgerBinding,
+  };
+}
 
 async function startMiniflare(options) {
   const mf = new Miniflare(convertV4MiniflareOptions(options));
@@ -161,9 +183,20 @@ function tenantOptions(name, spec, secretsFile, port) {
     bindings: { ...(spec.vars ?? {}), ...readDevVars(secretsFile) },
     kvNamespaces: { AUTH_KV: `auth-kv-${name}` },
     durableObjects: { USAGE: { className: "UsageMeter", useSQLite: true } },
-    serviceBindings: { AI: { name: AI_WORKER.name, entrypoint: "LocalAI" } },
+    serviceBindings: { AI: { name: "cmgsite-local-ai", entrypoint: "LocalAI" } },
   };
-  return { ...shared(port), workers: [worker, AI_WORKER] };
+  if (!config.testFaults) return { ...shared(port), workers: [worker, aiWorker(name)] };
+  const counted = {
+    ...worker,
+    durableObjects: { __REAL_USAGE: { className: "UsageMeter", useSQLite: true } },
+    unsafeBindings: [{
+      name: "USAGE", type: "cmgsite-usage-ledger",
+      plugin: { package: path.join(HERE, "usage-ledger-plugin.mjs"), name: "cmgsite-usage-ledger" },
+      options: { className: "UsageMeter", script: name, directory: directoryAddress },
+    }],
+    outboundService: (request) => { count(name, "fetch"); return mfFetch(request); },
+  };
+  return { ...shared(port), workers: [counted, aiWorker(name)] };
 }
 
 async function startScript(name, known) {
@@ -223,6 +256,7 @@ function sync() {
 
 // ---- the directory / control server -------------------------------------------------------
 let dispatcher = null;
+const DISPATCHER_NAME = "cmgsite-tenant-dispatcher";
 function authorised(req) {
   const supplied = Buffer.from(String(req.headers["x-cmgsite-host-token"] ?? ""));
   const expected = Buffer.from(config.token);
@@ -248,6 +282,7 @@ const directory = createServer(async (req, res) => {
       if (config.testFaults) {
         invocations.push({ script: name, limits: JSON.parse(url.searchParams.get("limits") || "{}") });
         if (invocations.length > 500) invocations.shift();
+        count(DISPATCHER_NAME, "dispatch");
       }
       const entry = scripts.get(name);
       if (!entry || entry.state !== "ready") return reply(res, 404, { error: "Worker not found." });
@@ -255,7 +290,14 @@ const directory = createServer(async (req, res) => {
     }
     if (req.method === "GET" && url.pathname.startsWith("/binding-faults/") && config.testFaults) {
       const name = decodeURIComponent(url.pathname.slice("/binding-faults/".length));
+      count(DISPATCHER_NAME, name === "DB" ? "d1" : "kv");
       return reply(res, 200, { fault: bindingFaults.get(name) ?? null });
+    }
+    if (req.method === "GET" && url.pathname.startsWith("/ledger/") && config.testFaults) {
+      const [script, kind] = url.pathname.slice("/ledger/".length).split("/").map(decodeURIComponent);
+      count(script, kind);
+      res.writeHead(204);
+      return res.end();
     }
     if (!authorised(req)) return reply(res, 403, { error: "forbidden" });
     if (req.method === "GET" && url.pathname === "/status") {
@@ -287,6 +329,11 @@ const directory = createServer(async (req, res) => {
       await kv.put(String(key), String(value), ttl ? { expirationTtl: ttl } : {});
       return reply(res, 200, { put: key });
     }
+    if (url.pathname === "/subrequests" && config.testFaults) {
+      const counts = Object.fromEntries(ledger);
+      if (req.method === "POST") ledger.clear();
+      return reply(res, 200, { subrequests: counts });
+    }
     if (req.method === "GET" && url.pathname === "/invocations" && config.testFaults) {
       return reply(res, 200, { invocations });
     }
@@ -312,11 +359,11 @@ const directory = createServer(async (req, res) => {
 async function main() {
   const began = Date.now();
   await new Promise((resolve) => directory.listen(0, "127.0.0.1", resolve));
-  const directoryAddress = `127.0.0.1:${directory.address().port}`;
+  directoryAddress = `127.0.0.1:${directory.address().port}`;
 
   const d = config.dispatcher;
   const dispatcherWorker = {
-    ...workerBase("cmgsite-tenant-dispatcher", d),
+    ...workerBase(DISPATCHER_NAME, d),
     bindings: { ...(d.vars ?? {}), ...readDevVars(d.secretsFile) },
     kvNamespaces: { [realBinding("TENANT_CACHE")]: d.kvId },
     d1Databases: { [realBinding("DB")]: d.d1Id },

@@ -21,6 +21,7 @@ function promptOf(inputs) {
 
 export class LocalAI extends WorkerEntrypoint {
   async run(model, inputs) {
+    if (this.env.LEDGER) await (await this.env.LEDGER.fetch(this.env.LEDGER_PATH)).arrayBuffer();  // test mode: counted
     if (typeof model !== "string" || !MODEL.test(model)) throw new Error(`AiError: 5007: No such model ${model} or task`);
     const prompt = promptOf(inputs);
     const failure = /\[\[fail:(\d{4})\]\]/.exec(prompt);
