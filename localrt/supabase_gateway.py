@@ -6,7 +6,10 @@ What it does, as Supabase's gateway does for the data API:
     keys (anon or service_role): missing -> 401 "No API key found in request", unknown ->
     401 "Invalid API key";
   * when no `Authorization` header is sent, forwards the apikey as the bearer token, so an
-    anon-key call runs as `anon` and a service-key call as `service_role`.
+    anon-key call runs as `anon` and a service-key call as `service_role`;
+  * combines repeated `Prefer` headers into one, so the database's pre-request guard sees
+    every preference PostgREST applies (see _combine_prefer; whether hosted Supabase's
+    gateway does the same is not known: docs/supabase-data-layer.md).
 Everything else (JWT verification, roles, RLS) is PostgREST's and Postgres's job.
 
 It is a plain ASGI app (no framework), proxying with httpx; served by uvicorn:
@@ -58,6 +61,20 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
+def _combine_prefer(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Repeated `Prefer` headers as one comma-separated header (RFC 9110 5.3; Prefer is a list).
+
+    PostgREST reads preferences from every Prefer header but shows the database only the last
+    one (`request.headers`), so the pre-request guard could not see `count=planned` in an
+    earlier one. A Worker's `Headers` combines repeated headers the same way.
+    """
+    values = [v for k, v in headers if k == "prefer"]
+    if len(values) < 2:
+        return headers
+    rest = [(k, v) for k, v in headers if k != "prefer"]
+    return [*rest, ("prefer", ", ".join(values))]
+
+
 def create_app(upstream: str, api_keys: Iterable[str]) -> ASGIApp:
     """The gateway ASGI app for one PostgREST `upstream` and the project's API keys."""
     keys = [k.encode() for k in api_keys if k]
@@ -107,7 +124,7 @@ def create_app(upstream: str, api_keys: Iterable[str]) -> ASGIApp:
             })
             return
 
-        forward = [(k, v) for k, v in headers if k not in _HOP_BY_HOP]
+        forward = _combine_prefer([(k, v) for k, v in headers if k not in _HOP_BY_HOP])
         if not any(k == "authorization" for k, _ in forward):
             forward.append(("authorization", f"Bearer {apikey}"))
         # The key is the gateway's credential, not a PostgREST filter.

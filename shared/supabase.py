@@ -11,7 +11,7 @@ Built per request, in one of two ways:
 
     # Only for usage flushes, the audit log and the control plane: bypasses RLS.
     svc = SupabaseClient.as_service_role(http, url=SUPABASE_URL, service_role_key=KEY)
-    await svc.upsert("tenant_usage", {...}, on_conflict="tenant_id,usage_type,period")
+    await svc.rpc("record_usage", {"usage_rows": [...]})   # never lowers a recorded counter
 
 Methods: select, insert, upsert, update, delete, rpc. Writes return the affected rows
 (`Prefer: return=representation`), so a write that RLS filtered out returns []. Errors come

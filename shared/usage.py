@@ -17,7 +17,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.models import TENANT_ID_PATTERN
 from shared.tiers import Tier, UsageKind, plan_for
@@ -173,7 +173,10 @@ def snapshot(tenant_id: str, tier: Tier, used: Mapping[UsageKind, int], now: flo
 
 
 class UsageRow(BaseModel):
-    """One row of Supabase `tenant_usage` as the flush writes it (an absolute value)."""
+    """One row of Supabase `tenant_usage` as the flush sends it (an absolute value).
+
+    `public.record_usage()` stores a counter as the greater of this and what is recorded,
+    and a level as sent."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -182,6 +185,31 @@ class UsageRow(BaseModel):
     period: str = Field(pattern=PERIOD_RE.pattern)
     usage_count: int = Field(ge=0)
     usage_limit: int | None = Field(default=None, ge=0)
+
+
+class RecordedUsage(BaseModel):
+    """What Supabase `tenant_usage` already holds for one tenant/kind/period (the meter's history)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    usage_count: int = Field(ge=0)
+
+
+_RECORDED_ROWS = TypeAdapter(list[RecordedUsage])
+
+
+def recorded_count(rows: Any) -> int | None:
+    """The recorded count from a `tenant_usage` read keyed by tenant/kind/period, or None if no row.
+
+    The key is unique, so more than one row means the read was not the one asked for: refused.
+    """
+    try:
+        parsed = _RECORDED_ROWS.validate_python(rows)
+    except ValidationError:
+        raise UsageError("tenant_usage answered with rows of an unexpected shape") from None
+    if len(parsed) > 1:
+        raise UsageError("tenant_usage answered with more than one row for one tenant/kind/period")
+    return parsed[0].usage_count if parsed else None
 
 
 def flush_row(tenant_id: str, tier: Tier, kind: UsageKind, period: str, used: int, now: float) -> UsageRow:

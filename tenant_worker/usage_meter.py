@@ -10,10 +10,25 @@ tier from the verified tenant context, so a tier change counts from the next con
 
 Checking and counting is one SQL statement with no await around it: a Durable Object runs
 one piece of JavaScript/Python at a time, so no concurrent request can slip between the
-check and the write. After a change an alarm flushes dirty counters to Supabase
-`tenant_usage` with the service role: an upsert of absolute values keyed by
-tenant/kind/period (never an add), so a repeated flush writes the same numbers again. A
-failed flush keeps the counters dirty and re-arms the alarm with backoff.
+check and the write.
+
+History first: a counter (ai_calls) starts from what Supabase `tenant_usage` already
+records for the tenant/kind/period, never from zero. The first time a counter row is used in
+a period, the meter reads that row with the service role and adds it once. A per-row
+`history_loaded` flag makes this happen once. A Durable Object lets other events in while a
+fetch is outstanding, so concurrent first consumes may each read, but only the first
+answer to arrive is applied. Every consume waits for the history before its
+check-and-count. If the history cannot be read, the consume raises (fails closed: the
+caller answers 503 `usage_unavailable` and does no work). A brand-new or reset object
+therefore cannot hand a tenant its quota again.
+
+After a change an alarm flushes dirty counters to Supabase through
+`public.record_usage()` (migrations/supabase/0004_usage_history.sql). It sends absolute
+values keyed by tenant/kind/period (never an add), so a repeated flush writes the same
+numbers again. The database keeps the greater of the recorded and the sent count for
+counters and stores levels as sent. A flush can therefore never lower billing history, and a
+refund that arrives after its unit was flushed stays recorded while the live quota here
+gives it back. A failed flush keeps the counters dirty and re-arms the alarm with backoff.
 
 Handlers reach the object through `meter_for(call)`, keyed by the verified tenant context.
 """
@@ -31,8 +46,8 @@ from shared.supabase import SupabaseClient, SupabaseError
 from shared.tiers import Tier, UsageKind
 from shared.models import TENANT_ID_RE
 from shared.usage import (
-    LEVEL_PERIOD, PERIOD_RE, UsageDecision, UsageError, UsageSnapshot, decision, flush_backoff_ms, flush_row,
-    is_level, limit_of, month_of, parse_amount, parse_kind, parse_tier, period_of, snapshot,
+    COUNTER_KINDS, LEVEL_PERIOD, PERIOD_RE, UsageDecision, UsageError, UsageSnapshot, decision, flush_backoff_ms,
+    flush_row, is_level, limit_of, month_of, parse_amount, parse_kind, parse_tier, period_of, recorded_count, snapshot,
 )
 
 log = logging.getLogger("cmgsite.usage")
@@ -41,6 +56,8 @@ FLUSH_DELAY_MS = 10_000
 FLUSH_RETRY_BASE_MS = 2_000
 FLUSH_RETRY_CAP_MS = 10 * 60_000
 FLUSH_TIMEOUT_SECONDS = 5.0  # bounded: a flush must not hold the object long
+HISTORY_TIMEOUT_SECONDS = 5.0  # the history read sits in front of a consume
+SCHEMA_VERSION = 2  # 2: usage_counters.history_loaded
 
 SCHEMA = ("""
 CREATE TABLE IF NOT EXISTS usage_counters (
@@ -51,6 +68,9 @@ CREATE TABLE IF NOT EXISTS usage_counters (
   flushed_period TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (kind, period)
 )""", "CREATE TABLE IF NOT EXISTS usage_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+# Version 2: whether a counter row holds the history Supabase recorded for its period (0/1).
+# Rows from before it start at 0, so they merge the history on their next use (see LOAD_HISTORY_SQL).
+ADD_HISTORY_FLAG_SQL = "ALTER TABLE usage_counters ADD COLUMN history_loaded INTEGER NOT NULL DEFAULT 0"
 
 # The check and the count in one statement: a row is inserted or raised only within the limit.
 CONSUME_SQL = (
@@ -60,6 +80,16 @@ CONSUME_SQL = (
 )
 RELEASE_SQL = "UPDATE usage_counters SET used = max(used - ?3, 0) WHERE kind = ?1 AND period = ?2 RETURNING used"
 USED_SQL = "SELECT used FROM usage_counters WHERE kind = ?1 AND period = ?2"
+HISTORY_LOADED_SQL = "SELECT history_loaded FROM usage_counters WHERE kind = ?1 AND period = ?2"
+# Applies a history read exactly once per row: a later read (a concurrent first consume) is a
+# no-op. A new row starts at the recorded count, acknowledged as flushed (?4: Supabase holds
+# it, or holds nothing = 0). A row from before the flag may already hold counts that were
+# flushed (and so are in the history too): it takes the greater of the two, never the sum.
+LOAD_HISTORY_SQL = (
+    "INSERT INTO usage_counters (kind, period, used, flushed, history_loaded) VALUES (?1, ?2, ?3, ?4, 1) "
+    "ON CONFLICT (kind, period) DO UPDATE SET used = max(used, excluded.used), history_loaded = 1 "
+    "WHERE history_loaded = 0"
+)
 DIRTY_SQL = ("SELECT kind, period, used FROM usage_counters "
              "WHERE used != flushed OR (period = 'level' AND flushed_period != ?1) ORDER BY kind, period")
 
@@ -79,6 +109,9 @@ class UsageMeter(DurableObject):
         self.sql = ctx.storage.sql
         for statement in SCHEMA:
             self.sql.exec(statement)
+        if int(self._meta("schema_version") or 1) < SCHEMA_VERSION:
+            self.sql.exec(ADD_HISTORY_FLAG_SQL)
+            self._set_meta("schema_version", str(SCHEMA_VERSION))
         self._tenant_id: str | None = self._meta("tenant_id")
         tier = self._meta("tier")
         self._tier: Tier | None = Tier(tier) if tier else None
@@ -89,6 +122,8 @@ class UsageMeter(DurableObject):
         k, n, t = parse_kind(kind), parse_amount(amount), self._bind(tenant_id, tier)
         now = self.clock()
         period, limit = period_of(k, now), limit_of(t, k)
+        if k in COUNTER_KINDS:
+            await self._load_history(k, period)  # raises HistoryUnavailable: nothing is counted
         row = self.sql.exec(CONSUME_SQL, k.value, period, n, limit).toArray()
         if row:
             await self._schedule_flush(now)
@@ -125,7 +160,42 @@ class UsageMeter(DurableObject):
         return self._snapshot(t).to_rpc()
 
     async def snapshot(self, tenant_id: str, tier: str) -> dict[str, Any]:
-        return self._snapshot(self._bind(tenant_id, tier)).to_rpc()
+        t = self._bind(tenant_id, tier)
+        now = self.clock()
+        for k in sorted(COUNTER_KINDS, key=lambda c: c.value):
+            try:  # best effort: a report may show less than recorded; a consume never counts from less
+                await self._load_history(k, period_of(k, now))
+            except HistoryUnavailable:
+                pass  # logged in _read_history
+        return self._snapshot(t).to_rpc()
+
+    # ---- history ----------------------------------------------------------------------------
+    async def _load_history(self, kind: UsageKind, period: str) -> None:
+        """Make the counter row of `period` hold what Supabase recorded for it (once per row)."""
+        if self._history_loaded(kind, period):
+            return
+        recorded = await self._read_history(kind, period)
+        # No await between here and the caller's check-and-count. If another consume applied
+        # its read while ours was outstanding, the flag makes this statement a no-op.
+        self.sql.exec(LOAD_HISTORY_SQL, kind.value, period, recorded or 0, recorded or 0)
+
+    def _history_loaded(self, kind: UsageKind, period: str) -> bool:
+        rows = self.sql.exec(HISTORY_LOADED_SQL, kind.value, period).toArray()
+        return bool(rows) and int(rows[0]["history_loaded"]) == 1
+
+    async def _read_history(self, kind: UsageKind, period: str) -> int | None:
+        """tenant_usage.usage_count for this tenant/kind/period (service role), None if no row."""
+        assert self._tenant_id is not None  # bound by the RPC method before any history is read
+        try:
+            rows = await self._supabase(HISTORY_TIMEOUT_SECONDS).select(
+                "tenant_usage", columns="usage_count",
+                eq={"tenant_id": self._tenant_id, "usage_type": kind.value, "period": period})
+            return recorded_count(rows)
+        except (HttpError, SupabaseError, MissingConfig, UsageError) as exc:
+            log.warning(json.dumps({"event": "usage_history_unavailable", "tenant_id": self._tenant_id,
+                                    "kind": kind.value, "period": period, "reason": type(exc).__name__,
+                                    "status": getattr(exc, "status", None)}))
+            raise HistoryUnavailable(f"the recorded {kind.value} for {period} could not be read") from None
 
     # ---- the flush ------------------------------------------------------------------------
     async def alarm(self, alarm_info: Any = None) -> None:
@@ -138,8 +208,9 @@ class UsageMeter(DurableObject):
         payload = [flush_row(self._tenant_id, self._tier, UsageKind(r["kind"]), r["period"], int(r["used"]), now)
                    for r in rows]
         try:
-            await self._supabase().upsert("tenant_usage", [p.model_dump(mode="json") for p in payload],
-                                          on_conflict="tenant_id,usage_type,period", columns="id")
+            # record_usage keeps the greater count for counters, so this never lowers history.
+            await self._supabase(FLUSH_TIMEOUT_SECONDS).rpc(
+                "record_usage", {"usage_rows": [p.model_dump(mode="json") for p in payload]})
         except (HttpError, SupabaseError, MissingConfig) as exc:
             attempts = int(self._meta("flush_attempts") or 0) + 1
             self._set_meta("flush_attempts", str(attempts))
@@ -158,7 +229,7 @@ class UsageMeter(DurableObject):
         if self.sql.exec(DIRTY_SQL, month_of(self.clock())).toArray():
             await self._schedule_flush(self.clock())
 
-    def _supabase(self) -> SupabaseClient:
+    def _supabase(self, timeout: float) -> SupabaseClient:
         url = getattr(self.env, "SUPABASE_URL", None)
         key = getattr(self.env, "SUPABASE_SERVICE_ROLE_KEY", None)
         if not url or not key:
@@ -167,8 +238,7 @@ class UsageMeter(DurableObject):
             from tenant_worker.fetch_client import FetchClient
 
             self.http = FetchClient()
-        return SupabaseClient.as_service_role(self.http, url=str(url), service_role_key=str(key),
-                                              timeout=FLUSH_TIMEOUT_SECONDS)
+        return SupabaseClient.as_service_role(self.http, url=str(url), service_role_key=str(key), timeout=timeout)
 
     async def _schedule_flush(self, now: float) -> None:
         if self._alarm_armed is None:
@@ -218,7 +288,11 @@ class UsageMeter(DurableObject):
 
 
 class MissingConfig(Exception):
-    """The Supabase secrets the flush needs are not set on this script."""
+    """The Supabase secrets the flush and the history read need are not set on this script."""
+
+
+class HistoryUnavailable(Exception):
+    """The counter's recorded history could not be read, so the meter will not count (fails closed)."""
 
 
 class TenantMeter:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from shared.jwt import (
-    HS256Signer, JwtError, TenantJwtClaims, decode_unverified_header, mint_tenant_jwt, verify_hs256,
-    verify_tenant_jwt,
+    MAX_TENANT_JWT_TTL, TENANT_JWT_AUDIENCE, HS256Signer, JwtError, TenantJwtClaims, decode_unverified_header,
+    mint_tenant_jwt, verify_hs256, verify_tenant_jwt,
 )
 
 SECRET = "a-project-jwt-secret-of-at-least-32-bytes!"
@@ -156,6 +156,19 @@ def test_super_admin_only_for_the_primary_tenant() -> None:
 def test_ttl_is_minutes_not_days(ttl: int) -> None:
     with pytest.raises(ValueError, match="ttl"):
         tenant_token(ttl_seconds=ttl)
+
+
+@pytest.mark.parametrize("ttl", [1, 180, MAX_TENANT_JWT_TTL])
+def test_every_minted_token_carries_the_audience_and_an_expiry_the_guard_accepts(ttl: int) -> None:
+    # PostgREST's pre-request guard (0004_api_request_guard.sql) refuses a tenant token without
+    # `aud = authenticated`, without `exp`, or with `exp` more than MAX_TENANT_JWT_TTL ahead.
+    claims = json.loads(base64.urlsafe_b64decode(tenant_token(ttl_seconds=ttl).split(".")[1] + "=="))
+    assert claims["aud"] == TENANT_JWT_AUDIENCE == "authenticated"
+    assert claims["exp"] == claims["iat"] + ttl and 0 < claims["exp"] - NOW <= MAX_TENANT_JWT_TTL
+    with pytest.raises(ValueError):
+        TenantJwtClaims.model_validate({k: v for k, v in claims.items() if k != "exp"})
+    with pytest.raises(ValueError):
+        TenantJwtClaims.model_validate({**claims, "aud": "other"})
 
 
 @pytest.mark.parametrize("field, value", [

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from shared.tiers import GIB, Tier, UsageKind, plan_for
 from shared.usage import (
     LEVEL_PERIOD, UsageDecision, UsageError, decision, flush_backoff_ms, flush_row, limit_of, month_of,
-    next_month_start, parse_amount, period_of, snapshot,
+    next_month_start, parse_amount, period_of, recorded_count, snapshot,
 )
 
 UTC = timezone.utc
@@ -90,3 +90,12 @@ def test_a_snapshot_has_every_kind() -> None:
     snap = snapshot("partner-seo", Tier.STARTER, {UsageKind.AI_CALLS: 4}, now)
     assert [i.kind for i in snap.items] == list(UsageKind)
     assert snap.item("ai_calls").remaining == 96 and snap.item("storage").used == 0
+
+
+def test_recorded_history_is_read_strictly() -> None:
+    assert recorded_count([]) is None
+    assert recorded_count([{"usage_count": 14}]) == 14
+    for bad in ([{"usage_count": -1}], [{"usage_count": "many"}], [{}], {"usage_count": 3}, None,
+                [{"usage_count": 1}, {"usage_count": 2}]):  # the key is unique: two rows is a wrong read
+        with pytest.raises(UsageError):
+            recorded_count(bad)
