@@ -148,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
             refresh_stack_secrets(paths.registry(), supabase)
         log.info("demo tenants ready; building the Workers and starting workerd (first start takes a while)")
         host = WorkerdHost(paths.namespace, paths.secrets, args.wrangler_state, state, port=args.port, host=args.host,
-                           dispatcher_vars=dispatcher_vars())
+                           dispatcher_vars=dispatcher_vars(),
+                           python_snapshot_dir=None if args.no_snapshots else state / "python-snapshots")
         host.start()
         started = next((e for e in host.events if e.get("event") == "ready"), {})
         log.info("serving on http://%s:%d from workerd (dispatcher + %d tenant Workers ready in %.1f s); "
@@ -189,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--supabase-port", type=int, default=54321)
     p.add_argument("--state-dir", type=Path, default=ROOT / ".local")
     p.add_argument("--wrangler-state", type=Path, default=ROOT / ".wrangler" / "state")
+    p.add_argument("--no-snapshots", action="store_true",
+                   help="start every Python Worker by importing (by default a memory snapshot per bundle is saved "
+                        "in STATE_DIR/python-snapshots on the first start and restored after)")
     p.add_argument("--reseed-demo", action="store_true",
                    help="restore the three demo tenants' seed values (by default only a new state directory is seeded)")
     args = parser.parse_args(argv)

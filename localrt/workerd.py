@@ -80,6 +80,7 @@ class WorkerdHost:
     dispatcher_vars: dict[str, str] = field(default_factory=dict)
     test_faults: bool = False
     extra_bundles: dict[str, dict[str, str]] = field(default_factory=dict)
+    python_snapshot_dir: Path | None = None  # save/restore each Python Worker's memory snapshot here
     log_path: Path | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     _proc: subprocess.Popen[str] | None = None
@@ -100,6 +101,7 @@ class WorkerdHost:
             "namespaceDir": str(self.namespace_dir), "secretsDir": str(self.secrets_dir),
             "statusFile": str(self.state_dir / "host-status.json"), "token": self._token,
             "testFaults": self.test_faults,
+            "pythonSnapshotDir": str(self.python_snapshot_dir) if self.python_snapshot_dir else None,
         }
 
     def start(self, *, timeout: float = 180.0, build: bool = True) -> None:

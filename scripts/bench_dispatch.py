@@ -13,11 +13,13 @@ does, no Supabase needed for these paths) on free loopback ports and reports, in
    Python Worker's (a clock inside the isolate does not advance while Python runs, so the
    modules cannot time themselves).
 4. Memory (RSS) of each Worker's workerd process after a 2,000-request warm-up and after
-   --soak more requests.
-5. Subrequests per warm `/api/health` (a second, untimed host with the counting bindings
-   of the test mode and the deployed isolate cache): the dispatcher should make only the
-   dispatch, the tenant Worker none. The other request types' counts are asserted in
-   tests/test_subrequests.py.
+   --soak more requests; with --memory-rounds N, after each of N rounds of
+   --memory-round-size requests, first to a JS no-op tenant, then to partner1.
+5. With Python memory snapshots (a host start that saves one per bundle, then a start that
+   restores them): each Worker's start to first response, and, on that host with the
+   counting bindings of the test mode and the deployed isolate cache, the subrequests of
+   one warm `/api/health` (the dispatcher should make only the dispatch, the tenant Worker
+   none; the other request types' counts are asserted in tests/test_subrequests.py).
 Ratios are the claims; absolute milliseconds are for context (2-core machine, loopback).
 """
 from __future__ import annotations
@@ -93,17 +95,88 @@ def rss_of_workerds(root_pid: int) -> dict[int, int]:
     return out
 
 
-def count_subrequests(paths: StatePaths, wrangler_state: Path, bench: Path, py_modules: str, n: int = 100) -> dict[str, Any]:
-    """A second host with the counting bindings (test mode; not timed) and the deployed isolate
-    cache: what one warm `/api/health` asks of KV, D1, the namespace and the outside."""
-    from tests.support import free_port  # noqa: E402
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports a process listens on (its socket inodes matched against /proc/net/tcp)."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return set()
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        parts = line.split()
+        if parts[3] == "0A" and parts[9] in inodes:  # LISTEN
+            ports.add(int(parts[1].split(":")[1], 16))
+    return ports
 
-    host = WorkerdHost(paths.namespace, paths.secrets, wrangler_state, paths.root, port=free_port(),
-                       dispatcher_vars=dispatcher_vars(), test_faults=True,
+
+def rss_by_worker(host: WorkerdHost) -> dict[str, int]:
+    """RSS (MiB) of each Worker's workerd process, named by the script it serves."""
+    by_port = {s["port"]: name for name, s in host.status()["scripts"].items()}
+    by_port[host.port] = "dispatcher"
+    out = {}
+    for pid, rss in rss_of_workerds(host._proc.pid).items():  # type: ignore[union-attr]
+        names = [by_port[p] for p in listening_ports(pid) if p in by_port]
+        out[names[0] if names else str(pid)] = rss
+    return out
+
+
+def memory_series(client: httpx.Client, host: WorkerdHost, rounds: int, size: int) -> dict[str, Any]:
+    """RSS of every Worker after each `size` requests: first through the dispatcher to the JS
+    no-op (the dispatcher's own path; a JS Worker shows what the runtime does without Python),
+    then to partner1's /api/health (a Python tenant)."""
+    series: dict[str, Any] = {"round_size": size, "rounds": rounds}
+    for label, target, path in (("to_js_noop", "bench-js.example", "/"),
+                                ("to_partner1_health", "partner1.cozyartzmedia.com", "/api/health")):
+        points = [rss_by_worker(host)]
+        for _ in range(rounds):
+            for _ in range(size):
+                client.get(host.url + path, headers={"Host": target})
+            points.append(rss_by_worker(host))
+        series[label] = {name: [p.get(name) for p in points] for name in sorted(points[-1])}
+    return series
+
+
+def make_host(paths: StatePaths, wrangler_state: Path, bench: Path, py_modules: str, *, test_faults: bool = False,
+              snapshots: Path | None = None) -> WorkerdHost:
+    from tests.support import free_port  # noqa: E402  (the same helper the tests use)
+
+    return WorkerdHost(paths.namespace, paths.secrets, wrangler_state, paths.root, port=free_port(),
+                       dispatcher_vars=dispatcher_vars(), test_faults=test_faults, python_snapshot_dir=snapshots,
                        extra_bundles={"noop_py": {"root": str(bench), "main": "noop.py", "pythonModules": py_modules},
                                       "noop_js": {"root": str(bench), "main": "noop.mjs"}})
+
+
+def start_figures(host: WorkerdHost) -> dict[str, Any]:
+    """Each Worker's start to first response (ms) and the import cost estimate (vs the no-op)."""
+    failed = [e for e in host.events if e.get("event") == "script_failed"]
+    if failed:
+        raise SystemExit(f"a bench Worker did not start: {failed}")
+    starts = {e["script"]: e["start_ms"] for e in host.events if e.get("event") == "script_ready"}
+    starts["dispatcher"] = next(e for e in host.events if e.get("event") == "ready")["dispatcher_start_ms"]
+    return {"start_to_first_response_ms": starts,
+            "import_cost_ms_vs_noop_python": {"dispatcher": starts["dispatcher"] - starts["bench-noop-py"],
+                                              "tenant_worker": starts["cmgsite-partner-tenant"] - starts["bench-noop-py"]}}
+
+
+def with_snapshots(paths: StatePaths, wrangler_state: Path, bench: Path, py_modules: str, n: int = 100) -> dict[str, Any]:
+    """Python memory snapshots (untimed requests): one host start saves a snapshot per bundle,
+    the next restores them; that second start is reported. It runs the counting bindings of
+    the test mode and the deployed isolate cache, and counts what one warm `/api/health` asks
+    of KV, D1, the namespace and the outside."""
+    snapshots = paths.root / "python-snapshots"
+    saving = make_host(paths, wrangler_state, bench, py_modules, snapshots=snapshots)
+    saving.start(build=False)
+    saving.stop()
+    host = make_host(paths, wrangler_state, bench, py_modules, test_faults=True, snapshots=snapshots)
+    began = time.perf_counter()
     host.start(build=False)
+    ready_s = time.perf_counter() - began
     try:
+        figures = start_figures(host)
         with httpx.Client(timeout=30) as client:
             for _ in range(3):
                 client.get(host.url + "/api/health", headers={"Host": "partner1.cozyartzmedia.com"})
@@ -116,14 +189,19 @@ def count_subrequests(paths: StatePaths, wrangler_state: Path, bench: Path, py_m
     finally:
         host.stop()
     per = {script: {kind: round(v / n, 2) for kind, v in kinds.items()} for script, kinds in counts.items()}
-    return {"warm_api_health_dispatcher": per.get("cmgsite-tenant-dispatcher", {}),
-            "warm_api_health_tenant": per.get("cmgsite-partner-tenant", {}), "requests": n}
+    return {**figures, "host_ready_s": round(ready_s, 1),
+            "subrequests_per_request": {"warm_api_health_dispatcher": per.get("cmgsite-tenant-dispatcher", {}),
+                                        "warm_api_health_tenant": per.get("cmgsite-partner-tenant", {}),
+                                        "requests": n}}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--soak", type=int, default=10000)
+    ap.add_argument("--memory-rounds", type=int, default=0,
+                    help="after the soak, RSS per Worker after each of N rounds of requests (0: skip)")
+    ap.add_argument("--memory-round-size", type=int, default=4000)
     args = ap.parse_args()
     build_all()
     work = Path(tempfile.mkdtemp(prefix="cmgsite-bench-"))
@@ -144,23 +222,13 @@ def main() -> int:
             "INSERT INTO tenants (id, name, type, tier, script_name) VALUES "
             "('bench-js', 'Bench', 'custom-domain', 'starter', 'bench-noop-js');"
             "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES ('bench-js.example', 'bench-js', 'custom');"))
-        from tests.support import free_port  # noqa: E402  (the same helper the tests use)
-
         began = time.perf_counter()
-        host = WorkerdHost(paths.namespace, paths.secrets, wrangler_state, paths.root, port=free_port(),
-                           dispatcher_vars=dispatcher_vars(), test_faults=False,
-                           extra_bundles={"noop_py": {"root": str(bench), "main": "noop.py", "pythonModules": py_modules},
-                                          "noop_js": {"root": str(bench), "main": "noop.mjs"}})
+        host = make_host(paths, wrangler_state, bench, py_modules)
         host.start(build=False)
         startup = time.perf_counter() - began
         try:
-            failed = [e for e in host.events if e.get("event") == "script_failed"]
-            if failed:
-                raise SystemExit(f"a bench Worker did not start: {failed}")
+            figures = start_figures(host)
             ports = {n: s["port"] for n, s in host.status()["scripts"].items()}
-            starts = {e["script"]: e["start_ms"] for e in host.events if e.get("event") == "script_ready"}
-            ready = next(e for e in host.events if e.get("event") == "ready")
-            starts["dispatcher"] = ready["dispatcher_start_ms"]
             with httpx.Client(timeout=30) as client:
                 for h in ("partner1.cozyartzmedia.com", "bench-js.example"):
                     p50(client, host.url + "/api/health", h, 50)  # warm: routes cached, isolates hot
@@ -172,26 +240,27 @@ def main() -> int:
                 for i in range(2000):
                     client.get(host.url + "/api/health", headers={"Host": ("partner1.cozyartzmedia.com",
                                                                              "partner-seo.com")[i % 2]})
-                rss_before = rss_of_workerds(host._proc.pid)
+                rss_before = rss_by_worker(host)
                 for i in range(args.soak):
                     client.get(host.url + "/api/health", headers={"Host": ("partner1.cozyartzmedia.com",
                                                                              "partner-seo.com")[i % 2]})
-                rss_after = rss_of_workerds(host._proc.pid)
+                rss_after = rss_by_worker(host)
+                memory = memory_series(client, host, args.memory_rounds, args.memory_round_size) \
+                    if args.memory_rounds else None
         finally:
             host.stop()
-        subrequests = count_subrequests(paths, wrangler_state, bench, py_modules)
+        snapshotted = with_snapshots(paths, wrangler_state, bench, py_modules)
         report = {
             "hot_path_p50_ms": round(hot, 2), "noop_python_p50_ms": round(noop, 2),
             "hot_path_ratio": round(hot / noop, 2), "dispatcher_to_js_noop_p50_ms": round(own, 2),
             "dispatcher_own_ratio": round(own / noop, 2),
-            "start_to_first_response_ms": starts,
-            "import_cost_ms_vs_noop_python": {"dispatcher": starts["dispatcher"] - starts["bench-noop-py"],
-                                              "tenant_worker": starts["cmgsite-partner-tenant"] - starts["bench-noop-py"]},
+            **figures,
             "host_ready_s": round(startup, 1),
-            "workerd_rss_mib_before_after_soak": {str(pid): [rss_before.get(pid), rss_after.get(pid)]
-                                                  for pid in sorted(set(rss_before) | set(rss_after))},
+            "workerd_rss_mib_before_after_soak": {name: [rss_before.get(name), rss_after.get(name)]
+                                                  for name in sorted(set(rss_before) | set(rss_after))},
             "soak_requests": args.soak, "requests": args.requests,
-            "subrequests_per_request": subrequests,
+            "workerd_rss_mib_series": memory,
+            "with_python_snapshots": snapshotted,
         }
         print(json.dumps(report, indent=2))
         return 0

@@ -49,6 +49,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory, supabase_stack: Any,
     (echo_root / "echo.py").write_text((ROOT / "tests" / "workers" / "echo.py").read_text())
     host = WorkerdHost(paths.namespace, paths.secrets, wrangler_state, paths.root, port=free_port(),
                        dispatcher_vars={**dispatcher_vars(), "ROUTE_ISOLATE_TTL_SECONDS": "0"}, test_faults=True,
+                       python_snapshot_dir=ROOT / ".local" / "python-snapshots",
                        extra_bundles={"echo": {"root": str(echo_root), "main": "echo.py",
                                                "pythonModules": bundle("dispatcher")["pythonModules"]}})
     host.start()

@@ -16,7 +16,7 @@
 //
 // Prints one JSON line per event on stdout ({"event": "ready", ...}); logs go to stderr.
 import { createServer } from "node:http";
-import { readFileSync, readdirSync, statSync, existsSync, writeFileSync, renameSync } from "node:fs";
+import { readFileSync, readdirSync, statSync, existsSync, writeFileSync, renameSync, mkdirSync, rmSync } from "node:fs";
 import { createHash, timingSafeEqual } from "node:crypto";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -101,14 +101,44 @@ function shared(port) {
   };
 }
 
+// Python memory snapshots (config.pythonSnapshotDir): workerd saves the Worker's memory after
+// its top level ran (a "dedicated" snapshot, as Cloudflare makes on upload) the first time a
+// bundle starts, and every later start of the same bundle restores it instead of importing.
+// A snapshot holds no env (the top level runs without one), so tenants on the same bundle
+// share it: `<dir>/<hash of modules and flags>/snapshot.bin`.
+const snapshotHashes = new Map();
+function snapshotOf(bundle) {
+  if (!config.pythonSnapshotDir || bundle.main.endsWith(".mjs")) return null;
+  const key = JSON.stringify(bundle);
+  if (!snapshotHashes.has(key)) {
+    const hash = createHash("sha256").update(JSON.stringify(config.compatibilityFlags));
+    for (const m of pythonModules(bundle)) hash.update(m.path).update("\0").update(m.contents);
+    snapshotHashes.set(key, hash.digest("hex").slice(0, 24));
+  }
+  const dir = path.join(config.pythonSnapshotDir, snapshotHashes.get(key));
+  mkdirSync(dir, { recursive: true });
+  return { dir, mode: existsSync(path.join(dir, "snapshot.bin")) ? "load" : "save" };
+}
+
 function workerBase(name, bundle) {
+  const snapshot = snapshotOf(bundle);
   return {
     name,
     modulesRoot: bundle.root,
     modules: pythonModules(bundle),
     compatibilityDate: config.compatibilityDate,
-    compatibilityFlags: config.compatibilityFlags,
+    compatibilityFlags: snapshot ? [...config.compatibilityFlags, "python_dedicated_snapshot"] : config.compatibilityFlags,
+    ...(snapshot ? { snapshot } : {}),
   };
+}
+
+// The workerd process of a Miniflare whose Python Worker has a snapshot: tell the wrapper.
+function withSnapshotEnv(options) {
+  const snap = options.workers.find((w) => w.snapshot)?.snapshot;
+  const workers = options.workers.map(({ snapshot, ...w }) => w);
+  if (!snap) return { ...options, workers };
+  return { ...options, workers,
+           unsafeRuntimeEnv: { CMGSITE_PYTHON_SNAPSHOT: snap.mode, CMGSITE_PYTHON_SNAPSHOT_DIR: snap.dir } };
 }
 
 // ---- the subrequest ledger (test mode): what each Worker asked of the outside ---------------
@@ -140,9 +170,30 @@ function aiWorker(script) {
 }
 
 async function startMiniflare(options) {
-  const mf = new Miniflare(convertV4MiniflareOptions(options));
-  const url = await mf.ready;
-  return { mf, url };
+  const mf = new Miniflare(convertV4MiniflareOptions(withSnapshotEnv(options)));
+  try {
+    return { mf, url: await mf.ready };
+  } catch (err) {
+    // A snapshot that does not restore (cut short while written, or from another workerd
+    // build) is dropped, and the Worker starts by importing, saving a fresh one.
+    const snap = options.workers.find((w) => w.snapshot?.mode === "load")?.snapshot;
+    await mf.dispose().catch(() => {});
+    if (!snap) throw err;
+    log.warn(`python snapshot in ${snap.dir} did not restore (${String(err).slice(0, 200)}): making a new one`);
+    rmSync(path.join(snap.dir, "snapshot.bin"), { force: true });
+    snap.mode = "save";
+    const again = new Miniflare(convertV4MiniflareOptions(withSnapshotEnv(options)));
+    return { mf: again, url: await again.ready };
+  }
+}
+
+// Snapshots of bundles this host does not run are from older code: remove them.
+function pruneSnapshots(bundles) {
+  if (!config.pythonSnapshotDir || !existsSync(config.pythonSnapshotDir)) return;
+  const keep = new Set(bundles.map((b) => snapshotOf(b)?.dir).filter(Boolean).map((d) => path.basename(d)));
+  for (const name of readdirSync(config.pythonSnapshotDir)) {
+    if (!keep.has(name)) rmSync(path.join(config.pythonSnapshotDir, name), { recursive: true, force: true });
+  }
 }
 
 // Python isolates load lazily: one request makes the first real one fast.
@@ -362,6 +413,7 @@ async function main() {
   directoryAddress = `127.0.0.1:${directory.address().port}`;
 
   const d = config.dispatcher;
+  pruneSnapshots([d, config.tenant, ...Object.values(config.bundles ?? {}).map((b) => ({ ...config.tenant, ...b }))]);
   const dispatcherWorker = {
     ...workerBase(DISPATCHER_NAME, d),
     bindings: { ...(d.vars ?? {}), ...readDevVars(d.secretsFile) },
