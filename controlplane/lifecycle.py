@@ -19,24 +19,29 @@ import json
 import os
 import secrets
 import tempfile
+import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 from controlplane.edges import Hostnames, RouteCache, TenantRuntimeData, TenantScripts
-from controlplane.errors import NotFound, Refused
-from controlplane.model import (DomainRecord, TenantRecord, domain_type_for, new_tenant, parse_domain,
-                                parse_tenant_id, parse_tier)
+from controlplane.errors import BackendError, ConfigError, NotFound, Refused
+from controlplane.model import (PRIMARY_ZONE, DomainRecord, TenantRecord, domain_type_for, new_tenant,
+                                parse_domain, parse_tenant_id, parse_tier)
 from controlplane.output import Reporter
 from controlplane.registry import SupabaseRegistry
 from controlplane.replica import RoutingReplica
 from controlplane.wrangler import (Runner, dispatcher_deploy_command, namespace_create_command,
                                    namespace_get_command)
 from dispatcher.routing import ISOLATE_TTL_SECONDS
+from shared.domains import OwnershipResult, challenge_name, challenge_url, overlapping
 from shared.models import TenantStatus, TenantType
 from shared.tiers import UsageKind, plan_for
 
 KV_PROPAGATION_SECONDS = 60
 CHANGE_BOUND_SECONDS = KV_PROPAGATION_SECONDS + ISOLATE_TTL_SECONDS
+
+# Checks that `token` is published for `domain` (shared.domains.check_ownership, built in wiring).
+OwnershipChecker = Callable[[str, str], Awaitable[OwnershipResult]]
 
 
 @dataclass
@@ -53,8 +58,10 @@ class ControlPlane:
     runner: Runner | None = None
     master_secret: str | None = None  # the dispatcher's CONTEXT_SIGNING_SECRET, uploaded with it (remote)
     runtime_data: TenantRuntimeData | None = None  # AUTH_KV keys, Durable Object storage
+    ownership: OwnershipChecker | None = None  # DNS TXT / HTTP token check of a pending custom domain
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _namespace_ready: bool = False
+    _deployed: set[str] = field(default_factory=set)  # scripts this run deployed (dry-run: planned)
 
     async def close(self) -> None:
         for close in self.closers:
@@ -67,8 +74,21 @@ class ControlPlane:
             raise NotFound(f"no tenant {tenant_id!r} in the registry")
         return tenant
 
+    async def worker_ready(self, tenant: TenantRecord) -> bool:
+        """The tenant's Worker is in the namespace (or this run has just deployed it)."""
+        return tenant.script_name in self._deployed or await self.scripts.exists(tenant.script_name)
+
+    async def _deploy(self, tenant: TenantRecord, secrets_: Mapping[str, str]) -> None:
+        self.reporter.step(f"{self.scripts.label}: deploy {tenant.script_name}")
+        await self.scripts.deploy(tenant, secrets_)
+        self._deployed.add(tenant.script_name)
+
     async def converge(self, tenant_id: str) -> list[str]:
-        """Make D1 and KV match Supabase for one tenant; returns the hosts whose cache was purged."""
+        """Make D1 and KV match Supabase for one tenant; returns the hosts whose cache was purged.
+
+        The one routing write: it routes only a tenant whose Worker exists, and only its
+        routable domains (verified, or assigned by the platform); a pending custom domain
+        stays unrouted until its ownership is proven."""
         tenant = await self.registry.tenant(tenant_id)
         routed = await self.replica.domains(tenant_id)
         hosts = {d["domain"] for d in routed}
@@ -80,8 +100,16 @@ class ControlPlane:
         else:
             domains = await self.registry.domains(tenant_id)
             hosts |= {d.domain for d in domains}
-            self.reporter.step(f"d1: route {tenant_id} ({tenant.status.value}) at {', '.join(d.domain for d in domains)}")
-            await self.replica.replace_tenant(tenant, domains)
+            routable = [d for d in domains if d.routable(tenant)]
+            pending = [d.domain for d in domains if not d.routable(tenant)]
+            if not await self.worker_ready(tenant):
+                self.reporter.warn(f"{tenant_id}: its Worker {tenant.script_name} is not deployed, so none of its "
+                                   f"hosts is routed (deploy it: tenants.py deploy {tenant_id})")
+                routable = []
+            shown = ", ".join(d.domain for d in routable) or "no host"
+            self.reporter.step(f"d1: route {tenant_id} ({tenant.status.value}) at {shown}"
+                               + (f"; not routed until ownership is verified: {', '.join(pending)}" if pending else ""))
+            await self.replica.replace_tenant(tenant, routable)
         for host in sorted(hosts):
             await self.cache.purge(host)
         if hosts:
@@ -103,14 +131,22 @@ class ControlPlane:
         await self.registry.audit(tenant_id, action, tenant_id, details or {})
 
     async def _check_domain_free(self, domain: str, tenant_id: str) -> None:
+        """Nobody else holds it, nor a name under or above it (shared.domains.overlapping; the
+        database refuses the same with CMD01). The operator may know who holds what; tenants
+        never see these messages."""
         holder = await self.registry.domain_holder(domain) or await self.replica.domain_holder(domain)
         if holder is not None and holder != tenant_id:
-            # The operator may know who holds it; tenants never see this message.
             raise Refused(f"domain {domain} is already held by tenant {holder!r}")
+        clash = overlapping(domain, tenant_id, await self.registry.held_names(), zone=PRIMARY_ZONE)
+        if clash is not None:
+            other, name = clash
+            raise Refused(f"domain {domain} overlaps {name}, held by tenant {other!r}: a name equal to, under or "
+                          "above another tenant's domain cannot be added")
 
-    async def _ensure_hostname(self, domain: DomainRecord) -> DomainRecord:
-        """A custom domain needs a Cloudflare for SaaS custom hostname; record its SSL/DNS state."""
-        if domain.domain_type != "custom":
+    async def _ensure_hostname(self, domain: DomainRecord, tenant: TenantRecord) -> DomainRecord:
+        """A routable custom domain needs a Cloudflare for SaaS custom hostname; record its SSL/DNS
+        state. A pending one gets none: its name is not the tenant's until it is proven."""
+        if domain.domain_type != "custom" or not domain.routable(tenant):
             return domain
         self.reporter.step(f"{self.hostnames.label}: ensure {domain.domain}")
         state = await self.hostnames.create(domain.domain)
@@ -144,12 +180,11 @@ class ControlPlane:
         current = {d.domain: d for d in await self.registry.domains(tenant.tenant_id)}
         if primary_domain.domain not in current:
             await self.registry.upsert_domain(primary_domain)
-        await self._ensure_hostname(current.get(primary_domain.domain, primary_domain))
+        await self._ensure_hostname(current.get(primary_domain.domain, primary_domain), tenant)
         if deploy:
             self.ensure_namespace()
-            self.reporter.step(f"{self.scripts.label}: deploy {tenant.script_name}")
             # A new tenant's session key is made once here; re-runs keep it (users stay signed in).
-            await self.scripts.deploy(tenant, {} if existing else {"SESSION_SECRET": secrets.token_urlsafe(48)})
+            await self._deploy(tenant, {} if existing else {"SESSION_SECRET": secrets.token_urlsafe(48)})
             self._changed()  # locally: wait until the Worker runs, before its host is routed
         await self.converge(tenant.tenant_id)
         if not await self.registry.has_audit(tenant.tenant_id, "tenant.added", tenant.tenant_id):
@@ -178,9 +213,8 @@ class ControlPlane:
         await self.registry.set_tenant(tenant.tenant_id, {"status": "active"})
         tenant = tenant.model_copy(update={"status": TenantStatus.ACTIVE})
         for domain in await self.registry.domains(tenant.tenant_id):
-            await self._ensure_hostname(domain)
-        self.reporter.step(f"{self.scripts.label}: deploy {tenant.script_name}")
-        await self.scripts.deploy(tenant, {})
+            await self._ensure_hostname(domain, tenant)
+        await self._deploy(tenant, {})
         self._changed()  # locally: wait until the Worker runs, before its host is routed
         await self.converge(tenant.tenant_id)
         await self._audit(tenant.tenant_id, "tenant.resumed", {"from": "inactive"})
@@ -229,17 +263,24 @@ class ControlPlane:
         dtype = domain_type_for(tenant.type, domain)
         await self._check_domain_free(domain, tenant.tenant_id)
         current = {d.domain: d for d in await self.registry.domains(tenant.tenant_id)}
+        if domain in current and not current[domain].routable(tenant):
+            raise Refused(f"{domain} is {tenant_id}'s own claim, pending proof of ownership: the tenant publishes "
+                          f"TXT {challenge_name(domain)} (its token: `domains status {tenant_id} --json`), then run "
+                          f"`domains verify {tenant_id} {domain}`")
         allowed = plan_for(tenant.subscription_tier).limit_for(UsageKind.DOMAINS)
         if domain not in current and len(current) + 1 > allowed:
             raise Refused(f"tier {tenant.subscription_tier.value} allows {allowed} domain(s) and {tenant_id} "
                           f"has {len(current)}: upgrade with set-tier or remove a domain first")
+        # The operator assigns the name: verified by assignment (a tenant's own claim through the
+        # API is pending until proven; `domains verify` proves one).
         record = current.get(domain) or DomainRecord(
             tenant_id=tenant.tenant_id, domain=domain, domain_type=dtype,
-            ssl_status="pending" if dtype == "custom" else "active", dns_configured=dtype != "custom")
+            ssl_status="pending" if dtype == "custom" else "active", dns_configured=dtype != "custom",
+            verification_status="verified")
         if domain not in current:
             self.reporter.step(f"supabase: add domain {domain} to {tenant_id}")
             await self.registry.upsert_domain(record)
-        record = await self._ensure_hostname(record)
+        record = await self._ensure_hostname(record, tenant)
         await self.converge(tenant.tenant_id)
         if domain not in current:
             await self._audit(tenant.tenant_id, "domain.added", {"domain_type": dtype})
@@ -263,29 +304,82 @@ class ControlPlane:
         if domain in current:
             await self._audit(tenant.tenant_id, "domain.removed", {"domain_type": current[domain].domain_type})
 
-    async def domains_status(self, tenant_id: str | None = None) -> list[dict[str, Any]]:
-        """Refresh SSL and DNS state of custom domains from Cloudflare into Supabase and D1."""
+    async def domains_status(self, tenant_id: str | None = None, *, refresh: bool = False) -> list[dict[str, Any]]:
+        """Every domain's ownership, certificate and routing state. Read only, unless `refresh`:
+        then pending domains are checked for their token again, newly verified ones get their
+        custom hostname, SSL/DNS state from Cloudflare is written back, and a tenant whose
+        state changed is converged (routed only if its Worker exists)."""
         tenants = [await self.require(tenant_id)] if tenant_id else await self.registry.tenants()
         out: list[dict[str, Any]] = []
         for tenant in tenants:
+            active = tenant.status is not TenantStatus.INACTIVE
             changed = False
+            rows: list[dict[str, Any]] = []
             for domain in await self.registry.domains(tenant.tenant_id):
-                row: dict[str, Any] = {**domain.row(), "custom_hostname": None}
-                if domain.domain_type == "custom" and tenant.status is not TenantStatus.INACTIVE:
+                if refresh and active and not domain.routable(tenant):
+                    domain, _ = await self._recheck(tenant, domain)
+                    if domain.routable(tenant):
+                        domain = await self._ensure_hostname(domain, tenant)
+                        changed = True
+                row: dict[str, Any] = {**domain.view(), "custom_hostname": None}
+                if domain.domain_type == "custom" and active and domain.routable(tenant):
                     state = await self.hostnames.find(domain.domain)
                     if state is None:
                         row["custom_hostname"] = "missing"
                     else:
                         row["custom_hostname"] = f"{state.cloudflare_status}/{state.cloudflare_ssl_status}"
-                        if (state.ssl_status, state.dns_configured) != (domain.ssl_status, domain.dns_configured):
+                        if refresh and (state.ssl_status, state.dns_configured) != (domain.ssl_status, domain.dns_configured):
                             await self.registry.update_domain(domain.domain, {
                                 "ssl_status": state.ssl_status, "dns_configured": state.dns_configured})
                             row.update(ssl_status=state.ssl_status, dns_configured=state.dns_configured)
                             changed = True
-                out.append(row)
+                if not domain.routable(tenant):
+                    row["verify_with"] = {"txt_name": challenge_name(domain.domain),
+                                          "http_url": challenge_url(domain.domain, domain.verification_token or "")}
+                rows.append(row)
             if changed:
                 await self.converge(tenant.tenant_id)
+            routed = {d["domain"] for d in await self.replica.domains(tenant.tenant_id)}
+            out += [{**r, "routed": r["domain"] in routed} for r in rows]
         return out
+
+    async def _recheck(self, tenant: TenantRecord, domain: DomainRecord) -> tuple[DomainRecord, OwnershipResult]:
+        """Check a pending domain's token (DNS TXT, then HTTP) and record the outcome in Supabase
+        (the service role: the only role that may mark a domain verified)."""
+        if self.ownership is None:
+            raise ConfigError("no ownership checker is configured")
+        result = await self.ownership(domain.domain, domain.verification_token or "")
+        values: dict[str, Any] = {"verification_checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                  "verification_detail": result.detail[:300]}
+        if result.verified:
+            values["verification_status"] = "verified"
+            self.reporter.step(f"supabase: {domain.domain} verified ({result.method})")
+        await self.registry.record_verification(tenant.tenant_id, domain.domain, domain.verification_token, values)
+        return domain.model_copy(update=values), result
+
+    async def verify_domain(self, tenant_id: str, raw_domain: str) -> DomainRecord:
+        """The operator's ownership check of one domain: verified, it gets its custom hostname
+        and is routed (if the tenant's Worker exists); not yet, the command says what is missing."""
+        tenant = await self.require(tenant_id)
+        domain = parse_domain(raw_domain)
+        record = next((d for d in await self.registry.domains(tenant.tenant_id) if d.domain == domain), None)
+        if record is None:
+            raise NotFound(f"{domain} is not a domain of tenant {tenant_id!r}")
+        if record.routable(tenant):
+            self.reporter.step(f"{domain} is verified already")
+        else:
+            record, result = await self._recheck(tenant, record)
+            if not result.verified:
+                if result.resolver_failed:
+                    raise BackendError(f"{domain}: the ownership check could not run ({result.detail}); re-run it")
+                raise Refused(f"{domain} is not verified yet: {result.detail}. The tenant publishes TXT "
+                              f"{challenge_name(domain)} = its token (or serves it at "
+                              f"{challenge_url(domain, record.verification_token or '<token>')})")
+            await self._audit(tenant.tenant_id, "domain.verified", {"method": result.method, "by": "operator"})
+        if tenant.status is not TenantStatus.INACTIVE:
+            record = await self._ensure_hostname(record, tenant)
+            await self.converge(tenant.tenant_id)
+        return record
 
     def ensure_namespace(self) -> None:
         """Create the dispatch namespace `cmgsite-tenants` on Cloudflare when it is missing."""
@@ -329,8 +423,15 @@ class ControlPlane:
                 if tenant_id:
                     raise Refused(f"tenant {tenant_id!r} was removed; resume it to deploy it again")
                 continue
-            self.reporter.step(f"{self.scripts.label}: deploy {tenant.script_name}")
-            await self.scripts.deploy(tenant, secrets or {})
+            was_there = await self.scripts.exists(tenant.script_name)
+            await self._deploy(tenant, secrets or {})
             done.append(tenant.script_name)
+            if not was_there:  # its hosts were held back (never routed to a missing Worker): route them now
+                if self.dry_run:
+                    self.reporter.plan("control plane", f"converge {tenant.tenant_id} (route its hosts) once "
+                                                        f"{tenant.script_name} is deployed")
+                else:
+                    self._changed()
+                    await self.converge(tenant.tenant_id)
         self._changed()
         return done

@@ -7,35 +7,27 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from controlplane.errors import Refused
-from shared.hosts import InvalidHost, normalize_host
+from shared import domains as rules
+from shared.domains import DOMAIN_RE, PLATFORM_ZONE, Actor, DomainError, DomainType  # noqa: F401 (re-exported)
 from shared.models import SCRIPT_NAME_PATTERN, TENANT_ID_PATTERN, TenantStatus, TenantType
 from shared.tiers import Tier
 
-PRIMARY_ZONE = "cozyartzmedia.com"
+PRIMARY_ZONE = PLATFORM_ZONE
 PRIMARY_TENANT_ID = "cozyartz"
 NAMESPACE = "cmgsite-tenants"
 SCRIPT_PREFIX = "cmgsite-"
-# The same pattern Supabase's tenant_domains.domain CHECK holds (plain DNS name, two labels or more).
-DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$")
 
-DomainType = Literal["primary", "custom", "subdomain"]
 SslStatus = Literal["pending", "active", "failed"]
+VerificationStatus = Literal["pending", "verified"]
 
 
 def parse_domain(raw: str) -> str:
-    """A domain an operator typed, normalised (lower-case, IDNA) or refused with the reason."""
-    text = (raw or "").strip()
-    if ":" in text or "/" in text:
-        raise Refused(f"invalid domain {raw!r}: give a bare host name (no scheme, port or path)")
+    """A domain an operator typed, normalised (lower-case, IDNA) or refused with the reason
+    (shared.domains: the same rules the tenant API applies)."""
     try:
-        domain = normalize_host(text)
-    except InvalidHost as exc:
-        raise Refused(f"invalid domain {raw!r}: {exc}") from None
-    if not DOMAIN_RE.match(domain) or len(domain) > 253:
-        raise Refused(f"invalid domain {raw!r}: expected a DNS name such as shop.example.com")
-    if domain.rsplit(".", 1)[-1].isdigit():
-        raise Refused(f"invalid domain {raw!r}: IP addresses are not tenant domains")
-    return domain
+        return rules.parse_domain(raw or "")
+    except DomainError as exc:
+        raise Refused(f"invalid domain {raw!r}: {exc.message}") from None
 
 
 def parse_tier(raw: str) -> Tier:
@@ -59,22 +51,16 @@ def parse_tenant_id(raw: str) -> str:
 
 
 def is_primary_subdomain(domain: str) -> bool:
-    return domain.endswith("." + PRIMARY_ZONE)
+    return rules.is_under(domain, PRIMARY_ZONE)
 
 
 def domain_type_for(tenant_type: TenantType, domain: str) -> DomainType:
-    """Which kind of domain this is for that tenant, refusing combinations that cannot route."""
-    if domain == PRIMARY_ZONE or domain == "www." + PRIMARY_ZONE:
-        if tenant_type is not TenantType.PRIMARY:
-            raise Refused(f"{domain} belongs to the platform's primary tenant")
-        return "primary"
-    if is_primary_subdomain(domain):
-        if tenant_type is TenantType.CUSTOM_DOMAIN:
-            raise Refused(f"{domain} is under {PRIMARY_ZONE}: use type partner-subdomain for it")
-        return "subdomain"
-    if tenant_type is TenantType.PARTNER_SUBDOMAIN:
-        raise Refused(f"a partner-subdomain tenant's domains end in .{PRIMARY_ZONE}; {domain} does not")
-    return "custom"
+    """Which kind of domain this is for that tenant (the operator assigning it), refusing
+    combinations that cannot route: shared.domains.classify, the rules the tenant API uses too."""
+    try:
+        return rules.classify(tenant_type, domain, by=Actor.OPERATOR, zone=PRIMARY_ZONE)
+    except DomainError as exc:
+        raise Refused(exc.message) from None
 
 
 class TenantRecord(BaseModel):
@@ -103,7 +89,11 @@ class TenantRecord(BaseModel):
 
 
 class DomainRecord(BaseModel):
-    """A row of `tenant_domains` (Supabase and D1 hold the same facts)."""
+    """A row of `tenant_domains` (D1 holds the routing facts of the routable ones).
+
+    `verification_status` is the ownership proof: a custom domain a tenant admin adds through
+    the API is `pending` until its token is seen in DNS or over HTTP; names the operator
+    assigns are verified by assignment. Only routable domains are ever routed (see routable)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -112,9 +102,27 @@ class DomainRecord(BaseModel):
     domain_type: DomainType
     ssl_status: SslStatus = "pending"
     dns_configured: bool = False
+    verification_status: VerificationStatus = "verified"
+    verification_token: str | None = None
+    verified_at: str | None = None
+    verification_checked_at: str | None = None
+    verification_detail: str | None = None
 
     def row(self) -> dict[str, Any]:
+        """What the control plane writes: the routing facts and the verification state it decides
+        (the token and timestamps are the database's)."""
+        return self.model_dump(mode="json", include={"tenant_id", "domain", "domain_type", "ssl_status",
+                                                     "dns_configured", "verification_status"})
+
+    def view(self) -> dict[str, Any]:
+        """Everything, for the operator's output."""
         return self.model_dump(mode="json")
+
+    def routable(self, tenant: "TenantRecord") -> bool:
+        """Only a verified name, or one the platform assigned (the primary domain, platform
+        subdomains), is ever routed."""
+        return (self.verification_status == "verified" or self.domain == tenant.domain
+                or self.domain_type != "custom")
 
 
 def new_tenant(tenant_id: str, name: str, tenant_type: str, domain: str, tier: str,

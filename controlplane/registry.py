@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from controlplane.errors import BackendError
+from controlplane.errors import BackendError, Refused
 from controlplane.model import DomainRecord, TenantRecord
 from shared.http import HttpClient, HttpError
 from shared.supabase import SupabaseClient, SupabaseError
@@ -16,6 +16,9 @@ from shared.supabase import SupabaseClient, SupabaseError
 # Tables holding a tenant's rows, children first (the order erasure deletes them in).
 # Tables other issues add are found at run time from PostgREST's schema (tenant_tables()).
 KNOWN_TENANT_TABLES = ("tenant_usage", "profiles", "tenant_domains", "audit_log", "tenants")
+# SQLSTATEs of the domain rules in migrations/supabase/0006_domain_rules.sql.
+DOMAIN_QUOTA_SQLSTATE = "CMQ01"
+DOMAIN_TAKEN_SQLSTATE = "CMD01"
 
 
 def tenant_fingerprint(tenant_id: str) -> str:
@@ -38,6 +41,12 @@ class SupabaseRegistry:
         try:
             return await coro
         except SupabaseError as exc:
+            # The database's domain rules (migrations 0005): a refusal, not an outage. The CLI
+            # checks first with a clearer message; these answer a race with another writer.
+            if exc.code == DOMAIN_QUOTA_SQLSTATE:
+                raise Refused(f"supabase refused to {what}: {exc.message}") from None
+            if exc.code == DOMAIN_TAKEN_SQLSTATE:
+                raise Refused(f"supabase refused to {what}: the domain overlaps a name another tenant holds") from None
             raise BackendError(f"supabase {what} failed: {exc.status} {exc.code or ''} {exc.message}") from None
         except HttpError as exc:
             raise BackendError(f"supabase unreachable during {what}: {exc}") from None
@@ -81,6 +90,14 @@ class SupabaseRegistry:
         rows = await self._call("read domain", self._db.select("tenants", columns="tenant_id", eq={"domain": domain}))
         return str(rows[0]["tenant_id"]) if rows else None
 
+    async def held_names(self) -> list[tuple[str, str]]:
+        """Every (tenant_id, name) on the platform: tenant_domains rows and each tenant's primary domain."""
+        rows = await self._call("read domains", self._db.select("tenant_domains", columns="tenant_id,domain"))
+        names = {(str(r["tenant_id"]), str(r["domain"])) for r in rows}
+        names |= {(t.tenant_id, t.domain) for t in await self.tenants()}
+        names |= {(d.tenant_id, d.domain) for d in self._domains.values() if d is not None}
+        return sorted(names)
+
     async def primary_tenant(self) -> TenantRecord | None:
         rows = await self._call("read primary", self._db.select("tenants", eq={"type": "primary"}))
         return TenantRecord.model_validate(rows[0]) if rows else None
@@ -107,7 +124,21 @@ class SupabaseRegistry:
             rows = await self._call("read domain", self._db.select("tenant_domains", eq={"domain": domain}))
             current = self._domains.get(domain) or (DomainRecord.model_validate(rows[0]) if rows else None)
             if current is not None:
-                self._domains[domain] = DomainRecord.model_validate({**current.row(), **values})
+                self._domains[domain] = DomainRecord.model_validate({**current.view(), **values})
+
+    async def record_verification(self, tenant_id: str, domain: str, token: str | None, values: dict[str, Any]) -> None:
+        """Write the outcome of an ownership check, only onto the pending row whose token was checked
+        (a row removed or re-added meanwhile is left alone)."""
+        await self._call("record verification", self._db.update("tenant_domains", values, eq={
+            "tenant_id": tenant_id, "domain": domain, "verification_status": "pending",
+            "verification_token": token}, columns="domain"))
+        if self._dry:
+            current = self._domains.get(domain)
+            if current is None:
+                rows = await self._call("read domain", self._db.select("tenant_domains", eq={"domain": domain}))
+                current = DomainRecord.model_validate(rows[0]) if rows else None
+            if current is not None:
+                self._domains[domain] = DomainRecord.model_validate({**current.view(), **values})
 
     async def delete_domain(self, tenant_id: str, domain: str) -> None:
         await self._call("delete domain", self._db.delete(

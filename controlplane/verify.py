@@ -54,6 +54,7 @@ async def check_tenant(cp: ControlPlane, tenant_id: str, snap: Snapshot) -> Drif
     routed = {d["domain"]: d for d in snap.d1_domains.get(tenant_id, [])}
     should_route = tenant is not None and tenant.status is not TenantStatus.INACTIVE
     master = {d.domain: d for d in snap.domains.get(tenant_id, [])} if tenant is not None else {}
+    expected: dict[str, DomainRecord] = {}  # what D1 must route for this tenant
 
     if not should_route:
         if row is not None or routed:
@@ -70,18 +71,26 @@ async def check_tenant(cp: ControlPlane, tenant_id: str, snap: Snapshot) -> Drif
             for key, want in _d1_fields(tenant).items():
                 if d1.get(key) != want:
                     drift.problems.append(f"D1 {key} is {d1.get(key)!r}, Supabase says {want!r}")
-        for domain in sorted(set(master) - set(routed)):
+        worker = await cp.scripts.exists(tenant.script_name)
+        if not worker:
+            drift.problems.append(f"its Worker {tenant.script_name} is missing from the namespace")
+        # What D1 must route: the verified (or platform-assigned) names, and only while the Worker exists.
+        expected = {d: rec for d, rec in master.items() if rec.routable(tenant)} if worker else {}
+        for domain in sorted(set(expected) - set(routed)):
             drift.problems.append(f"domain {domain} is in Supabase but not routed in D1")
-        for domain in sorted(set(routed) - set(master)):
-            drift.problems.append(f"D1 routes {domain}, which Supabase does not list for this tenant")
-        for domain in sorted(set(master) & set(routed)):
+        for domain in sorted(set(routed) - set(expected)):
+            if domain not in master:
+                drift.problems.append(f"D1 routes {domain}, which Supabase does not list for this tenant")
+            elif not master[domain].routable(tenant):
+                drift.problems.append(f"D1 routes {domain}, whose ownership is not verified")
+            else:
+                drift.problems.append(f"D1 routes {domain}, but the tenant's Worker is missing")
+        for domain in sorted(set(expected) & set(routed)):
             m, r = master[domain], routed[domain]
             if (m.domain_type, m.ssl_status, m.dns_configured) != (r["domain_type"], r["ssl_status"], bool(r["dns_configured"])):
                 drift.problems.append(f"domain {domain}: D1 status differs from Supabase")
-        if not await cp.scripts.exists(tenant.script_name):
-            drift.problems.append(f"its Worker {tenant.script_name} is missing from the namespace")
-        for domain in sorted(d for d, rec in master.items() if rec.domain_type == "custom"):
-            # Tenant admins add custom domains through the API (Supabase only): the control plane routes them.
+        for domain in sorted(d for d, rec in master.items() if rec.domain_type == "custom" and rec.routable(tenant)):
+            # A verified custom domain needs its custom hostname; a pending one must not get one yet.
             if await cp.hostnames.find(domain) is None:
                 drift.problems.append(f"custom domain {domain} has no custom hostname on Cloudflare")
 
@@ -94,8 +103,7 @@ async def check_tenant(cp: ControlPlane, tenant_id: str, snap: Snapshot) -> Drif
         except ValueError:
             drift.problems.append(f"KV entry for {host} is not valid JSON")
             continue
-        if should_route and host in master:
-            assert tenant is not None
+        if host in expected and tenant is not None:
             want = _expected_kv(tenant)
             if cached.get("missing") or any(cached.get(k) != v for k, v in want.items()):
                 drift.problems.append(f"KV caches a stale route for {host}")
@@ -125,10 +133,11 @@ async def repair_tenant(cp: ControlPlane, tenant_id: str) -> None:
     tenant = await cp.registry.tenant(tenant_id)
     if tenant is not None and tenant.status is not TenantStatus.INACTIVE:
         for domain in await cp.registry.domains(tenant_id):
-            await cp._ensure_hostname(domain)
+            await cp._ensure_hostname(domain, tenant)  # routable custom domains only
         if not await cp.scripts.exists(tenant.script_name):
-            cp.reporter.step(f"{cp.scripts.label}: deploy missing {tenant.script_name}")
-            await cp.scripts.deploy(tenant, {})
+            cp.reporter.step(f"deploy missing {tenant.script_name}")
+            await cp._deploy(tenant, {})
+            cp._changed()  # locally: wait until the Worker runs, before its hosts are routed
         await cp.converge(tenant_id)
         return
     await cp.converge(tenant_id)  # unroute first

@@ -25,11 +25,12 @@ from controlplane.dryrun import DryRunHttp
 from controlplane.edges import (PLATFORM_SECRETS, CloudflareHostnames, CloudflareRouteCache, CloudflareRuntimeData,
                                 CloudflareScripts, LocalHostnames, LocalRouteCache, LocalRuntimeData, LocalScripts)
 from controlplane.errors import ConfigError
-from controlplane.lifecycle import ControlPlane
+from controlplane.lifecycle import ControlPlane, OwnershipChecker
 from controlplane.output import Reporter
 from controlplane.registry import SupabaseRegistry
 from controlplane.replica import DryRunD1, LocalD1, RoutingReplica, WranglerD1
 from controlplane.wrangler import ROOT, DryRunRunner, Runner, SubprocessRunner
+from shared.domains import DEFAULT_DOH_URL, OwnershipResult, check_ownership
 from shared.http import HttpClient, HttpResponse
 
 REMOTE_ENV = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_ZONE_ID", "SUPABASE_URL",
@@ -103,6 +104,19 @@ def kv_namespace_id(env: Mapping[str, str], *, config: str = "wrangler.dispatche
     raise ConfigError(f"no {binding} KV namespace id ({config} or {override})")
 
 
+def ownership_checker(http: HttpClient, env: Mapping[str, str]) -> OwnershipChecker:
+    """The operator's ownership check: the same as the tenant Worker's (shared.domains), over httpx.
+    DOH_RESOLVER_URL picks the DNS-over-HTTPS resolver (default Cloudflare's); the HTTP token URL
+    is fetched only when the name resolves to public addresses alone (the operator's network is
+    not the tenant's to point at)."""
+    resolver = env.get("DOH_RESOLVER_URL") or DEFAULT_DOH_URL
+
+    async def check(domain: str, token: str) -> OwnershipResult:
+        return await check_ownership(http, domain, token, resolver_url=resolver, public_only=True)
+
+    return check
+
+
 def _cloudflare_reply(method: str, url: str, body: bytes | None) -> HttpResponse:
     """What Cloudflare's API would answer a dry-run write with (its envelope, a pending result)."""
     result: object = {}
@@ -143,6 +157,7 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
                                             platform_secrets=platform_secrets(settings)),
                           CloudflareHostnames(api), reporter, local=False, dry_run=settings.dry_run, runner=run,
                           master_secret=settings.env.get("CONTEXT_SIGNING_SECRET"), closers=closers,
+                          ownership=ownership_checker(http, settings.env),
                           runtime_data=CloudflareRuntimeData(api, kv_namespace_id(
                               settings.env, config="wrangler.tenant.toml", binding="AUTH_KV",
                               override="CLOUDFLARE_AUTH_KV_NAMESPACE_ID")))
@@ -164,6 +179,6 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
                            platform_secrets=platform_secrets(settings))
     cp = ControlPlane(registry, replica, cache, scripts, LocalHostnames(), reporter, local=True,
                       dry_run=settings.dry_run, on_change=lambda: sync_if_running(paths.root), runner=run,
-                      closers=closers, runtime_data=LocalRuntimeData(settings.wrangler_state, reporter,
+                      closers=closers, ownership=ownership_checker(http, settings.env), runtime_data=LocalRuntimeData(settings.wrangler_state, reporter,
                                                                      dry_run=settings.dry_run))
     return cp

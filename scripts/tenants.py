@@ -81,7 +81,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", required=True, help="the tenant's primary host name")
     p.add_argument("--tier", required=True, help="|".join(t.value for t in Tier))
     p.add_argument("--brand", help="white-label brand name (default: the name)")
-    p.add_argument("--no-deploy", action="store_true", help="register and route without deploying the Worker")
+    p.add_argument("--no-deploy", action="store_true",
+                   help="register without deploying the Worker (its hosts are routed once `deploy` has run)")
     cmd("list", "list tenants from the registry")
     for name, text in (("show", "show one tenant: registry, routing, domains, Worker"),
                        ("suspend", "suspend a tenant: its hosts answer 403"),
@@ -96,9 +97,15 @@ def parser() -> argparse.ArgumentParser:
         p = cmd(name, text)
         p.add_argument("tenant_id")
         p.add_argument("domain")
-    p = cmd("domains", "custom-domain state")
-    p.add_argument("action", choices=["status"], help="status: refresh SSL/DNS state from Cloudflare")
-    p.add_argument("tenant_id", nargs="?", help="one tenant (default: all)")
+    p = cmd("domains", "domain ownership, certificate and routing state")
+    p.add_argument("action", choices=["status", "verify"],
+                   help="status: show each domain's state (read only unless --refresh); "
+                        "verify TENANT DOMAIN: check a pending domain's token (DNS TXT or HTTP) and route it if proven")
+    p.add_argument("tenant_id", nargs="?", help="one tenant (status: default all)")
+    p.add_argument("domain", nargs="?", help="verify: the pending domain")
+    p.add_argument("--refresh", action="store_true",
+                   help="status: re-check pending domains' tokens, write SSL/DNS state from Cloudflare back and "
+                        "route what changed (writes)")
     p = cmd("deploy", "deploy tenant Workers (and optionally the dispatcher)")
     p.add_argument("tenant_id", nargs="?")
     p.add_argument("--all", action="store_true", help="every tenant that is not removed")
@@ -167,7 +174,7 @@ def _table(rows: list[dict[str, Any]], cols: list[str], out: TextIO) -> None:
 
 async def _show(cp: ControlPlane, tenant_id: str) -> dict[str, Any]:
     tenant = await cp.require(tenant_id)
-    return {"tenant": tenant.row(), "domains": [d.row() for d in await cp.registry.domains(tenant.tenant_id)],
+    return {"tenant": tenant.row(), "domains": [d.view() for d in await cp.registry.domains(tenant.tenant_id)],
             "d1_route": await cp.replica.tenant(tenant.tenant_id),
             "d1_domains": await cp.replica.domains(tenant.tenant_id),
             "worker_deployed": await cp.scripts.exists(tenant.script_name)}
@@ -203,10 +210,18 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
     if c == "remove-domain":
         await cp.remove_domain(args.tenant_id, args.domain)
         return EXIT_OK, {"removed": args.domain, "note": cp.bound_note()}
+    if c == "domains" and args.action == "verify":
+        if not args.tenant_id or not args.domain:
+            raise Refused("domains verify needs a tenant id and a domain")
+        d = await cp.verify_domain(args.tenant_id, args.domain)
+        return EXIT_OK, {"verified": d.view(), "note": cp.bound_note()}
     if c == "domains":
-        rows = await cp.domains_status(args.tenant_id)
+        if args.domain:
+            raise Refused("domains status takes at most a tenant id")
+        rows = await cp.domains_status(args.tenant_id, refresh=args.refresh)
         if not args.json:
-            _table(rows, ["tenant_id", "domain", "domain_type", "ssl_status", "dns_configured", "custom_hostname"], out)
+            _table(rows, ["tenant_id", "domain", "domain_type", "verification_status", "ssl_status", "dns_configured",
+                          "custom_hostname", "routed"], out)
             return EXIT_OK, None
         return EXIT_OK, rows
     if c == "deploy":

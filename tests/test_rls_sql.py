@@ -213,15 +213,16 @@ def test_admin_of_primary_cannot_demote_super_admin(conn: psycopg.Connection) ->
 
 
 def test_admin_manages_own_custom_domains(conn: psycopg.Connection) -> None:
-    as_user(conn, SEED_A, "admin", ADMIN_A)
+    # World B is a custom-domain tenant on growth (partner1 is partner-subdomain: no custom domains).
+    as_user(conn, WORLD.b, "admin")
     try:
         conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type)"
-                     " values ('partner1', 'shop.partner1-custom.com', 'custom')")
-        assert conn.execute("delete from public.tenant_domains where domain = 'shop.partner1-custom.com'"
+                     " values (%s, 'shop.b-custom.com', 'custom')", (WORLD.b,))
+        assert conn.execute("delete from public.tenant_domains where domain = 'shop.b-custom.com'"
                             " returning 1").fetchall() == [(1,)]
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
             conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type)"
-                         " values ('partner1', 'x.partner1.cozyartzmedia.com', 'subdomain')")
+                         " values (%s, 'x.b.cozyartzmedia.com', 'subdomain')", (WORLD.b,))
     finally:
         conn.rollback()
 
@@ -240,10 +241,10 @@ def test_admin_cannot_claim_a_platform_subdomain_as_custom(conn: psycopg.Connect
 
 @pytest.mark.parametrize("domain", ["notcozyartzmedia.com", "cozyartzmedia.com.evil.net"])
 def test_lookalike_domains_are_ordinary_custom_domains(conn: psycopg.Connection, domain: str) -> None:
-    as_user(conn, SEED_A, "admin", ADMIN_A)
+    as_user(conn, WORLD.b, "admin")
     try:
         conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type)"
-                     " values ('partner1', %s, 'custom')", (domain,))
+                     " values (%s, %s, 'custom')", (WORLD.b, domain))
     finally:
         conn.rollback()
 

@@ -20,6 +20,7 @@ from localrt.d1 import copy_database
 
 from scripts.tenants import main
 from tests.fake_cloudflare import FakeCloudflare
+from tests.fake_doh import FakeDoh
 
 ROOT = Path(__file__).resolve().parent.parent
 W = ["--no-install", "wrangler"]
@@ -109,7 +110,18 @@ def test_custom_domain_gets_a_custom_hostname_and_status_is_refreshed(remote: Re
     assert any(a[10].startswith("INSERT INTO tenants") and "'cli-shop'" in a[10] for a in d1_cmds)
 
     remote.cf.activate(domain)
+    # Plain `domains status` only reads: it shows Cloudflare's state and writes nowhere.
+    requests_before, commands_before = len(remote.cf.requests), len(remote.commands())
     code, out, err = remote("domains", "status", "cli-shop", "--json")
+    assert code == 0, err
+    row = json.loads(out)[0]
+    assert (row["ssl_status"], row["custom_hostname"], row["routed"]) == ("pending", "active/active", True)
+    assert all(m == "GET" for m, _, _ in remote.cf.requests[requests_before:])
+    assert all(c["argv"][-1].startswith("SELECT") for c in remote.commands()[commands_before:])
+    with pg_cluster.connect() as conn:
+        assert conn.execute("select ssl_status from public.tenant_domains where domain = %s",
+                            (domain,)).fetchone() == ("pending",)
+    code, out, err = remote("domains", "status", "cli-shop", "--refresh", "--json")
     assert code == 0, err
     row = json.loads(out)[0]
     assert (row["ssl_status"], row["dns_configured"], row["custom_hostname"]) == ("active", True, "active/active")
@@ -247,18 +259,35 @@ def test_remote_delete_erases_auth_kv_keys_script_and_rows(remote: RemoteCli, pg
         assert conn.execute("select count(*) from public.tenants where tenant_id = 'cli-erase'").fetchone() == (0,)
 
 
-def test_a_custom_domain_a_tenant_admin_added_is_picked_up_by_repair(remote: RemoteCli, pg_cluster: Any) -> None:
-    """Tenant admins add custom domains through the tenant API (a Supabase row only): repair routes them."""
+def test_a_tenant_claim_is_routed_only_once_its_ownership_is_proven(remote: RemoteCli, pg_cluster: Any) -> None:
+    """A custom domain a tenant admin adds (a pending Supabase row) gets neither a route nor a custom
+    hostname from repair; proven (its TXT record), the operator's verify routes it."""
     assert remote("add", "cli-self", "--name", "Self", "--type", "custom-domain", "--domain", "self.cli-remote.example",
                   "--tier", "growth")[0] == 0
-    with pg_cluster.connect() as conn:
+    claim = "www.self.cli-remote.example"
+    with pg_cluster.connect() as conn:  # as the API stores a claim: pending, with the database's token
         conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type) values"
-                     " ('cli-self', 'www.self.cli-remote.example', 'custom')")
-    code, out, _ = remote("verify", "--json")
-    problems = " ".join(p for d in json.loads(out)["drift"] if d["tenant_id"] == "cli-self" for p in d["problems"])
-    assert code == 3 and "www.self.cli-remote.example is in Supabase but not routed" in problems
-    assert "www.self.cli-remote.example has no custom hostname" in problems
+                     " ('cli-self', %s, 'custom')", (claim,))
+        token = conn.execute("select verification_token from public.tenant_domains where domain = %s",
+                             (claim,)).fetchone()[0]
+    code, out, _ = remote("verify", "--json")  # (a fresh account: the seeded tenants drift, cli-self does not)
+    assert "cli-self" not in {d["tenant_id"] for d in json.loads(out)["drift"]}  # a pending claim is not drift
     assert remote("verify", "--repair")[0] == 0
-    assert remote.cf.by_hostname("www.self.cli-remote.example") is not None
-    assert remote.d1_rows("select tenant_id from tenant_domains where domain = 'www.self.cli-remote.example'") == [
-        ("cli-self",)]
+    assert remote.cf.by_hostname(claim) is None
+    assert remote.d1_rows("select tenant_id from tenant_domains where domain = ?", claim) == []
+    code, out, _ = remote("domains", "status", "cli-self", "--refresh", "--json")
+    row = next(r for r in json.loads(out) if r["domain"] == claim)
+    assert code == 0 and (row["verification_status"], row["routed"]) == ("pending", False)
+    assert remote.cf.by_hostname(claim) is None
+
+    with FakeDoh() as doh:
+        remote.env["DOH_RESOLVER_URL"] = doh.url
+        code, _, err = remote("domains", "verify", "cli-self", claim)
+        assert code == 2 and "_cmgsite-challenge." + claim in err
+        doh.txt("_cmgsite-challenge." + claim, token)
+        code, out, err = remote("domains", "verify", "cli-self", claim, "--json")
+    assert code == 0, err
+    assert json.loads(out)["verified"]["verification_status"] == "verified"
+    assert remote.cf.by_hostname(claim) is not None
+    assert remote.d1_rows("select tenant_id from tenant_domains where domain = ?", claim) == [("cli-self",)]
+    assert remote("verify")[0] == 0
