@@ -27,7 +27,10 @@ from typing import Any, Literal, Mapping, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.json_depth import exceeds_depth
+
 TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+MAX_SEGMENT_DEPTH = 16
 MAX_TENANT_JWT_TTL = 3600  # minutes, not days: a leaked token must die quickly
 # The audience every tenant token carries. PostgREST is configured to require it (`jwt-aud`),
 # and so is the database's pre-request guard (migrations/supabase/0005_api_request_guard.sql).
@@ -110,8 +113,14 @@ def decode_unverified_header(token: str) -> dict[str, Any]:
 
 def _parse_json(raw: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JwtError("segment is not JSON") from exc
+    if exceeds_depth(text, MAX_SEGMENT_DEPTH):  # a header is parsed before its signature is checked
+        raise JwtError("segment nested too deeply")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:  # also an int past Python's digit limit, not only JSONDecodeError
         raise JwtError("segment is not JSON") from exc
     if not isinstance(value, dict):
         raise JwtError("segment is not a JSON object")

@@ -146,8 +146,8 @@ class StateClaims(BaseModel):
     nh: str = Field(max_length=64)  # hash of the nonce cookie
     nxt: str = Field(max_length=512)
     jti: str = Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")
-    iat: int
-    exp: int
+    iat: int = Field(strict=True)  # a signed token's times are ints, never true/1.0/"1"
+    exp: int = Field(strict=True)
 
 
 def issue_state(*, tenant_id: str, host: str, provider: Provider, nonce: str,

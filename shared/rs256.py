@@ -15,7 +15,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from shared.json_depth import exceeds_depth
+
 _B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
+_MAX_SEGMENT_DEPTH = 16
 # DigestInfo prefix for SHA-256 (RFC 8017 section 9.2, note 1).
 _SHA256_PREFIX = bytes.fromhex("3031300d060960864801650304020105000420")
 MIN_MODULUS_BITS = 2048
@@ -84,9 +87,14 @@ def verify_rs256(token: str, keys: Sequence[RsaPublicKey]) -> tuple[dict[str, An
     if len(parts) != 3:
         raise SignatureError("a JWS has three segments")
     try:
-        header = json.loads(b64url_decode(parts[0]))
-        claims = json.loads(b64url_decode(parts[1]))
+        segments = [b64url_decode(part).decode("utf-8") for part in parts[:2]]
     except (ValueError, UnicodeDecodeError):
+        raise SignatureError("segment is not JSON") from None
+    if any(exceeds_depth(segment, _MAX_SEGMENT_DEPTH) for segment in segments):  # parsed before the signature check
+        raise SignatureError("segment nested too deeply")
+    try:
+        header, claims = (json.loads(segment) for segment in segments)
+    except ValueError:
         raise SignatureError("segment is not JSON") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise SignatureError("segment is not a JSON object")

@@ -46,8 +46,8 @@ class SessionClaims(BaseModel):
     sub: str = Field(pattern=_UUID)  # profiles.id
     role: Role
     sid: str = Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")  # session id: rotation makes a new one
-    iat: int
-    exp: int
+    iat: int = Field(strict=True)  # a signed token's times are ints, never true/1.0/"1"
+    exp: int = Field(strict=True)
     email: str | None = Field(default=None, max_length=320)
     name: str | None = Field(default=None, max_length=200)
 

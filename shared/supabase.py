@@ -70,6 +70,14 @@ class SupabaseError(Exception):
         )
 
 
+def _decoded(resp: HttpResponse) -> Any:
+    """A success answer's JSON; an unreadable one is an upstream error, not our crash."""
+    try:
+        return resp.json()
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise SupabaseError(resp.status, None, "unreadable answer from the data API") from None
+
+
 def _name(value: str, what: str = "name") -> str:
     if not _NAME_RE.match(value):
         raise ValueError(f"invalid {what}: {value!r}")
@@ -157,7 +165,7 @@ class SupabaseClient:
 
     async def rpc(self, function: str, args: Mapping[str, Any] | None = None) -> Any:
         resp = await self._send("POST", f"rpc/{_name(function, 'function')}", [], body=dict(args or {}))
-        return resp.json() if resp.body else None
+        return _decoded(resp) if resp.body else None
 
     # ---- plumbing -----------------------------------------------------------------------
     @staticmethod
@@ -174,7 +182,7 @@ class SupabaseClient:
     async def _rows(self, method: str, table: str, params: list[tuple[str, str]], *,
                     body: Any = None, prefer: str | None = None) -> list[Row]:
         resp = await self._send(method, _name(table, "table"), params, body=body, prefer=prefer)
-        data = resp.json() if resp.body else []
+        data = _decoded(resp) if resp.body else []
         return data if isinstance(data, list) else [data]
 
     async def _send(self, method: str, path: str, params: list[tuple[str, str]], *,

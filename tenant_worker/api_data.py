@@ -12,14 +12,15 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from shared.models import TenantType
 from tenant_worker.auth_store import AuthStore, AuthStoreMissing
-from tenant_worker.http import ApiError, Call, Reply, Route, json_reply
+from tenant_worker.http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Role, require
 from tenant_worker.supabase_access import guarded, tenant_db, write_audit
 
+_WHOLE = re.compile(r"[0-9]{1,6}")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TENANT_COLUMNS = "tenant_id,name,domain,type,subscription_tier,status,whitelabel_config"
 PROFILE_COLUMNS = "id,tenant_id,tenant_role,email,display_name,created_at,updated_at"
@@ -29,11 +30,10 @@ PLATFORM_COLUMNS = "tenant_id,name,domain,type,subscription_tier,status,created_
 
 
 def _page(call: Call, default: int = 50, most: int = 200) -> tuple[int, int]:
-    try:
-        limit = int(call.arg("limit") or default)
-        offset = int(call.arg("offset") or 0)
-    except ValueError:
-        raise ApiError(400, "invalid_query", "limit and offset must be whole numbers.") from None
+    raw_limit, raw_offset = call.arg("limit") or str(default), call.arg("offset") or "0"
+    if not _WHOLE.fullmatch(raw_limit) or not _WHOLE.fullmatch(raw_offset):  # int() takes " 5", "1_0", "٣"
+        raise ApiError(400, "invalid_query", "limit and offset must be whole numbers.")
+    limit, offset = int(raw_limit), int(raw_offset)
     if not 1 <= limit <= most or not 0 <= offset <= 100_000:
         raise ApiError(400, "invalid_query", f"limit must be 1..{most} and offset 0..100000.")
     return limit, offset
@@ -66,10 +66,8 @@ async def list_profiles(call: Call) -> Reply:
     return json_reply({"profiles": rows, "limit": limit, "offset": offset})
 
 
-class ProfilePatch(BaseModel):
+class ProfilePatch(RequestBody):
     """What a tenant admin may change on a profile of their tenant."""
-
-    model_config = ConfigDict(extra="forbid")
 
     tenant_role: Literal["client", "admin", "super_admin"] | None = None
     display_name: str | None = Field(default=None, min_length=1, max_length=200)

@@ -25,16 +25,29 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.domains import (DEFAULT_DOH_URL, PLATFORM_ZONE, Actor, DomainError, check_ownership, classify,
-                            instructions, parse_domain)
+from shared.domains import (
+    DEFAULT_DOH_URL,
+    PLATFORM_ZONE,
+    Actor,
+    DomainError,
+    check_ownership,
+    classify,
+    instructions,
+    parse_domain,
+)
 from shared.http import HttpError
 from shared.supabase import SupabaseClient, SupabaseError
 from shared.tiers import UsageKind
 from shared.usage import UsageDecision, decision
 from tenant_worker.api_usage import domain_count, limit_exceeded, usage_view
-from tenant_worker.http import ApiError, Call, Reply, Route, json_reply
+from tenant_worker.http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Principal, Role, require
-from tenant_worker.supabase_access import service_db, tenant_db, write_audit
+from tenant_worker.supabase_access import (
+    service_db,
+    supabase_failure,
+    tenant_db,
+    write_audit,
+)
 
 log = logging.getLogger("cmgsite.tenant.domains")
 
@@ -45,9 +58,7 @@ QUOTA_SQLSTATE, TAKEN_SQLSTATE = "CMQ01", "CMD01"
 ROUTING_NOTE = "The platform routes a verified domain at its next sync (within minutes)."
 
 
-class DomainRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DomainRequest(RequestBody):
     domain: str = Field(min_length=1, max_length=260)
 
 
@@ -128,9 +139,8 @@ def _quota_refusal(call: Call, exc: SupabaseError) -> ApiError:
 
 
 def _failure(call: Call, exc: Exception) -> ApiError:
-    """Supabase's answer as the API's (a local mapping; supabase_access will own a shared one)."""
-    if isinstance(exc, ApiError):
-        return exc
+    """Supabase's answer as the API's: the domain rules' own codes here, the rest as
+    supabase_failure() maps every data call (outages 503 with Retry-After, RLS 403, …)."""
     if isinstance(exc, SupabaseError):
         if exc.code == QUOTA_SQLSTATE:
             return _quota_refusal(call, exc)
@@ -143,14 +153,7 @@ def _failure(call: Call, exc: Exception) -> ApiError:
         if exc.code == "42501" and exc.hint == "custom_domains_not_allowed":
             return ApiError(403, "custom_domains_not_allowed", "This site's address is assigned by the platform: "
                                                                "custom domains need a custom-domain plan.")
-        if exc.code == "42501" or exc.status == 403:
-            return ApiError(403, "forbidden", "Not allowed.")
-        log.warning(json.dumps({"event": "supabase_error", "status": exc.status, "code": exc.code}))
-        return ApiError(502, "upstream_error", "The data service returned an error.")
-    if isinstance(exc, HttpError):
-        return ApiError(503, "data_unavailable", "The data service is unavailable. Please try again.",
-                        headers={"retry-after": "5"})
-    raise exc
+    return supabase_failure(exc)
 
 
 def _db(call: Call, principal: Principal) -> SupabaseClient:

@@ -15,13 +15,13 @@ import json
 import logging
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from shared.http import HttpError
 from shared.supabase import SupabaseError
 from shared.tiers import UsageKind
 from shared.usage import UsageDecision
-from tenant_worker.http import ApiError, Call, Reply, Route, json_reply
+from tenant_worker.http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Principal, require
 from tenant_worker.supabase_access import tenant_db
 from tenant_worker.usage_meter import TenantMeter, meter_for
@@ -32,9 +32,7 @@ DEFAULT_AI_MODEL = "@cf/meta/llama-3.1-8b-instruct"
 MAX_PROMPT_CHARS = 8000
 
 
-class GenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class GenerateRequest(RequestBody):
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     max_tokens: int = Field(default=256, ge=1, le=1024)
 

@@ -14,7 +14,7 @@ from shared.errors import Branding, error_reply, wants_json
 from shared.http import HttpClient
 from shared.isolate import PerIsolate
 from tenant_worker import api_domains, api_health, api_usage
-from tenant_worker import api_data, auth, pages
+from tenant_worker import api_data, auth, pages, request_rules
 from tenant_worker.fetch_client import FetchClient
 from tenant_worker.http import ApiError, Call, Reply, Route, error_to_reply, parse_query
 
@@ -25,7 +25,8 @@ ROUTE_MODULES = [api_health, api_usage, api_domains, auth, api_data, pages]
 
 # Run before every handler, in order; each may fill call.state or raise ApiError.
 Middleware = Callable[[Call], Awaitable[None]]
-MIDDLEWARE: list[Middleware] = [auth.session_middleware]
+# request_rules first: a cross-site or non-JSON state change is refused before any session work.
+MIDDLEWARE: list[Middleware] = [request_rules.request_rules, auth.session_middleware]
 
 
 def route_table() -> list[Route]:
@@ -44,6 +45,12 @@ class Services:
         self.http: HttpClient = FetchClient()
 
 
+def request_method(request: Request) -> str:
+    """The method as the runtime received it, as a str. The SDK's `request.method` builds an
+    http.HTTPMethod and raises KeyError for any method that enum lacks (PROPFIND, MKCOL, ...)."""
+    return str(request.js_object.method)
+
+
 def _to_response(reply: Reply, request_id: str) -> Response:
     headers = [(k, v) for k, v in reply.headers.items()]
     headers.append((H_REQUEST_ID, request_id))
@@ -59,6 +66,7 @@ class TenantApp:
         self._key = str(getattr(env, "TENANT_CONTEXT_KEY", "") or "")
         self.services = Services(clock)
         self._routes = [(r, r.compile()) for r in route_table()]
+        self._methods = {r.method for r, _ in self._routes} | {"HEAD"}  # methods some route serves
 
     async def handle(self, request: Request) -> Response:
         path = urlsplit(request.url).path or "/"
@@ -93,7 +101,8 @@ class TenantApp:
             return Branding(brand_name=tenant.host)
 
     async def _route(self, request: Request, tenant: Any, path: str, headers: dict[str, str]) -> Reply:
-        method = request.method.value if hasattr(request.method, "value") else str(request.method)
+        method = request_method(request)
+        url = urlsplit(request.url)
         decoded = unquote(path)
         if ".." in decoded.split("/") or "\\" in decoded or "\x00" in decoded:
             raise ApiError(400, "bad_path", "Malformed path.")
@@ -109,15 +118,20 @@ class TenantApp:
             async def read_body() -> bytes:
                 return await request.bytes()
 
-            call = Call(tenant, method, path, parse_query(urlsplit(request.url).query), headers,
-                        {k: unquote(v) for k, v in m.groupdict().items()}, self.env, self.services, read_body)
+            call = Call(tenant, method, path, parse_query(url.query), headers,
+                        {k: unquote(v) for k, v in m.groupdict().items()}, self.env, self.services, read_body,
+                        scheme=url.scheme or "https")
             for middleware in MIDDLEWARE:
                 await middleware(call)
             reply = await route.handler(call)
             reply.cookies.extend(call.cookies)  # e.g. a session rotated by middleware
             return reply
         if allowed:
+            if "GET" in allowed:
+                allowed.append("HEAD")
             raise ApiError(405, "method_not_allowed", "Method not allowed.", headers={"allow": ", ".join(sorted(set(allowed)))})
+        if method not in self._methods:
+            raise ApiError(501, "not_implemented", "This method is not served here.")
         raise ApiError(404, "not_found", "There is nothing here.")
 
 

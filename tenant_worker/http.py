@@ -2,15 +2,27 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs
 
+from pydantic import BaseModel, ConfigDict
+
 from shared.errors import Branding, error_reply
+from shared.json_depth import exceeds_depth
 from shared.models import TenantContext
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 32  # request bodies are flat objects; deep nesting would crash Pyodide (shared.json_depth)
+
+
+class RequestBody(BaseModel):
+    """Base of every request-body model: unknown fields refused, and strict types, so
+    `true` is not the integer 1, `"5"` is not 5 and 1.0 is not an int."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ApiError(Exception):
@@ -65,6 +77,8 @@ class Call:
     read_body: Callable[[], Awaitable[bytes]]
     state: dict[str, Any] = field(default_factory=dict)  # filled by middleware (e.g. the session)
     cookies: list[str] = field(default_factory=list)  # Set-Cookie values for whatever reply this call gets
+    scheme: str = "https"  # of the URL the Worker was asked for (http only on the local platform)
+    _body: bytes | None = field(default=None, repr=False)
 
     @property
     def request_id(self) -> str:
@@ -75,19 +89,83 @@ class Call:
         return values[0] if values else None
 
     async def body(self) -> bytes:
-        data = await self.read_body()
-        if len(data) > MAX_BODY_BYTES:
-            raise ApiError(413, "payload_too_large", f"Request body over {MAX_BODY_BYTES} bytes.")
-        return data
+        """The request body, read once (middleware and handler share it); 413 past the cap."""
+        if self._body is None:
+            declared = self.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+                raise ApiError(413, "payload_too_large", f"Request body over {MAX_BODY_BYTES} bytes.")
+            data = await self.read_body()
+            if len(data) > MAX_BODY_BYTES:
+                raise ApiError(413, "payload_too_large", f"Request body over {MAX_BODY_BYTES} bytes.")
+            self._body = data
+        return self._body
 
-    async def json(self) -> Any:
+    async def json(self) -> dict[str, Any]:
+        """The body as a JSON object (strict: UTF-8, no duplicate keys, no NaN/Infinity or
+        numbers out of float range, bounded nesting); 400 for anything else."""
         raw = await self.body()
         if not raw:
             raise ApiError(400, "invalid_json", "A JSON body is required.")
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+        data = parse_json(raw)
+        if not isinstance(data, dict):
+            raise ApiError(400, "invalid_body", "The body must be a JSON object.")
+        return data
+
+
+class _BadJson(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _BadJson("duplicate key")
+    return out
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999999 parses as inf
+        raise _BadJson("number out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise _BadJson(f"{name} is not JSON")
+
+
+def _check_text(data: Any) -> None:
+    """Escaped lone surrogates (`"\\ud800"`) are valid JSON syntax but no Unicode text."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _BadJson("not Unicode text") from None
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON from a request body: ApiError 400 `invalid_json` for anything RFC 8259 and
+    we do not both accept (bad UTF-8, NaN/Infinity, duplicate keys, huge numbers, deep nesting).
+    Depth is measured before parsing: in Pyodide a deep document crashes the isolate."""
+    try:
+        text = raw.decode("utf-8")  # not json.loads(bytes), which also guesses UTF-16/32
+        if exceeds_depth(text, MAX_JSON_DEPTH):
+            raise _BadJson(f"nested deeper than {MAX_JSON_DEPTH}")
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_float=_finite, parse_constant=_no_constant)
+        _check_text(data)
+        return data
+    except _BadJson as exc:
+        raise ApiError(400, "invalid_json", f"The body is not valid JSON ({exc}).") from None
+    except (ValueError, UnicodeDecodeError):  # syntax, bad UTF-8, ints past Python's digit limit
+        raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
 
 
 def parse_query(query: str) -> dict[str, list[str]]:

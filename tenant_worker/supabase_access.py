@@ -79,20 +79,63 @@ def service_db(call: Call) -> SupabaseClient:
                                           service_role_key=_secret(env, "SUPABASE_SERVICE_ROLE_KEY"))
 
 
+RETRY_AFTER_SECONDS = 5
+# PostgREST could not reach or use its database: PGRST000 connection, PGRST001 internal
+# connection error, PGRST002 schema cache not loaded (answered with 503).
+_OUTAGE_CODES = frozenset({"PGRST000", "PGRST001", "PGRST002"})
+# An empty code: PostgREST 12 lost its database connection mid-query and answers
+# `400 {"code": "", "message": ""}` (libpq had no SQLSTATE) before it notices with PGRST001.
+# A gateway in front of PostgREST (Supabase's, Cloudflare's) with no good answer from behind it.
+_OUTAGE_STATUSES = frozenset({502, 503, 504})
+_REJECTED_CODES = frozenset({"23514", "22P02", "23503", "23502", "22001"})
+
+
+def data_unavailable() -> ApiError:
+    return ApiError(503, "data_unavailable", "The data service is unavailable. Please try again shortly.",
+                    headers={"retry-after": str(RETRY_AFTER_SECONDS)})
+
+
+def supabase_failure(exc: Exception, *, conflict_code: str = "conflict",
+                     conflict_message: str = "That already exists.") -> ApiError:
+    """The one mapping from a failed Supabase call to the API's answer.
+
+    down (no answer, timeout; PostgREST 503/504, PGRST000-002 or an empty code; a gateway's 502/503/504)
+                                                     -> 503 data_unavailable + Retry-After
+    refused by RLS or grants (42501, 403)            -> 403 forbidden
+    unique violation (23505; any other 409)          -> 409 `conflict_code`
+    the change breaks a constraint (23514, 22P02, 23503, 23502, 22001, 400) -> 400 rejected
+    any other answer (401 bad key, 404, 500, unreadable body)             -> 502 upstream_error
+    An ApiError (e.g. Supabase not configured) passes through unchanged.
+    """
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, HttpError):
+        log.warning("supabase unreachable: %s", type(exc).__name__)
+        return data_unavailable()
+    if not isinstance(exc, SupabaseError):
+        log.error("unexpected supabase failure: %s", type(exc).__name__)
+        return ApiError(500, "internal_error", "Something went wrong on our side.")
+    if exc.status in _OUTAGE_STATUSES or exc.code in _OUTAGE_CODES or exc.code == "":
+        log.warning("supabase unavailable status=%s code=%s", exc.status, exc.code)
+        return data_unavailable()
+    if exc.code == "42501" or exc.status == 403:
+        return ApiError(403, "forbidden", "Not allowed.")
+    if exc.code == "23505":
+        return ApiError(409, conflict_code, conflict_message)
+    if exc.code in _REJECTED_CODES or exc.status == 400:
+        return ApiError(400, "rejected", "The data service rejected the change.")
+    if exc.status == 409:
+        return ApiError(409, conflict_code, conflict_message)
+    log.warning("supabase error status=%s code=%s", exc.status, exc.code)
+    return ApiError(502, "upstream_error", "The data service returned an error.")
+
+
 async def guarded(op: Awaitable[T]) -> T:
-    """Await a data call; Postgres refusals become 403, outages 503, other errors 502."""
+    """Await a data call; a failure becomes the ApiError supabase_failure() says."""
     try:
         return await op
-    except SupabaseError as exc:
-        if exc.code == "42501" or exc.status == 403:
-            raise ApiError(403, "forbidden", "Not allowed.") from None
-        if exc.code in ("23514", "23505", "22P02", "23503") or exc.status == 400:
-            raise ApiError(400, "rejected", "The data service rejected the change.") from None
-        log.warning("supabase error status=%s code=%s", exc.status, exc.code)
-        raise ApiError(502, "upstream_error", "The data service returned an error.") from None
-    except HttpError:
-        log.warning("supabase unreachable")
-        raise ApiError(503, "data_unavailable", "The data service is unavailable. Please try again.") from None
+    except (SupabaseError, HttpError) as exc:
+        raise supabase_failure(exc) from None
 
 
 async def write_audit(call: Call, *, actor: str, action: str, target: str | None, details: dict[str, Any]) -> None:

@@ -116,9 +116,10 @@ def test_bad_generation_input_is_422_and_costs_nothing(starter: UsageTenant, bod
 
 
 def test_not_json_and_oversized_bodies_cost_nothing(starter: UsageTenant) -> None:
-    r = starter.post("/api/ai/generate", content=b"{nope")
+    json_type = {"Content-Type": "application/json"}
+    r = starter.post("/api/ai/generate", content=b"{nope", headers=json_type)
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
-    big = starter.post("/api/ai/generate", content=b'{"prompt": "' + b"x" * (2 * 1024 * 1024) + b'"}')
+    big = starter.post("/api/ai/generate", content=b'{"prompt": "' + b"x" * (2 * 1024 * 1024) + b'"}', headers=json_type)
     assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large"
     assert starter.usage()["ai_calls"]["used"] == 0
 
