@@ -20,7 +20,7 @@ import { readFileSync, readdirSync, statSync, existsSync, writeFileSync, renameS
 import { createHash, timingSafeEqual } from "node:crypto";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { Miniflare, Log, LogLevel, convertV4MiniflareOptions, fetch as mfFetch } from "miniflare";
+import { Miniflare, Log, LogLevel, convertV4MiniflareOptions } from "miniflare";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
@@ -144,7 +144,8 @@ function withSnapshotEnv(options) {
 // ---- the subrequest ledger (test mode): what each Worker asked of the outside ---------------
 // script -> kind -> count. Dispatcher: `kv` and `d1` (through the faulting wrappers, which ask
 // the directory before every call) and `dispatch` (the namespace asks the directory once per
-// fetch in test mode). Tenant scripts: `fetch` (outbound fetch, e.g. Supabase), `do` (calls on
+// fetch in test mode). Tenant scripts: `fetch` (outbound fetch, e.g. Supabase, through the
+// outbound ledger Worker below), `do` (calls on
 // a UsageMeter stub, usage-ledger-plugin.mjs) and `ai` (AI.run). GET /ledger/<script>/<kind>
 // counts one; GET /subrequests reads the ledger, POST reads and zeroes it.
 const ledger = new Map();
@@ -155,6 +156,25 @@ function count(script, kind) {
   ledger.set(script, row);
 }
 let directoryAddress = null;
+
+// Test mode: a tenant's outbound fetch goes through this JS Worker, which tells the ledger and
+// makes the real fetch itself, so a refused connection still reaches the tenant as a network
+// error (as it would without the ledger), not as an HTTP answer.
+function outboundLedger(script) {
+  return {
+    name: "cmgsite-outbound-ledger",
+    modules: true,
+    script: `export default {
+      async fetch(request, env) {
+        await (await env.LEDGER.fetch(env.LEDGER_PATH)).arrayBuffer();
+        return fetch(request);
+      },
+    };`,
+    compatibilityDate: "2026-11-01",
+    serviceBindings: { LEDGER: { external: { address: directoryAddress, http: {} } } },
+    bindings: { LEDGER_PATH: `http://directory/ledger/${encodeURIComponent(script)}/fetch` },
+  };
+}
 
 function aiWorker(script) {
   const ledgerBinding = config.testFaults
@@ -245,9 +265,9 @@ function tenantOptions(name, spec, secretsFile, port) {
       plugin: { package: path.join(HERE, "usage-ledger-plugin.mjs"), name: "cmgsite-usage-ledger" },
       options: { className: "UsageMeter", script: name, directory: directoryAddress },
     }],
-    outboundService: (request) => { count(name, "fetch"); return mfFetch(request); },
+    outboundService: "cmgsite-outbound-ledger",
   };
-  return { ...shared(port), workers: [counted, aiWorker(name)] };
+  return { ...shared(port), workers: [counted, aiWorker(name), outboundLedger(name)] };
 }
 
 async function startScript(name, known) {
