@@ -22,6 +22,7 @@ import os
 import logging
 import secrets
 import signal
+import socket
 import sys
 import time
 import tomllib
@@ -38,6 +39,16 @@ from localrt.workerd import HostError, WorkerdHost
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("cmgsite.localrt")
+
+
+def default_state_dir() -> Path:
+    """The local platform's state: CMGSITE_STATE_DIR, else .local/ in the checkout."""
+    return Path(os.environ.get("CMGSITE_STATE_DIR") or ROOT / ".local")
+
+
+def default_wrangler_state() -> Path:
+    """wrangler's --persist-to for D1/KV: CMGSITE_WRANGLER_STATE, else .wrangler/state."""
+    return Path(os.environ.get("CMGSITE_WRANGLER_STATE") or ROOT / ".wrangler" / "state")
 
 
 def supabase_secrets_path(state_dir: Path) -> Path:
@@ -72,6 +83,18 @@ def lock_state(state: Path) -> IO[str]:
     handle.write(str(os.getpid()))
     handle.flush()
     return handle
+
+
+def busy_ports(host: str, ports: dict[str, int]) -> list[str]:
+    """The options whose port cannot be bound on `host` now (in use by another program)."""
+    busy = []
+    for option, port in ports.items():
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                busy.append(f"{option} {port}")
+    return busy
 
 
 def demo_marker(state: Path) -> Path:
@@ -111,9 +134,18 @@ def run(args: argparse.Namespace) -> int:
     except StateInUse as exc:
         log.error("%s", exc)
         return 1
+    cluster = PgCluster(state / "pg", port=args.pg_port)
+    loopback = {"--supabase-port": args.supabase_port}
+    if not cluster.is_running():  # a cluster left running by an earlier run of this state is reused
+        loopback["--pg-port"] = args.pg_port
+    busy = busy_ports(args.host, {"--port": args.port}) + busy_ports("127.0.0.1", loopback)
+    if busy:
+        lock.close()
+        log.error("port in use on this machine: %s. Stop what holds it, or choose another (python -m localrt run "
+                  "--help lists the options)", ", ".join(busy))
+        return 1
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
-    cluster = PgCluster(state / "pg", port=args.pg_port)
     stack: SupabaseStack | None = None
     host: WorkerdHost | None = None
     try:
@@ -183,13 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localrt", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="start PostgreSQL + PostgREST, migrate, seed and serve the local platform")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8787)
-    p.add_argument("--pg-port", type=int, default=54322)
-    p.add_argument("--supabase-port", type=int, default=54321)
-    p.add_argument("--state-dir", type=Path, default=ROOT / ".local")
-    p.add_argument("--wrangler-state", type=Path, default=ROOT / ".wrangler" / "state")
+    p = sub.add_parser("run", help="start PostgreSQL + PostgREST, migrate, seed and serve the local platform",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="address the platform (the dispatcher) listens on")
+    p.add_argument("--port", type=int, default=8787, help="the platform's port")
+    p.add_argument("--pg-port", type=int, default=54322, help="PostgreSQL's port (127.0.0.1)")
+    p.add_argument("--supabase-port", type=int, default=54321, help="the Supabase API's port (127.0.0.1)")
+    p.add_argument("--state-dir", type=Path, default=default_state_dir(),
+                   help="PostgreSQL, the namespace, secrets, snapshots, logs (env CMGSITE_STATE_DIR)")
+    p.add_argument("--wrangler-state", type=Path, default=default_wrangler_state(),
+                   help="D1 and KV, where `wrangler --local` keeps them (env CMGSITE_WRANGLER_STATE)")
     p.add_argument("--no-snapshots", action="store_true",
                    help="start every Python Worker by importing (by default a memory snapshot per bundle is saved "
                         "in STATE_DIR/python-snapshots on the first start and restored after)")

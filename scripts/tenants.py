@@ -57,9 +57,11 @@ def _common() -> argparse.ArgumentParser:
                    help="print the exact wrangler commands, API calls and SQL instead of running writes")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.add_argument("--state-dir", type=Path, default=ROOT / ".local", help="local platform state (default .local/)")
-    p.add_argument("--wrangler-state", type=Path, default=ROOT / ".wrangler" / "state",
-                   help="wrangler's local state holding the D1 file")
+    p.add_argument("--state-dir", type=Path, default=None,
+                   help="local platform state (default: $CMGSITE_STATE_DIR, else .local/)")
+    p.add_argument("--wrangler-state", type=Path, default=None,
+                   help="wrangler's local state holding the D1 file (default: $CMGSITE_WRANGLER_STATE, "
+                        "else .wrangler/state)")
     p.add_argument("--d1-file", type=Path, default=None, help="the local D1 SQLite file (overrides --wrangler-state)")
     return p
 
@@ -278,9 +280,11 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
         args = parser().parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
-    settings = Settings(remote=args.remote, dry_run=args.dry_run, state_dir=args.state_dir,
-                        wrangler_state=args.wrangler_state, d1_file=args.d1_file,
-                        env=dict(env if env is not None else os.environ))
+    environ = dict(env if env is not None else os.environ)
+    state_dir = args.state_dir or Path(environ.get("CMGSITE_STATE_DIR") or ROOT / ".local")
+    wrangler_state = args.wrangler_state or Path(environ.get("CMGSITE_WRANGLER_STATE") or ROOT / ".wrangler" / "state")
+    settings = Settings(remote=args.remote, dry_run=args.dry_run, state_dir=state_dir,
+                        wrangler_state=wrangler_state, d1_file=args.d1_file, env=environ)
     reporter = Reporter(out=out, err=err, quiet=args.quiet)
     return asyncio.run(_main(args, settings, reporter, inp, build_control_plane or build))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -166,3 +167,31 @@ def test_run_serves_demo_hosts_on_workerd_and_stops_everything(world_readable_tm
         cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "CI": "true"})
     assert out.returncode == 0, out.stderr
     assert all(t in out.stdout for t in ('"cozyartz"', '"partner1"', '"partner-seo"'))
+
+
+def test_a_port_in_use_is_one_clear_line_and_nothing_started(world_readable_tmp: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "localrt", "run", "--port", str(busy), "--pg-port", str(free_port()),
+             "--supabase-port", str(free_port()), "--state-dir", str(world_readable_tmp / "state"),
+             "--wrangler-state", str(world_readable_tmp / "wrangler")],
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"port in use on this machine: --port {busy}" in out.stderr
+    assert not (world_readable_tmp / "state" / "pg").exists()  # stopped before starting anything
+
+
+def test_state_locations_can_be_set_once_in_the_environment(world_readable_tmp: Path) -> None:
+    env = {**os.environ, "CMGSITE_STATE_DIR": str(world_readable_tmp / "elsewhere"),
+           "CMGSITE_WRANGLER_STATE": str(world_readable_tmp / "wr")}
+    out = subprocess.run([sys.executable, "-m", "localrt", "run", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, env=env)
+    assert out.returncode == 0 and str(world_readable_tmp / "elsewhere") in "".join(out.stdout.split())  # help wraps
+    # The tenant CLI reads the same variables: no D1 there yet, and it says where it looked.
+    env.pop("SUPABASE_URL", None)
+    out = subprocess.run([sys.executable, "scripts/tenants.py", "list"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, env={**env, "SUPABASE_URL": "http://127.0.0.1:9", "SUPABASE_SERVICE_ROLE_KEY": "x"})
+    assert out.returncode == 4 and str(world_readable_tmp / "wr") in out.stderr and "Traceback" not in out.stderr
