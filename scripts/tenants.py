@@ -99,15 +99,25 @@ def parser() -> argparse.ArgumentParser:
         p = cmd(name, text)
         p.add_argument("tenant_id")
         p.add_argument("domain")
-    p = cmd("domains", "domain ownership, certificate and routing state")
-    p.add_argument("action", choices=["status", "verify"],
-                   help="status: show each domain's state (read only unless --refresh); "
-                        "verify TENANT DOMAIN: check a pending domain's token (DNS TXT or HTTP) and route it if proven")
-    p.add_argument("tenant_id", nargs="?", help="one tenant (status: default all)")
-    p.add_argument("domain", nargs="?", help="verify: the pending domain")
-    p.add_argument("--refresh", action="store_true",
-                   help="status: re-check pending domains' tokens, write SSL/DNS state from Cloudflare back and "
-                        "route what changed (writes)")
+    p = sub.add_parser("domains", help="domain ownership, certificate and routing state",
+                       description="domain ownership, certificate and routing state", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Sub-commands, so options and the tenant id can come in any order (`status --json acme`).
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    status = actions.add_parser("status", parents=[common], help="each domain's state (read only unless --refresh)",
+                                description="each domain's state (read only unless --refresh)", epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    status.add_argument("tenant_id", nargs="?", help="one tenant (default: all)")
+    status.add_argument("--refresh", action="store_true",
+                        help="re-check pending domains' tokens, write SSL/DNS state from Cloudflare back and "
+                             "route what changed (writes)")
+    check = actions.add_parser("verify", parents=[common],
+                               help="check a pending domain's token (DNS TXT or HTTP) and route it if proven",
+                               description="check a pending domain's token (DNS TXT or HTTP) and route it if proven",
+                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    check.add_argument("tenant_id")
+    check.add_argument("domain")
+    check.set_defaults(refresh=False)
     p = cmd("deploy", "deploy tenant Workers (and optionally the dispatcher)")
     p.add_argument("tenant_id", nargs="?")
     p.add_argument("--all", action="store_true", help="every tenant that is not removed")
@@ -213,13 +223,9 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
         await cp.remove_domain(args.tenant_id, args.domain)
         return EXIT_OK, {"removed": args.domain, "note": cp.bound_note()}
     if c == "domains" and args.action == "verify":
-        if not args.tenant_id or not args.domain:
-            raise Refused("domains verify needs a tenant id and a domain")
         d = await cp.verify_domain(args.tenant_id, args.domain)
         return EXIT_OK, {"verified": d.view(), "note": cp.bound_note()}
     if c == "domains":
-        if args.domain:
-            raise Refused("domains status takes at most a tenant id")
         rows = await cp.domains_status(args.tenant_id, refresh=args.refresh)
         if not args.json:
             _table(rows, ["tenant_id", "domain", "domain_type", "verification_status", "ssl_status", "dns_configured",

@@ -108,3 +108,17 @@ async def test_cloudflare_unreachable_is_a_backend_error_not_a_traceback() -> No
     api = CloudflareApi(Canned(HttpError("connection refused")), token="t", account_id="a", zone_id="z")
     with pytest.raises(BackendError, match="unreachable"):
         await api.kv_delete("ns", "host:x.example")
+
+
+@pytest.mark.parametrize("argv", [
+    ["domains", "status", "--json", "partner-seo"],
+    ["domains", "status", "partner-seo", "--json", "--refresh"],
+    ["domains", "verify", "--json", "partner-seo", "login.partner-seo.com"],
+    ["show", "--json", "partner-seo"],
+    ["deploy", "--dry-run", "partner-seo"],
+])
+def test_a_tenant_id_after_an_option_is_understood(argv: list[str]) -> None:
+    from scripts.tenants import parser
+
+    args = parser().parse_args(argv)
+    assert args.tenant_id == "partner-seo" and (args.json or args.dry_run)
