@@ -285,7 +285,7 @@ def test_postgrest_refuses_edits_and_deletes_of_audit_rows(supabase_stack: Any, 
     url, h = f"{supabase_stack.rest_url}/audit_log", {**principals[who], "prefer": "return=representation"}
     flt = {"tenant_id": f"eq.{tenant}"}
     with httpx.Client(timeout=10) as http:
-        assert http.get(url, params={**flt, "select": "seq"}, headers=h).json() == [{"seq": 1}, {"seq": 2}, {"seq": 3}]
+        assert http.get(url, params={**flt, "select": "seq", "order": "seq.asc"}, headers=h).json() == [{"seq": 1}, {"seq": 2}, {"seq": 3}]
         attempts = [
             http.patch(url, params=flt, json={"target": "tampered"}, headers=h),
             http.patch(url, params=flt, json={"row_hash": "0" * 64}, headers=h),

@@ -5,6 +5,7 @@ primary tenant only. Tenant admins never see another tenant's row, whatever they
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -166,3 +167,17 @@ def httpx_delete(t: Any, path: str, auth: dict[str, str]) -> Any:
     import httpx
 
     return httpx.delete(t.platform.url + path, headers={"Host": t.host, **auth}, timeout=60)
+
+
+def test_an_ai_call_limit_hit_is_audited_as_denied(platform: Platform, pg_cluster: Any) -> None:
+    with usage_tenant(platform, pg_cluster, tier="starter") as t:
+        period = time.strftime("%Y-%m", time.gmtime())
+        with pg_cluster.connect() as conn:  # the month's history says the plan is used up (starter: 100)
+            conn.execute("insert into public.tenant_usage (tenant_id, usage_type, period, usage_count, usage_limit)"
+                         " values (%s, 'ai_calls', %s, 100, 100)", (t.tenant_id, period))
+        r = t.generate()
+        assert r.status_code == 429, r.text
+        hits = [row for row in chain(pg_cluster, t.tenant_id) if row.action == "usage.limit_exceeded"]
+        assert [(h.target, h.outcome, h.actor, h.request_id) for h in hits] == [
+            ("ai_calls", "denied", t.users["client"], r.headers["x-request-id"])]
+        assert '"period": "%s"' % period in hits[0].details_text
