@@ -306,8 +306,9 @@ async def restore_tenant(cp: ControlPlane, path: Path, expected_tenant: str | No
             await cp.registry.upsert_rows(table, plan.tables[table], ",".join(keys[table]))
             written[table] = len(plan.tables[table])
 
-    # The Worker and the routing, as the archive left the tenant.
-    current = await cp.require(tid)
+    # The Worker and the routing, as the archive left the tenant (under --dry-run nothing was
+    # written, so the plan goes on with the archived record).
+    current = await cp.registry.tenant(tid) or tenant
     if current.status is not TenantStatus.INACTIVE:
         for domain in await cp.registry.domains(tid):
             await cp._ensure_hostname(domain, current)
