@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
+from pydantic import BaseModel, ConfigDict
+
 from controlplane.cloudflare import CloudflareApi, HostnameState
 from controlplane.errors import BackendError, ConfigError
 from controlplane.model import NAMESPACE, PRIMARY_TENANT_ID, TenantRecord
@@ -309,3 +311,27 @@ class CloudflareRuntimeData:
         for key in keys:
             await self._api.kv_delete(self._ns, key)
         return {"auth_kv": len(keys)}
+
+
+# ---- a tenant's R2 objects (tenant files) ------------------------------------------------------
+class ObjectInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    size: int
+    content_type: str | None = None
+
+
+class TenantObjects(Protocol):
+    """A tenant's objects under `tenants/<id>/` in the files bucket, for backup and restore.
+    No implementation yet: the platform binds no R2 bucket (the files feature adds one, with a
+    local implementation over Miniflare's R2 and a Cloudflare one over the R2 API)."""
+
+    label: str
+    async def list(self, tenant_id: str) -> list[ObjectInfo]: ...
+    async def get(self, key: str) -> bytes: ...
+    async def put(self, key: str, data: bytes, content_type: str | None) -> None: ...
+
+
+def object_prefix(tenant_id: str) -> str:
+    return f"tenants/{tenant_id}/"

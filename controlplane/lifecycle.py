@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
 
-from controlplane.edges import Hostnames, RouteCache, TenantRuntimeData, TenantScripts
+from controlplane.edges import Hostnames, RouteCache, TenantObjects, TenantRuntimeData, TenantScripts
+from controlplane.meter import MeterControl
 from controlplane.errors import BackendError, ConfigError, NotFound, Refused
 from controlplane.model import (PRIMARY_ZONE, DomainRecord, TenantRecord, domain_type_for, new_tenant,
                                 parse_domain, parse_tenant_id, parse_tier)
@@ -59,6 +60,8 @@ class ControlPlane:
     master_secret: str | None = None  # the dispatcher's CONTEXT_SIGNING_SECRET, uploaded with it (remote)
     runtime_data: TenantRuntimeData | None = None  # AUTH_KV keys, Durable Object storage
     ownership: OwnershipChecker | None = None  # DNS TXT / HTTP token check of a pending custom domain
+    meter: MeterControl | None = None  # tenants' UsageMeters through the running platform (backup/restore)
+    objects: TenantObjects | None = None  # tenants' R2 objects (None: no bucket bound yet)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _namespace_ready: bool = False
     _deployed: set[str] = field(default_factory=set)  # scripts this run deployed (dry-run: planned)
@@ -128,6 +131,8 @@ class ControlPlane:
         return f"effective on Cloudflare within ~{CHANGE_BOUND_SECONDS} s (KV propagation + isolate cache)"
 
     async def _audit(self, tenant_id: str, action: str, details: dict[str, Any] | None = None) -> None:
+        """One row in the tenant's audit chain for an operator action (actor system:tenant-cli;
+        the run's request id ties the rows of one command together)."""
         await self.registry.audit(tenant_id, action, tenant_id, details or {})
 
     async def _check_domain_free(self, domain: str, tenant_id: str) -> None:
@@ -426,6 +431,11 @@ class ControlPlane:
             was_there = await self.scripts.exists(tenant.script_name)
             await self._deploy(tenant, secrets or {})
             done.append(tenant.script_name)
+            if secrets:  # names only: a secret's value never reaches the audit trail
+                await self._audit(tenant.tenant_id, "tenant.secrets_set", {"names": sorted(secrets)})
+            else:
+                await self._audit(tenant.tenant_id, "tenant.deployed", {"script_name": tenant.script_name,
+                                                                         "first_deploy": not was_there})
             if not was_there:  # its hosts were held back (never routed to a missing Worker): route them now
                 if self.dry_run:
                     self.reporter.plan("control plane", f"converge {tenant.tenant_id} (route its hosts) once "

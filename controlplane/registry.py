@@ -6,8 +6,10 @@ place besides usage and audit writes where bypassing RLS is the design.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+import secrets
+from typing import Any, Literal
 
+from controlplane.audit_chain import AuditChainRow
 from controlplane.errors import BackendError, Refused
 from controlplane.model import DomainRecord, TenantRecord
 from shared.http import HttpClient, HttpError
@@ -19,6 +21,11 @@ KNOWN_TENANT_TABLES = ("tenant_usage", "profiles", "tenant_domains", "audit_log"
 # SQLSTATEs of the domain rules in migrations/supabase/0006_domain_rules.sql.
 DOMAIN_QUOTA_SQLSTATE = "CMQ01"
 DOMAIN_TAKEN_SQLSTATE = "CMD01"
+# public.audit_restore() refusing an archived chain (migrations/supabase/0008_audit_chain.sql).
+AUDIT_RESTORE_SQLSTATE = "CMA01"
+CLI_ACTOR = "system:tenant-cli"
+CHAIN_PAGE = 1000
+Outcome = Literal["success", "failure", "denied"]
 
 
 def tenant_fingerprint(tenant_id: str) -> str:
@@ -30,10 +37,15 @@ class SupabaseRegistry:
     """`dry_run`: writes are only printed (by the HTTP layer), and later reads in the same run
     see them through an in-memory overlay, so the printed D1 and KV steps are the real ones."""
 
-    def __init__(self, http: HttpClient, *, url: str, service_role_key: str, dry_run: bool = False) -> None:
+    def __init__(self, http: HttpClient, *, url: str, service_role_key: str, dry_run: bool = False,
+                 read_http: HttpClient | None = None) -> None:
         self._http, self._url, self._key = http, url.rstrip("/"), service_role_key
         self._db = SupabaseClient.as_service_role(http, url=url, service_role_key=service_role_key)
+        # Read-only RPCs are POSTs: under --dry-run they still go out (through the unwrapped client).
+        self._reader = SupabaseClient.as_service_role(read_http or http, url=url, service_role_key=service_role_key)
         self._dry = dry_run
+        # Every audit row this run writes carries it: one operator command, one request id.
+        self.request_id = "cli-" + secrets.token_hex(8)
         self._tenants: dict[str, TenantRecord | None] = {}
         self._domains: dict[str, DomainRecord | None] = {}
 
@@ -47,6 +59,8 @@ class SupabaseRegistry:
                 raise Refused(f"supabase refused to {what}: {exc.message}") from None
             if exc.code == DOMAIN_TAKEN_SQLSTATE:
                 raise Refused(f"supabase refused to {what}: the domain overlaps a name another tenant holds") from None
+            if exc.code == AUDIT_RESTORE_SQLSTATE:
+                raise Refused(f"supabase refused to {what}: {exc.message}") from None
             raise BackendError(f"supabase {what} failed: {exc.status} {exc.code or ''} {exc.message}") from None
         except HttpError as exc:
             raise BackendError(f"supabase unreachable during {what}: {exc}") from None
@@ -146,10 +160,48 @@ class SupabaseRegistry:
         if self._dry:
             self._domains[domain] = None
 
-    async def audit(self, tenant_id: str, action: str, target: str | None, details: dict[str, Any]) -> None:
-        row = {"tenant_id": tenant_id, "actor": "system:tenant-cli", "action": action, "target": target,
-               "details": details}
+    async def audit(self, tenant_id: str, action: str, target: str | None, details: dict[str, Any],
+                    *, outcome: Outcome = "success") -> None:
+        """One row in the tenant's chain (the database links and hashes it)."""
+        row = {"tenant_id": tenant_id, "actor": CLI_ACTOR, "action": action, "target": target,
+               "details": details, "request_id": self.request_id, "outcome": outcome}
         await self._call("write audit", self._db.insert("audit_log", row, columns="id"))
+
+    async def audit_chain(self, tenant_id: str) -> list[AuditChainRow]:
+        """The tenant's whole chain in seq order, with the exact text the database hashed."""
+        rows: list[AuditChainRow] = []
+        after = 0
+        while True:
+            page = await self._call("read audit chain", self._reader.rpc(
+                "audit_chain_rows", {"p_tenant_id": tenant_id, "p_after_seq": after, "p_limit": CHAIN_PAGE}))
+            if not isinstance(page, list):
+                raise BackendError("supabase read audit chain: unexpected answer")
+            rows += [AuditChainRow.model_validate(r) for r in page]
+            if len(page) < CHAIN_PAGE:
+                return rows
+            after = rows[-1].seq
+
+    async def audited_tenants(self) -> list[str]:
+        """Every tenant id that has a registry row (chains of erased tenants are gone with them)."""
+        return [t.tenant_id for t in await self.tenants()]
+
+    async def restore_audit(self, tenant_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        result = await self._call("restore the audit trail", self._db.rpc(
+            "audit_restore", {"p_tenant_id": tenant_id, "p_rows": rows}))
+        return result if isinstance(result, dict) else {}
+
+    async def record_usage(self, rows: list[dict[str, Any]]) -> None:
+        """tenant_usage through public.record_usage(): a counter never goes down."""
+        if rows:
+            await self._call("restore usage", self._db.rpc("record_usage", {"usage_rows": rows}))
+
+    async def upsert_rows(self, table: str, rows: list[dict[str, Any]], on_conflict: str) -> None:
+        if rows:
+            await self._call(f"restore {table}", self._db.upsert(table, rows, on_conflict=on_conflict,
+                                                                 columns=on_conflict))
+
+    async def select_rows(self, table: str, eq: dict[str, Any], columns: str = "*") -> list[dict[str, Any]]:
+        return await self._call(f"read {table}", self._db.select(table, columns=columns, eq=eq))
 
     async def has_audit(self, tenant_id: str, action: str, target: str) -> bool:
         rows = await self._call("read audit", self._db.select(
@@ -157,17 +209,31 @@ class SupabaseRegistry:
         return bool(rows)
 
     # ---- a tenant's data (export and erasure) --------------------------------------------
-    async def discovered_tables(self) -> set[str]:
-        """Tables with a tenant_id column, from PostgREST's OpenAPI root (what the service role sees)."""
+    async def _definitions(self) -> dict[str, Any]:
+        """PostgREST's OpenAPI `definitions` (what the service role sees), {} if unreadable."""
         try:
             resp = await self._http.request("GET", self._url + "/rest/v1/", headers={
                 "apikey": self._key, "authorization": f"Bearer {self._key}", "accept": "application/openapi+json"})
             spec = resp.json() if resp.ok else None
         except (HttpError, ValueError):
-            return set()
-        definitions = (spec or {}).get("definitions") if isinstance(spec, dict) else None
-        return {table for table, d in (definitions or {}).items()
+            return {}
+        definitions = spec.get("definitions") if isinstance(spec, dict) else None
+        return definitions if isinstance(definitions, dict) else {}
+
+    async def discovered_tables(self) -> set[str]:
+        """Tables with a tenant_id column, from PostgREST's OpenAPI root (what the service role sees)."""
+        return {table for table, d in (await self._definitions()).items()
                 if isinstance(d, dict) and "tenant_id" in (d.get("properties") or {})}
+
+    async def primary_keys(self) -> dict[str, list[str]]:
+        """Each exposed table's primary key columns (PostgREST marks them `<pk/>` in the schema)."""
+        out: dict[str, list[str]] = {}
+        for table, d in (await self._definitions()).items():
+            props = (d.get("properties") or {}) if isinstance(d, dict) else {}
+            pk = [c for c, p in props.items() if isinstance(p, dict) and "<pk/>" in str(p.get("description") or "")]
+            if pk:
+                out[table] = pk
+        return out
 
     async def tenant_tables(self) -> list[str]:
         """Every table holding a tenant's rows, children before `tenants`."""
@@ -177,7 +243,8 @@ class SupabaseRegistry:
         return ordered + ["tenants"]
 
     async def rows_of(self, table: str, tenant_id: str) -> list[dict[str, Any]]:
-        return await self._call(f"export {table}", self._db.select(table, eq={"tenant_id": tenant_id}))
+        order = "seq.asc" if table == "audit_log" else None  # the trail in its chain's order
+        return await self._call(f"export {table}", self._db.select(table, eq={"tenant_id": tenant_id}, order=order))
 
     async def erase(self, table: str, tenant_id: str) -> int:
         rows = await self._call(f"erase {table}", self._db.delete(

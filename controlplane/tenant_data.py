@@ -1,16 +1,20 @@
-"""A tenant's data as a whole: `export` (GDPR access and backup) and `delete` (erasure).
+"""A tenant's data as a whole: `export` (GDPR access) and `delete` (erasure).
 
 Export reads every Supabase table with a tenant_id column (found from PostgREST's schema,
-so tables later issues add are included), the D1 routing rows and the Worker's spec;
-never a secret. Erasure unroutes first (same order as remove), then deletes the tenant's
-rows child tables first, checks that none is left, and leaves one audit record in the
-primary tenant's log: a fingerprint of the tenant id and row counts, no personal data.
+so tables later issues add are included; the audit trail with its hash chain checked), the
+D1 routing rows and the Worker's spec; never a secret. It leaves a `tenant.exported` audit
+row. Erasure unroutes first (same order as remove), then deletes the tenant's rows child
+tables first; the audit chain goes last, whole, by the cascade of the tenants row (the one
+delete the append-only audit log allows: migrations/supabase/0008_audit_chain.sql). It checks
+that none is left, and leaves one audit record in the primary tenant's chain: a fingerprint
+of the tenant id and row counts, no personal data.
 """
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from controlplane.audit_chain import verify_chain
 from controlplane.errors import BackendError, NotFound, Refused
 from controlplane.lifecycle import ControlPlane
 from controlplane.model import PRIMARY_TENANT_ID, parse_tenant_id, script_name_for
@@ -29,17 +33,24 @@ async def export_tenant(cp: ControlPlane, tenant_id: str) -> dict[str, Any]:
     supabase: dict[str, list[dict[str, Any]]] = {}
     for table in await cp.registry.tenant_tables():
         supabase[table] = await cp.registry.rows_of(table, tenant_id)
-    return {
+    chain = verify_chain(tenant_id, await cp.registry.audit_chain(tenant_id))
+    data = {
         "format": "cmgsite-tenant-export/1",
         "tenant_id": tenant_id,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "supabase": supabase,
+        # The audit trail is in supabase.audit_log; this says whether its hash chain holds.
+        "audit_chain": chain.model_dump(mode="json"),
         "d1": {"tenants": [r for r in [await cp.replica.tenant(tenant_id)] if r],
                "tenant_domains": await cp.replica.domains(tenant_id)},
         "worker": {"script_name": tenant.script_name, "deployed": await cp.scripts.exists(tenant.script_name),
                    "secrets": "not exported"},
         "runtime": await cp.runtime_data.describe(tenant_id, tenant.script_name) if cp.runtime_data else {},
     }
+    # Recorded after the read, so an export does not contain its own record.
+    await cp.registry.audit(tenant_id, "tenant.exported", tenant_id,
+                            {"rows": {t: len(r) for t, r in supabase.items()}})
+    return data
 
 
 async def delete_tenant(cp: ControlPlane, tenant_id: str) -> dict[str, Any]:

@@ -121,6 +121,8 @@ async def verify(cp: ControlPlane, *, repair: bool = False) -> dict[str, Any]:
     if repair and drifts:
         for d in drifts:
             await repair_tenant(cp, d.tenant_id)
+            if d.tenant_id in snap.tenants:  # a tenant erased from Supabase has no chain to write to
+                await cp.registry.audit(d.tenant_id, "tenant.repaired", d.tenant_id, {"problems": d.problems[:20]})
         if not cp.dry_run:
             snap = await Snapshot.take(cp)
             after = [x for x in [await check_tenant(cp, d.tenant_id, snap) for d in drifts] if x.problems]

@@ -26,6 +26,7 @@ from controlplane.edges import (PLATFORM_SECRETS, CloudflareHostnames, Cloudflar
                                 CloudflareScripts, LocalHostnames, LocalRouteCache, LocalRuntimeData, LocalScripts)
 from controlplane.errors import ConfigError
 from controlplane.lifecycle import ControlPlane, OwnershipChecker
+from controlplane.meter import PlatformMeter, local_dispatcher_url
 from controlplane.output import Reporter
 from controlplane.registry import SupabaseRegistry
 from controlplane.replica import DryRunD1, LocalD1, RoutingReplica, WranglerD1
@@ -140,7 +141,7 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
 
     url, key = _supabase_settings(settings)
     sb_http: HttpClient = DryRunHttp(http, reporter, "supabase") if settings.dry_run else http
-    registry = SupabaseRegistry(sb_http, url=url, service_role_key=key, dry_run=settings.dry_run)
+    registry = SupabaseRegistry(sb_http, url=url, service_role_key=key, dry_run=settings.dry_run, read_http=http)
 
     if settings.remote:
         missing = [k for k in REMOTE_ENV if not settings.env.get(k)]
@@ -160,7 +161,10 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
                           ownership=ownership_checker(http, settings.env),
                           runtime_data=CloudflareRuntimeData(api, kv_namespace_id(
                               settings.env, config="wrangler.tenant.toml", binding="AUTH_KV",
-                              override="CLOUDFLARE_AUTH_KV_NAMESPACE_ID")))
+                              override="CLOUDFLARE_AUTH_KV_NAMESPACE_ID")),
+                          meter=PlatformMeter(http, base_url=lambda t: f"https://{t.domain}",
+                                              master_secret=lambda: settings.env.get("CONTEXT_SIGNING_SECRET"),
+                                              label="usage meter (through the dispatcher)", dry_run=settings.dry_run))
         return cp
 
     from localrt.d1 import D1Database, wrangler_d1_file
@@ -177,8 +181,16 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
     cache = LocalRouteCache(paths.root, reporter, dry_run=settings.dry_run)
     scripts = LocalScripts(paths.registry(), paths.dispatcher_secrets, reporter, dry_run=settings.dry_run,
                            platform_secrets=platform_secrets(settings))
+    def local_master() -> str | None:
+        from localrt.devvars import read_dev_vars
+
+        return read_dev_vars(paths.dispatcher_secrets).get("CONTEXT_SIGNING_SECRET")
+
+    meter = PlatformMeter(http, base_url=lambda t: local_dispatcher_url(paths.root), master_secret=local_master,
+                          label="usage meter (local platform)", dry_run=settings.dry_run)
     cp = ControlPlane(registry, replica, cache, scripts, LocalHostnames(), reporter, local=True,
                       dry_run=settings.dry_run, on_change=lambda: sync_if_running(paths.root), runner=run,
                       closers=closers, ownership=ownership_checker(http, settings.env), runtime_data=LocalRuntimeData(settings.wrangler_state, reporter,
-                                                                     dry_run=settings.dry_run))
+                                                                     dry_run=settings.dry_run),
+                      meter=meter)
     return cp

@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from controlplane.audit import verify_audit  # noqa: E402
+from controlplane.backup import backup_tenant, restore_tenant  # noqa: E402
 from controlplane.errors import EXIT_DRIFT, EXIT_OK, ControlPlaneError, Refused  # noqa: E402
 from controlplane.lifecycle import CHANGE_BOUND_SECONDS, ControlPlane  # noqa: E402
 from controlplane.output import Reporter  # noqa: E402
@@ -36,7 +38,8 @@ from shared.tiers import Tier  # noqa: E402
 
 EPILOG = f"""\
 exit codes: 0 done; 1 a backend failed part-way (re-run the same command to complete it);
-2 refused or invalid input (nothing written); 3 verify found drift; 4 configuration missing.
+2 refused or invalid input (nothing written); 3 verify found drift, or audit verify a broken
+audit chain; 4 configuration missing.
 
 --remote reads {', '.join(REMOTE_ENV)} (and CONTEXT_SIGNING_SECRET to deploy) from the environment.
 Locally a change takes effect at once; on Cloudflare within ~{CHANGE_BOUND_SECONDS} s (KV propagation
@@ -130,6 +133,15 @@ def parser() -> argparse.ArgumentParser:
     p = cmd("export", "write a tenant's data as JSON (GDPR access, backup)")
     p.add_argument("tenant_id")
     p.add_argument("--output", type=Path, help="file to write (mode 0600); default stdout")
+    p = cmd("audit", "the tamper-evident audit trail")
+    p.add_argument("action", choices=["verify"], help="verify: check each tenant's hash chain, report the first broken link")
+    p.add_argument("tenant_id", nargs="?", help="one tenant (default: every tenant)")
+    p = cmd("backup", "write one tenant's rows, UsageMeter and R2 objects to a checksummed archive")
+    p.add_argument("tenant_id")
+    p.add_argument("--output", required=True, type=Path, help="the archive to write (tar.gz, mode 0600)")
+    p = cmd("restore", "bring a tenant back from its archive (into an empty or the same platform; re-runnable)")
+    p.add_argument("archive", type=Path)
+    p.add_argument("--tenant", dest="tenant_id", help="refuse unless the archive is this tenant's")
     p = cmd("delete", "erase a tenant everywhere (asks for the tenant id unless --yes)")
     p.add_argument("tenant_id")
     p.add_argument("--yes", action="store_true", help="skip the typed confirmation")
@@ -272,6 +284,19 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
         json.dump(data, out, indent=2, default=str)
         print(file=out)
         return EXIT_OK, None
+    if c == "audit":
+        report = await verify_audit(cp, args.tenant_id)
+        if not args.json:
+            for chain in report["chains"]:
+                broken = chain["first_broken"]
+                state = (f"BROKEN at seq {broken['seq']} ({broken['reason']}): {broken['message']}" if broken
+                         else f"intact, {chain['rows']} row(s), head seq {chain['head_seq']} {chain['head_hash']}")
+                print(f"{chain['tenant_id']}: {state}", file=out)
+        return (EXIT_OK if report["intact"] else EXIT_DRIFT), (report if args.json else None)
+    if c == "backup":
+        return EXIT_OK, await backup_tenant(cp, args.tenant_id, args.output)
+    if c == "restore":
+        return EXIT_OK, await restore_tenant(cp, args.archive, args.tenant_id)
     if c == "delete":
         _confirm(args.tenant_id, args.yes, stdin, err)
         return EXIT_OK, await delete_tenant(cp, args.tenant_id)
@@ -314,7 +339,7 @@ async def _main(args: argparse.Namespace, settings: Settings, reporter: Reporter
     if result is not None:
         if args.json or args.command == "show":  # show is a record: print it whole
             print(json.dumps(result, indent=2, default=str), file=reporter.out)
-        elif args.command not in ("verify",):
+        elif args.command not in ("verify", "audit"):
             reporter.done(_summary(args.command, result))
     return code
 

@@ -4,20 +4,30 @@
     GET   /api/domains           any member: the tenant's domains (POST/DELETE: api_usage)
     GET   /api/profiles          admin: the tenant's profiles
     PATCH /api/profiles/<id>     admin: grant client/admin inside this tenant (never super_admin)
-    GET   /api/audit             admin: the tenant's audit trail, newest first
+    GET   /api/audit             admin: the tenant's audit trail, newest first (cursor, filters)
     GET   /api/platform/tenants  super_admin on the primary tenant: every tenant, status and tier
+    GET   /api/platform/audit    super_admin on the primary tenant: every tenant's audit trail
+
+Audit listings take `limit` (1..200, default 50), `cursor` (the `next_cursor` of the page
+before), `action` (exact, or a prefix ending in `*`: `domain.*`), `actor`, `since` and `until`
+(ISO 8601 with a time zone; since inclusive, until exclusive), and on the platform listing
+`tenant`. Anything else is a 400 `invalid_query`. Rows come from public.audit_trail*() with the
+user's token, so RLS decides what is seen (migrations/supabase/0008_audit_chain.sql).
 """
 from __future__ import annotations
 
+import base64
 import re
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.models import TenantType
 from tenant_worker.auth_store import AuthStore, AuthStoreMissing
 from tenant_worker.http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Role, require
+from shared.models import TENANT_ID_RE
 from tenant_worker.supabase_access import guarded, tenant_db, write_audit
 
 _WHOLE = re.compile(r"[0-9]{1,6}")
@@ -25,7 +35,10 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 TENANT_COLUMNS = "tenant_id,name,domain,type,subscription_tier,status,whitelabel_config"
 PROFILE_COLUMNS = "id,tenant_id,tenant_role,email,display_name,created_at,updated_at"
 DOMAIN_COLUMNS = "domain,domain_type,ssl_status,dns_configured,created_at"
-AUDIT_COLUMNS = "id,actor,action,target,at,details"
+_ACTION = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
+_ACTION_PREFIX = re.compile(r"^[a-z][a-z0-9_.:-]{0,62}\*$")
+_CURSOR = re.compile(r"^(seq|id):([1-9][0-9]{0,17})$")
+AUDIT_QUERY = frozenset({"limit", "cursor", "action", "actor", "since", "until"})
 PLATFORM_COLUMNS = "tenant_id,name,domain,type,subscription_tier,status,created_at"
 
 
@@ -98,6 +111,10 @@ async def patch_profile(call: Call) -> Reply:
         raise ApiError(404, "not_found", "No such profile in this tenant.")
     if "tenant_role" in values:
         await _after_role_change(call, principal.user_id, target, values["tenant_role"])
+    changed = sorted(k for k in values if k != "tenant_role")
+    if changed:  # the values themselves stay out of the trail (a display name is personal data)
+        await guarded(write_audit(call, actor=principal.user_id, action="profile.updated", target=target,
+                                  details={"fields": changed}))
     return json_reply({"profile": rows[0]})
 
 
@@ -110,13 +127,141 @@ async def _after_role_change(call: Call, actor: str, target: str, role: str) -> 
                               details={"tenant_role": role}))
 
 
+# ---- the audit trail ------------------------------------------------------------------------
+class AuditEntry(BaseModel):
+    """An audit_log row as the API shows it (what PostgREST returns, validated at the edge)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: int
+    tenant_id: str
+    seq: int
+    at: str
+    actor: str
+    action: str
+    target: str | None = None
+    request_id: str | None = None
+    outcome: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    prev_hash: str
+    row_hash: str
+
+
+class AuditQuery(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    limit: int
+    before: int | None
+    action: str | None
+    action_prefix: str | None
+    actor: str | None
+    since: str | None
+    until: str | None
+
+
+def _bad_query(message: str) -> ApiError:
+    return ApiError(400, "invalid_query", message)
+
+
+def _timestamp(call: Call, name: str) -> str | None:
+    raw = call.arg(name)
+    if raw is None:
+        return None
+    try:
+        when = datetime.fromisoformat(raw) if len(raw) <= 40 else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise _bad_query(f"{name} must be an ISO 8601 time with a time zone, e.g. 2026-11-01T00:00:00Z.")
+    return when.isoformat()
+
+
+def encode_cursor(kind: str, value: int) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(raw: str, kind: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii") if len(raw) <= 40 else ""
+    except (ValueError, UnicodeDecodeError):
+        text = ""
+    m = _CURSOR.match(text)
+    if m is None or m.group(1) != kind:
+        raise _bad_query("cursor is not one this listing handed out.")
+    return int(m.group(2))
+
+
+def audit_query(call: Call, cursor_kind: str, extra: frozenset[str] = frozenset()) -> AuditQuery:
+    """The listing's query string, checked whole: unknown names and bad values are 400s."""
+    unknown = sorted(set(call.query) - AUDIT_QUERY - extra)
+    if unknown:
+        raise _bad_query(f"Unknown query parameter(s): {', '.join(unknown)}. "
+                         f"Use {', '.join(sorted(AUDIT_QUERY | extra))}.")
+    if any(len(v) > 1 for v in call.query.values()):
+        raise _bad_query("Each query parameter may be given once.")
+    raw_limit = call.arg("limit") or "50"
+    if not _WHOLE.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= 200:
+        raise _bad_query("limit must be a whole number 1..200.")
+    action = call.arg("action")
+    action_prefix = None
+    if action is not None:
+        if _ACTION_PREFIX.match(action):
+            action, action_prefix = None, action[:-1]
+        elif not _ACTION.match(action):
+            raise _bad_query("action must be an action name (e.g. domain.added) or a prefix ending in * (domain.*).")
+    actor = call.arg("actor")
+    if actor is not None and not 1 <= len(actor) <= 200:
+        raise _bad_query("actor must be 1..200 characters.")
+    cursor = call.arg("cursor")
+    return AuditQuery(limit=int(raw_limit), before=decode_cursor(cursor, cursor_kind) if cursor else None,
+                      action=action, action_prefix=action_prefix, actor=actor,
+                      since=_timestamp(call, "since"), until=_timestamp(call, "until"))
+
+
+def _entries(rows: Any) -> list[AuditEntry]:
+    try:
+        return [AuditEntry.model_validate(r) for r in rows]
+    except (ValidationError, TypeError):
+        raise ApiError(502, "upstream_error", "The data service returned an unexpected answer.") from None
+
+
+def _page_reply(entries: list[AuditEntry], q: AuditQuery, kind: str, *, with_tenant: bool) -> Reply:
+    more = len(entries) > q.limit
+    entries = entries[:q.limit]
+    last = entries[-1] if entries else None
+    next_cursor = encode_cursor(kind, last.seq if kind == "seq" else last.id) if more and last else None
+    drop = set() if with_tenant else {"tenant_id"}
+    return json_reply({"entries": [e.model_dump(exclude=drop) for e in entries], "limit": q.limit,
+                       "next_cursor": next_cursor}, headers={"cache-control": "no-store"})
+
+
+def _filters(q: AuditQuery) -> dict[str, Any]:
+    return {"p_action": q.action, "p_action_prefix": q.action_prefix, "p_actor": q.actor,
+            "p_since": q.since, "p_until": q.until, "p_limit": q.limit + 1}
+
+
 async def list_audit(call: Call) -> Reply:
+    """This tenant's trail, newest first (by its chain position)."""
     principal = require(call, Role.ADMIN)
-    limit, offset = _page(call)
-    rows = await guarded(tenant_db(call, principal).select(
-        "audit_log", columns=AUDIT_COLUMNS, eq={"tenant_id": call.tenant.tenant_id},
-        order=["at.desc", "id.desc"], limit=limit, offset=offset))
-    return json_reply({"entries": rows, "limit": limit, "offset": offset})
+    q = audit_query(call, "seq")
+    rows = await guarded(tenant_db(call, principal).rpc("audit_trail", {
+        "p_tenant_id": call.tenant.tenant_id, "p_before_seq": q.before, **_filters(q)}))
+    entries = [e for e in _entries(rows) if e.tenant_id == call.tenant.tenant_id]
+    return _page_reply(entries, q, "seq", with_tenant=False)
+
+
+async def platform_audit(call: Call) -> Reply:
+    """Every tenant's trail for a platform super admin (on the primary tenant only), newest first."""
+    if call.tenant.tenant_type is not TenantType.PRIMARY:
+        raise ApiError(404, "not_found", "There is nothing here.")
+    principal = require(call, Role.SUPER_ADMIN)
+    q = audit_query(call, "id", frozenset({"tenant"}))
+    tenant = call.arg("tenant")
+    if tenant is not None and not TENANT_ID_RE.match(tenant):
+        raise _bad_query("tenant must be a tenant id.")
+    rows = await guarded(tenant_db(call, principal).rpc("audit_trail_all", {
+        "p_tenant_id": tenant, "p_before_id": q.before, **_filters(q)}))
+    return _page_reply(_entries(rows), q, "id", with_tenant=True)
 
 
 async def platform_tenants(call: Call) -> Reply:
@@ -136,4 +281,5 @@ ROUTES = [
     Route("PATCH", "/api/profiles/<id>", patch_profile, "profiles.patch"),
     Route("GET", "/api/audit", list_audit, "audit.list"),
     Route("GET", "/api/platform/tenants", platform_tenants, "platform.tenants"),
+    Route("GET", "/api/platform/audit", platform_audit, "platform.audit"),
 ]

@@ -39,7 +39,7 @@ from shared.http import HttpError
 from shared.supabase import SupabaseClient, SupabaseError
 from shared.tiers import UsageKind
 from shared.usage import UsageDecision, decision
-from tenant_worker.api_usage import domain_count, limit_exceeded, usage_view
+from tenant_worker.api_usage import audit_limit_hit, domain_count, limit_exceeded, usage_view
 from tenant_worker.http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Principal, Role, require
 from tenant_worker.supabase_access import (
@@ -121,8 +121,8 @@ def _parse_request(data: Any) -> DomainRequest:
                        extra={"fields": fields}) from None
 
 
-def _quota_refusal(call: Call, exc: SupabaseError) -> ApiError:
-    """The database's quota refusal as the metering 429 (kind domains, a level: no reset)."""
+def _quota_decision(call: Call, exc: SupabaseError) -> UsageDecision:
+    """The database's quota refusal as a refused decision (kind domains, a level: no reset)."""
     limit = used = None
     try:
         detail = json.loads(exc.details or "")
@@ -133,9 +133,9 @@ def _quota_refusal(call: Call, exc: SupabaseError) -> ApiError:
     fallback = decision(UsageKind.DOMAINS, call.tenant.tier, 0, now, allowed=False)
     limit = fallback.limit if limit is None else limit
     used = limit if used is None else used
-    return limit_exceeded(UsageDecision.model_construct(
+    return UsageDecision.model_construct(
         allowed=False, kind=UsageKind.DOMAINS, used=used, limit=limit, remaining=max(0, limit - used),
-        period=fallback.period, resets_at=None), now)
+        period=fallback.period, resets_at=None)
 
 
 def _failure(call: Call, exc: Exception) -> ApiError:
@@ -143,7 +143,7 @@ def _failure(call: Call, exc: Exception) -> ApiError:
     supabase_failure() maps every data call (outages 503 with Retry-After, RLS 403, …)."""
     if isinstance(exc, SupabaseError):
         if exc.code == QUOTA_SQLSTATE:
-            return _quota_refusal(call, exc)
+            return limit_exceeded(_quota_decision(call, exc), call.services.clock())
         if exc.code in (TAKEN_SQLSTATE, "23505"):
             # One answer for taken, under and above another tenant's name: nothing more is told.
             return ApiError(409, "domain_unavailable", "That domain is not available.")
@@ -169,9 +169,11 @@ async def _usage(call: Call, principal: Principal) -> dict[str, Any] | None:
     return usage_view(decision(UsageKind.DOMAINS, call.tenant.tier, used, call.services.clock(), allowed=True))
 
 
-async def _audit(call: Call, principal: Principal, action: str, domain: str, details: dict[str, Any]) -> None:
+async def _audit(call: Call, principal: Principal, action: str, domain: str, details: dict[str, Any],
+                 outcome: str = "success") -> None:
     try:
-        await write_audit(call, actor=principal.user_id, action=action, target=domain, details=details)
+        await write_audit(call, actor=principal.user_id, action=action, target=domain, details=details,
+                          outcome=outcome)
     except (ApiError, SupabaseError, HttpError) as exc:  # the change stands; the gap is logged
         log.error(json.dumps({"event": "audit_write_failed", "action": action, "request_id": call.request_id,
                               "reason": type(exc).__name__}))
@@ -203,6 +205,8 @@ async def add_domain(call: Call) -> Reply:
             "tenant_domains", {"tenant_id": call.tenant.tenant_id, "domain": domain, "domain_type": "custom"},
             columns=DOMAIN_COLUMNS)
     except (SupabaseError, HttpError) as exc:
+        if isinstance(exc, SupabaseError) and exc.code == QUOTA_SQLSTATE:
+            await audit_limit_hit(call, principal.user_id, _quota_decision(call, exc))
         raise _failure(call, exc) from None
     if not rows:
         raise ApiError(403, "forbidden", "Not allowed.")
@@ -246,6 +250,8 @@ async def verify_domain(call: Call) -> Reply:
             raise ApiError(503, "verification_unavailable", "The DNS lookup could not be made. Please try again.",
                            headers={"retry-after": "30"})
         current = _row(updated[0]) if updated else row
+        await _audit(call, principal, "domain.verification_failed", domain, {"detail": result.detail[:300]},
+                     outcome="failure")
         raise ApiError(422, "verification_failed",
                        f"Ownership of {domain} is not proven yet: {result.detail}.",
                        extra={"verification": view(current)["verification"]})

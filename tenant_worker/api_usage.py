@@ -8,6 +8,10 @@ so concurrent requests can never run past the limit. Past the limit: 429
 `usage_limit_exceeded` with kind/limit/used/resets_at, and Retry-After when a reset comes.
 Domains are a level whose one authority is Supabase (its triggers enforce the quota on every
 path, the operator's CLI included; see api_domains): /api/usage counts the tenant's rows there.
+
+A limit hit is audited (`usage.limit_exceeded`, outcome `denied`) at most once a minute per
+tenant, kind and period in an isolate: a client retrying its 429 does not become a stream of
+audit writes (the refusals themselves are in the logs).
 """
 from __future__ import annotations
 
@@ -23,13 +27,16 @@ from shared.tiers import UsageKind
 from shared.usage import UsageDecision
 from tenant_worker.http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Principal, require
-from tenant_worker.supabase_access import tenant_db
+from tenant_worker.supabase_access import tenant_db, write_audit
 from tenant_worker.usage_meter import TenantMeter, meter_for
 
 log = logging.getLogger("cmgsite.tenant.usage")
 
 DEFAULT_AI_MODEL = "@cf/meta/llama-3.1-8b-instruct"
 MAX_PROMPT_CHARS = 8000
+LIMIT_AUDIT_EVERY_SECONDS = 60.0
+_LIMIT_AUDITS_MAX = 1024
+_limit_audited: dict[tuple[str, str, str], float] = {}
 
 
 class GenerateRequest(RequestBody):
@@ -64,6 +71,25 @@ def usage_view(d: UsageDecision) -> dict[str, Any]:
             "period": d.period, "resets_at": d.resets_at.isoformat().replace("+00:00", "Z") if d.resets_at else None}
 
 
+async def audit_limit_hit(call: Call, actor: str, d: UsageDecision) -> None:
+    """One `usage.limit_exceeded` audit row (outcome denied), throttled per isolate; a failed
+    write is logged, never turned into another error for the caller."""
+    key = (call.tenant.tenant_id, d.kind.value, d.period)
+    now = call.services.clock()
+    last = _limit_audited.get(key)
+    if last is not None and 0 <= now - last < LIMIT_AUDIT_EVERY_SECONDS:
+        return
+    if len(_limit_audited) >= _LIMIT_AUDITS_MAX:
+        _limit_audited.clear()
+    _limit_audited[key] = now
+    try:
+        await write_audit(call, actor=actor, action="usage.limit_exceeded", target=d.kind.value, outcome="denied",
+                          details={"limit": d.limit, "used": d.used, "period": d.period})
+    except (ApiError, SupabaseError, HttpError) as exc:
+        log.error(json.dumps({"event": "audit_write_failed", "action": "usage.limit_exceeded",
+                              "request_id": call.request_id, "reason": type(exc).__name__}))
+
+
 async def _reserve(meter: TenantMeter, kind: UsageKind, request_id: str) -> UsageDecision:
     """One unit from the meter; if the meter cannot answer, the work does not run (fail closed)."""
     try:
@@ -85,11 +111,12 @@ async def _refund(meter: TenantMeter, kind: UsageKind, period: str | None, reque
 
 # ---- AI ------------------------------------------------------------------------------------
 async def generate(call: Call) -> Reply:
-    require(call)
+    principal = require(call)
     body = _parse(GenerateRequest, await call.json())
     meter = meter_for(call)
     reserved = await _reserve(meter, UsageKind.AI_CALLS, call.request_id)
     if not reserved.allowed:
+        await audit_limit_hit(call, principal.user_id, reserved)
         raise limit_exceeded(reserved, call.services.clock())
     model = str(getattr(call.env, "AI_MODEL", "") or DEFAULT_AI_MODEL)
     try:

@@ -166,17 +166,24 @@ async def tenant_branding(call: Call) -> Branding:
 async def record_signin(call: Call, outcome: str, *, provider: str | None, reason: str | None = None,
                         user_id: str | None = None, new_user: bool = False) -> None:
     """One audit row + one log line per sign-in attempt: the per-tenant success/failure counters."""
-    details: dict[str, Any] = {"provider": provider, "request_id": call.request_id}
+    details: dict[str, Any] = {"provider": provider}
     if reason:
         details["reason"] = reason
     if outcome == "success":
         details["new_user"] = new_user
-    log.info(json.dumps({"event": "signin", "outcome": outcome, "tenant_id": call.tenant.tenant_id, **details}))
+    log.info(json.dumps({"event": "signin", "outcome": outcome, "tenant_id": call.tenant.tenant_id,
+                         "request_id": call.request_id, **details}))
+    await _audit(call, actor=user_id or "anonymous", action=f"auth.signin.{outcome}", target=user_id,
+                 details=details, outcome=outcome)
+
+
+async def _audit(call: Call, *, actor: str, action: str, target: str | None, details: dict[str, Any],
+                 outcome: str = "success") -> None:
+    """An audit row for an auth event; the event itself stands if the row cannot be written (logged)."""
     try:
-        await write_audit(call, actor=user_id or "anonymous", action=f"auth.signin.{outcome}", target=user_id,
-                          details=details)
+        await write_audit(call, actor=actor, action=action, target=target, details=details, outcome=outcome)
     except (SupabaseError, HttpError, ApiError) as exc:
-        log.warning(json.dumps({"event": "audit_write_failed", "action": f"auth.signin.{outcome}",
+        log.warning(json.dumps({"event": "audit_write_failed", "action": action,
                                 "error": type(exc).__name__, "request_id": call.request_id}))
 
 
@@ -298,10 +305,13 @@ async def logout(call: Call) -> Reply:
     # Cross-site sign-outs never get here: tenant_worker.request_rules refuses them first.
     principal = call.state.get(PRINCIPAL)
     if isinstance(principal, Principal):
+        everywhere = True
         try:  # sign out everywhere: older session tokens of this user stop working
             await AuthStore.of(call.env, call.tenant.tenant_id).set_epoch(principal.user_id, "signout", call.services.clock())
         except AuthStoreMissing:
-            pass
+            everywhere = False
+        await _audit(call, actor=principal.user_id, action="auth.signout", target=principal.user_id,
+                     details={"everywhere": everywhere})
     reply = redirect_reply("/", 303)
     reply.cookies.append(cookie(SESSION_COOKIE, "", 0))
     return reply

@@ -88,6 +88,7 @@ _OUTAGE_CODES = frozenset({"PGRST000", "PGRST001", "PGRST002"})
 # A gateway in front of PostgREST (Supabase's, Cloudflare's) with no good answer from behind it.
 _OUTAGE_STATUSES = frozenset({502, 503, 504})
 _REJECTED_CODES = frozenset({"23514", "22P02", "23503", "23502", "22001"})
+AUDIT_OUTCOMES = frozenset({"success", "failure", "denied"})
 
 
 def data_unavailable() -> ApiError:
@@ -138,11 +139,19 @@ async def guarded(op: Awaitable[T]) -> T:
         raise supabase_failure(exc) from None
 
 
-async def write_audit(call: Call, *, actor: str, action: str, target: str | None, details: dict[str, Any]) -> None:
+async def write_audit(call: Call, *, actor: str, action: str, target: str | None,
+                      details: dict[str, Any] | None = None, outcome: str = "success",
+                      request_id: str | None = None) -> None:
     """One audit_log row for this tenant (service role: users cannot write the audit log).
 
-    The tenant id comes from the verified context, never from the caller.
+    The tenant id comes from the verified context, never from the caller; the request id is
+    this request's unless given. `outcome` is "success", "failure" or "denied". The database
+    stamps the time and links the row into the tenant's hash chain
+    (migrations/supabase/0008_audit_chain.sql); nobody can change or delete it afterwards.
     """
+    if outcome not in AUDIT_OUTCOMES:
+        raise ValueError(f"outcome must be one of {sorted(AUDIT_OUTCOMES)}")
     await service_db(call).insert("audit_log", {
         "tenant_id": call.tenant.tenant_id, "actor": actor, "action": action, "target": target,
-        "details": {**details, "request_id": call.request_id}}, columns="id")
+        "details": dict(details or {}), "outcome": outcome,
+        "request_id": request_id or call.request_id}, columns="id")

@@ -1,0 +1,344 @@
+"""`backup` and `restore`: one tenant, every table, its UsageMeter and (once bound) its R2 objects.
+
+backup writes one archive (controlplane.archive): the tenant's rows of every table with a
+tenant_id column (found from PostgREST's schema, so tables other issues add are included; the
+audit trail as its hash chain), its UsageMeter's snapshot read through the running platform
+(controlplane.meter), its R2 objects under `tenants/<id>/` when the platform binds a bucket,
+and its Worker's name and vars (never a secret). It leaves a `tenant.backed_up` audit row.
+
+restore brings the tenant back into an empty platform or the same one, and is safe to re-run:
+  1. the archive is checked whole: checksums, format, schema version, every row of every
+     table belongs to the archive's tenant, the audit chain verifies (controlplane.audit_chain),
+     and the archive's tenant is the one named on the command line, if one is;
+  2. the platform is checked: no other tenant holds its id (another type or primary domain), a
+     profile id, or a domain equal to, under or above one of its domains (shared.domains), and
+     a primary tenant is not restored next to another primary;
+  3. rows are written with the service role by natural keys (upserts: a re-run rewrites the
+     same values; rows the tenant made since the backup stay). Usage goes through
+     record_usage(), so no counter goes down; the audit chain through audit_restore(), which
+     appends only what is missing and only rows that hash to their archived values (restored
+     rows keep their hashes and the chain verifies after); the domain rules of
+     0006_domain_rules.sql apply as for any service-role write (quota, overlap);
+  4. the Worker is deployed when missing (a new SESSION_SECRET: sessions do not survive) and
+     the tenant is routed as the archive left it (converge); the meter's levels are seeded
+     through the tenant's Worker; R2 objects are put back;
+  5. one `tenant.restored` audit row per archive (its sha256 is the row's target).
+Nothing of another tenant is read into an archive or written by a restore: every read is
+filtered by the tenant id, and every write is checked against the holder of its key first.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from controlplane.archive import Archive, dump, r2_member, read_archive, write_archive
+from controlplane.audit_chain import AuditChainRow, verify_chain
+from controlplane.edges import object_prefix, tenant_vars
+from controlplane.errors import BackendError, ConfigError, Refused
+from controlplane.lifecycle import ControlPlane
+from controlplane.model import PRIMARY_ZONE, TenantRecord, parse_tenant_id
+from shared.domains import overlapping
+from shared.models import TenantStatus, TenantType
+
+# How each known table is written back: its conflict key, and columns the database makes.
+TABLE_KEYS: dict[str, tuple[str, frozenset[str]]] = {
+    "tenants": ("tenant_id", frozenset()),
+    "profiles": ("id", frozenset()),
+    "tenant_domains": ("domain", frozenset({"id"})),
+}
+SPECIAL_TABLES = {"audit_log", "tenant_usage"}  # written through their functions
+USAGE_COLUMNS = ("tenant_id", "usage_type", "period", "usage_count", "usage_limit")
+
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "supabase"
+
+
+def schema_version() -> str:
+    """The newest migration this code knows (the schema the archive's rows have)."""
+    return sorted(p.stem for p in MIGRATIONS.glob("[0-9][0-9][0-9][0-9]_*.sql"))[-1]
+
+
+def _schema_number(version: str) -> int:
+    return int(version[:4])
+
+
+# ---- backup ------------------------------------------------------------------------------------
+async def backup_tenant(cp: ControlPlane, tenant_id: str, output: Path) -> dict[str, Any]:
+    tenant = await cp.require(parse_tenant_id(tenant_id))
+    tid = tenant.tenant_id
+    members: dict[str, bytes] = {}
+    counts: dict[str, int] = {}
+    for table in await cp.registry.tenant_tables():
+        if table == "audit_log":
+            chain = await cp.registry.audit_chain(tid)
+            rows: list[dict[str, Any]] = [r.model_dump() for r in chain]
+        else:
+            rows = await cp.registry.rows_of(table, tid)
+        strays = [r for r in rows if r.get("tenant_id") != tid]
+        if strays:  # a filter that did not hold: never let another tenant's row into the archive
+            raise BackendError(f"supabase returned rows of another tenant for {table}; nothing was written")
+        members[f"supabase/{table}.json"] = dump(rows)
+        counts[table] = len(rows)
+    report = verify_chain(tid, [AuditChainRow.model_validate(r) for r in _load_rows(members, "audit_log")])
+    if not report.ok:
+        cp.reporter.warn(f"{tid}'s audit chain is broken at seq {report.first_broken.seq if report.first_broken else '?'}:"
+                         " the archive keeps it as it is, and a restore of it will be refused")
+
+    meter_section: dict[str, Any]
+    if cp.meter is None:
+        meter_section = {"status": "unavailable", "reason": "no meter access configured"}
+    else:
+        read = await cp.meter.read(tenant)
+        meter_section = ({"status": "ok", "snapshot": read.snapshot} if read.available and read.snapshot is not None
+                         else {"status": "unavailable", "reason": read.reason})
+        if meter_section["status"] != "ok":
+            cp.reporter.warn(f"{tid}'s UsageMeter was not read ({read.reason}); its flushed history "
+                             "(tenant_usage) is in the archive")
+    members["durable_objects/usage_meter.json"] = dump(meter_section)
+
+    r2_section: dict[str, Any]
+    if cp.objects is None:
+        r2_section = {"status": "not_configured", "objects": [],
+                      "reason": "this platform binds no R2 bucket for tenant files"}
+    else:
+        infos = [o for o in await cp.objects.list(tid) if o.key.startswith(object_prefix(tid))]
+        index = []
+        for info in infos:
+            data = await cp.objects.get(info.key)
+            members[r2_member(info.key)] = data
+            index.append({"key": info.key, "member": r2_member(info.key), "bytes": len(data),
+                          "sha256": hashlib.sha256(data).hexdigest(), "content_type": info.content_type})
+        r2_section = {"status": "ok", "prefix": object_prefix(tid), "objects": index}
+    members["r2/index.json"] = dump(r2_section)
+    members["worker.json"] = dump({"script_name": tenant.script_name, "vars": tenant_vars(tenant),
+                                   "deployed": await cp.scripts.exists(tenant.script_name),
+                                   "secrets": "not backed up"})
+    members["d1.json"] = dump({"tenants": [r for r in [await cp.replica.tenant(tid)] if r],
+                               "tenant_domains": await cp.replica.domains(tid)})
+
+    sections = {"supabase": counts, "audit_chain": report.model_dump(mode="json"),
+                "durable_objects": {"usage_meter": meter_section["status"]},
+                "r2": {"status": r2_section["status"], "objects": len(r2_section["objects"])}}
+    cp.reporter.step(f"archive: write {output}")
+    digest = write_archive(output, tenant_id=tid, schema_version=schema_version(), members=members,
+                           sections=sections)
+    await cp.registry.audit(tid, "tenant.backed_up", tid, {"archive_sha256": digest, "rows": counts,
+                                                           "usage_meter": meter_section["status"],
+                                                           "r2_objects": len(r2_section["objects"])})
+    return {"tenant_id": tid, "archive": str(output), "sha256": digest, "rows": counts,
+            "audit_chain_ok": report.ok, "usage_meter": meter_section["status"], "r2": r2_section["status"]}
+
+
+def _load_rows(members: dict[str, bytes], table: str) -> list[dict[str, Any]]:
+    name = f"supabase/{table}.json"
+    return list(json.loads(members[name])) if name in members else []
+
+
+# ---- restore -----------------------------------------------------------------------------------
+class RestorePlan(BaseModel):
+    """An archive that passed every check, in the shapes the writes need."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    archive: Archive
+    tenant: TenantRecord
+    tables: dict[str, list[dict[str, Any]]]
+    chain: list[AuditChainRow]
+    meter: dict[str, Any]
+    r2: dict[str, Any]
+
+
+def check_archive(archive: Archive, expected_tenant: str | None) -> RestorePlan:
+    """Everything about the archive itself: whose it is, that its rows are all that tenant's,
+    that its audit chain holds, that this code knows its schema. Refused otherwise."""
+    tid = archive.manifest.tenant_id
+    if expected_tenant is not None and parse_tenant_id(expected_tenant) != tid:
+        raise Refused(f"the archive holds tenant {tid!r}, not {expected_tenant!r}: an archive restores only "
+                      "under its own tenant's id")
+    known = schema_version()
+    if _schema_number(archive.manifest.schema_version) > _schema_number(known):
+        raise Refused(f"the archive's schema {archive.manifest.schema_version} is newer than this code's ({known}): "
+                      "update the control plane first")
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for name in archive.members:
+        if not name.startswith("supabase/"):
+            continue
+        rows = archive.json_member(name)
+        table = name[len("supabase/"):-len(".json")]
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise Refused(f"archive member {name} is not a list of rows")
+        if any(r.get("tenant_id") != tid for r in rows):
+            raise Refused(f"archive member {name} holds rows of another tenant than {tid!r}: refused whole")
+        tables[table] = rows
+    if len(tables.get("tenants", [])) != 1:
+        raise Refused("the archive holds no tenants row for its tenant")
+    try:
+        tenant = TenantRecord.model_validate(tables["tenants"][0])
+        chain = [AuditChainRow.model_validate(r) for r in tables.get("audit_log", [])]
+    except ValidationError as exc:
+        raise Refused(f"the archive's rows are malformed: {exc.errors()[0].get('msg', '')[:200]}") from None
+    report = verify_chain(tid, chain)
+    if report.first_broken is not None:
+        raise Refused(f"the archive's audit chain does not verify at seq {report.first_broken.seq}: "
+                      f"{report.first_broken.message}")
+    meter = archive.json_member("durable_objects/usage_meter.json") if "durable_objects/usage_meter.json" in archive.members else {}
+    r2 = archive.json_member("r2/index.json") if "r2/index.json" in archive.members else {"objects": []}
+    if not isinstance(meter, dict) or not isinstance(r2, dict) or not isinstance(r2.get("objects", []), list):
+        raise Refused("the archive's meter or R2 section is malformed")
+    for obj in r2.get("objects", []):
+        key = obj.get("key") if isinstance(obj, dict) else None
+        if not isinstance(key, str) or not key.startswith(f"tenants/{tid}/") or obj.get("member") != r2_member(key) \
+                or obj.get("member") not in archive.members:
+            raise Refused("the archive's R2 index names an object outside the tenant's prefix or not in the archive")
+        if hashlib.sha256(archive.members[obj["member"]]).hexdigest() != obj.get("sha256"):
+            raise Refused(f"R2 object {key} does not match its index")
+    return RestorePlan(archive=archive, tenant=tenant, tables=tables, chain=chain, meter=meter, r2=r2)
+
+
+async def _check_platform(cp: ControlPlane, plan: RestorePlan) -> None:
+    """Nothing the restore writes may belong to another tenant: checked before any write."""
+    tenant, tid = plan.tenant, plan.tenant.tenant_id
+    existing = await cp.registry.tenant(tid)
+    if existing is not None and (existing.type, existing.domain) != (tenant.type, tenant.domain):
+        raise Refused(f"tenant id {tid!r} is taken here by a {existing.type.value} tenant at {existing.domain}: "
+                      "the archive's tenant is not that one")
+    if tenant.type is TenantType.PRIMARY:
+        primary = await cp.registry.primary_tenant()
+        if primary is not None and primary.tenant_id != tid:
+            raise Refused(f"this platform's primary tenant is {primary.tenant_id!r}; there can be only one")
+    names = sorted({tenant.domain} | {str(d["domain"]) for d in plan.tables.get("tenant_domains", [])})
+    held = await cp.registry.held_names()
+    for name in names:
+        holder = await cp.registry.domain_holder(name)
+        if holder is not None and holder != tid:
+            raise Refused(f"domain {name} is held here by tenant {holder!r}: nothing was restored")
+        clash = overlapping(name, tid, held, zone=PRIMARY_ZONE)
+        if clash is not None:
+            raise Refused(f"domain {name} overlaps {clash[1]}, held here by tenant {clash[0]!r}: nothing was restored")
+    for table, (key, _) in TABLE_KEYS.items():
+        if table == "tenants":
+            continue
+        for row in plan.tables.get(table, []):
+            for other in await cp.registry.select_rows(table, {key: row[key]}, columns=f"{key},tenant_id"):
+                if other.get("tenant_id") != tid:
+                    raise Refused(f"{table} {key} {row[key]} belongs to another tenant here: nothing was restored")
+    extra = sorted(set(plan.tables) - set(TABLE_KEYS) - SPECIAL_TABLES)
+    if extra:
+        keys = await cp.registry.primary_keys()
+        for table in extra:
+            pk = keys.get(table)
+            if not pk:
+                raise Refused(f"the archive holds table {table}, which this platform does not have (or has no "
+                              "primary key for): nothing was restored")
+            for row in plan.tables[table]:
+                if any(c not in row for c in pk):
+                    raise Refused(f"{table}: an archived row lacks its key {pk}")
+                for other in await cp.registry.select_rows(table, {c: row[c] for c in pk}, columns="tenant_id"):
+                    if other.get("tenant_id") != tid:
+                        raise Refused(f"a {table} row with the key of an archived row belongs to another tenant here")
+    objects = plan.r2.get("objects", [])
+    if objects and cp.objects is None:
+        raise Refused(f"the archive holds {len(objects)} R2 object(s) and this platform binds no bucket for tenant "
+                      "files: nothing was restored")
+
+
+def _usage_rows(plan: RestorePlan) -> list[dict[str, Any]]:
+    rows = [{c: r.get(c) for c in USAGE_COLUMNS} for r in plan.tables.get("tenant_usage", [])]
+    snapshot = plan.meter.get("snapshot") if plan.meter.get("status") == "ok" else None
+    for item in (snapshot or {}).get("items", []):
+        # The meter's live counters (unflushed ones too) become the history they would have been.
+        if isinstance(item, dict) and item.get("kind") == "ai_calls" and isinstance(item.get("used"), int) \
+                and isinstance(item.get("period"), str) and item["used"] > 0:
+            rows.append({"tenant_id": plan.tenant.tenant_id, "usage_type": "ai_calls", "period": item["period"],
+                         "usage_count": item["used"], "usage_limit": item.get("limit")})
+    return rows
+
+
+def _meter_levels(plan: RestorePlan) -> dict[str, int]:
+    snapshot = plan.meter.get("snapshot") if plan.meter.get("status") == "ok" else None
+    levels: dict[str, int] = {}
+    for item in (snapshot or {}).get("items", []):
+        if isinstance(item, dict) and item.get("kind") == "storage" and isinstance(item.get("used"), int) \
+                and item["used"] > 0:
+            levels["storage"] = item["used"]
+    return levels
+
+
+async def _changed_rows(cp: ControlPlane, table: str, tenant_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The archived rows the tenant does not hold as they are (a re-run writes nothing; the
+    time of the last change is the database's, so it is not compared)."""
+    key = TABLE_KEYS[table][0]
+    current = {r.get(key): r for r in await cp.registry.rows_of(table, tenant_id)}
+    return [r for r in rows
+            if any(current.get(r[key], {}).get(c, object()) != v for c, v in r.items() if c != "updated_at")]
+
+
+async def restore_tenant(cp: ControlPlane, path: Path, expected_tenant: str | None = None) -> dict[str, Any]:
+    plan = check_archive(read_archive(path), expected_tenant)
+    tenant, tid = plan.tenant, plan.tenant.tenant_id
+    await _check_platform(cp, plan)
+    written: dict[str, int] = {}
+
+    cp.reporter.step(f"supabase: restore {tid} ({tenant.type.value}, {tenant.status.value})")
+    domains = sorted(plan.tables.get("tenant_domains", []), key=lambda d: (d.get("domain") != tenant.domain,
+                                                                           str(d.get("domain"))))
+    for table, rows in (("tenants", plan.tables["tenants"]), ("tenant_domains", domains),
+                        ("profiles", plan.tables.get("profiles", []))):
+        key, generated = TABLE_KEYS[table]
+        rows = await _changed_rows(cp, table, tid, [{k: v for k, v in r.items() if k not in generated} for r in rows])
+        await cp.registry.upsert_rows(table, rows, key)
+        written[table] = len(rows)
+    usage = _usage_rows(plan)
+    await cp.registry.record_usage(usage)
+    written["tenant_usage"] = len(usage)
+    if plan.chain:
+        result = await cp.registry.restore_audit(tid, [r.model_dump() for r in plan.chain])
+        written["audit_log"] = int(result.get("inserted", 0))
+    extra = sorted(set(plan.tables) - set(TABLE_KEYS) - SPECIAL_TABLES)
+    if extra:
+        keys = await cp.registry.primary_keys()
+        for table in extra:
+            await cp.registry.upsert_rows(table, plan.tables[table], ",".join(keys[table]))
+            written[table] = len(plan.tables[table])
+
+    # The Worker and the routing, as the archive left the tenant (under --dry-run nothing was
+    # written, so the plan goes on with the archived record).
+    current = await cp.registry.tenant(tid) or tenant
+    if current.status is not TenantStatus.INACTIVE:
+        for domain in await cp.registry.domains(tid):
+            await cp._ensure_hostname(domain, current)
+        if not await cp.worker_ready(current):
+            cp.ensure_namespace()
+            await cp._deploy(current, {"SESSION_SECRET": secrets.token_urlsafe(48)})
+            cp._changed()  # locally: wait until the Worker runs, before its host is routed
+    await cp.converge(tid)
+
+    meter_note = "nothing to restore"
+    levels = _meter_levels(plan)
+    if levels and current.status is not TenantStatus.ACTIVE:
+        meter_note = f"levels not seeded (the tenant is {current.status.value}): {levels}"
+        cp.reporter.warn(f"{tid}'s UsageMeter levels {levels} were not seeded: the tenant is {current.status.value}")
+    elif levels:
+        if cp.meter is None:
+            raise ConfigError("the archive holds UsageMeter levels and no meter access is configured")
+        done = await cp.meter.restore(current, levels)
+        if not done.available:
+            raise BackendError(f"the UsageMeter's levels were not restored ({done.reason}); re-run restore")
+        meter_note = f"levels seeded: {levels}"
+    objects = plan.r2.get("objects", [])
+    for obj in objects:
+        assert cp.objects is not None  # checked in _check_platform
+        await cp.objects.put(obj["key"], plan.archive.members[obj["member"]], obj.get("content_type"))
+
+    target = f"sha256:{plan.archive.sha256}"
+    if not await cp.registry.has_audit(tid, "tenant.restored", target):
+        await cp.registry.audit(tid, "tenant.restored", target, {
+            "schema_version": plan.archive.manifest.schema_version, "created_at": plan.archive.manifest.created_at,
+            "rows": written, "r2_objects": len(objects)})
+    return {"tenant_id": tid, "status": current.status.value, "written": written, "usage_meter": meter_note,
+            "r2_objects": len(objects), "archive_sha256": plan.archive.sha256, "note": cp.bound_note()}
