@@ -61,7 +61,8 @@ def response_headers(reply_headers: dict[str, str]) -> dict[str, str]:
     """A reply's headers plus the security headers (shared.security_headers) and the default
     Cache-Control, for every answer this Worker gives (errors included)."""
     out = with_security_headers(reply_headers)
-    out.setdefault("cache-control", DEFAULT_CACHE_CONTROL)
+    if "no-store" in out.get("cache-control", "no-store"):  # nothing said, or not storable: private too
+        out["cache-control"] = DEFAULT_CACHE_CONTROL
     return out
 
 

@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import importlib
-import sys
 import time
-import types
 import unicodedata
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -41,22 +38,9 @@ from tenant_worker.http import ApiError, Call
 from tenant_worker.principal import Principal, Role
 from tenant_worker.r2_files import BucketError, StoredObject
 from tenant_worker.request_rules import needs_preflight, upload_refusal
+from tests.cpython_imports import import_worker_module
 
-
-def _import_api_files() -> Any:
-    """api_files reaches api_usage, which imports the UsageMeter class and with it the runtime's
-    `workers` module (only in Pyodide). The logic under test never touches it: a placeholder
-    stands in for the import only."""
-    if "workers" in sys.modules:
-        return importlib.import_module("tenant_worker.api_files")
-    sys.modules["workers"] = types.SimpleNamespace(DurableObject=object)  # type: ignore[assignment]
-    try:
-        return importlib.import_module("tenant_worker.api_files")
-    finally:
-        del sys.modules["workers"]
-
-
-api_files = _import_api_files()
+api_files = import_worker_module("tenant_worker.api_files")
 
 # ---- names --------------------------------------------------------------------------------
 ACCEPTED = ["report.pdf", "docs/2026/q1 report.pdf", "résumé.txt", "数据.csv", "a.b.c", ".hidden", "x" * 255,
