@@ -80,10 +80,10 @@ def raw_request(platform: Platform, head: str, body: bytes = b"") -> tuple[int, 
     return status, json.loads(rest[:length])
 
 
-def upload_head(t: UsageTenant, name: str, length: int, role: str = "client") -> str:
+def upload_head(t: UsageTenant, name: str, length: int, role: str = "client", extra: str = "") -> str:
     cookie = t.session(role)["cookie"]
     return (f"POST /api/files?name={quote(name, safe='')} HTTP/1.1\r\nHost: {t.host}\r\nCookie: {cookie}\r\n"
-            f"Content-Type: application/octet-stream\r\nContent-Length: {length}\r\nConnection: close\r\n")
+            f"Content-Type: application/octet-stream\r\nContent-Length: {length}\r\nConnection: close\r\n{extra}")
 
 
 # ---- the API -------------------------------------------------------------------------------
@@ -183,7 +183,8 @@ def test_no_name_reaches_a_neighbours_file(platform: Platform, pg_cluster: Any) 
         assert r.status_code in (400, 404) and secret not in r.content
         # Headers claiming the victim's tenant are stripped by the dispatcher: the file is the attacker's.
         claims = {"X-Tenant-Id": victim.tenant_id, "X-Tenant-Context": json.dumps({"tenant_id": victim.tenant_id}),
-                  "X-Tenant-Signature": "0" * 64, "X-Tenant-Host": victim.host, "X-Forwarded-Host": victim.host}
+                  "X-Tenant-Signature": "0" * 64, "X-Tenant-Host": victim.host, "X-Tenant-Tier": "enterprise",
+                  "X-Tenant-Timestamp": str(int(time.time())), "X-Forwarded-Host": victim.host}
         assert upload(attacker, "claimed.txt", b"attacker's", role="admin", headers=claims).status_code == 201
         r = httpx.get(f"{platform.url}/api/files/download?name=secret.txt",
                       headers={"Host": attacker.host, **attacker.session("admin"), **claims})
@@ -254,6 +255,10 @@ def test_an_oversized_upload_is_refused_from_its_headers_and_counts_nothing(plat
         cap = 25 * MIB
         status, body = raw_request(platform, upload_head(t, "big.bin", cap + 1))
         assert status == 413 and body["error"]["code"] == "file_too_large" and body["error"]["limit"] == cap
+        # Claiming a bigger plan in the tenant context headers changes nothing (the dispatcher drops them).
+        claim = "X-Tenant-Tier: enterprise\r\nX-Tenant-Id: cozyartz\r\nX-Tenant-Signature: " + "0" * 64 + "\r\n"
+        status, body = raw_request(platform, upload_head(t, "big.bin", cap + 1, extra=claim))
+        assert status == 413 and body["error"]["limit"] == cap
         assert names(t) == [] and stored(t) == 0
         assert upload(t, "fits.bin", b"\0" * cap).status_code == 201
         assert stored(t) == cap
