@@ -24,6 +24,7 @@ from controlplane.output import Reporter
 from controlplane.wrangler import Runner, tenant_deploy_command
 from dispatcher.routing import kv_key
 from shared.context import derive_tenant_key
+from shared.file_keys import tenant_root
 
 
 # Secrets every tenant Worker shares (the Supabase project's), added to each deploy when known.
@@ -235,6 +236,10 @@ def auth_kv_prefix(tenant_id: str) -> str:
     return f"{tenant_id}:"
 
 
+# The tenants' one R2 bucket (wrangler.tenant.toml: FILES): a tenant's objects are tenants/<id>/...
+R2_BUCKET = "cmgsite-files"
+
+
 def miniflare_object_id(unique_key: str, name: str) -> str:
     """workerd's `idFromName` (server/actor-id-impl.c++): the file name Miniflare stores an
     object's SQLite under. Miniflare keeps each KV namespace in the object named by its id."""
@@ -247,7 +252,11 @@ class LocalRuntimeData:
     """Where Miniflare keeps a local script's runtime data (under wrangler's --persist-to, v3/):
     its AUTH_KV namespace `auth-kv-<script>` (the keys in kv/miniflare-KVNamespaceObject/<id>.sqlite,
     large values under kv/auth-kv-<script>/) and its UsageMeter Durable Objects (do/<script>-UsageMeter/).
-    Erased once the script's Worker is stopped (delete syncs the platform first), so nothing holds them open."""
+    Erased once the script's Worker is stopped (delete syncs the platform first), so nothing holds them open.
+    Its files: the rows under `tenants/<id>/` of the shared bucket's object table
+    (r2/miniflare-R2BucketObject/<id>.sqlite, `_mf_objects`) and their blobs (r2/<bucket>/blobs/);
+    the bucket is shared, so only those rows and blobs go (SQLite's locking keeps a running
+    platform's writes and these apart)."""
 
     def __init__(self, wrangler_state: Path, reporter: Reporter, *, dry_run: bool = False) -> None:
         self._root, self._reporter, self._dry = Path(wrangler_state) / "v3", reporter, dry_run
@@ -276,15 +285,50 @@ class LocalRuntimeData:
         except sqlite3.Error:
             return 0
 
+    def _r2_db(self) -> Path:
+        object_id = miniflare_object_id("miniflare-R2BucketObject", R2_BUCKET)
+        return self._root / "r2" / "miniflare-R2BucketObject" / f"{object_id}.sqlite"
+
+    def _r2_objects(self, tenant_id: str, *, erase: bool = False) -> int:
+        """How many objects the tenant holds in the shared bucket (deleting them, and their blobs, if asked)."""
+        import sqlite3
+
+        db, prefix = self._r2_db(), tenant_root(tenant_id)
+        if not db.exists():
+            return 0
+        select = "SELECT key, blob_id FROM _mf_objects WHERE substr(key, 1, ?) = ?"
+        try:
+            with contextlib.closing(sqlite3.connect(db if erase else f"file:{db}?mode=ro", uri=not erase,
+                                                    timeout=30)) as conn:
+                rows = conn.execute(select, (len(prefix), prefix)).fetchall()
+                if erase and rows:
+                    with conn:
+                        conn.execute("DELETE FROM _mf_objects WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
+        except sqlite3.Error as exc:
+            if erase:
+                raise BackendError(f"local R2 bucket: {exc}") from None
+            return 0
+        if erase:
+            blobs = self._root / "r2" / R2_BUCKET / "blobs"
+            for _, blob_id in rows:
+                if blob_id and "/" not in blob_id:
+                    (blobs / blob_id).unlink(missing_ok=True)
+        return len(rows)
+
     async def describe(self, tenant_id: str, script: str) -> dict[str, Any]:
         objects = self._root / "do" / f"{script}-UsageMeter"
         files = sorted(p.name for p in objects.glob("*.sqlite") if p.name != "metadata.sqlite") if objects.exists() else []
-        return {"auth_kv_keys": self._auth_kv_keys(tenant_id, script), "durable_object_files": files}
+        return {"auth_kv_keys": self._auth_kv_keys(tenant_id, script), "durable_object_files": files,
+                "r2_objects": self._r2_objects(tenant_id)}
 
     async def erase(self, tenant_id: str, script: str) -> dict[str, int]:
         import shutil
 
         counts = await self.describe(tenant_id, script)
+        if self._dry:
+            self._reporter.plan(self.label, f"delete the R2 objects under {tenant_root(tenant_id)} ({counts['r2_objects']})")
+        else:
+            counts["r2_objects"] = self._r2_objects(tenant_id, erase=True)
         for path in self._paths(script):
             if self._dry:
                 self._reporter.plan(self.label, f"rm -r {path}")
@@ -292,25 +336,50 @@ class LocalRuntimeData:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
-        return {"auth_kv": counts["auth_kv_keys"], "durable_object_files": len(counts["durable_object_files"])}
+        return {"auth_kv": counts["auth_kv_keys"], "durable_object_files": len(counts["durable_object_files"]),
+                "r2_objects": counts["r2_objects"]}
 
 
 class CloudflareRuntimeData:
-    """AUTH_KV through the API; Durable Object storage goes with the tenant's script when it is deleted."""
+    """AUTH_KV and the tenant's R2 objects (tenants/<id>/ in the shared bucket) through the API;
+    Durable Object storage goes with the tenant's script when it is deleted."""
 
-    def __init__(self, api: CloudflareApi, auth_kv_namespace_id: str) -> None:
-        self._api, self._ns = api, auth_kv_namespace_id
-        self.label = f"runtime data (AUTH_KV {auth_kv_namespace_id})"
+    def __init__(self, api: CloudflareApi, auth_kv_namespace_id: str, r2_bucket: str = R2_BUCKET) -> None:
+        self._api, self._ns, self._bucket = api, auth_kv_namespace_id, r2_bucket
+        self.label = f"runtime data (AUTH_KV {auth_kv_namespace_id}, R2 {r2_bucket})"
+
+    def _r2_path(self) -> str:
+        return f"/accounts/{self._api.account_id}/r2/buckets/{self._bucket}/objects"
+
+    async def _r2_keys(self, tenant_id: str) -> list[str]:
+        """Every key under tenants/<id>/ (GET …/r2/buckets/<bucket>/objects, cursor pages)."""
+        from urllib.parse import quote
+
+        prefix, keys, cursor = tenant_root(tenant_id), [], ""
+        while True:
+            query = f"prefix={quote(prefix, safe='')}&per_page=1000" + (f"&cursor={quote(cursor, safe='')}" if cursor else "")
+            data = (await self._api._send("GET", f"{self._r2_path()}?{query}", raw=True)).json()
+            keys += [str(o["key"]) for o in data.get("result") or [] if str(o.get("key", "")).startswith(prefix)]
+            info = data.get("result_info") or {}
+            cursor = str(info.get("cursor") or "")
+            if not cursor or info.get("is_truncated") is False:
+                return keys
 
     async def describe(self, tenant_id: str, script: str) -> dict[str, Any]:
         keys = await self._api.kv_keys(self._ns, auth_kv_prefix(tenant_id))
-        return {"auth_kv_keys": len(keys), "durable_objects": f"deleted with {script}"}
+        return {"auth_kv_keys": len(keys), "durable_objects": f"deleted with {script}",
+                "r2_objects": len(await self._r2_keys(tenant_id))}
 
     async def erase(self, tenant_id: str, script: str) -> dict[str, int]:
+        from urllib.parse import quote
+
         keys = await self._api.kv_keys(self._ns, auth_kv_prefix(tenant_id))
         for key in keys:
             await self._api.kv_delete(self._ns, key)
-        return {"auth_kv": len(keys)}
+        objects = await self._r2_keys(tenant_id)
+        for key in objects:
+            await self._api._send("DELETE", f"{self._r2_path()}/{quote(key, safe='')}")
+        return {"auth_kv": len(keys), "r2_objects": len(objects)}
 
 
 # ---- a tenant's R2 objects (tenant files) ------------------------------------------------------

@@ -17,6 +17,7 @@ from shared.errors import Branding, error_reply
 from shared.hosts import InvalidHost, normalize_host
 from shared.isolate import PerIsolate
 from shared.models import TenantContext, TenantRoute, TenantStatus
+from shared.security_headers import BASELINE
 from shared.tiers import plan_for
 
 log = logging.getLogger("cmgsite.dispatcher")
@@ -99,9 +100,11 @@ class Dispatcher:
         # The tenant sees the host it was routed by, never a URL a proxy in front rewrote.
         routed_url = urlunsplit((url.scheme, host, path, url.query, ""))
         try:
+            # The baseline security headers on every answer, whatever the tenant's Worker sent
+            # (its own CSP, which depends on the content, stays its own).
             return await dispatch_fetch(
                 self._env.DISPATCHER, route.script_name, plan_for(route.tier).worker_limits(),
-                forwarded, routed_url, {H_REQUEST_ID: rid},
+                forwarded, routed_url, {H_REQUEST_ID: rid, **BASELINE},
             )
         except ScriptNotFound:
             _log("script_not_found", rid, tenant_id=route.tenant_id, script=route.script_name)

@@ -9,6 +9,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from shared.security_headers import page_csp, with_security_headers
+
 DEFAULT_BRAND = "Cozyartz Media Group"
 DEFAULT_COLOR = "#1f2937"
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -44,14 +46,17 @@ def error_reply(
     extra: dict[str, object] | None = None,
     headers: dict[str, str] | None = None,
 ) -> ErrorReply:
-    """The error for `path`: `{"error": {code, message, request_id}}` or a branded page."""
-    out = {"x-request-id": request_id, "cache-control": "no-store", **(headers or {})}
+    """The error for `path`: `{"error": {code, message, request_id}}` or a branded page, with
+    the security headers every answer carries (shared.security_headers)."""
+    out = {"x-request-id": request_id, "cache-control": "private, no-store", **(headers or {})}
     if wants_json(path):
         payload: dict[str, object] = {"code": code, "message": message, **(extra or {}), "request_id": request_id}
         out["content-type"] = "application/json"
-        return ErrorReply(status, json.dumps({"error": payload}).encode(), out)
+        return ErrorReply(status, json.dumps({"error": payload}).encode(), with_security_headers(out))
+    brand = branding or Branding()
     out["content-type"] = "text/html; charset=utf-8"
-    return ErrorReply(status, branded_page(status, message, request_id, branding or Branding()).encode(), out)
+    out["content-security-policy"] = page_csp(page_style(brand.primary_color))
+    return ErrorReply(status, branded_page(status, message, request_id, brand).encode(), with_security_headers(out))
 
 
 def safe_color(value: str) -> str:
@@ -59,15 +64,20 @@ def safe_color(value: str) -> str:
     return value if isinstance(value, str) and _COLOR.match(value) else DEFAULT_COLOR
 
 
+def page_style(primary_color: str) -> str:
+    """The one <style> block of an error page (its CSP allows exactly this text, by hash)."""
+    color = safe_color(primary_color)
+    return ("body{font-family:system-ui,sans-serif;margin:0;background:#f9fafb;color:#111827}"
+            f"header{{background:{color};color:#fff;padding:1rem 2rem;font-weight:600}}"
+            "main{max-width:40rem;margin:4rem auto;padding:0 2rem}small{color:#6b7280}")
+
+
 def branded_page(status: int, message: str, request_id: str, branding: Branding) -> str:
     brand = html.escape(branding.brand_name)
-    color = safe_color(branding.primary_color)
     return (
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{status} · {brand}</title>"
-        "<style>body{font-family:system-ui,sans-serif;margin:0;background:#f9fafb;color:#111827}"
-        f"header{{background:{color};color:#fff;padding:1rem 2rem;font-weight:600}}"
-        "main{max-width:40rem;margin:4rem auto;padding:0 2rem}small{color:#6b7280}</style></head>"
+        f"<style>{page_style(branding.primary_color)}</style></head>"
         f"<body><header>{brand}</header><main><h1>{status}</h1><p>{html.escape(message)}</p>"
         f"<p><small>Request ID: {html.escape(request_id)}</small></p></main></body></html>"
     )

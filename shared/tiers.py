@@ -2,7 +2,9 @@
 
 Figures from the product document: Starter $1,000/mo with 100 AI calls and 1 domain;
 Growth $1,500, 250, 5; Enterprise $2,500, 500, 25; partners pay a 20% white-label markup.
-Storage limits are ours (the document names none): 1, 10 and 100 GiB.
+Storage limits are ours (the document names none): 1, 10 and 100 GiB, and one uploaded file
+may be at most 25, 50 or 95 MiB (under the 100 MB request body Cloudflare accepts on the
+Free and Pro plans).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class TierPlan:
     # Per-invocation limits the dispatcher passes to the tenant's user Worker.
     worker_cpu_ms: int
     worker_subrequests: int
+    max_file_bytes: int  # one upload (POST /api/files)
 
     def limit_for(self, kind: UsageKind | str) -> int:
         return {
@@ -46,13 +49,14 @@ class TierPlan:
         return {"cpuMs": self.worker_cpu_ms, "subRequests": self.worker_subrequests}
 
 
+MIB = 1024**2
 GIB = 1024**3
 PARTNER_MARKUP = Decimal("0.20")
 
 TIERS: dict[Tier, TierPlan] = {
-    Tier.STARTER: TierPlan(Tier.STARTER, Decimal("1000"), 100, 1, 1 * GIB, 50, 50),
-    Tier.GROWTH: TierPlan(Tier.GROWTH, Decimal("1500"), 250, 5, 10 * GIB, 100, 100),
-    Tier.ENTERPRISE: TierPlan(Tier.ENTERPRISE, Decimal("2500"), 500, 25, 100 * GIB, 300, 500),
+    Tier.STARTER: TierPlan(Tier.STARTER, Decimal("1000"), 100, 1, 1 * GIB, 50, 50, 25 * MIB),
+    Tier.GROWTH: TierPlan(Tier.GROWTH, Decimal("1500"), 250, 5, 10 * GIB, 100, 100, 50 * MIB),
+    Tier.ENTERPRISE: TierPlan(Tier.ENTERPRISE, Decimal("2500"), 500, 25, 100 * GIB, 300, 500, 95 * MIB),
 }
 
 

@@ -13,15 +13,16 @@ from shared.context import H_REQUEST_ID, ContextError, verify_context
 from shared.errors import Branding, error_reply, wants_json
 from shared.http import HttpClient
 from shared.isolate import PerIsolate
-from tenant_worker import api_domains, api_health, api_usage
+from shared.security_headers import with_security_headers
+from tenant_worker import api_domains, api_files, api_health, api_usage
 from tenant_worker import api_control, api_data, auth, pages, request_rules
 from tenant_worker.fetch_client import FetchClient
-from tenant_worker.http import ApiError, Call, Reply, Route, error_to_reply, parse_query
+from tenant_worker.http import ApiError, Call, Reply, Route, StreamBody, error_to_reply, parse_query
 
 log = logging.getLogger("cmgsite.tenant")
 
 # Feature modules each export ROUTES; the table is data you can print.
-ROUTE_MODULES = [api_health, api_usage, api_domains, auth, api_data, api_control, pages]
+ROUTE_MODULES = [api_health, api_usage, api_domains, auth, api_data, api_files, api_control, pages]
 
 # Run before every handler, in order; each may fill call.state or raise ApiError.
 Middleware = Callable[[Call], Awaitable[None]]
@@ -51,11 +52,26 @@ def request_method(request: Request) -> str:
     return str(request.js_object.method)
 
 
+# Nothing this Worker answers is public: every answer depends on the session or names the
+# request, so none may sit in a shared cache unless its handler says otherwise.
+DEFAULT_CACHE_CONTROL = "private, no-store"
+
+
+def response_headers(reply_headers: dict[str, str]) -> dict[str, str]:
+    """A reply's headers plus the security headers (shared.security_headers) and the default
+    Cache-Control, for every answer this Worker gives (errors included)."""
+    out = with_security_headers(reply_headers)
+    if "no-store" in out.get("cache-control", "no-store"):  # nothing said, or not storable: private too
+        out["cache-control"] = DEFAULT_CACHE_CONTROL
+    return out
+
+
 def _to_response(reply: Reply, request_id: str) -> Response:
-    headers = [(k, v) for k, v in reply.headers.items()]
+    headers = list(response_headers(reply.headers).items())
     headers.append((H_REQUEST_ID, request_id))
     headers.extend(("set-cookie", c) for c in reply.cookies)
-    return Response(reply.body, status=reply.status, headers=headers)
+    body = reply.body.handle if isinstance(reply.body, StreamBody) else reply.body  # a stream goes out as is
+    return Response(body, status=reply.status, headers=headers)
 
 
 class TenantApp:
@@ -76,7 +92,7 @@ class TenantApp:
         except ContextError as exc:
             log.warning(json.dumps({"event": "context_refused", "reason": str(exc)}))
             r = error_reply("/api/", 403, "forbidden", "Request did not come through the platform.", "unverified")
-            return Response(r.body, status=r.status, headers=r.headers)
+            return Response(r.body, status=r.status, headers=response_headers(r.headers))
         rid = tenant.request_id
         try:
             reply = await self._route(request, tenant, path, headers)
@@ -120,7 +136,8 @@ class TenantApp:
 
             call = Call(tenant, method, path, parse_query(url.query), headers,
                         {k: unquote(v) for k, v in m.groupdict().items()}, self.env, self.services, read_body,
-                        scheme=url.scheme or "https")
+                        scheme=url.scheme or "https", body_kind=route.body,
+                        raw_body=StreamBody(request.js_object.body) if route.body == "raw" else None)
             for middleware in MIDDLEWARE:
                 await middleware(call)
             reply = await route.handler(call)

@@ -36,10 +36,21 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+class StreamBody:
+    """A body the runtime streams without Python holding it: an upload's request body, an R2
+    object's contents. Opaque to handlers; only the adapters at the JS boundary look inside
+    (tenant_worker.app builds the Response, tenant_worker.r2_files hands it to R2)."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+
 @dataclass
 class Reply:
     status: int = 200
-    body: bytes = b""
+    body: bytes | StreamBody = b""
     headers: dict[str, str] = field(default_factory=dict)
     cookies: list[str] = field(default_factory=list)  # full Set-Cookie values
 
@@ -78,6 +89,8 @@ class Call:
     state: dict[str, Any] = field(default_factory=dict)  # filled by middleware (e.g. the session)
     cookies: list[str] = field(default_factory=list)  # Set-Cookie values for whatever reply this call gets
     scheme: str = "https"  # of the URL the Worker was asked for (http only on the local platform)
+    body_kind: str = "json"  # the route's Route.body: "raw" bodies are streamed by the handler, never read here
+    raw_body: StreamBody | None = None  # the request body as the runtime's stream ("raw" routes only)
     _body: bytes | None = field(default=None, repr=False)
 
     @property
@@ -90,6 +103,8 @@ class Call:
 
     async def body(self) -> bytes:
         """The request body, read once (middleware and handler share it); 413 past the cap."""
+        if self.body_kind == "raw":  # a streamed upload: reading it here would buffer it whole
+            raise ApiError(500, "internal_error", "Something went wrong on our side.")
         if self._body is None:
             declared = self.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
@@ -177,12 +192,17 @@ Handler = Callable[[Call], Awaitable[Reply]]
 
 @dataclass(frozen=True)
 class Route:
-    """A routing table row: `pattern` uses `<name>` for one path segment."""
+    """A routing table row: `pattern` uses `<name>` for one path segment.
+
+    `body`: "json" (the default: a state change's body must be JSON, read whole, ≤ 1 MiB) or
+    "raw" (the handler streams the body itself, e.g. a file upload; request_rules applies the
+    upload rule instead of the JSON one)."""
 
     method: str
     pattern: str
     handler: Handler
     name: str = ""
+    body: str = "json"
 
     def compile(self) -> re.Pattern[str]:
         regex = re.sub(r"<([a-z_]+)>", r"(?P<\1>[^/]+)", re.escape(self.pattern))  # escape leaves < > alone

@@ -15,6 +15,14 @@ Bodies. Under /api/*, a state change with a body must be `Content-Type: applicat
 (parameters allowed; a charset other than UTF-8 is not): 415 `unsupported_media_type`. This
 also keeps out the bodies an HTML form or `fetch(..., {mode: "no-cors"})` can send cross-site
 without a preflight (text/plain, form-encoded, multipart).
+
+Uploads (routes with `body="raw"`, e.g. POST /api/files) carry the file itself, not JSON. The
+Origin/Sec-Fetch-Site check above still applies; in place of the JSON rule, a request a page
+on another site could send without a CORS preflight is refused (415 `unsupported_media_type`):
+one with no Content-Type or a CORS-safelisted one (text/plain, application/x-www-form-urlencoded,
+multipart/form-data) must carry the custom header `X-File-Upload` (any value), which no form
+can send and a cross-site `fetch` can send only after a preflight this Worker never answers.
+The body is not read here: the handler streams it.
 """
 from __future__ import annotations
 
@@ -30,6 +38,9 @@ log = logging.getLogger("cmgsite.tenant.rules")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ALLOWED_FETCH_SITES = frozenset({"same-origin", "none"})
+# Content types a cross-site page may send without a preflight (Fetch standard, CORS-safelisted).
+CORS_SAFELISTED_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
+UPLOAD_HEADER = "x-file-upload"
 
 
 def same_origin(origin: str, host: str, scheme: str) -> bool:
@@ -76,6 +87,21 @@ def is_json_media_type(content_type: str | None) -> bool:
     return True
 
 
+def needs_preflight(content_type: str | None) -> bool:
+    """Whether a cross-site browser request with this Content-Type needs a CORS preflight."""
+    if content_type is None:
+        return False
+    essence = content_type.split(";", 1)[0].strip().lower()
+    return essence not in CORS_SAFELISTED_TYPES
+
+
+def upload_refusal(call: Call) -> str | None:
+    """Why a raw-body upload could have been sent by another site's page, or None."""
+    if needs_preflight(call.headers.get("content-type")) or call.headers.get(UPLOAD_HEADER, "").strip():
+        return None
+    return "simple_request"
+
+
 async def request_rules(call: Call) -> None:
     """Middleware: refuse cross-site state changes (403) and non-JSON API bodies (415)."""
     if call.method in SAFE_METHODS:
@@ -85,5 +111,11 @@ async def request_rules(call: Call) -> None:
         log.info(json.dumps({"event": "cross_site_refused", "reason": reason, "method": call.method,
                              "path": call.path[:200], "request_id": call.request_id}))
         raise ApiError(403, "cross_site_request", "This request did not come from this site's own pages.")
+    if call.body_kind == "raw":
+        if upload_refusal(call) is not None:
+            raise ApiError(415, "unsupported_media_type",
+                           "Send the file with its own Content-Type (not text/plain, a form or multipart), "
+                           "or add the header X-File-Upload: 1.")
+        return
     if wants_json(call.path) and await call.body() and not is_json_media_type(call.headers.get("content-type")):
         raise ApiError(415, "unsupported_media_type", "Send the request body as application/json.")

@@ -27,6 +27,7 @@ class FakeCloudflare:
         self.token, self.account_id, self.zone_id = token, account_id, zone_id
         self.hostnames: dict[str, dict[str, Any]] = {}  # id -> custom hostname object
         self.kv: dict[tuple[str, str], str] = {}
+        self.r2: dict[tuple[str, str], bytes] = {}  # (bucket, key) -> body
         self.scripts: dict[tuple[str, str], dict[str, Any]] = {}
         self.requests: list[tuple[str, str, Any]] = []
         self.fail_next: dict[str, int] = {}  # "POST custom_hostnames" -> HTTP status to fail with once
@@ -86,6 +87,11 @@ class FakeCloudflare:
             if m.group(1) != self.account_id:
                 return 403, _err(10000, "Authentication error"), True
             return self._kv(method, m.group(2), unquote(m.group(3)), body)
+        m = re.fullmatch(r"/accounts/([^/]+)/r2/buckets/([^/]+)/objects(?:/(.+))?", path)
+        if m:
+            if m.group(1) != self.account_id:
+                return 403, _err(10000, "Authentication error"), True
+            return self._r2(method, m.group(2), None if m.group(3) is None else unquote(m.group(3)), query)
         m = re.fullmatch(r"/accounts/([^/]+)/workers/dispatch/namespaces/([^/]+)/scripts/([^/]+)", path)
         if m:
             if m.group(1) != self.account_id:
@@ -154,6 +160,24 @@ class FakeCloudflare:
             if method == "DELETE":
                 self.kv.pop((ns, key), None)  # deleting a missing key succeeds, as on Cloudflare
                 return 200, _ok(None), True
+        return 405, _err(10000, "method not allowed"), True
+
+    def _r2(self, method: str, bucket: str, key: str | None, query: dict[str, list[str]]) -> tuple[int, Any, bool]:
+        """R2 objects: a prefix listing with a cursor (pages of per_page) and a delete."""
+        with self._lock:
+            if key is None and method == "GET":
+                prefix = query.get("prefix", [""])[0]
+                per_page = int(query.get("per_page", ["1000"])[0])
+                start = int(query.get("cursor", ["0"])[0] or 0)
+                keys = sorted(k for (b, k) in self.r2 if b == bucket and k.startswith(prefix))
+                page = keys[start:start + per_page]
+                more = start + per_page < len(keys)
+                return 200, _ok([{"key": k, "size": len(self.r2[(bucket, k)])} for k in page],
+                                {"cursor": str(start + per_page) if more else "", "is_truncated": more,
+                                 "per_page": per_page}), True
+            if key is not None and method == "DELETE":
+                self.r2.pop((bucket, key), None)
+                return 200, _ok({"key": key}), True
         return 405, _err(10000, "method not allowed"), True
 
     def _script(self, method: str, ns: str, name: str, data: Any) -> tuple[int, Any, bool]:

@@ -14,6 +14,12 @@
 //   and the control plane (KV purges while the platform runs; status). Mutating calls
 //   need the token from the config file (owner-only).
 //
+// - Tenant scripts share one R2 bucket (FILES), as they do on Cloudflare. Miniflare keeps a
+//   bucket in one SQLite database that two workerd processes cannot write at once (SQLITE_BUSY),
+//   so the tenant Miniflares use Miniflare's shared storage: every storage call goes to one
+//   owner, a small storage-only Miniflare started first and kept for the host's life
+//   (`storageOwner`), found through a dev registry private to this host.
+//
 // Prints one JSON line per event on stdout ({"event": "ready", ...}); logs go to stderr.
 import { createServer } from "node:http";
 import { readFileSync, readdirSync, statSync, existsSync, writeFileSync, renameSync, mkdirSync, rmSync } from "node:fs";
@@ -189,8 +195,34 @@ function aiWorker(script) {
   };
 }
 
-async function startMiniflare(options) {
-  const mf = new Miniflare(convertV4MiniflareOptions(withSnapshotEnv(options)));
+// ---- the tenants' shared storage (R2 bucket FILES, and with it AUTH_KV and the Cache API) ----
+// One owner process serves every tenant Miniflare's storage: the oldest registered instance
+// with the same persistence root, which is storageOwner (started before any tenant, disposed
+// last). The registry lives in the host's state directory and is emptied at start, so a host
+// that was killed leaves no dead owner behind.
+const R2_BUCKET = config.r2Bucket ?? "cmgsite-files";
+const devRegistryDir = path.join(path.dirname(config.statusFile ?? path.join(config.persist, "x")), "dev-registry");
+function sharedStorage(converted) {
+  return { ...converted, unsafeEnableSharedStorage: true, isolatedResourcePersistencePath: config.persist };
+}
+let storageOwner = null;
+async function startStorageOwner() {
+  rmSync(devRegistryDir, { recursive: true, force: true });
+  mkdirSync(devRegistryDir, { recursive: true });
+  const mf = new Miniflare(sharedStorage(convertV4MiniflareOptions({
+    ...shared(0), unsafeDevRegistryPath: devRegistryDir,
+    workers: [{ name: "cmgsite-storage-owner", modules: true, compatibilityDate: "2026-11-01",
+                script: "export default { fetch() { return new Response(null, { status: 204 }); } };",
+                r2Buckets: { FILES: R2_BUCKET } }],
+  })));
+  await mf.ready;
+  storageOwner = mf;
+}
+
+async function startMiniflare(options, { sharedStorage: share = false } = {}) {
+  const convert = (o) => (share ? sharedStorage(convertV4MiniflareOptions({ ...o, unsafeDevRegistryPath: devRegistryDir }))
+                               : convertV4MiniflareOptions(o));
+  const mf = new Miniflare(convert(withSnapshotEnv(options)));
   try {
     return { mf, url: await mf.ready };
   } catch (err) {
@@ -202,7 +234,7 @@ async function startMiniflare(options) {
     log.warn(`python snapshot in ${snap.dir} did not restore (${String(err).slice(0, 200)}): making a new one`);
     rmSync(path.join(snap.dir, "snapshot.bin"), { force: true });
     snap.mode = "save";
-    const again = new Miniflare(convertV4MiniflareOptions(withSnapshotEnv(options)));
+    const again = new Miniflare(convert(withSnapshotEnv(options)));
     return { mf: again, url: await again.ready };
   }
 }
@@ -253,6 +285,7 @@ function tenantOptions(name, spec, secretsFile, port) {
     ...workerBase(name, bundle),
     bindings: { ...(spec.vars ?? {}), ...readDevVars(secretsFile) },
     kvNamespaces: { AUTH_KV: `auth-kv-${name}` },
+    r2Buckets: { FILES: R2_BUCKET },  // one bucket for every tenant (objects under tenants/<id>/)
     durableObjects: { USAGE: { className: "UsageMeter", useSQLite: true } },
     serviceBindings: { AI: { name: "cmgsite-local-ai", entrypoint: "LocalAI" } },
   };
@@ -281,7 +314,7 @@ async function startScript(name, known) {
     await entry.mf.dispose().catch(() => {});
     entry.mf = null;
   }
-  const { mf, url } = await startMiniflare(tenantOptions(name, spec, secretsFile, entry.port));
+  const { mf, url } = await startMiniflare(tenantOptions(name, spec, secretsFile, entry.port), { sharedStorage: true });
   entry.mf = mf;
   entry.port = Number(url.port);
   const warmMs = await warm(url, "warmup.invalid");
@@ -434,6 +467,7 @@ async function main() {
 
   const d = config.dispatcher;
   pruneSnapshots([d, config.tenant, ...Object.values(config.bundles ?? {}).map((b) => ({ ...config.tenant, ...b }))]);
+  await startStorageOwner();
   const dispatcherWorker = {
     ...workerBase(DISPATCHER_NAME, d),
     bindings: { ...(d.vars ?? {}), ...readDevVars(d.secretsFile) },
@@ -494,6 +528,7 @@ async function stop(signal) {
   const all = [...scripts.values()].map((e) => e.mf?.dispose().catch(() => {}));
   if (dispatcher) all.push(dispatcher.mf.dispose().catch(() => {}));
   await Promise.all(all);
+  if (storageOwner) await storageOwner.dispose().catch(() => {});  // last: the tenants' storage
   process.exit(0);
 }
 process.on("SIGINT", () => stop("SIGINT"));
