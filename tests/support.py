@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -154,3 +155,26 @@ class Platform:
 
     def log_text(self) -> str:
         return (self.paths.root / "workerd.log").read_text(errors="replace")
+
+
+def raw_request(platform: "Platform", head: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
+    """One HTTP/1.1 request written by hand (headers that declare a body we never send), and
+    its answer: the server must answer from the headers alone."""
+    with socket.create_connection(("127.0.0.1", platform.port), timeout=60) as s:
+        s.sendall(head.encode("latin-1") + b"\r\n" + body)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head_part, _, rest = data.partition(b"\r\n\r\n")
+        status = int(head_part.split(b" ", 2)[1])
+        length = next(int(line.split(b":", 1)[1]) for line in head_part.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        while len(rest) < length:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+    return status, json.loads(rest[:length])

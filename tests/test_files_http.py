@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from shared.tiers import GIB, MIB
-from tests.support import Platform
+from tests.support import Platform, raw_request
 from tests.usage_support import UsageTenant, usage_tenant
 
 UPLOAD = {"Content-Type": "application/octet-stream"}
@@ -55,29 +55,6 @@ def stored(t: UsageTenant) -> int:
 
 def reconcile(t: UsageTenant, role: str = "admin") -> httpx.Response:
     return t.post("/api/files/reconcile", auth=t.session(role))
-
-
-def raw_request(platform: Platform, head: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
-    """One HTTP/1.1 request written by hand (headers that declare a body we never send), and
-    its answer: the server must answer from the headers alone."""
-    with socket.create_connection(("127.0.0.1", platform.port), timeout=60) as s:
-        s.sendall(head.encode("latin-1") + b"\r\n" + body)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        head_part, _, rest = data.partition(b"\r\n\r\n")
-        status = int(head_part.split(b" ", 2)[1])
-        length = next(int(line.split(b":", 1)[1]) for line in head_part.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:"))
-        while len(rest) < length:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            rest += chunk
-    return status, json.loads(rest[:length])
 
 
 def upload_head(t: UsageTenant, name: str, length: int, role: str = "client", extra: str = "") -> str:

@@ -52,11 +52,13 @@ export default function (env) {
           // The tenant side must not compress: the dispatcher's own edge encodes for the client.
           headers.set("Accept-Encoding", "identity");
           const target = "http://127.0.0.1:" + entry.port + url.pathname + url.search;
-          // The body is read whole before the hop: on Cloudflare the dispatch is in-process, so a
-          // tenant that answers without reading the body (413 for an oversized upload) is fine;
-          // over a loopback connection it could cut the upload short and fail the request.
-          const body = request.method === "GET" || request.method === "HEAD" ? undefined : await request.arrayBuffer();
-          return fetch(target, { method: request.method, headers, redirect: "manual", body });
+          // The body streams through, as on Cloudflare (a tenant sees an upload before it ends).
+          // Known local difference: a tenant that answers without reading a large body the
+          // client is already sending (413) may see this loopback hop fail instead (502).
+          return fetch(target, {
+            method: request.method, headers, redirect: "manual",
+            body: request.method === "GET" || request.method === "HEAD" ? undefined : request.body,
+          });
         },
       };
     },
