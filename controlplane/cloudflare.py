@@ -203,6 +203,8 @@ class CloudflareApi:
             page = await self._cf.d1.database.query(database_id, account_id=self.account_id, sql=sql,
                                                     **({"params": list(params)} if params else {}))
         results = page.result or []
+        if results and results[0].success is False:
+            raise CloudflareError(200, [{"code": 0, "message": "the D1 statement did not succeed"}])
         return [dict(r) for r in (results[0].results or [])] if results else []  # type: ignore[call-overload]
 
     async def d1_batch(self, database_id: str, statements: Sequence[tuple[str, Sequence[str]]]) -> None:
