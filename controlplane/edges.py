@@ -26,7 +26,6 @@ from dispatcher.routing import kv_key
 from shared.context import derive_tenant_key
 from shared.file_keys import tenant_root
 
-
 # Secrets every tenant Worker shares (the Supabase project's), added to each deploy when known.
 PLATFORM_SECRETS = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY")
 
@@ -348,22 +347,9 @@ class CloudflareRuntimeData:
         self._api, self._ns, self._bucket = api, auth_kv_namespace_id, r2_bucket
         self.label = f"runtime data (AUTH_KV {auth_kv_namespace_id}, R2 {r2_bucket})"
 
-    def _r2_path(self) -> str:
-        return f"/accounts/{self._api.account_id}/r2/buckets/{self._bucket}/objects"
-
     async def _r2_keys(self, tenant_id: str) -> list[str]:
-        """Every key under tenants/<id>/ (GET …/r2/buckets/<bucket>/objects, cursor pages)."""
-        from urllib.parse import quote
-
-        prefix, keys, cursor = tenant_root(tenant_id), [], ""
-        while True:
-            query = f"prefix={quote(prefix, safe='')}&per_page=1000" + (f"&cursor={quote(cursor, safe='')}" if cursor else "")
-            data = (await self._api._send("GET", f"{self._r2_path()}?{query}", raw=True)).json()
-            keys += [str(o["key"]) for o in data.get("result") or [] if str(o.get("key", "")).startswith(prefix)]
-            info = data.get("result_info") or {}
-            cursor = str(info.get("cursor") or "")
-            if not cursor or info.get("is_truncated") is False:
-                return keys
+        """Every key under tenants/<id>/ in the files bucket."""
+        return await self._api.r2_keys(self._bucket, tenant_root(tenant_id))
 
     async def describe(self, tenant_id: str, script: str) -> dict[str, Any]:
         keys = await self._api.kv_keys(self._ns, auth_kv_prefix(tenant_id))
@@ -371,14 +357,12 @@ class CloudflareRuntimeData:
                 "r2_objects": len(await self._r2_keys(tenant_id))}
 
     async def erase(self, tenant_id: str, script: str) -> dict[str, int]:
-        from urllib.parse import quote
-
         keys = await self._api.kv_keys(self._ns, auth_kv_prefix(tenant_id))
         for key in keys:
             await self._api.kv_delete(self._ns, key)
         objects = await self._r2_keys(tenant_id)
         for key in objects:
-            await self._api._send("DELETE", f"{self._r2_path()}/{quote(key, safe='')}")
+            await self._api.r2_delete(self._bucket, key)
         return {"auth_kv": len(keys), "r2_objects": len(objects)}
 
 

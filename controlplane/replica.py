@@ -1,20 +1,25 @@
 """The routing replica in D1: what the dispatcher reads (tenants ⋈ tenant_domains).
 
-Statements are built once as (sql, params) and then either bound and run on the local D1
-file (the SQLite database `wrangler d1 ... --local` uses) or rendered with quoted literals
-for `wrangler d1 execute cmgsite --remote --command` (which takes no bind parameters).
-Dry-run prints the rendered SQL. Each write is one batch: all of it lands or none of it.
+Statements are built once as (sql, params) with `?N` placeholders and always run with the
+values bound, never quoted into the SQL: on the local D1 file (the SQLite database
+`wrangler d1 ... --local` uses) through localrt.d1, and on Cloudflare through D1's query API
+(`client.d1.database.query(..., params=[...])`, controlplane.cloudflare). Each write is one
+batch: all of it lands or none of it. `render()` quotes values only to *print* a local
+dry-run's SQL; a remote dry-run prints the API request itself (controlplane.dryrun).
 """
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from controlplane.errors import BackendError
 from controlplane.model import DomainRecord, TenantRecord
 from controlplane.output import Reporter
-from controlplane.wrangler import D1_NAME, Runner, d1_execute_command
+from controlplane.wrangler import D1_NAME
+
+if TYPE_CHECKING:
+    from controlplane.cloudflare import CloudflareApi
 
 Statement = tuple[str, tuple[Any, ...]]
 _PLACEHOLDER = re.compile(r"\?(\d+)")
@@ -79,29 +84,36 @@ class LocalD1:
             raise BackendError(f"D1 write failed: {exc}") from None
 
 
-class WranglerD1:
-    """D1 on Cloudflare through `wrangler d1 execute cmgsite --remote --json --command ...`."""
+def bind_params(params: Sequence[Any]) -> list[str]:
+    """Values for D1's query API, whose `params` are strings: SQLite's column affinity stores a
+    bound "1" in an INTEGER column as 1 (dns_configured), and TEXT as given."""
+    out: list[str] = []
+    for value in params:
+        if value is None or not isinstance(value, (str, int)):
+            raise TypeError(f"D1's query API binds strings; cannot bind {type(value).__name__}")
+        out.append(("1" if value else "0") if isinstance(value, bool) else str(value))
+    return out
 
-    label = f"d1 (remote {D1_NAME})"
 
-    def __init__(self, runner: Runner) -> None:
-        self._runner = runner
+class ApiD1:
+    """D1 on Cloudflare through its query API (the SDK), with bound parameters; a write is one
+    request holding the whole batch."""
+
+    def __init__(self, api: "CloudflareApi", database_id: str) -> None:
+        self._api, self.database_id = api, database_id
+        self.label = f"d1 (remote {D1_NAME} {database_id})"
 
     async def query(self, statement: Statement) -> list[dict[str, Any]]:
-        out = self._runner.run(d1_execute_command(render(statement)), reads=True)
-        try:
-            results = json.loads(out)
-            return list(results[0]["results"]) if results else []
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise BackendError("wrangler d1 execute returned output that is not its JSON result") from None
+        sql, params = statement
+        return await self._api.d1_query(self.database_id, sql, bind_params(params))
 
     async def batch(self, statements: Sequence[Statement]) -> None:
-        self._runner.run(d1_execute_command("; ".join(render(s) for s in statements)))
+        await self._api.d1_batch(self.database_id, [(sql, bind_params(params)) for sql, params in statements])
 
 
 class DryRunD1:
     """Local dry-run: reads go to the D1 file; writes are printed as the SQL that would run.
-    (Remote dry-run needs no wrapper: WranglerD1's runner prints the wrangler command.)"""
+    (Remote dry-run needs no wrapper: the API's transport prints the request it would send.)"""
 
     def __init__(self, inner: D1Executor, reporter: Reporter) -> None:
         self._inner, self._reporter = inner, reporter
@@ -132,7 +144,7 @@ class RoutingReplica:
             " WHERE tenant_id = ?1 ORDER BY domain", (tenant_id,)))
 
     async def snapshot(self) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-        """Every tenant row and every domain row in two reads (verify on Cloudflare: two wrangler runs)."""
+        """Every tenant row and every domain row in two reads (on Cloudflare: two API requests)."""
         tenants = {r["id"]: r for r in await self.executor.query((
             "SELECT id, name, type, status, tier, script_name, whitelabel_config FROM tenants ORDER BY id", ()))}
         domains: dict[str, list[dict[str, Any]]] = {}

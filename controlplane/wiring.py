@@ -3,7 +3,9 @@
 Local: D1 is the SQLite file `wrangler d1 ... --local` keeps under .wrangler/state, KV and
 the namespace are the local runtime's files under .local/, Supabase is the local stack
 (SUPABASE_URL + SUPABASE_SERVICE_ROLE_KEY, or .local/secrets/supabase.dev.vars, which
-`python -m localrt run` writes). Remote: everything from the environment (see REMOTE_ENV).
+`python -m localrt run` writes). Remote: everything from the environment (see REMOTE_ENV);
+Cloudflare's API (custom hostnames, KV, namespace scripts, D1) through the official SDK
+(controlplane.cloudflare), wrangler only for deploys and the namespace.
 
 A local command never talks to a Supabase that is not on this machine: an operator with
 production credentials exported must not write to production from a `--local` command, so
@@ -12,16 +14,15 @@ a non-loopback SUPABASE_URL in the environment is refused there (use --remote).
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Awaitable, Callable, Mapping
 from urllib.parse import urlsplit
 
-from controlplane.cloudflare import API_BASE, CloudflareApi
-from controlplane.dryrun import DryRunHttp
+from controlplane.cloudflare import API_BASE, CloudflareApi, connect
+from controlplane.dryrun import DryRunHttp, DryRunTransport
 from controlplane.edges import (PLATFORM_SECRETS, CloudflareHostnames, CloudflareRouteCache, CloudflareRuntimeData,
                                 CloudflareScripts, LocalHostnames, LocalRouteCache, LocalRuntimeData, LocalScripts)
 from controlplane.errors import ConfigError
@@ -29,10 +30,10 @@ from controlplane.lifecycle import ControlPlane, OwnershipChecker
 from controlplane.meter import PlatformMeter, local_dispatcher_url
 from controlplane.output import Reporter
 from controlplane.registry import SupabaseRegistry
-from controlplane.replica import DryRunD1, LocalD1, RoutingReplica, WranglerD1
+from controlplane.replica import ApiD1, DryRunD1, LocalD1, RoutingReplica
 from controlplane.wrangler import ROOT, DryRunRunner, Runner, SubprocessRunner
 from shared.domains import DEFAULT_DOH_URL, OwnershipResult, check_ownership
-from shared.http import HttpClient, HttpResponse
+from shared.http import HttpClient
 
 REMOTE_ENV = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_ZONE_ID", "SUPABASE_URL",
               "SUPABASE_SERVICE_ROLE_KEY")
@@ -118,19 +119,34 @@ def ownership_checker(http: HttpClient, env: Mapping[str, str]) -> OwnershipChec
     return check
 
 
-def _cloudflare_reply(method: str, url: str, body: bytes | None) -> HttpResponse:
-    """What Cloudflare's API would answer a dry-run write with (its envelope, a pending result)."""
-    result: object = {}
-    if body and method == "POST" and "/custom_hostnames" in url:
-        result = {**json.loads(body), "id": "dry-run", "status": "pending", "ssl": {"status": "initializing"}}
-    envelope = {"success": True, "errors": [], "messages": [], "result": result}
-    return HttpResponse(200, {"content-type": "application/json"}, json.dumps(envelope).encode())
+def d1_database_id(env: Mapping[str, str], *, config: str = "wrangler.dispatcher.toml", binding: str = "DB") -> str:
+    """The routing replica's D1 database id: CLOUDFLARE_D1_DATABASE_ID, else the dispatcher's config."""
+    if env.get("CLOUDFLARE_D1_DATABASE_ID"):
+        return env["CLOUDFLARE_D1_DATABASE_ID"]
+    parsed = tomllib.loads((ROOT / config).read_text())
+    for db in parsed.get("d1_databases", []):
+        if db.get("binding") == binding and db.get("database_id"):
+            return str(db["database_id"])
+    raise ConfigError(f"no D1 database id for {binding} ({config} or CLOUDFLARE_D1_DATABASE_ID)")
+
+
+def cloudflare_api(settings: Settings, reporter: Reporter) -> CloudflareApi:
+    """The official SDK's client for --remote; in a dry run its transport prints the writes."""
+    import httpx
+
+    transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport()
+    if settings.dry_run:
+        transport = DryRunTransport(transport, reporter)
+    client = connect(token=settings.env["CLOUDFLARE_API_TOKEN"], transport=transport,
+                     base_url=settings.env.get("CLOUDFLARE_API_BASE_URL") or API_BASE)
+    return CloudflareApi(client, account_id=settings.env["CLOUDFLARE_ACCOUNT_ID"],
+                         zone_id=settings.env["CLOUDFLARE_ZONE_ID"])
 
 
 def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = None,
           runner: Runner | None = None) -> ControlPlane:
     """The control plane for these settings. `http` and `runner` are injectable for tests."""
-    closers = []
+    closers: list[Callable[[], Awaitable[None]]] = []
     if http is None:
         from localrt.http_client import HttpxClient
 
@@ -147,21 +163,18 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
         missing = [k for k in REMOTE_ENV if not settings.env.get(k)]
         if missing:
             raise ConfigError(f"--remote needs {', '.join(missing)} in the environment")
-        cf_http: HttpClient = (DryRunHttp(http, reporter, "cloudflare api", _cloudflare_reply)
-                               if settings.dry_run else http)
-        api = CloudflareApi(cf_http, token=settings.env["CLOUDFLARE_API_TOKEN"],
-                            account_id=settings.env["CLOUDFLARE_ACCOUNT_ID"], zone_id=settings.env["CLOUDFLARE_ZONE_ID"],
-                            base_url=settings.env.get("CLOUDFLARE_API_BASE_URL") or API_BASE)
-        replica = RoutingReplica(WranglerD1(run))
-        cp = ControlPlane(registry, replica, CloudflareRouteCache(api, kv_namespace_id(settings.env)),
+        d1_id, cache_id = d1_database_id(settings.env), kv_namespace_id(settings.env)
+        auth_kv_id = kv_namespace_id(settings.env, config="wrangler.tenant.toml", binding="AUTH_KV",
+                                     override="CLOUDFLARE_AUTH_KV_NAMESPACE_ID")
+        api = cloudflare_api(settings, reporter)
+        closers.append(api.aclose)
+        cp = ControlPlane(registry, RoutingReplica(ApiD1(api, d1_id)), CloudflareRouteCache(api, cache_id),
                           CloudflareScripts(api, run, settings.env.get("CONTEXT_SIGNING_SECRET"), dry_run=settings.dry_run,
                                             platform_secrets=platform_secrets(settings)),
                           CloudflareHostnames(api), reporter, local=False, dry_run=settings.dry_run, runner=run,
                           master_secret=settings.env.get("CONTEXT_SIGNING_SECRET"), closers=closers,
                           ownership=ownership_checker(http, settings.env),
-                          runtime_data=CloudflareRuntimeData(api, kv_namespace_id(
-                              settings.env, config="wrangler.tenant.toml", binding="AUTH_KV",
-                              override="CLOUDFLARE_AUTH_KV_NAMESPACE_ID")),
+                          runtime_data=CloudflareRuntimeData(api, auth_kv_id),
                           meter=PlatformMeter(http, base_url=lambda t: f"https://{t.domain}",
                                               master_secret=lambda: settings.env.get("CONTEXT_SIGNING_SECRET"),
                                               label="usage meter (through the dispatcher)", dry_run=settings.dry_run))

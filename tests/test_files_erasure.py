@@ -10,9 +10,8 @@ import secrets
 import sqlite3
 from typing import Any
 
-from controlplane.cloudflare import CloudflareApi
+from controlplane.cloudflare import CloudflareApi, connect
 from controlplane.edges import R2_BUCKET, CloudflareRuntimeData, miniflare_object_id
-from localrt.http_client import HttpxClient
 from scripts.tenants import main
 from tests.fake_cloudflare import FakeCloudflare
 from tests.support import Platform
@@ -70,10 +69,12 @@ def test_remote_erasure_deletes_the_tenants_r2_objects_through_the_api() -> None
         fake.r2[("another-bucket", "tenants/gone/files/x")] = b"k"
 
         async def run() -> tuple[dict[str, Any], dict[str, int]]:
-            async with HttpxClient() as http:
-                api = CloudflareApi(http, token="t0ken", account_id="acct", zone_id="zone", base_url=fake.url)
+            api = CloudflareApi(connect(token="t0ken", base_url=fake.url), account_id="acct", zone_id="zone")
+            try:
                 data = CloudflareRuntimeData(api, "authkv")
                 return await data.describe("gone", "cmgsite-gone"), await data.erase("gone", "cmgsite-gone")
+            finally:
+                await api.aclose()
 
         described, erased = asyncio.run(run())
         assert described["r2_objects"] == 2500 and erased["r2_objects"] == 2500

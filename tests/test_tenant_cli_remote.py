@@ -1,11 +1,13 @@
-"""The CLI's --remote path: Cloudflare's API (a local fake speaking its envelopes), wrangler (a
-stand-in `npx` on PATH, run through $CMGSITE_WRANGLER, that records every command and runs D1 SQL on a SQLite copy) and a real
-Supabase (the local PostgREST stack)."""
+"""The CLI's --remote path: Cloudflare's API through the official SDK (a local fake speaking its wire
+format, D1's query API included, run on a SQLite copy of the migrated D1), wrangler for deploys
+and the namespace (a stand-in `npx` on PATH, run through $CMGSITE_WRANGLER, that records every
+command) and a real Supabase (the local PostgREST stack)."""
 from __future__ import annotations
 
 import io
 import json
 import os
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -19,13 +21,14 @@ from controlplane.wrangler import WRANGLER
 from localrt.d1 import copy_database
 
 from scripts.tenants import main
-from tests.fake_cloudflare import FakeCloudflare
+from tests.fake_cloudflare import D1_DATABASE_ID, FakeCloudflare
 from tests.fake_doh import FakeDoh
 
 ROOT = Path(__file__).resolve().parent.parent
 W = ["--no-install", "wrangler"]
 PLAN = "[dry-run] wrangler: " + " ".join(WRANGLER)  # what a real deploy would run
 TENANT_DEPLOY = [*W, "deploy", "-c", "wrangler.tenant.toml", "--dispatch-namespace", "cmgsite-tenants"]
+D1_QUERY = f"/client/v4/accounts/acc123/d1/database/{D1_DATABASE_ID}/query"
 
 
 class RemoteCli:
@@ -46,6 +49,26 @@ class RemoteCli:
         with sqlite3.connect(self.d1) as conn:
             return conn.execute(sql, args).fetchall()
 
+    def d1_requests(self, since: int = 0) -> list[dict[str, Any]]:
+        """The bodies of the D1 query API requests the CLI sent."""
+        return [b for m, p, b in self.cf.requests[since:] if m == "POST" and p == D1_QUERY]
+
+    def only_reads_since(self, since: int) -> bool:
+        """Every Cloudflare request since `since` was a GET or a D1 query made of SELECTs."""
+        for method, path, body in self.cf.requests[since:]:
+            if method == "GET":
+                continue
+            queries = (body or {}).get("batch") or [body or {}]
+            if not (method == "POST" and path == D1_QUERY and all(q["sql"].startswith("SELECT") for q in queries)):
+                return False
+        return True
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/client/v4"
+
 
 @pytest.fixture
 def remote(tmp_path: Path, d1_template: Path, supabase_stack: Any, pg_cluster: Any) -> Iterator[RemoteCli]:
@@ -56,15 +79,15 @@ def remote(tmp_path: Path, d1_template: Path, supabase_stack: Any, pg_cluster: A
     npx.chmod(npx.stat().st_mode | stat.S_IXUSR)
     d1 = tmp_path / "remote-d1.sqlite"
     copy_database(d1_template, d1)
-    with FakeCloudflare(token="cf-token", account_id="acc123", zone_id="zone123") as cf:
+    with FakeCloudflare(token="cf-token", account_id="acc123", zone_id="zone123", d1_file=d1) as cf:
         env = {
             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
             "CMGSITE_WRANGLER": "npx --no-install wrangler",  # instead of node_modules' Node + wrangler
-            "NPX_LOG": str(tmp_path / "npx.log"), "NPX_D1": str(d1), "NPX_STATE": str(tmp_path),
+            "NPX_LOG": str(tmp_path / "npx.log"), "NPX_STATE": str(tmp_path),
             "FAKE_CF_URL": cf.url, "FAKE_CF_TOKEN": "cf-token", "FAKE_CF_ACCOUNT": "acc123",
             "CLOUDFLARE_API_TOKEN": "cf-token", "CLOUDFLARE_ACCOUNT_ID": "acc123", "CLOUDFLARE_ZONE_ID": "zone123",
             "CLOUDFLARE_API_BASE_URL": cf.url, "CLOUDFLARE_KV_NAMESPACE_ID": "kv123",
-            "CLOUDFLARE_AUTH_KV_NAMESPACE_ID": "authkv",
+            "CLOUDFLARE_AUTH_KV_NAMESPACE_ID": "authkv", "CLOUDFLARE_D1_DATABASE_ID": D1_DATABASE_ID,
             "SUPABASE_URL": supabase_stack.url, "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key,
             "CONTEXT_SIGNING_SECRET": "master-secret-for-tests-0123456789",
         }
@@ -81,7 +104,7 @@ def test_custom_domain_gets_a_custom_hostname_and_status_is_refreshed(remote: Re
     assert code == 0, err
     assert "~75 s" in json.loads(out)["note"]
 
-    posts = [(p, b) for m, p, b in remote.cf.requests if m == "POST"]
+    posts = [(p, b) for m, p, b in remote.cf.requests if m == "POST" and p != D1_QUERY]
     assert posts == [("/client/v4/zones/zone123/custom_hostnames",
                       {"hostname": domain, "ssl": {"method": "http", "type": "dv", "settings": {"min_tls_version": "1.2"}}})]
     assert ("kv123", f"host:{domain}") not in remote.cf.kv
@@ -104,10 +127,11 @@ def test_custom_domain_gets_a_custom_hostname_and_status_is_refreshed(remote: Re
                                          "TENANT_CONTEXT_KEY"]
     assert deploys[0]["secrets_file_mode"] == "0o600" and not Path(argv[-1]).exists()  # removed after use
     assert "master-secret" not in remote.log.read_text()
-    d1_cmds = [a for a in argvs if a[2:4] == ["d1", "execute"]]
-    assert d1_cmds and all(a[:9] == [*W, "d1", "execute", "cmgsite", "--remote", "--json", "-c",
-                                     "wrangler.dispatcher.toml"] and a[9] == "--command" for a in d1_cmds)
-    assert any(a[10].startswith("INSERT INTO tenants") and "'cli-shop'" in a[10] for a in d1_cmds)
+    assert not [a for a in argvs if a[2:4] == ["d1", "execute"]]  # D1 goes through its query API now
+    batches = [b["batch"] for b in remote.d1_requests() if "batch" in b]
+    upsert = next(q for batch in batches for q in batch if q["sql"].startswith("INSERT INTO tenants"))
+    assert upsert["params"][:5] == ["cli-shop", "Shop", "custom-domain", "active", "starter"]
+    assert all("cli-shop" not in sql for sql, _ in remote.cf.d1_queries)  # values are bound, never quoted in
 
     remote.cf.activate(domain)
     # Plain `domains status` only reads: it shows Cloudflare's state and writes nowhere.
@@ -116,8 +140,8 @@ def test_custom_domain_gets_a_custom_hostname_and_status_is_refreshed(remote: Re
     assert code == 0, err
     row = json.loads(out)[0]
     assert (row["ssl_status"], row["custom_hostname"], row["routed"]) == ("pending", "active/active", True)
-    assert all(m == "GET" for m, _, _ in remote.cf.requests[requests_before:])
-    assert all(c["argv"][-1].startswith("SELECT") for c in remote.commands()[commands_before:])
+    assert remote.only_reads_since(requests_before)
+    assert remote.commands()[commands_before:] == []
     with pg_cluster.connect() as conn:
         assert conn.execute("select ssl_status from public.tenant_domains where domain = %s",
                             (domain,)).fetchone() == ("pending",)
@@ -141,11 +165,13 @@ def test_custom_domain_gets_a_custom_hostname_and_status_is_refreshed(remote: Re
 
 
 def test_cloudflare_api_errors_surface_and_a_rerun_completes(remote: RemoteCli) -> None:
-    remote.cf.fail_next["POST custom_hostnames"] = 500
+    remote.cf.fail("POST custom_hostnames", 500, times=3)  # the SDK's first try and its 2 retries
     args = ("add", "cli-retry", "--name", "Retry", "--type", "custom-domain", "--domain", "retry.cli-remote.example",
             "--tier", "starter")
     code, _, err = remote(*args)
     assert code == 1 and "Cloudflare API error (HTTP 500): 1000: injected failure" in err
+    assert "Traceback" not in err
+    assert sum(m == "POST" and p.endswith("/custom_hostnames") for m, p, _ in remote.cf.requests) == 3
     assert remote.d1_rows("select count(*) from tenants where id = 'cli-retry'") == [(0,)]  # not routed yet
     assert remote(*args)[0] == 0
     assert remote.cf.by_hostname("retry.cli-remote.example") is not None
@@ -200,11 +226,15 @@ def test_dry_run_prints_exact_wrangler_commands_and_api_calls(remote: RemoteCli,
     assert code == 0, err
     lines = out.splitlines()
     assert any(line.startswith("[dry-run] supabase: PATCH ") and '{"status":"suspended"}' in line for line in lines)
-    assert any(line.startswith(f"{PLAN} d1 execute cmgsite --remote --json")
-               and "'suspended'" in line for line in lines)
-    assert ("[dry-run] cloudflare api: DELETE "
-            f"{remote.cf.url}/accounts/acc123/storage/kv/namespaces/kv123/values/host%3Apartner1.cozyartzmedia.com") in lines
-    assert "cf-token" not in out
+    d1_writes = [json.loads(line.split(" ", 6)[6]) for line in lines
+                 if line.startswith(f"[dry-run] cloudflare api: would POST {remote.cf.url}/accounts/acc123/d1/database/")]
+    upsert = next(q for w in d1_writes for q in w["batch"] if q["sql"].startswith("INSERT INTO tenants"))
+    assert upsert["params"][:4] == ["partner1", "Partner One", "partner-subdomain", "suspended"]
+    assert ("[dry-run] cloudflare api: would DELETE "
+            f"{remote.cf.url}/accounts/acc123/storage/kv/namespaces/kv123/values/host:partner1.cozyartzmedia.com") in lines
+    assert "cf-token" not in out and "Bearer" not in out
+    assert remote.only_reads_since(0)  # nothing the dry runs printed reached Cloudflare
+    assert remote.d1_rows("select count(*) from tenants") == [(0,)]
     with pg_cluster.connect() as conn:
         assert conn.execute("select status from public.tenants where tenant_id = 'partner1'").fetchone() == ("active",)
 
@@ -216,15 +246,15 @@ def test_deploy_multi_tenant_script_deploys_everything_in_order(remote: RemoteCl
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith(f"{PLAN} d1 migrations apply cmgsite --remote")
     assert "--name cmgsite-partner-tenant" in proc.stdout
-    assert all(c["argv"][2:4] in (["d1", "execute"], ["dispatch-namespace", "get"]) for c in remote.commands())
-    assert all(c["argv"][-1].startswith("SELECT") for c in remote.commands() if c["argv"][2:4] == ["d1", "execute"])
+    assert all(c["argv"][2:4] == ["dispatch-namespace", "get"] for c in remote.commands())
+    assert remote.only_reads_since(0)
     remote.log.unlink()
 
     proc = subprocess.run([str(ROOT / "scripts" / "deploy-multi-tenant.sh")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     argvs = [c["argv"] for c in remote.commands()]
-    writes = [a for a in argvs if a[2:4] != ["d1", "execute"] and a[2:4] != ["dispatch-namespace", "get"]]
+    writes = [a for a in argvs if a[2:4] != ["dispatch-namespace", "get"]]
     assert writes[0] == [*W, "d1", "migrations", "apply", "cmgsite", "--remote", "-c", "wrangler.dispatcher.toml"]
     assert writes[1] == [*W, "dispatch-namespace", "create", "cmgsite-tenants"]
     assert writes[2][:5] == [*W, "deploy", "-c", "wrangler.dispatcher.toml"] and writes[2][5] == "--secrets-file"
@@ -240,6 +270,58 @@ def test_deploy_multi_tenant_script_deploys_everything_in_order(remote: RemoteCl
     proc = subprocess.run([str(ROOT / "scripts" / "deploy-multi-tenant.sh")], cwd=ROOT, env=missing,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 4 and "CONTEXT_SIGNING_SECRET" in proc.stderr
+
+
+def test_deploy_multi_tenant_dry_run_completes_offline_with_fake_credentials(remote: RemoteCli) -> None:
+    """No network to Cloudflare and a made-up token: the plan is still printed whole, as if the
+    account held nothing yet (one warning says so), and nothing is written anywhere."""
+    env = {**remote.env, "PYTHON": sys.executable, "CLOUDFLARE_API_TOKEN": "not-a-real-token",
+           "CLOUDFLARE_API_BASE_URL": closed_port_url(), "CLOUDFLARE_ACCOUNT_ID": "fake-account"}
+    env.pop("CLOUDFLARE_D1_DATABASE_ID")  # the id in wrangler.dispatcher.toml
+    proc = subprocess.run([str(ROOT / "scripts" / "deploy-multi-tenant.sh"), "--dry-run"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert "warning: cannot read Cloudflare's API (ConnectError" in proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"{PLAN} d1 migrations apply cmgsite --remote -c wrangler.dispatcher.toml"
+    for script in ("cmgsite-primary-tenant", "cmgsite-partner-tenant", "cmgsite-custom-tenant"):
+        assert any(f"--name {script} " in line for line in lines)
+    d1 = [line for line in lines if line.startswith("[dry-run] cloudflare api: would POST http://127.0.0.1:")
+          and "/accounts/fake-account/d1/database/00000000-0000-0000-0000-000000000000/query " in line]
+    routed = {q["params"][0] for line in d1 for q in json.loads(line.split(" ", 6)[6])["batch"]
+              if q["sql"].startswith("INSERT INTO tenants")}
+    assert {"cozyartz", "partner1", "partner-seo"} <= routed
+    assert any(line.startswith("[dry-run] cloudflare api: would POST ") and line.endswith(
+        '/custom_hostnames {"hostname":"partner-seo.com","ssl":{"method":"http","type":"dv",'
+        '"settings":{"min_tls_version":"1.2"}}}') for line in lines)
+    assert "not-a-real-token" not in proc.stdout + proc.stderr
+    assert remote.cf.requests == []  # the fake (the "real" account here) was never reached
+    assert all(c["argv"][2:4] == ["dispatch-namespace", "get"] for c in remote.commands())
+
+
+def test_cloudflare_unreachable_is_exit_1_in_one_line(remote: RemoteCli) -> None:
+    remote.env["CLOUDFLARE_API_BASE_URL"] = closed_port_url()
+    code, _, err = remote("verify")
+    assert code == 1 and "Traceback" not in err
+    assert [line for line in err.splitlines() if "unreachable" in line] == [
+        "error: Cloudflare API unreachable: ConnectError: All connection attempts failed"]
+    code, out, err = remote("verify", "--json")
+    assert code == 1 and json.loads(out)["error"] == {
+        "code": "BackendError", "message": "Cloudflare API unreachable: ConnectError: All connection attempts failed"}
+
+
+def test_a_d1_error_fails_the_command_and_a_rerun_completes(remote: RemoteCli, pg_cluster: Any) -> None:
+    assert remote("add", "cli-d1", "--name", "D1", "--type", "partner-subdomain", "--domain",
+                  "cli-d1.cozyartzmedia.com", "--tier", "starter")[0] == 0
+    remote.cf.fail("POST d1", 400, code=7500, message="D1_ERROR: injected")
+    code, _, err = remote("suspend", "cli-d1")
+    assert code == 1 and "Cloudflare API error (HTTP 400): 7500: D1_ERROR: injected" in err and "Traceback" not in err
+    with pg_cluster.connect() as conn:
+        assert conn.execute("select status from public.tenants where tenant_id = 'cli-d1'").fetchone() == ("suspended",)
+    assert remote.d1_rows("select status from tenants where id = 'cli-d1'") == [("active",)]  # the batch did not land
+    assert remote("suspend", "cli-d1")[0] == 0
+    assert remote.d1_rows("select status from tenants where id = 'cli-d1'") == [("suspended",)]
 
 
 def test_remote_delete_erases_auth_kv_keys_script_and_rows(remote: RemoteCli, pg_cluster: Any) -> None:

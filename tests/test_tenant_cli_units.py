@@ -1,18 +1,30 @@
-"""Fast checks of the control plane's input parsing and its Cloudflare API edge (no servers)."""
+"""Fast checks of the control plane's input parsing and its Cloudflare API edge: the official SDK
+against the loopback fake (tests/fake_cloudflare.py), no platform needed."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import socket
+import sqlite3
+from pathlib import Path
+from typing import AsyncIterator, Iterator
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlplane.cloudflare import CloudflareApi, CloudflareError, registry_ssl_status
+from controlplane.cloudflare import CloudflareApi, CloudflareError, connect, registry_ssl_status
+from controlplane.dryrun import DryRunTransport
 from controlplane.errors import BackendError, Refused
 from controlplane.model import DOMAIN_RE, domain_type_for, new_tenant, parse_domain, script_name_for
-from controlplane.replica import render
-from shared.http import HttpError, HttpResponse
+from controlplane.output import Reporter
+from controlplane.replica import ApiD1, RoutingReplica, bind_params, render
 from shared.models import TenantType
+from tests.fake_cloudflare import D1_DATABASE_ID, FakeCloudflare
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @given(st.text(max_size=300))
@@ -79,35 +91,207 @@ def test_ssl_states_map_to_the_registry_vocabulary() -> None:
         assert registry_ssl_status(failed) == "failed"
 
 
-class Canned:
-    def __init__(self, response: HttpResponse | Exception) -> None:
-        self.response = response
+# ---- Cloudflare's API through the official SDK, against the loopback fake -----------------
+@pytest.fixture
+def cf(tmp_path: Path) -> Iterator[FakeCloudflare]:
+    d1 = tmp_path / "d1.sqlite"
+    with sqlite3.connect(d1) as conn:  # the routing replica's schema, as the D1 migrations make it
+        for migration in sorted((ROOT / "migrations" / "d1").glob("*.sql")):
+            conn.executescript(migration.read_text())
+    with FakeCloudflare(token="t", account_id="acc", zone_id="zone", d1_file=d1) as fake:
+        yield fake
 
-    async def request(self, method: str, url: str, **kw: object) -> HttpResponse:
-        if isinstance(self.response, Exception):
-            raise self.response
-        return self.response
+
+@contextlib.asynccontextmanager
+async def api_for(cf: FakeCloudflare, *, retries: int = 0, base_url: str | None = None,
+                  transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[CloudflareApi]:
+    api = CloudflareApi(connect(token="t", base_url=base_url or cf.url, max_retries=retries, transport=transport),
+                        account_id="acc", zone_id="zone")
+    try:
+        yield api
+    finally:
+        await api.aclose()
 
 
-async def test_cloudflare_html_error_page_becomes_a_clear_error() -> None:
-    api = CloudflareApi(Canned(HttpResponse(502, {}, b"<html>502 Bad Gateway</html>")), token="t", account_id="a",
-                        zone_id="z")
-    with pytest.raises(CloudflareError, match="HTTP 502.*not the API's JSON envelope"):
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/client/v4"
+
+
+async def test_an_api_error_is_a_cloudflare_error_with_its_codes(cf: FakeCloudflare) -> None:
+    async with api_for(cf) as api:
         await api.create_custom_hostname("shop.example.com")
+        with pytest.raises(CloudflareError) as caught:
+            await api.create_custom_hostname("shop.example.com")
+    assert caught.value.status == 409 and caught.value.codes == {1406}
+    assert "Cloudflare API error (HTTP 409): 1406: Duplicate custom hostname found." in str(caught.value)
+    assert isinstance(caught.value, BackendError) and caught.value.exit_code == 1
 
 
-async def test_cloudflare_success_false_with_200_is_still_an_error() -> None:
-    body = json.dumps({"success": False, "errors": [{"code": 1406, "message": "Duplicate custom hostname found."}],
-                       "messages": [], "result": None}).encode()
-    api = CloudflareApi(Canned(HttpResponse(200, {}, body)), token="t", account_id="a", zone_id="z")
-    with pytest.raises(CloudflareError, match="1406: Duplicate custom hostname found."):
-        await api.create_custom_hostname("shop.example.com")
+async def test_transient_errors_are_retried_by_the_sdk_then_reported(cf: FakeCloudflare) -> None:
+    cf.fail("POST custom_hostnames", 503, times=1)
+    async with api_for(cf, retries=2) as api:
+        assert (await api.create_custom_hostname("a.example.com")).hostname == "a.example.com"
+        cf.fail("POST custom_hostnames", 500, times=3)
+        with pytest.raises(CloudflareError, match=r"HTTP 500\): 1000: injected failure"):
+            await api.create_custom_hostname("b.example.com")
+    posts = [p for m, p, _ in cf.requests if m == "POST"]
+    assert len(posts) == 2 + 3  # each failure retried twice, as the SDK does
+    assert cf.by_hostname("b.example.com") is None
 
 
-async def test_cloudflare_unreachable_is_a_backend_error_not_a_traceback() -> None:
-    api = CloudflareApi(Canned(HttpError("connection refused")), token="t", account_id="a", zone_id="z")
-    with pytest.raises(BackendError, match="unreachable"):
-        await api.kv_delete("ns", "host:x.example")
+async def test_cloudflare_html_error_page_becomes_a_clear_error(cf: FakeCloudflare) -> None:
+    cf.fail("POST custom_hostnames", 502, html="<html>502 Bad Gateway</html>")
+    async with api_for(cf) as api:
+        with pytest.raises(CloudflareError, match="HTTP 502.*not the API's JSON envelope"):
+            await api.create_custom_hostname("shop.example.com")
+
+
+async def test_cloudflare_unreachable_is_a_backend_error_not_a_traceback(cf: FakeCloudflare) -> None:
+    async with api_for(cf, base_url=closed_port_url()) as api:
+        with pytest.raises(BackendError, match="Cloudflare API unreachable: ConnectError") as caught:
+            await api.kv_delete("ns", "host:x.example")
+    assert not isinstance(caught.value, CloudflareError)
+    assert caught.value.__suppress_context__  # raised `from None`: the CLI prints one line
+
+
+async def test_kv_keys_follow_the_cursor_across_pages(cf: FakeCloudflare) -> None:
+    for i in range(2345):
+        cf.kv[("authkv", f"acme:session:{i:05}")] = "1"
+    cf.kv[("authkv", "other:session:1")] = "1"
+    async with api_for(cf) as api:
+        keys = await api.kv_keys("authkv", "acme:")
+    assert keys == [f"acme:session:{i:05}" for i in range(2345)]
+    lists = [p for m, p, _ in cf.requests if m == "GET" and "/keys?" in p]
+    assert len(lists) == 3 and "cursor=" not in lists[0] and "cursor=2000" in lists[2]
+    assert all("prefix=acme%3A" in p and "limit=1000" in p for p in lists)
+
+
+async def test_custom_hostnames_are_listed_page_by_page(cf: FakeCloudflare) -> None:
+    names = [f"h{i:03}.example.com" for i in range(123)]
+    for name in names:
+        cf.add_hostname(name)
+    async with api_for(cf) as api:
+        listed = [h.hostname async for h in api.custom_hostnames()]
+        found = await api.find_custom_hostname("h077.example.com")
+        assert await api.find_custom_hostname("h077.example") is None  # exact, never a partial match
+    assert sorted(listed) == names
+    pages = [p for m, p, _ in cf.requests if m == "GET" and p.split("?")[0].endswith("/custom_hostnames")]
+    assert sum("hostname.exact" not in p for p in pages) == 4  # 50 + 50 + 23, then an empty page ends it
+    assert found is not None and found.hostname == "h077.example.com" and found.ssl_status == "pending"
+    assert any("hostname.exact=h077.example.com" in p for p in pages)
+
+
+async def test_scripts_and_kv_values_absent_are_false_and_none(cf: FakeCloudflare) -> None:
+    cf.scripts[("cmgsite-tenants", "cmgsite-acme")] = {"id": "cmgsite-acme"}
+    cf.kv[("kv", "host:acme.example")] = '{"tenant_id": "acme"}'
+    async with api_for(cf) as api:
+        assert await api.script_exists("cmgsite-tenants", "cmgsite-acme") is True
+        assert await api.script_exists("cmgsite-tenants", "cmgsite-nobody") is False
+        assert await api.kv_get("kv", "host:acme.example") == '{"tenant_id": "acme"}'
+        assert await api.kv_get("kv", "host:nobody.example") is None
+        await api.delete_script("cmgsite-tenants", "cmgsite-acme")
+        await api.delete_script("cmgsite-tenants", "cmgsite-acme")  # already gone: not an error
+        cf.fail("GET scripts", 403, code=10000, message="Authentication error")
+        with pytest.raises(CloudflareError, match="10000"):  # a refusal is not "absent"
+            await api.script_exists("cmgsite-tenants", "cmgsite-acme")
+    assert ("DELETE", "/client/v4/accounts/acc/workers/dispatch/namespaces/cmgsite-tenants/scripts/cmgsite-acme"
+            "?force=true", None) in cf.requests
+
+
+async def test_the_token_is_the_only_credential_sent(cf: FakeCloudflare, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK would send CLOUDFLARE_EMAIL/CLOUDFLARE_API_KEY from the process environment instead of the token."""
+    monkeypatch.setenv("CLOUDFLARE_EMAIL", "someone@example.com")
+    monkeypatch.setenv("CLOUDFLARE_API_KEY", "global-key")
+    async with api_for(cf) as api:
+        assert await api.script_exists("cmgsite-tenants", "x") is False  # 404, not the fake's 403 for no token
+
+
+async def test_d1_writes_bind_their_values_and_route_exactly_what_was_given(cf: FakeCloudflare) -> None:
+    hostile = "O'Brien\"; DROP TABLE tenants; --"
+    tenant, domain = new_tenant("acme", hostile, "custom-domain", "shop.acme.example", "growth", brand_name="It's")
+    async with api_for(cf) as api:
+        replica = RoutingReplica(ApiD1(api, D1_DATABASE_ID))
+        await replica.replace_tenant(tenant, [domain])
+        row = await replica.tenant("acme")
+        routed = await replica.domains("acme")
+        assert await replica.domain_holder("shop.acme.example") == "acme"
+        await replica.drop_tenant("acme")
+        assert await replica.tenant("acme") is None and await replica.domain_holder("shop.acme.example") is None
+    assert row is not None and row["name"] == hostile and json.loads(row["whitelabel_config"]) == {"brand_name": "It's"}
+    assert [(d["domain"], d["ssl_status"], d["dns_configured"]) for d in routed] == [("shop.acme.example", "pending", 0)]
+    writes = [b for m, p, b in cf.requests if m == "POST" and p.endswith(f"/d1/database/{D1_DATABASE_ID}/query")
+              and "batch" in (b or {})]
+    assert len(writes) == 2  # one request per batch
+    upsert = writes[0]["batch"][0]
+    assert upsert["sql"].startswith("INSERT INTO tenants") and hostile in upsert["params"]
+    for sql, params in cf.d1_queries:
+        assert all(isinstance(p, str) for p in params)
+        assert "acme" not in sql and "O'Brien" not in sql  # values travel as params only
+
+
+async def test_a_failing_d1_batch_changes_nothing(cf: FakeCloudflare) -> None:
+    tenant, domain = new_tenant("acme", "Acme", "custom-domain", "shop.acme.example", "growth")
+    bad = domain.model_copy(update={"domain_type": "not-a-type"})  # the D1 schema's CHECK refuses it
+    async with api_for(cf) as api:
+        replica = RoutingReplica(ApiD1(api, D1_DATABASE_ID))
+        with pytest.raises(CloudflareError, match="7500") as caught:
+            await replica.replace_tenant(tenant, [bad])
+        assert await replica.tenant("acme") is None  # the tenant upsert before it was rolled back
+    assert caught.value.status == 400
+
+
+def test_d1_params_are_strings() -> None:
+    assert bind_params(("a'b", 1, 0, True, False)) == ["a'b", "1", "0", "1", "0"]
+    with pytest.raises(TypeError):
+        bind_params((None,))
+
+
+# ---- dry-run at the SDK's transport ---------------------------------------------------------
+async def test_dry_run_sends_reads_and_prints_writes_as_they_would_be_sent(cf: FakeCloudflare) -> None:
+    out = io.StringIO()
+    reporter = Reporter(out=out, err=io.StringIO())
+    cf.kv[("kv", "host:a.example")] = "cached"
+    cf.scripts[("cmgsite-tenants", "cmgsite-acme")] = {"id": "cmgsite-acme"}
+    async with api_for(cf, transport=DryRunTransport(httpx.AsyncHTTPTransport(), reporter)) as api:
+        assert await api.kv_get("kv", "host:a.example") == "cached"  # a read: sent
+        await api.kv_delete("kv", "host:a.example")
+        created = await api.create_custom_hostname("shop.example.com")
+        assert (created.id, created.ssl_status) == ("dry-run", "pending")
+        await api.delete_script("cmgsite-tenants", "cmgsite-acme")
+        d1 = ApiD1(api, D1_DATABASE_ID)
+        assert await d1.query(("SELECT count(*) AS n FROM tenants WHERE id = ?1", ("acme",))) == [{"n": 0}]
+        await RoutingReplica(d1).drop_tenant("acme")
+    lines = out.getvalue().splitlines()
+    assert lines[:3] == [
+        f"[dry-run] cloudflare api: would DELETE {cf.url}/accounts/acc/storage/kv/namespaces/kv/values/host:a.example",
+        f"[dry-run] cloudflare api: would POST {cf.url}/zones/zone/custom_hostnames "
+        '{"hostname":"shop.example.com","ssl":{"method":"http","type":"dv","settings":{"min_tls_version":"1.2"}}}',
+        f"[dry-run] cloudflare api: would DELETE {cf.url}/accounts/acc/workers/dispatch/namespaces/cmgsite-tenants/"
+        "scripts/cmgsite-acme?force=true"]
+    assert lines[3].startswith(f"[dry-run] cloudflare api: would POST {cf.url}/accounts/acc/d1/database/"
+                               f'{D1_DATABASE_ID}/query {{"batch":[{{"sql":"DELETE FROM tenant_domains WHERE tenant_id = ?1"')
+    assert len(lines) == 4 and "Bearer" not in out.getvalue()
+    assert cf.kv[("kv", "host:a.example")] == "cached" and ("cmgsite-tenants", "cmgsite-acme") in cf.scripts
+    assert {m for m, _, _ in cf.requests} == {"GET", "POST"} and not cf.hostnames
+    assert [sql for sql, _ in cf.d1_queries] == ["SELECT count(*) AS n FROM tenants WHERE id = ?1"]
+
+
+async def test_dry_run_offline_warns_once_and_plans_as_if_cloudflare_were_empty(cf: FakeCloudflare) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    reporter = Reporter(out=out, err=err)
+    transport, offline = DryRunTransport(httpx.AsyncHTTPTransport(), reporter), closed_port_url()
+    async with api_for(cf, base_url=offline, transport=transport) as api:
+        assert await api.script_exists("cmgsite-tenants", "cmgsite-acme") is False
+        assert await api.find_custom_hostname("shop.example.com") is None
+        assert await api.kv_keys("authkv", "acme:") == []
+        assert await api.kv_get("kv", "host:a.example") is None
+        assert await RoutingReplica(ApiD1(api, D1_DATABASE_ID)).tenant("acme") is None
+        await api.kv_delete("kv", "host:a.example")
+    assert err.getvalue().count("warning: cannot read Cloudflare's API (ConnectError") == 1
+    assert out.getvalue().splitlines() == [
+        f"[dry-run] cloudflare api: would DELETE {offline}/accounts/acc/storage/kv/namespaces/kv/values/host:a.example"]
 
 
 @pytest.mark.parametrize("argv", [
