@@ -1,14 +1,16 @@
-"""`backup` and `restore`: one tenant, every table, its UsageMeter and (once bound) its R2 objects.
+"""`backup` and `restore`: one tenant, every table, its UsageMeter and its R2 objects (tenant files).
 
 backup writes one archive (controlplane.archive): the tenant's rows of every table with a
 tenant_id column (found from PostgREST's schema, so tables other issues add are included; the
 audit trail as its hash chain), its UsageMeter's snapshot read through the running platform
-(controlplane.meter), its R2 objects under `tenants/<id>/` when the platform binds a bucket,
-and its Worker's name and vars (never a secret). It leaves a `tenant.backed_up` audit row.
+(controlplane.meter), its R2 objects under `tenants/<id>/` (controlplane.edges.TenantObjects:
+locally through the running platform's host, on Cloudflare over the R2 object API), and its
+Worker's name and vars (never a secret). It leaves a `tenant.backed_up` audit row.
 
 restore brings the tenant back into an empty platform or the same one, and is safe to re-run:
   1. the archive is checked whole: checksums, format, schema version, every row of every
      table belongs to the archive's tenant, the audit chain verifies (controlplane.audit_chain),
+     the R2 index names only keys under `tenants/<id>/`, each matching its archived bytes,
      and the archive's tenant is the one named on the command line, if one is;
   2. the platform is checked: no other tenant holds its id (another type or primary domain), a
      profile id, or a domain equal to, under or above one of its domains (shared.domains), and
@@ -19,9 +21,11 @@ restore brings the tenant back into an empty platform or the same one, and is sa
      appends only what is missing and only rows that hash to their archived values (restored
      rows keep their hashes and the chain verifies after); the domain rules of
      0006_domain_rules.sql apply as for any service-role write (quota, overlap);
-  4. the Worker is deployed when missing (a new SESSION_SECRET: sessions do not survive) and
-     the tenant is routed as the archive left it (converge); the meter's levels are seeded
-     through the tenant's Worker; R2 objects are put back;
+  4. R2 objects are put back (before the tenant is routed); the Worker is deployed when
+     missing (a new SESSION_SECRET: sessions do not survive) and the tenant is routed as the
+     archive left it (converge); the meter's storage level is seeded through the tenant's
+     Worker with the bucket's total for the tenant (a level the meter already holds is kept,
+     with a warning when it differs);
   5. one `tenant.restored` audit row per archive (its sha256 is the row's target).
 Nothing of another tenant is read into an archive or written by a restore: every read is
 filtered by the tenant id, and every write is checked against the holder of its key first.
