@@ -4,7 +4,8 @@
     supabase/<table>.json            the tenant's rows of every table with a tenant_id column
                                      (audit_log: the chain with the exact text that was hashed)
     durable_objects/usage_meter.json the UsageMeter's snapshot, or why it could not be read
-    r2/index.json                    the tenant's objects under tenants/<id>/: key, member, sha256, size
+    r2/index.json                    the tenant's objects under tenants/<id>/: key, member, sha256, size,
+                                     content type, custom metadata (checked in controlplane.backup)
     r2/objects/<sha256 of the key>   each object's bytes (named by hash: no key reaches a path)
     worker.json, d1.json             the Worker's name and vars (never secrets), the routing rows
 

@@ -1,14 +1,16 @@
-"""`backup` and `restore`: one tenant, every table, its UsageMeter and (once bound) its R2 objects.
+"""`backup` and `restore`: one tenant, every table, its UsageMeter and its R2 objects (tenant files).
 
 backup writes one archive (controlplane.archive): the tenant's rows of every table with a
 tenant_id column (found from PostgREST's schema, so tables other issues add are included; the
 audit trail as its hash chain), its UsageMeter's snapshot read through the running platform
-(controlplane.meter), its R2 objects under `tenants/<id>/` when the platform binds a bucket,
-and its Worker's name and vars (never a secret). It leaves a `tenant.backed_up` audit row.
+(controlplane.meter), its R2 objects under `tenants/<id>/` (controlplane.edges.TenantObjects:
+locally through the running platform's host, on Cloudflare over the R2 object API), and its
+Worker's name and vars (never a secret). It leaves a `tenant.backed_up` audit row.
 
 restore brings the tenant back into an empty platform or the same one, and is safe to re-run:
   1. the archive is checked whole: checksums, format, schema version, every row of every
      table belongs to the archive's tenant, the audit chain verifies (controlplane.audit_chain),
+     the R2 index names only keys under `tenants/<id>/`, each matching its archived bytes,
      and the archive's tenant is the one named on the command line, if one is;
   2. the platform is checked: no other tenant holds its id (another type or primary domain), a
      profile id, or a domain equal to, under or above one of its domains (shared.domains), and
@@ -19,9 +21,11 @@ restore brings the tenant back into an empty platform or the same one, and is sa
      appends only what is missing and only rows that hash to their archived values (restored
      rows keep their hashes and the chain verifies after); the domain rules of
      0006_domain_rules.sql apply as for any service-role write (quota, overlap);
-  4. the Worker is deployed when missing (a new SESSION_SECRET: sessions do not survive) and
-     the tenant is routed as the archive left it (converge); the meter's levels are seeded
-     through the tenant's Worker; R2 objects are put back;
+  4. R2 objects are put back (before the tenant is routed); the Worker is deployed when
+     missing (a new SESSION_SECRET: sessions do not survive) and the tenant is routed as the
+     archive left it (converge); the meter's storage level is seeded through the tenant's
+     Worker with the bucket's total for the tenant (a level the meter already holds is kept,
+     with a warning when it differs);
   5. one `tenant.restored` audit row per archive (its sha256 is the row's target).
 Nothing of another tenant is read into an archive or written by a restore: every read is
 filtered by the tenant id, and every write is checked against the holder of its key first.
@@ -34,15 +38,16 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controlplane.archive import Archive, dump, r2_member, read_archive, write_archive
 from controlplane.audit_chain import AuditChainRow, verify_chain
-from controlplane.edges import object_prefix, tenant_vars
+from controlplane.edges import MAX_OBJECT_BYTES, TOMBSTONE_METADATA, object_key_error, object_prefix, tenant_vars
 from controlplane.errors import BackendError, ConfigError, Refused
 from controlplane.lifecycle import ControlPlane
 from controlplane.model import PRIMARY_ZONE, TenantRecord, parse_tenant_id
 from shared.domains import overlapping
+from shared.file_keys import files_prefix
 from shared.models import TenantStatus, TenantType
 
 # How each known table is written back: its conflict key, and columns the database makes.
@@ -106,14 +111,7 @@ async def backup_tenant(cp: ControlPlane, tenant_id: str, output: Path) -> dict[
         r2_section = {"status": "not_configured", "objects": [],
                       "reason": "this platform binds no R2 bucket for tenant files"}
     else:
-        infos = [o for o in await cp.objects.list(tid) if o.key.startswith(object_prefix(tid))]
-        index = []
-        for info in infos:
-            data = await cp.objects.get(info.key)
-            members[r2_member(info.key)] = data
-            index.append({"key": info.key, "member": r2_member(info.key), "bytes": len(data),
-                          "sha256": hashlib.sha256(data).hexdigest(), "content_type": info.content_type})
-        r2_section = {"status": "ok", "prefix": object_prefix(tid), "objects": index}
+        r2_section = await _backup_objects(cp, tid, members)
     members["r2/index.json"] = dump(r2_section)
     members["worker.json"] = dump({"script_name": tenant.script_name, "vars": tenant_vars(tenant),
                                    "deployed": await cp.scripts.exists(tenant.script_name),
@@ -134,12 +132,54 @@ async def backup_tenant(cp: ControlPlane, tenant_id: str, output: Path) -> dict[
             "audit_chain_ok": report.ok, "usage_meter": meter_section["status"], "r2": r2_section["status"]}
 
 
+async def _backup_objects(cp: ControlPlane, tid: str, members: dict[str, bytes]) -> dict[str, Any]:
+    """The tenant's objects into `r2/objects/`, indexed in `r2/index.json`. Only keys under
+    `tenants/<id>/` (whatever the listing returned), no tombstones (a delete in progress)."""
+    assert cp.objects is not None
+    prefix = object_prefix(tid)
+    cp.reporter.step(f"{cp.objects.label}: read the objects under {prefix}")
+    index = []
+    for info in await cp.objects.list(tid):
+        why = object_key_error(tid, info.key)
+        if why is not None:  # another tenant's key (a listing that ignored its prefix), or a key restore refuses
+            cp.reporter.warn(f"an R2 object the listing returned is not backed up: its key is {why}")
+            continue
+        if info.tombstone:
+            continue
+        got = await cp.objects.get(tid, info.key)
+        if got is None:  # deleted since the listing
+            continue
+        if len(got.data) > MAX_OBJECT_BYTES:
+            raise BackendError(f"R2 object {info.key} is larger than an archive member may be "
+                               f"({MAX_OBJECT_BYTES} bytes)")
+        member = r2_member(info.key)
+        members[member] = got.data
+        metadata = {k: v for k, v in (got.metadata or info.metadata).items() if k != TOMBSTONE_METADATA}
+        index.append({"key": info.key, "member": member, "bytes": len(got.data),
+                      "sha256": hashlib.sha256(got.data).hexdigest(),
+                      "content_type": got.content_type or info.content_type, "metadata": metadata})
+    return {"status": "ok", "prefix": prefix, "objects": index, "bytes": sum(o["bytes"] for o in index)}
+
+
 def _load_rows(members: dict[str, bytes], table: str) -> list[dict[str, Any]]:
     name = f"supabase/{table}.json"
     return list(json.loads(members[name])) if name in members else []
 
 
 # ---- restore -----------------------------------------------------------------------------------
+class ArchivedObject(BaseModel):
+    """One entry of `r2/index.json`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    member: str
+    bytes: int = Field(ge=0, le=MAX_OBJECT_BYTES)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    content_type: str | None = Field(default=None, max_length=256)
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
 class RestorePlan(BaseModel):
     """An archive that passed every check, in the shapes the writes need."""
 
@@ -151,6 +191,35 @@ class RestorePlan(BaseModel):
     chain: list[AuditChainRow]
     meter: dict[str, Any]
     r2: dict[str, Any]
+    objects: list[ArchivedObject] = []
+
+
+def _check_objects(archive: Archive, tid: str, entries: Any) -> list[ArchivedObject]:
+    """The R2 index: every key under the tenant's prefix (refused whole otherwise, before any
+    write), each object's member named by its key's hash, present and matching its sha256 and
+    size, no key twice, and no object member the index does not name."""
+    if not isinstance(entries, list):
+        raise Refused("the archive's R2 index is malformed")
+    try:
+        objects = [ArchivedObject.model_validate(e) for e in entries]
+    except ValidationError as exc:
+        raise Refused(f"the archive's R2 index is malformed: {exc.errors()[0].get('msg', '')[:200]}") from None
+    for obj in objects:
+        why = object_key_error(tid, obj.key)
+        if why is not None:
+            raise Refused(f"the archive's R2 index names an object outside the tenant's prefix ({obj.key!r}: {why}): "
+                          "refused whole")
+        if obj.member != r2_member(obj.key) or obj.member not in archive.members:
+            raise Refused(f"the archive's R2 index names no archived object for {obj.key!r}")
+        data = archive.members[obj.member]
+        if hashlib.sha256(data).hexdigest() != obj.sha256 or len(data) != obj.bytes:
+            raise Refused(f"R2 object {obj.key} does not match its index")
+    if len({o.key for o in objects}) != len(objects):
+        raise Refused("the archive's R2 index names a key twice")
+    stray = sorted(n for n in archive.members if n.startswith("r2/objects/") and n not in {o.member for o in objects})
+    if stray:
+        raise Refused(f"the archive holds R2 objects its index does not name ({stray[0]})")
+    return objects
 
 
 def check_archive(archive: Archive, expected_tenant: str | None) -> RestorePlan:
@@ -188,16 +257,10 @@ def check_archive(archive: Archive, expected_tenant: str | None) -> RestorePlan:
                       f"{report.first_broken.message}")
     meter = archive.json_member("durable_objects/usage_meter.json") if "durable_objects/usage_meter.json" in archive.members else {}
     r2 = archive.json_member("r2/index.json") if "r2/index.json" in archive.members else {"objects": []}
-    if not isinstance(meter, dict) or not isinstance(r2, dict) or not isinstance(r2.get("objects", []), list):
+    if not isinstance(meter, dict) or not isinstance(r2, dict):
         raise Refused("the archive's meter or R2 section is malformed")
-    for obj in r2.get("objects", []):
-        key = obj.get("key") if isinstance(obj, dict) else None
-        if not isinstance(key, str) or not key.startswith(f"tenants/{tid}/") or obj.get("member") != r2_member(key) \
-                or obj.get("member") not in archive.members:
-            raise Refused("the archive's R2 index names an object outside the tenant's prefix or not in the archive")
-        if hashlib.sha256(archive.members[obj["member"]]).hexdigest() != obj.get("sha256"):
-            raise Refused(f"R2 object {key} does not match its index")
-    return RestorePlan(archive=archive, tenant=tenant, tables=tables, chain=chain, meter=meter, r2=r2)
+    objects = _check_objects(archive, tid, r2.get("objects", []))
+    return RestorePlan(archive=archive, tenant=tenant, tables=tables, chain=chain, meter=meter, r2=r2, objects=objects)
 
 
 async def _check_platform(cp: ControlPlane, plan: RestorePlan) -> None:
@@ -241,7 +304,7 @@ async def _check_platform(cp: ControlPlane, plan: RestorePlan) -> None:
                 for other in await cp.registry.select_rows(table, {c: row[c] for c in pk}, columns="tenant_id"):
                     if other.get("tenant_id") != tid:
                         raise Refused(f"a {table} row with the key of an archived row belongs to another tenant here")
-    objects = plan.r2.get("objects", [])
+    objects = plan.objects
     if objects and cp.objects is None:
         raise Refused(f"the archive holds {len(objects)} R2 object(s) and this platform binds no bucket for tenant "
                       "files: nothing was restored")
@@ -257,6 +320,29 @@ def _usage_rows(plan: RestorePlan) -> list[dict[str, Any]]:
             rows.append({"tenant_id": plan.tenant.tenant_id, "usage_type": "ai_calls", "period": item["period"],
                          "usage_count": item["used"], "usage_limit": item.get("limit")})
     return rows
+
+
+def _storage_used(snapshot: dict[str, Any] | None) -> int | None:
+    for item in (snapshot or {}).get("items", []):
+        if isinstance(item, dict) and item.get("kind") == "storage" and isinstance(item.get("used"), int):
+            return int(item["used"])
+    return None
+
+
+async def _storage_level(cp: ControlPlane, plan: RestorePlan) -> tuple[dict[str, int], int | None]:
+    """The levels to seed, and the bucket's total when it decides the storage level. An archive
+    with an R2 section: the tenant's files as the bucket now holds them (the restored ones and any
+    made since the backup; tombstones excluded), as POST /api/files/reconcile counts them. An
+    archive from a platform without a bucket: the archived meter's level."""
+    if plan.r2.get("status") != "ok" or cp.objects is None:
+        return _meter_levels(plan), None
+    if cp.dry_run:
+        total = sum(o.bytes for o in plan.objects if o.key.startswith(files_prefix(plan.tenant.tenant_id)))
+    else:
+        files = files_prefix(plan.tenant.tenant_id)
+        total = sum(o.size for o in await cp.objects.list(plan.tenant.tenant_id)
+                    if o.key.startswith(files) and not o.tombstone)
+    return ({"storage": total} if total > 0 else {}), total
 
 
 def _meter_levels(plan: RestorePlan) -> dict[str, int]:
@@ -306,6 +392,14 @@ async def restore_tenant(cp: ControlPlane, path: Path, expected_tenant: str | No
             await cp.registry.upsert_rows(table, plan.tables[table], ",".join(keys[table]))
             written[table] = len(plan.tables[table])
 
+    # The tenant's files, before its hosts are routed (a re-run writes the same bytes again).
+    if plan.objects:
+        assert cp.objects is not None  # checked in _check_platform
+        cp.reporter.step(f"{cp.objects.label}: restore {len(plan.objects)} object(s) under {object_prefix(tid)}")
+    for obj in plan.objects:
+        assert cp.objects is not None
+        await cp.objects.put(tid, obj.key, plan.archive.members[obj.member], obj.content_type, obj.metadata)
+
     # The Worker and the routing, as the archive left the tenant (under --dry-run nothing was
     # written, so the plan goes on with the archived record).
     current = await cp.registry.tenant(tid) or tenant
@@ -318,8 +412,8 @@ async def restore_tenant(cp: ControlPlane, path: Path, expected_tenant: str | No
             cp._changed()  # locally: wait until the Worker runs, before its host is routed
     await cp.converge(tid)
 
+    levels, stored = await _storage_level(cp, plan)
     meter_note = "nothing to restore"
-    levels = _meter_levels(plan)
     if levels and current.status is not TenantStatus.ACTIVE:
         meter_note = f"levels not seeded (the tenant is {current.status.value}): {levels}"
         cp.reporter.warn(f"{tid}'s UsageMeter levels {levels} were not seeded: the tenant is {current.status.value}")
@@ -330,15 +424,18 @@ async def restore_tenant(cp: ControlPlane, path: Path, expected_tenant: str | No
         if not done.available:
             raise BackendError(f"the UsageMeter's levels were not restored ({done.reason}); re-run restore")
         meter_note = f"levels seeded: {levels}"
-    objects = plan.r2.get("objects", [])
-    for obj in objects:
-        assert cp.objects is not None  # checked in _check_platform
-        await cp.objects.put(obj["key"], plan.archive.members[obj["member"]], obj.get("content_type"))
+        level = _storage_used(done.snapshot)
+        if stored is not None and level is not None and level != levels["storage"]:
+            # The meter already held a level (a restore into the same platform): seeding keeps it.
+            meter_note = f"storage level kept at {level} (the bucket holds {levels['storage']} bytes)"
+            cp.reporter.warn(f"{tid}'s storage level is {level} bytes and its files total {levels['storage']}: "
+                             "a tenant admin's POST /api/files/reconcile sets the level to the bucket's total")
 
     target = f"sha256:{plan.archive.sha256}"
     if not await cp.registry.has_audit(tid, "tenant.restored", target):
         await cp.registry.audit(tid, "tenant.restored", target, {
             "schema_version": plan.archive.manifest.schema_version, "created_at": plan.archive.manifest.created_at,
-            "rows": written, "r2_objects": len(objects)})
+            "rows": written, "r2_objects": len(plan.objects)})
     return {"tenant_id": tid, "status": current.status.value, "written": written, "usage_meter": meter_note,
-            "r2_objects": len(objects), "archive_sha256": plan.archive.sha256, "note": cp.bound_note()}
+            "r2_objects": len(plan.objects), "r2_bytes": sum(o.bytes for o in plan.objects),
+            "archive_sha256": plan.archive.sha256, "note": cp.bound_note()}

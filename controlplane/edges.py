@@ -25,6 +25,7 @@ from controlplane.wrangler import Runner, tenant_deploy_command
 from dispatcher.routing import kv_key
 from shared.context import derive_tenant_key
 from shared.file_keys import tenant_root
+from shared.http import HttpClient, HttpError, HttpResponse
 
 # Secrets every tenant Worker shares (the Supabase project's), added to each deploy when known.
 PLATFORM_SECRETS = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY")
@@ -366,25 +367,215 @@ class CloudflareRuntimeData:
         return {"auth_kv": len(keys), "r2_objects": len(objects)}
 
 
-# ---- a tenant's R2 objects (tenant files) ------------------------------------------------------
+# ---- a tenant's R2 objects (tenant files), for backup and restore ------------------------------
+# tenant_worker/api_files.py TOMBSTONE: the custom metadata of a file being deleted (invisible,
+# empty, refunded already); never backed up (tests/test_backup_units.py keeps the two equal).
+TOMBSTONE_METADATA = "cmgsite-deleted"
+MAX_OBJECT_BYTES = 256 * 1024 * 1024  # an archive member's limit (controlplane.archive)
+
+
 class ObjectInfo(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     key: str
     size: int
     content_type: str | None = None
+    metadata: dict[str, str] = {}
+
+    @property
+    def tombstone(self) -> bool:
+        return TOMBSTONE_METADATA in self.metadata
+
+
+class ObjectData(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    data: bytes
+    content_type: str | None = None
+    metadata: dict[str, str] = {}
 
 
 class TenantObjects(Protocol):
     """A tenant's objects under `tenants/<id>/` in the files bucket, for backup and restore.
-    No implementation yet: the platform binds no R2 bucket (the files feature adds one, with a
-    local implementation over Miniflare's R2 and a Cloudflare one over the R2 API)."""
+    Every call names the tenant, and refuses a key outside its prefix (object_key_error)."""
 
     label: str
     async def list(self, tenant_id: str) -> list[ObjectInfo]: ...
-    async def get(self, key: str) -> bytes: ...
-    async def put(self, key: str, data: bytes, content_type: str | None) -> None: ...
+    async def get(self, tenant_id: str, key: str) -> ObjectData | None: ...
+    async def put(self, tenant_id: str, key: str, data: bytes, content_type: str | None,
+                  metadata: Mapping[str, str]) -> None: ...
 
 
 def object_prefix(tenant_id: str) -> str:
-    return f"tenants/{tenant_id}/"
+    return tenant_root(tenant_id)
+
+
+def object_key_error(tenant_id: str, key: object) -> str | None:
+    """Why `key` is not one of the tenant's object keys, or None. R2 keys are opaque strings, but
+    one that a tool could read as a path out of `tenants/<id>/` is refused anyway."""
+    root = object_prefix(tenant_id)
+    if not isinstance(key, str) or len(key.encode("utf-8")) > 1024:
+        return "not a key of at most 1024 bytes"
+    if not key.startswith(root) or key == root:
+        return f"not under {root}"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or c == "\\" for c in key):
+        return "holds a control character or a backslash"
+    if any(seg in ("", ".", "..") for seg in key[len(root):].split("/")):
+        return "holds an empty, . or .. segment"
+    return None
+
+
+def _confined(tenant_id: str, key: str) -> None:
+    why = object_key_error(tenant_id, key)
+    if why is not None:
+        raise BackendError(f"R2 key {key!r} refused for tenant {tenant_id}: {why}")
+
+
+class LocalObjects:
+    """The running local platform's bucket, through its host (localrt/node/host.mjs /r2/*: loopback,
+    the host's token, confined to `tenants/<id>/` there too). Not Miniflare's files directly: a
+    write would have to forge Miniflare's object rows (etags, versions, checksums, blob ids)
+    under the running storage owner; so with no platform running this refuses, clearly."""
+
+    def __init__(self, state_dir: Path, reporter: Reporter, *, dry_run: bool = False) -> None:
+        self._state, self._reporter, self._dry = Path(state_dir), reporter, dry_run
+        self.label = "r2 (local platform)"
+
+    def _host(self) -> tuple[str, str]:
+        from localrt.workerd import control_from_status
+
+        found = control_from_status(self._state)
+        if found is None:
+            raise ConfigError("the local platform is not running: tenant files (R2) are read and written through "
+                              "it. Start it (bash scripts/run.sh, same state directory) and re-run")
+        return found
+
+    def _post(self, path: str, *, json_body: Any = None, content: bytes | None = None,
+              headers: Mapping[str, str] | None = None) -> Any:
+        import httpx
+
+        directory, token = self._host()
+        try:
+            r = httpx.post(f"http://{directory}{path}", json=json_body, content=content, timeout=300,
+                           headers={"x-cmgsite-host-token": token, **(headers or {})})
+        except httpx.HTTPError as exc:
+            raise BackendError(f"local R2 {path}: the platform host did not answer ({type(exc).__name__})") from None
+        if r.status_code not in (200, 404):
+            raise BackendError(f"local R2 {path}: {r.status_code} {r.text[:200]}")
+        return r
+
+    async def list(self, tenant_id: str) -> list[ObjectInfo]:
+        prefix, out, cursor = object_prefix(tenant_id), [], None
+        while True:
+            page = self._post("/r2/list", json_body={"tenant": tenant_id, "prefix": prefix, "cursor": cursor}).json()
+            out += [ObjectInfo(key=o["key"], size=int(o["size"]), content_type=o.get("contentType"),
+                               metadata=o.get("customMetadata") or {})
+                    for o in page["objects"] if str(o.get("key", "")).startswith(prefix)]
+            cursor = page.get("cursor")
+            if not page.get("truncated") or not cursor:
+                return out
+
+    async def get(self, tenant_id: str, key: str) -> ObjectData | None:
+        from urllib.parse import unquote
+
+        _confined(tenant_id, key)
+        r = self._post("/r2/get", json_body={"tenant": tenant_id, "key": key})
+        if r.status_code == 404:
+            return None
+        meta = json.loads(unquote(r.headers["x-cmgsite-r2-object"]))
+        if meta.get("key") != key or int(meta.get("size", -1)) != len(r.content):
+            raise BackendError(f"local R2: {key} came back cut short or under another key")
+        return ObjectData(data=r.content, content_type=meta.get("contentType"),
+                          metadata=meta.get("customMetadata") or {})
+
+    async def put(self, tenant_id: str, key: str, data: bytes, content_type: str | None,
+                  metadata: Mapping[str, str]) -> None:
+        from urllib.parse import quote
+
+        _confined(tenant_id, key)
+        if self._dry:
+            self._reporter.plan(self.label, f"PUT {key} ({len(data)} bytes, {content_type or 'no content type'})")
+            return
+        meta = {"tenant": tenant_id, "key": key, "contentType": content_type, "customMetadata": dict(metadata)}
+        r = self._post("/r2/put", content=data, headers={"x-cmgsite-r2-object": quote(json.dumps(meta), safe=""),
+                                                         "content-type": "application/octet-stream"})
+        if r.status_code != 200 or r.json().get("size") != len(data):
+            raise BackendError(f"local R2: {key} was not stored whole")
+
+
+class CloudflareR2Objects:
+    """The tenants' bucket over Cloudflare's R2 object API, every call in this one class (to port):
+        GET    /accounts/<acct>/r2/buckets/<bucket>/objects?prefix=&per_page=&cursor=   (the envelope)
+        GET    /accounts/<acct>/r2/buckets/<bucket>/objects/<key>                      (the bytes)
+        PUT    /accounts/<acct>/r2/buckets/<bucket>/objects/<key>  Content-Type: <the object's>
+    The API sets no custom metadata on a PUT, so a restored file loses its `uploaded-by` there
+    (the archive keeps it). Under --dry-run a PUT is printed (size and type, never the bytes)."""
+
+    def __init__(self, http: HttpClient, *, token: str, account_id: str, base_url: str, reporter: Reporter,
+                 bucket: str = R2_BUCKET, dry_run: bool = False) -> None:
+        self._http, self._token, self._reporter, self._dry = http, token, reporter, dry_run
+        self._base = f"{base_url.rstrip('/')}/accounts/{account_id}/r2/buckets/{bucket}/objects"
+        self.label = f"r2 (remote bucket {bucket})"
+
+    async def _send(self, method: str, url: str, body: bytes | None = None,
+                    content_type: str | None = None) -> HttpResponse:
+        headers = {"authorization": f"Bearer {self._token}"}
+        if content_type:
+            headers["content-type"] = content_type
+        try:
+            resp = await self._http.request(method, url, headers=headers, body=body, timeout=300)
+        except HttpError as exc:
+            raise BackendError(f"Cloudflare R2 API unreachable: {exc}") from None
+        if not resp.ok and resp.status != 404:
+            try:
+                errors = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in resp.json().get("errors") or [])
+            except (ValueError, AttributeError, UnicodeDecodeError):
+                errors = ""
+            raise BackendError(f"Cloudflare R2 API error (HTTP {resp.status}): {errors or 'no detail'}")
+        return resp
+
+    def _object_url(self, key: str) -> str:
+        from urllib.parse import quote
+
+        return f"{self._base}/{quote(key, safe='')}"
+
+    async def list(self, tenant_id: str) -> list[ObjectInfo]:
+        from urllib.parse import quote
+
+        prefix, out, cursor = object_prefix(tenant_id), [], ""
+        while True:
+            query = f"prefix={quote(prefix, safe='')}&per_page=1000"
+            if cursor:
+                query += f"&cursor={quote(cursor, safe='')}"
+            resp = await self._send("GET", f"{self._base}?{query}")
+            data = resp.json() if resp.ok else {}
+            for o in data.get("result") or []:
+                key = str(o.get("key", ""))
+                if not key.startswith(prefix):  # another tenant's: never passed on
+                    continue
+                http_meta = o.get("http_metadata") if isinstance(o.get("http_metadata"), dict) else {}
+                custom = o.get("custom_metadata") if isinstance(o.get("custom_metadata"), dict) else {}
+                out.append(ObjectInfo(key=key, size=int(o.get("size") or 0), content_type=http_meta.get("contentType"),
+                                      metadata={str(k): str(v) for k, v in custom.items()}))
+            info = data.get("result_info") or {}
+            cursor = str(info.get("cursor") or "")
+            if not cursor or info.get("is_truncated") is False:
+                return out
+
+    async def get(self, tenant_id: str, key: str) -> ObjectData | None:
+        _confined(tenant_id, key)
+        resp = await self._send("GET", self._object_url(key))
+        if resp.status == 404:
+            return None
+        return ObjectData(data=resp.body, content_type=resp.headers.get("content-type"))
+
+    async def put(self, tenant_id: str, key: str, data: bytes, content_type: str | None,
+                  metadata: Mapping[str, str]) -> None:
+        _confined(tenant_id, key)
+        if self._dry:
+            self._reporter.plan(self.label, f"PUT {self._object_url(key)} ({len(data)} bytes, "
+                                f"{content_type or 'no content type'})")
+            return
+        resp = await self._send("PUT", self._object_url(key), data, content_type or "application/octet-stream")
+        if resp.status == 404:
+            raise BackendError(f"Cloudflare R2: the bucket of {key} does not exist")

@@ -23,8 +23,20 @@ from urllib.parse import urlsplit
 
 from controlplane.cloudflare import API_BASE, CloudflareApi, connect
 from controlplane.dryrun import DryRunHttp, DryRunTransport
-from controlplane.edges import (PLATFORM_SECRETS, CloudflareHostnames, CloudflareRouteCache, CloudflareRuntimeData,
-                                CloudflareScripts, LocalHostnames, LocalRouteCache, LocalRuntimeData, LocalScripts)
+from controlplane.edges import (
+    PLATFORM_SECRETS,
+    R2_BUCKET,
+    CloudflareHostnames,
+    CloudflareR2Objects,
+    CloudflareRouteCache,
+    CloudflareRuntimeData,
+    CloudflareScripts,
+    LocalHostnames,
+    LocalObjects,
+    LocalRouteCache,
+    LocalRuntimeData,
+    LocalScripts,
+)
 from controlplane.errors import ConfigError
 from controlplane.lifecycle import ControlPlane, OwnershipChecker
 from controlplane.meter import PlatformMeter, local_dispatcher_url
@@ -106,6 +118,18 @@ def kv_namespace_id(env: Mapping[str, str], *, config: str = "wrangler.dispatche
     raise ConfigError(f"no {binding} KV namespace id ({config} or {override})")
 
 
+def r2_bucket_name(env: Mapping[str, str], *, config: str = "wrangler.tenant.toml", binding: str = "FILES",
+                   override: str = "CLOUDFLARE_R2_BUCKET") -> str:
+    """The tenants' files bucket: from the environment, else from the wrangler config that binds it."""
+    if env.get(override):
+        return env[override]
+    parsed = tomllib.loads((ROOT / config).read_text())
+    for bucket in parsed.get("r2_buckets", []):
+        if bucket.get("binding") == binding:
+            return str(bucket["bucket_name"])
+    return R2_BUCKET
+
+
 def ownership_checker(http: HttpClient, env: Mapping[str, str]) -> OwnershipChecker:
     """The operator's ownership check: the same as the tenant Worker's (shared.domains), over httpx.
     DOH_RESOLVER_URL picks the DNS-over-HTTPS resolver (default Cloudflare's); the HTTP token URL
@@ -177,7 +201,13 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
                           runtime_data=CloudflareRuntimeData(api, auth_kv_id),
                           meter=PlatformMeter(http, base_url=lambda t: f"https://{t.domain}",
                                               master_secret=lambda: settings.env.get("CONTEXT_SIGNING_SECRET"),
-                                              label="usage meter (through the dispatcher)", dry_run=settings.dry_run))
+                                              label="usage meter (through the dispatcher)", dry_run=settings.dry_run),
+                          # the real client: a dry run's PUTs are printed by the class itself (never the bytes)
+                          objects=CloudflareR2Objects(http, token=settings.env["CLOUDFLARE_API_TOKEN"],
+                                                      account_id=settings.env["CLOUDFLARE_ACCOUNT_ID"],
+                                                      base_url=settings.env.get("CLOUDFLARE_API_BASE_URL") or API_BASE,
+                                                      reporter=reporter, bucket=r2_bucket_name(settings.env),
+                                                      dry_run=settings.dry_run))
         return cp
 
     from localrt.d1 import D1Database, wrangler_d1_file
@@ -205,5 +235,5 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
                       dry_run=settings.dry_run, on_change=lambda: sync_if_running(paths.root), runner=run,
                       closers=closers, ownership=ownership_checker(http, settings.env), runtime_data=LocalRuntimeData(settings.wrangler_state, reporter,
                                                                      dry_run=settings.dry_run),
-                      meter=meter)
+                      meter=meter, objects=LocalObjects(paths.root, reporter, dry_run=settings.dry_run))
     return cp

@@ -9,6 +9,8 @@ the v4 envelope ({"success", "errors": [{"code", "message"}], "messages", "resul
   pages, `result_info.total_pages`), create, get, delete;
 - Workers KV: values get (the raw value, not an envelope) / put / delete, keys listed by
   `prefix` with a `cursor` and `limit`;
+- R2 objects in a bucket: list (`prefix`, `cursor`, `per_page`, with http_metadata), get (the
+  bytes), put (the body, its Content-Type kept), delete;
 - scripts in a dispatch namespace: get, put, delete (`force`);
 - D1: `POST …/d1/database/<id>/query` with `{"sql", "params"}` or `{"batch": [...]}`, run on a
   SQLite file (a migrated D1) with the params bound, every statement of a request in one
@@ -33,6 +35,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 D1_DATABASE_ID = "d1-0000-test"
 Answer = tuple[int, Any, bool]  # (status, payload, is_envelope)
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """A non-envelope answer with its own Content-Type (an R2 object's bytes)."""
+
+    data: bytes
+    content_type: str
 
 
 class FakeCloudflare:
@@ -50,6 +61,8 @@ class FakeCloudflare:
         self.hostnames: dict[str, dict[str, Any]] = {}  # id -> custom hostname object
         self.kv: dict[tuple[str, str], str] = {}
         self.r2: dict[tuple[str, str], bytes] = {}  # (bucket, key) -> body
+        self.r2_types: dict[tuple[str, str], str] = {}  # (bucket, key) -> the object's Content-Type
+        self.r2_ignore_prefix = False  # test control: a listing that returns every key (a broken filter)
         self.scripts: dict[tuple[str, str], dict[str, Any]] = {}
         self.requests: list[tuple[str, str, Any]] = []
         self.d1_queries: list[tuple[str, list[Any]]] = []
@@ -109,7 +122,8 @@ class FakeCloudflare:
         parts = urlsplit(raw_path)
         path, query = parts.path, parse_qs(parts.query, keep_blank_values=True)
         data = None
-        if body and headers.get("content-type", "").startswith("application/json"):
+        r2_object = re.search(r"/r2/buckets/[^/]+/objects/.", path) is not None  # its body is the object's bytes
+        if body and not r2_object and headers.get("content-type", "").startswith("application/json"):
             try:
                 data = json.loads(body)
             except ValueError:
@@ -140,7 +154,8 @@ class FakeCloudflare:
         if m:
             if m.group(1) != self.account_id:
                 return 403, _err(10000, "Authentication error"), True
-            return self._r2(method, m.group(2), None if m.group(3) is None else unquote(m.group(3)), query)
+            return self._r2(method, m.group(2), None if m.group(3) is None else unquote(m.group(3)), query,
+                            body, headers)
         m = re.fullmatch(r"/accounts/[^/]+/workers/dispatch/namespaces/([^/]+)/scripts/([^/]+)", path)
         if m:
             return self._injected(f"{method} scripts") or self._script(method, m.group(1), unquote(m.group(2)), data)
@@ -219,21 +234,38 @@ class FakeCloudflare:
                 return 200, _ok(None), True
         return 405, _err(10000, "method not allowed"), True
 
-    def _r2(self, method: str, bucket: str, key: str | None, query: dict[str, list[str]]) -> Answer:
-        """R2 objects: a prefix listing with a cursor (pages of per_page) and a delete."""
+    def _r2(self, method: str, bucket: str, key: str | None, query: dict[str, list[str]], body: bytes,
+            headers: dict[str, str]) -> Answer:
+        """R2 objects: a prefix listing with a cursor (pages of per_page, with http_metadata),
+        GET (the bytes, Content-Type the object's), PUT (the body, its Content-Type kept), DELETE."""
         with self._lock:
             if key is None and method == "GET":
-                prefix = query.get("prefix", [""])[0]
+                prefix = "" if self.r2_ignore_prefix else query.get("prefix", [""])[0]
                 per_page = int(query.get("per_page", ["1000"])[0])
                 start = int(query.get("cursor", ["0"])[0] or 0)
                 keys = sorted(k for (b, k) in self.r2 if b == bucket and k.startswith(prefix))
                 page = keys[start:start + per_page]
                 more = start + per_page < len(keys)
-                return 200, _ok([{"key": k, "size": len(self.r2[(bucket, k)])} for k in page],
-                                {"cursor": str(start + per_page) if more else "", "is_truncated": more,
-                                 "per_page": per_page}), True
+                items = [{"key": k, "size": len(self.r2[(bucket, k)]),
+                          **({"http_metadata": {"contentType": self.r2_types[(bucket, k)]}}
+                             if (bucket, k) in self.r2_types else {})} for k in page]
+                return 200, _ok(items, {"cursor": str(start + per_page) if more else "", "is_truncated": more,
+                                        "per_page": per_page}), True
+            if key is not None and method == "GET":
+                if (bucket, key) not in self.r2:
+                    return 404, _err(10007, "The specified key does not exist."), True
+                return 200, RawBody(self.r2[(bucket, key)], self.r2_types.get((bucket, key),
+                                                                              "application/octet-stream")), False
+            if key is not None and method == "PUT":
+                self.r2[(bucket, key)] = body
+                if headers.get("content-type"):
+                    self.r2_types[(bucket, key)] = headers["content-type"]
+                else:
+                    self.r2_types.pop((bucket, key), None)
+                return 200, _ok({"key": key, "size": len(body)}), True
             if key is not None and method == "DELETE":
                 self.r2.pop((bucket, key), None)
+                self.r2_types.pop((bucket, key), None)
                 return 200, _ok({"key": key}), True
         return 405, _err(10000, "method not allowed"), True
 
@@ -298,11 +330,14 @@ class FakeCloudflare:
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status, payload, envelope = fake.handle(self.command, self.path, headers, body)
-                raw = json.dumps(payload).encode() if envelope else str(payload).encode()
-                kind = "application/json" if envelope else "text/html" if isinstance(payload, Html) else \
-                    "application/octet-stream"
+                if isinstance(payload, RawBody):
+                    raw, content_type = payload.data, payload.content_type
+                else:
+                    raw = json.dumps(payload).encode() if envelope else str(payload).encode()
+                    content_type = "application/json" if envelope else "text/html" if isinstance(payload, Html) else \
+                        "application/octet-stream"
                 self.send_response(status)
-                self.send_header("content-type", kind)
+                self.send_header("content-type", content_type)
                 self.send_header("content-length", str(len(raw)))
                 self.end_headers()
                 self.wfile.write(raw)

@@ -2,35 +2,43 @@
 lifecycle commands, `audit verify`, and per-tenant `backup` / `restore`.
 
 The round trip backs a tenant up (rows of every table, its hash-chained audit trail, its
-UsageMeter read through its own Worker), erases it everywhere, restores it and compares
-everything. The attacks: tenant A's archive restored under B's id, a relabelled archive, a
-tampered one, a domain of the archive now held by another tenant, a forged audit chain, and
-the meter's control endpoint called without the operator's token for that tenant. Every
+UsageMeter read through its own Worker, its files in R2), erases it everywhere, restores it
+and compares everything (files: bytes, content type, the storage level; a neighbour's file of
+the same name untouched and absent from the archive). The attacks: tenant A's archive restored
+under B's id, a relabelled archive, a tampered one, a domain of the archive now held by another
+tenant, a forged audit chain, a forged R2 index naming a neighbour's key, the host's R2 control
+asked for another tenant's keys, and the meter's control endpoint called without the operator's
+token for that tenant. Every
 tenant these tests create starts with `bk-` and is erased afterwards.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import secrets
 import tarfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import quote
 
 import httpx
 import pytest
 
-from controlplane.archive import MANIFEST, dump
+from controlplane.archive import MANIFEST, dump, r2_member
 from controlplane.audit_chain import verify_chain
 from localrt.devvars import read_dev_vars
+from localrt.workerd import control_from_status
 from shared.context import derive_tenant_key
 from shared.control_token import issue
 from shared.session import issue_session
 from tenant_worker.auth import SESSION_COOKIE
 from tests.support import Platform
 from tests.test_audit_http import chain
+from tests.test_files_erasure import bucket_keys
 from tests.test_tenant_cli import Cli
-from tests.usage_support import usage_tenant
+from tests.usage_support import UsageTenant, usage_tenant
 
 PREFIX = "bk-"
 
@@ -93,8 +101,41 @@ def state(pg: Any, tenant_id: str) -> dict[str, Any]:
 
 
 def archive_members(path: Path) -> dict[str, Any]:
+    """The JSON members, parsed (the R2 objects' bytes: archive_objects)."""
     with tarfile.open(path) as tar:
-        return {m.name: json.loads(tar.extractfile(m).read()) for m in tar if m.isreg()}  # type: ignore[union-attr]
+        return {m.name: json.loads(tar.extractfile(m).read()) for m in tar  # type: ignore[union-attr]
+                if m.isreg() and m.name.endswith(".json")}
+
+
+def archive_objects(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar  # type: ignore[union-attr]
+                if m.isreg() and m.name.startswith("r2/objects/")}
+
+
+def reseal(files: dict[str, bytes]) -> None:
+    """Recompute the manifest's checksums, as a forger would: what is refused then is the content."""
+    manifest = json.loads(files[MANIFEST])
+    manifest["members"] = {n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)}
+                           for n, d in sorted(files.items()) if n != MANIFEST}
+    files[MANIFEST] = dump(manifest)
+
+
+def upload(platform: Platform, host: str, auth: dict[str, str], name: str, data: bytes,
+           content_type: str) -> httpx.Response:
+    return httpx.post(f"{platform.url}/api/files?name={quote(name, safe='')}", content=data, timeout=60,
+                      headers={"Host": host, **auth, "Content-Type": content_type, "X-File-Upload": "1"})
+
+
+def download(platform: Platform, host: str, auth: dict[str, str], name: str) -> httpx.Response:
+    return httpx.get(f"{platform.url}/api/files/download?name={quote(name, safe='')}", timeout=60,
+                     headers={"Host": host, **auth})
+
+
+def storage_used(platform: Platform, host: str, auth: dict[str, str]) -> int:
+    r = httpx.get(platform.url + "/api/usage", headers={"Host": host, **auth}, timeout=60)
+    assert r.status_code == 200, r.text
+    return int(r.json()["usage"]["storage"]["used"])
 
 
 def rewrite(src: Path, dst: Path, change: Any) -> Path:
@@ -166,7 +207,19 @@ def test_audit_verify_names_the_first_broken_link(cli: Cli, pg_cluster: Any) -> 
 
 
 # ---- backup and restore ---------------------------------------------------------------------
+FILES = {  # name -> (bytes, Content-Type)
+    "docs/q1.pdf": (b"%PDF-1.7 " + secrets.token_bytes(70_000), "application/pdf"),
+    "café/menü.txt": ("Crème brûlée\n".encode(), "text/plain; charset=utf-8"),
+    "empty.bin": (b"", "application/octet-stream"),
+}
+
+
 def test_backup_erase_restore_round_trip(cli: Cli, platform: Platform, pg_cluster: Any, tmp_path: Path) -> None:
+    with usage_tenant(platform, pg_cluster) as neighbour:
+        round_trip(cli, platform, pg_cluster, tmp_path, neighbour)
+
+
+def round_trip(cli: Cli, platform: Platform, pg_cluster: Any, tmp_path: Path, neighbour: UsageTenant) -> None:
     tid, host = "bk-round", "shop.bk-round.example"
     add(cli, tid, host)
     ok(cli, "add-domain", tid, "www.bk-round.example")
@@ -183,14 +236,35 @@ def test_backup_erase_restore_round_trip(cli: Cli, platform: Platform, pg_cluste
     assert claim.status_code == 201, claim.text
     gen = httpx.post(platform.url + "/api/ai/generate", json={"prompt": "hi"}, headers={"Host": host, **auth}, timeout=60)
     assert gen.status_code == 200, gen.text
+    for name, (data, content_type) in FILES.items():
+        assert upload(platform, host, auth, name, data, content_type).status_code == 201
+    total = sum(len(d) for d, _ in FILES.values())
+    assert storage_used(platform, host, auth) == total
+    theirs = b"the neighbour's own q1 " + secrets.token_bytes(500)  # the same name, at another tenant
+    mixup = upload(platform, neighbour.host, neighbour.session(), "docs/q1.pdf", theirs, "application/pdf")
+    assert mixup.status_code == 201, mixup.text
     original = state(pg_cluster, tid)
     archive = tmp_path / "bk-round.tar.gz"
     result = ok(cli, "backup", tid, "--output", str(archive))
-    assert result["usage_meter"] == "ok" and result["audit_chain_ok"] and result["r2"] == "not_configured"
+    assert result["usage_meter"] == "ok" and result["audit_chain_ok"] and result["r2"] == "ok"
     assert archive.stat().st_mode & 0o777 == 0o600
     members = archive_members(archive)
     archived_chain = members["supabase/audit_log.json"]
-    assert archived_chain[-1]["action"] == "domain.added" and members["manifest.json"]["tenant_id"] == tid
+    assert [r["action"] for r in archived_chain[-4:]] == ["domain.added"] + ["file.uploaded"] * 3
+    assert members["manifest.json"]["tenant_id"] == tid
+    # The files: under the tenant's prefix only, each with its bytes, checksum and content type.
+    index = members["r2/index.json"]
+    assert index["status"] == "ok" and index["bytes"] == total
+    assert {o["key"]: o["content_type"] for o in index["objects"]} == {
+        f"tenants/{tid}/files/{name}": content_type for name, (_, content_type) in FILES.items()}
+    objects = archive_objects(archive)
+    assert sorted(objects) == sorted(o["member"] for o in index["objects"])
+    for entry in index["objects"]:
+        data = FILES[entry["key"].removeprefix(f"tenants/{tid}/files/")][0]
+        assert objects[entry["member"]] == data and entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert members["manifest.json"]["sections"]["r2"] == {"status": "ok", "objects": 3}
+    with tarfile.open(archive) as tar:  # the neighbour's bytes are nowhere in the archive
+        assert not any(theirs in tar.extractfile(m).read() for m in tar if m.isreg())  # type: ignore[union-attr]
     assert "SESSION_SECRET" not in archive.read_bytes().decode("latin-1")
     ai_used = next(i["used"] for i in members["durable_objects/usage_meter.json"]["snapshot"]["items"]
                    if i["kind"] == "ai_calls")
@@ -203,9 +277,12 @@ def test_backup_erase_restore_round_trip(cli: Cli, platform: Platform, pg_cluste
     ok(cli, "delete", tid, "--yes")
     assert state(pg_cluster, tid)["tenants"] == [] and chain(pg_cluster, tid) == []
     assert platform.get(host).status_code == 404
+    assert not [k for k in bucket_keys(platform) if k.startswith(f"tenants/{tid}/")]  # the files went too
 
     restored = ok(cli, "restore", str(archive))
     assert restored["tenant_id"] == tid and restored["written"]["audit_log"] == len(archived_chain)
+    assert restored["r2_objects"] == 3 and restored["r2_bytes"] == total
+    assert restored["usage_meter"] == f"levels seeded: {{'storage': {total}}}"
     assert platform.get(host).json()["tenant_id"] == tid  # routed and served by a fresh Worker
     after = state(pg_cluster, tid)
     for table in ("tenants", "profiles", "tenant_domains"):
@@ -221,11 +298,95 @@ def test_backup_erase_restore_round_trip(cli: Cli, platform: Platform, pg_cluste
     auth = session(platform, tid, admin, "admin")  # a new Worker, a new session key
     usage_now = httpx.get(platform.url + "/api/usage", headers={"Host": host, **auth}, timeout=60).json()["usage"]
     assert usage_now["ai_calls"]["used"] == 1
+    assert usage_now["storage"]["used"] == total  # the storage level is the restored files' total
     assert {t: state(pg_cluster, t) for t in others} == others  # nobody else was touched
 
+    def files_as_served() -> dict[str, tuple[bytes, str]]:
+        listed = httpx.get(platform.url + "/api/files", headers={"Host": host, **auth}, timeout=60).json()["files"]
+        out = {}
+        for f in listed:
+            d = download(platform, host, auth, f["name"])
+            assert d.status_code == 200, d.text
+            out[f["name"]] = (d.content, d.headers["content-type"])
+        return out
+
+    assert files_as_served() == FILES  # same names, bytes and content types
+    assert download(platform, neighbour.host, neighbour.session(), "docs/q1.pdf").content == theirs
+    assert int(neighbour.usage()["storage"]["used"]) == len(theirs)
+
     again = ok(cli, "restore", str(archive), "--tenant", tid)  # re-run: nothing changes
-    assert again["written"]["audit_log"] == 0
+    assert again["written"]["audit_log"] == 0 and again["r2_objects"] == 3
     assert state(pg_cluster, tid) == after and len(chain(pg_cluster, tid)) == len(rows)
+    assert files_as_served() == FILES and storage_used(platform, host, auth) == total
+    assert download(platform, neighbour.host, neighbour.session(), "docs/q1.pdf").content == theirs
+
+
+def test_an_archive_with_an_r2_key_outside_the_tenant_is_refused(cli: Cli, platform: Platform, pg_cluster: Any,
+                                                                 tmp_path: Path) -> None:
+    """A forged archive (checksums recomputed) that would plant or overwrite a neighbour's file."""
+    with usage_tenant(platform, pg_cluster) as neighbour:
+        theirs = b"the neighbour's file"
+        assert upload(platform, neighbour.host, neighbour.session(), "a.txt", theirs, "text/plain").status_code == 201
+        add(cli, "bk-r2", "bk-r2.example.net")
+        admin = "00000000-0000-4000-8000-0000000000c1"
+        with pg_cluster.connect() as conn:
+            conn.execute("insert into public.profiles (id, tenant_id, tenant_role, email) values"
+                         " (%s, 'bk-r2', 'admin', 'a@bk-r2.example.net')", (admin,))
+        auth = session(platform, "bk-r2", admin, "admin")
+        assert upload(platform, "bk-r2.example.net", auth, "a.txt", b"mine", "text/plain").status_code == 201
+        archive = tmp_path / "r2.tar.gz"
+        ok(cli, "backup", "bk-r2", "--output", str(archive))
+        before = state(pg_cluster, "bk-r2")
+
+        for key in (f"tenants/{neighbour.tenant_id}/files/a.txt", f"tenants/{neighbour.tenant_id}/files/planted",
+                    "tenants/bk-r2/../" + neighbour.tenant_id + "/files/a.txt"):
+            def plant(files: dict[str, bytes], key: str = key) -> None:
+                index = json.loads(files["r2/index.json"])
+                data = b"overwritten by bk-r2"
+                index["objects"].append({"key": key, "member": r2_member(key), "bytes": len(data),
+                                         "sha256": hashlib.sha256(data).hexdigest(), "content_type": "text/plain",
+                                         "metadata": {}})
+                files["r2/index.json"] = dump(index)
+                files[r2_member(key)] = data
+                reseal(files)
+
+            code, _, err = cli("restore", str(rewrite(archive, tmp_path / "forged.tar.gz", plant)))
+            assert code == 2 and "outside the tenant's prefix" in err, err
+        assert download(platform, neighbour.host, neighbour.session(), "a.txt").content == theirs
+        assert f"tenants/{neighbour.tenant_id}/files/planted" not in bucket_keys(platform)
+        assert state(pg_cluster, "bk-r2") == before  # refused before any write
+
+
+def test_the_hosts_r2_control_is_token_checked_and_confined_to_one_tenant(platform: Platform,
+                                                                          pg_cluster: Any) -> None:
+    with usage_tenant(platform, pg_cluster) as a, usage_tenant(platform, pg_cluster) as b:
+        assert upload(platform, b.host, b.session(), "b.txt", b"b's", "text/plain").status_code == 201
+        found = control_from_status(platform.paths.root)
+        assert found is not None
+        directory, token = found
+        base, auth = f"http://{directory}", {"x-cmgsite-host-token": token}
+        b_key = f"tenants/{b.tenant_id}/files/b.txt"
+
+        def put_header(tenant: str, key: str) -> dict[str, str]:
+            meta = {"tenant": tenant, "key": key, "contentType": "text/plain", "customMetadata": {}}
+            return {"x-cmgsite-r2-object": quote(json.dumps(meta), safe="")}
+
+        assert httpx.post(base + "/r2/get", json={"tenant": b.tenant_id, "key": b_key}).status_code == 403  # no token
+        assert httpx.post(base + "/r2/get", json={"tenant": b.tenant_id, "key": b_key},
+                          headers={"x-cmgsite-host-token": "0" * len(token)}).status_code == 403
+        refused = [
+            httpx.post(base + "/r2/get", json={"tenant": a.tenant_id, "key": b_key}, headers=auth),
+            httpx.post(base + "/r2/get", headers=auth,
+                       json={"tenant": a.tenant_id, "key": f"tenants/{a.tenant_id}/../{b.tenant_id}/files/b.txt"}),
+            httpx.post(base + "/r2/list", json={"tenant": a.tenant_id, "prefix": "tenants/"}, headers=auth),
+            httpx.post(base + "/r2/list", json={"tenant": "../x", "prefix": "tenants/../x/"}, headers=auth),
+            httpx.post(base + "/r2/put", content=b"overwritten", headers={**auth, **put_header(a.tenant_id, b_key)}),
+        ]
+        assert [r.status_code for r in refused] == [400] * len(refused), [r.text for r in refused]
+        listed = httpx.post(base + "/r2/list", json={"tenant": b.tenant_id, "prefix": f"tenants/{b.tenant_id}/"},
+                            headers=auth).json()
+        assert [o["key"] for o in listed["objects"]] == [b_key] and listed["objects"][0]["contentType"] == "text/plain"
+        assert download(platform, b.host, b.session(), "b.txt").content == b"b's"
 
 
 def test_tenant_a_archive_is_refused_under_tenant_b_and_when_relabelled(cli: Cli, pg_cluster: Any,

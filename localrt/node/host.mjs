@@ -12,7 +12,8 @@
 //   `<secrets>/<name>.dev.vars`), written by the tenant CLI; the host polls it.
 // - A loopback "directory" server answers the namespace binding (where does script X run)
 //   and the control plane (KV purges while the platform runs; status). Mutating calls
-//   need the token from the config file (owner-only).
+//   need the token from the config file (owner-only); so do the /r2/* calls backup and restore
+//   make on the tenants' bucket, each confined to one tenant's `tenants/<id>/` keys.
 //
 // - Tenant scripts share one R2 bucket (FILES), as they do on Cloudflare. Miniflare keeps a
 //   bucket in one SQLite database that two workerd processes cannot write at once (SQLITE_BUSY),
@@ -367,6 +368,17 @@ function authorised(req) {
   return supplied.length === expected.length && timingSafeEqual(supplied, expected);
 }
 
+async function rawBody(req, max) {
+  const chunks = [];
+  let size = 0;
+  for await (const c of req) {
+    size += c.length;
+    if (size > max) throw Object.assign(new Error("body too large"), { status: 413 });
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks);
+}
+
 async function body(req) {
   const chunks = [];
   for await (const c of req) chunks.push(c);
@@ -427,6 +439,7 @@ const directory = createServer(async (req, res) => {
       const kv = await kvOf(binding);
       return reply(res, 200, { value: await kv.get(String(key)) });
     }
+    if (url.pathname.startsWith("/r2/")) return await r2Control(req, res, url);
     if (req.method === "POST" && url.pathname === "/kv/put" && config.testFaults) {
       const { binding, key, value, ttl } = await body(req);
       const kv = await kvOf(binding);
@@ -455,9 +468,79 @@ const directory = createServer(async (req, res) => {
     }
     return reply(res, 404, { error: "no such endpoint" });
   } catch (err) {
+    if (err?.status === 413) return reply(res, 413, { error: "body too large" });
     return reply(res, 500, { error: String(err).slice(0, 300) });
   }
 });
+
+// ---- the tenants' bucket for the control plane (backup and restore) ----------------------
+// Token-checked like every mutating call, and confined: each call names one tenant, and every
+// key or prefix it touches must lie under `tenants/<that tenant>/` (checked here too, whatever
+// the caller checked). Object metadata travels in one header, URI-encoded JSON.
+//   POST /r2/list {tenant, prefix, cursor}   -> {objects: [{key, size, contentType, customMetadata}], cursor, truncated}
+//   POST /r2/get  {tenant, key}              -> the bytes; X-Cmgsite-R2-Object: {key, size, contentType, customMetadata}
+//   POST /r2/put  X-Cmgsite-R2-Object: {tenant, key, contentType, customMetadata}; the bytes -> {key, size}
+const R2_MAX_OBJECT = 256 * 1024 * 1024;  // the backup archive's member limit
+const TENANT_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
+function confinedKey(tenant, key, { prefix = false } = {}) {
+  if (typeof tenant !== "string" || !TENANT_ID.test(tenant)) return "tenant must be a tenant id";
+  if (typeof key !== "string" || key.length > 1024) return "key must be a string of at most 1024 characters";
+  const root = `tenants/${tenant}/`;
+  if (!key.startsWith(root) || (!prefix && key.length === root.length)) return `key must lie under ${root}`;
+  if (/[\u0000-\u001f\u007f\\]/.test(key)) return "key holds a control character or a backslash";
+  const segments = key.slice(root.length).split("/");
+  if (segments.slice(0, prefix ? -1 : undefined).some((s) => s === "" || s === "." || s === ".."))
+    return "key holds an empty, . or .. segment";
+  return null;
+}
+const r2Meta = (obj) => ({ key: obj.key, size: obj.size, contentType: obj.httpMetadata?.contentType ?? null,
+                           customMetadata: obj.customMetadata ?? {} });
+
+async function r2Control(req, res, url) {
+  if (req.method !== "POST") return reply(res, 405, { error: "POST only" });
+  if (!storageOwner) return reply(res, 503, { error: "the tenants' storage is not ready" });
+  const bucket = await storageOwner.getR2Bucket("FILES");
+  if (url.pathname === "/r2/list") {
+    const { tenant, prefix, cursor } = await body(req);
+    const bad = confinedKey(tenant, prefix, { prefix: true });
+    if (bad) return reply(res, 400, { error: bad });
+    const page = await bucket.list({ prefix, limit: 1000, include: ["httpMetadata", "customMetadata"],
+                                     ...(cursor ? { cursor: String(cursor) } : {}) });
+    const objects = page.objects.filter((o) => o.key.startsWith(prefix)).map(r2Meta);
+    return reply(res, 200, { objects, truncated: page.truncated, cursor: page.truncated ? page.cursor : null });
+  }
+  if (url.pathname === "/r2/get") {
+    const { tenant, key } = await body(req);
+    const bad = confinedKey(tenant, key);
+    if (bad) return reply(res, 400, { error: bad });
+    const obj = await bucket.get(key);
+    if (!obj) return reply(res, 404, { error: "no such object" });
+    const data = Buffer.from(await obj.arrayBuffer());
+    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": data.length,
+                         "x-cmgsite-r2-object": encodeURIComponent(JSON.stringify(r2Meta(obj))) });
+    return res.end(data);
+  }
+  if (url.pathname === "/r2/put") {
+    let meta;
+    try {
+      meta = JSON.parse(decodeURIComponent(String(req.headers["x-cmgsite-r2-object"] ?? "")));
+    } catch {
+      return reply(res, 400, { error: "X-Cmgsite-R2-Object must be URI-encoded JSON" });
+    }
+    const bad = confinedKey(meta?.tenant, meta?.key);
+    if (bad) return reply(res, 400, { error: bad });
+    const custom = meta.customMetadata ?? {};
+    if (typeof custom !== "object" || Array.isArray(custom) || Object.values(custom).some((v) => typeof v !== "string"))
+      return reply(res, 400, { error: "customMetadata must map names to strings" });
+    if (meta.contentType != null && typeof meta.contentType !== "string")
+      return reply(res, 400, { error: "contentType must be a string" });
+    const data = await rawBody(req, R2_MAX_OBJECT);
+    const stored = await bucket.put(meta.key, data, { customMetadata: custom,
+                                                      ...(meta.contentType ? { httpMetadata: { contentType: meta.contentType } } : {}) });
+    return reply(res, 200, { key: stored.key, size: stored.size });
+  }
+  return reply(res, 404, { error: "no such endpoint" });
+}
 
 // ---- start, serve, stop ---------------------------------------------------------------------
 async function main() {
