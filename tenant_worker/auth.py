@@ -172,6 +172,7 @@ async def record_signin(call: Call, outcome: str, *, provider: str | None, reaso
     if outcome == "success":
         details["new_user"] = new_user
     log.info(json.dumps({"event": "signin", "outcome": outcome, "tenant_id": call.tenant.tenant_id, **details}))
+    call.state["signin"] = {"provider": provider, "outcome": outcome, "reason": reason}  # its metrics point
     try:
         await write_audit(call, actor=user_id or "anonymous", action=f"auth.signin.{outcome}", target=user_id,
                           details=details)
