@@ -216,6 +216,18 @@ def control_from_status(state_dir: Path) -> tuple[str, str] | None:
     return str(status["directory"]), str(config["token"])
 
 
+def dispatcher_url_if_running(state_dir: Path) -> str | None:
+    """Where a running local platform serves (its dispatcher), for the CLI's health checks."""
+    if control_from_status(state_dir) is None:
+        return None
+    try:
+        status = json.loads((state_dir / "host-status.json").read_text())
+        config = json.loads((state_dir / "host-config.json").read_text())
+        return f"http://{config.get('host') or '127.0.0.1'}:{int(status['port'])}"
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def call_host(directory: str, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """One call to a host's control endpoint (loopback, token-checked); HostError unless 200."""
     r = httpx.request(method, f"http://{directory}{path}", json=body, timeout=120,

@@ -36,7 +36,8 @@ from shared.tiers import Tier  # noqa: E402
 
 EPILOG = f"""\
 exit codes: 0 done; 1 a backend failed part-way (re-run the same command to complete it);
-2 refused or invalid input (nothing written); 3 verify found drift; 4 configuration missing.
+2 refused or invalid input (nothing written); 3 verify found drift, or check found failing tenants;
+4 configuration missing.
 
 --remote reads {', '.join(REMOTE_ENV)} (and CONTEXT_SIGNING_SECRET to deploy) from the environment.
 Locally a change takes effect at once; on Cloudflare within ~{CHANGE_BOUND_SECONDS} s (KV propagation
@@ -118,6 +119,11 @@ def parser() -> argparse.ArgumentParser:
     p = cmd("export", "write a tenant's data as JSON (GDPR access, backup)")
     p.add_argument("tenant_id")
     p.add_argument("--output", type=Path, help="file to write (mode 0600); default stdout")
+    p = cmd("check", "run the health checks now (/api/health and the sign-in page of every active tenant), "
+                     "record them and send due alerts")
+    p.add_argument("--tenant", dest="check_tenant", metavar="TENANT_ID", help="check one tenant only")
+    p.add_argument("--cron", action="store_true",
+                   help="fire the running local platform's own cron handler (Miniflare's scheduled trigger) instead")
     p = cmd("delete", "erase a tenant everywhere (asks for the tenant id unless --yes)")
     p.add_argument("tenant_id")
     p.add_argument("--yes", action="store_true", help="skip the typed confirmation")
@@ -264,6 +270,27 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
         json.dump(data, out, indent=2, default=str)
         print(file=out)
         return EXIT_OK, None
+    if c == "check":
+        from controlplane.health import check
+        from localrt.http_client import HttpxClient
+
+        http = HttpxClient()
+        try:
+            report = await check(cp, args.settings, http, tenant_id=args.check_tenant, cron=args.cron)
+        finally:
+            await http.aclose()
+        if not args.json:
+            if "checks" in report:
+                _table([{**r, "ok": "ok" if r["ok"] else "FAIL"} for r in report["checks"]],
+                       ["tenant_id", "ok", "health_status", "page_status", "latency_ms", "detail"], out)
+            for t in report.get("transitions", []):
+                print(f"{t['event']}: {t['tenant_id']} (alert {t['alert_id']})", file=out)
+            for d in report.get("deliveries", []):
+                state = "delivered" if d["delivered"] else f"not delivered ({d['error']})"
+                print(f"webhook {d['event']} {d['tenant_id']}: {state}", file=out)
+            if "cron" in report:
+                print(f"cron handler: {report['cron']}", file=out)
+        return (EXIT_DRIFT if report.get("failing") else EXIT_OK), (report if args.json else None)
     if c == "delete":
         _confirm(args.tenant_id, args.yes, stdin, err)
         return EXIT_OK, await delete_tenant(cp, args.tenant_id)
@@ -281,6 +308,7 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
     settings = Settings(remote=args.remote, dry_run=args.dry_run, state_dir=args.state_dir,
                         wrangler_state=args.wrangler_state, d1_file=args.d1_file,
                         env=dict(env if env is not None else os.environ))
+    args.settings = settings  # what the control plane was built with (check reads it)
     reporter = Reporter(out=out, err=err, quiet=args.quiet)
     return asyncio.run(_main(args, settings, reporter, inp, build_control_plane or build))
 
