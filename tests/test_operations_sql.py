@@ -173,6 +173,7 @@ def test_uptime_per_month_through_rls(conn: psycopg.Connection) -> None:
                                                                 (WORLD.a, "2026-11", 1, 1, "100.000")]
         assert conn.execute(query, ("2026-11", "2026-11")).fetchall() == [(WORLD.a, "2026-11", 1, 1, "100.000")]
         assert conn.execute(query, (None, "2026-10")).fetchall() == [(WORLD.a, "2026-10", 100, 75, "75.000")]
+        assert conn.execute("select count(*) from public.tenant_uptime(null, null, %s)", (WORLD.b,)).fetchone() == (0,)
         conn.execute("reset role")
         as_member(conn, WORLD.a, "client")
         assert conn.execute(query, (None, None)).fetchall() == []  # health is for admins

@@ -346,7 +346,8 @@ grant execute on function public.mark_alert_notified(bigint, text, boolean, text
 -- Uptime (security invoker: the caller's RLS on health_checks applies)
 -- ---------------------------------------------------------------------------------------
 
-create or replace function public.tenant_uptime(from_period text default null, to_period text default null)
+create or replace function public.tenant_uptime(from_period text default null, to_period text default null,
+                                                only_tenant text default null)
 returns table (tenant_id text, period text, checks bigint, ok_checks bigint, uptime_percent numeric)
 language sql stable
 security invoker
@@ -358,14 +359,15 @@ as $$
          count(*) filter (where h.ok) as ok_checks,
          round(100.0 * count(*) filter (where h.ok) / count(*), 3) as uptime_percent
     from public.health_checks h
-   where (from_period is null or h.checked_at >= ((from_period || '-01')::timestamp at time zone 'UTC'))
+   where (only_tenant is null or h.tenant_id = only_tenant)
+     and (from_period is null or h.checked_at >= ((from_period || '-01')::timestamp at time zone 'UTC'))
      and (to_period is null
           or h.checked_at < (((to_period || '-01')::timestamp + interval '1 month') at time zone 'UTC'))
    group by h.tenant_id, to_char(h.checked_at at time zone 'UTC', 'YYYY-MM')
    order by 1, 2
 $$;
-revoke all on function public.tenant_uptime(text, text) from public, anon;
-grant execute on function public.tenant_uptime(text, text) to authenticated, service_role;
+revoke all on function public.tenant_uptime(text, text, text) from public, anon;
+grant execute on function public.tenant_uptime(text, text, text) to authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------
 -- Grants (re-stated in full)
