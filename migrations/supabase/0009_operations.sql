@@ -7,6 +7,8 @@
 --   health_alerts     opened after N consecutive failed checks, resolved by the next good one;
 --                     at most one open alert per tenant; webhook delivery state (an outbox: a
 --                     delivery that failed is tried again on the next run, up to 10 attempts)
+--   platform_overview()  one row per tenant for the platform dashboard (usage this and last month,
+--                     domains, tickets, breaches, alerts, checks), one query, under the caller's RLS
 --   tenant_uptime()   checks, good checks and uptime % per tenant per month (UTC), as the caller may
 --                     see them (a function, not a view: the control plane's export and erasure find
 --                     a tenant's data as the relations with a tenant_id column)
@@ -368,6 +370,53 @@ as $$
 $$;
 revoke all on function public.tenant_uptime(text, text, text) from public, anon;
 grant execute on function public.tenant_uptime(text, text, text) to authenticated, service_role;
+
+-- ---------------------------------------------------------------------------------------
+-- The platform dashboard: one row per tenant the caller may see, in one query (RLS applies:
+-- the primary tenant's super admin sees every tenant, anyone else their own)
+-- ---------------------------------------------------------------------------------------
+
+create or replace function public.platform_overview(p_this text, p_last text)
+returns table (tenant_id text, name text, type text, tier text, status text, created_at timestamptz,
+               whitelabel_config jsonb, ai_calls bigint, ai_calls_last bigint, storage_bytes bigint, domains bigint,
+               custom_domains bigint, open_tickets bigint, tickets_this_period bigint, breached_open bigint,
+               escalated_open bigint, open_alerts bigint, checks bigint, ok_checks bigint)
+language sql stable
+security invoker
+set search_path = ''
+as $$
+  select t.tenant_id, t.name, t.type, t.subscription_tier, t.status, t.created_at, t.whitelabel_config,
+         coalesce(u.ai_this, 0), coalesce(u.ai_last, 0), coalesce(u.storage, 0),
+         coalesce(d.n, 0), coalesce(d.custom, 0),
+         coalesce(k.open_n, 0), coalesce(k.new_n, 0), coalesce(k.breached_n, 0), coalesce(k.escalated_n, 0),
+         coalesce(a.n, 0), coalesce(h.checks_n, 0), coalesce(h.ok_n, 0)
+    from public.tenants t
+    left join (select x.tenant_id,
+                      sum(x.usage_count) filter (where x.usage_type = 'ai_calls' and x.period = p_this) as ai_this,
+                      sum(x.usage_count) filter (where x.usage_type = 'ai_calls' and x.period = p_last) as ai_last,
+                      sum(x.usage_count) filter (where x.usage_type = 'storage' and x.period = p_this) as storage
+                 from public.tenant_usage x where x.period in (p_this, p_last) group by x.tenant_id) u
+      on u.tenant_id = t.tenant_id
+    left join (select x.tenant_id, count(*) as n, count(*) filter (where x.domain_type = 'custom') as custom
+                 from public.tenant_domains x group by x.tenant_id) d on d.tenant_id = t.tenant_id
+    left join (select x.tenant_id,
+                      count(*) filter (where x.status <> 'closed') as open_n,
+                      count(*) filter (where to_char(x.created_at at time zone 'UTC', 'YYYY-MM') = p_this) as new_n,
+                      count(*) filter (where x.status <> 'closed'
+                                       and ((x.first_response_at is null and x.first_response_due_at < now())
+                                            or x.first_response_at > x.first_response_due_at)) as breached_n,
+                      count(*) filter (where x.status <> 'closed' and x.escalated) as escalated_n
+                 from public.support_tickets x group by x.tenant_id) k on k.tenant_id = t.tenant_id
+    left join (select x.tenant_id, count(*) as n from public.health_alerts x where x.status = 'open'
+                group by x.tenant_id) a on a.tenant_id = t.tenant_id
+    left join (select x.tenant_id, count(*) as checks_n, count(*) filter (where x.ok) as ok_n
+                 from public.health_checks x
+                where x.checked_at >= ((p_this || '-01')::timestamp at time zone 'UTC')
+                group by x.tenant_id) h on h.tenant_id = t.tenant_id
+   order by t.tenant_id
+$$;
+revoke all on function public.platform_overview(text, text) from public, anon;
+grant execute on function public.platform_overview(text, text) to authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------
 -- Grants (re-stated in full)
