@@ -168,9 +168,13 @@ def svg_series(series: Sequence[dict[str, int]], *, width: int = 720, height: in
     return "".join(parts)
 
 
-def _bar(label: str, used: int | None, limit: int, color: str) -> str:
+def _amount(kind: str, n: int) -> str:
+    return f"{n / 1024 ** 3:.2f} GiB" if kind == UsageKind.STORAGE.value else str(n)
+
+
+def _bar(label: str, used: int | None, limit: int, color: str, kind: str = "") -> str:
     pct = 0 if not limit or used is None else min(100, round(100 * used / limit))
-    shown = "unknown" if used is None else f"{used} of {limit}"
+    shown = "unknown" if used is None else f"{_amount(kind, used)} of {_amount(kind, limit)}"
     return (f'<div class="usage"><div class="usage-label">{E(label)}: <strong>{E(shown)}</strong></div>'
             f'<div class="track" role="progressbar" aria-valuenow="{pct}" aria-valuemin="0" aria-valuemax="100">'
             f'<div class="fill" style="width:{pct}%;background:{color}"></div></div></div>')
@@ -215,7 +219,8 @@ def render_admin(data: dict[str, Any]) -> str:
     brand = Brand.from_config(data["branding"], data["tenant"]["name"])
     t, traffic = data["tenant"], data["traffic"]
     usage = data["usage"]
-    usage_html = ("".join(_bar(u["kind"].replace("_", " "), u["used"], u["limit"], brand.primary_color) for u in usage)
+    usage_html = ("".join(_bar(u["kind"].replace("_", " "), u["used"], u["limit"], brand.primary_color, u["kind"])
+                          for u in usage)
                   if usage is not None else "<p>Usage is unavailable right now.</p>")
     if traffic:
         traffic_html = (f'<p><span class="figure">{traffic["requests"]}</span> requests in 24 h · p50 '
