@@ -119,6 +119,15 @@ def parser() -> argparse.ArgumentParser:
     p = cmd("export", "write a tenant's data as JSON (GDPR access, backup)")
     p.add_argument("tenant_id")
     p.add_argument("--output", type=Path, help="file to write (mode 0600); default stdout")
+    p = cmd("branding", "set a tenant's white-label branding (the rules of PATCH /api/tenant/branding)")
+    p.add_argument("tenant_id")
+    p.add_argument("--brand-name")
+    p.add_argument("--logo-url", help="an https URL")
+    p.add_argument("--primary-color", help="#rrggbb")
+    p.add_argument("--secondary-color", help="#rrggbb")
+    p.add_argument("--support-email")
+    p.add_argument("--clear", action="append", default=[], metavar="FIELD",
+                   help="remove a field (brand_name, logo_url, primary_color, secondary_color, support_email)")
     p = cmd("check", "run the health checks now (/api/health and the sign-in page of every active tenant), "
                      "record them and send due alerts")
     p.add_argument("--tenant", dest="check_tenant", metavar="TENANT_ID", help="check one tenant only")
@@ -270,6 +279,14 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
         json.dump(data, out, indent=2, default=str)
         print(file=out)
         return EXIT_OK, None
+    if c == "branding":
+        from controlplane.branding import set_branding
+
+        values: dict[str, Any] = {k: getattr(args, k) for k in ("brand_name", "logo_url", "primary_color",
+                                                                 "secondary_color", "support_email")
+                                  if getattr(args, k) is not None}
+        values.update({k: None for k in args.clear})
+        return EXIT_OK, await set_branding(cp, args.tenant_id, values)
     if c == "check":
         from controlplane.health import check
         from localrt.http_client import HttpxClient

@@ -10,29 +10,18 @@ written some other way never reaches a page unchecked; pages escape every value 
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
 from pydantic import field_validator
 
+from shared.branding import COLOR, EMAIL, FIELDS, check_field, merged, valid_logo_url
 from shared.errors import DEFAULT_COLOR
 from tenant_worker.http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Role, require
 from tenant_worker.supabase_access import guarded, tenant_db, write_audit
 
-COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
-EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+$")
 DEFAULT_SECONDARY = "#4b5563"
-FIELDS = ("brand_name", "logo_url", "primary_color", "secondary_color", "support_email")
-
-
-def valid_logo_url(value: str) -> bool:
-    if len(value) > 500 or any(c in value for c in "\"'<> \\\t\r\n`"):
-        return False
-    parts = urlsplit(value)
-    return parts.scheme == "https" and bool(parts.hostname) and not parts.username and not parts.password
 
 
 @dataclass(frozen=True)
@@ -72,33 +61,13 @@ class BrandingUpdate(RequestBody):
     secondary_color: str | None = None
     support_email: str | None = None
 
-    @field_validator("brand_name")
+    @field_validator("brand_name", "logo_url", "primary_color", "secondary_color", "support_email")
     @classmethod
-    def _name(cls, v: str | None) -> str | None:
-        if v is not None and not 1 <= len(v.strip()) <= 120:
-            raise ValueError("1 to 120 characters")
-        return v.strip() if v is not None else None
-
-    @field_validator("primary_color", "secondary_color")
-    @classmethod
-    def _color(cls, v: str | None) -> str | None:
-        if v is not None and not COLOR.match(v):
-            raise ValueError("a colour as #rrggbb")
-        return v.lower() if v is not None else None
-
-    @field_validator("logo_url")
-    @classmethod
-    def _logo(cls, v: str | None) -> str | None:
-        if v is not None and not valid_logo_url(v):
-            raise ValueError("an https URL")
-        return v
-
-    @field_validator("support_email")
-    @classmethod
-    def _email(cls, v: str | None) -> str | None:
-        if v is not None and (len(v) > 254 or not EMAIL.match(v)):
-            raise ValueError("an e-mail address")
-        return v
+    def _checked(cls, v: str | None, info: Any) -> str | None:
+        value, problem = check_field(info.field_name, v)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 async def update_branding(call: Call) -> Reply:
@@ -117,14 +86,7 @@ async def update_branding(call: Call) -> Reply:
                                    limit=1))
     if not rows:
         raise ApiError(404, "not_found", "This tenant has no record yet.")
-    config = dict(rows[0].get("whitelabel_config") or {})
-    for key in FIELDS:
-        if key in raw:
-            value = getattr(update, key)
-            if value is None:
-                config.pop(key, None)
-            else:
-                config[key] = value
+    config = merged(rows[0].get("whitelabel_config"), {k: getattr(update, k) for k in FIELDS if k in raw})
     updated = await guarded(db.update("tenants", {"whitelabel_config": config}, eq={"tenant_id": call.tenant.tenant_id},
                                       columns="name,whitelabel_config"))
     if not updated:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
@@ -245,3 +244,20 @@ def test_the_platform_page_in_chromium(a: UsageTenant, b: UsageTenant) -> None:
             assert {"mrr", "adoption", "ops", "tenants"} <= set(facts["sections"])
         tab = browser.tab(width=1280, height=900, headers={"Cookie": a.session("admin")["cookie"]})
         assert tab.open(f"http://{a.host}/platform") == 404  # only on the primary tenant
+
+
+def test_the_operator_sets_branding_with_the_same_rules(a: UsageTenant, supabase_stack: Any) -> None:
+    from tests.test_health_e2e import run_cli
+
+    env = {"SUPABASE_URL": supabase_stack.url, "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key}
+    code, out, err = run_cli(a.platform, env, "branding", a.tenant_id, "--primary-color", "#112233",
+                             "--support-email", "ops@alpha.example", "--json")
+    assert code == 0, err
+    assert json.loads(out)["branding"]["primary_color"] == "#112233"
+    for bad in (["--primary-color", "blue"], ["--logo-url", "http://x.example/l.png"], ["--clear", "tenant_id"], []):
+        code, _, err = run_cli(a.platform, env, "branding", a.tenant_id, *bad)
+        assert code == 2, (bad, err)
+    d = call(a.platform, "GET", a.host, "/api/admin/dashboard", a.session("admin")).json()
+    assert d["branding"]["primary_color"] == "#112233" and d["branding"]["support_email"] == "ops@alpha.example"
+    code, out, err = run_cli(a.platform, env, "branding", a.tenant_id, "--clear", "support_email", "--json")
+    assert code == 0 and json.loads(out)["branding"]["support_email"] is None, err
