@@ -58,6 +58,8 @@ class ControlPlane:
     on_change: Callable[[], None] = lambda: None
     runner: Runner | None = None
     master_secret: str | None = None  # the dispatcher's CONTEXT_SIGNING_SECRET, uploaded with it (remote)
+    # The dispatcher's other secrets (remote): Supabase for its health checks, the alert webhook's key.
+    dispatcher_secrets: dict[str, str] = field(default_factory=dict)
     runtime_data: TenantRuntimeData | None = None  # AUTH_KV keys, Durable Object storage
     ownership: OwnershipChecker | None = None  # DNS TXT / HTTP token check of a pending custom domain
     meter: MeterControl | None = None  # tenants' UsageMeters through the running platform (backup/restore)
@@ -407,13 +409,15 @@ class ControlPlane:
         if not master_secret:
             self.runner.run(dispatcher_deploy_command())
             return
+        values = {"CONTEXT_SIGNING_SECRET": master_secret, **self.dispatcher_secrets}
         if self.dry_run:
-            self.runner.run(dispatcher_deploy_command(secrets_file="<temporary JSON file with CONTEXT_SIGNING_SECRET>"))
+            self.runner.run(dispatcher_deploy_command(
+                secrets_file=f"<temporary JSON file with {', '.join(sorted(values))}>"))
             return
         fd, path = tempfile.mkstemp(prefix="cmgsite-secrets-", suffix=".json")  # 0600
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump({"CONTEXT_SIGNING_SECRET": master_secret}, f)
+                json.dump(values, f)
             self.runner.run(dispatcher_deploy_command(secrets_file=path))
         finally:
             os.unlink(path)

@@ -106,6 +106,14 @@ def platform_secrets(settings: Settings) -> dict[str, str]:
     return {k: source[k] for k in PLATFORM_SECRETS if source.get(k)}
 
 
+# What the dispatcher's cron handler needs besides its master key (dispatcher/health.py).
+DISPATCHER_SECRETS = ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "ALERT_WEBHOOK_SECRET")
+
+
+def dispatcher_secrets(settings: Settings) -> dict[str, str]:
+    return {k: settings.env[k] for k in DISPATCHER_SECRETS if settings.env.get(k)}
+
+
 def kv_namespace_id(env: Mapping[str, str], *, config: str = "wrangler.dispatcher.toml", binding: str = "TENANT_CACHE",
                     override: str = "CLOUDFLARE_KV_NAMESPACE_ID") -> str:
     """A KV namespace's id: from the environment, else from the wrangler config that binds it."""
@@ -197,6 +205,7 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
                                             platform_secrets=platform_secrets(settings)),
                           CloudflareHostnames(api), reporter, local=False, dry_run=settings.dry_run, runner=run,
                           master_secret=settings.env.get("CONTEXT_SIGNING_SECRET"), closers=closers,
+                          dispatcher_secrets=dispatcher_secrets(settings),
                           ownership=ownership_checker(http, settings.env),
                           runtime_data=CloudflareRuntimeData(api, auth_kv_id),
                           meter=PlatformMeter(http, base_url=lambda t: f"https://{t.domain}",

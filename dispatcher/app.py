@@ -16,6 +16,7 @@ from shared.context import H_REQUEST_ID, context_headers, derive_tenant_key, is_
 from shared.errors import Branding, error_reply
 from shared.hosts import InvalidHost, normalize_host
 from shared.isolate import PerIsolate
+from shared.metrics import NO_TENANT, SOURCE_DISPATCHER, MetricsRecorder, RequestPoint, path_class
 from shared.models import TenantContext, TenantRoute, TenantStatus
 from shared.security_headers import BASELINE
 from shared.tiers import plan_for
@@ -27,8 +28,19 @@ def new_request_id() -> str:
     return secrets.token_hex(16)
 
 
+class _Outcome:
+    """What the request path learned, for its metrics point: the tenant and the error code."""
+
+    __slots__ = ("tenant_id", "code", "path")
+
+    def __init__(self) -> None:
+        self.tenant_id, self.code, self.path = NO_TENANT, "", "/"
+
+
 def _error(path: str, status: int, code: str, message: str, rid: str, route: TenantRoute | None = None,
-           headers: dict[str, str] | None = None) -> Response:
+           headers: dict[str, str] | None = None, *, note: _Outcome | None = None) -> Response:
+    if note is not None:
+        note.code = code
     brand = Branding(brand_name=route.brand_name) if route is not None and route.brand_name else None
     reply = error_reply(path, status, code, message, rid, branding=brand, headers=headers)
     return Response(reply.body, status=reply.status, headers=reply.headers)
@@ -57,6 +69,7 @@ class Dispatcher:
         self._resolver = RouteResolver(env.DB, getattr(env, "TENANT_CACHE", None),
                                        isolate_ttl=_isolate_ttl(getattr(env, "ROUTE_ISOLATE_TTL_SECONDS", None)))
         self._keys: dict[str, str] = {}
+        self.metrics = MetricsRecorder(getattr(env, "METRICS", None))
 
     @property
     def resolver(self) -> RouteResolver:
@@ -68,30 +81,41 @@ class Dispatcher:
             key = self._keys[tenant_id] = derive_tenant_key(self._master, tenant_id)
         return key
 
-    async def handle(self, request: Request, defer: Defer | None = None) -> Response:
+    async def handle(self, request: Request, defer: Defer | None = None, *, source: str = SOURCE_DISPATCHER) -> Response:
+        """Serve one request; its metrics point is written in `defer` (ctx.waitUntil), never inline."""
+        started = self._clock()
+        note = _Outcome()
+        response = await self._serve(request, defer, note)
+        if self.metrics.enabled:
+            self.metrics.record(RequestPoint(note.tenant_id, source, path_class(note.path), str(request.js_object.method),
+                                             response.status, (self._clock() - started) * 1000, note.code), defer)
+        return response
+
+    async def _serve(self, request: Request, defer: Defer | None, note: _Outcome) -> Response:
         rid = new_request_id()
         url = urlsplit(request.url)
-        path = url.path or "/"
+        path = note.path = url.path or "/"
         incoming = request.headers  # converted from JS once per request
         try:
             host = normalize_host(incoming.get("host"))
         except InvalidHost as exc:
-            return _error(path, 400, "bad_host", f"Bad request: {exc}.", rid)
+            return _error(path, 400, "bad_host", f"Bad request: {exc}.", rid, note=note)
         try:
             route = await self._resolver.resolve(host, defer)
         except RouteUnavailable as exc:
             _log("route_unavailable", rid, host=host, reason=str(exc))
             return _error(path, 503, "routing_unavailable", "The service is temporarily unavailable. Please retry shortly.",
-                          rid, headers={"retry-after": "5"})
+                          rid, headers={"retry-after": "5"}, note=note)
         if route is None:
-            return _error(path, 404, "not_found", "There is nothing here.", rid)
+            return _error(path, 404, "not_found", "There is nothing here.", rid, note=note)
+        note.tenant_id = route.tenant_id
         if route.status is TenantStatus.SUSPENDED:
-            return _error(path, 403, "tenant_suspended", "This site is suspended.", rid, route)
+            return _error(path, 403, "tenant_suspended", "This site is suspended.", rid, route, note=note)
         if route.status is TenantStatus.INACTIVE:
-            return _error(path, 410, "tenant_inactive", "This site is no longer available.", rid, route)
+            return _error(path, 410, "tenant_inactive", "This site is no longer available.", rid, route, note=note)
         if not self._master:
             _log("context_secret_missing", rid)
-            return _error(path, 503, "misconfigured", "The service is temporarily unavailable.", rid)
+            return _error(path, 503, "misconfigured", "The service is temporarily unavailable.", rid, note=note)
 
         ctx = TenantContext(route.tenant_id, route.tenant_type, route.tier, host, rid, int(self._clock()))
         headers = [(k, v) for k, v in incoming.items() if not is_client_controlled(k)]
@@ -108,17 +132,17 @@ class Dispatcher:
             )
         except ScriptNotFound:
             _log("script_not_found", rid, tenant_id=route.tenant_id, script=route.script_name)
-            return _error(path, 502, "tenant_worker_missing", "This site is not available right now.", rid, route)
+            return _error(path, 502, "tenant_worker_missing", "This site is not available right now.", rid, route, note=note)
         except WorkerLimitExceeded as exc:
             _log("worker_limit_exceeded", rid, tenant_id=route.tenant_id, limit=exc.kind)
             if exc.kind == "cpu":
                 return _error(path, 503, "worker_cpu_limit", "The site is over its compute limit. Please retry shortly.",
-                              rid, route, headers={"retry-after": "1"})
+                              rid, route, headers={"retry-after": "1"}, note=note)
             return _error(path, 429, "worker_subrequest_limit", "The site made too many requests. Please retry.",
-                          rid, route, headers={"retry-after": "1"})
+                          rid, route, headers={"retry-after": "1"}, note=note)
         except UserWorkerFailed as exc:
             _log("tenant_worker_failed", rid, tenant_id=route.tenant_id, error=str(exc)[:200])
-            return _error(path, 502, "tenant_worker_error", "This site could not answer.", rid, route)
+            return _error(path, 502, "tenant_worker_error", "This site could not answer.", rid, route, note=note)
 
 
 _dispatchers: PerIsolate[Dispatcher] = PerIsolate("dispatcher", Dispatcher)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from localrt.d1 import D1Database, apply_migrations_with_wrangler, wrangler_d1_file
-from localrt.demo import seed_demo
+from localrt.demo import seed_demo, set_dispatcher_supabase
 from localrt.devvars import read_dev_vars, write_dev_vars
 from localrt.platform import StatePaths
 from localrt.postgres import PgCluster
@@ -178,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
             demo_marker(state).write_text(json.dumps({"seeded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
         else:
             refresh_stack_secrets(paths.registry(), supabase)
+        set_dispatcher_supabase(paths.dispatcher_secrets, supabase)
         log.info("demo tenants ready; building the Workers and starting workerd (first start takes a while)")
         host = WorkerdHost(paths.namespace, paths.secrets, args.wrangler_state, state, port=args.port, host=args.host,
                            dispatcher_vars=dispatcher_vars(),

@@ -46,6 +46,18 @@ def ensure_dispatcher_secret(path: Path) -> str:
     return values["CONTEXT_SIGNING_SECRET"]
 
 
+# What the dispatcher needs of Supabase: its cron handler records health checks and alerts there.
+DISPATCHER_SUPABASE = ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY")
+
+
+def set_dispatcher_supabase(path: Path, supabase: dict[str, str]) -> None:
+    """Point the dispatcher's secrets at this run's Supabase (kept with its master secret)."""
+    values = read_dev_vars(path)
+    wanted = {k: supabase[k] for k in DISPATCHER_SUPABASE if supabase.get(k)}
+    if wanted and any(values.get(k) != v for k, v in wanted.items()):
+        write_dev_vars(path, {**values, **wanted})
+
+
 async def upsert_route(d1: D1Database, t: DemoTenant, status: str = "active") -> None:
     config = json.dumps({"brand_name": t.brand_name})
     await d1.prepare(
@@ -75,6 +87,7 @@ def deploy_script(registry: NamespaceRegistry, t: DemoTenant, master_secret: str
 async def seed_demo(d1: D1Database, registry: NamespaceRegistry, dispatcher_secrets: Path, *,
                     extra_secrets: dict[str, str] | None = None, extra_vars: dict[str, str] | None = None) -> None:
     master = ensure_dispatcher_secret(dispatcher_secrets)
+    set_dispatcher_supabase(dispatcher_secrets, extra_secrets or {})
     for t in DEMO_TENANTS:
         await upsert_route(d1, t)
         deploy_script(registry, t, master, extra_secrets, extra_vars)

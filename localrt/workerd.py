@@ -85,6 +85,7 @@ class WorkerdHost:
     events: list[dict[str, Any]] = field(default_factory=list)
     _proc: subprocess.Popen[str] | None = None
     _token: str = ""
+    metrics_token: str = ""
     directory: str = ""
 
     @property
@@ -102,13 +103,25 @@ class WorkerdHost:
             "statusFile": str(self.state_dir / "host-status.json"), "token": self._token,
             "testFaults": self.test_faults,
             "pythonSnapshotDir": str(self.python_snapshot_dir) if self.python_snapshot_dir else None,
+            "metricsStore": str(self.metrics_store), "metricsToken": self.metrics_token,
         }
+
+    @property
+    def metrics_store(self) -> Path:
+        """The local Analytics Engine's file (localrt.metrics_store reads it)."""
+        return self.state_dir / "metrics.sqlite"
+
+    @property
+    def metrics_sql_url(self) -> str:
+        """The local Analytics Engine SQL API (bearer `metrics_token`), as the Workers see it."""
+        return f"http://{self.directory}/client/v4/accounts/local/analytics_engine/sql"
 
     def start(self, *, timeout: float = 180.0, build: bool = True) -> None:
         if build:
             build_all()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._token = secrets.token_urlsafe(32)
+        self.metrics_token = secrets.token_urlsafe(32)
         config_path = self.state_dir / "host-config.json"
         fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -171,6 +184,14 @@ class WorkerdHost:
         """Test-only (host started with test_faults): make the namespace fail for `script`."""
         self._control("POST", "/faults", {"script": script, "fault": fault})
 
+    def trigger_scheduled(self, cron: str = "*/5 * * * *") -> str:
+        """Fire the dispatcher's cron handler now (Miniflare's scheduled trigger); its outcome."""
+        return str(self._control("POST", "/scheduled", {"cron": cron})["outcome"])
+
+    def set_metrics_fault(self, fault: str | None) -> None:
+        """Test-only: "throw" makes the local Analytics Engine refuse every write."""
+        self._control("POST", "/faults", {"metrics": fault})
+
     def stop(self, timeout: float = 30.0) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
@@ -193,6 +214,18 @@ def control_from_status(state_dir: Path) -> tuple[str, str] | None:
     except (OSError, ValueError, KeyError):
         return None
     return str(status["directory"]), str(config["token"])
+
+
+def dispatcher_url_if_running(state_dir: Path) -> str | None:
+    """Where a running local platform serves (its dispatcher), for the CLI's health checks."""
+    if control_from_status(state_dir) is None:
+        return None
+    try:
+        status = json.loads((state_dir / "host-status.json").read_text())
+        config = json.loads((state_dir / "host-config.json").read_text())
+        return f"http://{config.get('host') or '127.0.0.1'}:{int(status['port'])}"
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def call_host(directory: str, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -225,6 +258,12 @@ def purge_kv_if_running(state_dir: Path, key: str, binding: str = "TENANT_CACHE"
 def kv_get_if_running(state_dir: Path, key: str, binding: str = "TENANT_CACHE") -> str | None:
     found = _control_if_running(state_dir, "POST", "/kv/get", {"binding": binding, "key": key})
     return None if found is None else found.get("value")
+
+
+def scheduled_if_running(state_dir: Path, cron: str = "*/5 * * * *") -> str | None:
+    """Fire a running platform's cron handler (Miniflare's scheduled trigger); None when none runs."""
+    found = _control_if_running(state_dir, "POST", "/scheduled", {"cron": cron})
+    return None if found is None else str(found.get("outcome"))
 
 
 def sync_if_running(state_dir: Path) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the platform and its tests need, only what is missing: a Python venv with
 # the project's tooling, the pinned npm packages (Node 22, wrangler + Miniflare/workerd,
-# pyodide, PostgREST), PostgreSQL server binaries and capnproto (apt), then builds the
+# pyodide, PostgREST), PostgreSQL server binaries, capnproto and chromium (apt), then builds the
 # development Pyodide bundle and the Worker bundles (wheels from worker-requirements.lock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +37,7 @@ fi
 need_apt=""
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt="$need_apt postgresql"
 command -v capnp >/dev/null 2>&1 || need_apt="$need_apt capnproto"
+command -v chromium >/dev/null 2>&1 || need_apt="$need_apt chromium"  # the dashboards' browser tests
 if [ -n "$need_apt" ]; then
   log "installing$need_apt (apt)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

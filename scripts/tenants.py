@@ -38,8 +38,8 @@ from shared.tiers import Tier  # noqa: E402
 
 EPILOG = f"""\
 exit codes: 0 done; 1 a backend failed part-way (re-run the same command to complete it);
-2 refused or invalid input (nothing written); 3 verify found drift, or audit verify a broken
-audit chain; 4 configuration missing.
+2 refused or invalid input (nothing written); 3 verify found drift, audit verify a broken
+audit chain, or check found failing tenants; 4 configuration missing.
 
 --remote reads {', '.join(REMOTE_ENV)} (and CONTEXT_SIGNING_SECRET to deploy) from the environment.
 Locally a change takes effect at once; on Cloudflare within ~{CHANGE_BOUND_SECONDS} s (KV propagation
@@ -142,6 +142,20 @@ def parser() -> argparse.ArgumentParser:
     p = cmd("restore", "bring a tenant back from its archive (into an empty or the same platform; re-runnable)")
     p.add_argument("archive", type=Path)
     p.add_argument("--tenant", dest="tenant_id", help="refuse unless the archive is this tenant's")
+    p = cmd("branding", "set a tenant's white-label branding (the rules of PATCH /api/tenant/branding)")
+    p.add_argument("tenant_id")
+    p.add_argument("--brand-name")
+    p.add_argument("--logo-url", help="an https URL")
+    p.add_argument("--primary-color", help="#rrggbb")
+    p.add_argument("--secondary-color", help="#rrggbb")
+    p.add_argument("--support-email")
+    p.add_argument("--clear", action="append", default=[], metavar="FIELD",
+                   help="remove a field (brand_name, logo_url, primary_color, secondary_color, support_email)")
+    p = cmd("check", "run the health checks now (/api/health and the sign-in page of every active tenant), "
+                     "record them and send due alerts")
+    p.add_argument("--tenant", dest="check_tenant", metavar="TENANT_ID", help="check one tenant only")
+    p.add_argument("--cron", action="store_true",
+                   help="fire the running local platform's own cron handler (Miniflare's scheduled trigger) instead")
     p = cmd("delete", "erase a tenant everywhere (asks for the tenant id unless --yes)")
     p.add_argument("tenant_id")
     p.add_argument("--yes", action="store_true", help="skip the typed confirmation")
@@ -297,6 +311,35 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
         return EXIT_OK, await backup_tenant(cp, args.tenant_id, args.output)
     if c == "restore":
         return EXIT_OK, await restore_tenant(cp, args.archive, args.tenant_id)
+    if c == "branding":
+        from controlplane.branding import set_branding
+
+        values: dict[str, Any] = {k: getattr(args, k) for k in ("brand_name", "logo_url", "primary_color",
+                                                                 "secondary_color", "support_email")
+                                  if getattr(args, k) is not None}
+        values.update({k: None for k in args.clear})
+        return EXIT_OK, await set_branding(cp, args.tenant_id, values)
+    if c == "check":
+        from controlplane.health import check
+        from localrt.http_client import HttpxClient
+
+        http = HttpxClient()
+        try:
+            report = await check(cp, args.settings, http, tenant_id=args.check_tenant, cron=args.cron)
+        finally:
+            await http.aclose()
+        if not args.json:
+            if "checks" in report:
+                _table([{**r, "ok": "ok" if r["ok"] else "FAIL"} for r in report["checks"]],
+                       ["tenant_id", "ok", "health_status", "page_status", "latency_ms", "detail"], out)
+            for t in report.get("transitions", []):
+                print(f"{t['event']}: {t['tenant_id']} (alert {t['alert_id']})", file=out)
+            for d in report.get("deliveries", []):
+                state = "delivered" if d["delivered"] else f"not delivered ({d['error']})"
+                print(f"webhook {d['event']} {d['tenant_id']}: {state}", file=out)
+            if "cron" in report:
+                print(f"cron handler: {report['cron']}", file=out)
+        return (EXIT_DRIFT if report.get("failing") else EXIT_OK), (report if args.json else None)
     if c == "delete":
         _confirm(args.tenant_id, args.yes, stdin, err)
         return EXIT_OK, await delete_tenant(cp, args.tenant_id)
@@ -316,6 +359,7 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
     wrangler_state = args.wrangler_state or Path(environ.get("CMGSITE_WRANGLER_STATE") or ROOT / ".wrangler" / "state")
     settings = Settings(remote=args.remote, dry_run=args.dry_run, state_dir=state_dir,
                         wrangler_state=wrangler_state, d1_file=args.d1_file, env=environ)
+    args.settings = settings  # what the control plane was built with (check reads it)
     reporter = Reporter(out=out, err=err, quiet=args.quiet)
     return asyncio.run(_main(args, settings, reporter, inp, build_control_plane or build))
 

@@ -22,6 +22,8 @@ class Branding:
 
     brand_name: str = DEFAULT_BRAND
     primary_color: str = DEFAULT_COLOR
+    support_email: str = ""  # the tenant's support contact, shown on its error pages
+    way_back: bool = False  # a tenant's page: links home and to sign in again
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,16 @@ def page_style(primary_color: str) -> str:
             "main{max-width:40rem;margin:4rem auto;padding:0 2rem}small{color:#6b7280}")
 
 
+def _way_back(branding: Branding) -> str:
+    parts = []
+    if branding.way_back:
+        parts.append('<p><a href="/">Back to the home page</a> · <a href="/auth/login/github">Sign in again</a></p>')
+    if branding.support_email:
+        email = html.escape(branding.support_email, quote=True)
+        parts.append(f'<p>Need help? Write to <a href="mailto:{email}">{email}</a>.</p>')
+    return "".join(parts)
+
+
 def branded_page(status: int, message: str, request_id: str, branding: Branding) -> str:
     brand = html.escape(branding.brand_name)
     return (
@@ -79,5 +91,6 @@ def branded_page(status: int, message: str, request_id: str, branding: Branding)
         f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{status} · {brand}</title>"
         f"<style>{page_style(branding.primary_color)}</style></head>"
         f"<body><header>{brand}</header><main><h1>{status}</h1><p>{html.escape(message)}</p>"
+        f"{_way_back(branding)}"
         f"<p><small>Request ID: {html.escape(request_id)}</small></p></main></body></html>"
     )

@@ -13,16 +13,20 @@ from shared.context import H_REQUEST_ID, ContextError, verify_context
 from shared.errors import Branding, error_reply, wants_json
 from shared.http import HttpClient
 from shared.isolate import PerIsolate
+from shared.metrics import Defer, MetricsRecorder
 from shared.security_headers import with_security_headers
 from tenant_worker import api_domains, api_files, api_health, api_usage
-from tenant_worker import api_control, api_data, auth, pages, request_rules
+from tenant_worker import (api_control, api_data, api_metrics, api_support, auth, branding, dashboards, pages,
+                           request_rules)
 from tenant_worker.fetch_client import FetchClient
 from tenant_worker.http import ApiError, Call, Reply, Route, StreamBody, error_to_reply, parse_query
+from tenant_worker.metrics_adapter import request_point
 
 log = logging.getLogger("cmgsite.tenant")
 
 # Feature modules each export ROUTES; the table is data you can print.
-ROUTE_MODULES = [api_health, api_usage, api_domains, auth, api_data, api_files, api_control, pages]
+ROUTE_MODULES = [api_health, api_usage, api_domains, auth, api_data, api_files, api_control, api_metrics, api_support,
+                 branding, dashboards, pages]
 
 # Run before every handler, in order; each may fill call.state or raise ApiError.
 Middleware = Callable[[Call], Awaitable[None]]
@@ -83,24 +87,41 @@ class TenantApp:
         self.services = Services(clock)
         self._routes = [(r, r.compile()) for r in route_table()]
         self._methods = {r.method for r, _ in self._routes} | {"HEAD"}  # methods some route serves
+        self.metrics = MetricsRecorder(getattr(env, "METRICS", None))
 
-    async def handle(self, request: Request) -> Response:
+    async def handle(self, request: Request, defer: Defer | None = None) -> Response:
+        """Serve one request; its metrics point is written in `defer` (ctx.waitUntil), never inline."""
+        started = self.clock()
+        note: dict[str, Any] = {}
+        response = await self._handle(request, note)
+        if self.metrics.enabled:
+            call = note.get("call")
+            self.metrics.record(request_point(
+                self.tenant_id, request_method(request), note.get("route"), response.status,
+                (self.clock() - started) * 1000, str(note.get("code", "")),
+                call.state if isinstance(call, Call) else None), defer)
+        return response
+
+    async def _handle(self, request: Request, note: dict[str, Any]) -> Response:
         path = urlsplit(request.url).path or "/"
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
             tenant = verify_context(headers, key=self._key, tenant_id=self.tenant_id, now=int(self.clock()))
         except ContextError as exc:
             log.warning(json.dumps({"event": "context_refused", "reason": str(exc)}))
+            note["code"] = "context_refused"
             r = error_reply("/api/", 403, "forbidden", "Request did not come through the platform.", "unverified")
             return Response(r.body, status=r.status, headers=response_headers(r.headers))
         rid = tenant.request_id
         try:
-            reply = await self._route(request, tenant, path, headers)
+            reply = await self._route(request, tenant, path, headers, note)
         except ApiError as err:
+            note["code"] = err.code
             reply = error_to_reply(path, err, rid, await self._branding(tenant, path, headers))
         except Exception:
             log.exception("unhandled error request_id=%s", rid)
             err = ApiError(500, "internal_error", "Something went wrong on our side.")
+            note["code"] = err.code
             reply = error_to_reply(path, err, rid, await self._branding(tenant, path, headers))
         return _to_response(reply, rid)
 
@@ -116,7 +137,8 @@ class TenantApp:
         except Exception:
             return Branding(brand_name=tenant.host)
 
-    async def _route(self, request: Request, tenant: Any, path: str, headers: dict[str, str]) -> Reply:
+    async def _route(self, request: Request, tenant: Any, path: str, headers: dict[str, str],
+                     note: dict[str, Any]) -> Reply:
         method = request_method(request)
         url = urlsplit(request.url)
         decoded = unquote(path)
@@ -138,6 +160,7 @@ class TenantApp:
                         {k: unquote(v) for k, v in m.groupdict().items()}, self.env, self.services, read_body,
                         scheme=url.scheme or "https", body_kind=route.body,
                         raw_body=StreamBody(request.js_object.body) if route.body == "raw" else None)
+            note["route"], note["call"] = route.name, call
             for middleware in MIDDLEWARE:
                 await middleware(call)
             reply = await route.handler(call)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -142,19 +143,29 @@ async def _apply_epoch(call: Call, claims: SessionClaims) -> SessionClaims | Non
 
 # ---- branding for error pages --------------------------------------------------------------
 
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+$")
+
+
+def forget_branding(tenant_id: str) -> None:
+    """After a branding change: this isolate reads it again (others within their 5 minutes)."""
+    _brands.pop(tenant_id, None)
+
+
 async def tenant_branding(call: Call) -> Branding:
     """The tenant's own brand for its pages (cached per isolate); its host name if unknown."""
     tid, now = call.tenant.tenant_id, time.monotonic()
     cached = _brands.get(tid)
     if cached and cached[0] > now:
         return cached[1]
-    brand = Branding(brand_name=call.tenant.host)
+    brand = Branding(brand_name=call.tenant.host, way_back=True)
     try:
         rows = await service_db(call).select("tenants", columns="name,whitelabel_config", eq={"tenant_id": tid}, limit=1)
         if rows:
             wl = rows[0].get("whitelabel_config") or {}
+            email = str(wl.get("support_email") or "")
             brand = Branding(brand_name=str(wl.get("brand_name") or rows[0].get("name") or call.tenant.host)[:120],
-                             primary_color=str(wl.get("primary_color") or Branding().primary_color))
+                             primary_color=str(wl.get("primary_color") or Branding().primary_color),
+                             support_email=email if _EMAIL.match(email) else "", way_back=True)
             _brands[tid] = (now + 300, brand)
     except (SupabaseError, HttpError, ApiError):
         pass
@@ -173,6 +184,7 @@ async def record_signin(call: Call, outcome: str, *, provider: str | None, reaso
         details["new_user"] = new_user
     log.info(json.dumps({"event": "signin", "outcome": outcome, "tenant_id": call.tenant.tenant_id,
                          "request_id": call.request_id, **details}))
+    call.state["signin"] = {"provider": provider, "outcome": outcome, "reason": reason}  # its metrics point
     await _audit(call, actor=user_id or "anonymous", action=f"auth.signin.{outcome}", target=user_id,
                  details=details, outcome=outcome)
 

@@ -7,4 +7,4 @@ from tenant_worker.usage_meter import UsageMeter  # noqa: F401  (the USAGE Durab
 
 class Default(WorkerEntrypoint):
     async def fetch(self, request):
-        return await app_for(self.env).handle(request)
+        return await app_for(self.env).handle(request, self.ctx.waitUntil)

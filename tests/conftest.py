@@ -13,6 +13,7 @@ from localrt.d1 import D1Database, apply_migrations_with_wrangler
 from localrt.demo import DEMO_TENANTS, seed_demo
 from localrt.platform import StatePaths
 from localrt.workerd import ROOT, WorkerdHost, bundle
+from tests.alert_receiver import AlertReceiver
 from tests.fake_oauth import FakeOAuth
 from tests.support import LiveServer, Platform, free_port
 
@@ -27,8 +28,17 @@ def fake_oauth_server() -> Iterator[tuple[FakeOAuth, str]]:
 
 
 @pytest.fixture(scope="session")
+def alert_receiver() -> Iterator[tuple[AlertReceiver, str]]:
+    """Where the test platform's dispatcher sends health alerts (ALERT_WEBHOOK_URL)."""
+    receiver = AlertReceiver("alert-webhook-secret-for-tests")
+    with LiveServer(receiver) as server:
+        yield receiver, server.url + "/hooks/cmgsite"
+
+
+@pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory, supabase_stack: Any,
-             fake_oauth_server: tuple[FakeOAuth, str]) -> Iterator[Platform]:
+             fake_oauth_server: tuple[FakeOAuth, str],
+             alert_receiver: tuple[AlertReceiver, str]) -> Iterator[Platform]:
     """The seeded platform (three demo tenants) on workerd, wired to Supabase and the fake providers."""
     from tests.auth_support import configure_oauth, provider_vars
 
@@ -48,7 +58,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory, supabase_stack: Any,
     echo_root.mkdir()
     (echo_root / "echo.py").write_text((ROOT / "tests" / "workers" / "echo.py").read_text())
     host = WorkerdHost(paths.namespace, paths.secrets, wrangler_state, paths.root, port=free_port(),
-                       dispatcher_vars={**dispatcher_vars(), "ROUTE_ISOLATE_TTL_SECONDS": "0"}, test_faults=True,
+                       dispatcher_vars={**dispatcher_vars(), "ROUTE_ISOLATE_TTL_SECONDS": "0",
+                                        "ALERT_WEBHOOK_URL": alert_receiver[1],
+                                        "ALERT_WEBHOOK_SECRET": alert_receiver[0].secret}, test_faults=True,
                        python_snapshot_dir=ROOT / ".local" / "python-snapshots",
                        extra_bundles={"echo": {"root": str(echo_root), "main": "echo.py",
                                                "pythonModules": bundle("dispatcher")["pythonModules"]}})

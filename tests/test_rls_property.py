@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from localrt.postgres import PgCluster
-from tests.fixtures.rls_matrix import TABLES, UPDATE_VALUES, insert_row
+from tests.fixtures.rls_matrix import TABLES, UPDATE_VALUES, insert_row, ticket_id
 
 CASES = int(__import__("os").environ.get("RLS_PROPERTY_CASES", "2000"))
 TENANT_TYPES = ("partner-subdomain", "custom-domain")
@@ -61,7 +61,8 @@ def decode_tenant(code: int) -> TenantSpec:
 
 def decode_op(code: int, n_tenants: int) -> Op:
     target = code // 20 % (n_tenants + 1)
-    return Op(table=TABLES[code % 5], kind=OP_KINDS[code // 5 % 4], target=None if target == n_tenants else target)
+    return Op(table=TABLES[code % len(TABLES)], kind=OP_KINDS[code // len(TABLES) % 4],
+              target=None if target == n_tenants else target)
 
 
 @st.composite
@@ -113,6 +114,15 @@ def world_sql(tenants: list[TenantSpec]) -> list[sql.Composable]:
     audit = [(tid(i), "system", "prop.seed") for i, t in enumerate(tenants) for _ in range(t.audit_rows)]
     if audit:
         parts.append(sql.SQL("insert into public.audit_log (tenant_id, actor, action) values {}").format(_values(audit)))
+    # 0009_operations.sql: a failed check, an open alert, a ticket opened by the first user and a reply.
+    parts.append(sql.SQL("insert into public.health_checks (tenant_id, ok) values {}").format(
+        _values([(tid(i), False) for i in range(len(tenants))])))
+    parts.append(sql.SQL("insert into public.health_alerts (tenant_id, status) values {}").format(
+        _values([(tid(i), "open") for i in range(len(tenants))])))
+    parts.append(sql.SQL("insert into public.support_tickets (id, tenant_id, opened_by, subject, body) values {}").format(
+        _values([(ticket_id(tid(i)), tid(i), uid(i, 0), "s", "b") for i in range(len(tenants))])))
+    parts.append(sql.SQL("insert into public.support_messages (ticket_id, tenant_id, author_id, body) values {}").format(
+        _values([(ticket_id(tid(i)), tid(i), uid(i, 0), "m") for i in range(len(tenants))])))
     return parts
 
 

@@ -213,7 +213,7 @@ def test_dry_run_prints_exact_wrangler_commands_and_api_calls(remote: RemoteCli,
     assert lines[:2] == [
         f"{PLAN} dispatch-namespace create cmgsite-tenants",
         f"{PLAN} deploy -c wrangler.dispatcher.toml "
-        "--secrets-file '<temporary JSON file with CONTEXT_SIGNING_SECRET>'"]
+        "--secrets-file '<temporary JSON file with CONTEXT_SIGNING_SECRET, SUPABASE_SERVICE_ROLE_KEY, SUPABASE_URL>'"]
     assert lines.count(f"{PLAN} dispatch-namespace create cmgsite-tenants") == 1
     assert (f"{PLAN} deploy -c wrangler.tenant.toml --dispatch-namespace "
             "cmgsite-tenants --name cmgsite-partner-tenant --var TENANT_ID:partner1 --var TENANT_TYPE:partner-subdomain "
@@ -259,7 +259,8 @@ def test_deploy_multi_tenant_script_deploys_everything_in_order(remote: RemoteCl
     assert writes[1] == [*W, "dispatch-namespace", "create", "cmgsite-tenants"]
     assert writes[2][:5] == [*W, "deploy", "-c", "wrangler.dispatcher.toml"] and writes[2][5] == "--secrets-file"
     dispatcher = next(c for c in remote.commands() if c["argv"] == writes[2])
-    assert dispatcher["secret_keys"] == ["CONTEXT_SIGNING_SECRET"]
+    # The master key, and Supabase for the cron's health checks (dispatcher/health.py).
+    assert dispatcher["secret_keys"] == ["CONTEXT_SIGNING_SECRET", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_URL"]
     tenants = {a[a.index("--name") + 1] for a in writes[3:] if a[:len(TENANT_DEPLOY)] == TENANT_DEPLOY}
     assert {"cmgsite-primary-tenant", "cmgsite-partner-tenant", "cmgsite-custom-tenant"} <= tenants
     assert remote.d1_rows("select id from tenants where id in ('cozyartz', 'partner1', 'partner-seo') order by id") == [

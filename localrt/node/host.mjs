@@ -28,10 +28,16 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Miniflare, Log, LogLevel, convertV4MiniflareOptions } from "miniflare";
+import { MetricsStore } from "./metrics-store.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const POLL_MS = config.pollMs ?? 250;
+// The local Analytics Engine (metrics-store.mjs): every Worker's METRICS binding writes here, and
+// tenant Workers query it through the SQL API the directory serves (bearer config.metricsToken).
+const METRICS_DATASET = "cmgsite_metrics";
+const metrics = config.metricsStore ? new MetricsStore(config.metricsStore, [METRICS_DATASET]) : null;
+let metricsFault = null; // test-only: "throw" makes every write fail (a failing sink)
 
 function emit(event, fields = {}) {
   process.stdout.write(JSON.stringify({ event, ...fields, at: Date.now() }) + "\n");
@@ -280,21 +286,49 @@ function specOf(name) {
   return { spec: JSON.parse(text), secretsFile, digest };
 }
 
+// METRICS (writeDataPoint) for a Worker, and where its SQL API is (what a Cloudflare account's
+// ANALYTICS_ACCOUNT_ID + API token give a deployed Worker).
+function metricsBindings(script) {
+  if (!metrics) return [];
+  return [{ name: "METRICS", type: "cmgsite-metrics",
+            plugin: { package: path.join(HERE, "metrics-plugin.mjs"), name: "cmgsite-metrics" },
+            options: { dataset: METRICS_DATASET, script, directory: directoryAddress } }];
+}
+
+function metricsQueryVars() {
+  if (!metrics) return {};
+  return { ANALYTICS_SQL_URL: `http://${directoryAddress}/client/v4/accounts/local/analytics_engine/sql`,
+           ANALYTICS_API_TOKEN: config.metricsToken };
+}
+
+function bearerOk(req) {
+  const supplied = Buffer.from(String(req.headers.authorization ?? ""));
+  const expected = Buffer.from(`Bearer ${config.metricsToken}`);
+  return Boolean(config.metricsToken) && supplied.length === expected.length && timingSafeEqual(supplied, expected);
+}
+
+async function rawBody(req) {
+  const chunks = [];
+  for await (const c of req) chunks.push(c);
+  return Buffer.concat(chunks).toString("utf8");
+}
+
 function tenantOptions(name, spec, secretsFile, port) {
   const bundle = spec.bundle ? { ...config.tenant, ...config.bundles?.[spec.bundle] } : config.tenant;
   const worker = {
     ...workerBase(name, bundle),
-    bindings: { ...(spec.vars ?? {}), ...readDevVars(secretsFile) },
+    bindings: { ...metricsQueryVars(), ...(spec.vars ?? {}), ...readDevVars(secretsFile) },
     kvNamespaces: { AUTH_KV: `auth-kv-${name}` },
     r2Buckets: { FILES: R2_BUCKET },  // one bucket for every tenant (objects under tenants/<id>/)
     durableObjects: { USAGE: { className: "UsageMeter", useSQLite: true } },
     serviceBindings: { AI: { name: "cmgsite-local-ai", entrypoint: "LocalAI" } },
+    unsafeBindings: metricsBindings(name),
   };
   if (!config.testFaults) return { ...shared(port), workers: [worker, aiWorker(name)] };
   const counted = {
     ...worker,
     durableObjects: { __REAL_USAGE: { className: "UsageMeter", useSQLite: true } },
-    unsafeBindings: [{
+    unsafeBindings: [...metricsBindings(name), {
       name: "USAGE", type: "cmgsite-usage-ledger",
       plugin: { package: path.join(HERE, "usage-ledger-plugin.mjs"), name: "cmgsite-usage-ledger" },
       options: { className: "UsageMeter", script: name, directory: directoryAddress },
@@ -415,7 +449,35 @@ const directory = createServer(async (req, res) => {
       res.writeHead(204);
       return res.end();
     }
+    if (req.method === "POST" && url.pathname === "/metrics/write" && metrics) {
+      const { dataset, point } = JSON.parse(await rawBody(req) || "{}");
+      if (metricsFault) return reply(res, 503, { error: "metrics store unavailable (test fault)" });
+      try {
+        metrics.write(String(dataset), point);
+      } catch (err) {
+        return reply(res, 400, { error: String(err.message ?? err) });
+      }
+      res.writeHead(204);
+      return res.end();
+    }
+    if (req.method === "POST" && /^\/client\/v4\/accounts\/[^/]+\/analytics_engine\/sql$/.test(url.pathname) && metrics) {
+      if (!bearerOk(req)) return reply(res, 401, { success: false, errors: [{ code: 10000, message: "Authentication error" }] });
+      const answer = metrics.query(await rawBody(req));
+      if (answer.status !== 200) {
+        res.writeHead(answer.status, { "content-type": "text/plain" });
+        return res.end(answer.body);
+      }
+      return reply(res, 200, answer.json);
+    }
     if (!authorised(req)) return reply(res, 403, { error: "forbidden" });
+    if (req.method === "POST" && url.pathname === "/scheduled") {
+      // Miniflare's scheduled trigger: the dispatcher's cron handler, as Cloudflare fires it.
+      if (!dispatcher) return reply(res, 503, { error: "dispatcher not ready" });
+      const { cron } = await body(req);
+      const worker = await dispatcher.mf.getWorker();
+      const result = await worker.scheduled({ cron: String(cron ?? "*/5 * * * *"), scheduledTime: new Date() });
+      return reply(res, 200, { outcome: result.outcome });
+    }
     if (req.method === "GET" && url.pathname === "/status") {
       return reply(res, 200, {
         dispatcher: dispatcher ? "ready" : "starting",
@@ -455,7 +517,11 @@ const directory = createServer(async (req, res) => {
       return reply(res, 200, { invocations });
     }
     if (req.method === "POST" && url.pathname === "/faults" && config.testFaults) {
-      const { script, binding, fault } = await body(req);
+      const { script, binding, fault, metrics: metricsMode } = await body(req);
+      if (metricsMode !== undefined) {
+        metricsFault = metricsMode === "throw" ? "throw" : null;
+        return reply(res, 200, { metricsFault });
+      }
       if (binding !== undefined) {
         if (!["DB", "TENANT_CACHE"].includes(binding) || ![null, "throw"].includes(fault ?? null)) {
           return reply(res, 400, { error: "binding must be DB or TENANT_CACHE, fault throw or null" });
@@ -556,7 +622,7 @@ async function main() {
     bindings: { ...(d.vars ?? {}), ...readDevVars(d.secretsFile) },
     kvNamespaces: { [realBinding("TENANT_CACHE")]: d.kvId },
     d1Databases: { [realBinding("DB")]: d.d1Id },
-    unsafeBindings: [...(config.testFaults ? faultingBindings(directoryAddress, d) : []), {
+    unsafeBindings: [...(config.testFaults ? faultingBindings(directoryAddress, d) : []), ...metricsBindings(DISPATCHER_NAME), {
       name: "DISPATCHER",
       type: "cmgsite-dispatch-namespace",
       plugin: { package: path.join(HERE, "namespace-plugin.mjs"), name: "cmgsite-dispatch-namespace" },

@@ -1,0 +1,67 @@
+"""The rules for a tenant's white-label branding, shared by the tenant API and the operator CLI.
+
+    cleaned, problems = check_branding({"primary_color": "#0A7D33", "logo_url": "https://..."})
+
+Fields: brand_name (1-120 characters), logo_url (https, no credentials, no quotes, spaces or
+angle brackets, ≤ 500 characters), primary_color and secondary_color (#rrggbb, stored lower-case),
+support_email (an e-mail address). None removes a field. Pages validate again when they read.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+FIELDS = ("brand_name", "logo_url", "primary_color", "secondary_color", "support_email")
+COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+$")
+
+
+def valid_logo_url(value: str) -> bool:
+    if len(value) > 500 or any(c in value for c in "\"'<> \\\t\r\n`"):
+        return False
+    parts = urlsplit(value)
+    return parts.scheme == "https" and bool(parts.hostname) and not parts.username and not parts.password
+
+
+def check_field(name: str, value: Any) -> tuple[Any, str | None]:
+    """(the value to store, or None to remove; a problem, or None)."""
+    if value is None:
+        return None, None
+    if not isinstance(value, str):
+        return None, "must be text"
+    if name == "brand_name":
+        v = value.strip()
+        return (v, None) if 1 <= len(v) <= 120 else (None, "1 to 120 characters")
+    if name in ("primary_color", "secondary_color"):
+        return (value.lower(), None) if COLOR.match(value) else (None, "a colour as #rrggbb")
+    if name == "logo_url":
+        return (value, None) if valid_logo_url(value) else (None, "an https URL")
+    if name == "support_email":
+        return (value, None) if len(value) <= 254 and EMAIL.match(value) else (None, "an e-mail address")
+    return None, "unknown field"
+
+
+def check_branding(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    cleaned: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    for name, value in values.items():
+        if name not in FIELDS:
+            problems[name] = "unknown field"
+            continue
+        v, problem = check_field(name, value)
+        if problem:
+            problems[name] = problem
+        else:
+            cleaned[name] = v
+    return cleaned, problems
+
+
+def merged(config: Mapping[str, Any] | None, cleaned: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(config or {})
+    for k, v in cleaned.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out

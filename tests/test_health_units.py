@@ -1,0 +1,145 @@
+"""The health-check core on CPython: what counts as healthy, the run, and the alert webhook
+(retries, signature, a failing receiver) against a loopback receiver."""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from localrt.http_client import HttpxClient
+from shared.health import (AlertWebhook, CheckResult, ProbeAnswer, Target, alert_after, check_tenant, deliver_due,
+                           run_checks, sign)
+from tests.alert_receiver import AlertReceiver
+from tests.support import LiveServer
+
+HEALTHY = ProbeAnswer(200, "application/json", b'{"status": "ok", "tenant_id": "acme"}', 3.0)
+PAGE = ProbeAnswer(200, "text/html; charset=utf-8", b'<a href="/auth/login/github">Sign in</a>', 4.0)
+
+
+class FakeProber:
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers, self.calls = answers, []
+
+    async def get(self, host: str, path: str) -> ProbeAnswer:
+        self.calls.append((host, path))
+        answer = self.answers[path]
+        if isinstance(answer, BaseException):
+            raise answer
+        if answer == "hang":
+            await asyncio.sleep(30)
+        return answer
+
+
+@pytest.mark.parametrize("health, page, detail", [
+    (HEALTHY, PAGE, ""),
+    (ProbeAnswer(502, "application/json", b"{}"), PAGE, "health: HTTP 502"),
+    (ProbeAnswer(200, "application/json", b'{"status": "ok", "tenant_id": "other"}'), PAGE,
+     "health: answered for another tenant"),
+    (ProbeAnswer(200, "text/html", b"<html>"), PAGE, "health: not JSON"),
+    (HEALTHY, ProbeAnswer(200, "text/html", b"<p>Welcome</p>"), "sign-in page: no sign-in links"),
+    (HEALTHY, ProbeAnswer(200, "application/json", b"/auth/login/"), "sign-in page: not HTML"),
+    (HEALTHY, ProbeAnswer(503, "text/html", b""), "sign-in page: HTTP 503"),
+    (ConnectionError("refused"), PAGE, "health: no answer (ConnectionError)"),
+    ("hang", PAGE, "health: no answer (timeout)"),
+])
+async def test_what_counts_as_healthy(health: Any, page: Any, detail: str) -> None:
+    prober = FakeProber({"/api/health": health, "/": page})
+    result = await check_tenant(prober, Target("acme", "acme.example"), timeout=0.2)
+    assert (result.ok, result.detail) == (detail == "", detail)
+    assert prober.calls == [("acme.example", "/api/health"), ("acme.example", "/")]
+
+
+async def test_a_tenant_without_a_routed_domain_fails_without_probing() -> None:
+    prober = FakeProber({})
+    result = await check_tenant(prober, Target("acme", None))
+    assert not result.ok and result.detail == "no routed domain" and prober.calls == []
+
+
+async def test_a_run_checks_every_target_in_order() -> None:
+    prober = FakeProber({"/api/health": HEALTHY, "/": PAGE})
+    results = await run_checks([Target("acme", f"h{i}.example") for i in range(10)], prober, concurrency=3)
+    assert [r.ok for r in results] == [True] * 10 and len(prober.calls) == 20
+    assert results[0].row("cron") == {"tenant_id": "acme", "ok": True, "health_status": 200, "page_status": 200,
+                                      "latency_ms": 7, "detail": "", "source": "cron"}
+
+
+def test_alert_after_is_bounded() -> None:
+    assert [alert_after(v) for v in ("3", "1", "0", "101", "x", "", None, 7)] == [3, 1, 3, 3, 3, 3, 3, 7]
+
+
+EVENT = {"event": "alert.opened", "alert_id": 7, "tenant_id": "acme", "opened_at": "2026-11-26T10:00:00+00:00",
+         "resolved_at": None, "failures": 3, "detail": "health: HTTP 502"}
+
+
+class MemoryStore:
+    def __init__(self, due: list[dict[str, Any]]) -> None:
+        self.due, self.marks = due, []
+
+    async def record(self, results: Any, *, source: str, alert_after: int) -> list[dict[str, Any]]:
+        return []
+
+    async def due_notifications(self) -> list[dict[str, Any]]:
+        return self.due
+
+    async def mark_notified(self, alert_id: int, event: str, delivered: bool, error: str | None) -> None:
+        self.marks.append((alert_id, event, delivered, error))
+
+
+async def test_the_webhook_is_signed_retried_and_never_raises() -> None:
+    receiver = AlertReceiver("hook-secret")
+    slept: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        slept.append(seconds)
+
+    with LiveServer(receiver) as server:
+        http = HttpxClient()
+        try:
+            hook = AlertWebhook(http, server.url + "/hook", secret="hook-secret", sleep=no_wait)
+            assert await hook.deliver(EVENT) == (True, None)
+            d = receiver.deliveries[-1]
+            assert d["signed"] and d["body"] == {"type": "alert.opened", "alert_id": 7, "tenant_id": "acme",
+                                                 "opened_at": "2026-11-26T10:00:00+00:00", "resolved_at": None,
+                                                 "consecutive_failures": 3, "detail": "health: HTTP 502"}
+            assert d["headers"]["x-cmgsite-delivery"] == "7:alert.opened"
+
+            receiver.mode = "fail"  # 500: retried, then given up for this run
+            assert await hook.deliver(EVENT) == (False, "HTTP 500")
+            assert [x["status"] for x in receiver.deliveries[1:]] == [500, 500, 500] and slept == [0.5, 2.0]
+            assert len({x["headers"]["x-cmgsite-delivery"] for x in receiver.deliveries}) == 1  # one event, idempotent
+
+            receiver.mode = "refuse"  # 410: the receiver does not want it; retrying will not help
+            before = len(receiver.deliveries)
+            assert await hook.deliver(EVENT) == (False, "HTTP 410")
+            assert len(receiver.deliveries) == before + 1
+
+            unsigned = AlertWebhook(http, server.url + "/hook", sleep=no_wait)
+            receiver.mode = "ok"
+            assert await unsigned.deliver(EVENT) == (True, None)
+            assert not receiver.deliveries[-1]["signed"] and "x-cmgsite-signature" not in receiver.deliveries[-1]["headers"]
+
+            nowhere = AlertWebhook(http, "http://127.0.0.1:9/hook", sleep=no_wait)
+            ok, error = await nowhere.deliver(EVENT)
+            assert not ok and error and error.startswith("no answer")
+
+            store = MemoryStore([EVENT, {**EVENT, "event": "alert.resolved", "resolved_at": "2026-11-26T11:00:00Z"}])
+            receiver.mode = "fail"
+            out = await deliver_due(store, hook)
+            assert [m[2] for m in store.marks] == [False, False] and all(m[3] == "HTTP 500" for m in store.marks)
+            assert [o["event"] for o in out] == ["alert.opened", "alert.resolved"]
+            assert await deliver_due(store, None) == []
+        finally:
+            await http.aclose()
+
+
+def test_signature_is_hmac_of_timestamp_and_body() -> None:
+    body = json.dumps({"a": 1}).encode()
+    assert sign("k", 100, body) == sign("k", 100, body) != sign("k", 101, body) != sign("j", 100, body)
+    assert sign("k", 100, body).startswith("sha256=") and len(sign("k", 100, body)) == 7 + 64
+
+
+def test_check_result_rows_carry_the_source() -> None:
+    r = CheckResult("acme", False, None, None, 0, "no routed domain")
+    assert r.row("cli")["source"] == "cli" and r.row("cli")["ok"] is False
