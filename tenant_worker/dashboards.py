@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 import time
 from typing import Any, Awaitable, Sequence
 
 from shared.metrics_query import MetricsUnavailable
 from shared.models import TenantType
 from shared.platform_report import platform_report
+from shared.security_headers import page_csp
 from shared.tiers import UsageKind
 from tenant_worker.api_support import LIST_COLUMNS, with_sla
 from tenant_worker.branding import Brand
 from tenant_worker.http import ApiError, Call, Reply, Route, html_reply, json_reply
+
+_STYLE_BLOCK = re.compile(r"<style>(.*?)</style>", re.S)
 from tenant_worker.metrics_adapter import metrics_queries
 from tenant_worker.principal import Principal, Role, require
 from tenant_worker.supabase_access import guarded, tenant_db
@@ -177,7 +181,10 @@ def _bar(label: str, used: int | None, limit: int, color: str, kind: str = "") -
     shown = "unknown" if used is None else f"{_amount(kind, used)} of {_amount(kind, limit)}"
     return (f'<div class="usage"><div class="usage-label">{E(label)}: <strong>{E(shown)}</strong></div>'
             f'<div class="track" role="progressbar" aria-valuenow="{pct}" aria-valuemin="0" aria-valuemax="100">'
-            f'<div class="fill" style="width:{pct}%;background:{color}"></div></div></div>')
+            # An SVG bar: its geometry and colour are attributes, so the page's CSP (styles by hash,
+            # no inline style attributes) leaves it drawn.
+            f'<svg class="fill" viewBox="0 0 100 1" preserveAspectRatio="none" aria-hidden="true">'
+            f'<rect width="{pct}" height="1" fill="{color}"/></svg></div></div>')
 
 
 def _table(cols: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
@@ -206,7 +213,7 @@ def page(brand: Brand, title: str, body: str) -> str:
         ".wide{grid-column:1/-1}.scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;width:100%;"
         "font-size:.9rem}th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #e5e7eb;white-space:nowrap}"
         ".usage{margin:.5rem 0}.track{background:#e5e7eb;border-radius:.3rem;height:.7rem;overflow:hidden}"
-        ".fill{height:100%}.chart{width:100%;height:auto;display:block}.figure{font-size:1.6rem;font-weight:600}"
+        ".fill{display:block;width:100%;height:100%}.chart{width:100%;height:auto;display:block}.figure{font-size:1.6rem;font-weight:600}"
         ".risk-high{color:#b91c1c;font-weight:600}.risk-medium{color:#b45309}.logo{border-radius:.3rem}"
         "footer{max-width:80rem;margin:0 auto;padding:1rem;color:#6b7280}"
         "</style></head><body>"
@@ -292,11 +299,18 @@ def render_platform(data: dict[str, Any], brand: Brand) -> str:
     return page(brand, "Platform", body)
 
 
-async def admin_page(call: Call) -> Reply:
-    data = await admin_data(call, _admin(call))
-    reply = html_reply(render_admin(data))
+def _page_reply(html: str) -> Reply:
+    """A dashboard page with the CSP that allows exactly its own <style> block (our output; every
+    tenant-written value in it is escaped), no script, no inline style attributes."""
+    reply = html_reply(html)
+    reply.headers["content-security-policy"] = page_csp(*_STYLE_BLOCK.findall(html))
     reply.headers["cache-control"] = "no-store"
     return reply
+
+
+async def admin_page(call: Call) -> Reply:
+    data = await admin_data(call, _admin(call))
+    return _page_reply(render_admin(data))
 
 
 async def platform_page(call: Call) -> Reply:
@@ -305,9 +319,7 @@ async def platform_page(call: Call) -> Reply:
     rows = await guarded(tenant_db(call, principal).select("tenants", columns="name,whitelabel_config",
                                                            eq={"tenant_id": call.tenant.tenant_id}, limit=1))
     brand = Brand.from_config(rows[0].get("whitelabel_config") if rows else None, rows[0]["name"] if rows else "Platform")
-    reply = html_reply(render_platform(data, brand))
-    reply.headers["cache-control"] = "no-store"
-    return reply
+    return _page_reply(render_platform(data, brand))
 
 
 ROUTES = [

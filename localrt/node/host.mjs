@@ -307,7 +307,7 @@ function bearerOk(req) {
   return Boolean(config.metricsToken) && supplied.length === expected.length && timingSafeEqual(supplied, expected);
 }
 
-async function rawBody(req) {
+async function textBody(req) {
   const chunks = [];
   for await (const c of req) chunks.push(c);
   return Buffer.concat(chunks).toString("utf8");
@@ -450,7 +450,7 @@ const directory = createServer(async (req, res) => {
       return res.end();
     }
     if (req.method === "POST" && url.pathname === "/metrics/write" && metrics) {
-      const { dataset, point } = JSON.parse(await rawBody(req) || "{}");
+      const { dataset, point } = JSON.parse(await textBody(req) || "{}");
       if (metricsFault) return reply(res, 503, { error: "metrics store unavailable (test fault)" });
       try {
         metrics.write(String(dataset), point);
@@ -462,7 +462,7 @@ const directory = createServer(async (req, res) => {
     }
     if (req.method === "POST" && /^\/client\/v4\/accounts\/[^/]+\/analytics_engine\/sql$/.test(url.pathname) && metrics) {
       if (!bearerOk(req)) return reply(res, 401, { success: false, errors: [{ code: 10000, message: "Authentication error" }] });
-      const answer = metrics.query(await rawBody(req));
+      const answer = metrics.query(await textBody(req));
       if (answer.status !== 200) {
         res.writeHead(answer.status, { "content-type": "text/plain" });
         return res.end(answer.body);
