@@ -118,6 +118,16 @@ def parser() -> argparse.ArgumentParser:
     p = cmd("export", "write a tenant's data as JSON (GDPR access, backup)")
     p.add_argument("tenant_id")
     p.add_argument("--output", type=Path, help="file to write (mode 0600); default stdout")
+    p = cmd("keys", "rotate the platform's keys with an overlap window (only key ids are ever printed)")
+    p.add_argument("action", choices=["status", "rotate", "retire"],
+                   help="status: key ids in use; rotate KIND: a new key, the old one still accepted; "
+                        "retire context: drop the old context key once the dispatcher signs with the new one")
+    p.add_argument("kind", nargs="?", choices=["data", "context", "session", "jwt"],
+                   help="data: PLATFORM_DATA_KEYS (re-wraps every tenant's data key); context: "
+                        "CONTEXT_SIGNING_SECRET; session: a tenant's SESSION_SECRET; jwt: the Supabase JWT key")
+    p.add_argument("tenant_id", nargs="?", help="session: one tenant (default: every tenant)")
+    p.add_argument("--keep-old", action="store_true",
+                   help="data: leave the old platform keys in the Workers after re-wrapping")
     p = cmd("delete", "erase a tenant everywhere (asks for the tenant id unless --yes)")
     p.add_argument("tenant_id")
     p.add_argument("--yes", action="store_true", help="skip the typed confirmation")
@@ -264,10 +274,38 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
         json.dump(data, out, indent=2, default=str)
         print(file=out)
         return EXIT_OK, None
+    if c == "keys":
+        return EXIT_OK, await _keys(args, cp)
     if c == "delete":
         _confirm(args.tenant_id, args.yes, stdin, err)
         return EXIT_OK, await delete_tenant(cp, args.tenant_id)
     raise Refused(f"unknown command {c}")
+
+
+async def _keys(args: argparse.Namespace, cp: ControlPlane) -> Any:
+    from controlplane.aead import CryptographyAead
+    from controlplane.keys import KeyRotation, LocalKeyFiles, local_host_started_at
+
+    rotation = KeyRotation(cp, LocalKeyFiles(args.state_dir / "secrets"), cp.reporter, CryptographyAead(),
+                           host_started_at=lambda: local_host_started_at(args.state_dir))
+    if args.action == "status":
+        return rotation.status()
+    if args.tenant_id and args.kind != "session":
+        raise Refused("only `keys rotate session` takes a tenant id")
+    if args.action == "retire":
+        if args.kind != "context":
+            raise Refused("only the context key is retired by hand: data keys are retired by `rotate data`, "
+                          "session and jwt keys run out by themselves")
+        return await rotation.retire_context()
+    if args.kind == "data":
+        return await rotation.rotate_data(retire=not args.keep_old)
+    if args.kind == "context":
+        return await rotation.rotate_context()
+    if args.kind == "session":
+        return await rotation.rotate_session(args.tenant_id)
+    if args.kind == "jwt":
+        return await rotation.rotate_jwt()
+    raise Refused("keys rotate needs a kind: data, context, session or jwt")
 
 
 def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None, stdin: TextIO | None = None,

@@ -14,14 +14,14 @@ from shared.errors import Branding, error_reply, wants_json
 from shared.http import HttpClient
 from shared.isolate import PerIsolate
 from tenant_worker import api_domains, api_health, api_usage
-from tenant_worker import api_data, auth, pages, request_rules
+from tenant_worker import api_data, api_integrations, auth, pages, request_rules
 from tenant_worker.fetch_client import FetchClient
 from tenant_worker.http import ApiError, Call, Reply, Route, error_to_reply, parse_query
 
 log = logging.getLogger("cmgsite.tenant")
 
 # Feature modules each export ROUTES; the table is data you can print.
-ROUTE_MODULES = [api_health, api_usage, api_domains, auth, api_data, pages]
+ROUTE_MODULES = [api_health, api_usage, api_domains, api_integrations, auth, api_data, pages]
 
 # Run before every handler, in order; each may fill call.state or raise ApiError.
 Middleware = Callable[[Call], Awaitable[None]]

@@ -270,7 +270,36 @@ function tenantOptions(name, spec, secretsFile, port) {
   return { ...shared(port), workers: [counted, aiWorker(name), outboundLedger(name)] };
 }
 
+// A redeploy of a serving script (new secrets or vars) replaces it the way a Cloudflare deploy
+// does, without a gap: the new version starts on a port of its own and takes the traffic once
+// it answers; the old one stops after the requests it already had (and any namespace look-up
+// still cached for the old port) are done.
+const DRAIN_MS = 2000;
+async function replaceScript(name, entry) {
+  const { spec, secretsFile, digest } = specOf(name);
+  const began = Date.now();
+  let started;
+  try {
+    started = await startMiniflare(tenantOptions(name, spec, secretsFile, 0));
+  } catch (err) {
+    await entry.mf.dispose().catch(() => {}); // as a failed first start: the script is not served
+    throw err;
+  }
+  const { mf, url } = started;
+  const warmMs = await warm(url, "warmup.invalid");
+  if (scripts.get(name) !== entry) { // removed meanwhile
+    await mf.dispose().catch(() => {});
+    return;
+  }
+  const old = entry.mf;
+  Object.assign(entry, { mf, port: Number(url.port), digest, state: "ready" });
+  setTimeout(() => { old.dispose().catch(() => {}); }, DRAIN_MS).unref();
+  emit("script_ready", { script: name, port: entry.port, start_ms: Date.now() - began, first_response_ms: warmMs,
+                         replaced: true });
+}
+
 async function startScript(name, known) {
+  if (known?.mf && known.state === "ready") return replaceScript(name, known);
   const { spec, secretsFile, digest } = specOf(name);
   const entry = known ?? { port: 0, digest: "", mf: null, state: "starting" };
   entry.digest = digest;
