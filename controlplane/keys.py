@@ -7,7 +7,7 @@ request in flight is refused at any point:
 
 | kind | keyring (where) | steps |
 |---|---|---|
-| `data` | PLATFORM_DATA_KEYS (every tenant Worker; locally `.local/secrets/platform.dev.vars`) | 1. Workers hold new + old (new data keys wrapped under new, both unwrap) 2. every tenant's data key re-wrapped under new (optimistic, row by row) 3. checked: no row left under an old key 4. old keys dropped from the Workers |
+| `data` | PLATFORM_DATA_KEYS (every tenant Worker; locally `.local/secrets/platform.dev.vars`) | 1. Workers hold new + old (new data keys wrapped under new, both unwrap), and the previous Worker versions have finished (SETTLE_SECONDS) 2. every tenant's data key re-wrapped under new (optimistic, row by row) 3. checked: no row left under an old key 4. old keys dropped from the Workers |
 | `context` | CONTEXT_SIGNING_SECRET (the dispatcher) -> TENANT_CONTEXT_KEY (each tenant, derived) | 1. tenants accept new + old 2. the dispatcher signs with new 3. tenants keep old until MAX_AGE + skew after the switch (remote); locally the running dispatcher switches at its next start, so old stays until `keys retire context` |
 | `session` | SESSION_SECRET (per tenant) | new active, old accepted until the sessions it signed have expired (SESSION_TTL_SECONDS) |
 | `jwt` | SUPABASE_JWT_KEYS (PostgREST's JWKS; locally the platform file, applied by the run command) -> SUPABASE_JWT_SECRET (tenants: the active key) | 1. PostgREST accepts new (probed) 2. tenants sign with new 3. the previous key is accepted until the tokens it signed expired (3 min + leeway), then PostgREST drops it. The project's own secret stays accepted: it signed the anon and service-role API keys |
@@ -40,6 +40,10 @@ TENANT_JWT_TTL_SECONDS = 180  # tenant_worker.supabase_access.TENANT_JWT_TTL_SEC
 JWT_LEEWAY_SECONDS = 30  # PostgREST's clock skew allowance
 MARGIN_SECONDS = 60
 JWT_PROBE_SECONDS = 30.0
+# After a deploy, Worker instances of the previous version may still be finishing requests they
+# took (the local host drains a replaced Worker for 10 s; Cloudflare's old isolates finish theirs).
+# Nothing is re-wrapped under a new key before they are gone: they could not open it.
+SETTLE_SECONDS = 12.0
 
 
 @dataclass
@@ -128,6 +132,9 @@ class KeyRotation:
         tenants = await self.served()
         self.reporter.step(f"data: {len(tenants)} Worker(s) now read {ring.kids()} and wrap new data keys under {new.kid}")
         await self.redeploy(tenants, lambda t: {"PLATFORM_DATA_KEYS": ring.format()})
+        if tenants and not self.cp.dry_run:
+            self.reporter.step(f"data: waiting {SETTLE_SECONDS:.0f} s for the previous Worker versions to finish")
+            await _sleep(SETTLE_SECONDS)
         rewrapped = await self.rewrap(ring)
         left = [r for r in await self.cp.registry.data_keys() if r["platform_key_id"] != new.kid]
         if left and not self.cp.dry_run:

@@ -7,7 +7,8 @@
 //   and KV persisted where `wrangler ... --local` reads them, and DISPATCHER bound to the
 //   local dispatch namespace (namespace-plugin.mjs).
 // - Each tenant script runs in a Miniflare of its own, so adding, redeploying or removing
-//   one never restarts the others (Miniflare's setOptions restarts its whole workerd).
+//   one never restarts the others (Miniflare's setOptions restarts its whole workerd). A
+//   redeploy of a serving script starts the new version beside the old one (replaceScript).
 //   Scripts are files in the namespace directory (`<name>.json`: vars; secrets in
 //   `<secrets>/<name>.dev.vars`), written by the tenant CLI; the host polls it.
 // - A loopback "directory" server answers the namespace binding (where does script X run)
@@ -274,7 +275,7 @@ function tenantOptions(name, spec, secretsFile, port) {
 // does, without a gap: the new version starts on a port of its own and takes the traffic once
 // it answers; the old one stops after the requests it already had (and any namespace look-up
 // still cached for the old port) are done.
-const DRAIN_MS = 2000;
+const DRAIN_MS = 60000; // under load a request may queue for many seconds behind the new version's start
 async function replaceScript(name, entry) {
   const { spec, secretsFile, digest } = specOf(name);
   const began = Date.now();
