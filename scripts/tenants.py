@@ -128,6 +128,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("tenant_id", nargs="?", help="session: one tenant (default: every tenant)")
     p.add_argument("--keep-old", action="store_true",
                    help="data: leave the old platform keys in the Workers after re-wrapping")
+    p.add_argument("--keyring-file", type=Path,
+                   help="--remote: where the new keyrings are written (0600, git-ignored) for your secret store; "
+                        "the current ones are read from the environment")
     p = cmd("delete", "erase a tenant everywhere (asks for the tenant id unless --yes)")
     p.add_argument("tenant_id")
     p.add_argument("--yes", action="store_true", help="skip the typed confirmation")
@@ -190,7 +193,8 @@ async def _show(cp: ControlPlane, tenant_id: str) -> dict[str, Any]:
             "worker_deployed": await cp.scripts.exists(tenant.script_name)}
 
 
-async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: TextIO, err: TextIO) -> tuple[int, Any]:
+async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: TextIO, err: TextIO,
+              env: Mapping[str, str] | None = None) -> tuple[int, Any]:
     c = args.command
     if c == "add":
         t = await cp.add(args.tenant_id, args.name, args.type, args.domain, args.tier, brand_name=args.brand,
@@ -275,19 +279,29 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
         print(file=out)
         return EXIT_OK, None
     if c == "keys":
-        return EXIT_OK, await _keys(args, cp)
+        return EXIT_OK, await _keys(args, cp, env or {})
     if c == "delete":
         _confirm(args.tenant_id, args.yes, stdin, err)
         return EXIT_OK, await delete_tenant(cp, args.tenant_id)
     raise Refused(f"unknown command {c}")
 
 
-async def _keys(args: argparse.Namespace, cp: ControlPlane) -> Any:
+async def _keys(args: argparse.Namespace, cp: ControlPlane, env: Mapping[str, str]) -> Any:
     from controlplane.aead import CryptographyAead
-    from controlplane.keys import KeyRotation, LocalKeyFiles, local_host_started_at
+    from controlplane.keys import (KeyRotation, KeyStore, LocalKeyFiles, RemoteKeyFile, check_keyring_file,
+                                   local_host_started_at)
 
-    rotation = KeyRotation(cp, LocalKeyFiles(args.state_dir / "secrets"), cp.reporter, CryptographyAead(),
-                           host_started_at=lambda: local_host_started_at(args.state_dir))
+    store: KeyStore
+    if args.remote:
+        if args.keyring_file is not None:
+            check_keyring_file(args.keyring_file, ROOT)
+        store = RemoteKeyFile(env, args.keyring_file)
+    else:
+        store = LocalKeyFiles(args.state_dir / "secrets")
+    settle = env.get("CMGSITE_KEYS_SETTLE_SECONDS")  # tests against fakes, where no old version runs
+    rotation = KeyRotation(cp, store, cp.reporter, CryptographyAead(),
+                           host_started_at=lambda: local_host_started_at(args.state_dir),
+                           **({"settle_seconds": float(settle)} if settle else {}))
     if args.action == "status":
         return rotation.status()
     if args.tenant_id and args.kind != "session":
@@ -328,7 +342,7 @@ async def _main(args: argparse.Namespace, settings: Settings, reporter: Reporter
     cp: ControlPlane | None = None
     try:
         cp = build_cp(settings, reporter)
-        code, result = await run(args, cp, reporter.out, stdin, reporter.err)
+        code, result = await run(args, cp, reporter.out, stdin, reporter.err, settings.env)
     except ControlPlaneError as exc:
         print(f"error: {exc}", file=reporter.err)
         if exc.exit_code == 1:

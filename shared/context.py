@@ -89,12 +89,22 @@ def context_headers(ctx: TenantContext, key: str | Key) -> dict[str, str]:
     }
 
 
+_rings: dict[str, Keyring | None] = {}
+
+
 def tenant_keyring(value: str) -> Keyring | None:
-    """A tenant Worker's TENANT_CONTEXT_KEY as a keyring; None when unset or malformed."""
+    """A tenant Worker's TENANT_CONTEXT_KEY as a keyring; None when unset or malformed.
+    Parsed once per isolate (every request verifies a context)."""
+    if value in _rings:
+        return _rings[value]
     try:
-        return Keyring.parse(value) if value else None
+        ring = Keyring.parse(value) if value else None
     except KeyringError:
-        return None
+        ring = None
+    if len(_rings) > 8:
+        _rings.clear()
+    _rings[value] = ring
+    return ring
 
 
 def verify_context(headers: dict[str, str], *, key: str | Keyring | None, tenant_id: str, now: int) -> TenantContext:
