@@ -41,14 +41,15 @@ from shared.keys import Key, Keyring, KeyringError, new_secret
 from shared.models import TenantStatus
 from shared.session import SESSION_TTL_SECONDS
 
-KINDS = ("data", "context", "session", "jwt")
 TENANT_JWT_TTL_SECONDS = 180  # tenant_worker.supabase_access.TENANT_JWT_TTL_SECONDS (not imported: a Worker module)
 JWT_LEEWAY_SECONDS = 30  # PostgREST's clock skew allowance
 MARGIN_SECONDS = 60
 JWT_PROBE_SECONDS = 30.0
-# After a deploy, Worker instances of the previous version may still be finishing requests they
-# took (the local host drains a replaced Worker for 10 s; Cloudflare's old isolates finish theirs).
-# Nothing is re-wrapped under a new key before they are gone: they could not open it.
+# After a deploy, instances of the previous Worker version may still be serving requests they had
+# already taken (Cloudflare's old isolates finish theirs; the local host keeps a replaced Worker
+# 60 s). Nothing is re-wrapped under the new key until those requests are done, since that version
+# cannot open it: seconds under normal load. A request that still meets one answers 500
+# `encryption_key_unknown`, and its retry reaches the new version.
 SETTLE_SECONDS = 12.0
 
 

@@ -24,6 +24,7 @@ from localrt.devvars import read_dev_vars, write_dev_vars
 from localrt.supabase_stack import JwtKeyFollower
 from scripts.tenants import main
 from shared.context import context_headers, derive_tenant_key, derive_tenant_keyring
+from shared.jwt import HS256Signer
 from shared.keys import Key, Keyring, new_secret
 from shared.models import TenantContext, TenantType
 from shared.session import issue_session
@@ -310,3 +311,37 @@ def test_keys_status_shows_key_ids_only(platform: Platform, supabase_stack: Any)
         for value in read_dev_vars(path).values():
             for key in Keyring.parse(value).keys:
                 assert key.secret not in shown
+
+
+def _accepted(stack: Any, key: Key) -> bool:
+    now = int(time.time())
+    token = HS256Signer(key.secret, kid=key.kid).sign({"role": "anon", "iat": now, "exp": now + 60})
+    r = httpx.get(f"{stack.rest_url}/", headers={"apikey": stack.anon_key, "authorization": f"Bearer {token}"},
+                  timeout=10)
+    return r.status_code == 200
+
+
+def _eventually(check: Callable[[], bool], what: str) -> None:
+    for _ in range(100):  # PostgREST reloads its config in-process: well under a second here
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(what)
+
+
+def test_postgrest_accepts_the_previous_jwt_key_until_it_expires(supabase_stack: Any, tmp_path: Any) -> None:
+    path = tmp_path / "platform.dev.vars"
+    j1, j2 = Key("j1", new_secret(48)), Key("j2", new_secret(48))
+    now = time.time()
+    write_dev_vars(path, {"SUPABASE_JWT_KEYS": Keyring((j2, Key("j1", j1.secret, int(now) + 60))).format()})
+    follower = JwtKeyFollower(supabase_stack, path)
+    try:
+        assert follower.tick(now)
+        _eventually(lambda: _accepted(supabase_stack, j1) and _accepted(supabase_stack, j2), "both keys accepted")
+        assert not follower.tick(now + 30)  # nothing changed
+        assert follower.tick(now + 61)  # j1 past its not_after: dropped
+        _eventually(lambda: not _accepted(supabase_stack, j1), "the expired key refused")
+        assert _accepted(supabase_stack, j2)
+        assert _accepted(supabase_stack, Key("k0", supabase_stack.jwt_secret))  # the project secret stays
+    finally:
+        supabase_stack.set_jwt_keys(None)

@@ -251,3 +251,24 @@ def test_rewrap_moves_a_data_key_to_the_new_platform_key() -> None:
         assert await rewrap_data_key(AEAD, both, "partner1", "dk1", fresh.wrapped) is None  # already there
 
     run(go())
+
+
+# ---- sign-in in progress across a SESSION_SECRET rotation --------------------------------------
+
+def test_a_sign_in_started_before_a_session_key_rotation_finishes_after_it() -> None:
+    from shared.oauth import OAuthError, encode_state, issue_state, pkce_verifier, verify_state
+
+    legacy = new_secret(48)
+    state = issue_state(tenant_id="t1", host="t1.example.com", provider="github", nonce="n" * 43, next_path="/",
+                        now=NOW)
+    token = encode_state(legacy, state)
+    verifier_at_start = pkce_verifier(legacy, "t1", "n" * 43, state.jti)
+    rotated = Keyring.parse(legacy).rotated(Key("s1", new_secret(48)), retire_after=NOW + 3600, now=NOW).format()
+    claims = verify_state(token, rotated, tenant_id="t1", host="t1.example.com", nonce="n" * 43, now=NOW + 5)
+    assert claims.kid == "k0" and "kid" not in claims.model_dump()
+    assert pkce_verifier(rotated, "t1", "n" * 43, claims.jti, kid=claims.kid) == verifier_at_start
+    # New sign-ins use the new key, and a state naming a key the keyring does not hold is refused.
+    fresh = encode_state(rotated, state)
+    assert json.loads(b64url_decode(fresh.split(".")[0]))["kid"] == "s1"
+    with pytest.raises(OAuthError):
+        verify_state(fresh, legacy, tenant_id="t1", host="t1.example.com", nonce="n" * 43, now=NOW + 5)
