@@ -194,3 +194,16 @@ def test_no_platform_key_means_secret_storage_is_not_set_up(platform: Platform, 
     with usage_tenant(platform, pg_cluster) as t:  # a Worker deployed without PLATFORM_DATA_KEYS
         r = put(t, "seo-tool", {"secret": SECRET})
         assert r.status_code == 503 and r.json()["error"]["code"] == "encryption_unavailable", r.text
+
+
+def test_a_secret_is_set_only_by_a_same_origin_json_request(platform: Platform, pg_cluster: Any) -> None:
+    with vault_tenant(platform, pg_cluster) as t:
+        headers = {"Host": t.host, **t.session("admin")}
+        url = f"{platform.url}/api/integrations/seo-tool"
+        r = httpx.put(url, content=b'{"secret": "x"}', headers={**headers, "content-type": "text/plain"}, timeout=30)
+        assert r.status_code == 415, r.text
+        r = httpx.put(url, json={"secret": "x"}, headers={**headers, "origin": "https://evil.example"}, timeout=30)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "cross_site_request", r.text
+        r = httpx.delete(url, headers={**headers, "origin": "https://evil.example"}, timeout=30)
+        assert r.status_code == 403
+        assert t.get("/api/integrations", role="admin").json() == {"integrations": []}

@@ -75,7 +75,7 @@ def commands() -> list[str]:
 
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert {"add", "list", "show", "suspend", "resume", "remove", "set-tier", "add-domain", "remove-domain",
-            "domains", "deploy", "secrets", "verify", "export", "delete"} == set(commands())
+            "domains", "deploy", "secrets", "verify", "export", "delete", "keys"} == set(commands())
     for name in commands():
         assert main([name, "--help"]) == 0
         text = capsys.readouterr().out
