@@ -17,7 +17,6 @@ can complete it. Every failure is an OAuthError with a stable `reason` for audit
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -29,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.http import HttpClient, HttpError, HttpResponse
 from shared.jwt import TENANT_ID_PATTERN, HS256Signer, JwtError, decode_unverified_header, verify_hs256
-from shared.keys import LEGACY_KID, Key, Keyring, KeyringError
+from shared.keys import LEGACY_KID, Key, Keyring, KeyringError, b64url_encode, derive_hex
 from shared.rs256 import RsaPublicKey, SignatureError, keys_from_jwks, verify_rs256
 
 Provider = Literal["github", "google"]
@@ -104,8 +103,7 @@ def _check_url(url: str) -> None:
 
 # ---- state, nonce, PKCE --------------------------------------------------------------------
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+_b64 = b64url_encode  # shared.keys: the one base64url
 
 
 def _session_key(secret: str, kid: str | None = None, *, now: float | None = None) -> Key | None:
@@ -122,7 +120,7 @@ def _derive(secret: str, purpose: str, tenant_id: str) -> str:
     """`secret` is one key of the keyring."""
     if len(secret) < 32:
         raise ValueError("SESSION_SECRET must be at least 32 characters")
-    return hmac.new(secret.encode(), f"cmgsite-{purpose}-v1:{tenant_id}".encode(), hashlib.sha256).hexdigest()
+    return derive_hex(secret, f"cmgsite-{purpose}-v1:{tenant_id}")
 
 
 def new_nonce() -> str:
