@@ -286,6 +286,20 @@ def test_context_key_rotation_under_load_drops_no_request(platform: Platform, pg
             # …and the old one (what the running dispatcher still signs with), and nothing else.
             assert _direct(platform, t, Key("k0", derive_tenant_key(original, t.tenant_id))).status_code == 200
             assert _direct(platform, t, Key("c9", derive_tenant_key(master.active.secret, t.tenant_id))).status_code == 403
+            # The switch itself, as a gradual dispatcher rollout has it: the running (old-key) dispatcher
+            # and a dispatcher already on the new key, side by side under load; the tenant takes both.
+            port = platform.host.status()["scripts"][t.script]["port"]
+
+            async def either(client: httpx.AsyncClient, i: int) -> httpx.Response:
+                if i % 2:
+                    return await client.get(f"{platform.url}/api/health", headers={"Host": t.host})
+                ctx = TenantContext(t.tenant_id, TenantType.CUSTOM_DOMAIN, Tier(t.tier), t.host, f"{i:032x}",
+                                    int(time.time()))
+                return await client.get(f"http://127.0.0.1:{port}/api/health",
+                                        headers={"Host": t.host, **context_headers(ctx, new)})
+
+            _, failures, spans = under_load(platform, lambda: time.sleep(5), either)
+            assert failures == [] and len(spans) > CONCURRENCY, failures[:5]
             # The old key cannot be retired while the running dispatcher still signs with it.
             code, _, err = cli(platform, supabase_stack, "keys", "retire", "context")
             assert code == 2 and "restart" in err
