@@ -23,12 +23,13 @@ from controlplane.model import NAMESPACE, PRIMARY_TENANT_ID, TenantRecord
 from controlplane.output import Reporter
 from controlplane.wrangler import Runner, tenant_deploy_command
 from dispatcher.routing import kv_key
-from shared.context import derive_tenant_key
+from shared.context import derive_tenant_keyring
 from shared.file_keys import tenant_root
 from shared.http import HttpClient, HttpError, HttpResponse
 
 # Secrets every tenant Worker shares (the Supabase project's), added to each deploy when known.
-PLATFORM_SECRETS = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY")
+PLATFORM_SECRETS = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY",
+                    "PLATFORM_DATA_KEYS")
 
 
 def tenant_vars(tenant: TenantRecord) -> dict[str, str]:
@@ -84,6 +85,7 @@ class CloudflareRouteCache:
 class TenantScripts(Protocol):
     label: str
     async def exists(self, script: str) -> bool: ...
+    async def serves(self, tenant: TenantRecord) -> bool: ...
     async def deploy(self, tenant: TenantRecord, secrets: Mapping[str, str]) -> None: ...
     async def remove(self, script: str) -> None: ...
     async def forget_secrets(self, script: str) -> None: ...
@@ -98,10 +100,15 @@ class LocalScripts:
         self._ns, self._master_file, self._reporter, self._dry = namespace, master_secret_file, reporter, dry_run
         self._platform = dict(platform_secrets or {})
         self.label = f"namespace (local {namespace.registry_dir})"
+        # Key rotation: the master keyring tenants' context keys are derived from, when it is not
+        # (yet) the dispatcher's (a staged key, controlplane.keys).
+        self.context_master: str | None = None
 
     def _master(self) -> str:
         from localrt.devvars import read_dev_vars
 
+        if self.context_master:
+            return self.context_master
         secret = read_dev_vars(self._master_file).get("CONTEXT_SIGNING_SECRET")
         if not secret:
             raise ConfigError(f"no CONTEXT_SIGNING_SECRET in {self._master_file}: start the local platform once "
@@ -110,6 +117,14 @@ class LocalScripts:
 
     async def exists(self, script: str) -> bool:
         return script in self._ns.names()
+
+    async def serves(self, tenant: TenantRecord) -> bool:
+        """The tenant's Worker is deployed and is this tenant's (scripts are named per tenant)."""
+        spec = self._ns.get(tenant.script_name)
+        return spec is not None and spec.vars.get("TENANT_ID") == tenant.tenant_id
+
+    def secrets_of(self, tenant: TenantRecord) -> dict[str, str]:
+        return self._ns.secrets_of(tenant.script_name)
 
     async def deploy(self, tenant: TenantRecord, secrets: Mapping[str, str]) -> None:
         from localrt.devvars import read_dev_vars, write_dev_vars
@@ -126,7 +141,7 @@ class LocalScripts:
         values.setdefault("SESSION_SECRET", secrets_module.token_urlsafe(48))  # per tenant, kept across deploys
         values.update(self._platform)
         values.update(secrets)
-        values["TENANT_CONTEXT_KEY"] = derive_tenant_key(self._master(), tenant.tenant_id)
+        values["TENANT_CONTEXT_KEY"] = derive_tenant_keyring(self._master(), tenant.tenant_id).format()
         write_dev_vars(path, values)  # secrets first: the spec's appearance is what makes it routable
         existing = self._ns.get(tenant.script_name)
         if existing is not None:  # keep vars an operator or a test added (SUPABASE_URL …); ours win
@@ -155,15 +170,21 @@ class CloudflareScripts:
         self._api, self._runner, self._master, self._dry = api, runner, master_secret, dry_run
         self._platform = dict(platform_secrets or {})
         self.label = f"namespace (remote {NAMESPACE})"
+        self.context_master: str | None = None  # see LocalScripts
 
     async def exists(self, script: str) -> bool:
         return await self._api.script_exists(NAMESPACE, script)
 
+    async def serves(self, tenant: TenantRecord) -> bool:
+        return await self.exists(tenant.script_name)
+
     async def deploy(self, tenant: TenantRecord, secrets: Mapping[str, str]) -> None:
-        if not self._master:
+        master = self.context_master or self._master
+        if not master:
             raise ConfigError("CONTEXT_SIGNING_SECRET (the dispatcher's master secret) is needed to derive "
                               "the tenant's TENANT_CONTEXT_KEY: export it before deploying")
-        values = {**self._platform, **secrets, "TENANT_CONTEXT_KEY": derive_tenant_key(self._master, tenant.tenant_id)}
+        values = {**self._platform, **secrets,
+                  "TENANT_CONTEXT_KEY": derive_tenant_keyring(master, tenant.tenant_id).format()}
         if self._dry:
             shown = f"<temporary JSON file with {', '.join(sorted(values))}>"
             self._runner.run(tenant_deploy_command(tenant.script_name, tenant_vars(tenant), secrets_file=shown))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from typing import Any, Literal
 
 from controlplane.audit_chain import AuditChainRow
@@ -17,7 +18,8 @@ from shared.supabase import SupabaseClient, SupabaseError
 
 # Tables holding a tenant's rows, children first (the order erasure deletes them in).
 # Tables other issues add are found at run time from PostgREST's schema (tenant_tables()).
-KNOWN_TENANT_TABLES = ("tenant_usage", "profiles", "tenant_domains", "audit_log", "tenants")
+KNOWN_TENANT_TABLES = ("tenant_usage", "profiles", "tenant_domains", "integration_credentials", "tenant_data_keys",
+                       "audit_log", "tenants")
 # SQLSTATEs of the domain rules in migrations/supabase/0006_domain_rules.sql.
 DOMAIN_QUOTA_SQLSTATE = "CMQ01"
 DOMAIN_TAKEN_SQLSTATE = "CMD01"
@@ -84,6 +86,37 @@ class SupabaseRegistry:
         found = {r["domain"]: DomainRecord.model_validate(r) for r in rows}
         found.update({k: v for k, v in self._domains.items() if v is None or v.tenant_id == tenant_id})
         return [d for _, d in sorted(found.items()) if d is not None and d.tenant_id == tenant_id]
+
+    # ---- data keys (envelope encryption, controlplane.keys) ----------------------------------
+    async def data_keys(self) -> list[dict[str, Any]]:
+        """Every tenant's wrapped data keys (never a plaintext key: the database holds none)."""
+        rows: list[dict[str, Any]] = []
+        while True:
+            page = await self._call("read data keys", self._db.select(
+                "tenant_data_keys", columns="tenant_id,key_id,wrapped_key,platform_key_id",
+                order=["tenant_id.asc", "key_id.asc"], limit=1000, offset=len(rows)))
+            rows.extend(page)
+            if len(page) < 1000:
+                return rows
+
+    async def rewrap_data_key(self, tenant_id: str, key_id: str, old_wrapped: str, wrapped: str,
+                              platform_key_id: str) -> bool:
+        """Replace one wrapped data key, only if nobody changed it meanwhile; True when replaced."""
+        if self._dry:
+            return True
+        rows = await self._call("re-wrap a data key", self._db.update(
+            "tenant_data_keys", {"wrapped_key": wrapped, "platform_key_id": platform_key_id, "rewrapped_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+            eq={"tenant_id": tenant_id, "key_id": key_id, "wrapped_key": old_wrapped}, columns="key_id"))
+        return bool(rows)
+
+    async def accepts_token(self, token: str) -> bool:
+        """Does the data API (PostgREST) accept a JWT signed with this key? (key rotation's probe)"""
+        try:
+            resp = await self._http.request("GET", f"{self._url}/rest/v1/", headers={
+                "apikey": self._key, "authorization": f"Bearer {token}"}, timeout=5.0)
+        except HttpError:
+            return False
+        return resp.status == 200
 
     async def all_domains(self) -> dict[str, list[DomainRecord]]:
         rows = await self._call("read domains", self._db.select("tenant_domains", order="domain.asc"))

@@ -46,6 +46,7 @@ from controlplane.replica import ApiD1, DryRunD1, LocalD1, RoutingReplica
 from controlplane.wrangler import ROOT, DryRunRunner, Runner, SubprocessRunner
 from shared.domains import DEFAULT_DOH_URL, OwnershipResult, check_ownership
 from shared.http import HttpClient
+from shared.keys import Keyring
 
 REMOTE_ENV = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_ZONE_ID", "SUPABASE_URL",
               "SUPABASE_SERVICE_ROLE_KEY")
@@ -99,10 +100,22 @@ def _supabase_settings(settings: Settings) -> tuple[str, str]:
                       "(locally, `python -m localrt run` writes them to .local/secrets/supabase.dev.vars)")
 
 
+def _local_platform_file(settings: Settings) -> dict[str, str]:
+    """The platform's local keyrings (`python -m localrt run` creates it; `keys rotate` changes it)."""
+    from localrt.devvars import read_dev_vars
+
+    return read_dev_vars(settings.state_dir / "secrets" / "platform.dev.vars")
+
+
 def platform_secrets(settings: Settings) -> dict[str, str]:
-    """The Supabase project's values every tenant Worker gets (environment first, then the local file)."""
+    """The Supabase project's values and the platform keyrings every tenant Worker gets
+    (environment first, then the local files). After a local JWT key rotation the tenants sign
+    with the rotation keyring's active key (SUPABASE_JWT_KEYS), not the project secret."""
     _local_guard(settings)
-    source = {**(_local_supabase_file(settings) if not settings.remote else {}), **settings.env}
+    local = {} if settings.remote else {**_local_supabase_file(settings), **_local_platform_file(settings)}
+    if local.get("SUPABASE_JWT_KEYS"):
+        local["SUPABASE_JWT_SECRET"] = Keyring.parse(local["SUPABASE_JWT_KEYS"]).active_only().format()
+    source = {**local, **settings.env}
     return {k: source[k] for k in PLATFORM_SECRETS if source.get(k)}
 
 

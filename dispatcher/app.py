@@ -16,6 +16,7 @@ from shared.context import H_REQUEST_ID, context_headers, derive_tenant_key, is_
 from shared.errors import Branding, error_reply
 from shared.hosts import InvalidHost, normalize_host
 from shared.isolate import PerIsolate
+from shared.keys import Key, Keyring, KeyringError
 from shared.metrics import NO_TENANT, SOURCE_DISPATCHER, MetricsRecorder, RequestPoint, path_class
 from shared.models import TenantContext, TenantRoute, TenantStatus
 from shared.security_headers import BASELINE
@@ -50,6 +51,15 @@ def _log(event: str, rid: str, **fields: Any) -> None:
     log.warning(json.dumps({"event": event, "request_id": rid, **fields}, sort_keys=True))
 
 
+def _master_key(value: str) -> Key | None:
+    """The active key of CONTEXT_SIGNING_SECRET (a keyring: shared.keys); None if unset or malformed.
+    Only the active key signs: the others are for the tenants' keyrings, which the CLI derives."""
+    try:
+        return Keyring.parse(value).active if value else None
+    except KeyringError:
+        return None
+
+
 def _isolate_ttl(value: Any) -> float:
     """ROUTE_ISOLATE_TTL_SECONDS (a var; the local tests set 0): 0–60 s, else the default."""
     try:
@@ -65,20 +75,22 @@ class Dispatcher:
     def __init__(self, env: Any, *, clock: Callable[[], float] = time.time) -> None:
         self._env = env
         self._clock = clock
-        self._master = str(getattr(env, "CONTEXT_SIGNING_SECRET", "") or "")
+        self._master = _master_key(str(getattr(env, "CONTEXT_SIGNING_SECRET", "") or ""))
         self._resolver = RouteResolver(env.DB, getattr(env, "TENANT_CACHE", None),
                                        isolate_ttl=_isolate_ttl(getattr(env, "ROUTE_ISOLATE_TTL_SECONDS", None)))
-        self._keys: dict[str, str] = {}
+        self._keys: dict[str, Key] = {}
         self.metrics = MetricsRecorder(getattr(env, "METRICS", None))
 
     @property
     def resolver(self) -> RouteResolver:
         return self._resolver
 
-    def _tenant_key(self, tenant_id: str) -> str:
+    def _tenant_key(self, tenant_id: str) -> Key:
         key = self._keys.get(tenant_id)
         if key is None:
-            key = self._keys[tenant_id] = derive_tenant_key(self._master, tenant_id)
+            assert self._master is not None
+            derived = derive_tenant_key(self._master.secret, tenant_id)
+            key = self._keys[tenant_id] = Key(self._master.kid, derived)
         return key
 
     async def handle(self, request: Request, defer: Defer | None = None, *, source: str = SOURCE_DISPATCHER) -> Response:

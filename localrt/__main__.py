@@ -18,8 +18,8 @@ import argparse
 import asyncio
 import fcntl
 import json
-import os
 import logging
+import os
 import secrets
 import signal
 import socket
@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from localrt.d1 import D1Database, apply_migrations_with_wrangler, wrangler_d1_file
-from localrt.demo import seed_demo, set_dispatcher_supabase
+from localrt.demo import ensure_platform_keys, seed_demo, set_dispatcher_supabase
 from localrt.devvars import read_dev_vars, write_dev_vars
 from localrt.platform import StatePaths
 from localrt.postgres import PgCluster
-from localrt.supabase_stack import SupabaseStack
+from localrt.supabase_stack import JwtKeyFollower, SupabaseStack
 from localrt.workerd import HostError, WorkerdHost
+from shared.keys import Keyring
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("cmgsite.localrt")
@@ -160,24 +161,30 @@ def run(args: argparse.Namespace) -> int:
         log.info("Supabase migrations applied (%d new)%s", len(applied),
                  ", demo seed loaded" if reseed or fresh_pg else "; demo tenants kept as they are")
         stack = SupabaseStack(cluster, jwt_secret=_jwt_secret(state), port=args.supabase_port)
+        paths = StatePaths(state)
+        follower = JwtKeyFollower(stack, paths.platform_secrets)  # rotation keys (`tenants.py keys rotate jwt`)
+        follower.tick()
         stack.start()
         supabase = {
             "SUPABASE_URL": stack.url, "SUPABASE_ANON_KEY": stack.anon_key,
             "SUPABASE_SERVICE_ROLE_KEY": stack.service_role_key, "SUPABASE_JWT_SECRET": stack.jwt_secret,
         }
         write_dev_vars(supabase_secrets_path(state), {**supabase, "SUPABASE_DB_URL": cluster.dsn})
+        rotation = read_dev_vars(paths.platform_secrets).get("SUPABASE_JWT_KEYS")
+        tenant_secrets = {**supabase, **ensure_platform_keys(paths.platform_secrets)}
+        if rotation:  # tenants sign with the rotation keyring's active key (controlplane.keys)
+            tenant_secrets["SUPABASE_JWT_SECRET"] = Keyring.parse(rotation).active_only().format()
         log.info("Supabase data API (real PostgREST) at %s/rest/v1/", stack.url)
 
         log.info("applying D1 migrations with wrangler (local)")
         fresh_d1 = wrangler_d1_file(args.wrangler_state) is None
         d1_path = apply_migrations_with_wrangler(args.wrangler_state)
-        paths = StatePaths(state)
         if reseed or fresh_d1:
             asyncio.run(seed_demo(D1Database(d1_path), paths.registry(), paths.dispatcher_secrets,
-                                  extra_secrets=supabase))
+                                  extra_secrets=tenant_secrets))
             demo_marker(state).write_text(json.dumps({"seeded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
         else:
-            refresh_stack_secrets(paths.registry(), supabase)
+            refresh_stack_secrets(paths.registry(), tenant_secrets)
         set_dispatcher_supabase(paths.dispatcher_secrets, supabase)
         log.info("demo tenants ready; building the Workers and starting workerd (first start takes a while)")
         host = WorkerdHost(paths.namespace, paths.secrets, args.wrangler_state, state, port=args.port, host=args.host,
@@ -191,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
                  args.host, args.port)
         while host.running():
             time.sleep(0.5)
+            follower.tick()
         log.error("the platform host exited unexpectedly (see %s)", state / "workerd.log")
         return 1
     except _Stop as stop:

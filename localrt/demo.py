@@ -4,14 +4,14 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 from localrt.d1 import D1Database
 from localrt.devvars import read_dev_vars, write_dev_vars
 from localrt.namespace import NamespaceRegistry, ScriptSpec
-from shared.context import derive_tenant_key
+from shared.context import derive_tenant_keyring
+from shared.keys import Key, Keyring, new_secret
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,16 @@ def set_dispatcher_supabase(path: Path, supabase: dict[str, str]) -> None:
         write_dev_vars(path, {**values, **wanted})
 
 
+def ensure_platform_keys(path: Path) -> dict[str, str]:
+    """The platform's keyrings every tenant Worker gets (`.local/secrets/platform.dev.vars`):
+    PLATFORM_DATA_KEYS, which wraps the tenants' data keys, made once (`keys rotate data` changes it)."""
+    values = read_dev_vars(path)
+    if not values.get("PLATFORM_DATA_KEYS"):
+        values["PLATFORM_DATA_KEYS"] = Keyring((Key("p1", new_secret()),)).format()
+        write_dev_vars(path, values)
+    return {"PLATFORM_DATA_KEYS": values["PLATFORM_DATA_KEYS"]}
+
+
 async def upsert_route(d1: D1Database, t: DemoTenant, status: str = "active") -> None:
     config = json.dumps({"brand_name": t.brand_name})
     await d1.prepare(
@@ -76,7 +86,7 @@ def deploy_script(registry: NamespaceRegistry, t: DemoTenant, master_secret: str
                   extra_secrets: dict[str, str] | None = None, extra_vars: dict[str, str] | None = None) -> None:
     """Register the tenant's script in the local namespace with its vars and secrets."""
     values = registry.secrets_of(t.script_name)
-    values["TENANT_CONTEXT_KEY"] = derive_tenant_key(master_secret, t.tenant_id)
+    values["TENANT_CONTEXT_KEY"] = derive_tenant_keyring(master_secret, t.tenant_id).format()
     values.setdefault("SESSION_SECRET", secrets.token_urlsafe(48))  # per tenant, kept across runs
     values.update(extra_secrets or {})
     vars_: dict[str, Any] = {"TENANT_ID": t.tenant_id, "TENANT_TYPE": t.type, "PRIMARY_TENANT_ID": PRIMARY_TENANT_ID}
@@ -88,6 +98,7 @@ async def seed_demo(d1: D1Database, registry: NamespaceRegistry, dispatcher_secr
                     extra_secrets: dict[str, str] | None = None, extra_vars: dict[str, str] | None = None) -> None:
     master = ensure_dispatcher_secret(dispatcher_secrets)
     set_dispatcher_supabase(dispatcher_secrets, extra_secrets or {})
+    keys = ensure_platform_keys(dispatcher_secrets.parent / "platform.dev.vars")
     for t in DEMO_TENANTS:
         await upsert_route(d1, t)
-        deploy_script(registry, t, master, extra_secrets, extra_vars)
+        deploy_script(registry, t, master, {**keys, **(extra_secrets or {})}, extra_vars)

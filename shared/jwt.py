@@ -9,6 +9,11 @@ context; PostgREST checks it with the project's JWT secret and RLS reads its cla
                             tenant_role="admin", is_primary=False, now=time.time())
     claims = verify_hs256(token, jwt_secret, now=time.time(), audience="authenticated")
 
+Key rotation: SUPABASE_JWT_SECRET is a keyring (shared.keys). `keyring_signer` signs with
+its active key and names the key id in the header (`kid`; the legacy k0 writes no kid, as
+before keyrings); PostgREST is given every accepted key as a JWKS (`jwks_for`) and picks the
+key by `kid`, so tokens minted under the previous key stay valid until they expire.
+
 Signing and verification use only the standard library (hmac, hashlib, base64, json), so
 the module runs under CPython and in Pyodide alike. Verification accepts HS256 alone:
 `alg: none` and every other algorithm are refused before any signature work, signatures
@@ -16,8 +21,6 @@ are compared in constant time, and exp / nbf / iat are checked with a small leew
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -28,6 +31,7 @@ from typing import Any, Literal, Mapping, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.json_depth import exceeds_depth
+from shared.keys import LEGACY_KID, Keyring, b64url_decode, b64url_encode
 
 TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 MAX_SEGMENT_DEPTH = 16
@@ -36,7 +40,6 @@ MAX_TENANT_JWT_TTL = 3600  # minutes, not days: a leaked token must die quickly
 # and so is the database's pre-request guard (migrations/supabase/0005_api_request_guard.sql).
 TENANT_JWT_AUDIENCE = "authenticated"
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
 
 TenantRole = Literal["client", "admin", "super_admin"]
 
@@ -55,17 +58,14 @@ class JwtSigner(Protocol):
     def sign(self, claims: Mapping[str, Any]) -> str: ...
 
 
-def _b64url_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+_b64url_encode = b64url_encode
 
 
 def _b64url_decode(part: str) -> bytes:
-    # Strict alphabet: the lenient stdlib decoder would skip junk characters.
-    if not _B64URL_RE.match(part) or len(part) % 4 == 1:
-        raise JwtError("malformed base64url segment")
+    # Strict alphabet (shared.keys): the lenient stdlib decoder would skip junk characters.
     try:
-        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-    except (binascii.Error, ValueError) as exc:
+        return b64url_decode(part)
+    except ValueError as exc:
         raise JwtError("malformed base64url segment") from exc
 
 
@@ -100,6 +100,24 @@ class HS256Signer:
         signing_input = f"{_json_segment(header)}.{_json_segment(claims)}"
         mac = hmac.new(self._key, signing_input.encode("ascii"), hashlib.sha256).digest()
         return f"{signing_input}.{_b64url_encode(mac)}"
+
+
+def keyring_signer(ring: Keyring) -> HS256Signer:
+    """Signs with the keyring's active key, naming its key id (none for the legacy k0)."""
+    key = ring.active
+    return HS256Signer(key.secret, kid=None if key.legacy else key.kid)
+
+
+def jwks_for(ring: Keyring, *, now: float | None = None) -> dict[str, Any]:
+    """The keyring's accepted keys as a JWKS of HS256 `oct` keys (PostgREST's `jwt-secret` takes
+    one). The legacy key has no `kid`: it verifies the tokens that name none (the API keys)."""
+    keys = []
+    for key in ring.accepted(now):
+        jwk: dict[str, Any] = {"kty": "oct", "alg": "HS256", "k": b64url_encode(key.secret.encode("utf-8"))}
+        if not key.legacy:
+            jwk["kid"] = key.kid
+        keys.append(jwk)
+    return {"keys": keys}
 
 
 def decode_unverified_header(token: str) -> dict[str, Any]:
@@ -138,7 +156,7 @@ def _numeric(claims: Mapping[str, Any], name: str) -> float | None:
 
 def verify_hs256(
     token: str,
-    secret: str | bytes,
+    secret: str | bytes | Keyring,
     *,
     now: float | datetime,
     leeway: int = 30,
@@ -146,8 +164,11 @@ def verify_hs256(
     require_exp: bool = True,
     kid: str | None = None,
 ) -> dict[str, Any]:
-    """Verify signature and time claims; return the claims. Raises JwtError on any doubt."""
-    key = _secret_bytes(secret)
+    """Verify signature and time claims; return the claims. Raises JwtError on any doubt.
+
+    With a Keyring, the header's `kid` picks the key (no kid: the legacy key k0)."""
+    ring = secret if isinstance(secret, Keyring) else None
+    key = b"" if ring is not None else _secret_bytes(secret)  # type: ignore[arg-type]
     if not isinstance(token, str) or len(token) > 16384:
         raise JwtError("token missing or too large")
     parts = token.split(".")
@@ -161,6 +182,12 @@ def verify_hs256(
         raise JwtError("critical header extensions are not supported")
     if kid is not None and header.get("kid") != kid:
         raise JwtError("unknown key id")
+    if ring is not None:
+        named = header.get("kid", LEGACY_KID)
+        found = ring.get(named, now=_epoch(now)) if isinstance(named, str) else None
+        if found is None:
+            raise JwtError("unknown key id")
+        key = _secret_bytes(found.secret)
     expected = hmac.new(key, f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256).digest()
     if not hmac.compare_digest(expected, _b64url_decode(parts[2])):
         raise JwtError("signature mismatch")
@@ -233,7 +260,7 @@ def mint_tenant_jwt(
 
 
 def verify_tenant_jwt(
-    token: str, secret: str | bytes, *, now: float | datetime, leeway: int = 30
+    token: str, secret: str | bytes | Keyring, *, now: float | datetime, leeway: int = 30
 ) -> TenantJwtClaims:
     """Verify an HS256 tenant token and parse its claims (extra or missing claims refused)."""
     claims = verify_hs256(token, secret, now=now, leeway=leeway, audience=TENANT_JWT_AUDIENCE)

@@ -17,7 +17,6 @@ can complete it. Every failure is an OAuthError with a stable `reason` for audit
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -28,7 +27,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.http import HttpClient, HttpError, HttpResponse
-from shared.jwt import TENANT_ID_PATTERN, HS256Signer, JwtError, verify_hs256
+from shared.jwt import TENANT_ID_PATTERN, HS256Signer, JwtError, decode_unverified_header, verify_hs256
+from shared.keys import LEGACY_KID, Key, Keyring, KeyringError, b64url_encode, derive_hex
 from shared.rs256 import RsaPublicKey, SignatureError, keys_from_jwks, verify_rs256
 
 Provider = Literal["github", "google"]
@@ -103,14 +103,24 @@ def _check_url(url: str) -> None:
 
 # ---- state, nonce, PKCE --------------------------------------------------------------------
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+_b64 = b64url_encode  # shared.keys: the one base64url
+
+
+def _session_key(secret: str, kid: str | None = None, *, now: float | None = None) -> Key | None:
+    """A key of the SESSION_SECRET keyring (shared.keys): `kid`'s while accepted, else the active one.
+    A rotation therefore leaves a sign-in that started before it intact (state and PKCE name their key)."""
+    try:
+        ring = Keyring.parse(secret)
+    except KeyringError:
+        raise ValueError("SESSION_SECRET is not a valid keyring") from None
+    return ring.active if kid is None else ring.get(kid, now=now)
 
 
 def _derive(secret: str, purpose: str, tenant_id: str) -> str:
+    """`secret` is one key of the keyring."""
     if len(secret) < 32:
         raise ValueError("SESSION_SECRET must be at least 32 characters")
-    return hmac.new(secret.encode(), f"cmgsite-{purpose}-v1:{tenant_id}".encode(), hashlib.sha256).hexdigest()
+    return derive_hex(secret, f"cmgsite-{purpose}-v1:{tenant_id}")
 
 
 def new_nonce() -> str:
@@ -127,8 +137,12 @@ def oidc_nonce(nonce: str) -> str:
     return _b64(hashlib.sha256(b"oidc:" + nonce.encode()).digest())
 
 
-def pkce_verifier(secret: str, tenant_id: str, nonce: str, state_id: str) -> str:
-    key = _derive(secret, "pkce", tenant_id).encode()
+def pkce_verifier(secret: str, tenant_id: str, nonce: str, state_id: str, kid: str | None = None) -> str:
+    """From the key that signed the state (`StateClaims.kid`), the active one when starting."""
+    found = _session_key(secret, kid)
+    if found is None:
+        raise OAuthError("state_invalid", "This sign-in link is not valid any more. Please start again.")
+    key = _derive(found.secret, "pkce", tenant_id).encode()
     return _b64(hmac.new(key, f"{nonce}:{state_id}".encode(), hashlib.sha256).digest())  # 43 chars
 
 
@@ -148,6 +162,8 @@ class StateClaims(BaseModel):
     jti: str = Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")
     iat: int = Field(strict=True)  # a signed token's times are ints, never true/1.0/"1"
     exp: int = Field(strict=True)
+    # Not signed as a claim: the key id of the header, set by verify_state (None: the active key).
+    kid: str | None = Field(default=None, exclude=True)
 
 
 def issue_state(*, tenant_id: str, host: str, provider: Provider, nonce: str,
@@ -157,7 +173,10 @@ def issue_state(*, tenant_id: str, host: str, provider: Provider, nonce: str,
 
 
 def encode_state(secret: str, claims: StateClaims) -> str:
-    return HS256Signer(_derive(secret, "oauth-state", claims.tid)).sign(claims.model_dump())
+    key = _session_key(secret)
+    assert key is not None
+    return HS256Signer(_derive(key.secret, "oauth-state", claims.tid),
+                       kid=None if key.legacy else key.kid).sign(claims.model_dump())
 
 
 def verify_state(token: str | None, secret: str, *, tenant_id: str, host: str, nonce: str | None,
@@ -166,8 +185,12 @@ def verify_state(token: str | None, secret: str, *, tenant_id: str, host: str, n
     if not token:
         raise OAuthError("state_missing", "The sign-in link is incomplete. Please start again.")
     try:
-        raw = verify_hs256(token, _derive(secret, "oauth-state", tenant_id), now=now, leeway=0)
-        claims = StateClaims.model_validate(raw)
+        kid = decode_unverified_header(token).get("kid", LEGACY_KID)
+        key = _session_key(secret, kid if isinstance(kid, str) else "", now=now)
+        if key is None:
+            raise JwtError("unknown key id")
+        raw = verify_hs256(token, _derive(key.secret, "oauth-state", tenant_id), now=now, leeway=0)
+        claims = StateClaims.model_validate(raw).model_copy(update={"kid": key.kid})
     except JwtError as exc:
         reason = "state_expired" if "expired" in str(exc) else "state_invalid"
         raise OAuthError(reason, "This sign-in link is not valid any more. Please start again.") from None

@@ -8,15 +8,18 @@ Worker's SESSION_SECRET *and* the tenant id, so a token minted for tenant A fail
 signature at tenant B even if two tenants were ever given the same secret; the tenant id
 is also a claim and compared. `alg` other than HS256 (`none` included), tampering, expiry,
 extra or missing claims are all refused with SessionError.
+
+SESSION_SECRET is a keyring (shared.keys): sessions are signed with its active key and name
+that key id in the JWS header (`kid`; the legacy k0 signs the exact header used before
+keyrings), and verified with whichever key of the keyring the header names, until that key's
+not_after. A rotation therefore signs new sessions with the new key while the sessions already
+out stay good until they expire (SESSION_TTL_SECONDS).
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
+import functools
 import hmac
 import json
-import re
 import secrets
 from datetime import datetime
 from typing import Any, Literal
@@ -24,6 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.jwt import TENANT_ID_PATTERN, HS256Signer
+from shared.keys import Key, Keyring, KeyringError, b64url_decode, derive_hex
 
 SESSION_TTL_SECONDS = 8 * 3600  # a working day; role changes rotate sooner (see tenant_worker.auth)
 _PURPOSE = "cmgsite-session-v1"
@@ -57,16 +61,37 @@ _keys: dict[tuple[str, str], str] = {}
 
 
 def session_key(secret: str, tenant_id: str) -> str:
-    """The per-tenant signing key (hex) derived from SESSION_SECRET."""
+    """The per-tenant signing key (hex) derived from one SESSION_SECRET key."""
     if len(secret) < 32:
         raise ValueError("SESSION_SECRET must be at least 32 characters")
     key = _keys.get((secret, tenant_id))
     if key is None:
-        key = hmac.new(secret.encode(), f"{_PURPOSE}:{tenant_id}".encode(), hashlib.sha256).hexdigest()
+        key = derive_hex(secret, f"{_PURPOSE}:{tenant_id}")
         if len(_keys) > 64:
             _keys.clear()
         _keys[(secret, tenant_id)] = key
     return key
+
+
+_rings: dict[str, Keyring] = {}
+
+
+def session_keyring(secret: str) -> Keyring:
+    """SESSION_SECRET as a keyring (a bare secret is the legacy key k0); ValueError if malformed."""
+    ring = _rings.get(secret)
+    if ring is None:
+        try:
+            ring = Keyring.parse(secret)
+        except KeyringError as exc:
+            raise ValueError(f"SESSION_SECRET: {exc}") from None
+        if len(_rings) > 16:
+            _rings.clear()
+        _rings[secret] = ring
+    return ring
+
+
+def _signer(key: Key, tenant_id: str) -> HS256Signer:
+    return HS256Signer(session_key(key.secret, tenant_id), kid=None if key.legacy else key.kid)
 
 
 def new_session_id() -> str:
@@ -79,28 +104,36 @@ def issue_session(secret: str, *, tenant_id: str, user_id: str, role: Role, now:
     iat = int(now.timestamp()) if isinstance(now, datetime) else int(now)
     claims = SessionClaims(tid=tenant_id, sub=user_id.lower(), role=role, sid=new_session_id(), iat=iat,
                            exp=iat + ttl_seconds, email=email, name=(name or None) and name[:200])
-    return HS256Signer(session_key(secret, tenant_id)).sign(claims.model_dump(exclude_none=True))
+    return _signer(session_keyring(secret).active, tenant_id).sign(claims.model_dump(exclude_none=True))
 
 
-# The one header issue_session writes; anything else (alg none, HS512, a kid, crit) is refused
-# by comparing the whole segment, before any signature work.
-_HEADER_SEGMENT = HS256Signer("k" * 32).sign({}).split(".")[0]
-_B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
+@functools.lru_cache(maxsize=64)
+def _header_segment(key: Key) -> str:
+    """The one header issue_session writes for `key`; anything else (alg none, HS512, another
+    kid, crit) is refused by comparing the whole segment, before any signature work."""
+    return HS256Signer("k" * 32, kid=None if key.legacy else key.kid).sign({}).split(".")[0]
 
 
 def _b64decode(part: str) -> bytes:
-    if not _B64URL.match(part) or len(part) % 4 == 1:
+    if not part:
         raise SessionError("malformed base64url segment")
     try:
-        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-    except (binascii.Error, ValueError):
+        return b64url_decode(part)
+    except ValueError:
         raise SessionError("malformed base64url segment") from None
+
+
+def _session_key_for(header: str, ring: Keyring, tenant_id: str, now: int) -> str:
+    for key in ring.accepted(now):
+        if hmac.compare_digest(header, _header_segment(key)):
+            return session_key(key.secret, tenant_id)
+    raise SessionError("header, algorithm or key id not accepted")
 
 
 def _verified_payload(token: str, key: str) -> Any:
     """The JSON payload of a token whose HS256 signature under `key` checks out."""
     parts = token.split(".")
-    if len(parts) != 3 or parts[0] != _HEADER_SEGMENT:
+    if len(parts) != 3:
         raise SessionError("header or algorithm not accepted")
     try:
         signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
@@ -125,8 +158,8 @@ def verify_session(token: str, secret: str, *, tenant_id: str, now: float | date
     """The claims of a good session for `tenant_id`; SessionError for anything else."""
     if not token or len(token) > 4096:
         raise SessionError("session missing or too large")
-    key = session_key(secret, tenant_id)
     t = int(now.timestamp()) if isinstance(now, datetime) else int(now)
+    key = _session_key_for(token.split(".", 1)[0], session_keyring(secret), tenant_id, t)
     claims = _verified.get((key, token))
     if claims is None:
         raw = _verified_payload(token, key)

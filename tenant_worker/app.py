@@ -15,9 +15,22 @@ from shared.http import HttpClient
 from shared.isolate import PerIsolate
 from shared.metrics import Defer, MetricsRecorder
 from shared.security_headers import with_security_headers
-from tenant_worker import api_domains, api_files, api_health, api_usage
-from tenant_worker import (api_control, api_data, api_metrics, api_support, auth, branding, dashboards, pages,
-                           request_rules)
+from tenant_worker import (
+    api_control,
+    api_data,
+    api_domains,
+    api_files,
+    api_health,
+    api_integrations,
+    api_metrics,
+    api_support,
+    api_usage,
+    auth,
+    branding,
+    dashboards,
+    pages,
+    request_rules,
+)
 from tenant_worker.fetch_client import FetchClient
 from tenant_worker.http import ApiError, Call, Reply, Route, StreamBody, error_to_reply, parse_query
 from tenant_worker.metrics_adapter import request_point
@@ -25,8 +38,8 @@ from tenant_worker.metrics_adapter import request_point
 log = logging.getLogger("cmgsite.tenant")
 
 # Feature modules each export ROUTES; the table is data you can print.
-ROUTE_MODULES = [api_health, api_usage, api_domains, auth, api_data, api_files, api_control, api_metrics, api_support,
-                 branding, dashboards, pages]
+ROUTE_MODULES = [api_health, api_usage, api_domains, api_integrations, auth, api_data, api_files, api_control,
+                 api_metrics, api_support, branding, dashboards, pages]
 
 # Run before every handler, in order; each may fill call.state or raise ApiError.
 Middleware = Callable[[Call], Awaitable[None]]

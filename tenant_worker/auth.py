@@ -272,7 +272,7 @@ async def callback(call: Call) -> Reply:
 
 async def _identity(call: Call, state: StateClaims, secret: str, nonce: str, code: str) -> Identity:
     cfg = _config(call, state.prv)
-    verifier = pkce_verifier(secret, call.tenant.tenant_id, nonce, state.jti)
+    verifier = pkce_verifier(secret, call.tenant.tenant_id, nonce, state.jti, kid=state.kid)  # the state's key
     tokens = await exchange_code(call.services.http, cfg, code, _redirect_uri(call), verifier)
     if cfg.name == "github":
         return await github_identity(call.services.http, cfg, tokens)

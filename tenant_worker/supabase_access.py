@@ -14,7 +14,8 @@ import logging
 from typing import Any, Awaitable, TypeVar
 
 from shared.http import HttpError
-from shared.jwt import HS256Signer, mint_tenant_jwt
+from shared.jwt import HS256Signer, keyring_signer, mint_tenant_jwt
+from shared.keys import Keyring, KeyringError
 from shared.models import TenantType
 from shared.supabase import SupabaseClient, SupabaseError
 from tenant_worker.http import ApiError, Call
@@ -37,10 +38,17 @@ def _secret(env: Any, name: str) -> str:
 
 
 def _signer(secret: str) -> HS256Signer:
+    """SUPABASE_JWT_SECRET is a keyring (shared.keys): tokens are signed with its active key and
+    carry its key id, which PostgREST's JWKS resolves (a bare secret: the legacy key, no kid)."""
     signer = _signers.get(secret)
     if signer is None:
-        _signers.clear()  # one project secret per isolate; a rotation replaces it
-        signer = _signers[secret] = HS256Signer(secret)
+        try:
+            ring = Keyring.parse(secret)
+        except KeyringError:
+            log.error("SUPABASE_JWT_SECRET is not a valid keyring")
+            raise ApiError(503, "data_unavailable", "The data service is not configured for this site.") from None
+        _signers.clear()  # one project keyring per isolate; a rotation replaces it
+        signer = _signers[secret] = keyring_signer(ring)
     return signer
 
 

@@ -7,7 +7,8 @@
 //   and KV persisted where `wrangler ... --local` reads them, and DISPATCHER bound to the
 //   local dispatch namespace (namespace-plugin.mjs).
 // - Each tenant script runs in a Miniflare of its own, so adding, redeploying or removing
-//   one never restarts the others (Miniflare's setOptions restarts its whole workerd).
+//   one never restarts the others (Miniflare's setOptions restarts its whole workerd). A
+//   redeploy of a serving script starts the new version beside the old one (replaceScript).
 //   Scripts are files in the namespace directory (`<name>.json`: vars; secrets in
 //   `<secrets>/<name>.dev.vars`), written by the tenant CLI; the host polls it.
 // - A loopback "directory" server answers the namespace binding (where does script X run)
@@ -338,7 +339,36 @@ function tenantOptions(name, spec, secretsFile, port) {
   return { ...shared(port), workers: [counted, aiWorker(name), outboundLedger(name)] };
 }
 
+// A redeploy of a serving script (new secrets or vars) replaces it the way a Cloudflare deploy
+// does, without a gap: the new version starts on a port of its own and takes the traffic once
+// it answers; the old one stops after the requests it already had (and any namespace look-up
+// still cached for the old port) are done.
+const DRAIN_MS = 60000; // under load a request may queue for many seconds behind the new version's start
+async function replaceScript(name, entry) {
+  const { spec, secretsFile, digest } = specOf(name);
+  const began = Date.now();
+  let started;
+  try {
+    started = await startMiniflare(tenantOptions(name, spec, secretsFile, 0));
+  } catch (err) {
+    await entry.mf.dispose().catch(() => {}); // as a failed first start: the script is not served
+    throw err;
+  }
+  const { mf, url } = started;
+  const warmMs = await warm(url, "warmup.invalid");
+  if (scripts.get(name) !== entry) { // removed meanwhile
+    await mf.dispose().catch(() => {});
+    return;
+  }
+  const old = entry.mf;
+  Object.assign(entry, { mf, port: Number(url.port), digest, state: "ready" });
+  setTimeout(() => { old.dispose().catch(() => {}); }, DRAIN_MS).unref();
+  emit("script_ready", { script: name, port: entry.port, start_ms: Date.now() - began, first_response_ms: warmMs,
+                         replaced: true });
+}
+
 async function startScript(name, known) {
+  if (known?.mf && known.state === "ready") return replaceScript(name, known);
   const { spec, secretsFile, digest } = specOf(name);
   const entry = known ?? { port: 0, digest: "", mf: null, state: "starting" };
   entry.digest = digest;
