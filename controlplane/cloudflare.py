@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any, AsyncGenerator, Iterator, Mapping, Sequence
 from urllib.parse import quote
 
 import cloudflare
@@ -125,7 +125,8 @@ class CloudflareApi:
         await self._cf.close()
 
     # ---- custom hostnames (Cloudflare for SaaS) -----------------------------------------
-    async def custom_hostnames(self, *, exact: str | None = None, per_page: int = 50) -> AsyncIterator[HostnameState]:
+    async def custom_hostnames(self, *, exact: str | None = None,
+                               per_page: int = 50) -> AsyncGenerator[HostnameState, None]:
         """Every custom hostname on the zone (or the one named `exact`), page after page."""
         query: dict[str, Any] = {"per_page": per_page}
         if exact is not None:
@@ -229,12 +230,12 @@ class CloudflareApi:
     async def d1_query(self, database_id: str, sql: str, params: Sequence[str]) -> list[dict[str, Any]]:
         """One statement; its rows. `params` are bound by D1 (`?1`, `?2`, … in `sql`)."""
         with sdk_errors():
-            page = await self._cf.d1.database.query(database_id, account_id=self.account_id, sql=sql,
+            page = await self._cf.d1.database.query(database_id, account_id=self.account_id, sql=sql,  # type: ignore[call-overload]
                                                     **({"params": list(params)} if params else {}))
         results = page.result or []
         if results and results[0].success is False:
             raise CloudflareError(200, [{"code": 0, "message": "the D1 statement did not succeed"}])
-        return [dict(r) for r in (results[0].results or [])] if results else []  # type: ignore[call-overload]
+        return [dict(r) for r in (results[0].results or [])] if results else []
 
     async def d1_batch(self, database_id: str, statements: Sequence[tuple[str, Sequence[str]]]) -> None:
         """Several statements in one request, run by D1 as one batch (all of it lands or none of it)."""

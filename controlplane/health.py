@@ -20,8 +20,18 @@ from typing import Any, Mapping
 from controlplane.errors import BackendError, ConfigError, NotFound, Refused
 from controlplane.lifecycle import ControlPlane
 from controlplane.wiring import ROOT, Settings, _supabase_settings
-from shared.health import (USER_AGENT, AlertWebhook, HealthStoreError, PostgrestRpc, ProbeAnswer, SupabaseHealthStore,
-                           Target, alert_after, deliver_due, run_checks)
+from shared.health import (
+    USER_AGENT,
+    AlertWebhook,
+    HealthStoreError,
+    PostgrestRpc,
+    ProbeAnswer,
+    SupabaseHealthStore,
+    Target,
+    alert_after,
+    deliver_due,
+    run_checks,
+)
 from shared.http import HttpClient, HttpError
 from shared.models import TenantStatus
 

@@ -24,15 +24,22 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
 
 from controlplane.edges import Hostnames, RouteCache, TenantObjects, TenantRuntimeData, TenantScripts
-from controlplane.meter import MeterControl
 from controlplane.errors import BackendError, ConfigError, NotFound, Refused
-from controlplane.model import (PRIMARY_ZONE, DomainRecord, TenantRecord, domain_type_for, new_tenant,
-                                parse_domain, parse_tenant_id, parse_tier)
+from controlplane.meter import MeterControl
+from controlplane.model import (
+    PRIMARY_ZONE,
+    DomainRecord,
+    TenantRecord,
+    domain_type_for,
+    new_tenant,
+    parse_domain,
+    parse_tenant_id,
+    parse_tier,
+)
 from controlplane.output import Reporter
 from controlplane.registry import SupabaseRegistry
 from controlplane.replica import RoutingReplica
-from controlplane.wrangler import (Runner, dispatcher_deploy_command, namespace_create_command,
-                                   namespace_get_command)
+from controlplane.wrangler import Runner, dispatcher_deploy_command, namespace_create_command, namespace_get_command
 from dispatcher.routing import ISOLATE_TTL_SECONDS
 from shared.domains import OwnershipResult, challenge_name, challenge_url, overlapping
 from shared.models import TenantStatus, TenantType

@@ -76,14 +76,14 @@ class SupabaseRegistry:
 
     async def tenants(self) -> list[TenantRecord]:
         rows = await self._call("list tenants", self._db.select("tenants", order="tenant_id.asc"))
-        found = {r["tenant_id"]: TenantRecord.model_validate(r) for r in rows}
+        found: dict[str, TenantRecord | None] = {r["tenant_id"]: TenantRecord.model_validate(r) for r in rows}
         found.update(self._tenants)
         return [t for _, t in sorted(found.items()) if t is not None]
 
     async def domains(self, tenant_id: str) -> list[DomainRecord]:
         rows = await self._call("read domains", self._db.select(
             "tenant_domains", eq={"tenant_id": tenant_id}, order="domain.asc"))
-        found = {r["domain"]: DomainRecord.model_validate(r) for r in rows}
+        found: dict[str, DomainRecord | None] = {r["domain"]: DomainRecord.model_validate(r) for r in rows}
         found.update({k: v for k, v in self._domains.items() if v is None or v.tenant_id == tenant_id})
         return [d for _, d in sorted(found.items()) if d is not None and d.tenant_id == tenant_id]
 

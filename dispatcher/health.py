@@ -23,8 +23,18 @@ from typing import Any, Awaitable, Callable
 from workers import Request
 
 from dispatcher.fetch_client import FetchClient
-from shared.health import (USER_AGENT, AlertWebhook, HealthStoreError, PostgrestRpc, ProbeAnswer, SupabaseHealthStore,
-                           Target, alert_after, deliver_due, run_checks)
+from shared.health import (
+    USER_AGENT,
+    AlertWebhook,
+    HealthStoreError,
+    PostgrestRpc,
+    ProbeAnswer,
+    SupabaseHealthStore,
+    Target,
+    alert_after,
+    deliver_due,
+    run_checks,
+)
 from shared.metrics import SOURCE_PROBE
 
 log = logging.getLogger("cmgsite.dispatcher.health")

@@ -205,7 +205,7 @@ class PgCluster:
                 " name text primary key, sha256 text not null,"
                 " applied_at timestamptz not null default now())"
             )
-            done = dict(conn.execute("select name, sha256 from localrt_meta.schema_migrations").fetchall())
+            done: dict[str, str] = dict(conn.execute("select name, sha256 from localrt_meta.schema_migrations").fetchall())
             for path in migration_files(directory):
                 text = path.read_text()
                 digest = hashlib.sha256(text.encode()).hexdigest()

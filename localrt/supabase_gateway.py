@@ -27,7 +27,6 @@ from urllib.parse import parse_qsl, urlencode
 
 import httpx
 
-
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]

@@ -249,7 +249,8 @@ class SupabaseStack:
             time.sleep(0.1)
         assert self._workdir is not None
         log = (self._workdir / log_name).read_text(errors="replace")[-2000:]
-        raise StackError(f"{proc.args[0]} did not become ready at {url}:\n{log}")
+        program = proc.args[0] if isinstance(proc.args, (list, tuple)) else proc.args
+        raise StackError(f"{program!s} did not become ready at {url}:\n{log}")
 
 
 class JwtKeyFollower:

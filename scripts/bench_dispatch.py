@@ -82,14 +82,14 @@ def rss_of_workerds(root_pid: int) -> dict[int, int]:
             pid = parents.get(pid, 1)
         return False
 
-    out = {}
-    for pid in (p for p in parents if under(p)):
+    out: dict[int, int] = {}
+    for child in (p for p in parents if under(p)):
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            cmd = Path(f"/proc/{child}/cmdline").read_bytes()
             if b"workerd" in cmd and b"serve" in cmd:
-                status = Path(f"/proc/{pid}/status").read_text()
+                status = Path(f"/proc/{child}/status").read_text()
                 rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
-                out[int(pid)] = rss // 1024
+                out[child] = rss // 1024
         except (OSError, StopIteration):
             continue
     return out
@@ -117,7 +117,7 @@ def rss_by_worker(host: WorkerdHost) -> dict[str, int]:
     """RSS (MiB) of each Worker's workerd process, named by the script it serves."""
     by_port = {s["port"]: name for name, s in host.status()["scripts"].items()}
     by_port[host.port] = "dispatcher"
-    out = {}
+    out: dict[str, int] = {}
     for pid, rss in rss_of_workerds(host._proc.pid).items():  # type: ignore[union-attr]
         names = [by_port[p] for p in listening_ports(pid) if p in by_port]
         out[names[0] if names else str(pid)] = rss

@@ -158,7 +158,7 @@ def inspect_wheel(entry: Locked, path: Path) -> Wheel:
                         if line.startswith("Requires-Dist:"):
                             req, _, marker = line.removeprefix("Requires-Dist:").partition(";")
                             if "extra" not in marker:  # optional extras never ship
-                                wheel.requires.add(normalize(re.split(r"[\s<>=!~\[(]", req.strip(), 1)[0]))
+                                wheel.requires.add(normalize(re.split(r"[\s<>=!~\[(]", req.strip(), maxsplit=1)[0]))
                 continue
             if "/" in name or name.endswith((".py", ".so")):
                 wheel.top_level.add(top.split(".")[0])

@@ -218,9 +218,9 @@ def _confirm(tenant_id: str, yes: bool, stdin: TextIO, err: TextIO) -> None:
 
 def _table(rows: list[dict[str, Any]], cols: list[str], out: TextIO) -> None:
     widths = [max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in cols]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)), file=out)
+    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)), file=out)
     for r in rows:
-        print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths)), file=out)
+        print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths, strict=True)), file=out)
 
 
 async def _show(cp: ControlPlane, tenant_id: str) -> dict[str, Any]:
@@ -328,11 +328,11 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
     if c == "branding":
         from controlplane.branding import set_branding
 
-        values: dict[str, Any] = {k: getattr(args, k) for k in ("brand_name", "logo_url", "primary_color",
-                                                                 "secondary_color", "support_email")
-                                  if getattr(args, k) is not None}
-        values.update({k: None for k in args.clear})
-        return EXIT_OK, await set_branding(cp, args.tenant_id, values)
+        branding: dict[str, Any] = {k: getattr(args, k) for k in ("brand_name", "logo_url", "primary_color",
+                                                                   "secondary_color", "support_email")
+                                    if getattr(args, k) is not None}
+        branding.update({k: None for k in args.clear})
+        return EXIT_OK, await set_branding(cp, args.tenant_id, branding)
     if c == "check":
         from controlplane.health import check
         from localrt.http_client import HttpxClient
@@ -381,9 +381,9 @@ async def _keys(args: argparse.Namespace, cp: ControlPlane, env: Mapping[str, st
     else:
         store = LocalKeyFiles(args.state_dir / "secrets")
     settle = env.get("CMGSITE_KEYS_SETTLE_SECONDS")  # tests against fakes, where no old version runs
+    extra: dict[str, Any] = {"settle_seconds": float(settle)} if settle else {}
     rotation = KeyRotation(cp, store, cp.reporter, CryptographyAead(),
-                           host_started_at=lambda: local_host_started_at(args.state_dir),
-                           **({"settle_seconds": float(settle)} if settle else {}))
+                           host_started_at=lambda: local_host_started_at(args.state_dir), **extra)
     if args.action == "status":
         return rotation.status()
     if args.tenant_id and args.kind != "session":
@@ -415,6 +415,7 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
     environ = dict(env if env is not None else os.environ)
     state_dir = args.state_dir or Path(environ.get("CMGSITE_STATE_DIR") or ROOT / ".local")
     wrangler_state = args.wrangler_state or Path(environ.get("CMGSITE_WRANGLER_STATE") or ROOT / ".wrangler" / "state")
+    args.state_dir, args.wrangler_state = state_dir, wrangler_state  # what every command reads
     settings = Settings(remote=args.remote, dry_run=args.dry_run, state_dir=state_dir,
                         wrangler_state=wrangler_state, d1_file=args.d1_file, env=environ)
     args.settings = settings  # what the control plane was built with (check reads it)

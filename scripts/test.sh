@@ -4,6 +4,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh || { echo "bootstrap failed" >&2; exit 1; }
+# Lint and types first (seconds): ruff and mypy, pinned in pyproject.toml, configured there.
+.venv/bin/python -m ruff check . || { echo "lint failed (ruff check .)" >&2; exit 1; }
+.venv/bin/python -m mypy || { echo "type check failed (mypy)" >&2; exit 1; }
 .venv/bin/python -m pytest "$@"
 status=$?
 if [ "$status" -eq 5 ]; then

@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -89,7 +89,7 @@ def provider_config(provider: str, value: Callable[[str], str]) -> ProviderConfi
     for url in urls.values():
         _check_url(url)
     timeout = float(value("OAUTH_TIMEOUT_SECONDS") or 8.0)
-    return ProviderConfig(name=provider, client_id=client_id, client_secret=client_secret,
+    return ProviderConfig(name=cast(Provider, provider), client_id=client_id, client_secret=client_secret,
                           authorize_url=urls["authorize"], token_url=urls["token"], api_url=urls.get("api", ""),
                           jwks_url=urls.get("jwks", ""), scope=SCOPES[provider], timeout=min(max(timeout, 0.1), 30.0))
 

@@ -23,11 +23,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.models import TenantType
+from shared.models import TENANT_ID_RE, TenantType
 from tenant_worker.auth_store import AuthStore, AuthStoreMissing
 from tenant_worker.http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Role, require
-from shared.models import TENANT_ID_RE
 from tenant_worker.supabase_access import guarded, tenant_db, write_audit
 
 _WHOLE = re.compile(r"[0-9]{1,6}")
@@ -206,7 +205,8 @@ def audit_query(call: Call, cursor_kind: str, extra: frozenset[str] = frozenset(
     action_prefix = None
     if action is not None:
         if _ACTION_PREFIX.match(action):
-            action, action_prefix = None, action[:-1]
+            action_prefix = action[:-1]
+            action = None
         elif not _ACTION.match(action):
             raise _bad_query("action must be an action name (e.g. domain.added) or a prefix ending in * (domain.*).")
     actor = call.arg("actor")

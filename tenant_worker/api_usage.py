@@ -151,7 +151,8 @@ async def usage(call: Call) -> Reply:
         used: int | None = await domain_count(call, principal)
     except (ApiError, SupabaseError, HttpError):
         used = None  # unknown right now: never a guess
-    domains.update(used=used, remaining=None if used is None else max(0, domains["limit"] - used))
+    limit = snap.item(UsageKind.DOMAINS).limit
+    domains.update(used=used, remaining=None if used is None else max(0, limit - used))
     return json_reply({"tenant_id": call.tenant.tenant_id, "tier": call.tenant.tier.value, "usage": items},
                       headers={"cache-control": "no-store"})
 

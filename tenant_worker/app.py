@@ -133,9 +133,9 @@ class TenantApp:
             reply = error_to_reply(path, err, rid, await self._branding(tenant, path, headers))
         except Exception:
             log.exception("unhandled error request_id=%s", rid)
-            err = ApiError(500, "internal_error", "Something went wrong on our side.")
-            note["code"] = err.code
-            reply = error_to_reply(path, err, rid, await self._branding(tenant, path, headers))
+            failure = ApiError(500, "internal_error", "Something went wrong on our side.")
+            note["code"] = failure.code
+            reply = error_to_reply(path, failure, rid, await self._branding(tenant, path, headers))
         return _to_response(reply, rid)
 
     async def _branding(self, tenant: Any, path: str, headers: dict[str, str]) -> Branding | None:

@@ -20,14 +20,30 @@ import uuid
 from typing import Any
 
 from shared.errors import Branding, error_reply
+from shared.http import HttpError
 from shared.models import TenantType
-from shared.oauth import (JwksCache, OAuthError, ProviderConfig, StateClaims, authorize_url, encode_state,
-                          exchange_code, github_identity, google_identity, issue_state, new_nonce, oidc_nonce,
-                          pkce_challenge, pkce_verifier, provider_config, safe_next, verify_state)
-from shared.oauth import Identity
+from shared.oauth import (
+    Identity,
+    JwksCache,
+    OAuthError,
+    ProviderConfig,
+    StateClaims,
+    authorize_url,
+    encode_state,
+    exchange_code,
+    github_identity,
+    google_identity,
+    issue_state,
+    new_nonce,
+    oidc_nonce,
+    pkce_challenge,
+    pkce_verifier,
+    provider_config,
+    safe_next,
+    verify_state,
+)
 from shared.session import SESSION_TTL_SECONDS, SessionClaims, SessionError, issue_session, verify_session
 from shared.supabase import SupabaseError
-from shared.http import HttpError
 from tenant_worker.auth_store import AuthStore, AuthStoreMissing
 from tenant_worker.http import ApiError, Call, Reply, Route, json_reply, redirect_reply
 from tenant_worker.principal import PRINCIPAL, Principal, Role, require
@@ -101,9 +117,9 @@ async def session_middleware(call: Call) -> None:
     if claims.role == "super_admin" and call.tenant.tenant_type is not TenantType.PRIMARY:
         call.state["session_error"] = "super_admin outside the primary tenant"
         return
-    claims = await _apply_epoch(call, claims)
-    if claims is not None:
-        call.state[PRINCIPAL] = Principal(claims.sub, claims.tid, Role(claims.role), claims.email, claims.name)
+    current = await _apply_epoch(call, claims)
+    if current is not None:
+        call.state[PRINCIPAL] = Principal(current.sub, current.tid, Role(current.role), current.email, current.name)
         call.state["session"] = claims
 
 

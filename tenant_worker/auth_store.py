@@ -64,7 +64,7 @@ class AuthStore:
             return None
         try:
             data = json.loads(raw)
-            kind = data["kind"] if data["kind"] in ("role", "signout") else "signout"
+            kind: Literal["role", "signout"] = "role" if data["kind"] == "role" else "signout"
             return SessionEpoch(int(data["at"]), kind)
         except (ValueError, KeyError, TypeError):
             return SessionEpoch(2**62, "signout")  # unreadable record: fail closed

@@ -76,7 +76,7 @@ async def update_branding(call: Call) -> Reply:
     try:
         update = BrandingUpdate.model_validate(raw)
     except Exception as exc:
-        errors = getattr(exc, "errors", lambda: [])()
+        errors: list[Any] = getattr(exc, "errors", lambda: [])()
         fields = sorted({str(e["loc"][0]) for e in errors if e.get("loc")}) or ["body"]
         raise ApiError(400, "invalid_body", f"Invalid field(s): {', '.join(fields)}.", extra={"fields": fields}) from None
     if not raw:

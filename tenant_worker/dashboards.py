@@ -27,12 +27,12 @@ from shared.tiers import UsageKind
 from tenant_worker.api_support import LIST_COLUMNS, with_sla
 from tenant_worker.branding import Brand
 from tenant_worker.http import ApiError, Call, Reply, Route, html_reply, json_reply
-
-_STYLE_BLOCK = re.compile(r"<style>(.*?)</style>", re.S)
 from tenant_worker.metrics_adapter import metrics_queries
 from tenant_worker.principal import Principal, Role, require
 from tenant_worker.supabase_access import guarded, tenant_db
 from tenant_worker.usage_meter import meter_for
+
+_STYLE_BLOCK = re.compile(r"<style>(.*?)</style>", re.S)
 
 E = html.escape
 

@@ -73,7 +73,7 @@ def _stored(obj: Any) -> StoredObject:
     custom = getattr(obj, "customMetadata", None)
     metadata = {} if _absent(custom) else {str(k): str(v) for k, v in dict(_py(custom)).items()}
     uploaded = getattr(obj, "uploaded", None)
-    millis = float(uploaded.getTime()) if not _absent(uploaded) else 0.0
+    millis = float(uploaded.getTime()) if uploaded is not None and not _absent(uploaded) else 0.0
     return StoredObject(key=str(obj.key), size=int(obj.size), etag=str(obj.etag),
                         uploaded=datetime.fromtimestamp(millis / 1000, tz=timezone.utc),
                         content_type=None if _absent(content_type) else str(content_type), metadata=metadata)

@@ -42,12 +42,28 @@ from typing import Any, Callable
 from workers import DurableObject
 
 from shared.http import HttpClient, HttpError
+from shared.models import TENANT_ID_RE
 from shared.supabase import SupabaseClient, SupabaseError
 from shared.tiers import Tier, UsageKind
-from shared.models import TENANT_ID_RE
 from shared.usage import (
-    COUNTER_KINDS, LEVEL_PERIOD, PERIOD_RE, UsageDecision, UsageError, UsageSnapshot, decision, flush_backoff_ms,
-    flush_row, is_level, limit_of, month_of, parse_amount, parse_kind, parse_tier, period_of, recorded_count, snapshot,
+    COUNTER_KINDS,
+    LEVEL_PERIOD,
+    PERIOD_RE,
+    UsageDecision,
+    UsageError,
+    UsageSnapshot,
+    decision,
+    flush_backoff_ms,
+    flush_row,
+    is_level,
+    limit_of,
+    month_of,
+    parse_amount,
+    parse_kind,
+    parse_tier,
+    period_of,
+    recorded_count,
+    snapshot,
 )
 
 log = logging.getLogger("cmgsite.usage")
@@ -221,7 +237,7 @@ class UsageMeter(DurableObject):
                                     "status": getattr(exc, "status", None)}))
             await self._arm(self.clock() * 1000 + delay)
             return
-        for r, p in zip(rows, payload):
+        for r, p in zip(rows, payload, strict=True):
             # Exactly what was sent is acknowledged: a consume during the upsert stays dirty.
             self.sql.exec("UPDATE usage_counters SET flushed = ?3, flushed_period = ?4 WHERE kind = ?1 AND period = ?2",
                           r["kind"], r["period"], p.usage_count, p.period)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from js import Object, Uint8Array, crypto  # type: ignore[import-not-found]
-from pyodide.ffi import JsException, to_js  # type: ignore[import-not-found]
+from js import Object, Uint8Array, crypto
+from pyodide.ffi import JsException, to_js
 
 from shared.envelope import EnvelopeError
 

@@ -169,7 +169,7 @@ def _cleanup(world: AuthWorld) -> None:
     with world.pg.connect() as conn:
         conn.execute("delete from public.profiles where email like %s and not (id = any(%s::uuid[]))",
                      (f"%@{TEST_EMAIL_DOMAIN}", seeded))
-        for _email, (tenant, role, uid) in SEEDED.items():
+        for _email, (_tenant, role, uid) in SEEDED.items():
             conn.execute("update public.profiles set tenant_role = %s where id = %s and tenant_role <> %s",
                          (role, uid, role))
 

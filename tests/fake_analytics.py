@@ -54,7 +54,7 @@ class FakeAnalytics:
                 types[n] = "Float64"
             else:
                 types[n] = "String"
-        data = [{n: (str(v) if types[n] == "UInt64" else v) for n, v in zip(names, r)} for r in rows]
+        data = [{n: (str(v) if types[n] == "UInt64" else v) for n, v in zip(names, r, strict=True)} for r in rows]
         return 200, {"meta": [{"name": n, "type": types[n]} for n in names], "data": data, "rows": len(data),
                      "rows_before_limit_at_least": len(data)}
 

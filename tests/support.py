@@ -22,11 +22,11 @@ from typing import Any, Iterator
 import httpx
 import uvicorn
 
+from dispatcher.routing import kv_key
 from localrt.d1 import D1Database
 from localrt.namespace import NamespaceRegistry, ScriptSpec
 from localrt.platform import StatePaths
 from localrt.workerd import WorkerdHost
-from dispatcher.routing import kv_key
 
 
 def free_port() -> int:

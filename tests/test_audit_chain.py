@@ -32,7 +32,7 @@ CHAIN_COLUMNS = ("id, tenant_id, seq, at_text, actor, action, target, request_id
 def chain(conn: psycopg.Connection, tenant: str) -> list[AuditChainRow]:
     cur = conn.execute(f"select {CHAIN_COLUMNS} from public.audit_chain_rows(%s, 0, 5000)", (tenant,))
     names = [d.name for d in cur.description or []]
-    return [AuditChainRow.model_validate(dict(zip(names, r))) for r in cur.fetchall()]
+    return [AuditChainRow.model_validate(dict(zip(names, r, strict=True))) for r in cur.fetchall()]
 
 
 def become(conn: psycopg.Connection, role: str, claims: dict[str, Any]) -> None:

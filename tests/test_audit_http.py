@@ -26,7 +26,7 @@ def chain(pg: Any, tenant: str) -> list[AuditChainRow]:
     with pg.connect() as conn:
         cur = conn.execute(f"select {CHAIN_COLUMNS} from public.audit_chain_rows(%s, 0, 5000)", (tenant,))
         names = [d.name for d in cur.description or []]
-        return [AuditChainRow.model_validate(dict(zip(names, r))) for r in cur.fetchall()]
+        return [AuditChainRow.model_validate(dict(zip(names, r, strict=True))) for r in cur.fetchall()]
 
 
 def rows_for(pg: Any, tenant: str, target: str) -> list[AuditChainRow]:

@@ -13,8 +13,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.jwt import HS256Signer
-from shared.oauth import (OAuthError, encode_state, issue_state, nonce_hash, pkce_challenge, pkce_verifier,
-                          provider_config, safe_next, verify_state)
+from shared.oauth import (
+    OAuthError,
+    encode_state,
+    issue_state,
+    nonce_hash,
+    pkce_challenge,
+    pkce_verifier,
+    provider_config,
+    safe_next,
+    verify_state,
+)
 from shared.rs256 import RsaPublicKey, SignatureError, keys_from_jwks, verify_rs256
 from shared.session import SessionError, issue_session, session_key, verify_session
 

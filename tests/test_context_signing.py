@@ -4,8 +4,16 @@ from __future__ import annotations
 import pytest
 
 from shared.context import (
-    H_SIGNATURE, H_TENANT_ID, H_TENANT_TIER, H_TIMESTAMP, MAX_AGE_SECONDS, ContextError,
-    context_headers, derive_tenant_key, is_client_controlled, verify_context,
+    H_SIGNATURE,
+    H_TENANT_ID,
+    H_TENANT_TIER,
+    H_TIMESTAMP,
+    MAX_AGE_SECONDS,
+    ContextError,
+    context_headers,
+    derive_tenant_key,
+    is_client_controlled,
+    verify_context,
 )
 from shared.models import TenantContext, TenantType
 from shared.tiers import Tier

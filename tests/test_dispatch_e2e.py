@@ -17,7 +17,6 @@ from shared.models import TenantContext, TenantType
 from shared.tiers import Tier
 from tests.support import Platform
 
-
 HOSTS = {
     "cozyartzmedia.com": ("cozyartz", "primary", "enterprise"),
     "partner1.cozyartzmedia.com": ("partner1", "partner-subdomain", "growth"),

@@ -15,8 +15,14 @@ from typing import Any, Iterator
 
 import httpx
 
-from dispatcher.routing import (ISOLATE_TTL_SECONDS, KV_NEGATIVE_TTL_SECONDS, NEGATIVE_KV_AFTER_MISSES,
-                                NEGATIVE_KV_WRITES_PER_MINUTE, RouteResolver, kv_key)
+from dispatcher.routing import (
+    ISOLATE_TTL_SECONDS,
+    KV_NEGATIVE_TTL_SECONDS,
+    NEGATIVE_KV_AFTER_MISSES,
+    NEGATIVE_KV_WRITES_PER_MINUTE,
+    RouteResolver,
+    kv_key,
+)
 from tests.support import Platform
 
 P1, SEO, COZY = "partner1.cozyartzmedia.com", "partner-seo.com", "cozyartzmedia.com"

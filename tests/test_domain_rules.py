@@ -93,7 +93,7 @@ def add(conn: psycopg.Connection, tenant: str, domain: str, domain_type: str = "
                        " returning domain, verification_status, verification_token, verified_at",
                        (tenant, domain, domain_type)).fetchone()
     assert row is not None
-    return dict(zip(("domain", "verification_status", "verification_token", "verified_at"), row))
+    return dict(zip(("domain", "verification_status", "verification_token", "verified_at"), row, strict=True))
 
 
 def refused(conn: psycopg.Connection, tenant: str, domain: str, domain_type: str = "custom") -> psycopg.Error:

@@ -12,8 +12,16 @@ import pytest
 
 from localrt.http_client import HttpxClient
 from shared.domains import (
-    Actor, DomainError, OwnershipResult, challenge_name, check_ownership, classify, instructions, overlapping,
-    parse_domain, txt_value,
+    Actor,
+    DomainError,
+    OwnershipResult,
+    challenge_name,
+    check_ownership,
+    classify,
+    instructions,
+    overlapping,
+    parse_domain,
+    txt_value,
 )
 from shared.models import TenantType
 from tests.fake_doh import FakeDoh, quoted

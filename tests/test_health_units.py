@@ -9,8 +9,17 @@ from typing import Any
 import pytest
 
 from localrt.http_client import HttpxClient
-from shared.health import (AlertWebhook, CheckResult, ProbeAnswer, Target, alert_after, check_tenant, deliver_due,
-                           run_checks, sign)
+from shared.health import (
+    AlertWebhook,
+    CheckResult,
+    ProbeAnswer,
+    Target,
+    alert_after,
+    check_tenant,
+    deliver_due,
+    run_checks,
+    sign,
+)
 from tests.alert_receiver import AlertReceiver
 from tests.support import LiveServer
 

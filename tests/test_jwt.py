@@ -11,8 +11,15 @@ from typing import Any
 import pytest
 
 from shared.jwt import (
-    MAX_TENANT_JWT_TTL, TENANT_JWT_AUDIENCE, HS256Signer, JwtError, TenantJwtClaims, decode_unverified_header,
-    mint_tenant_jwt, verify_hs256, verify_tenant_jwt,
+    MAX_TENANT_JWT_TTL,
+    TENANT_JWT_AUDIENCE,
+    HS256Signer,
+    JwtError,
+    TenantJwtClaims,
+    decode_unverified_header,
+    mint_tenant_jwt,
+    verify_hs256,
+    verify_tenant_jwt,
 )
 
 SECRET = "a-project-jwt-secret-of-at-least-32-bytes!"

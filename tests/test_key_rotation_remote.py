@@ -19,7 +19,7 @@ from controlplane.aead import CryptographyAead
 from localrt.devvars import read_dev_vars
 from shared.envelope import decrypt_secret, encrypt_secret, new_data_key, unwrap_data_key, wrap_data_key
 from shared.keys import Key, Keyring, new_secret
-from tests.test_tenant_cli_remote import TENANT_DEPLOY, W, RemoteCli, remote  # noqa: F401  (the fixture)
+from tests.test_tenant_cli_remote import TENANT_DEPLOY, RemoteCli, W, remote  # noqa: F401  (the fixture)
 
 AEAD = CryptographyAead()
 MASTER = "master-secret-for-tests-0123456789"  # the fixture's CONTEXT_SIGNING_SECRET

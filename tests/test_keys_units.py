@@ -13,10 +13,25 @@ import json
 import pytest
 
 from controlplane.aead import CryptographyAead
-from shared.context import (H_SIGNATURE, ContextError, context_headers, derive_tenant_key, derive_tenant_keyring,
-                            verify_context)
-from shared.envelope import (EnvelopeError, UnknownKey, decrypt_secret, encrypt_secret, new_data_key, parse,
-                             rewrap_data_key, unwrap_data_key, wrap_data_key)
+from shared.context import (
+    H_SIGNATURE,
+    ContextError,
+    context_headers,
+    derive_tenant_key,
+    derive_tenant_keyring,
+    verify_context,
+)
+from shared.envelope import (
+    EnvelopeError,
+    UnknownKey,
+    decrypt_secret,
+    encrypt_secret,
+    new_data_key,
+    parse,
+    rewrap_data_key,
+    unwrap_data_key,
+    wrap_data_key,
+)
 from shared.jwt import HS256Signer, JwtError, jwks_for, keyring_signer, verify_hs256
 from shared.keys import LEGACY_KID, Key, Keyring, KeyringError, b64url_decode, b64url_encode, new_secret
 from shared.models import TenantContext, TenantType

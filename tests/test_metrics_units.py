@@ -12,10 +12,24 @@ import pytest
 
 from localrt.http_client import HttpxClient
 from localrt.metrics_store import SqliteMetricsSource, write_points
-from shared.metrics import (LATENCY_BUCKETS_MS, MetricsRecorder, RequestPoint, feature_of, latency_bucket,
-                            method_label, path_class, status_class)
-from shared.metrics_query import (MetricsQueries, MetricsUnavailable, SqlApiSource, parse_sql_api_answer,
-                                  percentile, sql_api_url)
+from shared.metrics import (
+    LATENCY_BUCKETS_MS,
+    MetricsRecorder,
+    RequestPoint,
+    feature_of,
+    latency_bucket,
+    method_label,
+    path_class,
+    status_class,
+)
+from shared.metrics_query import (
+    MetricsQueries,
+    MetricsUnavailable,
+    SqlApiSource,
+    parse_sql_api_answer,
+    percentile,
+    sql_api_url,
+)
 from tests.fake_analytics import FakeAnalytics
 from tests.support import LiveServer
 

@@ -18,8 +18,18 @@ import pytest
 from localrt.supabase_stack import SupabaseStack
 from shared.jwt import HS256Signer
 from tests.fixtures.rls_matrix import (
-    DENIED, EXPECTED, OPS, PRINCIPALS, TABLES, TENANT_A_PRINCIPALS, UPDATE_VALUES, World, WorldAdmin,
-    insert_row, principal_claims, user_id,
+    DENIED,
+    EXPECTED,
+    OPS,
+    PRINCIPALS,
+    TABLES,
+    TENANT_A_PRINCIPALS,
+    UPDATE_VALUES,
+    World,
+    WorldAdmin,
+    insert_row,
+    principal_claims,
+    user_id,
 )
 
 WORLD = World(a="rls-http-a", b="rls-http-b")

@@ -15,10 +15,21 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from localrt.postgres import PgCluster, migration_files, MIGRATIONS_DIR
+from localrt.postgres import MIGRATIONS_DIR, PgCluster, migration_files
 from tests.fixtures.rls_matrix import (
-    DENIED, EXPECTED, OPS, PRINCIPALS, TABLES, TENANT_A_PRINCIPALS, UPDATE_VALUES, World,
-    create_world, drop_world, insert_row, principal_claims, user_id,
+    DENIED,
+    EXPECTED,
+    OPS,
+    PRINCIPALS,
+    TABLES,
+    TENANT_A_PRINCIPALS,
+    UPDATE_VALUES,
+    World,
+    create_world,
+    drop_world,
+    insert_row,
+    principal_claims,
+    user_id,
 )
 
 WORLD = World(a="rls-sql-a", b="rls-sql-b")
@@ -363,7 +374,7 @@ def test_policies_are_per_operation_and_for_authenticated_only(conn: psycopg.Con
                         " where schemaname = 'public'").fetchall()
     conn.rollback()
     assert rows
-    for table, name, cmd, roles in rows:
+    for _table, name, cmd, roles in rows:
         assert cmd != "ALL", name
         assert roles == ["authenticated"], name
     assert {(t, c) for t, _, c, _ in rows} >= {(t, "SELECT") for t in TABLES}

@@ -19,7 +19,6 @@ import pytest
 
 from controlplane.wrangler import WRANGLER
 from localrt.d1 import copy_database
-
 from scripts.tenants import main
 from tests.fake_cloudflare import D1_DATABASE_ID, FakeCloudflare
 from tests.fake_doh import FakeDoh

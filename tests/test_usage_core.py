@@ -10,8 +10,19 @@ from hypothesis import strategies as st
 
 from shared.tiers import GIB, Tier, UsageKind, plan_for
 from shared.usage import (
-    LEVEL_PERIOD, UsageDecision, UsageError, decision, flush_backoff_ms, flush_row, limit_of, month_of,
-    next_month_start, parse_amount, period_of, recorded_count, snapshot,
+    LEVEL_PERIOD,
+    UsageDecision,
+    UsageError,
+    decision,
+    flush_backoff_ms,
+    flush_row,
+    limit_of,
+    month_of,
+    next_month_start,
+    parse_amount,
+    period_of,
+    recorded_count,
+    snapshot,
 )
 
 UTC = timezone.utc
