@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -178,3 +179,21 @@ def raw_request(platform: "Platform", head: str, body: bytes = b"") -> tuple[int
                 break
             rest += chunk
     return status, json.loads(rest[:length])
+
+
+def pid_listening_on(port: int) -> int | None:
+    """The process that listens on a loopback TCP port (its socket inode in /proc/net/tcp)."""
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        parts = line.split()
+        if parts[3] == "0A" and int(parts[1].split(":")[1], 16) == port:
+            inode = parts[9]
+    if inode is None:
+        return None
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]" for fd in os.listdir(f"/proc/{pid}/fd")):
+                return int(pid)
+        except OSError:
+            continue
+    return None

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
+import signal
 import socket
 import time
 from typing import Any
@@ -18,7 +20,7 @@ from urllib.parse import quote
 import httpx
 
 from shared.tiers import GIB, MIB
-from tests.support import Platform, raw_request
+from tests.support import Platform, pid_listening_on, raw_request
 from tests.usage_support import UsageTenant, usage_tenant
 
 UPLOAD = {"Content-Type": "application/octet-stream"}
@@ -289,8 +291,12 @@ def test_a_crash_mid_upload_keeps_the_reservation_until_reconcile(platform: Plat
             while stored(t) != 100 + declared:  # the Worker reserved the declared length, then waits for the body
                 assert time.monotonic() < deadline, "the upload never reserved its length"
                 time.sleep(0.1)
-            # The tenant's Worker goes away mid-upload (a new version is deployed): no code of it runs again.
-            platform.set_secret(t.script, "DEPLOYED_AT", secrets.token_hex(4))
+            # The tenant's Worker crashes mid-upload (its workerd is killed): no code of it runs again.
+            # (A redeploy would not do: the old version is drained and finishes the request.)
+            pid = pid_listening_on(platform.host.status()["scripts"][t.script]["port"])
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            platform.set_secret(t.script, "DEPLOYED_AT", secrets.token_hex(4))  # and comes back
         finally:
             s.close()
         assert stored(t) == 100 + declared  # the reservation outlived the request

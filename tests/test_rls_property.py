@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from localrt.postgres import PgCluster
-from tests.fixtures.rls_matrix import TABLES, UPDATE_VALUES, insert_row, ticket_id
+from tests.fixtures.rls_matrix import FAKE_CIPHERTEXT, FAKE_WRAPPED_KEY, TABLES, UPDATE_VALUES, insert_row, ticket_id
 
 CASES = int(__import__("os").environ.get("RLS_PROPERTY_CASES", "2000"))
 TENANT_TYPES = ("partner-subdomain", "custom-domain")
@@ -114,6 +114,13 @@ def world_sql(tenants: list[TenantSpec]) -> list[sql.Composable]:
     audit = [(tid(i), "system", "prop.seed") for i, t in enumerate(tenants) for _ in range(t.audit_rows)]
     if audit:
         parts.append(sql.SQL("insert into public.audit_log (tenant_id, actor, action) values {}").format(_values(audit)))
+    # 0007: each tenant's data key dk1 (integration credentials are written under it) and one secret.
+    parts.append(sql.SQL("insert into public.tenant_data_keys (tenant_id, key_id, wrapped_key, platform_key_id) "
+                         "values {}").format(_values([(tid(i), "dk1", FAKE_WRAPPED_KEY, "p1")
+                                                      for i in range(len(tenants))])))
+    parts.append(sql.SQL("insert into public.integration_credentials (tenant_id, name, key_id, ciphertext) "
+                         "values {}").format(_values([(tid(i), "seeded", "dk1", FAKE_CIPHERTEXT)
+                                                      for i in range(len(tenants))])))
     # 0009_operations.sql: a failed check, an open alert, a ticket opened by the first user and a reply.
     parts.append(sql.SQL("insert into public.health_checks (tenant_id, ok) values {}").format(
         _values([(tid(i), False) for i in range(len(tenants))])))

@@ -25,7 +25,8 @@ from tests.support import Platform
 from tests.usage_support import UsageTenant, usage_tenant
 
 ROUTES = import_worker_module("tenant_worker.app").route_table()
-PARAMS = {"domain": "files-test.example", "provider": "github", "id": "00000000-0000-4000-8000-00000000ffff"}
+PARAMS = {"domain": "files-test.example", "provider": "github", "id": "00000000-0000-4000-8000-00000000ffff",
+          "name": "seo-tool"}
 
 
 def concrete(pattern: str) -> str:
