@@ -81,6 +81,7 @@ class WorkerdHost:
     test_faults: bool = False
     extra_bundles: dict[str, dict[str, str]] = field(default_factory=dict)
     python_snapshot_dir: Path | None = None  # save/restore each Python Worker's memory snapshot here
+    record_metrics: bool = True  # False: no METRICS binding (the bench's comparison point)
     log_path: Path | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     _proc: subprocess.Popen[str] | None = None
@@ -103,7 +104,8 @@ class WorkerdHost:
             "statusFile": str(self.state_dir / "host-status.json"), "token": self._token,
             "testFaults": self.test_faults,
             "pythonSnapshotDir": str(self.python_snapshot_dir) if self.python_snapshot_dir else None,
-            "metricsStore": str(self.metrics_store), "metricsToken": self.metrics_token,
+            "metricsStore": str(self.metrics_store) if self.record_metrics else None,
+            "metricsToken": self.metrics_token,
         }
 
     @property

@@ -141,11 +141,12 @@ def memory_series(client: httpx.Client, host: WorkerdHost, rounds: int, size: in
 
 
 def make_host(paths: StatePaths, wrangler_state: Path, bench: Path, py_modules: str, *, test_faults: bool = False,
-              snapshots: Path | None = None) -> WorkerdHost:
+              snapshots: Path | None = None, record_metrics: bool = True) -> WorkerdHost:
     from tests.support import free_port  # noqa: E402  (the same helper the tests use)
 
     return WorkerdHost(paths.namespace, paths.secrets, wrangler_state, paths.root, port=free_port(),
                        dispatcher_vars=dispatcher_vars(), test_faults=test_faults, python_snapshot_dir=snapshots,
+                       record_metrics=record_metrics,
                        extra_bundles={"noop_py": {"root": str(bench), "main": "noop.py", "pythonModules": py_modules},
                                       "noop_js": {"root": str(bench), "main": "noop.mjs"}})
 
@@ -160,6 +161,23 @@ def start_figures(host: WorkerdHost) -> dict[str, Any]:
     return {"start_to_first_response_ms": starts,
             "import_cost_ms_vs_noop_python": {"dispatcher": starts["dispatcher"] - starts["bench-noop-py"],
                                               "tenant_worker": starts["cmgsite-partner-tenant"] - starts["bench-noop-py"]}}
+
+
+def without_metrics(paths: StatePaths, wrangler_state: Path, bench: Path, py_modules: str, n: int) -> dict[str, Any]:
+    """The same hot path on a host with no METRICS binding: what recording one data point per
+    request per Worker costs here (locally a loopback HTTP write to the host's store each)."""
+    host = make_host(paths, wrangler_state, bench, py_modules, record_metrics=False)
+    host.start(build=False)
+    try:
+        ports = {name: s["port"] for name, s in host.status()["scripts"].items()}
+        with httpx.Client(timeout=30) as client:
+            p50(client, host.url + "/api/health", "partner1.cozyartzmedia.com", 50)
+            p50(client, f"http://127.0.0.1:{ports['bench-noop-py']}/", "noop", 50)
+            noop = p50(client, f"http://127.0.0.1:{ports['bench-noop-py']}/", "noop", n)
+            hot = p50(client, host.url + "/api/health", "partner1.cozyartzmedia.com", n)
+    finally:
+        host.stop()
+    return {"hot_path_p50_ms": round(hot, 2), "noop_python_p50_ms": round(noop, 2), "hot_path_ratio": round(hot / noop, 2)}
 
 
 def with_snapshots(paths: StatePaths, wrangler_state: Path, bench: Path, py_modules: str, n: int = 100) -> dict[str, Any]:
@@ -249,6 +267,7 @@ def main() -> int:
                     if args.memory_rounds else None
         finally:
             host.stop()
+        unmetered = without_metrics(paths, wrangler_state, bench, py_modules, args.requests)
         snapshotted = with_snapshots(paths, wrangler_state, bench, py_modules)
         report = {
             "hot_path_p50_ms": round(hot, 2), "noop_python_p50_ms": round(noop, 2),
@@ -260,6 +279,7 @@ def main() -> int:
                                                   for name in sorted(set(rss_before) | set(rss_after))},
             "soak_requests": args.soak, "requests": args.requests,
             "workerd_rss_mib_series": memory,
+            "without_metrics": {**unmetered, "hot_path_with_vs_without_metrics": round(hot / unmetered["hot_path_p50_ms"], 2)},
             "with_python_snapshots": snapshotted,
         }
         print(json.dumps(report, indent=2))
