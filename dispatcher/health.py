@@ -22,7 +22,7 @@ from typing import Any, Awaitable, Callable
 
 from workers import Request
 
-from dispatcher.fetch_client import FetchClient
+from shared.fetch_client import FetchClient
 from shared.health import (
     USER_AGENT,
     AlertWebhook,

@@ -1,7 +1,7 @@
 """The one HTTP edge the core speaks through.
 
 On Cloudflare the tenant Worker hands the core a client built on the runtime's own
-`fetch` (tenant_worker.fetch_client); under CPython the local runtime and the tests hand
+`fetch` (shared.fetch_client); under CPython the local runtime and the tests hand
 it one built on httpx (localrt.http_client). Code that builds requests never knows which.
 """
 from __future__ import annotations

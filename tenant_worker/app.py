@@ -11,6 +11,7 @@ from workers import Request, Response
 
 from shared.context import H_REQUEST_ID, ContextError, verify_context
 from shared.errors import Branding, error_reply, wants_json
+from shared.fetch_client import FetchClient
 from shared.http import HttpClient
 from shared.isolate import PerIsolate
 from shared.metrics import Defer, MetricsRecorder
@@ -31,7 +32,6 @@ from tenant_worker import (
     pages,
     request_rules,
 )
-from tenant_worker.fetch_client import FetchClient
 from tenant_worker.http import ApiError, Call, Reply, Route, StreamBody, error_to_reply, parse_query
 from tenant_worker.metrics_adapter import request_point
 

@@ -251,7 +251,7 @@ class UsageMeter(DurableObject):
         if not url or not key:
             raise MissingConfig("SUPABASE_URL / SUPABASE_SERVICE_ROLE_KEY not set")
         if self.http is None:
-            from tenant_worker.fetch_client import FetchClient
+            from shared.fetch_client import FetchClient
 
             self.http = FetchClient()
         return SupabaseClient.as_service_role(self.http, url=str(url), service_role_key=str(key), timeout=timeout)

@@ -1,7 +1,7 @@
 """Importing the tenant Worker's modules on CPython, for tests that read their data.
 
 Some modules import the runtime's `workers` package (Request/Response in tenant_worker.app,
-`fetch` in fetch_client, DurableObject in usage_meter), which exists only in Pyodide. The
+`fetch` in shared.fetch_client, DurableObject in usage_meter), which exists only in Pyodide. The
 code these tests run never touches those names, so a placeholder stands in for the import
 and is removed again afterwards (nothing else in the session sees it).
 """

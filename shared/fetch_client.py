@@ -1,8 +1,11 @@
-"""shared.http.HttpClient over the runtime's own `fetch`, for the dispatcher's cron work (the
-health checks' Supabase calls and alert webhooks). The request path never uses it: requests
-go to tenants through the dispatch namespace (dispatcher.namespace). The same shape as
-tenant_worker/fetch_client.py; a Worker's package may not import another Worker's.
-"""
+"""shared.http.HttpClient over the runtime's own `fetch` (the `workers` module), for both
+Workers: the tenant Worker's Supabase, DNS-over-HTTPS and OAuth calls, the dispatcher's cron
+work (health checks, alert webhooks). The dispatcher's request path never uses it (requests go
+to tenants through the dispatch namespace).
+
+pyodide-http's patched requests/urllib need synchronous XMLHttpRequest, which Workers lack;
+this is the way out of a Worker. It imports `workers`, so it runs only inside a Worker (tests
+on CPython that read modules importing it use tests/cpython_imports.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -28,8 +31,6 @@ class FetchClient:
         try:
             resp = await asyncio.wait_for(fetch(url, **options), timeout)
             data = await resp.bytes()
-        except (OSError, asyncio.TimeoutError) as exc:
-            raise HttpError(f"{method} {url.split('?')[0]} failed: {type(exc).__name__}") from None
-        except Exception as exc:  # the runtime's network errors surface as JS exceptions
+        except Exception as exc:  # a timeout, or the runtime's network error (a JS exception)
             raise HttpError(f"{method} {url.split('?')[0]} failed: {type(exc).__name__}") from None
         return HttpResponse(resp.status, {k.lower(): v for k, v in resp.headers.items()}, data)
