@@ -14,7 +14,7 @@ from typing import Callable
 import httpx
 
 from controlplane.output import Reporter
-from shared.http import HttpClient, HttpResponse
+from shared.outbound_http import HttpClient, HttpResponse
 
 # Builds the response a write would have returned, so the logic after it runs on.
 FakeReply = Callable[[str, str, bytes | None], HttpResponse]

@@ -25,7 +25,7 @@ from controlplane.wrangler import Runner, tenant_deploy_command
 from dispatcher.routing import kv_key
 from shared.context import derive_tenant_keyring
 from shared.file_keys import tenant_root
-from shared.http import HttpClient, HttpError, HttpResponse
+from shared.outbound_http import HttpClient, HttpError, HttpResponse
 
 # Secrets every tenant Worker shares (the Supabase project's), added to each deploy when known.
 PLATFORM_SECRETS = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY",

@@ -32,8 +32,8 @@ from shared.health import (
     deliver_due,
     run_checks,
 )
-from shared.http import HttpClient, HttpError
 from shared.models import TenantStatus
+from shared.outbound_http import HttpClient, HttpError
 
 
 class HttpProber:

@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict
 from controlplane.model import TenantRecord
 from shared.context import derive_tenant_key
 from shared.control_token import issue
-from shared.http import HttpClient, HttpError
 from shared.models import TenantStatus
+from shared.outbound_http import HttpClient, HttpError
 
 METER_PATH = "/api/control/usage-meter"
 

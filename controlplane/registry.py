@@ -13,7 +13,7 @@ from typing import Any, Literal
 from controlplane.audit_chain import AuditChainRow
 from controlplane.errors import BackendError, Refused
 from controlplane.model import DomainRecord, TenantRecord
-from shared.http import HttpClient, HttpError
+from shared.outbound_http import HttpClient, HttpError
 from shared.supabase import SupabaseClient, SupabaseError
 
 # Tables holding a tenant's rows, children first (the order erasure deletes them in).

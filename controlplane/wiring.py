@@ -45,8 +45,8 @@ from controlplane.registry import SupabaseRegistry
 from controlplane.replica import ApiD1, DryRunD1, LocalD1, RoutingReplica
 from controlplane.wrangler import ROOT, DryRunRunner, Runner, SubprocessRunner
 from shared.domains import DEFAULT_DOH_URL, OwnershipResult, check_ownership
-from shared.http import HttpClient
 from shared.keys import Keyring
+from shared.outbound_http import HttpClient
 
 REMOTE_ENV = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_ZONE_ID", "SUPABASE_URL",
               "SUPABASE_SERVICE_ROLE_KEY")

@@ -13,7 +13,7 @@ from workers import Request, Response
 from dispatcher.namespace import ScriptNotFound, UserWorkerFailed, WorkerLimitExceeded, dispatch_fetch
 from dispatcher.routing import ISOLATE_TTL_SECONDS, Defer, RouteResolver, RouteUnavailable
 from shared.context import H_REQUEST_ID, context_headers, derive_tenant_key, is_client_controlled
-from shared.errors import Branding, error_reply
+from shared.error_pages import Branding, error_reply
 from shared.hosts import InvalidHost, normalize_host
 from shared.isolate import PerIsolate
 from shared.keys import Key, Keyring, KeyringError

@@ -1,9 +1,9 @@
-"""shared.http.HttpClient under CPython, on httpx.AsyncClient (local runtime and tests only).
+"""shared.outbound_http.HttpClient under CPython, on httpx.AsyncClient (local runtime and tests only).
 
     async with HttpxClient() as http:
         resp = await http.request("GET", url, headers={...}, timeout=5.0)
 
-Transport failures (refused connection, timeout, DNS) become shared.http.HttpError, so the
+Transport failures (refused connection, timeout, DNS) become shared.outbound_http.HttpError, so the
 core handles them the same way as the Workers `fetch` client's failures.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from types import TracebackType
 
 import httpx
 
-from shared.http import HttpError, HttpResponse
+from shared.outbound_http import HttpError, HttpResponse
 
 
 class HttpxClient:

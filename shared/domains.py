@@ -36,8 +36,8 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.hosts import InvalidHost, normalize_host
-from shared.http import HttpClient, HttpError
 from shared.models import TenantType
+from shared.outbound_http import HttpClient, HttpError
 
 PLATFORM_ZONE = "cozyartzmedia.com"
 # The pattern of Supabase's tenant_domains.domain CHECK (plain DNS name, two labels or more).

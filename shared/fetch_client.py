@@ -1,4 +1,4 @@
-"""shared.http.HttpClient over the runtime's own `fetch` (the `workers` module), for both
+"""shared.outbound_http.HttpClient over the runtime's own `fetch` (the `workers` module), for both
 Workers: the tenant Worker's Supabase, DNS-over-HTTPS and OAuth calls, the dispatcher's cron
 work (health checks, alert webhooks). The dispatcher's request path never uses it (requests go
 to tenants through the dispatch namespace).
@@ -12,7 +12,7 @@ import asyncio
 
 from workers import fetch
 
-from shared.http import HttpError, HttpResponse
+from shared.outbound_http import HttpError, HttpResponse
 
 
 class FetchClient:

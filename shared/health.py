@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Awaitable, Callable, Protocol, Sequence
 
-from shared.http import HttpClient, HttpError
+from shared.outbound_http import HttpClient, HttpError
 
 HEALTH_PATH = "/api/health"
 PAGE_PATH = "/"

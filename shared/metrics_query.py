@@ -29,8 +29,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol
 
-from shared.http import HttpClient, HttpError
 from shared.metrics import DATASET, LATENCY_BUCKETS_MS, SOURCE_DISPATCHER, SOURCE_TENANT
+from shared.outbound_http import HttpClient, HttpError
 
 WINDOWS: dict[str, int] = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 SERIES_STEPS: dict[str, int] = {"1h": 300, "24h": 3600, "7d": 6 * 3600, "30d": 86400}
@@ -87,7 +87,7 @@ def parse_sql_api_answer(body: bytes) -> list[dict[str, Any]]:
 
 
 class SqlApiSource:
-    """The Analytics Engine SQL API over shared.http.HttpClient (the Worker's fetch, or httpx)."""
+    """The Analytics Engine SQL API over shared.outbound_http.HttpClient (the Worker's fetch, or httpx)."""
 
     def __init__(self, http: HttpClient, url: str, token: str, *, timeout: float = 10.0) -> None:
         self._http, self._url, self._token, self._timeout = http, url, token, timeout

@@ -1,4 +1,4 @@
-"""OAuth 2.0 sign-in with GitHub and Google for one tenant: pure logic over shared.http.
+"""OAuth 2.0 sign-in with GitHub and Google for one tenant: pure logic over shared.outbound_http.
 
     cfg = provider_config("github", env_value)            # client id/secret + endpoint URLs
     state = issue_state(secret, tenant_id=..., host=..., provider="github", nonce=cookie, next_path="/")
@@ -26,9 +26,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.http import HttpClient, HttpError, HttpResponse
 from shared.jwt import TENANT_ID_PATTERN, HS256Signer, JwtError, decode_unverified_header, verify_hs256
 from shared.keys import LEGACY_KID, Key, Keyring, KeyringError, b64url_encode, derive_hex
+from shared.outbound_http import HttpClient, HttpError, HttpResponse
 from shared.rs256 import RsaPublicKey, SignatureError, keys_from_jwks, verify_rs256
 
 Provider = Literal["github", "google"]

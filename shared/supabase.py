@@ -1,4 +1,4 @@
-"""An async client for Supabase's data API (PostgREST) over shared.http.HttpClient.
+"""An async client for Supabase's data API (PostgREST) over shared.outbound_http.HttpClient.
 
 Built per request, in one of two ways:
 
@@ -16,7 +16,7 @@ Built per request, in one of two ways:
 Methods: select, insert, upsert, update, delete, rpc. Writes return the affected rows
 (`Prefer: return=representation`), so a write that RLS filtered out returns []. Errors come
 back as SupabaseError(status, code, message, details, hint) from PostgREST's JSON error
-body; transport failures stay shared.http.HttpError.
+body; transport failures stay shared.outbound_http.HttpError.
 
 Table, column and function names are checked against a strict pattern and filter values
 are URL-encoded, so no caller input can add operators or parameters to the query string.
@@ -30,8 +30,8 @@ from datetime import datetime
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
-from shared.http import HttpClient, HttpResponse
 from shared.jwt import JwtSigner, TenantRole, mint_tenant_jwt
+from shared.outbound_http import HttpClient, HttpResponse
 
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _COLUMNS_RE = re.compile(r"^(\*|[a-z_][a-z0-9_]{0,62}(,[a-z_][a-z0-9_]{0,62})*)$")

@@ -25,7 +25,7 @@ from pydantic import Field, ValidationError
 from shared.control_token import ControlTokenError, verify
 from shared.tiers import UsageKind
 from shared.usage import MAX_AMOUNT
-from tenant_worker.http import ApiError, Call, Reply, RequestBody, Route, json_reply
+from tenant_worker.inbound_http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.usage_meter import meter_for
 
 log = logging.getLogger("cmgsite.tenant.control")

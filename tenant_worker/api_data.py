@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.models import TENANT_ID_RE, TenantType
 from tenant_worker.auth_store import AuthStore, AuthStoreMissing
-from tenant_worker.http import ApiError, Call, Reply, RequestBody, Route, json_reply
+from tenant_worker.inbound_http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Role, require
 from tenant_worker.supabase_access import guarded, tenant_db, write_audit
 

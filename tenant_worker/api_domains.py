@@ -35,12 +35,12 @@ from shared.domains import (
     instructions,
     parse_domain,
 )
-from shared.http import HttpError
+from shared.outbound_http import HttpError
 from shared.supabase import SupabaseClient, SupabaseError
 from shared.tiers import UsageKind
 from shared.usage import UsageDecision, decision
 from tenant_worker.api_usage import audit_limit_hit, domain_count, limit_exceeded, usage_view
-from tenant_worker.http import ApiError, Call, Reply, RequestBody, Route, json_reply
+from tenant_worker.inbound_http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Principal, Role, require
 from tenant_worker.supabase_access import (
     service_db,

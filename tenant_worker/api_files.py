@@ -52,13 +52,13 @@ from shared.file_keys import (
     normalize_prefix,
     object_key,
 )
-from shared.http import HttpError
+from shared.outbound_http import HttpError
 from shared.security_headers import OTHER_CSP
 from shared.supabase import SupabaseError
 from shared.tiers import UsageKind, plan_for
 from shared.usage import UsageDecision, UsageSnapshot
 from tenant_worker.api_usage import limit_exceeded, usage_view
-from tenant_worker.http import (
+from tenant_worker.inbound_http import (
     ApiError,
     Call,
     Reply,

@@ -1,7 +1,7 @@
 """GET /api/health: who answered, for operators and the dispatcher's smoke tests."""
 from __future__ import annotations
 
-from tenant_worker.http import Call, Reply, Route, json_reply
+from tenant_worker.inbound_http import Call, Reply, Route, json_reply
 
 VERSION = "0.1.0"
 

@@ -34,10 +34,10 @@ from shared.envelope import (
     unwrap_data_key,
     wrap_data_key,
 )
-from shared.http import HttpError
 from shared.keys import Keyring, KeyringError
+from shared.outbound_http import HttpError
 from shared.supabase import SupabaseClient, SupabaseError
-from tenant_worker.http import ApiError, Call, Reply, RequestBody, Route, json_reply
+from tenant_worker.inbound_http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Principal, Role, require
 from tenant_worker.supabase_access import supabase_failure, tenant_db, write_audit
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from shared.metrics_query import WINDOWS, MetricsUnavailable
 from shared.models import TenantType
-from tenant_worker.http import ApiError, Call, Reply, Route, json_reply
+from tenant_worker.inbound_http import ApiError, Call, Reply, Route, json_reply
 from tenant_worker.metrics_adapter import metrics_queries
 from tenant_worker.principal import Role, require
 

@@ -30,7 +30,7 @@ from pydantic import Field, ValidationError
 from shared.metrics_query import MetricsUnavailable
 from shared.models import TENANT_ID_RE, TenantType
 from shared.support import PRIORITIES, sla_state
-from tenant_worker.http import ApiError, Call, Reply, RequestBody, Route, json_reply
+from tenant_worker.inbound_http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.metrics_adapter import metrics_queries
 from tenant_worker.principal import Principal, Role, require
 from tenant_worker.supabase_access import guarded, tenant_db, write_audit

@@ -21,11 +21,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from shared.http import HttpError
+from shared.outbound_http import HttpError
 from shared.supabase import SupabaseError
 from shared.tiers import UsageKind
 from shared.usage import UsageDecision
-from tenant_worker.http import ApiError, Call, Reply, RequestBody, Route, json_reply
+from tenant_worker.inbound_http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Principal, require
 from tenant_worker.supabase_access import tenant_db, write_audit
 from tenant_worker.usage_meter import TenantMeter, meter_for

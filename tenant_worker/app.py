@@ -10,11 +10,11 @@ from urllib.parse import unquote, urlsplit
 from workers import Request, Response
 
 from shared.context import H_REQUEST_ID, ContextError, verify_context
-from shared.errors import Branding, error_reply, wants_json
+from shared.error_pages import Branding, error_reply, wants_json
 from shared.fetch_client import FetchClient
-from shared.http import HttpClient
 from shared.isolate import PerIsolate
 from shared.metrics import Defer, MetricsRecorder
+from shared.outbound_http import HttpClient
 from shared.security_headers import with_security_headers
 from tenant_worker import (
     api_control,
@@ -32,7 +32,7 @@ from tenant_worker import (
     pages,
     request_rules,
 )
-from tenant_worker.http import ApiError, Call, Reply, Route, StreamBody, error_to_reply, parse_query
+from tenant_worker.inbound_http import ApiError, Call, Reply, Route, StreamBody, error_to_reply, parse_query
 from tenant_worker.metrics_adapter import request_point
 
 log = logging.getLogger("cmgsite.tenant")

@@ -19,8 +19,7 @@ import time
 import uuid
 from typing import Any
 
-from shared.errors import Branding, error_reply
-from shared.http import HttpError
+from shared.error_pages import Branding, error_reply
 from shared.models import TenantType
 from shared.oauth import (
     Identity,
@@ -42,10 +41,11 @@ from shared.oauth import (
     safe_next,
     verify_state,
 )
+from shared.outbound_http import HttpError
 from shared.session import SESSION_TTL_SECONDS, SessionClaims, SessionError, issue_session, verify_session
 from shared.supabase import SupabaseError
 from tenant_worker.auth_store import AuthStore, AuthStoreMissing
-from tenant_worker.http import ApiError, Call, Reply, Route, json_reply, redirect_reply
+from tenant_worker.inbound_http import ApiError, Call, Reply, Route, json_reply, redirect_reply
 from tenant_worker.principal import PRINCIPAL, Principal, Role, require
 from tenant_worker.supabase_access import service_db, tenant_db, write_audit
 

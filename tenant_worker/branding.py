@@ -16,8 +16,8 @@ from typing import Any, Mapping
 from pydantic import field_validator
 
 from shared.branding import COLOR, EMAIL, FIELDS, check_field, merged, valid_logo_url
-from shared.errors import DEFAULT_COLOR
-from tenant_worker.http import ApiError, Call, Reply, RequestBody, Route, json_reply
+from shared.error_pages import DEFAULT_COLOR
+from tenant_worker.inbound_http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Role, require
 from tenant_worker.supabase_access import guarded, tenant_db, write_audit
 

@@ -9,7 +9,7 @@
                                  queries, whatever the number of tenants: no per-tenant round trips)
 
 Charts are inline SVG drawn here (no scripts, nothing external but the tenant's own logo URL).
-Every value is escaped; colours pass shared.errors.safe_color, the logo tenant_worker.branding.
+Every value is escaped; colours pass shared.error_pages.safe_color, the logo tenant_worker.branding.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from shared.security_headers import page_csp
 from shared.tiers import UsageKind
 from tenant_worker.api_support import LIST_COLUMNS, with_sla
 from tenant_worker.branding import Brand
-from tenant_worker.http import ApiError, Call, Reply, Route, html_reply, json_reply
+from tenant_worker.inbound_http import ApiError, Call, Reply, Route, html_reply, json_reply
 from tenant_worker.metrics_adapter import metrics_queries
 from tenant_worker.principal import Principal, Role, require
 from tenant_worker.supabase_access import guarded, tenant_db

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from shared.metrics import NO_ROUTE, SOURCE_TENANT, RequestPoint, feature_of
 from shared.metrics_query import MetricsQueries, SqlApiSource, sql_api_url
-from tenant_worker.http import ApiError, Call
+from tenant_worker.inbound_http import ApiError, Call
 
 SIGNIN_STATE = "signin"  # call.state key: {"provider", "outcome", "reason"} (tenant_worker.auth)
 

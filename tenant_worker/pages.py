@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import html
 
-from shared.errors import safe_color
+from shared.error_pages import safe_color
 from shared.security_headers import page_csp
 from tenant_worker.auth import tenant_branding
-from tenant_worker.http import Call, Reply, Route, html_reply
+from tenant_worker.inbound_http import Call, Reply, Route, html_reply
 from tenant_worker.principal import PRINCIPAL, Principal
 
 

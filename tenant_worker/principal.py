@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from tenant_worker.http import ApiError, Call
+from tenant_worker.inbound_http import ApiError, Call
 
 PRINCIPAL = "principal"
 

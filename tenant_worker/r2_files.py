@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from tenant_worker.http import StreamBody
+from tenant_worker.inbound_http import StreamBody
 
 
 class BucketError(Exception):

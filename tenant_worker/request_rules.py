@@ -30,9 +30,9 @@ import json
 import logging
 from urllib.parse import urlsplit
 
-from shared.errors import wants_json
+from shared.error_pages import wants_json
 from shared.hosts import InvalidHost, normalize_host
-from tenant_worker.http import ApiError, Call
+from tenant_worker.inbound_http import ApiError, Call
 
 log = logging.getLogger("cmgsite.tenant.rules")
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Awaitable, TypeVar
 
-from shared.http import HttpError
 from shared.jwt import HS256Signer, keyring_signer, mint_tenant_jwt
 from shared.keys import Keyring, KeyringError
 from shared.models import TenantType
+from shared.outbound_http import HttpError
 from shared.supabase import SupabaseClient, SupabaseError
-from tenant_worker.http import ApiError, Call
+from tenant_worker.inbound_http import ApiError, Call
 from tenant_worker.principal import Principal
 
 log = logging.getLogger("cmgsite.tenant.supabase")

@@ -41,8 +41,8 @@ from typing import Any, Callable
 
 from workers import DurableObject
 
-from shared.http import HttpClient, HttpError
 from shared.models import TENANT_ID_RE
+from shared.outbound_http import HttpClient, HttpError
 from shared.supabase import SupabaseClient, SupabaseError
 from shared.tiers import Tier, UsageKind
 from shared.usage import (

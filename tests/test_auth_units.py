@@ -243,7 +243,7 @@ class Transport:
         self.table, self.seen = table, []  # type: ignore[var-annotated]
 
     async def request(self, method: str, url: str, *, headers=None, body=None, timeout=10.0):  # type: ignore[no-untyped-def]
-        from shared.http import HttpResponse
+        from shared.outbound_http import HttpResponse
 
         self.seen.append((method, url, dict(headers or {}), body))
         status, ctype, payload = self.table[(method, url.split("?")[0])]

@@ -34,7 +34,7 @@ from shared.security_headers import (
 )
 from shared.tiers import GIB, MIB, Tier, UsageKind, plan_for
 from shared.usage import UsageDecision, decision, snapshot
-from tenant_worker.http import ApiError, Call
+from tenant_worker.inbound_http import ApiError, Call
 from tenant_worker.principal import Principal, Role
 from tenant_worker.r2_files import BucketError, StoredObject
 from tenant_worker.request_rules import needs_preflight, upload_refusal

@@ -9,12 +9,12 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from shared.http import HttpError, HttpResponse
 from shared.json_depth import exceeds_depth
 from shared.jwt import JwtError, verify_hs256
+from shared.outbound_http import HttpError, HttpResponse
 from shared.session import SessionClaims
 from shared.supabase import SupabaseClient, SupabaseError
-from tenant_worker.http import ApiError, RequestBody, parse_json
+from tenant_worker.inbound_http import ApiError, RequestBody, parse_json
 from tenant_worker.request_rules import is_json_media_type, same_origin
 from tenant_worker.supabase_access import supabase_failure
 

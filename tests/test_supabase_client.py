@@ -9,8 +9,8 @@ import pytest
 
 from localrt.http_client import HttpxClient
 from localrt.supabase_stack import SupabaseStack, find_free_port
-from shared.http import HttpError
 from shared.jwt import HS256Signer, JwtError
+from shared.outbound_http import HttpError
 from shared.supabase import SupabaseClient, SupabaseError
 from tests.fixtures.rls_matrix import World, WorldAdmin, insert_row, user_id
 

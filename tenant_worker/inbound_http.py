@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.errors import Branding, error_reply
+from shared.error_pages import Branding, error_reply
 from shared.json_depth import exceeds_depth
 from shared.models import TenantContext
 
