@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from controlplane.cloudflare import CloudflareApi, HostnameState
 from controlplane.errors import BackendError, ConfigError
-from controlplane.model import NAMESPACE, PRIMARY_TENANT_ID, TenantRecord
+from controlplane.model import NAMESPACE, TenantRecord
 from controlplane.output import Reporter
 from controlplane.wrangler import Runner, tenant_deploy_command
 from dispatcher.routing import kv_key
@@ -34,7 +34,7 @@ PLATFORM_SECRETS = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_JWT_SECRET", 
 
 def tenant_vars(tenant: TenantRecord) -> dict[str, str]:
     """The plain vars a tenant's Worker is deployed with (wrangler.tenant.toml names them)."""
-    return {"TENANT_ID": tenant.tenant_id, "TENANT_TYPE": tenant.type.value, "PRIMARY_TENANT_ID": PRIMARY_TENANT_ID}
+    return {"TENANT_ID": tenant.tenant_id}  # type and primary-ness travel in the signed context
 
 
 # ---- route cache (KV TENANT_CACHE) ----------------------------------------------------------

@@ -10,10 +10,10 @@ from controlplane.errors import Refused
 from shared import domains as rules
 from shared.domains import DOMAIN_RE, PLATFORM_ZONE, Actor, DomainError, DomainType  # noqa: F401 (re-exported)
 from shared.models import SCRIPT_NAME_PATTERN, TENANT_ID_PATTERN, TenantStatus, TenantType
+from shared.platform import PRIMARY_TENANT_ID  # noqa: F401 (re-exported)
 from shared.tiers import Tier
 
 PRIMARY_ZONE = PLATFORM_ZONE
-PRIMARY_TENANT_ID = "cozyartz"
 NAMESPACE = "cmgsite-tenants"
 SCRIPT_PREFIX = "cmgsite-"
 

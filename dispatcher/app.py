@@ -10,13 +10,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from workers import Request, Response
 
+from dispatcher.config import DispatcherConfig
 from dispatcher.namespace import ScriptNotFound, UserWorkerFailed, WorkerLimitExceeded, dispatch_fetch
-from dispatcher.routing import ISOLATE_TTL_SECONDS, Defer, RouteResolver, RouteUnavailable
+from dispatcher.routing import Defer, RouteResolver, RouteUnavailable
 from shared.context import H_REQUEST_ID, context_headers, derive_tenant_key, is_client_controlled
 from shared.error_pages import Branding, error_reply
 from shared.hosts import InvalidHost, normalize_host
-from shared.isolate import PerIsolate
-from shared.keys import Key, Keyring, KeyringError
+from shared.isolate import PerIsolate, read_vars
+from shared.keys import Key
 from shared.metrics import NO_TENANT, SOURCE_DISPATCHER, MetricsRecorder, RequestPoint, path_class
 from shared.models import TenantContext, TenantRoute, TenantStatus
 from shared.security_headers import BASELINE
@@ -51,44 +52,22 @@ def _log(event: str, rid: str, **fields: Any) -> None:
     log.warning(json.dumps({"event": event, "request_id": rid, **fields}, sort_keys=True))
 
 
-def _master_key(value: str) -> Key | None:
-    """The active key of CONTEXT_SIGNING_SECRET (a keyring: shared.keys); None if unset or malformed.
-    Only the active key signs: the others are for the tenants' keyrings, which the CLI derives."""
-    try:
-        return Keyring.parse(value).active if value else None
-    except KeyringError:
-        return None
-
-
-def _isolate_ttl(value: Any) -> float:
-    """ROUTE_ISOLATE_TTL_SECONDS (a var; the local tests set 0): 0–60 s, else the default."""
-    try:
-        ttl = float(str(value))
-    except ValueError:
-        return ISOLATE_TTL_SECONDS
-    return ttl if 0 <= ttl <= 60 else ISOLATE_TTL_SECONDS
-
-
 class Dispatcher:
     """One per isolate: keeps the route cache and derived keys between requests."""
 
-    def __init__(self, env: Any, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, env: Any, config: DispatcherConfig, *, clock: Callable[[], float] = time.time) -> None:
         self._env = env
+        self.config = config
         self._clock = clock
-        self._master = _master_key(str(getattr(env, "CONTEXT_SIGNING_SECRET", "") or ""))
-        self._resolver = RouteResolver(env.DB, getattr(env, "TENANT_CACHE", None),
-                                       isolate_ttl=_isolate_ttl(getattr(env, "ROUTE_ISOLATE_TTL_SECONDS", None)))
+        # Only the master's active key signs: the others are for the tenants' keyrings, which the CLI derives.
+        self._master = config.context_master
+        self._resolver = RouteResolver(env.DB, getattr(env, "TENANT_CACHE", None), isolate_ttl=config.route_isolate_ttl)
         self._keys: dict[str, Key] = {}
         self.metrics = MetricsRecorder(getattr(env, "METRICS", None))
-
-    @property
-    def resolver(self) -> RouteResolver:
-        return self._resolver
 
     def _tenant_key(self, tenant_id: str) -> Key:
         key = self._keys.get(tenant_id)
         if key is None:
-            assert self._master is not None
             derived = derive_tenant_key(self._master.secret, tenant_id)
             key = self._keys[tenant_id] = Key(self._master.kid, derived)
         return key
@@ -125,9 +104,6 @@ class Dispatcher:
             return _error(path, 403, "tenant_suspended", "This site is suspended.", rid, route, note=note)
         if route.status is TenantStatus.INACTIVE:
             return _error(path, 410, "tenant_inactive", "This site is no longer available.", rid, route, note=note)
-        if not self._master:
-            _log("context_secret_missing", rid)
-            return _error(path, 503, "misconfigured", "The service is temporarily unavailable.", rid, note=note)
 
         ctx = TenantContext(route.tenant_id, route.tenant_type, route.tier, host, rid, int(self._clock()))
         headers = [(k, v) for k, v in incoming.items() if not is_client_controlled(k)]
@@ -157,9 +133,20 @@ class Dispatcher:
             return _error(path, 502, "tenant_worker_error", "This site could not answer.", rid, route, note=note)
 
 
-_dispatchers: PerIsolate[Dispatcher] = PerIsolate("dispatcher", Dispatcher)
+def misconfigured(request: Request) -> Response:
+    """The answer of a dispatcher that could not start (shared.isolate logged which variable):
+    the same words for every host, naming no variable and no value."""
+    return _error(urlsplit(request.url).path or "/", 503, "misconfigured", "The service is temporarily unavailable.",
+                  new_request_id(), headers={"retry-after": "30"})
+
+
+def _build(env: Any) -> Dispatcher:
+    return Dispatcher(env, DispatcherConfig.parse(read_vars(env, DispatcherConfig.NAMES)))
+
+
+_dispatchers: PerIsolate[Dispatcher] = PerIsolate("dispatcher", _build)
 
 
 def dispatcher_for(env: Any) -> Dispatcher:
-    """The isolate's Dispatcher for this env."""
+    """The isolate's Dispatcher for this env; ConfigError when its configuration is unusable."""
     return _dispatchers.get(env)

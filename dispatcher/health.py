@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from workers import Request
 
@@ -31,11 +31,13 @@ from shared.health import (
     ProbeAnswer,
     SupabaseHealthStore,
     Target,
-    alert_after,
     deliver_due,
     run_checks,
 )
 from shared.metrics import SOURCE_PROBE
+
+if TYPE_CHECKING:
+    from dispatcher.app import Dispatcher
 
 log = logging.getLogger("cmgsite.dispatcher.health")
 
@@ -69,31 +71,29 @@ class InProcessProber:
                            (self._clock() - started) * 1000)
 
 
-async def run_scheduled(env: Any, dispatcher: Any, defer: Callable[[Awaitable[Any]], None] | None) -> dict[str, Any]:
+async def run_scheduled(env: Any, dispatcher: "Dispatcher", defer: Callable[[Awaitable[Any]], None] | None) -> dict[str, Any]:
     """One cron run: probe, record, then deliver alerts in `defer`. Returns a summary (logged)."""
-    url = str(getattr(env, "SUPABASE_URL", "") or "")
-    key = str(getattr(env, "SUPABASE_SERVICE_ROLE_KEY", "") or "")
+    config = dispatcher.config
     targets = await targets_from_d1(env.DB)
     results = await run_checks(targets, InProcessProber(dispatcher, defer))
     summary: dict[str, Any] = {"event": "health_run", "tenants": len(results),
                                "failing": sorted(r.tenant_id for r in results if not r.ok)}
-    if not url or not key:
+    if not config.records_health:
         summary["recorded"] = False
         log.error(json.dumps({**summary, "reason": "SUPABASE_URL / SUPABASE_SERVICE_ROLE_KEY not set"}))
         return summary
     http = FetchClient()
-    store = SupabaseHealthStore(PostgrestRpc(http, url, key))
+    store = SupabaseHealthStore(PostgrestRpc(http, config.supabase_url, config.supabase_service_role_key))
     try:
         summary["transitions"] = await store.record(results, source="cron",
-                                                    alert_after=alert_after(getattr(env, "HEALTH_ALERT_AFTER", "")))
+                                                    alert_after=config.health_alert_after)
         summary["recorded"] = True
     except HealthStoreError as exc:
         summary["recorded"] = False
         log.error(json.dumps({**summary, "reason": str(exc)[:200]}))
         return summary
-    hook_url = str(getattr(env, "ALERT_WEBHOOK_URL", "") or "")
-    if hook_url:
-        webhook = AlertWebhook(http, hook_url, secret=str(getattr(env, "ALERT_WEBHOOK_SECRET", "") or ""))
+    if config.alert_webhook_url:
+        webhook = AlertWebhook(http, config.alert_webhook_url, secret=config.alert_webhook_secret)
         delivery = _deliver(store, webhook)
         if defer is not None:
             defer(delivery)

@@ -12,6 +12,7 @@ from localrt.devvars import read_dev_vars, write_dev_vars
 from localrt.namespace import NamespaceRegistry, ScriptSpec
 from shared.context import derive_tenant_keyring
 from shared.keys import Key, Keyring, new_secret
+from shared.platform import PLATFORM_ZONE, PRIMARY_TENANT_ID
 
 
 @dataclass(frozen=True)
@@ -27,14 +28,13 @@ class DemoTenant:
 
 
 DEMO_TENANTS = (
-    DemoTenant("cozyartz", "Cozyartz Media Group", "primary", "enterprise", "cmgsite-primary-tenant",
-               "cozyartzmedia.com", "primary", "Cozyartz Media Group"),
+    DemoTenant(PRIMARY_TENANT_ID, "Cozyartz Media Group", "primary", "enterprise", "cmgsite-primary-tenant",
+               PLATFORM_ZONE, "primary", "Cozyartz Media Group"),
     DemoTenant("partner1", "Partner One", "partner-subdomain", "growth", "cmgsite-partner-tenant",
-               "partner1.cozyartzmedia.com", "subdomain", "Partner One"),
+               f"partner1.{PLATFORM_ZONE}", "subdomain", "Partner One"),
     DemoTenant("partner-seo", "Partner SEO", "custom-domain", "starter", "cmgsite-custom-tenant",
                "partner-seo.com", "custom", "Partner SEO"),
 )
-PRIMARY_TENANT_ID = "cozyartz"
 
 
 def ensure_dispatcher_secret(path: Path) -> str:
@@ -89,7 +89,7 @@ def deploy_script(registry: NamespaceRegistry, t: DemoTenant, master_secret: str
     values["TENANT_CONTEXT_KEY"] = derive_tenant_keyring(master_secret, t.tenant_id).format()
     values.setdefault("SESSION_SECRET", secrets.token_urlsafe(48))  # per tenant, kept across runs
     values.update(extra_secrets or {})
-    vars_: dict[str, Any] = {"TENANT_ID": t.tenant_id, "TENANT_TYPE": t.type, "PRIMARY_TENANT_ID": PRIMARY_TENANT_ID}
+    vars_: dict[str, Any] = {"TENANT_ID": t.tenant_id}
     vars_.update(extra_vars or {})
     registry.deploy(ScriptSpec(t.script_name, vars=vars_), secrets=values)
 

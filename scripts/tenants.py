@@ -46,7 +46,7 @@ Locally a change takes effect at once; on Cloudflare within ~{CHANGE_BOUND_SECON
 plus the dispatcher's in-isolate route cache).
 """
 SECRET_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
-RESERVED_SECRETS = {"TENANT_CONTEXT_KEY", "TENANT_ID", "TENANT_TYPE", "PRIMARY_TENANT_ID"}
+RESERVED_SECRETS = {"TENANT_CONTEXT_KEY", "TENANT_ID"}
 
 
 def _common() -> argparse.ArgumentParser:

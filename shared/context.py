@@ -28,7 +28,6 @@ H_TIMESTAMP = "x-tenant-timestamp"
 H_SIGNATURE = "x-tenant-signature"
 H_REQUEST_ID = "x-request-id"
 
-CONTEXT_HEADERS = (H_TENANT_ID, H_TENANT_TYPE, H_TENANT_TIER, H_TENANT_HOST, H_TIMESTAMP, H_SIGNATURE)
 # Clients must never steer which Worker version serves them.
 VERSION_OVERRIDE_HEADERS = ("cloudflare-workers-version-overrides", "cloudflare-workers-version-key")
 

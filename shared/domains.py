@@ -38,8 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shared.hosts import InvalidHost, normalize_host
 from shared.models import TenantType
 from shared.outbound_http import HttpClient, HttpError
+from shared.platform import PLATFORM_ZONE
 
-PLATFORM_ZONE = "cozyartzmedia.com"
 # The pattern of Supabase's tenant_domains.domain CHECK (plain DNS name, two labels or more).
 DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$")
 MAX_DOMAIN_LENGTH = 253

@@ -47,7 +47,7 @@ def _authorize(call: Call, op: str) -> None:
     header = call.headers.get("authorization", "")
     token = header[7:].strip() if header[:7].lower() == "bearer " else None
     try:
-        verify(token, key=str(getattr(call.env, "TENANT_CONTEXT_KEY", "") or ""),
+        verify(token, key=call.services.config.context_key,
                tenant_id=call.tenant.tenant_id, op=op, now=call.services.clock())
     except ControlTokenError as exc:
         log.warning(json.dumps({"event": "control_refused", "op": op, "reason": str(exc),

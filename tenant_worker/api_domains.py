@@ -26,8 +26,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.domains import (
-    DEFAULT_DOH_URL,
-    PLATFORM_ZONE,
     Actor,
     DomainError,
     check_ownership,
@@ -96,13 +94,8 @@ def view(row: DomainRow) -> dict[str, Any]:
             "dns_configured": row.dns_configured, "verification": verification}
 
 
-def _zone(call: Call) -> str:
-    return str(getattr(call.env, "PRIMARY_ZONE", "") or PLATFORM_ZONE)
-
-
 def _resolver(call: Call) -> str:
-    url = str(getattr(call.env, "DOH_RESOLVER_URL", "") or "")
-    return url if url.startswith(("https://", "http://")) else DEFAULT_DOH_URL
+    return call.services.config.doh_resolver_url
 
 
 def _name(raw: str) -> str:
@@ -196,7 +189,7 @@ async def add_domain(call: Call) -> Reply:
     principal = require(call, Role.ADMIN)
     domain = _name(_parse_request(await call.json()).domain)
     try:
-        classify(call.tenant.tenant_type, domain, by=Actor.TENANT, zone=_zone(call))
+        classify(call.tenant.tenant_type, domain, by=Actor.TENANT)
     except DomainError as exc:
         status = 403 if exc.code == "custom_domains_not_allowed" else 422
         raise ApiError(status, exc.code, exc.message) from None

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from tenant_worker.inbound_http import Call, Reply, Route, json_reply
 
-VERSION = "0.1.0"
-
 
 async def health(call: Call) -> Reply:
     t = call.tenant
@@ -15,7 +13,7 @@ async def health(call: Call) -> Reply:
         "tier": t.tier.value,
         "host": t.host,
         "request_id": t.request_id,
-        "version": str(getattr(call.env, "WORKER_VERSION", "") or VERSION),
+        "version": call.services.config.worker_version,
     })
 
 

@@ -43,7 +43,6 @@ from tenant_worker.supabase_access import supabase_failure, tenant_db, write_aud
 
 log = logging.getLogger("cmgsite.tenant.integrations")
 
-PLATFORM_KEYS_SECRET = "PLATFORM_DATA_KEYS"
 DATA_KEY_ID = "dk1"  # one data key per tenant for now; the id column leaves room for more
 META_COLUMNS = "name,key_id,created_at,updated_at"
 _NAME = re.compile(NAME_PATTERN)
@@ -176,8 +175,8 @@ def _aead() -> Aead:
     return WebCryptoAead()
 
 
-def platform_keyring(env: Any) -> Keyring:
-    value = str(getattr(env, PLATFORM_KEYS_SECRET, "") or "")
+def platform_keyring(value: str) -> Keyring:
+    """PLATFORM_DATA_KEYS (tenant_worker.config): unset or unusable, secret storage is off (503)."""
     try:
         ring = Keyring.parse(value)
         ring.active.key_bytes()
@@ -189,7 +188,7 @@ def platform_keyring(env: Any) -> Keyring:
 
 
 def _vault(call: Call, principal: Principal) -> IntegrationVault:
-    return IntegrationVault(tenant_db(call, principal), _aead(), platform_keyring(call.env), call.tenant.tenant_id)
+    return IntegrationVault(tenant_db(call, principal), _aead(), platform_keyring(call.services.config.platform_data_keys), call.tenant.tenant_id)
 
 
 def _name(call: Call) -> str:

@@ -32,7 +32,6 @@ from tenant_worker.usage_meter import TenantMeter, meter_for
 
 log = logging.getLogger("cmgsite.tenant.usage")
 
-DEFAULT_AI_MODEL = "@cf/meta/llama-3.1-8b-instruct"
 MAX_PROMPT_CHARS = 8000
 LIMIT_AUDIT_EVERY_SECONDS = 60.0
 _LIMIT_AUDITS_MAX = 1024
@@ -118,7 +117,7 @@ async def generate(call: Call) -> Reply:
     if not reserved.allowed:
         await audit_limit_hit(call, principal.user_id, reserved)
         raise limit_exceeded(reserved, call.services.clock())
-    model = str(getattr(call.env, "AI_MODEL", "") or DEFAULT_AI_MODEL)
+    model = call.services.config.ai_model
     try:
         result = await call.env.AI.run(model, {"prompt": body.prompt, "max_tokens": body.max_tokens})
         text = result.get("response") if isinstance(result, dict) else None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote, urlsplit
@@ -32,6 +33,7 @@ from tenant_worker import (
     pages,
     request_rules,
 )
+from tenant_worker.config import TenantConfig, config_for
 from tenant_worker.inbound_http import ApiError, Call, Reply, Route, StreamBody, error_to_reply, parse_query
 from tenant_worker.metrics_adapter import request_point
 
@@ -52,13 +54,14 @@ def route_table() -> list[Route]:
 
 
 class Services:
-    """Per-isolate edges handed to handlers: outbound HTTP and the clock.
+    """Per-isolate edges handed to handlers: the typed configuration, outbound HTTP and the clock.
 
-    Feature modules build what they need (Supabase clients, the usage meter) from
-    `call.env` and these, so tests can swap the edges without touching the logic.
+    Feature modules build what they need (Supabase clients, the usage meter) from these and
+    the bindings on `call.env`, so tests can swap the edges without touching the logic.
     """
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, config: TenantConfig, clock: Callable[[], float]) -> None:
+        self.config = config
         self.clock = clock
         self.http: HttpClient = FetchClient()
 
@@ -92,12 +95,12 @@ def _to_response(reply: Reply, request_id: str) -> Response:
 
 
 class TenantApp:
-    def __init__(self, env: Any, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, env: Any, config: TenantConfig, *, clock: Callable[[], float] = time.time) -> None:
         self.env = env
         self.clock = clock
-        self.tenant_id = str(getattr(env, "TENANT_ID", "") or "")
-        self._key = str(getattr(env, "TENANT_CONTEXT_KEY", "") or "")
-        self.services = Services(clock)
+        self.tenant_id = config.tenant_id
+        self._key = config.context_key
+        self.services = Services(config, clock)
         self._routes = [(r, r.compile()) for r in route_table()]
         self._methods = {r.method for r, _ in self._routes} | {"HEAD"}  # methods some route serves
         self.metrics = MetricsRecorder(getattr(env, "METRICS", None))
@@ -188,9 +191,25 @@ class TenantApp:
         raise ApiError(404, "not_found", "There is nothing here.")
 
 
-_apps: PerIsolate[TenantApp] = PerIsolate("tenant_app", TenantApp)
+def misconfigured(request: Request) -> Response:
+    """The answer of a tenant Worker that could not start (shared.isolate logged which variable
+    is missing or unusable): 503, naming no variable and no value. The page carries the host the
+    visitor asked for, never the platform's brand (a white-label tenant's visitors see no platform)."""
+    path = urlsplit(request.url).path or "/"
+    rid = str(request.headers.get(H_REQUEST_ID) or "")
+    rid = rid if _REQUEST_ID.fullmatch(rid) else "unavailable"  # the dispatcher's id, when it is one
+    host = str(request.headers.get("host") or "")
+    brand = None if wants_json(path) or not _HOST.fullmatch(host) else Branding(brand_name=host)
+    r = error_reply(path, 503, "misconfigured", "This site is not available right now. Please try again later.",
+                    rid, branding=brand, headers={"retry-after": "30"})
+    return Response(r.body, status=r.status, headers=response_headers(r.headers))
+
+
+_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+_HOST = re.compile(r"[a-z0-9.-]{1,253}")
+_apps: PerIsolate[TenantApp] = PerIsolate("tenant_app", lambda env: TenantApp(env, config_for(env)))
 
 
 def app_for(env: Any) -> TenantApp:
-    """The isolate's TenantApp for this env."""
+    """The isolate's TenantApp for this env; ConfigError when its configuration is unusable."""
     return _apps.get(env)

@@ -80,15 +80,8 @@ def read_cookie(call: Call, name: str) -> str | None:
     return None
 
 
-def _env(call: Call, name: str) -> str:
-    return str(getattr(call.env, name, "") or "")
-
-
 def _session_secret(call: Call) -> str:
-    secret = _env(call, "SESSION_SECRET")
-    if len(secret) < 32:
-        raise OAuthError("signin_unavailable", "Sign-in is not set up for this site yet.")
-    return secret
+    return call.services.config.session_secret  # required, 32 characters or more (tenant_worker.config)
 
 
 def session_cookie_for(call: Call, *, user_id: str, role: str, email: str | None, name: str | None) -> str:
@@ -104,18 +97,13 @@ async def session_middleware(call: Call) -> None:
     token = read_cookie(call, SESSION_COOKIE)
     if token is None:
         return
-    secret = _env(call, "SESSION_SECRET")
-    if len(secret) < 32:
-        call.state["session_error"] = "not_configured"
-        return
+    secret = _session_secret(call)
     try:
         claims = verify_session(token, secret, tenant_id=call.tenant.tenant_id, now=call.services.clock())
     except SessionError as exc:
-        call.state["session_error"] = str(exc)
         log.info(json.dumps({"event": "session_refused", "reason": str(exc)[:80], "request_id": call.request_id}))
         return
     if claims.role == "super_admin" and call.tenant.tenant_type is not TenantType.PRIMARY:
-        call.state["session_error"] = "super_admin outside the primary tenant"
         return
     current = await _apply_epoch(call, claims)
     if current is not None:
@@ -133,7 +121,6 @@ async def _apply_epoch(call: Call, claims: SessionClaims) -> SessionClaims | Non
     if epoch is None or claims.iat > epoch.at:
         return claims
     if epoch.kind == "signout":  # same-second sessions go too: fail closed
-        call.state["session_error"] = "signed out"
         call.cookies.append(cookie(SESSION_COOKIE, "", 0))
         return None
     # Role changed since this session began: read the role again (own row, under RLS) and rotate.
@@ -143,18 +130,16 @@ async def _apply_epoch(call: Call, claims: SessionClaims) -> SessionClaims | Non
             "profiles", columns="id,tenant_role,email,display_name",
             eq={"id": claims.sub, "tenant_id": call.tenant.tenant_id}, limit=1)
     except (SupabaseError, HttpError, ApiError):
-        call.state["session_error"] = "role check unavailable"
         return None  # fail closed: the old role may be a revoked one
     if not rows:
-        call.state["session_error"] = "profile gone"
         call.cookies.append(cookie(SESSION_COOKIE, "", 0))
         return None
     row = rows[0]
-    token = issue_session(_env(call, "SESSION_SECRET"), tenant_id=claims.tid, user_id=claims.sub,
+    token = issue_session(_session_secret(call), tenant_id=claims.tid, user_id=claims.sub,
                           role=row["tenant_role"], now=call.services.clock(), email=row.get("email"),
                           name=row.get("display_name"))
     call.cookies.append(cookie(SESSION_COOKIE, token, SESSION_TTL_SECONDS))
-    return verify_session(token, _env(call, "SESSION_SECRET"), tenant_id=claims.tid, now=call.services.clock())
+    return verify_session(token, _session_secret(call), tenant_id=claims.tid, now=call.services.clock())
 
 
 # ---- branding for error pages --------------------------------------------------------------
@@ -232,7 +217,7 @@ def _redirect_uri(call: Call) -> str:
 
 
 def _config(call: Call, provider: str) -> ProviderConfig:
-    return provider_config(provider, lambda name: _env(call, name))
+    return provider_config(provider, call.services.config.oauth_setting)
 
 
 async def login(call: Call) -> Reply:

@@ -1,10 +1,15 @@
 """Tenant Worker entry: thin. All decisions live in tenant_worker.app."""
 from workers import WorkerEntrypoint
 
-from tenant_worker.app import app_for
+from shared.config import ConfigError
+from tenant_worker.app import app_for, misconfigured
 from tenant_worker.usage_meter import UsageMeter  # noqa: F401  (the USAGE Durable Object class)
 
 
 class Default(WorkerEntrypoint):
     async def fetch(self, request):
-        return await app_for(self.env).handle(request, self.ctx.waitUntil)
+        try:
+            app = app_for(self.env)
+        except ConfigError:  # logged once, with the variables' names, when the isolate started
+            return misconfigured(request)
+        return await app.handle(request, self.ctx.waitUntil)

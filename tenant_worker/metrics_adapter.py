@@ -35,10 +35,8 @@ def request_point(tenant_id: str, method: str, route_name: str | None, status: i
 
 def metrics_queries(call: Call) -> MetricsQueries:
     """The metrics query module over this Worker's fetch; 503 when no SQL API is configured."""
-    env = call.env
-    url = str(getattr(env, "ANALYTICS_SQL_URL", "") or "")
-    account = str(getattr(env, "ANALYTICS_ACCOUNT_ID", "") or "")
-    token = str(getattr(env, "ANALYTICS_API_TOKEN", "") or "")
+    cfg = call.services.config
+    url, account, token = cfg.analytics_sql_url, cfg.analytics_account_id, cfg.analytics_api_token
     if not url and account:
         url = sql_api_url(account)
     if not url or not token:

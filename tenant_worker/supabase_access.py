@@ -5,7 +5,8 @@
     rows = await guarded(db.select("profiles", ...))
 
 Secrets: SUPABASE_URL, SUPABASE_ANON_KEY, SUPABASE_JWT_SECRET (and SUPABASE_SERVICE_ROLE_KEY
-for the service role). The tenant id and primary flag come from the dispatcher's signed
+for the service role), read once into tenant_worker.config.TenantConfig (the Worker does not
+start without them). The tenant id and primary flag come from the dispatcher's signed
 context, the user id and role from the verified session; nothing from the request body.
 """
 from __future__ import annotations
@@ -30,13 +31,6 @@ _tokens: dict[tuple[str, str, str, str, bool], tuple[str, int]] = {}
 _signers: dict[str, HS256Signer] = {}
 
 
-def _secret(env: Any, name: str) -> str:
-    value = str(getattr(env, name, "") or "")
-    if not value:
-        raise ApiError(503, "data_unavailable", "The data service is not configured for this site.")
-    return value
-
-
 def _signer(secret: str) -> HS256Signer:
     """SUPABASE_JWT_SECRET is a keyring (shared.keys): tokens are signed with its active key and
     carry its key id, which PostgREST's JWKS resolves (a bare secret: the legacy key, no kid)."""
@@ -57,7 +51,7 @@ def tenant_jwt(call: Call, principal: Principal) -> str:
     isolate while it has more than half its life left (it never outlives TENANT_JWT_TTL_SECONDS)."""
     if principal.tenant_id != call.tenant.tenant_id:
         raise ApiError(401, "unauthenticated", "Sign in first.")
-    secret = _secret(call.env, "SUPABASE_JWT_SECRET")
+    secret = call.services.config.supabase_jwt_secret
     is_primary = call.tenant.tenant_type is TenantType.PRIMARY
     now = call.services.clock()
     key = (secret, principal.user_id, call.tenant.tenant_id, principal.role.value, is_primary)
@@ -76,15 +70,15 @@ def tenant_jwt(call: Call, principal: Principal) -> str:
 def tenant_db(call: Call, principal: Principal) -> SupabaseClient:
     """A client whose calls carry this user's tenant-scoped JWT."""
     token = tenant_jwt(call, principal)
-    return SupabaseClient(call.services.http, url=_secret(call.env, "SUPABASE_URL"),
-                          api_key=_secret(call.env, "SUPABASE_ANON_KEY"), access_token=token)
+    cfg = call.services.config
+    return SupabaseClient(call.services.http, url=cfg.supabase_url, api_key=cfg.supabase_anon_key, access_token=token)
 
 
 def service_db(call: Call) -> SupabaseClient:
     """Service role: only for what RLS forbids users by design (audit log, sign-in upsert)."""
-    env = call.env
-    return SupabaseClient.as_service_role(call.services.http, url=_secret(env, "SUPABASE_URL"),
-                                          service_role_key=_secret(env, "SUPABASE_SERVICE_ROLE_KEY"))
+    cfg = call.services.config
+    return SupabaseClient.as_service_role(call.services.http, url=cfg.supabase_url,
+                                          service_role_key=cfg.supabase_service_role_key)
 
 
 RETRY_AFTER_SECONDS = 5

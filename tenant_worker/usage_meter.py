@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 from workers import DurableObject
 
+from shared.config import ConfigError
 from shared.models import TENANT_ID_RE
 from shared.outbound_http import HttpClient, HttpError
 from shared.supabase import SupabaseClient, SupabaseError
@@ -65,12 +66,10 @@ from shared.usage import (
     recorded_count,
     snapshot,
 )
+from tenant_worker.config import FlushTiming, TenantConfig, config_for
 
 log = logging.getLogger("cmgsite.usage")
 
-FLUSH_DELAY_MS = 10_000
-FLUSH_RETRY_BASE_MS = 2_000
-FLUSH_RETRY_CAP_MS = 10 * 60_000
 FLUSH_TIMEOUT_SECONDS = 5.0  # bounded: a flush must not hold the object long
 HISTORY_TIMEOUT_SECONDS = 5.0  # the history read sits in front of a consume
 SCHEMA_VERSION = 2  # 2: usage_counters.history_loaded
@@ -110,11 +109,11 @@ DIRTY_SQL = ("SELECT kind, period, used FROM usage_counters "
              "WHERE used != flushed OR (period = 'level' AND flushed_period != ?1) ORDER BY kind, period")
 
 
-def _env_int(env: Any, name: str, default: int) -> int:
+def _config(env: Any) -> TenantConfig:
     try:
-        return int(getattr(env, name, None) or default)
-    except (TypeError, ValueError):
-        return default
+        return config_for(env)
+    except ConfigError:  # logged once by shared.isolate; the flush waits for a working deploy
+        raise MissingConfig("the tenant Worker's configuration is unusable") from None
 
 
 class UsageMeter(DurableObject):
@@ -230,8 +229,9 @@ class UsageMeter(DurableObject):
         except (HttpError, SupabaseError, MissingConfig) as exc:
             attempts = int(self._meta("flush_attempts") or 0) + 1
             self._set_meta("flush_attempts", str(attempts))
-            delay = flush_backoff_ms(attempts, base_ms=_env_int(self.env, "USAGE_FLUSH_RETRY_BASE_MS", FLUSH_RETRY_BASE_MS),
-                                     cap_ms=_env_int(self.env, "USAGE_FLUSH_RETRY_CAP_MS", FLUSH_RETRY_CAP_MS))
+            cfg = self._config_or_default()
+            delay = flush_backoff_ms(attempts, base_ms=cfg.usage_flush_retry_base_ms,
+                                     cap_ms=cfg.usage_flush_retry_cap_ms)
             log.warning(json.dumps({"event": "usage_flush_failed", "tenant_id": self._tenant_id, "attempt": attempts,
                                     "retry_in_ms": delay, "reason": type(exc).__name__,
                                     "status": getattr(exc, "status", None)}))
@@ -246,21 +246,25 @@ class UsageMeter(DurableObject):
             await self._schedule_flush(self.clock())
 
     def _supabase(self, timeout: float) -> SupabaseClient:
-        url = getattr(self.env, "SUPABASE_URL", None)
-        key = getattr(self.env, "SUPABASE_SERVICE_ROLE_KEY", None)
-        if not url or not key:
-            raise MissingConfig("SUPABASE_URL / SUPABASE_SERVICE_ROLE_KEY not set")
+        cfg = _config(self.env)
         if self.http is None:
             from shared.fetch_client import FetchClient
 
             self.http = FetchClient()
-        return SupabaseClient.as_service_role(self.http, url=str(url), service_role_key=str(key), timeout=timeout)
+        return SupabaseClient.as_service_role(self.http, url=cfg.supabase_url, service_role_key=cfg.supabase_service_role_key,
+                                              timeout=timeout)
 
     async def _schedule_flush(self, now: float) -> None:
         if self._alarm_armed is None:
             self._alarm_armed = await self.ctx.storage.getAlarm() is not None
         if not self._alarm_armed:
-            await self._arm(now * 1000 + _env_int(self.env, "USAGE_FLUSH_DELAY_MS", FLUSH_DELAY_MS))
+            await self._arm(now * 1000 + self._config_or_default().usage_flush_delay_ms)
+
+    def _config_or_default(self) -> TenantConfig | FlushTiming:
+        try:
+            return _config(self.env)
+        except MissingConfig:
+            return FlushTiming()
 
     async def _arm(self, at_ms: float) -> None:
         await self.ctx.storage.setAlarm(at_ms)

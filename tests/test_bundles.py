@@ -144,12 +144,11 @@ def test_tenant_bundle_with_the_cli_deploy_command(tmp_path: Path) -> None:
     secrets.write_text(json.dumps({"TENANT_CONTEXT_KEY": "k" * 64, "SESSION_SECRET": "s"}))
     out = tmp_path / "tenant"
     form = tmp_path / "tenant.form"
-    proc = wrangler([*tenant_deploy_command("cmgsite-acme", {"TENANT_ID": "acme", "TENANT_TYPE": "custom-domain",
-                                                            "PRIMARY_TENANT_ID": "cozyartz"},
+    proc = wrangler([*tenant_deploy_command("cmgsite-acme", {"TENANT_ID": "acme"},
                                            secrets_file=str(secrets), outdir=str(out)), "--outfile", str(form)])
     assert "[custom build] Running: python3 scripts/build_worker.py tenant_worker" in proc.stdout
     assert "--dry-run: exiting now." in proc.stdout
-    for binding in ("env.TENANT_ID", "env.TENANT_TYPE", "env.TENANT_CONTEXT_KEY", "env.USAGE (UsageMeter)"):
+    for binding in ("env.TENANT_ID", "env.TENANT_CONTEXT_KEY", "env.USAGE (UsageMeter)"):
         assert binding in proc.stdout
     assert "k" * 64 not in proc.stdout  # wrangler hides values; we never print them either
     seen = check_bundle(out, SHIPPED["tenant"])

@@ -119,8 +119,7 @@ def test_custom_domain_gets_a_custom_hostname_and_status_is_refreshed(remote: Re
     deploys = [c for c in remote.commands() if c["argv"][:len(TENANT_DEPLOY)] == TENANT_DEPLOY]
     assert len(deploys) == 1
     argv = deploys[0]["argv"]
-    assert argv[len(TENANT_DEPLOY):-2] == ["--name", "cmgsite-cli-shop", "--var", "TENANT_ID:cli-shop",
-                                           "--var", "TENANT_TYPE:custom-domain", "--var", "PRIMARY_TENANT_ID:cozyartz"]
+    assert argv[len(TENANT_DEPLOY):-2] == ["--name", "cmgsite-cli-shop", "--var", "TENANT_ID:cli-shop"]
     assert argv[-2] == "--secrets-file"
     assert deploys[0]["secret_keys"] == ["SESSION_SECRET", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_URL",
                                          "TENANT_CONTEXT_KEY"]
@@ -215,8 +214,8 @@ def test_dry_run_prints_exact_wrangler_commands_and_api_calls(remote: RemoteCli,
         "--secrets-file '<temporary JSON file with CONTEXT_SIGNING_SECRET, SUPABASE_SERVICE_ROLE_KEY, SUPABASE_URL>'"]
     assert lines.count(f"{PLAN} dispatch-namespace create cmgsite-tenants") == 1
     assert (f"{PLAN} deploy -c wrangler.tenant.toml --dispatch-namespace "
-            "cmgsite-tenants --name cmgsite-partner-tenant --var TENANT_ID:partner1 --var TENANT_TYPE:partner-subdomain "
-            "--var PRIMARY_TENANT_ID:cozyartz --secrets-file '<temporary JSON file with SUPABASE_SERVICE_ROLE_KEY, "
+            "cmgsite-tenants --name cmgsite-partner-tenant --var TENANT_ID:partner1 "
+            "--secrets-file '<temporary JSON file with SUPABASE_SERVICE_ROLE_KEY, "
             "SUPABASE_URL, TENANT_CONTEXT_KEY>'") in lines
     ran = [c["argv"] for c in remote.commands()]
     assert ran == [[*W, "dispatch-namespace", "get", "cmgsite-tenants"]]  # only the read ran

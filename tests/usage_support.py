@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import httpx
 
-from localrt.demo import PRIMARY_TENANT_ID, DemoTenant, deploy_script
+from localrt.demo import DemoTenant, deploy_script
 from localrt.devvars import read_dev_vars
 from shared.session import issue_session
 from tenant_worker.auth import SESSION_COOKIE
@@ -101,7 +101,7 @@ def usage_tenant(platform: Platform, pg: Any, tier: str = "starter", *, vars_: d
     supabase = {k: v for k, v in platform.registry.secrets_of("cmgsite-custom-tenant").items() if k in SUPABASE_SECRETS}
     master = read_dev_vars(platform.paths.dispatcher_secrets)["CONTEXT_SIGNING_SECRET"]
     deploy_script(platform.registry, t, master, {**supabase, "SESSION_SECRET": session_secret, **(secrets_ or {})},
-                  {"PRIMARY_TENANT_ID": PRIMARY_TENANT_ID, **(vars_ or {})})
+                  vars_ or {})
     try:
         state = platform.host.sync()
         assert state.get(script) == "ready", state
