@@ -198,7 +198,7 @@ def misconfigured(request: Request) -> Response:
     path = urlsplit(request.url).path or "/"
     rid = str(request.headers.get(H_REQUEST_ID) or "")
     rid = rid if _REQUEST_ID.fullmatch(rid) else "unavailable"  # the dispatcher's id, when it is one
-    host = str(request.headers.get("host") or "")
+    host = urlsplit(request.url).hostname or ""  # the dispatcher routes to the host it matched
     brand = None if wants_json(path) or not _HOST.fullmatch(host) else Branding(brand_name=host)
     r = error_reply(path, 503, "misconfigured", "This site is not available right now. Please try again later.",
                     rid, branding=brand, headers={"retry-after": "30"})

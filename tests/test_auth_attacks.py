@@ -289,12 +289,14 @@ def test_cross_site_logout_is_refused(auth_world: AuthWorld, fake: FakeOAuth) ->
 
 
 def test_sign_in_without_a_session_secret_refuses_to_start(auth_world: AuthWorld) -> None:
-    """A tenant Worker missing its SESSION_SECRET must not hand out states or sessions."""
+    """A tenant Worker missing its SESSION_SECRET does not start (tenant_worker.config): it hands
+    out no state and no session, and its page shows no platform brand on a white-label host."""
     saved = auth_world.secrets_of("partner-seo")["SESSION_SECRET"]
     auth_world.set_secret("partner-seo", "SESSION_SECRET", None)
     try:
         r = Browser(auth_world).get(HOSTS["partner-seo"], "/auth/login/github")
-        assert r.status_code == 503 and "Partner SEO" in r.text
+        assert r.status_code == 503 and HOSTS["partner-seo"] in r.text and "Cozyartz" not in r.text
+        assert "set-cookie" not in r.headers
     finally:
         auth_world.set_secret("partner-seo", "SESSION_SECRET", saved)
 
