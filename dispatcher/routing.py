@@ -97,10 +97,6 @@ class RouteResolver:
         self._remember(host, route, now)
         return route
 
-    def forget(self, host: str) -> None:
-        self._isolate.pop(host, None)
-        self._misses.pop(host, None)
-
     def _worth_negative_kv(self, host: str) -> bool:
         """Count a miss; True when this host has missed often enough and the minute's budget allows."""
         misses = self._misses.pop(host, 0) + 1

@@ -2,10 +2,9 @@
 
 Built per request, in one of two ways:
 
-    # The normal path: a tenant-scoped JWT minted from a verified tenant context; RLS decides.
-    db = SupabaseClient.for_tenant(http, url=SUPABASE_URL, anon_key=ANON_KEY, signer=signer,
-                                   user_id=uid, tenant_id="partner1", tenant_role="admin",
-                                   is_primary=False, now=time.time())
+    # The normal path: a tenant-scoped JWT (shared.jwt.mint_tenant_jwt) from a verified tenant
+    # context and session; RLS decides. The tenant Worker builds it in supabase_access.tenant_db.
+    db = SupabaseClient(http, url=SUPABASE_URL, api_key=ANON_KEY, access_token=tenant_jwt)
     rows = await db.select("profiles", columns="id,email", eq={"tenant_id": "partner1"},
                            order="email.asc", limit=50)
 
@@ -26,11 +25,9 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
-from shared.jwt import JwtSigner, TenantRole, mint_tenant_jwt
 from shared.outbound_http import HttpClient, HttpResponse
 
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -105,15 +102,6 @@ class SupabaseClient:
             "authorization": f"Bearer {access_token}",
             "accept": "application/json",
         }
-
-    @classmethod
-    def for_tenant(cls, http: HttpClient, *, url: str, anon_key: str, signer: JwtSigner,
-                   user_id: str, tenant_id: str, tenant_role: TenantRole, is_primary: bool,
-                   now: float | datetime, ttl_seconds: int = 300, timeout: float = 10.0) -> "SupabaseClient":
-        """A client whose every call carries a fresh tenant-scoped JWT (the normal path)."""
-        token = mint_tenant_jwt(signer, user_id=user_id, tenant_id=tenant_id, tenant_role=tenant_role,
-                                is_primary=is_primary, now=now, ttl_seconds=ttl_seconds)
-        return cls(http, url=url, api_key=anon_key, access_token=token, timeout=timeout)
 
     @classmethod
     def as_service_role(cls, http: HttpClient, *, url: str, service_role_key: str,

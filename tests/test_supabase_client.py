@@ -9,7 +9,7 @@ import pytest
 
 from localrt.http_client import HttpxClient
 from localrt.supabase_stack import SupabaseStack, find_free_port
-from shared.jwt import HS256Signer, JwtError
+from shared.jwt import HS256Signer, JwtError, mint_tenant_jwt
 from shared.outbound_http import HttpError
 from shared.supabase import SupabaseClient, SupabaseError
 from tests.fixtures.rls_matrix import World, WorldAdmin, insert_row, user_id
@@ -34,11 +34,16 @@ async def http() -> AsyncIterator[HttpxClient]:
         yield client
 
 
+def as_tenant(http: HttpxClient, stack: SupabaseStack, *, user: str, tenant: str, role: str,
+              is_primary: bool = False) -> SupabaseClient:
+    """What tenant_worker.supabase_access.tenant_db builds: a tenant-scoped JWT over the anon key."""
+    token = mint_tenant_jwt(HS256Signer(stack.jwt_secret), user_id=user, tenant_id=tenant,
+                            tenant_role=role, is_primary=is_primary, now=time.time(), ttl_seconds=300)  # type: ignore[arg-type]
+    return SupabaseClient(http, url=stack.url, api_key=stack.anon_key, access_token=token)
+
+
 def tenant_db(http: HttpxClient, stack: SupabaseStack, role: str = "admin", tenant: str = WORLD.a) -> SupabaseClient:
-    return SupabaseClient.for_tenant(
-        http, url=stack.url, anon_key=stack.anon_key, signer=HS256Signer(stack.jwt_secret),
-        user_id=user_id(tenant, role), tenant_id=tenant, tenant_role=role,  # type: ignore[arg-type]
-        is_primary=False, now=time.time())
+    return as_tenant(http, stack, user=user_id(tenant, role), tenant=tenant, role=role)
 
 
 def service_db(http: HttpxClient, stack: SupabaseStack) -> SupabaseClient:
@@ -113,15 +118,11 @@ async def test_rpc_reads_the_tenant_from_the_jwt(supabase_stack: SupabaseStack, 
 
 async def test_super_admin_of_primary_tenant_sees_all(supabase_stack: SupabaseStack, http: HttpxClient,
                                                       world: WorldAdmin) -> None:
-    db = SupabaseClient.for_tenant(
-        http, url=supabase_stack.url, anon_key=supabase_stack.anon_key, signer=HS256Signer(supabase_stack.jwt_secret),
-        user_id="00000000-0000-4000-8000-000000000001", tenant_id="cozyartz", tenant_role="super_admin",
-        is_primary=True, now=time.time())
+    db = as_tenant(http, supabase_stack, user="00000000-0000-4000-8000-000000000001", tenant="cozyartz",
+                   role="super_admin", is_primary=True)
     assert await db.select("tenants", columns="tenant_id", eq={"tenant_id": WORLD.b}) == [{"tenant_id": WORLD.b}]
     with pytest.raises(JwtError):
-        SupabaseClient.for_tenant(http, url=supabase_stack.url, anon_key=supabase_stack.anon_key,
-                                  signer=HS256Signer(supabase_stack.jwt_secret), user_id=user_id(WORLD.a, "admin"),
-                                  tenant_id=WORLD.a, tenant_role="super_admin", is_primary=False, now=time.time())
+        as_tenant(http, supabase_stack, user=user_id(WORLD.a, "admin"), tenant=WORLD.a, role="super_admin")
 
 
 @pytest.mark.parametrize("value", [
