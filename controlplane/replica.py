@@ -25,9 +25,10 @@ Statement = tuple[str, tuple[Any, ...]]
 _PLACEHOLDER = re.compile(r"\?(\d+)")
 
 UPSERT_TENANT = (
-    "INSERT INTO tenants (id, name, type, status, tier, script_name, whitelabel_config)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO UPDATE SET name = excluded.name,"
-    " type = excluded.type, status = excluded.status, tier = excluded.tier, script_name = excluded.script_name,"
+    "INSERT INTO tenants (tenant_id, name, type, status, subscription_tier, script_name, whitelabel_config)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(tenant_id) DO UPDATE SET name = excluded.name,"
+    " type = excluded.type, status = excluded.status, subscription_tier = excluded.subscription_tier,"
+    " script_name = excluded.script_name,"
     " whitelabel_config = excluded.whitelabel_config, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 )
 UPSERT_DOMAIN = (
@@ -134,8 +135,9 @@ class RoutingReplica:
         self.executor = executor
 
     async def tenant(self, tenant_id: str) -> dict[str, Any] | None:
-        rows = await self.executor.query(("SELECT id, name, type, status, tier, script_name, whitelabel_config"
-                                          " FROM tenants WHERE id = ?1", (tenant_id,)))
+        rows = await self.executor.query((
+            "SELECT tenant_id, name, type, status, subscription_tier, script_name, whitelabel_config"
+            " FROM tenants WHERE tenant_id = ?1", (tenant_id,)))
         return rows[0] if rows else None
 
     async def domains(self, tenant_id: str) -> list[dict[str, Any]]:
@@ -145,8 +147,9 @@ class RoutingReplica:
 
     async def snapshot(self) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
         """Every tenant row and every domain row in two reads (on Cloudflare: two API requests)."""
-        tenants = {r["id"]: r for r in await self.executor.query((
-            "SELECT id, name, type, status, tier, script_name, whitelabel_config FROM tenants ORDER BY id", ()))}
+        tenants = {r["tenant_id"]: r for r in await self.executor.query((
+            "SELECT tenant_id, name, type, status, subscription_tier, script_name, whitelabel_config FROM tenants"
+            " ORDER BY tenant_id", ()))}
         domains: dict[str, list[dict[str, Any]]] = {}
         for r in await self.executor.query((
                 "SELECT domain, tenant_id, domain_type, ssl_status, dns_configured FROM tenant_domains"
@@ -176,5 +179,5 @@ class RoutingReplica:
         """Unroute a tenant: its domains and its row leave D1 (one batch)."""
         await self.executor.batch([
             ("DELETE FROM tenant_domains WHERE tenant_id = ?1", (tenant_id,)),
-            ("DELETE FROM tenants WHERE id = ?1", (tenant_id,)),
+            ("DELETE FROM tenants WHERE tenant_id = ?1", (tenant_id,)),
         ])

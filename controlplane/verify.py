@@ -23,7 +23,7 @@ class Drift:
 
 def _d1_fields(tenant: TenantRecord) -> dict[str, Any]:
     return {"name": tenant.name, "type": tenant.type.value, "status": tenant.status.value,
-            "tier": tenant.subscription_tier.value, "script_name": tenant.script_name}
+            "subscription_tier": tenant.subscription_tier.value, "script_name": tenant.script_name}
 
 
 def _expected_kv(tenant: TenantRecord) -> dict[str, Any]:
@@ -67,7 +67,7 @@ async def check_tenant(cp: ControlPlane, tenant_id: str, snap: Snapshot) -> Drif
         if row is None:
             drift.problems.append("in Supabase but missing from D1 (not routed)")
         else:
-            d1 = {k: row.get(k) for k in ("name", "type", "status", "tier", "script_name")}
+            d1 = {k: row.get(k) for k in ("name", "type", "status", "subscription_tier", "script_name")}
             for key, want in _d1_fields(tenant).items():
                 if d1.get(key) != want:
                     drift.problems.append(f"D1 {key} is {d1.get(key)!r}, Supabase says {want!r}")

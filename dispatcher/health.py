@@ -42,9 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("cmgsite.dispatcher.health")
 
 TARGETS_SQL = (
-    "SELECT t.id AS tenant_id, (SELECT d.domain FROM tenant_domains AS d WHERE d.tenant_id = t.id"
+    "SELECT t.tenant_id AS tenant_id, (SELECT d.domain FROM tenant_domains AS d WHERE d.tenant_id = t.tenant_id"
     " ORDER BY CASE d.domain_type WHEN 'primary' THEN 0 WHEN 'subdomain' THEN 1 ELSE 2 END, d.domain LIMIT 1) AS host"
-    " FROM tenants AS t WHERE t.status = 'active' ORDER BY t.id"
+    " FROM tenants AS t WHERE t.status = 'active' ORDER BY t.tenant_id"
 )
 BODY_LIMIT = 64 * 1024
 

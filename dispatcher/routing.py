@@ -31,9 +31,9 @@ NEGATIVE_KV_AFTER_MISSES = 2  # the miss that makes a host worth a KV entry
 NEGATIVE_KV_WRITES_PER_MINUTE = 60  # per isolate
 
 ROUTE_SQL = (
-    "SELECT t.id AS tenant_id, t.type AS tenant_type, t.tier AS tier, t.status AS status,"
+    "SELECT t.tenant_id AS tenant_id, t.type AS tenant_type, t.subscription_tier AS tier, t.status AS status,"
     " t.script_name AS script_name, json_extract(t.whitelabel_config, '$.brand_name') AS brand_name"
-    " FROM tenant_domains AS d JOIN tenants AS t ON t.id = d.tenant_id WHERE d.domain = ?1"
+    " FROM tenant_domains AS d JOIN tenants AS t ON t.tenant_id = d.tenant_id WHERE d.domain = ?1"
 )
 
 

@@ -71,9 +71,10 @@ def ensure_platform_keys(path: Path) -> dict[str, str]:
 async def upsert_route(d1: D1Database, t: DemoTenant, status: str = "active") -> None:
     config = json.dumps({"brand_name": t.brand_name})
     await d1.prepare(
-        "INSERT INTO tenants (id, name, type, status, tier, script_name, whitelabel_config) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-        " ON CONFLICT(id) DO UPDATE SET name = excluded.name, type = excluded.type, status = excluded.status,"
-        " tier = excluded.tier, script_name = excluded.script_name, whitelabel_config = excluded.whitelabel_config,"
+        "INSERT INTO tenants (tenant_id, name, type, status, subscription_tier, script_name, whitelabel_config)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        " ON CONFLICT(tenant_id) DO UPDATE SET name = excluded.name, type = excluded.type, status = excluded.status,"
+        " subscription_tier = excluded.subscription_tier, script_name = excluded.script_name, whitelabel_config = excluded.whitelabel_config,"
         " updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
     ).bind(t.tenant_id, t.name, t.type, status, t.tier, t.script_name, config).run()
     await d1.prepare(

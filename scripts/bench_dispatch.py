@@ -237,7 +237,7 @@ def main() -> int:
         registry.deploy(ScriptSpec("bench-noop-py", bundle="noop_py"), {})
         registry.deploy(ScriptSpec("bench-noop-js", bundle="noop_js"), {})
         asyncio.run(d1.exec(
-            "INSERT INTO tenants (id, name, type, tier, script_name) VALUES "
+            "INSERT INTO tenants (tenant_id, name, type, subscription_tier, script_name) VALUES "
             "('bench-js', 'Bench', 'custom-domain', 'starter', 'bench-noop-js');"
             "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES ('bench-js.example', 'bench-js', 'custom');"))
         began = time.perf_counter()

@@ -57,8 +57,8 @@ def from_d1(path: Path) -> list[TenantOAuth]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         rows = conn.execute(
-            "SELECT t.id, t.script_name, d.domain FROM tenants t JOIN tenant_domains d ON d.tenant_id = t.id"
-            " WHERE t.status != 'inactive' ORDER BY t.id,"
+            "SELECT t.tenant_id AS id, t.script_name, d.domain FROM tenants t JOIN tenant_domains d ON d.tenant_id = t.tenant_id"
+            " WHERE t.status != 'inactive' ORDER BY t.tenant_id,"
             " CASE d.domain_type WHEN 'primary' THEN 0 WHEN 'subdomain' THEN 1 ELSE 2 END, d.domain").fetchall()
     finally:
         conn.close()

@@ -150,7 +150,7 @@ class Platform:
 
     def set_status(self, tenant_id: str, status: str, hosts: list[str]) -> None:
         """Change a tenant's status the way the control plane does: D1, then purge KV."""
-        self.sql("UPDATE tenants SET status = ?1 WHERE id = ?2", status, tenant_id)
+        self.sql("UPDATE tenants SET status = ?1 WHERE tenant_id = ?2", status, tenant_id)
         for h in hosts:
             self.purge(h)
 

@@ -261,7 +261,7 @@ def test_domains_status_writes_nothing_and_no_route_reaches_a_missing_worker(
             sb = conn.execute("select domain, ssl_status, dns_configured, verification_status, updated_at"
                               " from public.tenant_domains order by domain").fetchall()
         return sb, platform.rows("SELECT * FROM tenant_domains ORDER BY domain"), platform.rows(
-            "SELECT * FROM tenants ORDER BY id")
+            "SELECT * FROM tenants ORDER BY tenant_id")
 
     before = state()
     for argv in (("domains", "status"), ("domains", "status", "cli-nowk"), ("domains", "status", "--json")):

@@ -163,7 +163,7 @@ def test_run_serves_demo_hosts_on_workerd_and_stops_everything(world_readable_tm
     assert db is not None
     out = subprocess.run(
         ["npx", "--no-install", "wrangler", "d1", "execute", D1_NAME, "--local", "--persist-to", str(tmp_path / "wrangler"),
-         "-c", "wrangler.dispatcher.toml", "--json", "--command", "SELECT id FROM tenants ORDER BY id"],
+         "-c", "wrangler.dispatcher.toml", "--json", "--command", "SELECT tenant_id FROM tenants ORDER BY tenant_id"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "CI": "true"})
     assert out.returncode == 0, out.stderr
     assert all(t in out.stdout for t in ('"cozyartz"', '"partner1"', '"partner-seo"'))

@@ -66,7 +66,7 @@ def _cleanup(cli: Cli, pg_cluster: Any) -> None:
         conn.execute("delete from public.tenants where tenant_id like %s", (PREFIX + "%",))
     hosts = [r["domain"] for r in platform.rows("SELECT domain FROM tenant_domains WHERE tenant_id LIKE 'cli-%'")]
     platform.sql("DELETE FROM tenant_domains WHERE tenant_id LIKE 'cli-%'")
-    platform.sql("DELETE FROM tenants WHERE id LIKE 'cli-%'")
+    platform.sql("DELETE FROM tenants WHERE tenant_id LIKE 'cli-%'")
     for host in hosts:
         platform.purge(host)
     for name in platform.registry.names():
@@ -213,11 +213,11 @@ def test_verify_repair_fixes_d1_and_kv_drift(cli: Cli, live: Platform) -> None:
     assert cli("add", "cli-drift", "--name", "Drift", "--type", "partner-subdomain", "--domain", host,
                "--tier", "starter")[0] == 0
     assert health(live, host).status_code == 200  # fills KV with the active route
-    cli.platform.d1.execute("UPDATE tenants SET status = 'active', tier = 'enterprise' WHERE id = 'cli-drift'")
+    cli.platform.d1.execute("UPDATE tenants SET status = 'active', subscription_tier = 'enterprise' WHERE tenant_id = 'cli-drift'")
     cli.platform.d1.execute("DELETE FROM tenant_domains WHERE domain = 'partner1.cozyartzmedia.com'")
     report = json.loads(cli("verify", "--json")[1])
     problems = {d["tenant_id"]: " ".join(d["problems"]) for d in report["drift"]}
-    assert "D1 tier is 'enterprise'" in problems["cli-drift"]
+    assert "D1 subscription_tier is 'enterprise'" in problems["cli-drift"]
     assert "partner1.cozyartzmedia.com is in Supabase but not routed" in problems["partner1"]
     code, out, _ = cli("verify", "--repair", "--json")
     assert code == 0 and sorted(json.loads(out)["repaired"]) == ["cli-drift", "partner1"]
@@ -243,7 +243,7 @@ def test_export_holds_the_tenant_rows_and_nothing_of_others(cli: Cli, live: Plat
     assert [d["domain"] for d in sb["tenant_domains"]] == ["exp.cli-test.example"]
     assert sb["tenants"][0]["name"] == "Export Co"
     assert any(a["action"] == "tenant.added" for a in sb["audit_log"])
-    assert data["d1"]["tenants"][0]["id"] == "cli-exp" and data["worker"]["deployed"] is True
+    assert data["d1"]["tenants"][0]["tenant_id"] == "cli-exp" and data["worker"]["deployed"] is True
     assert {"tenants", "profiles", "tenant_usage", "tenant_domains", "audit_log"} <= set(sb)
     for table, rows in sb.items():  # tables other features add are exported too, and hold only this tenant
         assert all(r["tenant_id"] == "cli-exp" for r in rows), table
@@ -383,7 +383,7 @@ def test_dry_run_prints_the_writes_and_changes_nothing(cli: Cli, live: Platform,
     lines = out.splitlines()
     assert any(line.startswith("[dry-run] supabase: POST ") and "/rest/v1/tenants?on_conflict=tenant_id" in line
                and '"tenant_id":"cli-dry"' in line for line in lines)
-    assert any("INSERT INTO tenants (id, name, type, status, tier, script_name, whitelabel_config) VALUES "
+    assert any("INSERT INTO tenants (tenant_id, name, type, status, subscription_tier, script_name, whitelabel_config) VALUES "
                "('cli-dry', 'Dry', 'partner-subdomain', 'active', 'starter', 'cmgsite-cli-dry'" in line for line in lines)
     assert "[dry-run] kv (local platform): DELETE host:cli-dry.cozyartzmedia.com" in lines
     assert any(line.startswith("[dry-run] namespace (local ") and "deploy" in line for line in lines)

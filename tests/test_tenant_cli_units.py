@@ -261,7 +261,7 @@ async def test_dry_run_sends_reads_and_prints_writes_as_they_would_be_sent(cf: F
         assert (created.id, created.ssl_status) == ("dry-run", "pending")
         await api.delete_script("cmgsite-tenants", "cmgsite-acme")
         d1 = ApiD1(api, D1_DATABASE_ID)
-        assert await d1.query(("SELECT count(*) AS n FROM tenants WHERE id = ?1", ("acme",))) == [{"n": 0}]
+        assert await d1.query(("SELECT count(*) AS n FROM tenants WHERE tenant_id = ?1", ("acme",))) == [{"n": 0}]
         await RoutingReplica(d1).drop_tenant("acme")
     lines = out.getvalue().splitlines()
     assert lines[:3] == [
@@ -275,7 +275,7 @@ async def test_dry_run_sends_reads_and_prints_writes_as_they_would_be_sent(cf: F
     assert len(lines) == 4 and "Bearer" not in out.getvalue()
     assert cf.kv[("kv", "host:a.example")] == "cached" and ("cmgsite-tenants", "cmgsite-acme") in cf.scripts
     assert {m for m, _, _ in cf.requests} == {"GET", "POST"} and not cf.hostnames
-    assert [sql for sql, _ in cf.d1_queries] == ["SELECT count(*) AS n FROM tenants WHERE id = ?1"]
+    assert [sql for sql, _ in cf.d1_queries] == ["SELECT count(*) AS n FROM tenants WHERE tenant_id = ?1"]
 
 
 async def test_dry_run_offline_warns_once_and_plans_as_if_cloudflare_were_empty(cf: FakeCloudflare) -> None:

@@ -49,16 +49,16 @@ async def test_rendered_sql_runs_on_real_d1_and_quotes_hostile_values(d1_templat
     tenant, domain = new_tenant("acme", "O'Brien; DROP TABLE tenants; --", "custom-domain", "shop.acme.example",
                                 "growth", brand_name="It's \"quoted\"")
     await replica.replace_tenant(tenant, [domain])
-    select = render(("SELECT t.id, t.name, t.tier, json_extract(t.whitelabel_config, '$.brand_name') AS brand,"
-                     " d.domain FROM tenants t JOIN tenant_domains d ON d.tenant_id = t.id WHERE t.id = ?1", ("acme",)))
+    select = render(("SELECT t.tenant_id, t.name, t.subscription_tier, json_extract(t.whitelabel_config, '$.brand_name') AS brand,"
+                     " d.domain FROM tenants t JOIN tenant_domains d ON d.tenant_id = t.tenant_id WHERE t.tenant_id = ?1", ("acme",)))
     # One wrangler run per batch (each starts workerd): the batch, then a read-back in the same command.
     out = run_locally(d1_execute_command("; ".join(render(s) for s in rec.batches[0]) + "; " + select), persist)
-    assert json.loads(out)[-1]["results"] == [{"id": "acme", "name": "O'Brien; DROP TABLE tenants; --", "tier": "growth",
+    assert json.loads(out)[-1]["results"] == [{"tenant_id": "acme", "name": "O'Brien; DROP TABLE tenants; --", "subscription_tier": "growth",
                                                "brand": "It's \"quoted\"", "domain": "shop.acme.example"}]
 
     await replica.drop_tenant("acme")
     out = run_locally(d1_execute_command("; ".join(render(s) for s in rec.batches[1])
-                                         + "; SELECT count(*) AS n FROM tenants WHERE id = 'acme'"), persist)
+                                         + "; SELECT count(*) AS n FROM tenants WHERE tenant_id = 'acme'"), persist)
     assert json.loads(out)[-1]["results"] == [{"n": 0}]
 
 

@@ -73,7 +73,7 @@ class UsageTenant:
 
     def set_tier(self, tier: str) -> None:
         """What the control plane does on an upgrade: D1, then purge the route cache."""
-        self.platform.sql("UPDATE tenants SET tier = ?1 WHERE id = ?2", tier, self.tenant_id)
+        self.platform.sql("UPDATE tenants SET subscription_tier = ?1 WHERE tenant_id = ?2", tier, self.tenant_id)
         self.platform.purge(self.host)
         self.tier = tier
 
@@ -94,7 +94,7 @@ def usage_tenant(platform: Platform, pg: Any, tier: str = "starter", *, vars_: d
         for role, uid in users.items():
             conn.execute("insert into public.profiles (id, tenant_id, tenant_role, email) values (%s, %s, %s, %s)",
                          (uid, tenant_id, role, f"{role}-{tag}@usage-test.example"))
-    platform.sql("INSERT INTO tenants (id, name, type, status, tier, script_name) VALUES (?1, ?2, 'custom-domain', 'active', ?3, ?4)",
+    platform.sql("INSERT INTO tenants (tenant_id, name, type, status, subscription_tier, script_name) VALUES (?1, ?2, 'custom-domain', 'active', ?3, ?4)",
                  tenant_id, t.name, tier, script)
     platform.sql("INSERT INTO tenant_domains (domain, tenant_id, domain_type, ssl_status, dns_configured)"
                  " VALUES (?1, ?2, 'custom', 'active', 1)", host, tenant_id)
@@ -109,7 +109,7 @@ def usage_tenant(platform: Platform, pg: Any, tier: str = "starter", *, vars_: d
     finally:
         platform.remove(script)
         platform.sql("DELETE FROM tenant_domains WHERE tenant_id = ?1", tenant_id)
-        platform.sql("DELETE FROM tenants WHERE id = ?1", tenant_id)
+        platform.sql("DELETE FROM tenants WHERE tenant_id = ?1", tenant_id)
         platform.purge(host)
         with pg.connect() as conn:
             conn.execute("delete from public.tenants where tenant_id = %s", (tenant_id,))  # cascades
