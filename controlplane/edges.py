@@ -32,6 +32,15 @@ PLATFORM_SECRETS = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_JWT_SECRET", 
                     "PLATFORM_DATA_KEYS")
 
 
+# What a tenant Worker refuses to start without besides what each deploy adds itself
+# (TENANT_ID, TENANT_CONTEXT_KEY, SESSION_SECRET): tenant_worker/config.py's REQUIRED.
+PLATFORM_REQUIRED = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY")
+
+
+def missing_platform_secrets(values: Mapping[str, str]) -> list[str]:
+    return [name for name in PLATFORM_REQUIRED if not values.get(name)]
+
+
 def tenant_vars(tenant: TenantRecord) -> dict[str, str]:
     """The plain vars a tenant's Worker is deployed with (wrangler.tenant.toml names them)."""
     return {"TENANT_ID": tenant.tenant_id}  # type and primary-ness travel in the signed context
@@ -142,6 +151,11 @@ class LocalScripts:
         values.update(self._platform)
         values.update(secrets)
         values["TENANT_CONTEXT_KEY"] = derive_tenant_keyring(self._master(), tenant.tenant_id).format()
+        missing = missing_platform_secrets(values)
+        if missing:  # the Worker would refuse to start (503 on every route): say so before deploying
+            raise ConfigError(f"{', '.join(missing)} not known for {tenant.tenant_id}'s Worker: export them (the "
+                              "Supabase project's values; `python -m localrt run` writes the local ones to "
+                              "<state>/secrets/supabase.dev.vars) and re-run")
         write_dev_vars(path, values)  # secrets first: the spec's appearance is what makes it routable
         existing = self._ns.get(tenant.script_name)
         if existing is not None:  # keep vars an operator or a test added (SUPABASE_URL …); ours win

@@ -202,6 +202,12 @@ def read_secrets_file(path: Path) -> dict[str, str]:
                       f"{', '.join(sorted(RESERVED_SECRETS))} are set by deploy itself")
     if not values:
         raise Refused(f"{path} holds no secrets")
+    from tenant_worker.config import SESSION_SECRET_MIN_LENGTH
+
+    if "SESSION_SECRET" in values and len(values["SESSION_SECRET"]) < SESSION_SECRET_MIN_LENGTH:
+        raise Refused(f"SESSION_SECRET is too short: the Worker refuses to start with fewer than "
+                      f"{SESSION_SECRET_MIN_LENGTH} characters (e.g. `python -c 'import secrets; "
+                      "print(secrets.token_urlsafe(48))'`)")
     return values
 
 

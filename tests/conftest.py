@@ -8,9 +8,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from localrt.__main__ import dispatcher_vars
+from localrt.__main__ import dispatcher_vars, supabase_secrets_path
 from localrt.d1 import D1Database, apply_migrations_with_wrangler
 from localrt.demo import DEMO_TENANTS, seed_demo
+from localrt.devvars import write_dev_vars
 from localrt.platform import StatePaths
 from localrt.workerd import ROOT, WorkerdHost, bundle
 from tests.alert_receiver import AlertReceiver
@@ -51,6 +52,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory, supabase_stack: Any,
     supabase = {"SUPABASE_URL": supabase_stack.url, "SUPABASE_ANON_KEY": supabase_stack.anon_key,
                 "SUPABASE_JWT_SECRET": supabase_stack.jwt_secret,
                 "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key}
+    # What `python -m localrt run` writes for the CLI (its deploys need the project's keys).
+    write_dev_vars(supabase_secrets_path(paths.root), supabase)
     asyncio.run(seed_demo(d1, registry, paths.dispatcher_secrets, extra_secrets=supabase,
                           extra_vars=provider_vars(fake_url)))
     configure_oauth(registry, fake)

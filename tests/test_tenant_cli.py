@@ -181,14 +181,14 @@ def rows_everywhere(pg_cluster: Any, tenant_id: str) -> dict[str, int]:
 
 def d1_rows(platform: Platform, tenant_id: str) -> int:
     db = platform.d1
-    return (db.execute("select count(*) as n from tenants where id = ?", (tenant_id,))["results"][0]["n"]
+    return (db.execute("select count(*) as n from tenants where tenant_id = ?", (tenant_id,))["results"][0]["n"]
             + db.execute("select count(*) as n from tenant_domains where tenant_id = ?", (tenant_id,))["results"][0]["n"])
 
 
 def test_crash_in_the_d1_step_then_rerun_converges_and_verify_reports_it(cli: Cli, live: Platform) -> None:
     host = "cli-crash.cozyartzmedia.com"
     db = cli.platform.d1
-    db.execute("CREATE TRIGGER cli_fail BEFORE INSERT ON tenants WHEN NEW.id = 'cli-crash'"
+    db.execute("CREATE TRIGGER cli_fail BEFORE INSERT ON tenants WHEN NEW.tenant_id = 'cli-crash'"
                " BEGIN SELECT RAISE(ABORT, 'injected D1 outage'); END")
     code, _, err = cli("add", "cli-crash", "--name", "Crash", "--type", "partner-subdomain", "--domain", host,
                        "--tier", "starter")
@@ -423,14 +423,19 @@ def partner1_restored(platform: Platform) -> Iterator[None]:
 
 def test_secrets_from_a_git_ignored_file_reach_the_worker(cli: Cli, tmp_path: Path, partner1_restored: None) -> None:
     secret_file = tmp_path / "partner1.secrets.env"
-    secret_file.write_text("SESSION_SECRET=s3cr3t-value\nGITHUB_CLIENT_ID=abc\n")
+    short = tmp_path / "short.env"
+    short.write_text("SESSION_SECRET=s3cr3t-value\n")  # the Worker would refuse to start with it
+    code, _, err = cli("secrets", "partner1", "--file", str(short))
+    assert code == 2 and "SESSION_SECRET is too short" in err and "s3cr3t-value" not in err
+    value = "s3cr3t-value-" + "x" * 40
+    secret_file.write_text(f"SESSION_SECRET={value}\nGITHUB_CLIENT_ID=abc\n")
     starts = len(script_starts(cli.platform))
     code, out, err = cli("secrets", "partner1", "--file", str(secret_file), "--json")
     assert code == 0, err
     assert json.loads(out)["secrets_set"] == ["GITHUB_CLIENT_ID", "SESSION_SECRET"]
     assert "s3cr3t-value" not in out + err
     env = env_of(cli.platform, "cmgsite-partner-tenant")
-    assert env.SESSION_SECRET == "s3cr3t-value" and env.TENANT_CONTEXT_KEY
+    assert env.SESSION_SECRET == value and env.TENANT_CONTEXT_KEY
     # The host restarted partner1's Worker with them (and only it) before the command returned.
     assert starts_since(cli.platform, starts, ["cmgsite-partner-tenant"]) == ["cmgsite-partner-tenant"]
     assert running_scripts(cli.platform)["cmgsite-partner-tenant"]["state"] == "ready"

@@ -170,10 +170,10 @@ def test_cloudflare_api_errors_surface_and_a_rerun_completes(remote: RemoteCli) 
     assert code == 1 and "Cloudflare API error (HTTP 500): 1000: injected failure" in err
     assert "Traceback" not in err
     assert sum(m == "POST" and p.endswith("/custom_hostnames") for m, p, _ in remote.cf.requests) == 3
-    assert remote.d1_rows("select count(*) from tenants where id = 'cli-retry'") == [(0,)]  # not routed yet
+    assert remote.d1_rows("select count(*) from tenants where tenant_id = 'cli-retry'") == [(0,)]  # not routed yet
     assert remote(*args)[0] == 0
     assert remote.cf.by_hostname("retry.cli-remote.example") is not None
-    assert remote.d1_rows("select count(*) from tenants where id = 'cli-retry'") == [(1,)]
+    assert remote.d1_rows("select count(*) from tenants where tenant_id = 'cli-retry'") == [(1,)]
 
 
 def test_wrong_token_is_a_clear_error(remote: RemoteCli) -> None:
@@ -261,7 +261,7 @@ def test_deploy_multi_tenant_script_deploys_everything_in_order(remote: RemoteCl
     assert dispatcher["secret_keys"] == ["CONTEXT_SIGNING_SECRET", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_URL"]
     tenants = {a[a.index("--name") + 1] for a in writes[3:] if a[:len(TENANT_DEPLOY)] == TENANT_DEPLOY}
     assert {"cmgsite-primary-tenant", "cmgsite-partner-tenant", "cmgsite-custom-tenant"} <= tenants
-    assert remote.d1_rows("select id from tenants where id in ('cozyartz', 'partner1', 'partner-seo') order by id") == [
+    assert remote.d1_rows("select tenant_id from tenants where tenant_id in ('cozyartz', 'partner1', 'partner-seo') order by tenant_id") == [
         ("cozyartz",), ("partner-seo",), ("partner1",)]
     assert "drift found and repaired: now consistent" in proc.stdout
 
@@ -318,9 +318,9 @@ def test_a_d1_error_fails_the_command_and_a_rerun_completes(remote: RemoteCli, p
     assert code == 1 and "Cloudflare API error (HTTP 400): 7500: D1_ERROR: injected" in err and "Traceback" not in err
     with pg_cluster.connect() as conn:
         assert conn.execute("select status from public.tenants where tenant_id = 'cli-d1'").fetchone() == ("suspended",)
-    assert remote.d1_rows("select status from tenants where id = 'cli-d1'") == [("active",)]  # the batch did not land
+    assert remote.d1_rows("select status from tenants where tenant_id = 'cli-d1'") == [("active",)]  # the batch did not land
     assert remote("suspend", "cli-d1")[0] == 0
-    assert remote.d1_rows("select status from tenants where id = 'cli-d1'") == [("suspended",)]
+    assert remote.d1_rows("select status from tenants where tenant_id = 'cli-d1'") == [("suspended",)]
 
 
 def test_remote_delete_erases_auth_kv_keys_script_and_rows(remote: RemoteCli, pg_cluster: Any) -> None:
@@ -335,7 +335,7 @@ def test_remote_delete_erases_auth_kv_keys_script_and_rows(remote: RemoteCli, pg
     assert [k for (ns, k) in remote.cf.kv if ns == "authkv"] == ["partner1:session-epoch:user0"]
     assert ("cmgsite-tenants", "cmgsite-cli-erase") not in remote.cf.scripts
     assert remote.cf.by_hostname("erase.cli-remote.example") is None
-    assert remote.d1_rows("select count(*) from tenants where id = 'cli-erase'") == [(0,)]
+    assert remote.d1_rows("select count(*) from tenants where tenant_id = 'cli-erase'") == [(0,)]
     with pg_cluster.connect() as conn:
         assert conn.execute("select count(*) from public.tenants where tenant_id = 'cli-erase'").fetchone() == (0,)
 
