@@ -71,8 +71,15 @@ class FakeAnalytics:
         m = _PATH.match(scope["path"])
         if scope["method"] != "POST" or not m:
             return await _send(send, 404, {"success": False, "errors": [{"code": 7003, "message": "No route"}]})
-        if m.group(1) != self.account_id or headers.get("authorization") != f"Bearer {self.token}":
-            return await _send(send, 401, {"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]})
+        # As the v4 API answers: no credentials 9106, a token it does not know 9109, a good token
+        # on another account 10000 (tests/fake_cloudflare.py).
+        if not headers.get("authorization"):
+            return await _send(send, 400, {"success": False, "errors": [
+                {"code": 9106, "message": "Missing X-Auth-Key, X-Auth-Email or Authorization headers"}]})
+        if headers.get("authorization") != f"Bearer {self.token}":
+            return await _send(send, 403, {"success": False, "errors": [{"code": 9109, "message": "Invalid access token"}]})
+        if m.group(1) != self.account_id:
+            return await _send(send, 403, {"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]})
         sql = body.decode("utf-8")
         self.queries.append(sql)
         if self.fail_with is not None:

@@ -17,8 +17,10 @@ the v4 envelope ({"success", "errors": [{"code", "message"}], "messages", "resul
   transaction, as D1 runs a batch (one statement per query here). Params must be strings, as
   the API's schema says.
 
-A request without the bearer token is 403 (code 10000); an unknown route is 404 with the
-envelope, as the real API answers.
+As the real API answers: a request without credentials is 400 (code 9106, "Missing
+X-Auth-Key, X-Auth-Email or Authorization headers"); a bearer token it does not know is 403
+(code 9109, "Invalid access token"); a good token on another account's resources is 403
+(code 10000, "Authentication error"); an unknown route is 404 with the envelope.
 
     with FakeCloudflare(token="t", account_id="acc", zone_id="zone", d1_file=path) as cf:
         cf.url                      # CLOUDFLARE_API_BASE_URL
@@ -129,8 +131,10 @@ class FakeCloudflare:
             except ValueError:
                 return 400, _err(6007, "Malformed JSON in request body"), True
         self.requests.append((method, raw_path, data))
+        if not headers.get("authorization"):
+            return 400, _err(9106, "Missing X-Auth-Key, X-Auth-Email or Authorization headers"), True
         if headers.get("authorization") != f"Bearer {self.token}":
-            return 403, _err(10000, "Authentication error"), True
+            return 403, _err(9109, "Invalid access token"), True
         if not path.startswith("/client/v4/"):
             return 404, _err(7003, "Could not route to " + path), True
         path = path[len("/client/v4"):]
@@ -232,7 +236,7 @@ class FakeCloudflare:
             if method == "DELETE":
                 self.kv.pop((ns, key), None)  # deleting a missing key succeeds, as on Cloudflare
                 return 200, _ok(None), True
-        return 405, _err(10000, "method not allowed"), True
+        return 405, _err(7001, f"Method {method} not available for that URI."), True
 
     def _r2(self, method: str, bucket: str, key: str | None, query: dict[str, list[str]], body: bytes,
             headers: dict[str, str]) -> Answer:
@@ -267,7 +271,7 @@ class FakeCloudflare:
                 self.r2.pop((bucket, key), None)
                 self.r2_types.pop((bucket, key), None)
                 return 200, _ok({"key": key}), True
-        return 405, _err(10000, "method not allowed"), True
+        return 405, _err(7001, f"Method {method} not available for that URI."), True
 
     def _script(self, method: str, ns: str, name: str, data: Any) -> Answer:
         with self._lock:
@@ -281,7 +285,7 @@ class FakeCloudflare:
             if method == "DELETE":
                 del self.scripts[(ns, name)]
                 return 200, _ok(None), True
-        return 405, _err(10000, "method not allowed"), True
+        return 405, _err(7001, f"Method {method} not available for that URI."), True
 
     def _d1_query(self, data: Any) -> Answer:
         if not isinstance(data, dict):

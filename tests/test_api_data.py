@@ -93,24 +93,33 @@ def test_admin_cannot_grant_super_admin(auth_world: AuthWorld, fake: FakeOAuth) 
     assert r.status_code == 403
 
 
+def state_of(world: AuthWorld, *ids: str) -> list[tuple[str, str, str | None]]:
+    """(id, role, display name) of each profile, in the order asked."""
+    rows = {str(r[0]): r for r in world.profile_rows(
+        "select id, tenant_role, display_name from public.profiles where id = any(%s::uuid[])", list(ids))}
+    return [(i, rows[i][1], rows[i][2]) for i in ids]
+
+
 def test_admin_cannot_edit_another_tenants_profile(auth_world: AuthWorld, fake: FakeOAuth) -> None:
     _, victim = new_client(auth_world, "partner-seo")
     admin = signed_in_as(auth_world, "admin@partner1.example")
+    seeded_admin_b = SEEDED["admin@partner-seo.example"][2]
+    before = state_of(auth_world, victim, seeded_admin_b)
+    assert [row[1] for row in before] == ["client", "admin"]
     for body in ({"tenant_role": "admin"}, {"display_name": "pwned"}):
         r = admin.request("PATCH", HOSTS["partner1"], f"/api/profiles/{victim}", json=body)
         assert r.status_code == 404, r.text  # RLS hides it: indistinguishable from a missing id
     seeded_admin_b = SEEDED["admin@partner-seo.example"][2]
     r = admin.request("PATCH", HOSTS["partner1"], f"/api/profiles/{seeded_admin_b}", json={"tenant_role": "client"})
     assert r.status_code == 404
-    rows = auth_world.profile_rows("select tenant_role, display_name from public.profiles where id = any(%s::uuid[])",
-                                   [victim, seeded_admin_b])
-    assert all(role in ("client", "admin") and name != "pwned" for role, name in rows)
-    assert auth_world.profile_rows("select tenant_role from public.profiles where id = %s", seeded_admin_b) == [("admin",)]
+    # Both rows exactly as they were: the client still a client, the admin still an admin.
+    assert state_of(auth_world, victim, seeded_admin_b) == before
     # The partner1 admin's cookie at partner-seo is no session at all.
     token = admin.cookies(HOSTS["partner1"])[SESSION]
     r = Browser(auth_world).request("PATCH", HOSTS["partner-seo"], f"/api/profiles/{victim}",
                                     json={"tenant_role": "admin"}, headers={"Cookie": f"{SESSION}={token}"})
     assert r.status_code == 401
+    assert state_of(auth_world, victim, seeded_admin_b) == before
 
 
 def test_admin_cannot_change_own_role(auth_world: AuthWorld, fake: FakeOAuth) -> None:

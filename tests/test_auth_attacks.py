@@ -10,6 +10,7 @@ import json
 import time
 from urllib.parse import urlencode, urlsplit
 
+import httpx
 import pytest
 
 from shared.session import issue_session
@@ -31,6 +32,18 @@ def profiles_with_email(world: AuthWorld, email: str) -> int:
     return world.profile_rows("select count(*) from public.profiles where email = %s", email)[0][0]
 
 
+def session_cookies_set(r: httpx.Response) -> list[str]:
+    """Each Set-Cookie header of `r` on its own that gives the session cookie a value.
+
+    A clearing one (empty value) is not a session; anything else is, whatever its Max-Age."""
+    issued = []
+    for raw in r.headers.get_list("set-cookie"):
+        name, _, rest = raw.partition("=")
+        if name.strip() == SESSION and rest.split(";", 1)[0].strip():
+            issued.append(raw)
+    return issued
+
+
 def assert_branded_failure(world: AuthWorld, r, tenant: str, status: int, reason: str, since: float) -> None:  # type: ignore[no-untyped-def]
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("text/html")
@@ -38,7 +51,7 @@ def assert_branded_failure(world: AuthWorld, r, tenant: str, status: int, reason
     assert brand in r.text
     for other in {"Cozyartz Media Group", "Partner One", "Partner SEO"} - {brand}:
         assert other not in r.text
-    assert SESSION not in r.headers.get("set-cookie", "") or "Max-Age=0" in r.headers.get("set-cookie", "")
+    assert session_cookies_set(r) == [], r.headers.get_list("set-cookie")
     assert reason in failures(world, tenant, since)
 
 
@@ -75,7 +88,8 @@ def test_replayed_state_is_refused(auth_world: AuthWorld, fake: FakeOAuth) -> No
     start = b.start(host, "github")
     nonce = b.cookies(host)[NONCE]
     cb = b.at_provider(start, "github", login)
-    assert b.callback(host, cb).status_code == 302
+    first = b.callback(host, cb)
+    assert first.status_code == 302 and len(session_cookies_set(first)) == 1  # the check sees a real session
     b.cookies(host).pop(SESSION)
     b.cookies(host)[NONCE] = nonce  # the attacker kept the cookie and the URL
     r = b.callback(host, cb)
@@ -176,10 +190,8 @@ def test_provider_timeout(auth_world: AuthWorld, fake: FakeOAuth) -> None:
     login = auth_world.new_user("slow")
     b = Browser(auth_world)
     cb = b.at_provider(b.start(host, "github"), "github", login)
-    fake.knobs.token_delay = 1.5  # the tenant's OAUTH_TIMEOUT_SECONDS is 1
-    started = time.monotonic()
+    fake.knobs.token_delay = 1.5  # the tenant's OAUTH_TIMEOUT_SECONDS is 1: without it, 1.5 s is a sign-in
     r = b.callback(host, cb)
-    assert time.monotonic() - started < 5
     assert_branded_failure(auth_world, r, "partner1", 504, "provider_unavailable", since)
 
 

@@ -217,9 +217,10 @@ def test_concurrent_requests_to_three_tenants_never_cross(platform: Platform) ->
 
     async def go() -> None:
         async with httpx.AsyncClient(base_url=platform.url, timeout=60) as client:
-            tasks = [client.get("/api/health", headers={"Host": h}) for h in list(hosts) * 30]
-            for resp in await asyncio.gather(*tasks):
-                body = resp.json()
-                assert resp.status_code == 200 and hosts[body["host"]] == body["tenant_id"]
+            sent = list(hosts) * 30
+            answers = await asyncio.gather(*(client.get("/api/health", headers={"Host": h}) for h in sent))
+            for host, resp in zip(sent, answers, strict=True):  # each answer against the Host it was sent with
+                assert resp.status_code == 200, (host, resp.text)
+                assert (resp.json()["tenant_id"], resp.json()["host"]) == (hosts[host], host)
 
     asyncio.run(go())

@@ -216,7 +216,7 @@ async def test_the_remote_path_speaks_the_sql_api_and_agrees_with_the_local_stor
             _check_summary(await q.summary(window="24h", now=time.time()))
             assert len(fake.queries) == 3  # one per aspect, whatever the number of tenants
             assert all("FROM cmgsite_metrics" in sql for sql in fake.queries)
-            with pytest.raises(MetricsUnavailable, match="401"):
+            with pytest.raises(MetricsUnavailable, match="answered 403: .*9109.*Invalid access token"):
                 await MetricsQueries(SqlApiSource(http, url, "wrong")).summary(window="1h", now=time.time())
             fake.fail_with = 500
             with pytest.raises(MetricsUnavailable, match="500"):

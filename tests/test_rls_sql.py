@@ -252,10 +252,15 @@ def test_admin_cannot_claim_a_platform_subdomain_as_custom(conn: psycopg.Connect
 
 @pytest.mark.parametrize("domain", ["notcozyartzmedia.com", "cozyartzmedia.com.evil.net"])
 def test_lookalike_domains_are_ordinary_custom_domains(conn: psycopg.Connection, domain: str) -> None:
+    # Only the platform's domain and names under it (a dot before it) are refused.
     as_user(conn, WORLD.b, "admin")
     try:
-        conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type)"
-                     " values (%s, %s, 'custom')", (WORLD.b, domain))
+        inserted = conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type)"
+                                " values (%s, %s, 'custom') returning tenant_id, domain, domain_type",
+                                (WORLD.b, domain)).fetchall()
+        assert inserted == [(WORLD.b, domain, "custom")]
+        assert conn.execute("select tenant_id from public.tenant_domains where domain = %s",
+                            (domain,)).fetchall() == [(WORLD.b,)]  # the admin's own, visible to them
     finally:
         conn.rollback()
 

@@ -43,13 +43,20 @@ PATHS = [("/?lang=en&utm=1", None), ("/api/health?x=1", None), ("/no/such/page?x
 
 def test_two_tenants_asked_the_same_paths_and_queries_each_get_their_own(platform: Platform, pg_cluster: Any) -> None:
     with usage_tenant(platform, pg_cluster) as a, usage_tenant(platform, pg_cluster) as b:
+        for t in (a, b):  # a file each, named after its tenant: a listing shows whose it is
+            r = t.post(f"/api/files?name={t.tenant_id}.txt", content=b"x",
+                       headers={"Content-Type": "application/octet-stream"})
+            assert r.status_code == 201, r.text
         for path, role in PATHS:
             for first, second in ((a, b), (b, a), (a, b)):
                 r = ask(platform, first, path, role=role)
                 assert r.status_code in (200, 404), (path, r.status_code, r.text[:200])
                 assert r.headers["cache-control"] == "private, no-store", (path, role)
-                if path.startswith("/api/files") or path.startswith("/api/usage"):
-                    assert r.json().get("tenant_id", first.tenant_id) == first.tenant_id
+                if path.startswith("/api/files"):
+                    assert [f["name"] for f in r.json()["files"]] == [f"{first.tenant_id}.txt"], r.text
+                    continue
+                if path.startswith("/api/usage"):
+                    assert r.json()["tenant_id"] == first.tenant_id
                     continue
                 if path.startswith("/api/me"):
                     assert r.json()["tenant_id"] == first.tenant_id
@@ -82,9 +89,9 @@ def test_client_headers_cannot_store_one_tenants_answer_or_route_under_another(p
             assert json.loads(body)["tenant_id"] == a.tenant_id
         # The route cache holds each host's own tenant, whatever was asked with which headers.
         for t in (a, b):
+            assert ask(platform, t, "/api/health").json()["tenant_id"] == t.tenant_id  # routed: now in KV
             cached = platform.kv_get(t.host)
-            assert cached is None or json.loads(cached)["tenant_id"] == t.tenant_id
-            assert ask(platform, t, "/api/health").json()["tenant_id"] == t.tenant_id
+            assert cached is not None and json.loads(cached)["tenant_id"] == t.tenant_id
         # Spellings of a's host reach a (the cache key is the normalised host), never b.
         for spelling in (a.host.upper(), a.host + ".", a.host + ":443", f"{a.host}.:80"):
             r = httpx.get(platform.url + "/api/health", headers={"Host": spelling}, timeout=60)

@@ -177,10 +177,12 @@ def test_cloudflare_api_errors_surface_and_a_rerun_completes(remote: RemoteCli) 
 
 
 def test_wrong_token_is_a_clear_error(remote: RemoteCli) -> None:
-    remote.env["CLOUDFLARE_API_TOKEN"] = "wrong"
-    code, _, err = remote("add", "cli-auth", "--name", "Auth", "--type", "custom-domain",
-                          "--domain", "auth.cli-remote.example", "--tier", "starter")
-    assert code == 1 and "10000: Authentication error" in err
+    remote.env["CLOUDFLARE_API_TOKEN"] = "wrong-token-0f3a9c"
+    code, out, err = remote("add", "cli-auth", "--name", "Auth", "--type", "custom-domain",
+                            "--domain", "auth.cli-remote.example", "--tier", "starter")
+    # Cloudflare's own answer to a token it does not know (9109), named as the API names it.
+    assert code == 1 and "Cloudflare API error (HTTP 403): 9109: Invalid access token" in err, err
+    assert "Traceback" not in err and "wrong-token-0f3a9c" not in out + err
 
 
 def test_verify_on_a_fresh_account_finds_drift_and_repair_converges(remote: RemoteCli) -> None:

@@ -64,11 +64,23 @@ def test_an_integral_js_number_is_a_whole_number() -> None:
 
 
 def test_the_rpc_form_is_the_models_json_form() -> None:
+    """What crosses the Durable Object RPC, written out by hand (growth: 250 AI calls, 5 domains, 10 GiB)."""
     now = datetime(2026, 11, 26, 10, tzinfo=UTC).timestamp()
-    for kind in UsageKind:
+    expected = {
+        UsageKind.AI_CALLS: {"allowed": True, "kind": "ai_calls", "used": 3, "limit": 250, "remaining": 247,
+                             "period": "2026-11", "resets_at": "2026-12-01T00:00:00Z"},
+        UsageKind.DOMAINS: {"allowed": True, "kind": "domains", "used": 3, "limit": 5, "remaining": 2,
+                            "period": "level", "resets_at": None},
+        UsageKind.STORAGE: {"allowed": True, "kind": "storage", "used": 3, "limit": 10 * 2**30,
+                            "remaining": 10 * 2**30 - 3, "period": "level", "resets_at": None},
+    }
+    assert set(expected) == set(UsageKind)
+    for kind, rpc in expected.items():
         d = decision(kind, Tier.GROWTH, 3, now, allowed=True)
-        assert d.to_rpc() == UsageDecision.model_validate(d.to_rpc()).model_dump(mode="json")
-        assert UsageDecision.model_validate(d.to_rpc()) == UsageDecision.model_validate(d.model_dump())
+        assert d.to_rpc() == rpc
+        assert d.model_dump(mode="json") == rpc  # the RPC form is the model's own JSON form
+        back = UsageDecision.model_validate(rpc)  # and the other side reads it back to the same decision
+        assert back == d and back.resets_at == (datetime(2026, 12, 1, tzinfo=UTC) if rpc["resets_at"] else None)
 
 
 def test_retry_after_counts_down_to_the_reset_and_levels_have_none() -> None:
