@@ -2,7 +2,7 @@
 
 Each `audit_log` row carries `seq` (1, 2, 3 … per tenant), `prev_hash` (the previous row's
 `row_hash`, 64 zeros for the first) and `row_hash`, which the database computes on insert
-(migrations/supabase/0008_audit_chain.sql, `private.audit_row_hash`). This module computes
+(supabase/migrations/20261126233134_audit_chain.sql, `private.audit_row_hash`). This module computes
 the same SHA-256 from the exact text the database hashed (`public.audit_chain_rows()` returns
 the time as `at_text` and the details as jsonb's own text), so `tenants.py audit verify`
 does not trust the database's functions to check themselves.

@@ -20,7 +20,7 @@ restore brings the tenant back into an empty platform or the same one, and is sa
      record_usage(), so no counter goes down; the audit chain through audit_restore(), which
      appends only what is missing and only rows that hash to their archived values (restored
      rows keep their hashes and the chain verifies after); the domain rules of
-     0006_domain_rules.sql apply as for any service-role write (quota, overlap);
+     20261126232039_domain_rules.sql apply as for any service-role write (quota, overlap);
   4. R2 objects are put back (before the tenant is routed); the Worker is deployed when
      missing (a new SESSION_SECRET: sessions do not survive) and the tenant is routed as the
      archive left it (converge); the meter's storage level is seeded through the tenant's

@@ -20,10 +20,10 @@ from shared.supabase import SupabaseClient, SupabaseError
 # Tables other issues add are found at run time from PostgREST's schema (tenant_tables()).
 KNOWN_TENANT_TABLES = ("tenant_usage", "profiles", "tenant_domains", "integration_credentials", "tenant_data_keys",
                        "audit_log", "tenants")
-# SQLSTATEs of the domain rules in migrations/supabase/0006_domain_rules.sql.
+# SQLSTATEs of the domain rules in supabase/migrations/20261126232039_domain_rules.sql.
 DOMAIN_QUOTA_SQLSTATE = "CMQ01"
 DOMAIN_TAKEN_SQLSTATE = "CMD01"
-# public.audit_restore() refusing an archived chain (migrations/supabase/0008_audit_chain.sql).
+# public.audit_restore() refusing an archived chain (supabase/migrations/20261126233134_audit_chain.sql).
 AUDIT_RESTORE_SQLSTATE = "CMA01"
 CLI_ACTOR = "system:tenant-cli"
 CHAIN_PAGE = 1000
@@ -55,7 +55,7 @@ class SupabaseRegistry:
         try:
             return await coro
         except SupabaseError as exc:
-            # The database's domain rules (migrations 0005): a refusal, not an outage. The CLI
+            # The database's domain rules (supabase/migrations/20261126232039_domain_rules.sql): a refusal, not an outage. The CLI
             # checks first with a clearer message; these answer a race with another writer.
             if exc.code == DOMAIN_QUOTA_SQLSTATE:
                 raise Refused(f"supabase refused to {what}: {exc.message}") from None

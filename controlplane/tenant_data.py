@@ -5,7 +5,7 @@ so tables later issues add are included; the audit trail with its hash chain che
 D1 routing rows and the Worker's spec; never a secret. It leaves a `tenant.exported` audit
 row. Erasure unroutes first (same order as remove), then deletes the tenant's rows child
 tables first; the audit chain goes last, whole, by the cascade of the tenants row (the one
-delete the append-only audit log allows: migrations/supabase/0008_audit_chain.sql). It checks
+delete the append-only audit log allows: supabase/migrations/20261126233134_audit_chain.sql). It checks
 that none is left, and leaves one audit record in the primary tenant's chain: a fingerprint
 of the tenant id and row counts, no personal data.
 """

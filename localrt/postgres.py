@@ -2,8 +2,9 @@
 
     cluster = PgCluster(data_dir=Path(".local/pg"), port=54329)
     cluster.start()              # initdb on first use (reused after), pg_ctl start, create db
-    cluster.apply_migrations()   # migrations/supabase/NNNN_*.sql in order, tracked, idempotent
-    cluster.seed()               # migrations/supabase/seed.sql (idempotent upserts)
+    cluster.apply_migrations()   # localrt/sql/supabase_compat.sql, then supabase/migrations/*.sql
+                                 # in order; tracked, idempotent
+    cluster.seed()               # supabase/seed.sql (idempotent upserts)
     cluster.dsn                  # postgresql://postgres:…@127.0.0.1:54329/cmgsite  (superuser)
     cluster.authenticator_dsn    # what PostgREST logs in with
     cluster.stop()               # pg_ctl stop -m fast
@@ -17,6 +18,13 @@ and keeps in `<data-dir>/cmgsite-localrt.json` (mode 0600, never committed).
 
 initdb and postgres refuse to run as root: as root we run them as the Debian package's
 `postgres` system user (created if missing) through `runuser`, and chown the data dir.
+
+The schema is laid out as the Supabase CLI expects (`supabase db push` sends the same
+files): `supabase/migrations/<14-digit timestamp>_<name>.sql`, `supabase/seed.sql`. What a
+hosted Supabase database already has (the API roles, the `auth` schema's functions) is in
+`localrt/sql/supabase_compat.sql`, outside what is pushed, and is applied here first. The
+files were once `migrations/supabase/NNNN_name.sql`; a local state that recorded those names
+has them renamed in its ledger (LEGACY_NAMES), so nothing is applied twice.
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import secrets
 import subprocess
 import sys
@@ -37,7 +46,27 @@ import psycopg
 from psycopg import sql
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MIGRATIONS_DIR = REPO_ROOT / "migrations" / "supabase"
+SUPABASE_DIR = REPO_ROOT / "supabase"  # the Supabase CLI's project directory
+MIGRATIONS_DIR = SUPABASE_DIR / "migrations"
+SEED_FILE = SUPABASE_DIR / "seed.sql"
+# Only for a plain PostgreSQL (hosted Supabase has it already): never under supabase/.
+COMPAT_FILE = REPO_ROOT / "localrt" / "sql" / "supabase_compat.sql"
+# The Supabase CLI's migration file name: a 14-digit UTC timestamp, an underscore, a name.
+MIGRATION_NAME = re.compile(r"^\d{14}_[a-z0-9_]+\.sql$")
+# Ledger names recorded before the Supabase CLI layout (migrations/supabase/NNNN_name.sql),
+# mapped to today's names. The files moved unchanged, so their recorded sha256 still holds.
+LEGACY_NAMES: dict[str, str] = {
+    "0000_supabase_compat.sql": "supabase_compat.sql",
+    "0001_tenancy_schema.sql": "20261126154046_tenancy_schema.sql",
+    "0002_platform_domains.sql": "20261126162328_platform_domains.sql",
+    "0003_profile_email.sql": "20261126162550_profile_email.sql",
+    "0004_usage_history.sql": "20261126230329_usage_history.sql",
+    "0005_api_request_guard.sql": "20261126230448_api_request_guard.sql",
+    "0006_domain_rules.sql": "20261126232039_domain_rules.sql",
+    "0007_integration_credentials.sql": "20261126233102_integration_credentials.sql",
+    "0008_audit_chain.sql": "20261126233134_audit_chain.sql",
+    "0009_operations.sql": "20261126235519_operations.sql",
+}
 SECRETS_FILE = "cmgsite-localrt.json"
 SERVICE_USER = "postgres"  # the Debian package's system user
 _MAX_SOCKET_DIR = 80  # unix socket paths are limited to ~107 bytes including the file name
@@ -66,7 +95,7 @@ def find_pg_bin() -> Path:
 
 
 def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
-    """The numbered schema migrations in apply order (seed.sql is not one of them)."""
+    """The timestamped schema migrations in apply order (as `supabase db push` orders them)."""
     return sorted(p for p in directory.glob("*.sql") if p.name[:1].isdigit())
 
 
@@ -191,11 +220,12 @@ class PgCluster:
         return res.returncode == 0
 
     # ---- schema -------------------------------------------------------------------------
-    def apply_migrations(self, directory: Path = MIGRATIONS_DIR) -> list[str]:
-        """Apply numbered migrations not yet recorded, each in its own transaction.
+    def apply_migrations(self, directory: Path = MIGRATIONS_DIR, compat: Path | None = COMPAT_FILE) -> list[str]:
+        """Apply the compat SQL and then the migrations not yet recorded, each in its own transaction.
 
         Returns the names applied now. A recorded file whose content changed is an error:
-        migrations are append-only (write a new one instead).
+        migrations are append-only (write a new one instead). Names recorded before the
+        Supabase CLI layout are renamed in the ledger first (LEGACY_NAMES).
         """
         applied_now: list[str] = []
         with self.connect() as conn:
@@ -205,8 +235,16 @@ class PgCluster:
                 " name text primary key, sha256 text not null,"
                 " applied_at timestamptz not null default now())"
             )
+            with conn.transaction():
+                conn.execute(
+                    "update localrt_meta.schema_migrations m set name = l.new"
+                    " from unnest(%s::text[], %s::text[]) as l(old, new)"
+                    " where m.name = l.old"
+                    " and not exists (select 1 from localrt_meta.schema_migrations n where n.name = l.new)",
+                    (list(LEGACY_NAMES), list(LEGACY_NAMES.values())),
+                )
             done: dict[str, str] = dict(conn.execute("select name, sha256 from localrt_meta.schema_migrations").fetchall())
-            for path in migration_files(directory):
+            for path in [*([compat] if compat is not None else []), *migration_files(directory)]:
                 text = path.read_text()
                 digest = hashlib.sha256(text.encode()).hexdigest()
                 if path.name in done:
@@ -230,7 +268,7 @@ class PgCluster:
             )
         return applied_now
 
-    def seed(self, path: Path = MIGRATIONS_DIR / "seed.sql") -> None:
+    def seed(self, path: Path = SEED_FILE) -> None:
         """Run the idempotent seed in one transaction."""
         with self.connect() as conn, conn.transaction():
             conn.execute(path.read_text().encode())

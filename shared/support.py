@@ -1,7 +1,7 @@
 """The support desk's rules: first-response SLA per tier, priorities, statuses.
 
 The database applies the same SLA when a ticket is opened (private.first_response_hours in
-migrations/supabase/0009_operations.sql; a test keeps the two equal): the clock starts at
+supabase/migrations/20261126235519_operations.sql; a test keeps the two equal): the clock starts at
 opening, and the first answer by a tenant admin or platform staff member who is not the opener
 stops it. A ticket whose first answer came after its due time, or that is still unanswered
 past it, is breached.

@@ -12,7 +12,7 @@ Audit listings take `limit` (1..200, default 50), `cursor` (the `next_cursor` of
 before), `action` (exact, or a prefix ending in `*`: `domain.*`), `actor`, `since` and `until`
 (ISO 8601 with a time zone; since inclusive, until exclusive), and on the platform listing
 `tenant`. Anything else is a 400 `invalid_query`. Rows come from public.audit_trail*() with the
-user's token, so RLS decides what is seen (migrations/supabase/0008_audit_chain.sql).
+user's token, so RLS decides what is seen (supabase/migrations/20261126233134_audit_chain.sql).
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ every member may read, is in api_data.
     POST   /api/domains/<domain>/verify                check the token (DNS TXT over DoH, or HTTP); 200 verified
     DELETE /api/domains/<domain>                       give a custom domain up (never the primary domain)
 
-Supabase is the authority (migrations/supabase/0006_domain_rules.sql), whichever path adds a
+Supabase is the authority (supabase/migrations/20261126232039_domain_rules.sql), whichever path adds a
 domain, the operator's CLI included: the quota (429 `usage_limit_exceeded`, from the tenant's row
 lock, so concurrent adds cannot pass it), no overlap with another tenant's names (409, one
 answer for "taken", "under" and "above" alike, so nothing about a neighbour is told), a claim is
@@ -51,7 +51,7 @@ log = logging.getLogger("cmgsite.tenant.domains")
 
 DOMAIN_COLUMNS = ("domain,domain_type,ssl_status,dns_configured,verification_status,verification_token,"
                   "verified_at,verification_checked_at,verification_detail")
-# The domain rules' SQLSTATEs (migrations/supabase/0006_domain_rules.sql).
+# The domain rules' SQLSTATEs (supabase/migrations/20261126232039_domain_rules.sql).
 QUOTA_SQLSTATE, TAKEN_SQLSTATE = "CMQ01", "CMD01"
 ROUTING_NOTE = "The platform routes a verified domain at its next sync (within minutes)."
 

@@ -10,7 +10,7 @@ data key, which is itself wrapped by the platform key (the Worker secret PLATFOR
 keyring: new data keys are wrapped under its active key, any key it holds opens): envelope
 format v1, shared.envelope, docs/encryption.md. The tenant id and the secret's name are bound
 into each ciphertext, so a value copied to another tenant or row does not open. Rows are read
-and written with the admin's tenant JWT (RLS: admin of T only, migrations/supabase/0007);
+and written with the admin's tenant JWT (RLS: admin of T only, supabase/migrations/20261126233102_integration_credentials.sql);
 setting and deleting write an audit row, which holds the name and key id, never the value.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The support desk. Every call runs as the signed-in user through RLS (0009_operations.sql).
+"""The support desk. Every call runs as the signed-in user through RLS (20261126235519_operations.sql).
 
     POST  /api/support/tickets                   any member: open a ticket {subject, body, priority?}
     GET   /api/support/tickets                   a client: their own tickets; an admin: the tenant's

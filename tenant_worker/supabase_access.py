@@ -149,7 +149,7 @@ async def write_audit(call: Call, *, actor: str, action: str, target: str | None
     The tenant id comes from the verified context, never from the caller; the request id is
     this request's unless given. `outcome` is "success", "failure" or "denied". The database
     stamps the time and links the row into the tenant's hash chain
-    (migrations/supabase/0008_audit_chain.sql); nobody can change or delete it afterwards.
+    (supabase/migrations/20261126233134_audit_chain.sql); nobody can change or delete it afterwards.
     """
     if outcome not in AUDIT_OUTCOMES:
         raise ValueError(f"outcome must be one of {sorted(AUDIT_OUTCOMES)}")

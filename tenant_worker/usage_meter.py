@@ -23,7 +23,7 @@ caller answers 503 `usage_unavailable` and does no work). A brand-new or reset o
 therefore cannot hand a tenant its quota again.
 
 After a change an alarm flushes dirty counters to Supabase through
-`public.record_usage()` (migrations/supabase/0004_usage_history.sql). It sends absolute
+`public.record_usage()` (supabase/migrations/20261126230329_usage_history.sql). It sends absolute
 values keyed by tenant/kind/period (never an add), so a repeated flush writes the same
 numbers again. The database keeps the greater of the recorded and the sent count for
 counters and stores levels as sent. A flush can therefore never lower billing history, and a

@@ -4,7 +4,7 @@ behind the local gateway, and on the pre-request guard itself in SQL.
 The defects: PostgREST accepted a signed token with no `exp` (valid for ever) and with any
 `aud`, and `Prefer: count=planned` / `count=estimated` answered a tenant with the planner's
 table-wide row estimate. Now PostgREST requires the audience (`jwt-aud`), and the pre-request
-function `api_guard.check_request()` (migrations/supabase/0005_api_request_guard.sql) requires
+function `api_guard.check_request()` (supabase/migrations/20261126230448_api_request_guard.sql) requires
 `exp` and `aud` and refuses those counts for every role except service_role.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The audit trail's hash chain in the real PostgreSQL and over the real PostgREST
-(migrations/supabase/0008_audit_chain.sql, controlplane/audit_chain.py).
+(supabase/migrations/20261126233134_audit_chain.sql, controlplane/audit_chain.py).
 
 Every attack here is one that would succeed without the migration: an UPDATE, DELETE or
 TRUNCATE of audit rows through PostgREST with a tenant token or the service-role key, or in
@@ -326,7 +326,7 @@ def test_the_migration_chains_rows_written_before_it(pg_cluster: PgCluster, tmp_
     before = tmp_path / "before"
     before.mkdir()
     for path in migration_files():
-        if path.name < "0008":
+        if path.name < "20261126233134_audit_chain.sql":
             shutil.copy(path, before / path.name)
     db = PgCluster(data_dir=pg_cluster.data_dir, port=pg_cluster.port, dbname=f"backfill_{uuid.uuid4().hex[:8]}")
     db.start()  # the running cluster: creates the database only
@@ -341,7 +341,7 @@ def test_the_migration_chains_rows_written_before_it(pg_cluster: PgCluster, tmp_
                          " ('old-b', 'u', 'auth.signin.failure', null, '{}', '2026-01-01'),"
                          " ('old-a', 'u', 'auth.signin.success', 'u', '{}', '2026-01-01')")
         applied = db.apply_migrations(MIGRATIONS_DIR)
-        assert "0008_audit_chain.sql" in applied
+        assert "20261126233134_audit_chain.sql" in applied
         with db.connect() as conn:
             a, b = chain(conn, "old-a"), chain(conn, "old-b")
         assert [r.action for r in a] == ["auth.signin.success", "tenant.added"]  # (at, id) order

@@ -17,7 +17,8 @@ import pytest
 from controlplane.wrangler import ROOT, dispatcher_deploy_command, tenant_deploy_command
 
 SHIPPED = {"dispatcher": ("dispatcher", "shared"), "tenant": ("tenant_worker", "shared")}
-NEVER = ("tests/", "localrt/", "scripts/", "controlplane/", "node_modules/", "migrations/", ".local/", ".wrangler/")
+NEVER = ("tests/", "localrt/", "scripts/", "controlplane/", "node_modules/", "migrations/", "supabase/", ".local/",
+         ".wrangler/")
 # Dev/test-only packages (pyproject's `dev` extra and friends): never in python_modules/.
 DEV_PACKAGES = ("httpx", "httpcore", "uvicorn", "pytest", "_pytest", "pytest_asyncio", "hypothesis", "psycopg",
                 "cryptography", "sniffio", "anyio", "h11", "localrt", "controlplane", "tests", "scripts")

@@ -1,4 +1,4 @@
-"""The database as the one authority on domains (migrations/supabase/0006_domain_rules.sql), attacked
+"""The database as the one authority on domains (supabase/migrations/20261126232039_domain_rules.sql), attacked
 in SQL the way PostgREST drives it (`set local role` + `request.jwt.claims`) and over HTTP through
 the real PostgREST: the quota on every writer and under concurrency, no overlap across tenants,
 claims pending with a token only the database makes, and the primary domain kept.

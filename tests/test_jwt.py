@@ -167,7 +167,7 @@ def test_ttl_is_minutes_not_days(ttl: int) -> None:
 
 @pytest.mark.parametrize("ttl", [1, 180, MAX_TENANT_JWT_TTL])
 def test_every_minted_token_carries_the_audience_and_an_expiry_the_guard_accepts(ttl: int) -> None:
-    # PostgREST's pre-request guard (0005_api_request_guard.sql) refuses a tenant token without
+    # PostgREST's pre-request guard (20261126230448_api_request_guard.sql) refuses a tenant token without
     # `aud = authenticated`, without `exp`, or with `exp` more than MAX_TENANT_JWT_TTL ahead.
     claims = json.loads(base64.urlsafe_b64decode(tenant_token(ttl_seconds=ttl).split(".")[1] + "=="))
     assert claims["aud"] == TENANT_JWT_AUDIENCE == "authenticated"

@@ -1,4 +1,4 @@
-"""0009_operations.sql in SQL, the way PostgREST drives it (role + JWT claims, rolled back):
+"""20261126235519_operations.sql in SQL, the way PostgREST drives it (role + JWT claims, rolled back):
 health checks and alerts (N failures in a row, one open alert, the webhook outbox, uptime), and
 the support desk's rules as attacks: escalation, spoofed authors, other tenants' tickets, the SLA."""
 from __future__ import annotations

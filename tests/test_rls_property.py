@@ -121,7 +121,7 @@ def world_sql(tenants: list[TenantSpec]) -> list[sql.Composable]:
     parts.append(sql.SQL("insert into public.integration_credentials (tenant_id, name, key_id, ciphertext) "
                          "values {}").format(_values([(tid(i), "seeded", "dk1", FAKE_CIPHERTEXT)
                                                       for i in range(len(tenants))])))
-    # 0009_operations.sql: a failed check, an open alert, a ticket opened by the first user and a reply.
+    # 20261126235519_operations.sql: a failed check, an open alert, a ticket opened by the first user and a reply.
     parts.append(sql.SQL("insert into public.health_checks (tenant_id, ok) values {}").format(
         _values([(tid(i), False) for i in range(len(tenants))])))
     parts.append(sql.SQL("insert into public.health_alerts (tenant_id, status) values {}").format(
@@ -193,7 +193,7 @@ def test_every_row_seen_or_changed_belongs_to_the_callers_tenant(conn: psycopg.C
                 rows = run_script(conn, [sql.SQL("savepoint op"), statement(op)])[-1]
             except psycopg.Error as exc:
                 # Refusals end the operation, not the case: grants/RLS (42501), checks, uniqueness,
-                # and the domain rules' quota (CMQ01) and overlap (CMD01) of 0006_domain_rules.sql.
+                # and the domain rules' quota (CMQ01) and overlap (CMD01) of 20261126232039_domain_rules.sql.
                 if exc.sqlstate not in REFUSALS:
                     raise
                 conn.execute("rollback to savepoint op")

@@ -7,15 +7,17 @@ service_role, never as the connection's superuser.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import uuid
+from pathlib import Path
 from typing import Any, Iterator
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from localrt.postgres import MIGRATIONS_DIR, PgCluster, migration_files
+from localrt.postgres import COMPAT_FILE, SEED_FILE, PgCluster, migration_files
 from tests.fixtures.rls_matrix import (
     DENIED,
     EXPECTED,
@@ -289,7 +291,8 @@ def test_anon_sees_and_calls_nothing(conn: psycopg.Connection) -> None:
     for table in TABLES:
         become(conn, "anon", {"role": "anon"})
         assert _attempt(conn, f"select * from public.{table}") == DENIED
-    for fn in ("private.is_super_admin()", "public.get_current_tenant_id()", "private.is_primary_tenant('cozyartz')"):
+    for fn in ("private.is_super_admin()", "public.get_current_tenant_id()", "private.is_primary_tenant('cozyartz')",
+               "private.member_tenant_id()", "private.admin_tenant_id()"):
         become(conn, "anon", {"role": "anon"})
         assert _attempt(conn, f"select {fn}") == DENIED
 
@@ -414,7 +417,7 @@ def _data_digest(conn: psycopg.Connection) -> list[Any]:
 
 def test_migrations_and_seed_reapply_with_psql_as_a_no_op(pg_cluster: PgCluster, conn: psycopg.Connection) -> None:
     before_schema, before_data = _schema_dump(pg_cluster), _data_digest(conn)
-    for path in [*migration_files(), MIGRATIONS_DIR / "seed.sql"]:
+    for path in [COMPAT_FILE, *migration_files(), SEED_FILE]:
         subprocess.run([str(pg_cluster.bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
                         "-d", pg_cluster.dsn, "-f", str(path)], check=True, capture_output=True, text=True)
     assert pg_cluster.apply_migrations() == []  # and the tracked runner skips them all
@@ -455,10 +458,118 @@ def test_compat_migration_steps_aside_on_a_real_supabase(conn: psycopg.Connectio
     try:
         conn.execute("create role supabase_admin")
         conn.execute("revoke authenticated from authenticator")  # a difference the file would "fix"
-        conn.execute((MIGRATIONS_DIR / "0000_supabase_compat.sql").read_text().encode())
+        conn.execute(COMPAT_FILE.read_text().encode())
         assert any("real Supabase database detected" in n for n in notices)
         member = conn.execute("select pg_has_role('authenticator', 'authenticated', 'member')").fetchone()
         assert member == (False,)
     finally:
         conn.rollback()
         conn.remove_notice_handler(collect)
+
+
+# ---- the policies' helpers: same answers, same plans -------------------------------------------
+
+HELPERS_MIGRATION = "20261127013708_rls_helpers.sql"
+
+
+@pytest.mark.parametrize(("claims", "member", "admin"), [
+    ({"tenant_id": SEED_A, "tenant_role": "client"}, SEED_A, None),
+    ({"tenant_id": SEED_A, "tenant_role": "admin"}, SEED_A, SEED_A),
+    ({"tenant_id": "cozyartz", "tenant_role": "super_admin"}, "cozyartz", "cozyartz"),
+    # super_admin claimed outside the primary tenant is no admin at all
+    ({"tenant_id": SEED_A, "tenant_role": "super_admin"}, SEED_A, None),
+    ({"tenant_id": "", "tenant_role": "admin"}, None, None),
+    ({"tenant_role": "admin"}, None, None),
+    ({"tenant_id": SEED_A, "tenant_role": "Admin"}, SEED_A, None),
+])
+def test_the_policy_helpers_answer_from_the_jwt(conn: psycopg.Connection, claims: dict[str, Any],
+                                                member: str | None, admin: str | None) -> None:
+    become(conn, "authenticated", {"sub": str(uuid.uuid4()), "role": "authenticated", **claims})
+    try:
+        row = conn.execute("select private.member_tenant_id(), private.admin_tenant_id()").fetchone()
+    finally:
+        conn.rollback()
+    assert row == (member, admin)
+
+
+def test_policies_read_the_jwt_only_through_the_helpers(conn: psycopg.Connection) -> None:
+    rows = conn.execute("select tablename, policyname, coalesce(qual, '') || ' ' || coalesce(with_check, '')"
+                        " from pg_policies where schemaname = 'public'").fetchall()
+    conn.rollback()
+    assert rows
+    assert [(t, p) for t, p, text in rows if "auth.jwt()" in text or "is_tenant_admin()" in text] == []
+    # and every helper call is wrapped in a sub-select, so it is an InitPlan, not a per-row call
+    for table, policy, text in rows:
+        for helper in ("private.member_tenant_id()", "private.admin_tenant_id()", "private.is_super_admin()"):
+            assert text.count(helper) == text.count(f"SELECT {helper}"), (table, policy, helper)
+
+
+# (principal claims, query): tenant reads as the API makes them, and one where RLS alone filters.
+PLAN_QUERIES = [
+    ({"tenant_id": SEED_A, "tenant_role": "admin"},
+     "select * from public.audit_log where tenant_id = 'partner1' order by at desc limit 20"),
+    ({"tenant_id": SEED_A, "tenant_role": "client", "sub": "00000000-0000-4000-8000-000000000012"},
+     "select * from public.profiles where tenant_id = 'partner1'"),
+    ({"tenant_id": SEED_A, "tenant_role": "admin"}, "select name from public.integration_credentials"),
+    ({"tenant_id": SEED_A, "tenant_role": "client", "sub": "00000000-0000-4000-8000-000000000012"},
+     "select * from public.support_tickets where tenant_id = 'partner1'"),
+    ({"tenant_id": SEED_A, "tenant_role": "admin"}, "select * from public.tenant_domains where tenant_id = 'partner1'"),
+]
+
+
+def _plan(db: PgCluster, claims: dict[str, Any], query: str) -> dict[str, Any]:
+    with db.connect(autocommit=False) as c:
+        c.execute("set local enable_seqscan = off")  # the question is which index serves the read
+        c.execute("set local enable_bitmapscan = off")
+        become(c, "authenticated", {"role": "authenticated", "sub": str(uuid.uuid4()), **claims})
+        row = c.execute(f"explain (verbose, costs off, format json) {query}").fetchone()
+        c.rollback()
+    assert row is not None
+    plan: dict[str, Any] = row[0][0]["Plan"]
+    return plan
+
+
+def _nodes(plan: dict[str, Any], in_initplan: bool = False) -> Iterator[tuple[dict[str, Any], bool]]:
+    yield plan, in_initplan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child, in_initplan or child.get("Parent Relationship") == "InitPlan")
+
+
+def _scans(plan: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The scans outside InitPlans: node type, relation, index (the plan's shape for a tenant read)."""
+    return [(n["Node Type"], n.get("Relation Name", ""), n.get("Index Name", ""))
+            for n, init in _nodes(plan) if not init and "Relation Name" in n]
+
+
+def test_the_helpers_plan_as_the_predicates_did(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    before_dir = tmp_path / "before"
+    before_dir.mkdir()
+    for path in migration_files():
+        if path.name < HELPERS_MIGRATION:
+            shutil.copy(path, before_dir / path.name)
+    db = PgCluster(data_dir=pg_cluster.data_dir, port=pg_cluster.port, dbname=f"plans_{uuid.uuid4().hex[:8]}")
+    db.start()  # the running cluster: creates the database only
+    try:
+        db.apply_migrations(before_dir)
+        db.seed()
+        before = [_plan(db, claims, query) for claims, query in PLAN_QUERIES]
+        assert HELPERS_MIGRATION in db.apply_migrations()
+        after = [_plan(db, claims, query) for claims, query in PLAN_QUERIES]
+    finally:
+        with psycopg.connect(pg_cluster.dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(db.dbname)))
+
+    for (_claims, query), old, new in zip(PLAN_QUERIES, before, after, strict=True):
+        table = query.split("from public.")[1].split()[0]
+        # The same scans, and the table is read through an index led by tenant_id.
+        assert _scans(new) == _scans(old), query
+        scans = [n for n, init in _nodes(new) if not init and n.get("Relation Name") == table]
+        assert scans and all(n["Node Type"] in ("Index Scan", "Index Only Scan") for n in scans), query
+        assert all("tenant_id" in n.get("Index Cond", "") for n in scans), query
+        # The helpers run once per statement (InitPlans); no scan calls a function per row.
+        outside = " ".join(str(n.get(k, "")) for n, init in _nodes(new) if not init
+                           for k in ("Filter", "Index Cond", "Recheck Cond"))
+        for name in ("member_tenant_id", "admin_tenant_id", "is_super_admin", "jwt", "is_tenant_admin"):
+            assert f"{name}(" not in outside, (query, name, outside)
+        inits = " ".join(str(n.get("Output", "")) for n, init in _nodes(new) if init)
+        assert "private.admin_tenant_id()" in inits or "private.member_tenant_id()" in inits, query
