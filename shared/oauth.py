@@ -27,7 +27,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.http import HttpClient, HttpError, HttpResponse
-from shared.jwt import TENANT_ID_PATTERN, HS256Signer, JwtError, decode_unverified_header, verify_hs256
+from shared.ids import TENANT_ID_PATTERN
+from shared.jwt import HS256Signer, JwtError, decode_unverified_header, verify_hs256
 from shared.keys import LEGACY_KID, Key, Keyring, KeyringError, b64url_encode, derive_hex
 from shared.rs256 import RsaPublicKey, RsaVerifier, SignatureError, keys_from_jwks, verify_rs256
 
