@@ -11,6 +11,8 @@ A tag that does not verify makes `decrypt` reject with an OperationError: Envelo
 """
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
 from js import Object, Uint8Array, crypto
@@ -18,6 +20,8 @@ from pyodide.ffi import JsException, to_js
 
 from shared.envelope import EnvelopeError
 from shared.rs256 import RsaPublicKey
+
+log = logging.getLogger("cmgsite.tenant.webcrypto")
 
 
 def _u8(data: bytes) -> Any:
@@ -76,6 +80,7 @@ class WebCryptoRsaVerifier:
     async def verify(self, key: RsaPublicKey, message: bytes, signature: bytes) -> bool:
         try:
             ok = await crypto.subtle.verify("RSASSA-PKCS1-v1_5", await self._key(key), _u8(signature), _u8(message))
-        except JsException:
+        except JsException as exc:  # a key the runtime will not import (logged: no secret in a public key)
+            log.warning(json.dumps({"event": "rs256_key_refused", "kid": key.kid[:64], "error": str(exc)[:200]}))
             return False
         return ok is True
