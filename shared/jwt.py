@@ -24,24 +24,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 from datetime import datetime
 from typing import Any, Literal, Mapping, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.ids import TENANT_ID_PATTERN, UUID_RE
 from shared.json_depth import exceeds_depth
 from shared.keys import LEGACY_KID, Keyring, b64url_decode, b64url_encode
+from shared.roles import RoleName
 
-TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 MAX_SEGMENT_DEPTH = 16
 MAX_TENANT_JWT_TTL = 3600  # minutes, not days: a leaked token must die quickly
 # The audience every tenant token carries. PostgREST is configured to require it (`jwt-aud`),
 # and so is the database's pre-request guard (supabase/migrations/20261126230448_api_request_guard.sql).
 TENANT_JWT_AUDIENCE = "authenticated"
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
-TenantRole = Literal["client", "admin", "super_admin"]
+TenantRole = RoleName  # shared.roles: the one role vocabulary
 
 
 class JwtError(ValueError):
@@ -228,7 +227,7 @@ class TenantJwtClaims(BaseModel):
     @classmethod
     def _sub_is_uuid(cls, value: str) -> str:
         # auth.uid() casts sub to uuid; anything else would fail inside Postgres.
-        if not _UUID_RE.match(value):
+        if not UUID_RE.match(value):
             raise ValueError("sub must be a lower-case UUID (the Supabase user id)")
         return value
 

@@ -29,13 +29,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol
 
+from shared.ids import TENANT_ID_RE
 from shared.metrics import DATASET, LATENCY_BUCKETS_MS, SOURCE_DISPATCHER, SOURCE_TENANT
 from shared.outbound_http import HttpClient, HttpError
 
 WINDOWS: dict[str, int] = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 SERIES_STEPS: dict[str, int] = {"1h": 300, "24h": 3600, "7d": 6 * 3600, "30d": 86400}
 API_BASE = "https://api.cloudflare.com/client/v4"
-_TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_TENANT_ID = TENANT_ID_RE  # shared.ids
 _DATASET = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _NUMERIC_TYPE = re.compile(r"(U?Int|Float)[0-9]+")
 

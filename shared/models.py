@@ -12,14 +12,16 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any, Mapping
 
+from shared.ids import (  # noqa: F401  (re-exported: the id shapes live in shared.ids)
+    REQUEST_ID_PATTERN,
+    REQUEST_ID_RE,
+    SCRIPT_NAME_PATTERN,
+    SCRIPT_NAME_RE,
+    TENANT_ID_PATTERN,
+    TENANT_ID_RE,
+)
 from shared.tiers import Tier
 
-TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
-SCRIPT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
-TENANT_ID_RE = re.compile(TENANT_ID_PATTERN)
-SCRIPT_NAME_RE = re.compile(SCRIPT_NAME_PATTERN)
-REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
 HOST_RE = re.compile(r"^[a-z0-9.-]{1,253}$")
 
 

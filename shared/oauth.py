@@ -6,7 +6,7 @@
     ... provider redirects to /auth/callback?code&state ...
     st = verify_state(state, secret, tenant_id=..., host=..., nonce=cookie, now=...)
     tokens = await exchange_code(http, cfg, code, redirect_uri, verifier)
-    who = await github_identity(http, cfg, tokens) | await google_identity(http, cfg, tokens, ...)
+    who = await github_identity(http, cfg, tokens) | await google_identity(http, cfg, tokens, ..., verifier=...)
 
 The state is a signed token (HMAC key derived from SESSION_SECRET and the tenant id) bound to
 the tenant, its host, the provider and a hash of the browser's nonce cookie; it lives ten
@@ -26,10 +26,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.jwt import TENANT_ID_PATTERN, HS256Signer, JwtError, decode_unverified_header, verify_hs256
+from shared.ids import TENANT_ID_PATTERN
+from shared.jwt import HS256Signer, JwtError, decode_unverified_header, verify_hs256
 from shared.keys import LEGACY_KID, Key, Keyring, KeyringError, b64url_encode, derive_hex
 from shared.outbound_http import HttpClient, HttpError, HttpResponse
-from shared.rs256 import RsaPublicKey, SignatureError, keys_from_jwks, verify_rs256
+from shared.rs256 import RsaPublicKey, RsaVerifier, SignatureError, keys_from_jwks, verify_rs256
 
 Provider = Literal["github", "google"]
 PROVIDERS: tuple[Provider, ...] = ("github", "google")
@@ -348,7 +349,8 @@ class GoogleIdClaims(BaseModel):
 
 
 class JwksCache:
-    """Google's keys per isolate: fetched on first use, refreshed hourly or on an unknown kid."""
+    """Google's keys per isolate: fetched on first use, refreshed hourly, and refetched once
+    for a sign-in whose ID token names a key id the cached set lacks (Google rotates its keys)."""
 
     def __init__(self, clock: Callable[[], float] = time.time, ttl: float = 3600.0) -> None:
         self._clock, self._ttl = clock, ttl
@@ -372,18 +374,20 @@ class JwksCache:
 
 
 async def google_identity(http: HttpClient, cfg: ProviderConfig, tokens: TokenResponse, *, expected_nonce: str,
-                          now: float, jwks: JwksCache, leeway: int = 60) -> Identity:
-    """Identity from Google's ID token: signature (JWKS), issuer, audience, expiry, nonce."""
+                          now: float, jwks: JwksCache, verifier: RsaVerifier, leeway: int = 60) -> Identity:
+    """Identity from Google's ID token: signature (JWKS, the RSA check by `verifier`), issuer,
+    audience, expiry, nonce. An unknown key id refetches the JWKS once, never more per sign-in."""
     if not tokens.id_token:
         raise OAuthError("id_token_invalid", "Google did not send an ID token.")
     keys = await jwks.keys(http, cfg)
     try:
         try:
-            _, raw = verify_rs256(tokens.id_token, keys)
+            _, raw = await verify_rs256(tokens.id_token, keys, verifier)
         except SignatureError as exc:
             if "unknown key id" not in str(exc):
                 raise
-            _, raw = verify_rs256(tokens.id_token, await jwks.keys(http, cfg, refresh=True))  # key rotation
+            keys = await jwks.keys(http, cfg, refresh=True)  # key rotation: once, then the answer stands
+            _, raw = await verify_rs256(tokens.id_token, keys, verifier)
         claims = GoogleIdClaims.model_validate(raw)
     except (SignatureError, ValidationError):
         raise OAuthError("id_token_invalid", "Google's ID token did not verify.") from None

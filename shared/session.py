@@ -26,14 +26,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.jwt import TENANT_ID_PATTERN, HS256Signer
+from shared.ids import TENANT_ID_PATTERN, UUID_PATTERN
+from shared.jwt import HS256Signer
 from shared.keys import Key, Keyring, KeyringError, b64url_decode, derive_hex
+from shared.roles import RoleName
 
 SESSION_TTL_SECONDS = 8 * 3600  # a working day; role changes rotate sooner (see tenant_worker.auth)
 _PURPOSE = "cmgsite-session-v1"
-_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
-Role = Literal["client", "admin", "super_admin"]
+Role = RoleName  # shared.roles: the one role vocabulary
 
 
 class SessionError(ValueError):
@@ -47,7 +48,7 @@ class SessionClaims(BaseModel):
 
     typ: Literal["session"] = "session"
     tid: str = Field(pattern=TENANT_ID_PATTERN)  # tenant id
-    sub: str = Field(pattern=_UUID)  # profiles.id
+    sub: str = Field(pattern=UUID_PATTERN)  # profiles.id
     role: Role
     sid: str = Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")  # session id: rotation makes a new one
     iat: int = Field(strict=True)  # a signed token's times are ints, never true/1.0/"1"

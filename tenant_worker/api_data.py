@@ -19,18 +19,20 @@ from __future__ import annotations
 import base64
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared.ids import UUID_RE
 from shared.models import TENANT_ID_RE, TenantType
+from shared.roles import RoleName
 from tenant_worker.auth_store import AuthStore, AuthStoreMissing
 from tenant_worker.inbound_http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Role, require
 from tenant_worker.supabase_access import guarded, tenant_db, write_audit
 
 _WHOLE = re.compile(r"[0-9]{1,6}")
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_UUID = UUID_RE  # shared.ids
 TENANT_COLUMNS = "tenant_id,name,domain,type,subscription_tier,status,whitelabel_config"
 PROFILE_COLUMNS = "id,tenant_id,tenant_role,email,display_name,created_at,updated_at"
 DOMAIN_COLUMNS = "domain,domain_type,ssl_status,dns_configured,created_at"
@@ -81,7 +83,7 @@ async def list_profiles(call: Call) -> Reply:
 class ProfilePatch(RequestBody):
     """What a tenant admin may change on a profile of their tenant."""
 
-    tenant_role: Literal["client", "admin", "super_admin"] | None = None
+    tenant_role: RoleName | None = None
     display_name: str | None = Field(default=None, min_length=1, max_length=200)
 
 

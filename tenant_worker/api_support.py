@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
+from shared.ids import UUID_RE
 from shared.metrics_query import MetricsUnavailable
 from shared.models import TENANT_ID_RE, TenantType
 from shared.support import PRIORITIES, sla_state
@@ -35,7 +36,7 @@ from tenant_worker.metrics_adapter import metrics_queries
 from tenant_worker.principal import Principal, Role, require
 from tenant_worker.supabase_access import guarded, tenant_db, write_audit
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_UUID = UUID_RE  # shared.ids
 _WHOLE = re.compile(r"[0-9]{1,6}")
 TICKET_COLUMNS = ("id,tenant_id,opened_by,subject,body,priority,status,tier,first_response_due_at,"
                   "first_response_at,escalated,escalated_at,created_at,updated_at")

@@ -42,6 +42,7 @@ from shared.oauth import (
     verify_state,
 )
 from shared.outbound_http import HttpError
+from shared.rs256 import RsaVerifier
 from shared.session import SESSION_TTL_SECONDS, SessionClaims, SessionError, issue_session, verify_session
 from shared.supabase import SupabaseError
 from tenant_worker.auth_store import AuthStore, AuthStoreMissing
@@ -63,6 +64,16 @@ _FAILURE_STATUS = {
     "profile_store_failed": 503, "account_refused": 403,
 }
 _jwks = JwksCache()
+_rsa: list[RsaVerifier] = []
+
+
+def _rsa_verifier() -> RsaVerifier:
+    """RS256 checks by the runtime's WebCrypto (the JS boundary, imported inside the Worker only)."""
+    if not _rsa:
+        from tenant_worker.webcrypto import WebCryptoRsaVerifier
+
+        _rsa.append(WebCryptoRsaVerifier())
+    return _rsa[0]
 _brands: dict[str, tuple[float, Branding]] = {}
 
 
@@ -278,7 +289,7 @@ async def _identity(call: Call, state: StateClaims, secret: str, nonce: str, cod
     if cfg.name == "github":
         return await github_identity(call.services.http, cfg, tokens)
     return await google_identity(call.services.http, cfg, tokens, expected_nonce=oidc_nonce(nonce),
-                                 now=call.services.clock(), jwks=_jwks)
+                                 now=call.services.clock(), jwks=_jwks, verifier=_rsa_verifier())
 
 
 async def _upsert_profile(call: Call, who: Identity) -> tuple[str, str, bool]:

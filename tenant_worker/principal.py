@@ -7,20 +7,14 @@ the dispatcher resolved and puts a Principal in `call.state["principal"]`; handl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
+from shared.roles import RANK as _RANK
+from shared.roles import Role
 from tenant_worker.inbound_http import ApiError, Call
 
 PRINCIPAL = "principal"
 
 
-class Role(str, Enum):
-    CLIENT = "client"
-    ADMIN = "admin"
-    SUPER_ADMIN = "super_admin"
-
-
-_RANK = {Role.CLIENT: 0, Role.ADMIN: 1, Role.SUPER_ADMIN: 2}
 
 
 @dataclass(frozen=True)

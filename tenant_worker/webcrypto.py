@@ -1,7 +1,8 @@
-"""shared.envelope.Aead on the Workers runtime: AES-256-GCM through WebCrypto (`crypto.subtle`).
+"""WebCrypto (`crypto.subtle`) for the tenant Worker: shared.envelope.Aead (AES-256-GCM) and
+shared.rs256.RsaVerifier (RS256 signatures of Google's ID tokens).
 
 The only module of the tenant Worker that touches `crypto.subtle`; bytes go in and come out, no
-JsProxy leaves it. The JS it runs, per call:
+JsProxy leaves it. The JS the AEAD runs, per call:
 
     const key = await crypto.subtle.importKey("raw", keyBytes, "AES-GCM", false, ["encrypt"]);
     const out = await crypto.subtle.encrypt({name: "AES-GCM", iv, additionalData, tagLength: 128}, key, data);
@@ -10,12 +11,17 @@ A tag that does not verify makes `decrypt` reject with an OperationError: Envelo
 """
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
 from js import Object, Uint8Array, crypto
 from pyodide.ffi import JsException, to_js
 
 from shared.envelope import EnvelopeError
+from shared.rs256 import RsaPublicKey
+
+log = logging.getLogger("cmgsite.tenant.webcrypto")
 
 
 def _u8(data: bytes) -> Any:
@@ -44,3 +50,37 @@ class WebCryptoAead:
         except JsException:
             raise EnvelopeError("tampered", "the value does not open under this key and binding") from None
         return bytes(out.to_bytes())
+
+
+class WebCryptoRsaVerifier:
+    """shared.rs256.RsaVerifier on the Workers runtime: RSASSA-PKCS1-v1_5 / SHA-256 through WebCrypto.
+
+        const key = await crypto.subtle.importKey("jwk", {kty: "RSA", n, e, alg: "RS256"},
+                                                  {name: "RSASSA-PKCS1-v1_5", hash: "SHA-256"}, false, ["verify"]);
+        const ok = await crypto.subtle.verify("RSASSA-PKCS1-v1_5", key, signature, message);
+
+    Imported keys are kept per (n, e) for the isolate's life (a JWKS holds two or three keys).
+    A key the runtime refuses to import verifies nothing (False), as does a wrong signature.
+    """
+
+    def __init__(self) -> None:
+        self._keys: dict[tuple[str, str], Any] = {}
+
+    async def _key(self, key: RsaPublicKey) -> Any:
+        found = self._keys.get((key.n, key.e))
+        if found is None:
+            algorithm = to_js({"name": "RSASSA-PKCS1-v1_5", "hash": "SHA-256"}, dict_converter=Object.fromEntries)
+            jwk = to_js(key.jwk(), dict_converter=Object.fromEntries)
+            found = await crypto.subtle.importKey("jwk", jwk, algorithm, False, to_js(["verify"]))
+            if len(self._keys) >= 16:
+                self._keys.clear()
+            self._keys[(key.n, key.e)] = found
+        return found
+
+    async def verify(self, key: RsaPublicKey, message: bytes, signature: bytes) -> bool:
+        try:
+            ok = await crypto.subtle.verify("RSASSA-PKCS1-v1_5", await self._key(key), _u8(signature), _u8(message))
+        except JsException as exc:  # a key the runtime will not import (logged: no secret in a public key)
+            log.warning(json.dumps({"event": "rs256_key_refused", "kid": key.kid[:64], "error": str(exc)[:200]}))
+            return False
+        return ok is True

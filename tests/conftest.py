@@ -18,7 +18,7 @@ from tests.alert_receiver import AlertReceiver
 from tests.fake_oauth import FakeOAuth
 from tests.support import LiveServer, Platform, free_port
 
-pytest_plugins = ["tests.fixtures.pg", "tests.fixtures.d1", "tests.auth_support"]
+pytest_plugins = ["tests.fixtures.pg", "tests.fixtures.d1", "tests.auth_support", "tests.oidc_support"]
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ Served over real HTTP on loopback (tests.support.LiveServer + uvicorn), plain AS
 Which account "signs in" is picked by GitHub's `login` / Google's `login_hint` parameter.
 Clients (id, secret, redirect URIs) are registered per tenant; codes are single-use, bound to
 client and redirect URI, and PKCE S256 is checked. Knobs make the provider misbehave.
+Google's signing key rotates as Google's does (`rotate_key()`): the new key signs from then on
+and the JWKS publishes it next to the previous one; `jwks_requests` counts JWKS fetches.
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ class Knobs:
     github_bad_code: bool = False  # GitHub's 200 + error=bad_verification_code
     id_token_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"aud": "other"}
     id_token_sign_with_other_key: bool = False
+    id_token_kid: str | None = None  # a key id the JWKS does not publish (even after a refetch)
     id_token_alg_none: bool = False
 
 
@@ -66,9 +69,24 @@ class FakeOAuth:
         self.tokens: dict[str, FakeUser] = {}
         self.knobs = Knobs()
         self.token_requests: list[dict[str, str]] = []
-        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.kid = "fake-" + secrets.token_hex(4)
+        self._published: list[tuple[str, rsa.RSAPrivateKey]] = []  # the signing key first
+        self.jwks_requests = 0
+        self.rotate_key()
+
+    @property
+    def kid(self) -> str:
+        return self._published[0][0]
+
+    @property
+    def _key(self) -> rsa.RSAPrivateKey:
+        return self._published[0][1]
+
+    def rotate_key(self) -> str:
+        """A new signing key (its kid returned); the previous one stays published, older ones go."""
+        kid = "fake-" + secrets.token_hex(4)
+        self._published = [(kid, rsa.generate_private_key(public_exponent=65537, key_size=2048))] + self._published[:1]
+        return kid
 
     # ---- setup --------------------------------------------------------------------------
     def add_user(self, login: str, email: str | None, name: str = "", **kw: Any) -> FakeUser:
@@ -82,13 +100,17 @@ class FakeOAuth:
         self.knobs = Knobs()
 
     def jwks(self) -> dict[str, Any]:
-        pub = self._key.public_key().public_numbers()
-        n = pub.n.to_bytes((pub.n.bit_length() + 7) // 8, "big")
-        return {"keys": [{"kty": "RSA", "alg": "RS256", "use": "sig", "kid": self.kid, "n": b64url(n),
-                          "e": b64url(pub.e.to_bytes(3, "big"))}]}
+        keys = []
+        for kid, key in self._published:
+            pub = key.public_key().public_numbers()
+            n = pub.n.to_bytes((pub.n.bit_length() + 7) // 8, "big")
+            keys.append({"kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid, "n": b64url(n),
+                         "e": b64url(pub.e.to_bytes(3, "big"))})
+        return {"keys": keys}
 
-    def sign_id_token(self, claims: dict[str, Any], *, key: Any = None, alg: str = "RS256") -> str:
-        header = {"alg": alg, "kid": self.kid, "typ": "JWT"}
+    def sign_id_token(self, claims: dict[str, Any], *, key: Any = None, alg: str = "RS256",
+                      kid: str | None = None) -> str:
+        header = {"alg": alg, "kid": kid or self.kid, "typ": "JWT"}
         signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
         if alg == "none":
             return signing_input + "."
@@ -131,6 +153,7 @@ class FakeOAuth:
         if method == "GET" and path in ("/github/api/user", "/github/api/user/emails"):
             return self.github_api(path, headers)
         if method == "GET" and path == "/google/oauth2/v3/certs":
+            self.jwks_requests += 1
             return _json(200, self.jwks())
         return _json(404, {"message": "Not Found"})
 
@@ -201,7 +224,8 @@ class FakeOAuth:
         if self.knobs.id_token_alg_none:
             id_token = self.sign_id_token(claims, alg="none")
         else:
-            id_token = self.sign_id_token(claims, key=self._other_key if self.knobs.id_token_sign_with_other_key else None)
+            id_token = self.sign_id_token(claims, key=self._other_key if self.knobs.id_token_sign_with_other_key else None,
+                                          kid=self.knobs.id_token_kid)
         return _json(200, {"access_token": token, "expires_in": 3599, "scope": "openid email profile",
                            "token_type": "Bearer", "id_token": id_token})
 

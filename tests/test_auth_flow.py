@@ -20,7 +20,7 @@ def test_new_user_signs_in_and_sees_only_their_tenant(auth_world: AuthWorld, fak
     b = Browser(auth_world)
 
     r = b.sign_in(host, provider, login, next_path="/dashboard?tab=1")
-    assert r.status_code == 302 and r.headers["location"] == "/dashboard?tab=1"
+    assert r.status_code == 302 and r.headers["location"] == "/dashboard?tab=1", r.text
     set_cookies = r.headers.get_list("set-cookie")
     session_cookie = next(c for c in set_cookies if c.startswith(SESSION + "="))
     for attr in ("HttpOnly", "Secure", "SameSite=Lax", "Path=/"):
@@ -134,3 +134,27 @@ def test_me_without_session_is_401_json(auth_world: AuthWorld) -> None:
     assert r.status_code == 401
     err = r.json()["error"]
     assert err["code"] == "unauthenticated" and err["request_id"] == r.headers["x-request-id"]
+
+
+def test_google_key_rotation_refetches_the_jwks_once(auth_world: AuthWorld, fake: FakeOAuth) -> None:
+    """Google rotates its signing key: the Worker's cached JWKS lacks the new kid, refetches once, signs
+    the user in; a kid nobody publishes costs exactly one refetch and is refused."""
+    host = HOSTS["partner-seo"]
+    login = auth_world.new_user("rotation")
+    assert Browser(auth_world).sign_in(host, "google", login).status_code == 302  # the Worker holds the keys now
+    before = fake.jwks_requests
+    assert Browser(auth_world).sign_in(host, "google", login).status_code == 302
+    assert fake.jwks_requests == before  # served from the isolate's cache
+
+    fake.rotate_key()
+    b = Browser(auth_world)
+    r = b.sign_in(host, "google", login)
+    assert r.status_code == 302 and r.headers["location"] == "/", r.text
+    assert fake.jwks_requests == before + 1
+    assert b.get(host, "/api/me").json()["email"] == f"{login}@auth-test.example"
+
+    fake.knobs.id_token_kid = "fake-unpublished"
+    refused = Browser(auth_world)
+    r = refused.sign_in(host, "google", login)
+    assert r.status_code == 502 and SESSION not in refused.cookies(host)
+    assert fake.jwks_requests == before + 2

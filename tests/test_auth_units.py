@@ -26,6 +26,7 @@ from shared.oauth import (
 )
 from shared.rs256 import RsaPublicKey, SignatureError, keys_from_jwks, verify_rs256
 from shared.session import SessionError, issue_session, session_key, verify_session
+from tests.rsa_verifier import CryptographyRsaVerifier
 
 SECRET = "s" * 48
 OTHER = "o" * 48
@@ -190,13 +191,13 @@ def _sign(key: rsa.RSAPrivateKey, claims: dict[str, object], header: dict[str, o
     return f"{signing_input}.{b64(key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256()))}"
 
 
-def test_rs256_verifies_what_cryptography_signs(rsa_key: rsa.RSAPrivateKey) -> None:
+async def test_rs256_verifies_what_cryptography_signs(rsa_key: rsa.RSAPrivateKey) -> None:
     keys = keys_from_jwks({"keys": [_jwk(rsa_key)]})
-    _, claims = verify_rs256(_sign(rsa_key, {"sub": "1"}), keys)
+    _, claims = await verify_rs256(_sign(rsa_key, {"sub": "1"}), keys, CryptographyRsaVerifier())
     assert claims == {"sub": "1"}
 
 
-def test_rs256_refusals(rsa_key: rsa.RSAPrivateKey) -> None:
+async def test_rs256_refusals(rsa_key: rsa.RSAPrivateKey) -> None:
     keys = keys_from_jwks({"keys": [_jwk(rsa_key)]})
     token = _sign(rsa_key, {"sub": "1"})
     h, p, s = token.split(".")
@@ -208,24 +209,23 @@ def test_rs256_refusals(rsa_key: rsa.RSAPrivateKey) -> None:
         _sign(rsa_key, {"sub": "1"}, {"alg": "RS256", "kid": "unknown"}),
         f"{b64({'alg': 'HS256', 'kid': 'k1'})}.{p}.{s}",  # algorithm confusion
         f"{h}.{p}.{b64(b'x' * 256)}",
+        f"{h}.{p}.{s[:-8]}",  # a shortened signature never reaches the library
         f"{h}.{p}",
     ]
+    verifier = CryptographyRsaVerifier()
     for bad in attacks:
         with pytest.raises(SignatureError):
-            verify_rs256(bad, keys)
+            await verify_rs256(bad, keys, verifier)
 
 
 def test_weak_or_foreign_jwks_entries_are_skipped() -> None:
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     pub = small.public_key().public_numbers()
     jwks = {"keys": [{"kty": "RSA", "kid": "small", "n": b64(pub.n.to_bytes(128, "big")), "e": "AQAB"},
-                     {"kty": "EC", "kid": "ec", "crv": "P-256", "x": "a", "y": "b"}]}
+                     {"kty": "EC", "kid": "ec", "crv": "P-256", "x": "a", "y": "b"}, "not a jwk"]}
     assert keys_from_jwks(jwks) == []
     with pytest.raises(SignatureError):
         RsaPublicKey.from_jwk({"kty": "RSA", "n": "!!", "e": "AQAB"})
-
-
-# Its speed (once a timed assertion here) is measured by scripts/bench_rs256.py.
 
 
 # ---- provider responses (in-process transport, the real wire shapes) --------------------------
@@ -306,10 +306,45 @@ async def test_google_id_token_with_several_audiences_needs_azp(rsa_key: rsa.RSA
             "nonce": oidc_nonce("n"), "email": "g@x.io", "email_verified": True}
     ok = _sign(rsa_key, {**base, "aud": ["gid", "other"], "azp": "gid"})
     who = await google_identity(t, cfg, TokenResponse(access_token="a", id_token=ok), expected_nonce=oidc_nonce("n"),
-                                now=now, jwks=JwksCache())
+                                now=now, jwks=JwksCache(), verifier=CryptographyRsaVerifier())
     assert (who.subject, who.email) == ("42", "g@x.io")
     bad = _sign(rsa_key, {**base, "aud": ["gid", "other"], "azp": "other"})
     with pytest.raises(OAuthError) as err:
         await google_identity(t, cfg, TokenResponse(access_token="a", id_token=bad), expected_nonce=oidc_nonce("n"),
-                              now=now, jwks=JwksCache())
+                              now=now, jwks=JwksCache(), verifier=CryptographyRsaVerifier())
     assert err.value.reason == "id_token_invalid"
+
+
+async def test_unknown_key_id_refetches_the_jwks_once_and_no_more(rsa_key: rsa.RSAPrivateKey) -> None:
+    """Google rotates its keys: a new kid refetches the JWKS (once per sign-in, never in a loop)."""
+    from shared.oauth import JwksCache, TokenResponse, google_identity, oidc_nonce
+
+    env = {"GOOGLE_CLIENT_ID": "gid", "GOOGLE_CLIENT_SECRET": "gs", "OAUTH_GOOGLE_JWKS_URL": "https://g.test/certs"}
+    cfg = provider_config("google", lambda k: env.get(k, ""))
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    table: dict[tuple[str, str], tuple[int, str, object]] = {
+        ("GET", "https://g.test/certs"): (200, "application/json", {"keys": [_jwk(rsa_key)]})}
+    t, jwks, verifier = Transport(table), JwksCache(), CryptographyRsaVerifier()
+    now = int(time.time())
+    claims = {"iss": "https://accounts.google.com", "aud": "gid", "sub": "42", "iat": now, "exp": now + 600,
+              "nonce": oidc_nonce("n"), "email": "g@x.io", "email_verified": True}
+
+    async def sign_in(token: str) -> str:
+        who = await google_identity(t, cfg, TokenResponse(access_token="a", id_token=token),
+                                    expected_nonce=oidc_nonce("n"), now=now, jwks=jwks, verifier=verifier)
+        return who.subject
+
+    assert await sign_in(_sign(rsa_key, claims)) == "42"
+    assert len(t.seen) == 1
+    assert await sign_in(_sign(rsa_key, claims)) == "42"
+    assert len(t.seen) == 1  # cached
+    # Rotation: the provider publishes the new key next to the old one and signs with it.
+    table[("GET", "https://g.test/certs")] = (200, "application/json", {"keys": [_jwk(new_key, "k2"), _jwk(rsa_key)]})
+    assert await sign_in(_sign(new_key, claims, {"alg": "RS256", "kid": "k2"})) == "42"
+    assert len(t.seen) == 2
+    # A kid nobody publishes: one refetch, then refused; the next attempt again costs one fetch at most.
+    for attempt in (1, 2):
+        with pytest.raises(OAuthError) as err:
+            await sign_in(_sign(new_key, claims, {"alg": "RS256", "kid": "k9"}))
+        assert err.value.reason == "id_token_invalid"
+        assert len(t.seen) == 2 + attempt

@@ -227,7 +227,20 @@ async function startStorageOwner() {
   storageOwner = mf;
 }
 
-async function startMiniflare(options, { sharedStorage: share = false } = {}) {
+// As on Cloudflare, where the snapshot is made at upload by a process that serves nothing, the
+// process that saved a new snapshot is replaced by one restored from it: the saving process
+// keeps the globals of its snapshot phase, and WebCrypto there refuses calls ("Illegal
+// invocation"), so a Worker would behave differently in the first run after a code change.
+async function startMiniflare(options, opts = {}) {
+  const saving = options.workers.find((w) => w.snapshot?.mode === "save")?.snapshot;
+  const started = await startMiniflareOnce(options, opts);
+  if (!saving || !existsSync(path.join(saving.dir, "snapshot.bin"))) return started;
+  await started.mf.dispose();
+  saving.mode = "load";
+  return startMiniflareOnce(options, opts);
+}
+
+async function startMiniflareOnce(options, { sharedStorage: share = false } = {}) {
   const convert = (o) => (share ? sharedStorage(convertV4MiniflareOptions({ ...o, unsafeDevRegistryPath: devRegistryDir }))
                                : convertV4MiniflareOptions(o));
   const mf = new Miniflare(convert(withSnapshotEnv(options)));
