@@ -40,6 +40,9 @@ WORKERD_WRAPPER = ROOT / "localrt" / "workerd-wrapper.sh"
 LOCAL_COMPATIBILITY_DATE = "2026-11-01"
 LOCAL_COMPATIBILITY_FLAGS = ["python_workers_development", "no_python_workers_20250116"]
 
+# A dispatcher restart: the new one's start (a Python Worker; longer under load) + the old one's drain (<= 60 s).
+DISPATCHER_RESTART_TIMEOUT = 300.0
+
 KV_ID = "00000000000000000000000000000000"         # wrangler.dispatcher.toml's TENANT_CACHE id
 D1_ID = "00000000-0000-0000-0000-000000000000"     # and its DB database_id
 
@@ -192,7 +195,10 @@ class WorkerdHost:
     def restart_dispatcher(self) -> dict[str, Any]:
         """A new dispatcher with the secrets file as it is now, without a gap; returns once the old
         one has finished its requests and exited ({generation, context_kid, start_ms, drain_ms})."""
-        return dict(self._control("POST", "/dispatcher/restart"))
+        if not self.directory:
+            raise HostError("the platform host is not running")
+        return dict(call_host(self.directory, self._token, "POST", "/dispatcher/restart",
+                              timeout=DISPATCHER_RESTART_TIMEOUT))
 
     def purge_kv(self, key: str, binding: str = "TENANT_CACHE") -> None:
         self._control("POST", "/kv/delete", {"binding": binding, "key": key})
@@ -239,7 +245,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 def restart_dispatcher_if_running(state_dir: Path) -> dict[str, Any] | None:
     """A running local platform's dispatcher restarted with its current secrets, without a gap
     (returns once the old one has drained); None when no platform runs."""
-    found = _control_if_running(state_dir, "POST", "/dispatcher/restart")
+    found = _control_if_running(state_dir, "POST", "/dispatcher/restart", timeout=DISPATCHER_RESTART_TIMEOUT)
     return None if found is None else dict(found)
 
 
@@ -272,22 +278,24 @@ def dispatcher_url_if_running(state_dir: Path) -> str | None:
         return None
 
 
-def call_host(directory: str, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def call_host(directory: str, token: str, method: str, path: str, body: dict[str, Any] | None = None,
+              timeout: float = 120) -> Any:
     """One call to a host's control endpoint (loopback, token-checked); HostError unless 200."""
-    r = httpx.request(method, f"http://{directory}{path}", json=body, timeout=120,
+    r = httpx.request(method, f"http://{directory}{path}", json=body, timeout=timeout,
                       headers={"x-cmgsite-host-token": token})
     if r.status_code != 200:
         raise HostError(f"platform host {path}: {r.status_code} {r.text[:200]}")
     return r.json()
 
 
-def _control_if_running(state_dir: Path, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def _control_if_running(state_dir: Path, method: str, path: str, body: dict[str, Any] | None = None,
+                        timeout: float = 120) -> Any:
     """Call a running host's control endpoint; None when no host runs for `state_dir`."""
     found = control_from_status(state_dir)
     if found is None:
         return None
     try:
-        return call_host(*found, method, path, body)
+        return call_host(*found, method, path, body, timeout=timeout)
     except httpx.ConnectError:  # a stale status file: its pid now belongs to something else
         return None
     except httpx.HTTPError as exc:

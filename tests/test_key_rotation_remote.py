@@ -20,6 +20,8 @@ import httpx
 import pytest
 
 from controlplane.aead import CryptographyAead
+from controlplane.keys import session_secret_name
+from controlplane.supabase_keys import project_ref
 from localrt.devvars import read_dev_vars
 from shared.envelope import decrypt_secret, encrypt_secret, new_data_key, unwrap_data_key, wrap_data_key
 from shared.jwt import HS256Signer
@@ -247,3 +249,15 @@ def test_remote_rotation_needs_a_keyring_file_outside_git(remote: RemoteCli) -> 
     inside = Path(__file__).resolve().parent / "keys.env"  # in the repo, not git-ignored
     code, _, err = remote("keys", "rotate", "data", "--keyring-file", str(inside))
     assert code == 2 and "git-ignored" in err and not inside.exists()
+
+
+def test_the_project_ref_comes_only_from_a_hosted_supabase_url() -> None:
+    assert project_ref("https://abcdefghijklmnopqrst.supabase.co") == "abcdefghijklmnopqrst"
+    assert project_ref("http://127.0.0.1:54321") is None
+    assert project_ref("https://abcdefghijklmnopqrst.supabase.co.attacker.example") is None
+    assert project_ref("") is None
+
+
+def test_session_keyring_names_are_one_per_tenant() -> None:
+    assert session_secret_name("cli-sess") == "SESSION_SECRET_CLI_SESS"
+    assert session_secret_name("a-b") != session_secret_name("ab")
