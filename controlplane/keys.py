@@ -8,7 +8,7 @@ request in flight is refused at any point:
 | kind | keyring (where) | steps |
 |---|---|---|
 | `data` | PLATFORM_DATA_KEYS (every tenant Worker; locally `.local/secrets/platform.dev.vars`) | 1. Workers hold new + old (new data keys wrapped under new, both unwrap), and the previous Worker versions have finished (SETTLE_SECONDS) 2. every tenant's data key re-wrapped under new (optimistic, row by row) 3. checked: no row left under an old key 4. old keys dropped from the Workers |
-| `context` | CONTEXT_SIGNING_SECRET (the dispatcher) -> TENANT_CONTEXT_KEY (each tenant, derived) | 1. tenants accept new + old 2. the dispatcher signs with new 3. tenants keep old until MAX_AGE + skew after the switch (remote); locally the running dispatcher switches at its next start, so old stays until `keys retire context` |
+| `context` | CONTEXT_SIGNING_SECRET (the dispatcher) -> TENANT_CONTEXT_KEY (each tenant, derived) | 1. tenants accept new + old 2. the dispatcher signs with new (locally: the platform host starts a new dispatcher on the same public socket and drains the old one) 3. tenants keep old until MAX_AGE + skew + margin after the switch, or until `keys retire context` |
 | `session` | SESSION_SECRET (per tenant) | new active, old accepted until the sessions it signed have expired (SESSION_TTL_SECONDS) |
 | `jwt` | SUPABASE_JWT_KEYS (PostgREST's JWKS; locally the platform file, applied by the run command) -> SUPABASE_JWT_SECRET (tenants: the active key) | 1. PostgREST accepts new (probed) 2. tenants sign with new 3. the previous key is accepted until the tokens it signed expired (3 min + leeway), then PostgREST drops it. The project's own secret stays accepted: it signed the anon and service-role API keys |
 
@@ -26,6 +26,7 @@ only key ids.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
@@ -34,6 +35,7 @@ from controlplane.errors import BackendError, ConfigError, Refused
 from controlplane.lifecycle import ControlPlane
 from controlplane.model import TenantRecord
 from controlplane.output import Reporter
+from controlplane.supabase_keys import SigningKeys
 from shared.context import MAX_AGE_SECONDS, MAX_CLOCK_SKEW_SECONDS
 from shared.envelope import Aead, EnvelopeError, rewrap_data_key
 from shared.jwt import HS256Signer
@@ -58,7 +60,6 @@ class KeyStore(Protocol):
 
     def read(self, name: str) -> str: ...
     def write(self, name: str, value: str) -> None: ...
-    def changed_at(self, name: str) -> float | None: ...
 
 
 @dataclass
@@ -83,12 +84,6 @@ class LocalKeyFiles:
         values[name] = value
         write_dev_vars(self.path(name), values)
 
-    def changed_at(self, name: str) -> float | None:
-        try:
-            return self.path(name).stat().st_mtime
-        except OSError:
-            return None
-
 
 class RemoteKeyFile:
     """--remote: current keyrings from the environment (the operator's secret store); new ones
@@ -110,8 +105,43 @@ class RemoteKeyFile:
         write_dev_vars(self.path, values)
         self.env[name] = value
 
-    def changed_at(self, name: str) -> float | None:
+
+class LocalDispatcher(Protocol):
+    """The running local platform's dispatcher (localrt/node/host.mjs), if one runs."""
+
+    def restart(self) -> dict[str, Any] | None:
+        """Start a dispatcher with the secrets file as it is now beside the running one (same public
+        socket), drain the old one; returns once it has exited (None: no platform runs)."""
+        ...
+
+    def signing_kid(self) -> str | None:
+        """The context key id the running dispatcher signs with (None: no platform runs)."""
+        ...
+
+
+class NoLocalPlatform:
+    def restart(self) -> dict[str, Any] | None:
         return None
+
+    def signing_kid(self) -> str | None:
+        return None
+
+
+@dataclass
+class RunningLocalDispatcher:
+    """The dispatcher of the local platform that uses `state_dir`, through its host's control port."""
+
+    state_dir: Path
+
+    def restart(self) -> dict[str, Any] | None:
+        from localrt.workerd import restart_dispatcher_if_running
+
+        return restart_dispatcher_if_running(self.state_dir)
+
+    def signing_kid(self) -> str | None:
+        from localrt.workerd import dispatcher_context_kid_if_running
+
+        return dispatcher_context_kid_if_running(self.state_dir)
 
 
 def check_keyring_file(path: Path, repo: Path) -> None:
@@ -135,15 +165,13 @@ def _ring(value: str, what: str) -> Keyring:
 class KeyRotation:
     def __init__(self, cp: ControlPlane, store: KeyStore, reporter: Reporter, aead: Aead, *,
                  clock: Callable[[], float] = time.time,
-                 host_started_at: Callable[[], float | None] = lambda: None,
+                 local_dispatcher: LocalDispatcher | None = None,
+                 signing_keys: Callable[[], SigningKeys] | None = None,
                  settle_seconds: float = SETTLE_SECONDS) -> None:
         self.cp, self.store, self.reporter, self.aead, self.clock = cp, store, reporter, aead, clock
-        self.host_started_at = host_started_at
+        self.local_dispatcher = local_dispatcher or NoLocalPlatform()
+        self.signing_keys = signing_keys  # --remote jwt: the Supabase project's signing keys (Management API)
         self.settle_seconds = settle_seconds
-
-    def _local_only(self, kind: str, why: str) -> None:
-        if not self.cp.local:
-            raise Refused(f"keys rotate {kind} --remote is not implemented: {why}. See docs/encryption.md")
 
     # ---- helpers ------------------------------------------------------------------------
     async def served(self, tenant_id: str | None = None) -> list[TenantRecord]:
@@ -249,14 +277,7 @@ class KeyRotation:
         await self._deploy_context(tenants, staged)
         switched = Keyring((new, *current.keys))
         if self.cp.local:
-            # The running local dispatcher keeps its key until the platform restarts, so tenants keep
-            # accepting the old one (no expiry) until `keys retire context`.
-            self._write("CONTEXT_SIGNING_SECRET", switched)
-            await self._deploy_context(tenants, switched)
-            return {"kind": "context", "active": new.kid, "accepted": switched.kids(),
-                    "workers": [t.script_name for t in tenants],
-                    "note": f"the local dispatcher signs with {new.kid} from its next start (python -m localrt run); "
-                            f"then `keys retire context` drops {[k.kid for k in current.keys]}"}
+            return await self._switch_local_dispatcher(current, new, switched, tenants)
         if tenants and not self.cp.dry_run:  # every tenant version that only knew the old key is gone
             await _sleep(self.settle_seconds)
         self.cp.master_secret = switched.format()
@@ -269,6 +290,31 @@ class KeyRotation:
         return {"kind": "context", "active": new.kid, "accepted": expiring.kids(), "old_accepted_until": retire_after,
                 "workers": [t.script_name for t in tenants]}
 
+    async def _switch_local_dispatcher(self, current: Keyring, new: Key, switched: Keyring,
+                                       tenants: list[TenantRecord]) -> dict[str, Any]:
+        """Locally: the running dispatcher is replaced by one that signs with `new` (the platform
+        host starts it on the same public socket and drains the old one: no request refused), and
+        only then do the old keys get their expiry, counted from the moment the old dispatcher is gone."""
+        import asyncio
+
+        self._write("CONTEXT_SIGNING_SECRET", switched)
+        restarted = None if self.cp.dry_run else await asyncio.to_thread(self.local_dispatcher.restart)
+        if restarted is not None:
+            if restarted.get("context_kid") != new.kid:
+                raise BackendError(f"context: the restarted dispatcher signs with {restarted.get('context_kid')!r}, "
+                                   f"not {new.kid}: tenants still accept both; re-run `keys rotate context`")
+            self.reporter.step(f"context: the dispatcher signs with {new.kid} (the previous one drained in "
+                               f"{int(restarted.get('drain_ms', 0))} ms)")
+        else:
+            self.reporter.step(f"context: no local platform runs; the dispatcher signs with {new.kid} from its start")
+        retire_after = int(self.clock()) + MAX_AGE_SECONDS + MAX_CLOCK_SKEW_SECONDS + MARGIN_SECONDS
+        expiring = Keyring((new, *(Key(k.kid, k.secret, k.not_after or retire_after) for k in current.keys)))
+        self._write("CONTEXT_SIGNING_SECRET", expiring)
+        await self._deploy_context(tenants, expiring)
+        return {"kind": "context", "active": new.kid, "accepted": expiring.kids(), "old_accepted_until": retire_after,
+                "workers": [t.script_name for t in tenants],
+                "dispatcher": "restarted" if restarted is not None else "not running"}
+
     async def retire_context(self) -> dict[str, Any]:
         ring = self._read("CONTEXT_SIGNING_SECRET")
         if not self.cp.local:
@@ -276,10 +322,10 @@ class KeyRotation:
                     "note": "on Cloudflare the old key expires by itself (its not_after); the next rotation drops it"}
         if len(ring.keys) == 1:
             return {"kind": "context", "active": ring.active.kid, "retired": []}
-        started, changed = self.host_started_at(), self.store.changed_at("CONTEXT_SIGNING_SECRET")
-        if started is not None and changed is not None and started < changed:
-            raise Refused("context: the running platform's dispatcher started before the switch and still signs "
-                          "with the old key: restart it (python -m localrt run), then retire")
+        signing = self.local_dispatcher.signing_kid()
+        if signing is not None and signing != ring.active.kid:
+            raise Refused(f"context: the running dispatcher signs with {signing}, not {ring.active.kid}: "
+                          "finish the switch with `keys rotate context` (or restart the platform), then retire")
         final = ring.active_only()
         tenants = await self.served()
         self._write("CONTEXT_SIGNING_SECRET", final)
@@ -287,29 +333,52 @@ class KeyRotation:
         return {"kind": "context", "active": final.active.kid, "retired": [k.kid for k in ring.keys[1:]]}
 
     # ---- session: SESSION_SECRET, per tenant --------------------------------------------
-    async def rotate_session(self, tenant_id: str | None) -> dict[str, Any]:
-        self._local_only("session", "a tenant's SESSION_SECRET cannot be read back from Cloudflare, and a new "
-                                    "one alone would sign every user out")
+    async def rotate_session(self, tenant_id: str | None, *, sign_out: bool = False) -> dict[str, Any]:
+        """A new session key per tenant, the current ones accepted until the sessions they signed have
+        expired. Locally the current keyring is the tenant's secrets file; with --remote it is
+        SESSION_SECRET_<TENANT> in the environment (the operator's secret store: Cloudflare never
+        gives a secret back), and the new one goes to --keyring-file under that name. `sign_out`:
+        the new key alone (every session of these tenants ends: after a leak, or when the current
+        key is not known)."""
         tenants = await self.served(tenant_id)
         if tenant_id and not tenants:
             raise Refused(f"tenant {tenant_id!r} has no Worker deployed: nothing to rotate")
         now = self.clock()
         retire_after = int(now) + SESSION_TTL_SECONDS + MARGIN_SECONDS
+        current: dict[str, Keyring | None] = {}
+        missing: list[str] = []
+        for tenant in tenants:
+            if self.cp.local:
+                text = self.cp.scripts.secrets_of(tenant).get("SESSION_SECRET", "")  # type: ignore[attr-defined]
+            else:
+                text = self.store.read(session_secret_name(tenant.tenant_id))
+            if not text and self.cp.local:
+                raise ConfigError(f"SESSION_SECRET of {tenant.tenant_id} is empty")
+            if not text and not sign_out:
+                missing.append(session_secret_name(tenant.tenant_id))
+            current[tenant.tenant_id] = _ring(text, f"SESSION_SECRET of {tenant.tenant_id}") if text else None
+        if missing:
+            raise Refused(f"session: the current session keyring of {len(missing)} tenant(s) is not known: "
+                          f"export {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} from your secret store "
+                          "(Cloudflare never gives a secret back), or add --sign-out to replace it by a new key "
+                          "alone (their users sign in again). Nothing was deployed")
         rings: dict[str, Keyring] = {}
         for tenant in tenants:
-            secrets = self.cp.scripts.secrets_of(tenant)  # type: ignore[attr-defined]
-            current = _ring(secrets.get("SESSION_SECRET", ""), f"SESSION_SECRET of {tenant.tenant_id}")
-            current = current.without_expired(now)
-            rings[tenant.tenant_id] = current.rotated(Key(current.next_kid("s"), new_secret(48)),
-                                                      retire_after=retire_after, now=now)
+            ring = current[tenant.tenant_id]
+            new = Key(ring.next_kid("s") if ring else "s1", new_secret(48))
+            rings[tenant.tenant_id] = (Keyring((new,)) if ring is None or sign_out
+                                       else ring.rotated(new, retire_after=retire_after, now=now))
+        if not self.cp.local:  # stored before it is deployed: a key deployed but not kept would be lost
+            for tid, ring in rings.items():
+                self._write(session_secret_name(tid), ring)
         await self.redeploy(tenants, lambda t: {"SESSION_SECRET": rings[t.tenant_id].format()})
         return {"kind": "session", "tenants": {tid: _describe(r) for tid, r in rings.items()},
-                "old_accepted_until": retire_after}
+                "old_accepted_until": None if sign_out else retire_after, "signed_out": sign_out}
 
     # ---- jwt: SUPABASE_JWT_KEYS (PostgREST) -> SUPABASE_JWT_SECRET (tenants) --------------
     async def rotate_jwt(self) -> dict[str, Any]:
-        self._local_only("jwt", "hosted Supabase takes a new JWT signing key through its dashboard (add it as a "
-                                "standby key, deploy the tenants with it, then rotate there)")
+        if not self.cp.local:
+            return await self._rotate_jwt_remote()
         value = self.store.read("SUPABASE_JWT_KEYS")
         now = self.clock()
         current = _ring(value, "SUPABASE_JWT_KEYS").without_expired(now) if value else None
@@ -328,6 +397,59 @@ class KeyRotation:
         await self.redeploy(tenants, lambda t: {"SUPABASE_JWT_SECRET": signing})
         return {"kind": "jwt", "active": new.kid, "accepted": switched.kids(), "old_accepted_until": retire_after,
                 "workers": [t.script_name for t in tenants]}
+
+    async def _rotate_jwt_remote(self) -> dict[str, Any]:
+        """Hosted Supabase, through its Management API (controlplane.supabase_keys): the new HS256 key
+        is imported as a standby key under a UUID key id, made the project's signing key (the previous
+        one becomes `previously_used`, still trusted), probed on the data API, and only then do the
+        tenants sign with it. SUPABASE_JWT_KEYS (the operator's store) lists the keys this command made,
+        with their secrets: a key of ours past its not_after is revoked at the next rotation. Keys it
+        did not make (the legacy JWT secret, which signed the API keys) are never touched."""
+        if self.signing_keys is None:
+            raise ConfigError("keys rotate jwt --remote needs SUPABASE_ACCESS_TOKEN (a Supabase access token with "
+                              "secrets:write) and the project (SUPABASE_PROJECT_REF, or a hosted SUPABASE_URL)")
+        api = self.signing_keys()
+        now = self.clock()
+        value = self.store.read("SUPABASE_JWT_KEYS")
+        ours = _ring(value, "SUPABASE_JWT_KEYS") if value else None
+        held = {k.id: k for k in await api.list()}
+        expired = [k for k in (ours.keys if ours else ()) if not k.usable(now)]
+        current = tuple(k for k in (ours.keys if ours else ()) if k.usable(now))
+        for key in current:
+            if key.kid not in held or held[key.kid].status == "revoked":
+                raise ConfigError(f"SUPABASE_JWT_KEYS names the key {key.kid}, which the project does not hold "
+                                  "(or has revoked): is it this project's keyring?")
+        revoked: list[str] = []
+        for key in expired:
+            if key.kid in held and held[key.kid].status != "revoked":
+                if self.cp.dry_run:
+                    self.reporter.plan("supabase", f"revoke signing key {key.kid}")
+                else:
+                    await api.set_status(key.kid, "revoked")
+                revoked.append(key.kid)
+        if revoked:
+            self.reporter.step(f"jwt: revoked {revoked} (their tokens have expired)")
+        new = Key(str(uuid.uuid4()), new_secret(48))
+        staged = Keyring((*current, new)) if current else Keyring((new,))
+        self._write("SUPABASE_JWT_KEYS", staged)  # kept before Supabase holds it: a re-run finds it
+        if self.cp.dry_run:
+            self.reporter.plan("supabase", f"import HS256 signing key {new.kid} (standby), then make it in_use")
+        else:
+            made = await api.create_hs256(new.kid, new.secret, "standby")
+            if made.id != new.kid:
+                raise BackendError(f"jwt: Supabase named the imported key {made.id}, not {new.kid}: the tenants' "
+                                   "tokens would name a key it does not know; nothing was deployed")
+            await api.set_status(new.kid, "in_use")
+            await self._await_accepted(new)
+        self.reporter.step(f"jwt: the project signs with {new.kid} and the data API accepts it")
+        retire_after = int(now) + TENANT_JWT_TTL_SECONDS + JWT_LEEWAY_SECONDS + MARGIN_SECONDS
+        switched = Keyring((new, *(Key(k.kid, k.secret, k.not_after or retire_after) for k in current)))
+        self._write("SUPABASE_JWT_KEYS", switched)
+        tenants = await self.served()
+        signing = switched.active_only().format()
+        await self.redeploy(tenants, lambda t: {"SUPABASE_JWT_SECRET": signing})
+        return {"kind": "jwt", "active": new.kid, "accepted": switched.kids(), "old_accepted_until": retire_after,
+                "revoked": revoked, "workers": [t.script_name for t in tenants]}
 
     async def _await_accepted(self, key: Key) -> None:
         deadline = time.monotonic() + JWT_PROBE_SECONDS
@@ -349,20 +471,13 @@ async def _sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
+def session_secret_name(tenant_id: str) -> str:
+    """Where --remote keeps a tenant's session keyring in the operator's store (tenant ids are
+    a-z 0-9 -, so this is one-to-one)."""
+    return "SESSION_SECRET_" + tenant_id.upper().replace("-", "_")
+
+
 def _describe(ring: Keyring) -> dict[str, Any]:
     return {"active": ring.active.kid,
             "keys": [{"kid": k.kid, **({"not_after": k.not_after} if k.not_after is not None else {})}
                      for k in ring.keys]}
-
-
-
-def local_host_started_at(state_dir: Path) -> float | None:
-    """When the running local platform host started (its config file is written at start); None if none runs."""
-    from localrt.workerd import control_from_status
-
-    if control_from_status(state_dir) is None:
-        return None
-    try:
-        return (state_dir / "host-config.json").stat().st_mtime
-    except OSError:
-        return None

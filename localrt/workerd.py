@@ -4,7 +4,11 @@
     host.start()          # builds the bundles, starts Node 22 + workerd, waits for "ready"
     host.sync()           # after a namespace change: wait until the host has applied it
     host.purge_kv(key)    # the dispatcher's TENANT_CACHE, while the platform runs
+    host.restart_dispatcher()  # a new dispatcher (fresh secrets) on the same socket, the old drained
     host.stop()
+
+The public port is a listening socket opened here and handed to the host (its fd): every
+dispatcher workerd accepts on it, so replacing the dispatcher never closes the port.
 
 What runs is what `wrangler deploy` uploads: build/<worker>/ from scripts/build_worker.py (the
 Worker's package, shared/, python_modules/). Only the compatibility flags differ: locally the
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +39,9 @@ WORKERD_WRAPPER = ROOT / "localrt" / "workerd-wrapper.sh"
 # 314.0.4 that `python_workers_20260610` selects on Cloudflare). Never in a wrangler config.
 LOCAL_COMPATIBILITY_DATE = "2026-11-01"
 LOCAL_COMPATIBILITY_FLAGS = ["python_workers_development", "no_python_workers_20250116"]
+
+# A dispatcher restart: the new one's start (a Python Worker; longer under load) + the old one's drain (<= 60 s).
+DISPATCHER_RESTART_TIMEOUT = 300.0
 
 KV_ID = "00000000000000000000000000000000"         # wrangler.dispatcher.toml's TENANT_CACHE id
 D1_ID = "00000000-0000-0000-0000-000000000000"     # and its DB database_id
@@ -93,9 +101,9 @@ class WorkerdHost:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def _config(self) -> dict[str, Any]:
+    def _config(self, listen_fd: int) -> dict[str, Any]:
         return {
-            "host": self.host, "port": self.port, "persist": str(self.persist_dir / "v3"),
+            "host": self.host, "port": self.port, "listenFd": listen_fd, "persist": str(self.persist_dir / "v3"),
             "compatibilityDate": LOCAL_COMPATIBILITY_DATE, "compatibilityFlags": LOCAL_COMPATIBILITY_FLAGS,
             "dispatcher": {**bundle("dispatcher"), "vars": self.dispatcher_vars,
                            "secretsFile": str(self.secrets_dir / "dispatcher.dev.vars"), "kvId": KV_ID, "d1Id": D1_ID},
@@ -125,12 +133,17 @@ class WorkerdHost:
         self._token = secrets.token_urlsafe(32)
         self.metrics_token = secrets.token_urlsafe(32)
         config_path = self.state_dir / "host-config.json"
-        fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self._config(), f)
-        log = open(self.log_path or (self.state_dir / "workerd.log"), "a")
-        self._proc = subprocess.Popen([str(NODE), str(HOST_SCRIPT), str(config_path)], cwd=ROOT, env=node_env(),
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
+        public = listening_socket(self.host, self.port)
+        try:
+            fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(self._config(public.fileno()), f)
+            log = open(self.log_path or (self.state_dir / "workerd.log"), "a")
+            self._proc = subprocess.Popen([str(NODE), str(HOST_SCRIPT), str(config_path)], cwd=ROOT, env=node_env(),
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                                          pass_fds=(public.fileno(),))
+        finally:
+            public.close()  # the host holds it now: the port closes when the host exits
         ready = threading.Event()
         threading.Thread(target=self._read_events, args=(ready,), daemon=True).start()
         if not ready.wait(timeout) or self._failed():
@@ -179,6 +192,14 @@ class WorkerdHost:
     def status(self) -> dict[str, Any]:
         return dict(self._control("GET", "/status"))
 
+    def restart_dispatcher(self) -> dict[str, Any]:
+        """A new dispatcher with the secrets file as it is now, without a gap; returns once the old
+        one has finished its requests and exited ({generation, context_kid, start_ms, drain_ms})."""
+        if not self.directory:
+            raise HostError("the platform host is not running")
+        return dict(call_host(self.directory, self._token, "POST", "/dispatcher/restart",
+                              timeout=DISPATCHER_RESTART_TIMEOUT))
+
     def purge_kv(self, key: str, binding: str = "TENANT_CACHE") -> None:
         self._control("POST", "/kv/delete", {"binding": binding, "key": key})
 
@@ -207,6 +228,33 @@ class WorkerdHost:
                 proc.wait(5)
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The platform's public port, bound and listening, for the host to hand to each dispatcher."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise HostError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def restart_dispatcher_if_running(state_dir: Path) -> dict[str, Any] | None:
+    """A running local platform's dispatcher restarted with its current secrets, without a gap
+    (returns once the old one has drained); None when no platform runs."""
+    found = _control_if_running(state_dir, "POST", "/dispatcher/restart", timeout=DISPATCHER_RESTART_TIMEOUT)
+    return None if found is None else dict(found)
+
+
+def dispatcher_context_kid_if_running(state_dir: Path) -> str | None:
+    """The context key id a running local platform's dispatcher signs with; None when none runs."""
+    found = _control_if_running(state_dir, "GET", "/status")
+    return None if found is None else found.get("dispatcher_context_kid")
+
+
 def control_from_status(state_dir: Path) -> tuple[str, str] | None:
     """(directory address, token) of a running host that used `state_dir`, for the tenant CLI."""
     try:
@@ -230,22 +278,24 @@ def dispatcher_url_if_running(state_dir: Path) -> str | None:
         return None
 
 
-def call_host(directory: str, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def call_host(directory: str, token: str, method: str, path: str, body: dict[str, Any] | None = None,
+              timeout: float = 120) -> Any:
     """One call to a host's control endpoint (loopback, token-checked); HostError unless 200."""
-    r = httpx.request(method, f"http://{directory}{path}", json=body, timeout=120,
+    r = httpx.request(method, f"http://{directory}{path}", json=body, timeout=timeout,
                       headers={"x-cmgsite-host-token": token})
     if r.status_code != 200:
         raise HostError(f"platform host {path}: {r.status_code} {r.text[:200]}")
     return r.json()
 
 
-def _control_if_running(state_dir: Path, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def _control_if_running(state_dir: Path, method: str, path: str, body: dict[str, Any] | None = None,
+                        timeout: float = 120) -> Any:
     """Call a running host's control endpoint; None when no host runs for `state_dir`."""
     found = control_from_status(state_dir)
     if found is None:
         return None
     try:
-        return call_host(*found, method, path, body)
+        return call_host(*found, method, path, body, timeout=timeout)
     except httpx.ConnectError:  # a stale status file: its pid now belongs to something else
         return None
     except httpx.HTTPError as exc:

@@ -168,7 +168,10 @@ def parser() -> argparse.ArgumentParser:
                    help="data: leave the old platform keys in the Workers after re-wrapping")
     p.add_argument("--keyring-file", type=Path,
                    help="--remote: where the new keyrings are written (0600, git-ignored) for your secret store; "
-                        "the current ones are read from the environment")
+                        "the current ones are read from the environment (session: SESSION_SECRET_<TENANT>)")
+    p.add_argument("--sign-out", action="store_true",
+                   help="session: the new key alone, the old one dropped at once (every session ends); with "
+                        "--remote, what a tenant whose current session keyring is not known needs")
     p = cmd("delete", "erase a tenant everywhere (asks for the tenant id unless --yes)")
     p.add_argument("tenant_id")
     p.add_argument("--yes", action="store_true", help="skip the typed confirmation")
@@ -375,8 +378,8 @@ async def _keys(args: argparse.Namespace, cp: ControlPlane, env: Mapping[str, st
         KeyStore,
         LocalKeyFiles,
         RemoteKeyFile,
+        RunningLocalDispatcher,
         check_keyring_file,
-        local_host_started_at,
     )
 
     store: KeyStore
@@ -389,7 +392,8 @@ async def _keys(args: argparse.Namespace, cp: ControlPlane, env: Mapping[str, st
     settle = env.get("CMGSITE_KEYS_SETTLE_SECONDS")  # tests against fakes, where no old version runs
     extra: dict[str, Any] = {"settle_seconds": float(settle)} if settle else {}
     rotation = KeyRotation(cp, store, cp.reporter, CryptographyAead(),
-                           host_started_at=lambda: local_host_started_at(args.state_dir), **extra)
+                           local_dispatcher=RunningLocalDispatcher(args.state_dir),
+                           signing_keys=_supabase_signing_keys(env), **extra)
     if args.action == "status":
         return rotation.status()
     if args.tenant_id and args.kind != "session":
@@ -403,11 +407,27 @@ async def _keys(args: argparse.Namespace, cp: ControlPlane, env: Mapping[str, st
         return await rotation.rotate_data(retire=not args.keep_old)
     if args.kind == "context":
         return await rotation.rotate_context()
+    if args.sign_out and args.kind != "session":
+        raise Refused("--sign-out is for `keys rotate session`")
     if args.kind == "session":
-        return await rotation.rotate_session(args.tenant_id)
+        return await rotation.rotate_session(args.tenant_id, sign_out=args.sign_out)
     if args.kind == "jwt":
         return await rotation.rotate_jwt()
     raise Refused("keys rotate needs a kind: data, context, session or jwt")
+
+
+def _supabase_signing_keys(env: Mapping[str, str]) -> Callable[[], Any] | None:
+    """`keys rotate jwt --remote`: the project's signing keys through Supabase's Management API
+    (SUPABASE_ACCESS_TOKEN; the project from SUPABASE_PROJECT_REF or a hosted SUPABASE_URL;
+    SUPABASE_MANAGEMENT_API_URL only to point it elsewhere, e.g. a test's fake)."""
+    from controlplane.supabase_keys import API_BASE, SigningKeys, project_ref
+
+    token = env.get("SUPABASE_ACCESS_TOKEN", "")
+    ref = env.get("SUPABASE_PROJECT_REF") or project_ref(env.get("SUPABASE_URL", ""))
+    if not token or not ref:
+        return None
+    base = env.get("SUPABASE_MANAGEMENT_API_URL") or API_BASE
+    return lambda: SigningKeys(ref, token, base_url=base)
 
 
 def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None, stdin: TextIO | None = None,

@@ -30,8 +30,10 @@ import secrets
 from dataclasses import dataclass, replace
 
 LEGACY_KID = "k0"
-KID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
-_KID_RE = re.compile(KID_PATTERN)
+KID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"  # envelope key ids (the database checks the same)
+# A keyring's key ids may be a UUID too: Supabase names the JWT signing keys it holds by one, and the
+# tenants' tokens must carry that id (keys rotate jwt --remote).
+_KID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,35}$")
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_=+/.-]+$")
 _B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
 

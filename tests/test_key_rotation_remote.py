@@ -1,24 +1,33 @@
-"""`keys rotate data|context --remote`: Cloudflare's side through the wrangler stand-in and the fake
-API (tests/test_tenant_cli_remote.py's fixture), Supabase real (the local PostgREST stack).
+"""`keys rotate data|context|session|jwt --remote`: Cloudflare's side through the wrangler stand-in
+and the fake API (tests/test_tenant_cli_remote.py's fixture), Supabase real (the local PostgREST
+stack), its Management API a fake in the wire format that steers that PostgREST
+(tests/fake_supabase_management.py).
 
 The current keyrings come from the environment, the new ones go to --keyring-file (0600) and
 nowhere else: not to stdout, stderr or the recorded wrangler commands (secrets files are
-recorded by key names only). `session` and `jwt` refuse --remote.
+recorded by key names only).
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import httpx
 import pytest
 
 from controlplane.aead import CryptographyAead
+from controlplane.keys import session_secret_name
+from controlplane.supabase_keys import project_ref
 from localrt.devvars import read_dev_vars
 from shared.envelope import decrypt_secret, encrypt_secret, new_data_key, unwrap_data_key, wrap_data_key
+from shared.jwt import HS256Signer
 from shared.keys import Key, Keyring, new_secret
+from shared.session import SESSION_TTL_SECONDS
+from tests.fake_supabase_management import FakeSupabaseManagement
 from tests.test_tenant_cli_remote import TENANT_DEPLOY, RemoteCli, W, remote  # noqa: F401  (the fixture)
 
 AEAD = CryptographyAead()
@@ -102,12 +111,137 @@ def test_remote_context_rotation_stages_tenants_then_switches_the_dispatcher(rem
         assert MASTER not in text and ring.active.secret not in text
 
 
-@pytest.mark.parametrize("kind", ["session", "jwt"])
-def test_remote_session_and_jwt_rotation_refuse_before_writing(remote: RemoteCli, kind: str) -> None:
+# ---- session: each tenant's SESSION_SECRET, kept in the operator's store ------------------------
+
+def test_remote_session_rotation_keeps_the_old_key_from_the_operators_store(remote: RemoteCli,
+                                                                            tmp_path: Path) -> None:
+    _add(remote, "cli-sess")
+    current = "legacy-session-secret-0123456789abcdef"  # what `add --remote` deployed (a bare secret: k0)
+    remote.env["SESSION_SECRET_CLI_SESS"] = current
     before = len(remote.commands())
-    code, _, err = remote("keys", "rotate", kind)
-    assert code == 2 and "not implemented" in err
-    assert _deploys(remote, before) == []
+    out_file = tmp_path / "keys.env"
+    started = time.time()
+    code, out, err = remote("keys", "rotate", "session", "cli-sess", "--keyring-file", str(out_file), "--json")
+    assert code == 0, err
+    ring = Keyring.parse(read_dev_vars(out_file)["SESSION_SECRET_CLI_SESS"])
+    assert ring.kids() == ["s1", "k0"] and ring.keys[1].secret == current
+    assert started + SESSION_TTL_SECONDS <= (ring.keys[1].not_after or 0) <= time.time() + SESSION_TTL_SECONDS + 61
+    assert json.loads(out)["tenants"]["cli-sess"]["active"] == "s1"
+    deploys = _deploys(remote, before)
+    assert [d["argv"][len(TENANT_DEPLOY) + 1] for d in deploys] == ["cmgsite-cli-sess"]
+    assert "SESSION_SECRET" in deploys[0]["secret_keys"]
+    for text in (out, err, remote.log.read_text()):
+        assert current not in text and ring.active.secret not in text
+    # The next rotation starts from what the operator stored back: s1 stays, k0 keeps its expiry.
+    remote.env["SESSION_SECRET_CLI_SESS"] = ring.format()
+    code, out, err = remote("keys", "rotate", "session", "cli-sess", "--keyring-file", str(out_file), "--json")
+    assert code == 0, err
+    again = Keyring.parse(read_dev_vars(out_file)["SESSION_SECRET_CLI_SESS"])
+    assert again.kids() == ["s2", "s1", "k0"] and again.keys[2].not_after == ring.keys[1].not_after
+
+
+def test_remote_session_rotation_refuses_without_the_current_key_unless_signing_out(remote: RemoteCli,
+                                                                                    tmp_path: Path) -> None:
+    _add(remote, "cli-nokey")
+    before = len(remote.commands())
+    out_file = tmp_path / "keys.env"
+    code, _, err = remote("keys", "rotate", "session", "cli-nokey", "--keyring-file", str(out_file))
+    assert code == 2 and "SESSION_SECRET_CLI_NOKEY" in err and "--sign-out" in err
+    assert _deploys(remote, before) == [] and not out_file.exists()
+    code, out, err = remote("keys", "rotate", "session", "cli-nokey", "--sign-out", "--keyring-file", str(out_file),
+                            "--json")
+    assert code == 0, err
+    assert Keyring.parse(read_dev_vars(out_file)["SESSION_SECRET_CLI_NOKEY"]).kids() == ["s1"]
+    assert json.loads(out)["signed_out"] is True and len(_deploys(remote, before)) == 1
+
+
+# ---- jwt: the Supabase project's signing keys through the Management API ------------------------
+
+REF = "abcdefghijklmnopqrst"
+
+
+@pytest.fixture
+def management(remote: RemoteCli, supabase_stack: Any) -> Iterator[FakeSupabaseManagement]:
+    with FakeSupabaseManagement(token="sbp-test-token", ref=REF, stack=supabase_stack) as api:
+        remote.env.update({"SUPABASE_ACCESS_TOKEN": "sbp-test-token", "SUPABASE_PROJECT_REF": REF,
+                           "SUPABASE_MANAGEMENT_API_URL": api.url})
+        yield api
+
+
+def _accepted(stack: Any, key: Key) -> bool:
+    now = int(time.time())
+    token = HS256Signer(key.secret, kid=key.kid).sign({"role": "anon", "iat": now, "exp": now + 60})
+    r = httpx.get(f"{stack.rest_url}/", headers={"apikey": stack.anon_key, "authorization": f"Bearer {token}"},
+                  timeout=10)
+    return r.status_code == 200
+
+
+def test_remote_jwt_rotation_imports_promotes_probes_then_deploys(remote: RemoteCli, management: FakeSupabaseManagement,
+                                                                  supabase_stack: Any, tmp_path: Path) -> None:
+    _add(remote, "cli-jwt")
+    before, api_before = len(remote.commands()), len(management.requests)
+    out_file = tmp_path / "keys.env"
+    started = time.time()
+    code, out, err = remote("keys", "rotate", "jwt", "--keyring-file", str(out_file), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    ring = Keyring.parse(read_dev_vars(out_file)["SUPABASE_JWT_KEYS"])
+    new = ring.active
+    assert ring.kids() == [report["active"]] == [new.kid] and str(uuid.UUID(new.kid)) == new.kid
+    # Supabase holds it (the secret the platform keeps), signs with it; the legacy key is only demoted.
+    assert management.secrets[new.kid] == new.secret
+    assert management.status_of(new.kid) == "in_use" and management.status_of(management.legacy_id) == "previously_used"
+    calls = [(m, p.rsplit("/", 1)[-1] if m == "PATCH" else "", b) for m, p, b in management.requests[api_before:]]
+    assert [c[0] for c in calls] == ["GET", "POST", "PATCH"]
+    assert calls[1][2]["status"] == "standby" and calls[1][2]["private_jwk"]["kid"] == new.kid
+    assert calls[2] == ("PATCH", new.kid, {"status": "in_use"})
+    assert _accepted(supabase_stack, new)
+    # Then (not before) the tenants sign with it.
+    deploys = _deploys(remote, before)
+    assert [d["argv"][len(TENANT_DEPLOY) + 1] for d in deploys] == ["cmgsite-cli-jwt"]
+    assert "SUPABASE_JWT_SECRET" in deploys[0]["secret_keys"]
+    for text in (out, err, remote.log.read_text(), json.dumps(management.requests)):
+        assert new.secret not in text
+    # The next rotation: the previous key of ours stays trusted until its tokens ran out ...
+    remote.env["SUPABASE_JWT_KEYS"] = ring.format()
+    code, out, err = remote("keys", "rotate", "jwt", "--keyring-file", str(out_file), "--json")
+    assert code == 0, err
+    second = Keyring.parse(read_dev_vars(out_file)["SUPABASE_JWT_KEYS"])
+    assert second.kids() == [json.loads(out)["active"], new.kid] and json.loads(out)["revoked"] == []
+    assert started + 270 <= (second.keys[1].not_after or 0) <= time.time() + 271  # 180 s + 30 s + 60 s
+    assert management.status_of(new.kid) == "previously_used" and _accepted(supabase_stack, new)
+    # ... and is revoked by the rotation after that; the legacy key (it signed the API keys) never is.
+    expired = Keyring((second.keys[0], Key(new.kid, new.secret, int(time.time()) - 1)))
+    remote.env["SUPABASE_JWT_KEYS"] = expired.format()
+    code, out, err = remote("keys", "rotate", "jwt", "--keyring-file", str(out_file), "--json")
+    assert code == 0, err
+    assert json.loads(out)["revoked"] == [new.kid] and management.status_of(new.kid) == "revoked"
+    assert not _accepted(supabase_stack, new)
+    assert management.status_of(management.legacy_id) == "previously_used"
+    assert new.kid not in Keyring.parse(read_dev_vars(out_file)["SUPABASE_JWT_KEYS"]).kids()
+
+
+def test_remote_jwt_rotation_refuses_a_keyring_of_another_project(remote: RemoteCli,
+                                                                  management: FakeSupabaseManagement,
+                                                                  tmp_path: Path) -> None:
+    remote.env["SUPABASE_JWT_KEYS"] = Keyring((Key(str(uuid.uuid4()), new_secret(48)),)).format()
+    before, api_before = len(remote.commands()), len(management.requests)
+    code, _, err = remote("keys", "rotate", "jwt", "--keyring-file", str(tmp_path / "keys.env"))
+    assert code != 0 and "does not hold" in err
+    assert [m for m, _, _ in management.requests[api_before:]] == ["GET"] and _deploys(remote, before) == []
+
+
+def test_remote_jwt_rotation_needs_an_access_token_and_a_valid_one(remote: RemoteCli,
+                                                                   management: FakeSupabaseManagement,
+                                                                   tmp_path: Path) -> None:
+    del remote.env["SUPABASE_ACCESS_TOKEN"]
+    code, _, err = remote("keys", "rotate", "jwt", "--keyring-file", str(tmp_path / "keys.env"))
+    assert code != 0 and "SUPABASE_ACCESS_TOKEN" in err
+    remote.env["SUPABASE_ACCESS_TOKEN"] = "sbp-wrong"
+    before = len(remote.commands())
+    code, _, err = remote("keys", "rotate", "jwt", "--keyring-file", str(tmp_path / "keys.env"))
+    assert code != 0 and "HTTP 401" in err and "sbp-wrong" not in err
+    assert _deploys(remote, before) == [] and set(management.secrets) == set()
 
 
 def test_remote_rotation_needs_a_keyring_file_outside_git(remote: RemoteCli) -> None:
@@ -115,3 +249,15 @@ def test_remote_rotation_needs_a_keyring_file_outside_git(remote: RemoteCli) -> 
     inside = Path(__file__).resolve().parent / "keys.env"  # in the repo, not git-ignored
     code, _, err = remote("keys", "rotate", "data", "--keyring-file", str(inside))
     assert code == 2 and "git-ignored" in err and not inside.exists()
+
+
+def test_the_project_ref_comes_only_from_a_hosted_supabase_url() -> None:
+    assert project_ref("https://abcdefghijklmnopqrst.supabase.co") == "abcdefghijklmnopqrst"
+    assert project_ref("http://127.0.0.1:54321") is None
+    assert project_ref("https://abcdefghijklmnopqrst.supabase.co.attacker.example") is None
+    assert project_ref("") is None
+
+
+def test_session_keyring_names_are_one_per_tenant() -> None:
+    assert session_secret_name("cli-sess") == "SESSION_SECRET_CLI_SESS"
+    assert session_secret_name("a-b") != session_secret_name("ab")

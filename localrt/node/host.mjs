@@ -22,7 +22,14 @@
 //   owner, a small storage-only Miniflare started first and kept for the host's life
 //   (`storageOwner`), found through a dev registry private to this host.
 //
+// - The public port is one listening socket the launcher (localrt/workerd.py) opens and hands
+//   down (config.listenFd); each dispatcher workerd accepts on it (`--socket-fd entry=…`).
+//   POST /dispatcher/restart starts a new dispatcher (fresh secrets) on the same socket, then
+//   sends the old one SIGTERM: workerd stops accepting, finishes the requests it has (idle
+//   keep-alive connections are closed), and exits. No connection is refused, none proxied.
+//
 // Prints one JSON line per event on stdout ({"event": "ready", ...}); logs go to stderr.
+import childProcess from "node:child_process";
 import { createServer } from "node:http";
 import { readFileSync, readdirSync, statSync, existsSync, writeFileSync, renameSync, mkdirSync, rmSync } from "node:fs";
 import { createHash, timingSafeEqual } from "node:crypto";
@@ -240,9 +247,10 @@ async function startMiniflare(options, opts = {}) {
   return startMiniflareOnce(options, opts);
 }
 
-async function startMiniflareOnce(options, { sharedStorage: share = false } = {}) {
-  const convert = (o) => (share ? sharedStorage(convertV4MiniflareOptions({ ...o, unsafeDevRegistryPath: devRegistryDir }))
-                               : convertV4MiniflareOptions(o));
+async function startMiniflareOnce(options, { sharedStorage: share = false, runtimeEnv = null } = {}) {
+  const withEnv = (o) => (runtimeEnv ? { ...o, unsafeRuntimeEnv: { ...(o.unsafeRuntimeEnv ?? {}), ...runtimeEnv } } : o);
+  const convert = (o) => withEnv(share ? sharedStorage(convertV4MiniflareOptions({ ...o, unsafeDevRegistryPath: devRegistryDir }))
+                                       : convertV4MiniflareOptions(o));
   const mf = new Miniflare(convert(withSnapshotEnv(options)));
   try {
     return { mf, url: await mf.ready };
@@ -524,8 +532,20 @@ const directory = createServer(async (req, res) => {
     if (req.method === "GET" && url.pathname === "/status") {
       return reply(res, 200, {
         dispatcher: dispatcher ? "ready" : "starting",
+        dispatcher_generation: dispatcher?.generation ?? null,
+        dispatcher_started_at: dispatcher?.startedAt ?? null,
+        dispatcher_context_kid: dispatcher?.contextKid ?? null,
         scripts: Object.fromEntries([...scripts].map(([n, e]) => [n, { state: e.state, port: e.port }])),
       });
+    }
+    if (req.method === "POST" && url.pathname === "/dispatcher/restart") {
+      // The dispatcher with its secrets file as it is now (a new context key), without a gap.
+      if (!dispatcher) return reply(res, 503, { error: "dispatcher not ready" });
+      try {
+        return reply(res, 200, await restartDispatcher());
+      } catch (err) {
+        return reply(res, err?.status ?? 500, { error: String(err?.message ?? err).slice(0, 300) });
+      }
     }
     if (req.method === "POST" && url.pathname === "/sync") {
       await sync();
@@ -660,9 +680,60 @@ async function main() {
   const d = config.dispatcher;
   pruneSnapshots([d, config.tenant, ...Object.values(config.bundles ?? {}).map((b) => ({ ...config.tenant, ...b }))]);
   await startStorageOwner();
+  await sync();
+  const dispatcherBegan = Date.now();
+  dispatcher = await startDispatcher();
+  const { mf, url } = dispatcher;
+  await emptyRouteCache(mf);
+  const warmMs = await warm(url, "warmup.invalid");
+  writeStatus(directoryAddress);
+  emit("ready", { url: String(url), directory: directoryAddress, start_ms: Date.now() - began,
+                  dispatcher_start_ms: Date.now() - dispatcherBegan, dispatcher_first_response_ms: warmMs,
+                  scripts: [...scripts.keys()] });
+  setInterval(() => { sync().then(() => writeStatus(directoryAddress)); }, POLL_MS).unref();
+}
+
+// ---- the dispatcher: one workerd at a time on the public socket, replaced without a gap ----
+// Miniflare spawns workerd with `--socket-addr=entry=<host:port>`; for a dispatcher (its runtime
+// env carries CMGSITE_DISPATCHER_GENERATION) the spawn below hands it the public socket as fd 4
+// instead and names it with `--socket-fd`. Miniflare's dispose() kills workerd with SIGKILL; for a
+// dispatcher being replaced that becomes SIGTERM, which workerd answers by draining (up to
+// DRAIN_MS, then SIGKILL). Every other spawn is untouched.
+const PUBLIC_FD = Number.isInteger(config.listenFd) ? config.listenFd : null;
+const drainingGenerations = new Set();
+const dispatcherProcesses = new Map(); // generation -> the workerd ChildProcess
+const spawnOriginal = childProcess.spawn;
+childProcess.spawn = function spawnWithPublicSocket(command, args, options) {
+  const generation = options?.env?.CMGSITE_DISPATCHER_GENERATION;
+  if (PUBLIC_FD === null || generation === undefined || !Array.isArray(options.stdio)) {
+    return spawnOriginal.call(this, command, args, options);
+  }
+  const fd = options.stdio.length;
+  const argv = args.map((a) => (a.startsWith("--socket-addr=entry=") ? `--socket-fd=entry=${fd}` : a));
+  const child = spawnOriginal.call(this, command, argv, { ...options, stdio: [...options.stdio, PUBLIC_FD] });
+  const kill = child.kill.bind(child);
+  child.killNow = kill;
+  child.kill = (signal) => kill(signal === "SIGKILL" && drainingGenerations.has(generation) ? "SIGTERM" : signal);
+  dispatcherProcesses.set(generation, child);
+  child.once("exit", () => dispatcherProcesses.delete(generation));
+  return child;
+};
+
+let dispatcherGeneration = 0;
+function contextKid(secrets) {  // the key id the dispatcher signs with (shared/keys.py's keyring format)
+  const value = String(secrets.CONTEXT_SIGNING_SECRET ?? "").trim();
+  if (!value) return null;
+  if (!value.includes(":") && !value.includes(",")) return "k0";
+  return value.split(",")[0].split(":")[0].trim();
+}
+
+async function startDispatcher() {
+  const d = config.dispatcher;
+  const secrets = readDevVars(d.secretsFile);
+  const generation = String(++dispatcherGeneration);
   const dispatcherWorker = {
     ...workerBase(DISPATCHER_NAME, d),
-    bindings: { ...(d.vars ?? {}), ...readDevVars(d.secretsFile) },
+    bindings: { ...(d.vars ?? {}), ...secrets },
     kvNamespaces: { [realBinding("TENANT_CACHE")]: d.kvId },
     d1Databases: { [realBinding("DB")]: d.d1Id },
     unsafeBindings: [...(config.testFaults ? faultingBindings(directoryAddress, d) : []), ...metricsBindings(DISPATCHER_NAME), {
@@ -672,17 +743,40 @@ async function main() {
       options: { directory: directoryAddress, cacheMs: config.testFaults ? 0 : 500 },
     }],
   };
-  await sync();
-  const dispatcherBegan = Date.now();
-  const { mf, url } = await startMiniflare({ ...shared(config.port), workers: [dispatcherWorker] });
-  dispatcher = { mf, url };
-  await emptyRouteCache(mf);
-  const warmMs = await warm(url, "warmup.invalid");
-  writeStatus(directoryAddress);
-  emit("ready", { url: String(url), directory: directoryAddress, start_ms: Date.now() - began,
-                  dispatcher_start_ms: Date.now() - dispatcherBegan, dispatcher_first_response_ms: warmMs,
-                  scripts: [...scripts.keys()] });
-  setInterval(() => { sync().then(() => writeStatus(directoryAddress)); }, POLL_MS).unref();
+  const options = { ...shared(PUBLIC_FD === null ? config.port : 0), workers: [dispatcherWorker] };
+  const { mf, url } = await startMiniflare(options, { runtimeEnv: { CMGSITE_DISPATCHER_GENERATION: generation } });
+  // Miniflare reports the port workerd listens on: the public socket's.
+  return { mf, url, generation, startedAt: Date.now(), contextKid: contextKid(secrets) };
+}
+
+// A new dispatcher (the secrets file as it is now) beside the running one on the public socket;
+// once it answers, the old one drains and exits. Serialised; resolves when the old one is gone.
+let swapping = Promise.resolve();
+function restartDispatcher() {
+  const run = swapping.then(async () => {
+    if (PUBLIC_FD === null) throw Object.assign(new Error("the host was started without a public socket (listenFd)"), { status: 409 });
+    const began = Date.now();
+    const next = await startDispatcher();
+    const warmMs = await warm(next.url, "warmup.invalid");
+    const old = dispatcher;
+    dispatcher = next;
+    emit("dispatcher_ready", { generation: next.generation, start_ms: Date.now() - began, first_response_ms: warmMs,
+                               context_kid: next.contextKid, replaced: true });
+    const drainBegan = Date.now();
+    if (old) {
+      drainingGenerations.add(old.generation);
+      const child = dispatcherProcesses.get(old.generation);
+      const cap = setTimeout(() => child?.killNow("SIGKILL"), DRAIN_MS);
+      await old.mf.dispose().catch(() => {});
+      clearTimeout(cap);
+      drainingGenerations.delete(old.generation);
+    }
+    emit("dispatcher_drained", { generation: old?.generation ?? null, drain_ms: Date.now() - drainBegan });
+    return { generation: next.generation, started_at: next.startedAt, context_kid: next.contextKid,
+             start_ms: drainBegan - began, drain_ms: Date.now() - drainBegan };
+  });
+  swapping = run.catch(() => {});
+  return run;
 }
 
 // Test-only: DB and TENANT_CACHE as wrappers of the real bindings that can be told to throw.
