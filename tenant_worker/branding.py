@@ -19,6 +19,7 @@ from shared.branding import COLOR, EMAIL, FIELDS, check_field, merged, valid_log
 from shared.errors import DEFAULT_COLOR
 from tenant_worker.http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Role, require
+from tenant_worker.request_body import nothing_to_change, read_body
 from tenant_worker.supabase_access import guarded, tenant_db, write_audit
 
 DEFAULT_SECONDARY = "#4b5563"
@@ -72,15 +73,10 @@ class BrandingUpdate(RequestBody):
 
 async def update_branding(call: Call) -> Reply:
     principal = require(call, Role.ADMIN)
-    raw = await call.json()
-    try:
-        update = BrandingUpdate.model_validate(raw)
-    except Exception as exc:
-        errors: list[Any] = getattr(exc, "errors", lambda: [])()
-        fields = sorted({str(e["loc"][0]) for e in errors if e.get("loc")}) or ["body"]
-        raise ApiError(400, "invalid_body", f"Invalid field(s): {', '.join(fields)}.", extra={"fields": fields}) from None
+    update = await read_body(call, BrandingUpdate)
+    raw = update.model_fields_set  # the fields the body named (null removes one)
     if not raw:
-        raise ApiError(400, "invalid_body", "Nothing to change.")
+        raise nothing_to_change()
     db = tenant_db(call, principal)
     rows = await guarded(db.select("tenants", columns="name,whitelabel_config", eq={"tenant_id": call.tenant.tenant_id},
                                    limit=1))

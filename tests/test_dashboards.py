@@ -70,7 +70,7 @@ def test_the_admin_dashboard_as_json(a: UsageTenant, b: UsageTenant) -> None:
 ])
 def test_branding_is_validated(a: UsageTenant, values: dict[str, Any], field: str) -> None:
     r = brand(a, values)
-    assert r.status_code == 400 and field in r.json()["error"]["fields"], r.text
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_body" and field in r.json()["error"]["fields"], r.text
 
 
 def test_branding_is_the_admins_and_audited(a: UsageTenant) -> None:
