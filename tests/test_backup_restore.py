@@ -33,7 +33,7 @@ from localrt.workerd import control_from_status
 from shared.context import derive_tenant_key
 from shared.control_token import issue
 from shared.session import issue_session
-from tenant_worker.auth import SESSION_COOKIE
+from tenant_worker.sessions import SESSION_COOKIE
 from tests.support import Platform
 from tests.test_audit_http import chain
 from tests.test_files_erasure import bucket_keys

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from shared.session import issue_session
-from tenant_worker.auth import SESSION_COOKIE
+from tenant_worker.sessions import SESSION_COOKIE
 from tests.support import Platform
 from tests.usage_support import UsageTenant, usage_tenant
 
