@@ -237,6 +237,8 @@ def test_home_and_error_pages_carry_the_tenants_own_branding_and_nobody_elses(a:
         r = httpx.get(f"{t.platform.url}/", headers={"Host": t.host}, timeout=30)
         csp = r.headers["content-security-policy"]
         assert ("https://cdn.alpha.example" in csp) == ("logo_url" in mine) and "script-src 'none'" in csp
+        admin = call(t.platform, "GET", t.host, "/admin", t.session("admin"))
+        assert ("https://cdn.alpha.example" in admin.headers["content-security-policy"]) == ("logo_url" in mine)
     with Chromium(a.platform.port) as browser:
         for t, mine, other in ((a, BRAND_A, BRAND_B), (b, BRAND_B, BRAND_A)):
             for path, status in (("/", 200), ("/no-such-page", 404)):
