@@ -13,44 +13,15 @@ scheduled trigger and reports what it recorded.
 """
 from __future__ import annotations
 
-import time
 import tomllib
 from typing import Any, Mapping
 
 from controlplane.errors import BackendError, ConfigError, NotFound, Refused
 from controlplane.lifecycle import ControlPlane
 from controlplane.wiring import ROOT, Settings, _supabase_settings
-from shared.health import (
-    USER_AGENT,
-    AlertWebhook,
-    HealthStoreError,
-    PostgrestRpc,
-    ProbeAnswer,
-    SupabaseHealthStore,
-    Target,
-    alert_after,
-    deliver_due,
-    run_checks,
-)
+from shared.health import AlertWebhook, HttpProber, PostgrestRpc, SupabaseHealthStore, Target, alert_after, run_health
 from shared.models import TenantStatus
-from shared.outbound_http import HttpClient, HttpError
-
-
-class HttpProber:
-    """shared.health.Prober over HTTP: to `base_url` with a Host header, or to https://<host>."""
-
-    def __init__(self, http: HttpClient, base_url: str | None) -> None:
-        self._http, self._base = http, base_url.rstrip("/") if base_url else None
-
-    async def get(self, host: str, path: str) -> ProbeAnswer:
-        url = f"{self._base}{path}" if self._base else f"https://{host}{path}"
-        started = time.monotonic()
-        try:
-            resp = await self._http.request("GET", url, headers={"host": host, "user-agent": USER_AGENT}, timeout=10)
-        except HttpError as exc:
-            return ProbeAnswer(None, error=str(exc)[:120], latency_ms=(time.monotonic() - started) * 1000)
-        return ProbeAnswer(resp.status, resp.headers.get("content-type", ""), resp.body[:64 * 1024],
-                           (time.monotonic() - started) * 1000)
+from shared.outbound_http import HttpClient
 
 
 def _dispatcher_setting(settings: Settings, name: str) -> str:
@@ -88,22 +59,23 @@ async def check(cp: ControlPlane, settings: Settings, http: HttpClient, *, tenan
         tenants = [t for t in await cp.registry.tenants() if t.status is TenantStatus.ACTIVE]
     targets = [Target(t.tenant_id, t.domain) for t in tenants]
     cp.reporter.step(f"probing {len(targets)} tenant(s) through {base_url or 'their domains'}")
-    results = await run_checks(targets, HttpProber(http, base_url))
-    report: dict[str, Any] = {"checks": [r.row("cli") for r in results],
-                              "failing": sorted(r.tenant_id for r in results if not r.ok)}
     n = alert_after(_dispatcher_setting(settings, "HEALTH_ALERT_AFTER"))
-    if cp.dry_run:
-        cp.reporter.plan("supabase", f"POST /rest/v1/rpc/record_health_checks ({len(results)} checks, alert_after={n})")
-        return report
-    url, key = _supabase_settings(settings)
-    store = SupabaseHealthStore(PostgrestRpc(http, url, key))
-    try:
-        report["transitions"] = await store.record(results, source="cli", alert_after=n)
+    store: SupabaseHealthStore | None = None
+    webhook: AlertWebhook | None = None
+    if not cp.dry_run:
+        url, key = _supabase_settings(settings)
+        store = SupabaseHealthStore(PostgrestRpc(http, url, key))
         hook = _dispatcher_setting(settings, "ALERT_WEBHOOK_URL")
         webhook = AlertWebhook(http, hook, secret=_dispatcher_setting(settings, "ALERT_WEBHOOK_SECRET")) if hook else None
-        report["deliveries"] = await deliver_due(store, webhook)
-    except HealthStoreError as exc:
-        raise BackendError(f"recording the checks failed: {exc}") from None
+    run = await run_health(targets, HttpProber(http, base_url), store, source="cli", alert_after=n, webhook=webhook)
+    report: dict[str, Any] = {"checks": run.checks, "failing": run.failing}
+    if cp.dry_run:
+        cp.reporter.plan("supabase", f"POST /rest/v1/rpc/record_health_checks ({len(run.checks)} checks, alert_after={n})")
+        return report
+    if run.error is not None:
+        raise BackendError(f"recording the checks failed: {run.error}")
+    report["transitions"] = run.transitions
+    report["deliveries"] = run.deliveries if run.deliveries is not None else []
     return report
 
 
@@ -128,4 +100,4 @@ def exit_failing(report: Mapping[str, Any]) -> bool:
     return bool(report.get("failing"))
 
 
-__all__ = ["HttpProber", "NotFound", "check", "exit_failing"]
+__all__ = ["HttpProber", "NotFound", "check", "exit_failing"]  # HttpProber: shared.health's, re-exported

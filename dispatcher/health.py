@@ -17,24 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from workers import Request
 
 from shared.fetch_client import FetchClient
-from shared.health import (
-    USER_AGENT,
-    AlertWebhook,
-    HealthStoreError,
-    PostgrestRpc,
-    ProbeAnswer,
-    SupabaseHealthStore,
-    Target,
-    deliver_due,
-    run_checks,
-)
+from shared.health import AlertWebhook, HttpProber, PostgrestRpc, SupabaseHealthStore, Target, run_health
 from shared.metrics import SOURCE_PROBE
+from shared.outbound_http import HttpResponse
 
 if TYPE_CHECKING:
     from dispatcher.app import Dispatcher
@@ -46,7 +36,6 @@ TARGETS_SQL = (
     " ORDER BY CASE d.domain_type WHEN 'primary' THEN 0 WHEN 'subdomain' THEN 1 ELSE 2 END, d.domain LIMIT 1) AS host"
     " FROM tenants AS t WHERE t.status = 'active' ORDER BY t.tenant_id"
 )
-BODY_LIMIT = 64 * 1024
 
 
 async def targets_from_d1(db: Any) -> list[Target]:
@@ -55,57 +44,37 @@ async def targets_from_d1(db: Any) -> list[Target]:
     return [Target(str(r["tenant_id"]), str(r["host"]) if r["host"] else None) for r in rows]
 
 
-class InProcessProber:
-    """shared.health.Prober through the dispatcher's own request path."""
+class InProcessHttp:
+    """shared.outbound_http.HttpClient through the dispatcher's own request path (source "probe"): the
+    adapter at the JS boundary that lets the shared HttpProber probe without leaving the Worker."""
 
-    def __init__(self, dispatcher: Any, defer: Callable[[Awaitable[Any]], None] | None,
-                 clock: Callable[[], float] = time.time) -> None:
-        self._dispatcher, self._defer, self._clock = dispatcher, defer, clock
+    def __init__(self, dispatcher: Any, defer: Callable[[Awaitable[Any]], None] | None) -> None:
+        self._dispatcher, self._defer = dispatcher, defer
 
-    async def get(self, host: str, path: str) -> ProbeAnswer:
-        started = self._clock()
-        request = Request(f"https://{host}{path}", headers={"host": host, "user-agent": USER_AGENT})
+    async def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
+                      body: bytes | None = None, timeout: float = 10.0) -> HttpResponse:
+        request = Request(url, headers=headers or {}) if method == "GET" else Request(url, method=method,
+                                                                                      headers=headers or {})
         response = await self._dispatcher.handle(request, self._defer, source=SOURCE_PROBE)
-        body = bytes(await response.bytes())[:BODY_LIMIT]
-        return ProbeAnswer(response.status, str(response.headers.get("content-type") or ""), body,
-                           (self._clock() - started) * 1000)
+        return HttpResponse(response.status, {"content-type": str(response.headers.get("content-type") or "")},
+                            bytes(await response.bytes()))
 
 
 async def run_scheduled(env: Any, dispatcher: "Dispatcher", defer: Callable[[Awaitable[Any]], None] | None) -> dict[str, Any]:
-    """One cron run: probe, record, then deliver alerts in `defer`. Returns a summary (logged)."""
+    """One cron run: probe, record, then deliver alerts in `defer` (shared.health.run_health)."""
     config = dispatcher.config
-    targets = await targets_from_d1(env.DB)
-    results = await run_checks(targets, InProcessProber(dispatcher, defer))
-    summary: dict[str, Any] = {"event": "health_run", "tenants": len(results),
-                               "failing": sorted(r.tenant_id for r in results if not r.ok)}
-    if not config.records_health:
-        summary["recorded"] = False
-        log.error(json.dumps({**summary, "reason": "SUPABASE_URL / SUPABASE_SERVICE_ROLE_KEY not set"}))
-        return summary
     http = FetchClient()
-    store = SupabaseHealthStore(PostgrestRpc(http, config.supabase_url, config.supabase_service_role_key))
-    try:
-        summary["transitions"] = await store.record(results, source="cron",
-                                                    alert_after=config.health_alert_after)
-        summary["recorded"] = True
-    except HealthStoreError as exc:
-        summary["recorded"] = False
-        log.error(json.dumps({**summary, "reason": str(exc)[:200]}))
-        return summary
-    if config.alert_webhook_url:
-        webhook = AlertWebhook(http, config.alert_webhook_url, secret=config.alert_webhook_secret)
-        delivery = _deliver(store, webhook)
-        if defer is not None:
-            defer(delivery)
-        else:
-            await delivery
-    log.warning(json.dumps(summary))
+    store = (SupabaseHealthStore(PostgrestRpc(http, config.supabase_url, config.supabase_service_role_key))
+             if config.records_health else None)
+    webhook = (AlertWebhook(http, config.alert_webhook_url, secret=config.alert_webhook_secret)
+               if config.alert_webhook_url else None)
+    targets = await targets_from_d1(env.DB)
+    # Probed by host, so the base URL's own host never matters: the request carries the tenant's Host.
+    prober = HttpProber(InProcessHttp(dispatcher, defer))
+    run = await run_health(targets, prober, store, source="cron", webhook=webhook, defer=defer,
+                           alert_after=config.health_alert_after)
+    summary = {"event": "health_run", **run.summary()}
+    if store is None:
+        summary["error"] = "SUPABASE_URL / SUPABASE_SERVICE_ROLE_KEY not set"
+    (log.warning if run.recorded else log.error)(json.dumps(summary))
     return summary
-
-
-async def _deliver(store: SupabaseHealthStore, webhook: AlertWebhook) -> None:
-    try:
-        for d in await deliver_due(store, webhook):
-            log.warning(json.dumps({"event": "alert_delivery", **d}))
-    except HealthStoreError as exc:
-        log.error(json.dumps({"event": "alert_delivery_failed", "reason": str(exc)[:200]}))

@@ -2,8 +2,8 @@
 
     cleaned, problems = check_branding({"primary_color": "#0A7D33", "logo_url": "https://..."})
 
-Fields: brand_name (1-120 characters), logo_url (https, no credentials, no quotes, spaces or
-angle brackets, ≤ 500 characters), primary_color and secondary_color (#rrggbb, stored lower-case),
+Fields: brand_name (1-120 characters), logo_url (https with a plain DNS host, no credentials,
+no quotes, spaces, angle brackets, `;` or `,`, ≤ 500 characters), primary_color and secondary_color (#rrggbb, stored lower-case),
 support_email (an e-mail address). None removes a field. Pages validate again when they read.
 """
 from __future__ import annotations
@@ -17,11 +17,28 @@ COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+$")
 
 
+_HOST = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
 def valid_logo_url(value: str) -> bool:
-    if len(value) > 500 or any(c in value for c in "\"'<> \\\t\r\n`"):
+    """An https URL with a plain DNS host (it also goes into the page's CSP as an img-src origin)."""
+    if len(value) > 500 or any(c in value for c in "\"'<> \\\t\r\n`;,"):
         return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (ValueError for a junk port)
+    except ValueError:
+        return False
+    return (parts.scheme == "https" and bool(parts.hostname) and _HOST.match(parts.hostname or "") is not None
+            and not parts.username and not parts.password and "@" not in parts.netloc)
+
+
+def logo_origin(value: str | None) -> str | None:
+    """The origin a page's CSP must allow images from to show this logo; None for no usable logo."""
+    if not value or not valid_logo_url(value):
+        return None
     parts = urlsplit(value)
-    return parts.scheme == "https" and bool(parts.hostname) and not parts.username and not parts.password
+    return f"https://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
 def check_field(name: str, value: Any) -> tuple[Any, str | None]:

@@ -9,10 +9,12 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from shared.branding import logo_origin
 from shared.security_headers import page_csp, with_security_headers
 
 DEFAULT_BRAND = "Cozyartz Media Group"
 DEFAULT_COLOR = "#1f2937"
+DEFAULT_SECONDARY = "#4b5563"
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
@@ -22,6 +24,8 @@ class Branding:
 
     brand_name: str = DEFAULT_BRAND
     primary_color: str = DEFAULT_COLOR
+    secondary_color: str = DEFAULT_SECONDARY
+    logo_url: str = ""  # https only (shared.branding.valid_logo_url, checked again when drawn)
     support_email: str = ""  # the tenant's support contact, shown on its error pages
     way_back: bool = False  # a tenant's page: links home and to sign in again
 
@@ -57,21 +61,34 @@ def error_reply(
         return ErrorReply(status, json.dumps({"error": payload}).encode(), with_security_headers(out))
     brand = branding or Branding()
     out["content-type"] = "text/html; charset=utf-8"
-    out["content-security-policy"] = page_csp(page_style(brand.primary_color))
+    logo = logo_origin(brand.logo_url)
+    out["content-security-policy"] = page_csp(page_style(brand.primary_color, brand.secondary_color),
+                                              img_origins=(logo,) if logo else ())
     return ErrorReply(status, branded_page(status, message, request_id, brand).encode(), with_security_headers(out))
 
 
-def safe_color(value: str) -> str:
+def safe_color(value: str, default: str = DEFAULT_COLOR) -> str:
     """A tenant-written colour goes into CSS only as #rrggbb; anything else is the default."""
-    return value if isinstance(value, str) and _COLOR.match(value) else DEFAULT_COLOR
+    return value if isinstance(value, str) and _COLOR.match(value) else default
 
 
-def page_style(primary_color: str) -> str:
-    """The one <style> block of an error page (its CSP allows exactly this text, by hash)."""
-    color = safe_color(primary_color)
+def page_style(primary_color: str, secondary_color: str = DEFAULT_SECONDARY) -> str:
+    """The one <style> block of a branded page (its CSP allows exactly this text, by hash)."""
+    color, accent = safe_color(primary_color), safe_color(secondary_color, DEFAULT_SECONDARY)
     return ("body{font-family:system-ui,sans-serif;margin:0;background:#f9fafb;color:#111827}"
-            f"header{{background:{color};color:#fff;padding:1rem 2rem;font-weight:600}}"
-            "main{max-width:40rem;margin:4rem auto;padding:0 2rem}small{color:#6b7280}")
+            f"header{{background:{color};color:#fff;padding:1rem 2rem;font-weight:600;display:flex;gap:.8rem;"
+            f"align-items:center;border-bottom:4px solid {accent}}}.logo{{border-radius:.3rem}}"
+            "main{max-width:40rem;margin:4rem auto;padding:0 2rem;overflow-wrap:anywhere}small{color:#6b7280}"
+            f".btn{{display:inline-block;padding:.6rem 1rem;margin:0 .5rem .5rem 0;border-radius:.4rem;background:{color};"
+            f"color:#fff;text-decoration:none;border:0;font:inherit;cursor:pointer}}a{{color:{color}}}")
+
+
+def page_header(branding: Branding) -> str:
+    """The header of a branded page: the logo (https only, escaped) and the name (escaped)."""
+    logo = ""
+    if logo_origin(branding.logo_url):
+        logo = f'<img class="logo" src="{html.escape(branding.logo_url, quote=True)}" alt="" width="32" height="32">'
+    return f"<header>{logo}<span class=\"brand\">{html.escape(branding.brand_name)}</span></header>"
 
 
 def _way_back(branding: Branding) -> str:
@@ -89,8 +106,8 @@ def branded_page(status: int, message: str, request_id: str, branding: Branding)
     return (
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{status} · {brand}</title>"
-        f"<style>{page_style(branding.primary_color)}</style></head>"
-        f"<body><header>{brand}</header><main><h1>{status}</h1><p>{html.escape(message)}</p>"
+        f"<style>{page_style(branding.primary_color, branding.secondary_color)}</style></head>"
+        f"<body>{page_header(branding)}<main><h1>{status}</h1><p>{html.escape(message)}</p>"
         f"{_way_back(branding)}"
         f"<p><small>Request ID: {html.escape(request_id)}</small></p></main></body></html>"
     )

@@ -1,8 +1,7 @@
 """Health checks and alerts: probe every active tenant, record, alert after N failures in a row.
 
-    results = await run_checks(targets, prober)               # /api/health + the sign-in page, per tenant
-    transitions = await store.record(results, source="cron", alert_after=3)
-    await deliver_due(store, webhook)                          # the outbox: never blocks the checks
+    run = await run_health(targets, HttpProber(http, base_url), store, source="cron", alert_after=3,
+                           webhook=webhook, defer=ctx.waitUntil)   # probe, record, then the alert outbox
 
 One run probes each tenant through the dispatcher: `GET /api/health` under the tenant's host
 must answer 200 `{"status": "ok", "tenant_id": <that tenant>}`, and the home page (the page with
@@ -12,9 +11,11 @@ failed, at most one open per tenant, resolved by the next good check) and keeps 
 outbox (`alert_notifications_due` / `mark_alert_notified`): a delivery that fails is retried a
 few times in the run, and again on later runs (up to 10 attempts).
 
-Two wirings of the same code: the dispatcher's cron handler (dispatcher/health.py: targets from
-D1, probes through the dispatcher in-process, Supabase over the Worker's fetch) and the operator's
-`tenants.py check` (controlplane/health.py: targets from Supabase, probes over HTTP). Stdlib only.
+One implementation (HttpProber over a small HTTP protocol, run_health), two wirings: the
+dispatcher's cron handler (dispatcher/health.py: targets from D1, an HttpClient that goes through
+the dispatcher in process, Supabase over the Worker's fetch, deliveries deferred) and the
+operator's `tenants.py check` (controlplane/health.py: targets from Supabase, HTTP over the
+network, deliveries awaited). Stdlib only.
 """
 from __future__ import annotations
 
@@ -22,11 +23,14 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 from shared.outbound_http import HttpClient, HttpError
+
+log = logging.getLogger("cmgsite.health")
 
 HEALTH_PATH = "/api/health"
 PAGE_PATH = "/"
@@ -54,6 +58,30 @@ class ProbeAnswer:
 
 class Prober(Protocol):
     async def get(self, host: str, path: str) -> ProbeAnswer: ...
+
+
+BODY_LIMIT = 64 * 1024
+
+
+class HttpProber:
+    """The one Prober: `GET <path>` with the tenant's Host header over an HttpClient, to `base_url`
+    (a dispatcher) or, without one, to https://<host> itself. The dispatcher's cron hands it a client
+    that goes through its own request path in process; the CLI one over the network."""
+
+    def __init__(self, http: HttpClient, base_url: str | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._http, self._base, self._clock = http, base_url.rstrip("/") if base_url else None, clock
+
+    async def get(self, host: str, path: str) -> ProbeAnswer:
+        url = f"{self._base}{path}" if self._base else f"https://{host}{path}"
+        started = self._clock()
+        try:
+            resp = await self._http.request("GET", url, headers={"host": host, "user-agent": USER_AGENT},
+                                            timeout=PROBE_TIMEOUT_SECONDS)
+        except HttpError as exc:
+            return ProbeAnswer(None, error=str(exc)[:120], latency_ms=(self._clock() - started) * 1000)
+        return ProbeAnswer(resp.status, resp.headers.get("content-type", ""), resp.body[:BODY_LIMIT],
+                           (self._clock() - started) * 1000)
 
 
 @dataclass(frozen=True)
@@ -259,6 +287,59 @@ async def deliver_due(store: HealthStore, webhook: AlertWebhook | None) -> list[
         out.append({"alert_id": event["alert_id"], "event": event["event"], "tenant_id": event["tenant_id"],
                     "delivered": delivered, "error": error})
     return out
+
+
+@dataclass
+class HealthRun:
+    """One run's outcome: the rows checked, who failed, what was recorded and delivered."""
+
+    checks: list[dict[str, Any]]
+    failing: list[str]
+    recorded: bool = False
+    transitions: list[dict[str, Any]] | None = None
+    deliveries: list[dict[str, Any]] | None = None  # None: not delivered in the run (deferred or no webhook)
+    error: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"tenants": len(self.checks), "failing": self.failing, "recorded": self.recorded}
+        for key in ("transitions", "deliveries", "error"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
+async def run_health(targets: Sequence[Target], prober: Prober, store: HealthStore | None, *, source: str,
+                     alert_after: int, webhook: AlertWebhook | None = None,
+                     defer: Callable[[Awaitable[Any]], None] | None = None) -> HealthRun:
+    """The one health run, for the cron and the CLI: probe, record (no store: probe only), then
+    deliver due alert events, in `defer` when given (the check never waits for a receiver)."""
+    results = await run_checks(targets, prober)
+    run = HealthRun([r.row(source) for r in results], sorted(r.tenant_id for r in results if not r.ok))
+    if store is None:
+        return run
+    try:
+        run.transitions = await store.record(results, source=source, alert_after=alert_after)
+        run.recorded = True
+    except HealthStoreError as exc:
+        run.error = str(exc)[:200]
+        return run
+    if webhook is not None:
+        if defer is not None:
+            defer(_deliver_logged(store, webhook))
+        else:
+            try:
+                run.deliveries = await deliver_due(store, webhook)
+            except HealthStoreError as exc:
+                run.error = f"alert delivery: {str(exc)[:200]}"
+    return run
+
+
+async def _deliver_logged(store: HealthStore, webhook: AlertWebhook) -> None:
+    try:
+        for d in await deliver_due(store, webhook):
+            log.warning(json.dumps({"event": "alert_delivery", **d}))
+    except HealthStoreError as exc:
+        log.error(json.dumps({"event": "alert_delivery_failed", "reason": str(exc)[:200]}))
 
 
 def alert_after(value: Any) -> int:

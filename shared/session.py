@@ -99,13 +99,23 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(18)
 
 
-def issue_session(secret: str, *, tenant_id: str, user_id: str, role: Role, now: float | datetime,
-                  ttl_seconds: int = SESSION_TTL_SECONDS, email: str | None = None,
-                  name: str | None = None) -> str:
+def new_session(secret: str, *, tenant_id: str, user_id: str, role: Role, now: float | datetime,
+                ttl_seconds: int = SESSION_TTL_SECONDS, email: str | None = None,
+                name: str | None = None) -> tuple[str, SessionClaims]:
+    """A new session: the signed token for the cookie and the claims it carries (the issuer
+    knows them; it never verifies its own fresh token to learn them)."""
     iat = int(now.timestamp()) if isinstance(now, datetime) else int(now)
     claims = SessionClaims(tid=tenant_id, sub=user_id.lower(), role=role, sid=new_session_id(), iat=iat,
                            exp=iat + ttl_seconds, email=email, name=(name or None) and name[:200])
-    return _signer(session_keyring(secret).active, tenant_id).sign(claims.model_dump(exclude_none=True))
+    return _signer(session_keyring(secret).active, tenant_id).sign(claims.model_dump(exclude_none=True)), claims
+
+
+def issue_session(secret: str, *, tenant_id: str, user_id: str, role: Role, now: float | datetime,
+                  ttl_seconds: int = SESSION_TTL_SECONDS, email: str | None = None,
+                  name: str | None = None) -> str:
+    """The signed token of a new session (new_session without the claims)."""
+    return new_session(secret, tenant_id=tenant_id, user_id=user_id, role=role, now=now, ttl_seconds=ttl_seconds,
+                       email=email, name=name)[0]
 
 
 @functools.lru_cache(maxsize=64)

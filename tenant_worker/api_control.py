@@ -20,12 +20,13 @@ import json
 import logging
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from shared.control_token import ControlTokenError, verify
 from shared.tiers import UsageKind
 from shared.usage import MAX_AMOUNT
 from tenant_worker.inbound_http import ApiError, Call, Reply, RequestBody, Route, json_reply
+from tenant_worker.request_body import read_body
 from tenant_worker.usage_meter import meter_for
 
 log = logging.getLogger("cmgsite.tenant.control")
@@ -73,11 +74,7 @@ async def read_meter(call: Call) -> Reply:
 
 async def restore_meter(call: Call) -> Reply:
     _authorize(call, "meter.restore")
-    try:
-        body = MeterRestore.model_validate(await call.json())
-    except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
-        raise ApiError(400, "invalid_body", f"Invalid field(s): {', '.join(fields)}.", extra={"fields": fields}) from None
+    body = await read_body(call, MeterRestore)
     meter = meter_for(call)
     seeded: dict[str, int] = {}
     if body.levels.storage > 0:

@@ -29,6 +29,7 @@ from shared.roles import RoleName
 from tenant_worker.auth_store import AuthStore, AuthStoreMissing
 from tenant_worker.inbound_http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Role, require
+from tenant_worker.request_body import nothing_to_change, read_body
 from tenant_worker.supabase_access import guarded, tenant_db, write_audit
 
 _WHOLE = re.compile(r"[0-9]{1,6}")
@@ -92,14 +93,10 @@ async def patch_profile(call: Call) -> Reply:
     target = call.params["id"].lower()
     if not _UUID.match(target):
         raise ApiError(400, "invalid_id", "The profile id must be a UUID.")
-    try:
-        patch = ProfilePatch.model_validate(await call.json())
-    except ValidationError as exc:
-        raise ApiError(400, "invalid_body", "Send {\"tenant_role\": \"client\"|\"admin\"} and/or a display_name.",
-                       extra={"fields": sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]})}) from None
+    patch = await read_body(call, ProfilePatch)
     values: dict[str, Any] = patch.model_dump(exclude_none=True)
     if not values:
-        raise ApiError(400, "invalid_body", "Nothing to change.")
+        raise nothing_to_change()
     if values.get("tenant_role") == "super_admin":
         # Only the database's super_admin may grant it, and only in the primary tenant.
         if principal.role is not Role.SUPER_ADMIN or call.tenant.tenant_type is not TenantType.PRIMARY:

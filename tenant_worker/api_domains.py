@@ -37,9 +37,11 @@ from shared.outbound_http import HttpError
 from shared.supabase import SupabaseClient, SupabaseError
 from shared.tiers import UsageKind
 from shared.usage import UsageDecision, decision
-from tenant_worker.api_usage import audit_limit_hit, domain_count, limit_exceeded, usage_view
+from tenant_worker.api_usage import domain_count
 from tenant_worker.inbound_http import ApiError, Call, Reply, RequestBody, Route, json_reply
+from tenant_worker.metering import audit_limit_hit, limit_exceeded, usage_view
 from tenant_worker.principal import Principal, Role, require
+from tenant_worker.request_body import read_body
 from tenant_worker.supabase_access import (
     service_db,
     supabase_failure,
@@ -103,15 +105,6 @@ def _name(raw: str) -> str:
         return parse_domain(raw)
     except DomainError as exc:
         raise ApiError(422, "invalid_domain", f"Not a usable domain name: {exc.message}.") from None
-
-
-def _parse_request(data: Any) -> DomainRequest:
-    try:
-        return DomainRequest.model_validate(data)
-    except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
-        raise ApiError(422, "invalid_request", f"Invalid field(s): {', '.join(fields)}.",
-                       extra={"fields": fields}) from None
 
 
 def _quota_decision(call: Call, exc: SupabaseError) -> UsageDecision:
@@ -187,7 +180,7 @@ async def _own(call: Call, db: SupabaseClient, domain: str) -> DomainRow:
 # ---- handlers ------------------------------------------------------------------------------
 async def add_domain(call: Call) -> Reply:
     principal = require(call, Role.ADMIN)
-    domain = _name(_parse_request(await call.json()).domain)
+    domain = _name((await read_body(call, DomainRequest)).domain)
     try:
         classify(call.tenant.tenant_type, domain, by=Actor.TENANT)
     except DomainError as exc:

@@ -14,8 +14,9 @@ separators, over-long), never repaired. No request field names a tenant or a key
 
 Metering (the `storage` level in the tenant's UsageMeter, in bytes):
 - upload: the declared Content-Length is reserved before anything is written; past the tier's
-  quota, 429 `usage_limit_exceeded` (api_usage.limit_exceeded). A reservation whose write does
-  not happen (R2 error, a body that breaks off, the name taken) is released.
+  quota, 429 `usage_limit_exceeded`. A reservation whose write does not happen (R2 error, a
+  body that breaks off, the name taken) is released: one `tenant_worker.metering.reserve`
+  block, one meter call to reserve and at most one to give back.
 - names are never overwritten: the write is conditional (`If-None-Match: *`), so two uploads of
   one name store one file and count one file (409 `file_exists` for the other).
 - delete: the object is first swapped, conditionally on its etag, for an empty tombstone
@@ -39,9 +40,9 @@ import binascii
 import json
 import logging
 import re
-from typing import Any, Protocol
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.file_keys import (
     FileNameError,
@@ -56,8 +57,7 @@ from shared.outbound_http import HttpError
 from shared.security_headers import OTHER_CSP
 from shared.supabase import SupabaseError
 from shared.tiers import UsageKind, plan_for
-from shared.usage import UsageDecision, UsageSnapshot
-from tenant_worker.api_usage import limit_exceeded, usage_view
+from shared.usage import UsageDecision
 from tenant_worker.inbound_http import (
     ApiError,
     Call,
@@ -66,10 +66,11 @@ from tenant_worker.inbound_http import (
     Route,
     StreamBody,
     json_reply,
-    parse_json,
 )
+from tenant_worker.metering import Meter, give_back, meter_of, meter_unavailable, reserve, usage_view
 from tenant_worker.principal import Principal, Role, require
 from tenant_worker.r2_files import Bucket, BucketError, BucketMissing, StoredObject
+from tenant_worker.request_body import read_body
 from tenant_worker.supabase_access import write_audit
 
 log = logging.getLogger("cmgsite.tenant.files")
@@ -81,16 +82,6 @@ MAX_PAGE = 1000
 _TOKEN = r"[a-z0-9!#$&^_.+-]{1,63}"
 _MEDIA_TYPE = re.compile(rf"^{_TOKEN}/{_TOKEN}$")
 _CHARSET = re.compile(r"^[a-z0-9_.:-]{1,40}$")
-
-
-class Meter(Protocol):
-    """What the files API needs of the tenant's UsageMeter (tenant_worker.usage_meter.TenantMeter)."""
-
-    async def consume(self, kind: UsageKind, amount: int = 1) -> UsageDecision: ...
-
-    async def release(self, kind: UsageKind, amount: int = 1, period: str | None = None) -> UsageDecision: ...
-
-    async def snapshot(self) -> UsageSnapshot: ...
 
 
 class FileView(BaseModel):
@@ -190,36 +181,11 @@ def bucket_for(call: Call) -> Bucket:
         raise ApiError(503, "storage_unavailable", "File storage is not configured for this site.") from None
 
 
-def meter_of(call: Call) -> Meter:
-    from tenant_worker.usage_meter import meter_for
-
-    return meter_for(call)
-
-
 def storage_failure(call: Call, exc: Exception, op: str) -> ApiError:
     log.error(json.dumps({"event": "storage_failed", "op": op, "request_id": call.request_id,
                           "reason": str(exc)[:200]}))
     return ApiError(503, "storage_unavailable", "File storage is unavailable. Please try again.",
                     headers={"retry-after": "5"})
-
-
-def meter_unavailable(call: Call, exc: Exception) -> ApiError:
-    log.error(json.dumps({"event": "usage_meter_unavailable", "kind": "storage", "request_id": call.request_id,
-                          "reason": type(exc).__name__}))
-    return ApiError(503, "usage_unavailable", "Usage metering is unavailable. Please try again.",
-                    headers={"retry-after": "5"})
-
-
-async def give_back(call: Call, meter: Meter, amount: int) -> UsageDecision | None:
-    """Release `amount` storage bytes; a failure is logged (reconcile repairs it), never raised."""
-    if amount <= 0:
-        return None
-    try:
-        return await meter.release(UsageKind.STORAGE, amount)
-    except Exception as exc:
-        log.error(json.dumps({"event": "usage_refund_failed", "kind": "storage", "amount": amount,
-                              "request_id": call.request_id, "reason": type(exc).__name__}))
-        return None
 
 
 async def audit(call: Call, principal: Principal, action: str, target: str | None, details: dict[str, Any]) -> None:
@@ -234,7 +200,8 @@ async def audit(call: Call, principal: Principal, action: str, target: str | Non
 async def store_file(call: Call, bucket: Bucket, meter: Meter, principal: Principal, name: str,
                      body: StreamBody | bytes, length: int, content_type: str) -> tuple[StoredObject, UsageDecision | None]:
     """Write a new file: 409 if the name is taken; reserve `length` bytes first (429 past the
-    quota, then 413 past the plan's file size); give the bytes back if the write does not happen."""
+    quota, then 413 past the plan's file size); the reservation gives them back if the write
+    does not happen (tenant_worker.metering.reserve)."""
     tenant = call.tenant
     key = object_key(tenant.tenant_id, name)
     try:
@@ -243,40 +210,26 @@ async def store_file(call: Call, bucket: Bucket, meter: Meter, principal: Princi
         raise storage_failure(call, exc, "head") from None
     if current is not None and not is_tombstone(current):
         raise ApiError(409, "file_exists", "A file with this name exists. Delete it first to replace it.")
-    reserved: UsageDecision | None = None
-    if length > 0:
+    async with reserve(call, meter, UsageKind.STORAGE, length, actor=principal.user_id) as r:
+        cap = plan_for(tenant.tier).max_file_bytes
+        if length > cap:
+            raise ApiError(413, "file_too_large", f"Files on this plan are at most {cap} bytes.",
+                           extra={"limit": cap, "size": length})
+        metadata = {"uploaded-by": principal.user_id}
         try:
-            reserved = await meter.consume(UsageKind.STORAGE, length)
-        except Exception as exc:
-            raise meter_unavailable(call, exc) from None
-        if not reserved.allowed:
-            raise limit_exceeded(reserved, call.services.clock())
-    cap = plan_for(tenant.tier).max_file_bytes
-    if length > cap:
-        await give_back(call, meter, length)
-        raise ApiError(413, "file_too_large", f"Files on this plan are at most {cap} bytes.",
-                       extra={"limit": cap, "size": length})
-    metadata = {"uploaded-by": principal.user_id}
-    try:
-        # Conditional: the name must still be free (or still hold the same tombstone), so a
-        # concurrent upload of the same name cannot be overwritten, nor counted twice.
-        stored = await bucket.put(key, body, content_type=content_type, metadata=metadata,
-                                  if_absent=current is None, if_etag=None if current is None else current.etag)
-    except BucketError as exc:
-        await give_back(call, meter, length)
-        raise storage_failure(call, exc, "put") from None
-    except BaseException:
-        await give_back(call, meter, length)
-        raise
-    if stored is None:
-        await give_back(call, meter, length)
-        raise ApiError(409, "file_exists", "A file with this name exists. Delete it first to replace it.")
-    if stored.size != length:  # R2 stores what the stream delivered, which is the Content-Length
-        log.error(json.dumps({"event": "upload_size_mismatch", "declared": length, "stored": stored.size,
-                              "request_id": call.request_id}))
-        if stored.size < length:
-            await give_back(call, meter, length - stored.size)
-    return stored, reserved
+            # Conditional: the name must still be free (or still hold the same tombstone), so a
+            # concurrent upload of the same name cannot be overwritten, nor counted twice.
+            stored = await bucket.put(key, body, content_type=content_type, metadata=metadata,
+                                      if_absent=current is None, if_etag=None if current is None else current.etag)
+        except BucketError as exc:
+            raise storage_failure(call, exc, "put") from None
+        if stored is None:
+            raise ApiError(409, "file_exists", "A file with this name exists. Delete it first to replace it.")
+        if stored.size != length:  # R2 stores what the stream delivered, which is the Content-Length
+            log.error(json.dumps({"event": "upload_size_mismatch", "declared": length, "stored": stored.size,
+                                  "request_id": call.request_id}))
+        r.commit(stored.size)  # the bytes stored stay counted; any declared but not stored go back
+    return stored, r.decision
 
 
 async def remove_file(call: Call, bucket: Bucket, meter: Meter, name: str) -> tuple[StoredObject, UsageDecision | None]:
@@ -292,7 +245,7 @@ async def remove_file(call: Call, bucket: Bucket, meter: Meter, name: str) -> tu
         raise storage_failure(call, exc, "delete") from None
     if swapped is None:  # another request changed or deleted it first: that one refunds
         raise ApiError(404, "not_found", "No file of this site has that name.")
-    after = await give_back(call, meter, current.size)
+    after = await give_back(call, meter, UsageKind.STORAGE, current.size)
     try:
         await bucket.delete(key)
     except BucketError as exc:  # an invisible, empty tombstone stays; an upload may take the name
@@ -321,7 +274,7 @@ async def reconcile_level(call: Call, bucket: Bucket, meter: Meter) -> dict[str,
     try:
         before = (await meter.snapshot()).item(UsageKind.STORAGE)
     except Exception as exc:
-        raise meter_unavailable(call, exc) from None
+        raise meter_unavailable(call, UsageKind.STORAGE, exc) from None
     try:
         total, files = await bucket_total(call, bucket)
     except BucketError as exc:
@@ -341,7 +294,7 @@ async def reconcile_level(call: Call, bucket: Bucket, meter: Meter) -> dict[str,
         elif delta < 0:
             level = (await meter.release(UsageKind.STORAGE, -delta)).used
     except Exception as exc:
-        raise meter_unavailable(call, exc) from None
+        raise meter_unavailable(call, UsageKind.STORAGE, exc) from None
     return {"bucket_bytes": total, "files": files, "level_before": before.used, "level_after": level,
             "limit": before.limit, "over_limit": capped}
 
@@ -420,12 +373,7 @@ async def delete(call: Call) -> Reply:
 
 async def reconcile(call: Call) -> Reply:
     principal = require(call, Role.ADMIN)
-    raw = await call.body()
-    if raw:
-        try:
-            ReconcileRequest.model_validate(parse_json(raw))
-        except ValidationError:
-            raise ApiError(422, "invalid_request", "This endpoint takes no fields: send no body or {}.") from None
+    await read_body(call, ReconcileRequest, optional=True)  # no fields: no body or {}
     result = await reconcile_level(call, bucket_for(call), meter_of(call))
     await audit(call, principal, "file.storage_reconciled", None, result)
     return json_reply(result)

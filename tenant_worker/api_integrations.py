@@ -39,6 +39,7 @@ from shared.outbound_http import HttpError
 from shared.supabase import SupabaseClient, SupabaseError
 from tenant_worker.inbound_http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Principal, Role, require
+from tenant_worker.request_body import invalid_body, read_body
 from tenant_worker.supabase_access import supabase_failure, tenant_db, write_audit
 
 log = logging.getLogger("cmgsite.tenant.integrations")
@@ -198,16 +199,10 @@ def _name(call: Call) -> str:
     return name
 
 
-def _body(data: dict[str, Any]) -> SecretBody:
-    try:
-        body = SecretBody.model_validate(data)
-    except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
-        raise ApiError(422, "invalid_request", f"Invalid field(s): {', '.join(fields)}.",
-                       extra={"fields": fields}) from None
+async def _body(call: Call) -> SecretBody:
+    body = await read_body(call, SecretBody)
     if len(body.secret.encode("utf-8")) > MAX_SECRET_BYTES:
-        raise ApiError(422, "invalid_request", f"A secret holds at most {MAX_SECRET_BYTES} bytes.",
-                       extra={"fields": ["secret"]})
+        raise invalid_body(f"A secret holds at most {MAX_SECRET_BYTES} bytes.", ["secret"])
     return body
 
 
@@ -255,7 +250,7 @@ async def get_integration(call: Call) -> Reply:
 async def put_integration(call: Call) -> Reply:
     principal = require(call, Role.ADMIN)
     name = _name(call)
-    body = _body(await call.json())
+    body = await _body(call)
     meta, created = await _run(call, _vault(call, principal).put(name, body.secret, actor=principal.user_id))
     await _audit(call, principal, "integration.secret_set", name, {"key_id": meta.key_id, "created": created})
     return json_reply(_view(meta), status=201 if created else 200, headers=NO_STORE)

@@ -25,7 +25,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from shared.ids import UUID_RE
 from shared.metrics_query import MetricsUnavailable
@@ -34,6 +34,7 @@ from shared.support import PRIORITIES, sla_state
 from tenant_worker.inbound_http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.metrics_adapter import metrics_queries
 from tenant_worker.principal import Principal, Role, require
+from tenant_worker.request_body import read_body
 from tenant_worker.supabase_access import guarded, tenant_db, write_audit
 
 _UUID = UUID_RE  # shared.ids
@@ -62,14 +63,6 @@ class TicketPatch(RequestBody):
 
 class Escalation(RequestBody):
     escalated: bool = True
-
-
-def _parse(model: type[RequestBody], data: Any) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
-        raise ApiError(400, "invalid_body", f"Invalid field(s): {', '.join(fields)}.", extra={"fields": fields}) from None
 
 
 def _ticket_id(call: Call) -> str:
@@ -132,7 +125,7 @@ async def _messages(call: Call, principal: Principal, ticket: str) -> list[dict[
 
 
 async def _post_message(call: Call, principal: Principal, ticket: dict[str, Any]) -> dict[str, Any]:
-    msg = _parse(MessageCreate, await call.json())
+    msg = await read_body(call, MessageCreate)
     rows = await guarded(tenant_db(call, principal).insert(
         "support_messages", {"ticket_id": ticket["id"], "body": msg.body}, columns=MESSAGE_COLUMNS))
     if not rows:
@@ -148,7 +141,7 @@ async def _post_message(call: Call, principal: Principal, ticket: dict[str, Any]
 
 async def open_ticket(call: Call) -> Reply:
     principal = require(call)
-    t = _parse(TicketCreate, await call.json())
+    t = await read_body(call, TicketCreate)
     rows = await guarded(tenant_db(call, principal).insert(
         "support_tickets", {"tenant_id": call.tenant.tenant_id, "opened_by": principal.user_id, "subject": t.subject,
                             "body": t.body, "priority": t.priority}, columns=TICKET_COLUMNS))
@@ -188,7 +181,7 @@ async def add_message(call: Call) -> Reply:
 async def patch_ticket(call: Call) -> Reply:
     principal = require(call, Role.ADMIN)
     ticket_id = _ticket_id(call)
-    patch = _parse(TicketPatch, await call.json())
+    patch = await read_body(call, TicketPatch)
     rows = await guarded(tenant_db(call, principal).update(
         "support_tickets", {"status": patch.status}, eq={"id": ticket_id, "tenant_id": call.tenant.tenant_id},
         columns=TICKET_COLUMNS))
@@ -272,7 +265,7 @@ async def platform_message(call: Call) -> Reply:
 async def escalate(call: Call) -> Reply:
     principal = _staff(call)
     ticket_id = _ticket_id(call)
-    body = _parse(Escalation, await call.json())
+    body = await read_body(call, Escalation)
     rows = await guarded(tenant_db(call, principal).update(
         "support_tickets", {"escalated": body.escalated}, eq={"id": ticket_id}, columns=TICKET_COLUMNS))
     if not rows:

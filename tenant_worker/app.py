@@ -32,6 +32,7 @@ from tenant_worker import (
     dashboards,
     pages,
     request_rules,
+    sessions,
 )
 from tenant_worker.config import TenantConfig, config_for
 from tenant_worker.inbound_http import ApiError, Call, Reply, Route, StreamBody, error_to_reply, parse_query
@@ -46,7 +47,7 @@ ROUTE_MODULES = [api_health, api_usage, api_domains, api_integrations, auth, api
 # Run before every handler, in order; each may fill call.state or raise ApiError.
 Middleware = Callable[[Call], Awaitable[None]]
 # request_rules first: a cross-site or non-JSON state change is refused before any session work.
-MIDDLEWARE: list[Middleware] = [request_rules.request_rules, auth.session_middleware]
+MIDDLEWARE: list[Middleware] = [request_rules.request_rules, sessions.session_middleware]
 
 
 def route_table() -> list[Route]:
@@ -149,7 +150,8 @@ class TenantApp:
             return b""
 
         try:
-            return await auth.tenant_branding(Call(tenant, "GET", path, {}, headers, {}, self.env, self.services, no_body))
+            call = Call(tenant, "GET", path, {}, headers, {}, self.env, self.services, no_body)
+            return (await branding.tenant_branding(call)).page_branding()
         except Exception:
             return Branding(brand_name=tenant.host)
 

@@ -1,4 +1,5 @@
-"""Sign-in for one tenant: OAuth routes, the session cookie, and the session middleware.
+"""Sign-in for one tenant: the OAuth routes, sign-out and /api/me (the session cookie and its
+middleware: tenant_worker.sessions; the pages' branding: tenant_worker.branding).
 
     GET  /auth/login/github|google?next=/path   -> 302 to the provider (state + PKCE + nonce cookie)
     GET  /auth/callback?code&state              -> profile upsert, audit, session cookie, 302 to next
@@ -14,12 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import time
 import uuid
 from typing import Any
 
-from shared.error_pages import Branding, error_reply
+from shared.error_pages import error_reply
 from shared.models import TenantType
 from shared.oauth import (
     Identity,
@@ -43,16 +42,24 @@ from shared.oauth import (
 )
 from shared.outbound_http import HttpError
 from shared.rs256 import RsaVerifier
-from shared.session import SESSION_TTL_SECONDS, SessionClaims, SessionError, issue_session, verify_session
+from shared.session import SessionClaims
 from shared.supabase import SupabaseError
 from tenant_worker.auth_store import AuthStore, AuthStoreMissing
+from tenant_worker.branding import tenant_branding
 from tenant_worker.inbound_http import ApiError, Call, Reply, Route, json_reply, redirect_reply
-from tenant_worker.principal import PRINCIPAL, Principal, Role, require
-from tenant_worker.supabase_access import service_db, tenant_db, write_audit
+from tenant_worker.principal import PRINCIPAL, Principal, require
+from tenant_worker.sessions import (
+    SESSION,
+    clear_session_cookie,
+    cookie,
+    read_cookie,
+    session_cookie,
+    session_secret,
+)
+from tenant_worker.supabase_access import service_db, write_audit
 
 log = logging.getLogger("cmgsite.tenant.auth")
 
-SESSION_COOKIE = "__Host-cmg_session"  # __Host-: browsers enforce Secure, Path=/ and no Domain
 NONCE_COOKIE = "__Host-cmg_oauth"
 PROFILE_NAMESPACE = uuid.UUID("6f1c2b9e-7c1a-4e0b-9a51-2f0c3d4e5a61")  # profile ids for new users
 
@@ -74,114 +81,12 @@ def _rsa_verifier() -> RsaVerifier:
 
         _rsa.append(WebCryptoRsaVerifier())
     return _rsa[0]
-_brands: dict[str, tuple[float, Branding]] = {}
 
 
-# ---- cookies -------------------------------------------------------------------------------
-
-def cookie(name: str, value: str, max_age: int) -> str:
-    return f"{name}={value}; Max-Age={max_age}; Path=/; Secure; HttpOnly; SameSite=Lax"
-
-
-def read_cookie(call: Call, name: str) -> str | None:
-    for part in call.headers.get("cookie", "").split(";"):
-        key, sep, value = part.strip().partition("=")
-        if sep and key == name:
-            return value.strip() or None  # the first one wins; __Host- stops sibling overrides
-    return None
 
 
 def _session_secret(call: Call) -> str:
-    return call.services.config.session_secret  # required, 32 characters or more (tenant_worker.config)
-
-
-def session_cookie_for(call: Call, *, user_id: str, role: str, email: str | None, name: str | None) -> str:
-    token = issue_session(_session_secret(call), tenant_id=call.tenant.tenant_id, user_id=user_id,
-                          role=role, now=call.services.clock(), email=email, name=name)  # type: ignore[arg-type]
-    return cookie(SESSION_COOKIE, token, SESSION_TTL_SECONDS)
-
-
-# ---- session middleware --------------------------------------------------------------------
-
-async def session_middleware(call: Call) -> None:
-    """Verify the session cookie against this tenant; put a Principal in call.state."""
-    token = read_cookie(call, SESSION_COOKIE)
-    if token is None:
-        return
-    secret = _session_secret(call)
-    try:
-        claims = verify_session(token, secret, tenant_id=call.tenant.tenant_id, now=call.services.clock())
-    except SessionError as exc:
-        log.info(json.dumps({"event": "session_refused", "reason": str(exc)[:80], "request_id": call.request_id}))
-        return
-    if claims.role == "super_admin" and call.tenant.tenant_type is not TenantType.PRIMARY:
-        return
-    current = await _apply_epoch(call, claims)
-    if current is not None:
-        call.state[PRINCIPAL] = Principal(current.sub, current.tid, Role(current.role), current.email, current.name)
-        call.state["session"] = claims
-
-
-async def _apply_epoch(call: Call, claims: SessionClaims) -> SessionClaims | None:
-    """Refuse sessions older than a sign-out; rotate those older than a role change."""
-    try:
-        store = AuthStore.of(call.env, call.tenant.tenant_id)
-    except AuthStoreMissing:
-        return claims  # no KV bound: sign-in refuses to start, so no session exists to check
-    epoch = await store.epoch(claims.sub)
-    if epoch is None or claims.iat > epoch.at:
-        return claims
-    if epoch.kind == "signout":  # same-second sessions go too: fail closed
-        call.cookies.append(cookie(SESSION_COOKIE, "", 0))
-        return None
-    # Role changed since this session began: read the role again (own row, under RLS) and rotate.
-    probe = Principal(claims.sub, claims.tid, Role.CLIENT)
-    try:
-        rows = await tenant_db(call, probe).select(
-            "profiles", columns="id,tenant_role,email,display_name",
-            eq={"id": claims.sub, "tenant_id": call.tenant.tenant_id}, limit=1)
-    except (SupabaseError, HttpError, ApiError):
-        return None  # fail closed: the old role may be a revoked one
-    if not rows:
-        call.cookies.append(cookie(SESSION_COOKIE, "", 0))
-        return None
-    row = rows[0]
-    token = issue_session(_session_secret(call), tenant_id=claims.tid, user_id=claims.sub,
-                          role=row["tenant_role"], now=call.services.clock(), email=row.get("email"),
-                          name=row.get("display_name"))
-    call.cookies.append(cookie(SESSION_COOKIE, token, SESSION_TTL_SECONDS))
-    return verify_session(token, _session_secret(call), tenant_id=claims.tid, now=call.services.clock())
-
-
-# ---- branding for error pages --------------------------------------------------------------
-
-_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+$")
-
-
-def forget_branding(tenant_id: str) -> None:
-    """After a branding change: this isolate reads it again (others within their 5 minutes)."""
-    _brands.pop(tenant_id, None)
-
-
-async def tenant_branding(call: Call) -> Branding:
-    """The tenant's own brand for its pages (cached per isolate); its host name if unknown."""
-    tid, now = call.tenant.tenant_id, time.monotonic()
-    cached = _brands.get(tid)
-    if cached and cached[0] > now:
-        return cached[1]
-    brand = Branding(brand_name=call.tenant.host, way_back=True)
-    try:
-        rows = await service_db(call).select("tenants", columns="name,whitelabel_config", eq={"tenant_id": tid}, limit=1)
-        if rows:
-            wl = rows[0].get("whitelabel_config") or {}
-            email = str(wl.get("support_email") or "")
-            brand = Branding(brand_name=str(wl.get("brand_name") or rows[0].get("name") or call.tenant.host)[:120],
-                             primary_color=str(wl.get("primary_color") or Branding().primary_color),
-                             support_email=email if _EMAIL.match(email) else "", way_back=True)
-            _brands[tid] = (now + 300, brand)
-    except (SupabaseError, HttpError, ApiError):
-        pass
-    return brand
+    return session_secret(call)  # required, 32 characters or more (tenant_worker.config)
 
 
 # ---- audit and counters ----------------------------------------------------------------------
@@ -217,7 +122,8 @@ async def _failure_page(call: Call, err: OAuthError, provider: str | None, *, au
     else:  # a refused start is not a sign-in attempt: log it, keep the audit trail for callbacks
         log.info(json.dumps({"event": "signin_start_refused", "reason": err.reason, "request_id": call.request_id}))
     status = _FAILURE_STATUS.get(err.reason, 400)
-    page = error_reply("/auth/", status, err.reason, err.message, call.request_id, branding=await tenant_branding(call))
+    page = error_reply("/auth/", status, err.reason, err.message, call.request_id,
+                       branding=(await tenant_branding(call)).page_branding())
     return Reply(page.status, page.body, dict(page.headers), [cookie(NONCE_COOKIE, "", 0)])
 
 
@@ -278,7 +184,8 @@ async def callback(call: Call) -> Reply:
     await record_signin(call, "success", provider=provider, user_id=user_id, new_user=new_user)
     reply = redirect_reply(state.nxt)
     reply.cookies.append(cookie(NONCE_COOKIE, "", 0))
-    reply.cookies.append(session_cookie_for(call, user_id=user_id, role=role, email=identity.email, name=identity.name))
+    reply.cookies.append(session_cookie(call, secret, user_id=user_id, role=role, email=identity.email,
+                                        name=identity.name))
     return reply
 
 
@@ -337,13 +244,13 @@ async def logout(call: Call) -> Reply:
         await _audit(call, actor=principal.user_id, action="auth.signout", target=principal.user_id,
                      details={"everywhere": everywhere})
     reply = redirect_reply("/", 303)
-    reply.cookies.append(cookie(SESSION_COOKIE, "", 0))
+    reply.cookies.append(clear_session_cookie())
     return reply
 
 
 async def me(call: Call) -> Reply:
     p = require(call)
-    session: SessionClaims = call.state["session"]
+    session: SessionClaims = call.state[SESSION]
     return json_reply({
         "user_id": p.user_id, "tenant_id": p.tenant_id, "role": p.role.value, "email": p.email,
         "display_name": p.display_name, "host": call.tenant.host, "tier": call.tenant.tier.value,

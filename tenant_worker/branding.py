@@ -3,25 +3,32 @@
     PATCH /api/tenant/branding   admin: {"brand_name"?, "logo_url"?, "primary_color"?, "secondary_color"?,
                                          "support_email"?}   (null removes a field)
 
+    brand = await tenant_branding(call)   # what every page of the tenant shows (cached per isolate)
+
 Stored in `tenants.whitelabel_config` (the tenant admin may update it under RLS). Validated on
 the way in (colours `#rrggbb`, the logo an https URL without quotes, spaces or angle brackets,
 the support contact an e-mail address) and again on the way out (`Brand.from_config`), so a value
-written some other way never reaches a page unchecked; pages escape every value as well.
+written some other way never reaches a page unchecked; pages escape every value as well. The
+home page, the error pages and the dashboards all draw from this one module.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from pydantic import field_validator
 
 from shared.branding import COLOR, EMAIL, FIELDS, check_field, merged, valid_logo_url
-from shared.error_pages import DEFAULT_COLOR
+from shared.error_pages import DEFAULT_COLOR, DEFAULT_SECONDARY, Branding
+from shared.outbound_http import HttpError
+from shared.supabase import SupabaseError
 from tenant_worker.inbound_http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Role, require
-from tenant_worker.supabase_access import guarded, tenant_db, write_audit
+from tenant_worker.request_body import nothing_to_change, read_body
+from tenant_worker.supabase_access import guarded, service_db, tenant_db, write_audit
 
-DEFAULT_SECONDARY = "#4b5563"
+BRAND_TTL_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,7 @@ class Brand:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None, fallback_name: str) -> "Brand":
-        wl = dict(config or {})
+        wl = dict(config) if isinstance(config, Mapping) else {}
 
         def text(key: str) -> str:
             v = wl.get(key)
@@ -49,9 +56,40 @@ class Brand:
                    logo if logo and valid_logo_url(logo) else None,
                    email if email and EMAIL.match(email) else None)
 
+    def page_branding(self) -> Branding:
+        """What the tenant's error pages show (shared.errors), with the way back home and to sign in."""
+        return Branding(brand_name=self.name, primary_color=self.primary_color, secondary_color=self.secondary_color,
+                        logo_url=self.logo_url or "", support_email=self.support_email or "", way_back=True)
+
     def view(self) -> dict[str, Any]:
         return {"brand_name": self.name, "primary_color": self.primary_color, "secondary_color": self.secondary_color,
                 "logo_url": self.logo_url, "support_email": self.support_email}
+
+
+_brands: dict[str, tuple[float, Brand]] = {}
+
+
+def forget_branding(tenant_id: str) -> None:
+    """After a branding change: this isolate reads it again (others within BRAND_TTL_SECONDS)."""
+    _brands.pop(tenant_id, None)
+
+
+async def tenant_branding(call: Call) -> Brand:
+    """The tenant's own brand for its pages, cached per isolate by tenant id (the id from the
+    verified context, so one tenant's entry is never another's); its host name if unknown."""
+    tid, now = call.tenant.tenant_id, time.monotonic()
+    cached = _brands.get(tid)
+    if cached and cached[0] > now:
+        return cached[1]
+    try:
+        rows = await service_db(call).select("tenants", columns="name,whitelabel_config", eq={"tenant_id": tid}, limit=1)
+    except (SupabaseError, HttpError, ApiError):
+        return Brand(call.tenant.host)  # not cached: the next page tries again
+    if not rows:
+        return Brand(call.tenant.host)
+    brand = Brand.from_config(rows[0].get("whitelabel_config"), str(rows[0].get("name") or call.tenant.host))
+    _brands[tid] = (now + BRAND_TTL_SECONDS, brand)
+    return brand
 
 
 class BrandingUpdate(RequestBody):
@@ -72,15 +110,10 @@ class BrandingUpdate(RequestBody):
 
 async def update_branding(call: Call) -> Reply:
     principal = require(call, Role.ADMIN)
-    raw = await call.json()
-    try:
-        update = BrandingUpdate.model_validate(raw)
-    except Exception as exc:
-        errors: list[Any] = getattr(exc, "errors", lambda: [])()
-        fields = sorted({str(e["loc"][0]) for e in errors if e.get("loc")}) or ["body"]
-        raise ApiError(400, "invalid_body", f"Invalid field(s): {', '.join(fields)}.", extra={"fields": fields}) from None
+    update = await read_body(call, BrandingUpdate)
+    raw = update.model_fields_set  # the fields the body named (null removes one)
     if not raw:
-        raise ApiError(400, "invalid_body", "Nothing to change.")
+        raise nothing_to_change()
     db = tenant_db(call, principal)
     rows = await guarded(db.select("tenants", columns="name,whitelabel_config", eq={"tenant_id": call.tenant.tenant_id},
                                    limit=1))
@@ -93,9 +126,7 @@ async def update_branding(call: Call) -> Reply:
         raise ApiError(403, "forbidden", "Not allowed.")
     await guarded(write_audit(call, actor=principal.user_id, action="tenant.branding_changed",
                               target=call.tenant.tenant_id, details={"fields": sorted(k for k in FIELDS if k in raw)}))
-    from tenant_worker import auth  # this isolate's pages pick the new brand up at once
-
-    auth.forget_branding(call.tenant.tenant_id)
+    forget_branding(call.tenant.tenant_id)  # this isolate's pages pick the new brand up at once
     return json_reply({"branding": Brand.from_config(updated[0].get("whitelabel_config"), updated[0]["name"]).view()})
 
 

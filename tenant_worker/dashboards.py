@@ -19,6 +19,7 @@ import re
 import time
 from typing import Any, Awaitable, Sequence
 
+from shared.branding import logo_origin
 from shared.metrics_query import MetricsUnavailable
 from shared.models import TenantType
 from shared.platform_report import platform_report
@@ -299,18 +300,20 @@ def render_platform(data: dict[str, Any], brand: Brand) -> str:
     return page(brand, "Platform", body)
 
 
-def _page_reply(html: str) -> Reply:
+def _page_reply(html: str, brand: Brand) -> Reply:
     """A dashboard page with the CSP that allows exactly its own <style> block (our output; every
-    tenant-written value in it is escaped), no script, no inline style attributes."""
+    tenant-written value in it is escaped), no script, no inline style attributes, and images from
+    the site and the brand's logo host only."""
     reply = html_reply(html)
-    reply.headers["content-security-policy"] = page_csp(*_STYLE_BLOCK.findall(html))
+    logo = logo_origin(brand.logo_url)
+    reply.headers["content-security-policy"] = page_csp(*_STYLE_BLOCK.findall(html), img_origins=(logo,) if logo else ())
     reply.headers["cache-control"] = "no-store"
     return reply
 
 
 async def admin_page(call: Call) -> Reply:
     data = await admin_data(call, _admin(call))
-    return _page_reply(render_admin(data))
+    return _page_reply(render_admin(data), Brand.from_config(data["branding"], data["tenant"]["name"]))
 
 
 async def platform_page(call: Call) -> Reply:
@@ -319,7 +322,7 @@ async def platform_page(call: Call) -> Reply:
     rows = await guarded(tenant_db(call, principal).select("tenants", columns="name,whitelabel_config",
                                                            eq={"tenant_id": call.tenant.tenant_id}, limit=1))
     brand = Brand.from_config(rows[0].get("whitelabel_config") if rows else None, rows[0]["name"] if rows else "Platform")
-    return _page_reply(render_platform(data, brand))
+    return _page_reply(render_platform(data, brand), brand)
 
 
 ROUTES = [

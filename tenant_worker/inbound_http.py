@@ -115,17 +115,6 @@ class Call:
             self._body = data
         return self._body
 
-    async def json(self) -> dict[str, Any]:
-        """The body as a JSON object (strict: UTF-8, no duplicate keys, no NaN/Infinity or
-        numbers out of float range, bounded nesting); 400 for anything else."""
-        raw = await self.body()
-        if not raw:
-            raise ApiError(400, "invalid_json", "A JSON body is required.")
-        data = parse_json(raw)
-        if not isinstance(data, dict):
-            raise ApiError(400, "invalid_body", "The body must be a JSON object.")
-        return data
-
 
 class _BadJson(ValueError):
     pass

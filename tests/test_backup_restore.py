@@ -33,7 +33,7 @@ from localrt.workerd import control_from_status
 from shared.context import derive_tenant_key
 from shared.control_token import issue
 from shared.session import issue_session
-from tenant_worker.auth import SESSION_COOKIE
+from tenant_worker.sessions import SESSION_COOKIE
 from tests.support import Platform
 from tests.test_audit_http import chain
 from tests.test_files_erasure import bucket_keys
@@ -472,7 +472,7 @@ def test_the_meter_control_endpoint_answers_only_the_operators_token_for_that_te
         restore = issue(key_a, a.tenant_id, "meter.restore", now=now)
         for bad in ({"levels": {"storage": True}}, {"levels": {"ai_calls": 5}}, {"levels": {"storage": -1}}, []):
             r = call(a, restore, "POST", bad)
-            assert r.status_code == 400, r.text
+            assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_body", r.text
         seeded = call(a, restore, "POST", {"levels": {"storage": 1000}})
         assert seeded.status_code == 200, seeded.text
         again = call(a, restore, "POST", {"levels": {"storage": 5}})  # a replay or a re-run changes nothing

@@ -70,7 +70,7 @@ def test_the_admin_dashboard_as_json(a: UsageTenant, b: UsageTenant) -> None:
 ])
 def test_branding_is_validated(a: UsageTenant, values: dict[str, Any], field: str) -> None:
     r = brand(a, values)
-    assert r.status_code == 400 and field in r.json()["error"]["fields"], r.text
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_body" and field in r.json()["error"]["fields"], r.text
 
 
 def test_branding_is_the_admins_and_audited(a: UsageTenant) -> None:
@@ -167,6 +167,7 @@ PAGE_FACTS = """(() => {
     title: document.title,
     brand: header ? (header.querySelector('.brand') || header).textContent : null,
     headerColor: header ? getComputedStyle(header).backgroundColor : null,
+    accent: header ? getComputedStyle(header).borderBottomColor : null,
     logo: header && header.querySelector('img') ? header.querySelector('img').getAttribute('src') : null,
     h1: document.querySelector('h1') ? document.querySelector('h1').textContent : null,
     overflow: document.documentElement.scrollWidth > window.innerWidth + 1,
@@ -227,6 +228,54 @@ def test_error_pages_say_what_happened_with_a_way_back_and_the_support_contact(a
         assert tab.open(f"http://{a.host}/admin") == 403
         f = tab.evaluate(PAGE_FACTS)
         assert "admin role" in f["text"] and "/" in f["links"]
+
+
+@needs_chromium
+def test_home_and_error_pages_carry_the_tenants_own_branding_and_nobody_elses(a: UsageTenant, b: UsageTenant) -> None:
+    assert brand(a, BRAND_A).status_code == 200 and brand(b, BRAND_B).status_code == 200
+    for t, mine in ((a, BRAND_A), (b, BRAND_B)):
+        r = httpx.get(f"{t.platform.url}/", headers={"Host": t.host}, timeout=30)
+        csp = r.headers["content-security-policy"]
+        assert ("https://cdn.alpha.example" in csp) == ("logo_url" in mine) and "script-src 'none'" in csp
+        admin = call(t.platform, "GET", t.host, "/admin", t.session("admin"))
+        assert ("https://cdn.alpha.example" in admin.headers["content-security-policy"]) == ("logo_url" in mine)
+    with Chromium(a.platform.port) as browser:
+        for t, mine, other in ((a, BRAND_A, BRAND_B), (b, BRAND_B, BRAND_A)):
+            for path, status in (("/", 200), ("/no-such-page", 404)):
+                for width in (390, 1280):
+                    tab = browser.tab(width=width, height=800)
+                    assert tab.open(f"http://{t.host}{path}") == status
+                    f = tab.evaluate(PAGE_FACTS)
+                    kind = "home" if status == 200 else "error"
+                    tab.screenshot(ARTIFACTS / "screenshots" / f"{kind}-{t.tier}-{width}.png")
+                    tab.close()
+                    assert f["brand"] == mine["brand_name"], f
+                    assert f["headerColor"] == rgb(mine["primary_color"]) and f["accent"] == rgb(mine["secondary_color"])
+                    assert f["logo"] == mine.get("logo_url") and f["scripts"] == 0 and not f["overflow"]
+                    assert f"mailto:{mine['support_email']}" in f["links"] and mine["support_email"] in f["text"]
+                    assert other["brand_name"] not in f["text"] and other["support_email"] not in f["html"]
+                    assert other["primary_color"] not in f["html"] and other["secondary_color"] not in f["html"]
+                    assert "cdn.alpha.example" not in f["html"] or t is a
+                    assert "<Bakery>" not in f["html"]  # escaped, never markup
+                    if status == 404:
+                        assert "/auth/login/github" in f["links"] and "/" in f["links"]
+
+
+def test_branding_written_around_the_api_never_reaches_a_page_unchecked(b: UsageTenant) -> None:
+    """A value stored without the API's checks (straight into the table) is checked again when drawn."""
+    hostile = {"brand_name": "Beta", "logo_url": 'https://cdn.example/x.png" onerror="alert(1)',
+               "primary_color": "red;}body{display:none", "secondary_color": "#12345g",
+               "support_email": "x@y.example\"><script>alert(1)</script>"}
+    with b.pg.connect() as conn:
+        conn.execute("update public.tenants set whitelabel_config = %s::jsonb where tenant_id = %s",
+                     (json.dumps(hostile), b.tenant_id))
+    for path in ("/", "/no-such-page"):
+        r = httpx.get(f"{b.platform.url}{path}", headers={"Host": b.host}, timeout=30)
+        page = r.text
+        assert "<span class=\"brand\">Beta</span>" in page, page  # the stored config was read, not a cached default
+        assert "<img" not in page and "onerror" not in page and "<script" not in page, page
+        assert "display:none" not in page and "#12345g" not in page
+        assert "cdn.example" not in r.headers["content-security-policy"]
 
 
 @needs_chromium

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from shared.session import issue_session
-from tenant_worker.auth import SESSION_COOKIE
+from tenant_worker.sessions import SESSION_COOKIE
 from tests.fake_doh import FakeDoh
 from tests.support import Platform
 from tests.test_tenant_cli import Cli, _cleanup, health

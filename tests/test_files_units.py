@@ -241,7 +241,7 @@ def _call(tenant_id: str = "acme", tier: Tier = Tier.STARTER, headers: dict[str,
         return b""
 
     ctx = TenantContext(tenant_id, TenantType.CUSTOM_DOMAIN, tier, "acme.example", "r" * 16, int(time.time()))
-    services = type("S", (), {"clock": staticmethod(time.time)})()
+    services = type("S", (), {"clock": staticmethod(time.time), "http": None})()  # no Supabase: audits are logged gaps
     return Call(ctx, "POST", "/api/files", {}, headers or {}, {}, None, services, no_body, body_kind="raw")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -12,14 +13,18 @@ from localrt.http_client import HttpxClient
 from shared.health import (
     AlertWebhook,
     CheckResult,
+    HealthStoreError,
+    HttpProber,
     ProbeAnswer,
     Target,
     alert_after,
     check_tenant,
     deliver_due,
     run_checks,
+    run_health,
     sign,
 )
+from shared.outbound_http import HttpError, HttpResponse
 from tests.alert_receiver import AlertReceiver
 from tests.support import LiveServer
 
@@ -72,6 +77,84 @@ async def test_a_run_checks_every_target_in_order() -> None:
     assert [r.ok for r in results] == [True] * 10 and len(prober.calls) == 20
     assert results[0].row("cron") == {"tenant_id": "acme", "ok": True, "health_status": 200, "page_status": 200,
                                       "latency_ms": 7, "detail": "", "source": "cron"}
+
+
+class FakeHttp:
+    """shared.http.HttpClient answering by path, recording what was asked."""
+
+    def __init__(self, answers: dict[str, HttpResponse | None]) -> None:
+        self.answers, self.calls = answers, []
+
+    async def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
+                      body: bytes | None = None, timeout: float = 10.0) -> HttpResponse:
+        self.calls.append((method, url, dict(headers or {})))
+        answer = self.answers[urlsplit(url).path]
+        if answer is None:
+            raise HttpError("connection refused")
+        return answer
+
+
+class FakeStore:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail, self.recorded, self.due = fail, [], [{"alert_id": 1, "event": "opened", "tenant_id": "acme"}]
+
+    async def record(self, results: Any, *, source: str, alert_after: int) -> list[dict[str, Any]]:
+        if self.fail:
+            raise HealthStoreError("supabase answered 503")
+        self.recorded.append((source, alert_after, [r.tenant_id for r in results]))
+        return [{"tenant_id": "acme", "event": "opened"}]
+
+    async def due_notifications(self) -> list[dict[str, Any]]:
+        return self.due
+
+    async def mark_notified(self, alert_id: int, event: str, delivered: bool, error: str | None) -> None:
+        self.due = []
+
+
+class FakeWebhook:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def deliver(self, event: dict[str, Any]) -> tuple[bool, str | None]:
+        self.sent.append(event)
+        return True, None
+
+
+GOOD_HTTP = {"/api/health": HttpResponse(200, {"content-type": "application/json"}, HEALTHY.body),
+             "/": HttpResponse(200, {"content-type": "text/html"}, PAGE.body)}
+
+
+async def test_the_one_prober_sends_the_tenants_host_to_a_base_url_or_to_the_host_itself() -> None:
+    http = FakeHttp(GOOD_HTTP)
+    result = await check_tenant(HttpProber(http, "http://127.0.0.1:8787/"), Target("acme", "acme.example"))
+    assert result.ok and [c[1] for c in http.calls] == ["http://127.0.0.1:8787/api/health", "http://127.0.0.1:8787/"]
+    assert all(c[2]["host"] == "acme.example" for c in http.calls)
+    http = FakeHttp({"/api/health": None, "/": GOOD_HTTP["/"]})
+    result = await check_tenant(HttpProber(http), Target("acme", "acme.example"))
+    assert not result.ok and result.health_status is None and http.calls[0][1] == "https://acme.example/api/health"
+
+
+async def test_one_run_probes_records_and_delivers_now_or_deferred() -> None:
+    store, hook = FakeStore(), FakeWebhook()
+    run = await run_health([Target("acme", "acme.example")], HttpProber(FakeHttp(GOOD_HTTP)), store, source="cli",
+                           alert_after=3, webhook=hook)  # type: ignore[arg-type]
+    assert run.recorded and run.failing == [] and store.recorded == [("cli", 3, ["acme"])]
+    assert run.deliveries and run.deliveries[0]["delivered"] and len(hook.sent) == 1
+    deferred: list[Any] = []
+    store, hook = FakeStore(), FakeWebhook()
+    run = await run_health([Target("acme", None)], HttpProber(FakeHttp({})), store, source="cron", alert_after=2,
+                           webhook=hook, defer=deferred.append)  # type: ignore[arg-type]
+    assert run.failing == ["acme"] and run.deliveries is None and not hook.sent and len(deferred) == 1
+    await deferred[0]
+    assert len(hook.sent) == 1
+
+
+async def test_a_run_that_cannot_record_says_so_and_delivers_nothing() -> None:
+    hook = FakeWebhook()
+    run = await run_health([Target("acme", "acme.example")], HttpProber(FakeHttp(GOOD_HTTP)), FakeStore(fail=True),
+                           source="cron", alert_after=3, webhook=hook)  # type: ignore[arg-type]
+    assert not run.recorded and "503" in (run.error or "") and not hook.sent
+    assert run.summary()["tenants"] == 1
 
 
 def test_alert_after_is_bounded() -> None:

@@ -139,12 +139,12 @@ def test_only_admins_of_this_tenant_reach_its_secrets(platform: Platform, pg_clu
 @pytest.mark.parametrize("name,body,status,code", [
     ("Bad-Name", {"secret": "x"}, 422, "invalid_name"),
     ("-x", {"secret": "x"}, 422, "invalid_name"),
-    ("seo", {"secret": ""}, 422, "invalid_request"),
-    ("seo", {"secret": 5}, 422, "invalid_request"),
-    ("seo", {"secret": "x", "extra": 1}, 422, "invalid_request"),
-    ("seo", {"secret": "x" * 4097}, 422, "invalid_request"),
-    ("seo", {"secret": "é" * 2049}, 422, "invalid_request"),  # 4098 bytes in UTF-8
-    ("seo", ["x"], 400, "invalid_body"),
+    ("seo", {"secret": ""}, 422, "invalid_body"),
+    ("seo", {"secret": 5}, 422, "invalid_body"),
+    ("seo", {"secret": "x", "extra": 1}, 422, "invalid_body"),
+    ("seo", {"secret": "x" * 4097}, 422, "invalid_body"),
+    ("seo", {"secret": "é" * 2049}, 422, "invalid_body"),  # 4098 bytes in UTF-8
+    ("seo", ["x"], 422, "invalid_body"),
 ])
 def test_bad_input_is_a_clear_json_error(platform: Platform, pg_cluster: Any, name: str, body: Any, status: int,
                                          code: str) -> None:

@@ -31,7 +31,7 @@ from shared.keys import Key, Keyring, new_secret
 from shared.models import TenantContext, TenantType
 from shared.session import issue_session
 from shared.tiers import Tier
-from tenant_worker.auth import SESSION_COOKIE
+from tenant_worker.sessions import SESSION_COOKIE
 from tests.support import Platform
 from tests.test_integrations_http import SECRET, open_with_cryptography, put, vault_tenant
 from tests.usage_support import UsageTenant

@@ -166,7 +166,7 @@ def test_tenant_admins_read_their_metrics_and_staff_read_every_tenants(tenant: U
 
 def _session_for(world: AuthWorld, tenant_id: str, user_id: str, role: str) -> dict[str, str]:
     from shared.session import issue_session
-    from tenant_worker.auth import SESSION_COOKIE
+    from tenant_worker.sessions import SESSION_COOKIE
 
     secret = world.secrets_of(tenant_id)["SESSION_SECRET"]
     token = issue_session(secret, tenant_id=tenant_id, user_id=user_id, role=role, now=time.time())  # type: ignore[arg-type]

@@ -212,7 +212,7 @@ def test_a_boolean_is_not_a_token_count(metered: UsageTenant) -> None:
 def test_profile_fields_take_only_their_types(metered: UsageTenant, body: dict[str, object]) -> None:
     r = httpx.patch(metered.platform.url + f"/api/profiles/{metered.users['client']}", json=body, timeout=60,
                     headers={"Host": metered.host, **metered.session("admin")})
-    assert_refused(r, 400, "invalid_body")
+    assert_refused(r, 422, "invalid_body")
 
 
 # ---- methods -------------------------------------------------------------------------------------

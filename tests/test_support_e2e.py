@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from shared.session import issue_session
-from tenant_worker.auth import SESSION_COOKIE
+from tenant_worker.sessions import SESSION_COOKIE
 from tests.support import Platform
 from tests.usage_support import UsageTenant, usage_tenant
 
@@ -107,7 +107,7 @@ def test_a_member_opens_a_ticket_and_an_admin_answers_it_within_the_sla(a: Usage
 ])
 def test_bad_tickets_get_clear_json_errors(a: UsageTenant, body: dict[str, Any], field: str) -> None:
     r = call(a.platform, "POST", a.host, "/api/support/tickets", as_(a, "client"), json=body)
-    assert r.status_code == 400, r.text
+    assert r.status_code == 422, r.text
     err = r.json()["error"]
     assert err["code"] == "invalid_body" and field in err["fields"] and err["request_id"]
 
@@ -124,9 +124,9 @@ def test_bad_requests_to_the_desk(a: UsageTenant) -> None:
     assert call(p, "GET", a.host, "/api/support/tickets", {}).status_code == 401
     ticket = open_ticket(a)
     r = call(p, "PATCH", a.host, f"/api/support/tickets/{ticket['id']}", as_(a, "admin"), json={"escalated": True})
-    assert r.status_code == 400 and "escalated" in r.json()["error"]["fields"]  # tenants never escalate
+    assert r.status_code == 422 and "escalated" in r.json()["error"]["fields"]  # tenants never escalate
     r = call(p, "POST", a.host, f"/api/support/tickets/{ticket['id']}/messages", as_(a, "client"), json={"body": ""})
-    assert r.status_code == 400
+    assert r.status_code == 422
 
 
 def test_tickets_stay_in_their_tenant(a: UsageTenant, b: UsageTenant) -> None:

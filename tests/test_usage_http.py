@@ -118,7 +118,7 @@ def test_refunds_keep_the_limit_exact_at_the_edge(starter: UsageTenant) -> None:
 def test_bad_generation_input_is_422_and_costs_nothing(starter: UsageTenant, body: dict[str, object], field: str) -> None:
     r = starter.post("/api/ai/generate", json=body)
     assert r.status_code == 422
-    assert r.json()["error"]["code"] == "invalid_request" and field in r.json()["error"]["fields"]
+    assert r.json()["error"]["code"] == "invalid_body" and field in r.json()["error"]["fields"]
     assert starter.usage()["ai_calls"]["used"] == 0
 
 

@@ -26,7 +26,7 @@ import httpx
 from localrt.demo import DemoTenant, deploy_script
 from localrt.devvars import read_dev_vars
 from shared.session import issue_session
-from tenant_worker.auth import SESSION_COOKIE
+from tenant_worker.sessions import SESSION_COOKIE
 from tests.support import Platform
 
 SUPABASE_SECRETS = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY")
