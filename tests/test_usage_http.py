@@ -20,7 +20,7 @@ from tests.support import Platform, raw_request
 from tests.usage_support import UsageTenant, usage_tenant
 
 FAIL = "[[fail:3040]] tagline"
-DEFAULT_AI_MODEL = import_worker_module("tenant_worker.api_usage").DEFAULT_AI_MODEL
+DEFAULT_AI_MODEL = import_worker_module("tenant_worker.config").DEFAULT_AI_MODEL
 
 
 @pytest.fixture
