@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from workers import Request, Response
 
-from dispatcher.namespace import ScriptNotFound, UserWorkerFailed, WorkerLimitExceeded, dispatch_fetch
+from dispatcher.namespace import ScriptNotFound, UserWorkerFailed, WorkerLimitExceeded, dispatch_fetch, incoming_headers
 from dispatcher.routing import ISOLATE_TTL_SECONDS, Defer, RouteResolver, RouteUnavailable
 from shared.context import H_REQUEST_ID, context_headers, derive_tenant_key, is_client_controlled
 from shared.errors import Branding, error_reply
@@ -107,7 +107,7 @@ class Dispatcher:
         rid = new_request_id()
         url = urlsplit(request.url)
         path = note.path = url.path or "/"
-        incoming = request.headers  # converted from JS once per request
+        incoming = incoming_headers(request)  # converted from JS once per request
         try:
             host = normalize_host(incoming.get("host"))
         except InvalidHost as exc:
@@ -132,7 +132,6 @@ class Dispatcher:
         ctx = TenantContext(route.tenant_id, route.tenant_type, route.tier, host, rid, int(self._clock()))
         headers = [(k, v) for k, v in incoming.items() if not is_client_controlled(k)]
         headers.extend(context_headers(ctx, self._tenant_key(route.tenant_id)).items())
-        forwarded = Request(request, headers=headers)
         # The tenant sees the host it was routed by, never a URL a proxy in front rewrote.
         routed_url = urlunsplit((url.scheme, host, path, url.query, ""))
         try:
@@ -140,7 +139,7 @@ class Dispatcher:
             # (its own CSP, which depends on the content, stays its own).
             return await dispatch_fetch(
                 self._env.DISPATCHER, route.script_name, plan_for(route.tier).worker_limits(),
-                forwarded, routed_url, {H_REQUEST_ID: rid, **BASELINE},
+                request, routed_url, headers, {H_REQUEST_ID: rid, **BASELINE},
             )
         except ScriptNotFound:
             _log("script_not_found", rid, tenant_id=route.tenant_id, script=route.script_name)

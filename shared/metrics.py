@@ -118,7 +118,8 @@ class RequestPoint:
 
 class DataPointSink(Protocol):
     """The Analytics Engine binding's one method. On Cloudflare it returns nothing (the write is
-    asynchronous inside the runtime); the local store returns a promise, which is awaited."""
+    asynchronous inside the runtime); the local binding buffers points and returns a promise
+    only from the call that carries the next batch to the store, which is awaited."""
 
     def writeDataPoint(self, point: dict[str, list[Any]]) -> Any: ...  # noqa: N802 (the binding's name)
 

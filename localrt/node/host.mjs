@@ -480,13 +480,16 @@ const directory = createServer(async (req, res) => {
       return res.end();
     }
     if (req.method === "POST" && url.pathname === "/metrics/write" && metrics) {
-      const { dataset, point } = JSON.parse(await textBody(req) || "{}");
+      // A batch from a Worker's METRICS binding (metrics-plugin.mjs): {dataset, points: [...]}.
+      const { dataset, points, times } = JSON.parse(await textBody(req) || "{}");
       if (metricsFault) return reply(res, 503, { error: "metrics store unavailable (test fault)" });
+      let rejected;
       try {
-        metrics.write(String(dataset), point);
+        rejected = metrics.writeBatch(String(dataset), Array.isArray(points) ? points : [], Array.isArray(times) ? times : []);
       } catch (err) {
         return reply(res, 400, { error: String(err.message ?? err) });
       }
+      if (rejected.length) return reply(res, 400, { error: `${rejected.length} points rejected: ${rejected[0]}` });
       res.writeHead(204);
       return res.end();
     }
