@@ -659,12 +659,18 @@ async function main() {
       name: "DISPATCHER",
       type: "cmgsite-dispatch-namespace",
       plugin: { package: path.join(HERE, "namespace-plugin.mjs"), name: "cmgsite-dispatch-namespace" },
-      options: { directory: directoryAddress, cacheMs: config.testFaults ? 0 : 500 },
+      options: { directory: directoryAddress, cacheMs: config.testFaults ? 0 : 500,
+                 inProcess: Object.fromEntries(Object.keys(config.inProcessScripts ?? {}).map((n) => [n, `inproc-${n}`])) },
     }],
   };
+  // Benchmarks only: JS Workers in the dispatcher's workerd, reached in-process (namespace-plugin.mjs).
+  const inProcessWorkers = Object.entries(config.inProcessScripts ?? {}).map(([n, bundleName]) => {
+    const b = config.bundles[bundleName];
+    return { name: `inproc-${n}`, modules: pythonModules(b), modulesRoot: b.root, compatibilityDate: config.compatibilityDate };
+  });
   await sync();
   const dispatcherBegan = Date.now();
-  const { mf, url } = await startMiniflare({ ...shared(config.port), workers: [dispatcherWorker] });
+  const { mf, url } = await startMiniflare({ ...shared(config.port), workers: [dispatcherWorker, ...inProcessWorkers] });
   dispatcher = { mf, url };
   await emptyRouteCache(mf);
   const warmMs = await warm(url, "warmup.invalid");
