@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
+import os
 import time
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -13,7 +13,6 @@ from workers import Request, Response
 from dispatcher.namespace import ScriptNotFound, UserWorkerFailed, WorkerLimitExceeded, dispatch_fetch, incoming_headers
 from dispatcher.routing import ISOLATE_TTL_SECONDS, Defer, RouteResolver, RouteUnavailable
 from shared.context import H_REQUEST_ID, context_headers, derive_tenant_key, is_client_controlled
-from shared.errors import Branding, error_reply
 from shared.hosts import InvalidHost, normalize_host
 from shared.isolate import PerIsolate
 from shared.keys import Key, Keyring, KeyringError
@@ -26,7 +25,7 @@ log = logging.getLogger("cmgsite.dispatcher")
 
 
 def new_request_id() -> str:
-    return secrets.token_hex(16)
+    return os.urandom(16).hex()  # what secrets.token_hex(16) does, without importing `secrets` (and `random`)
 
 
 class _Outcome:
@@ -42,6 +41,10 @@ def _error(path: str, status: int, code: str, message: str, rid: str, route: Ten
            headers: dict[str, str] | None = None, *, note: _Outcome | None = None) -> Response:
     if note is not None:
         note.code = code
+    # Imported on the first error, not at start: the hot path never renders one (and `html`,
+    # which it needs, is a large module to compile).
+    from shared.errors import Branding, error_reply
+
     brand = Branding(brand_name=route.brand_name) if route is not None and route.brand_name else None
     reply = error_reply(path, status, code, message, rid, branding=brand, headers=headers)
     return Response(reply.body, status=reply.status, headers=reply.headers)
