@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
+import os
 import time
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -11,10 +11,9 @@ from urllib.parse import urlsplit, urlunsplit
 from workers import Request, Response
 
 from dispatcher.config import DispatcherConfig
-from dispatcher.namespace import ScriptNotFound, UserWorkerFailed, WorkerLimitExceeded, dispatch_fetch
+from dispatcher.namespace import ScriptNotFound, UserWorkerFailed, WorkerLimitExceeded, dispatch_fetch, incoming_headers
 from dispatcher.routing import Defer, RouteResolver, RouteUnavailable
 from shared.context import H_REQUEST_ID, context_headers, derive_tenant_key, is_client_controlled
-from shared.error_pages import Branding, error_reply
 from shared.hosts import InvalidHost, normalize_host
 from shared.isolate import PerIsolate, read_vars
 from shared.keys import Key
@@ -27,7 +26,7 @@ log = logging.getLogger("cmgsite.dispatcher")
 
 
 def new_request_id() -> str:
-    return secrets.token_hex(16)
+    return os.urandom(16).hex()  # what secrets.token_hex(16) does, without importing `secrets` (and `random`)
 
 
 class _Outcome:
@@ -43,6 +42,10 @@ def _error(path: str, status: int, code: str, message: str, rid: str, route: Ten
            headers: dict[str, str] | None = None, *, note: _Outcome | None = None) -> Response:
     if note is not None:
         note.code = code
+    # Imported on the first error, not at start: the hot path never renders one (and `html`,
+    # which it needs, is a large module to compile).
+    from shared.error_pages import Branding, error_reply
+
     brand = Branding(brand_name=route.brand_name) if route is not None and route.brand_name else None
     reply = error_reply(path, status, code, message, rid, branding=brand, headers=headers)
     return Response(reply.body, status=reply.status, headers=reply.headers)
@@ -86,7 +89,7 @@ class Dispatcher:
         rid = new_request_id()
         url = urlsplit(request.url)
         path = note.path = url.path or "/"
-        incoming = request.headers  # converted from JS once per request
+        incoming = incoming_headers(request)  # converted from JS once per request
         try:
             host = normalize_host(incoming.get("host"))
         except InvalidHost as exc:
@@ -108,7 +111,6 @@ class Dispatcher:
         ctx = TenantContext(route.tenant_id, route.tenant_type, route.tier, host, rid, int(self._clock()))
         headers = [(k, v) for k, v in incoming.items() if not is_client_controlled(k)]
         headers.extend(context_headers(ctx, self._tenant_key(route.tenant_id)).items())
-        forwarded = Request(request, headers=headers)
         # The tenant sees the host it was routed by, never a URL a proxy in front rewrote.
         routed_url = urlunsplit((url.scheme, host, path, url.query, ""))
         try:
@@ -116,7 +118,7 @@ class Dispatcher:
             # (its own CSP, which depends on the content, stays its own).
             return await dispatch_fetch(
                 self._env.DISPATCHER, route.script_name, plan_for(route.tier).worker_limits(),
-                forwarded, routed_url, {H_REQUEST_ID: rid, **BASELINE},
+                request, routed_url, headers, {H_REQUEST_ID: rid, **BASELINE},
             )
         except ScriptNotFound:
             _log("script_not_found", rid, tenant_id=route.tenant_id, script=route.script_name)

@@ -5,9 +5,14 @@ dispatch-namespace bindings, so `env.DISPATCHER` is the raw JS object. This modu
 only place that speaks to it. The JS it implements:
 
     const worker = env.DISPATCHER.get(scriptName, {}, { limits: { cpuMs, subRequests } });
-    const upstream = await worker.fetch(new Request(url, request));  // url: the routed host's
+    // One copy of the request: the routed host's URL, the filtered and signed headers.
+    const upstream = await worker.fetch(new Request(url, { method: request.method, headers,
+                                                           body: request.body, redirect: request.redirect }));
     const response = new Response(upstream.body, upstream);  // mutable headers
     response.headers.set("x-request-id", requestId);
+
+`incoming_headers(request)` reads the client's headers into a plain dict in one conversion
+(lower-case names, as the Headers object iterates them).
 
 Errors the runtime throws (Cloudflare's docs): "Worker not found" when the script is not
 in the namespace; "exceeded CPU" / "subrequests" when a custom limit is hit.
@@ -62,19 +67,34 @@ def _classify(message: str) -> Exception:
     return UserWorkerFailed(message)
 
 
+def incoming_headers(request: Request) -> dict[str, str]:
+    """The request's headers as a plain dict (one JS call and one conversion, lower-case names)."""
+    converted = js.Object.fromEntries(request.js_object.headers).to_py()
+    return {str(k): str(v) for k, v in converted.items()}
+
+
+_NO_BODY = frozenset({"GET", "HEAD"})
+
+
 async def dispatch_fetch(
     namespace: Any,
     script_name: str,
     limits: dict[str, int],
     request: Request,
     url: str,
+    headers: list[tuple[str, str]],
     response_headers: dict[str, str],
 ) -> Response:
-    """Forward `request` to `script_name` at `url` (its URL on the routed host) with per-tier
-    `limits`; stamp `response_headers`."""
+    """Forward `request` to `script_name` at `url` (its URL on the routed host) with `headers`
+    instead of its own and per-tier `limits`; stamp `response_headers`."""
+    original = request.js_object
+    method = str(original.method)
+    init: dict[str, Any] = {"method": method, "headers": [list(pair) for pair in headers], "redirect": original.redirect}
+    if method not in _NO_BODY:
+        init["body"] = original.body
     try:
         worker = namespace.get(script_name, *_get_arguments(limits))
-        upstream = await worker.fetch(js.Request.new(url, request.js_object))
+        upstream = await worker.fetch(js.Request.new(url, _js_object(init)))
     except JsException as exc:
         raise _classify(str(getattr(exc, "message", exc))) from None
     response = js.Response.new(upstream.body, upstream)

@@ -90,6 +90,8 @@ class WorkerdHost:
     extra_bundles: dict[str, dict[str, str]] = field(default_factory=dict)
     python_snapshot_dir: Path | None = None  # save/restore each Python Worker's memory snapshot here
     record_metrics: bool = True  # False: no METRICS binding (the bench's comparison point)
+    # Benchmarks only: script name -> a JS bundle of extra_bundles, run in the dispatcher's workerd
+    in_process_scripts: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     _proc: subprocess.Popen[str] | None = None
@@ -114,6 +116,7 @@ class WorkerdHost:
             "pythonSnapshotDir": str(self.python_snapshot_dir) if self.python_snapshot_dir else None,
             "metricsStore": str(self.metrics_store) if self.record_metrics else None,
             "metricsToken": self.metrics_token,
+            "inProcessScripts": self.in_process_scripts,
         }
 
     @property

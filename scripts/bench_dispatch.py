@@ -7,7 +7,12 @@ Starts its own platform host (dispatcher + tenant Workers on workerd, as the run
 does, no Supabase needed for these paths) on free loopback ports and reports, in one run:
 1. Hot path, cached route: GET /api/health through dispatcher → tenant Worker, p50 latency
    as a ratio to a no-op Python Worker on the same workerd build, called directly.
-2. The dispatcher's own cost: dispatcher → a JS no-op Worker in the namespace, same ratio.
+2. The dispatcher's own cost: dispatcher → a JS no-op Worker in the namespace, same ratio;
+   once over the local namespace's loopback hop (as every tenant locally), once with the JS
+   no-op in the dispatcher's own workerd behind a service binding (in-process, as on Cloudflare).
+   With the hot path, the CPU (utime + stime from /proc) the dispatcher's and the tenant's
+   workerd processes and the host's Node process spend per request, and, against a host
+   without the METRICS binding, what recording the metrics adds to it.
 3. Each Worker's time from start to first response (the host's events), and the import
    cost of the dispatcher and tenant entry modules inside workerd: that time minus a no-op
    Python Worker's (a clock inside the isolate does not advance while Python runs, so the
@@ -66,8 +71,8 @@ def p50(client: httpx.Client, url: str, host: str, n: int) -> float:
     return statistics.median(samples) * 1000
 
 
-def rss_of_workerds(root_pid: int) -> dict[int, int]:
-    """RSS (MiB) of the workerd processes under this run's host (not anyone else's)."""
+def workerd_pids(root_pid: int) -> list[int]:
+    """The workerd processes under this run's host (not anyone else's)."""
     parents = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -82,17 +87,78 @@ def rss_of_workerds(root_pid: int) -> dict[int, int]:
             pid = parents.get(pid, 1)
         return False
 
-    out: dict[int, int] = {}
+    out = []
     for child in (p for p in parents if under(p)):
         try:
             cmd = Path(f"/proc/{child}/cmdline").read_bytes()
-            if b"workerd" in cmd and b"serve" in cmd:
-                status = Path(f"/proc/{child}/status").read_text()
-                rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
-                out[child] = rss // 1024
+        except OSError:
+            continue
+        if b"workerd" in cmd and b"serve" in cmd:
+            out.append(child)
+    return out
+
+
+def rss_of_workerds(root_pid: int) -> dict[int, int]:
+    """RSS (MiB) of the workerd processes under this run's host."""
+    out: dict[int, int] = {}
+    for pid in workerd_pids(root_pid):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            out[pid] = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")) // 1024
         except (OSError, StopIteration):
             continue
     return out
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (/proc/<pid>/stat), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def worker_pids(host: WorkerdHost) -> dict[str, int]:
+    """Each Worker's workerd process by the script it serves ("dispatcher" for the dispatcher's)."""
+    by_port = {s["port"]: name for name, s in host.status()["scripts"].items()}
+    by_port[host.port] = "dispatcher"
+    out: dict[str, int] = {}
+    for pid in workerd_pids(host._proc.pid):  # type: ignore[union-attr]
+        names = [by_port[p] for p in listening_ports(pid) if p in by_port]
+        out[names[0] if names else str(pid)] = pid
+    return out
+
+
+class CpuMeter:
+    """CPU time (utime + stime) the platform's processes spend between start() and stop(): the
+    workerd processes of the given Workers, and the host's Node process (the local stores)."""
+
+    def __init__(self, host: WorkerdHost, workers: tuple[str, ...]) -> None:
+        pids = worker_pids(host)
+        self.pids = {name: pids[name] for name in workers}
+        self.pids["host (node)"] = host._proc.pid  # type: ignore[union-attr]
+        self.before: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def per_request_ms(self, n: int) -> dict[str, float]:
+        return {name: round((cpu_seconds(pid) - self.before[name]) * 1000 / n, 3) for name, pid in self.pids.items()}
+
+
+HOT_WORKERS = ("dispatcher", "cmgsite-partner-tenant")
+
+
+def hot_path_with_cpu(client: httpx.Client, host: WorkerdHost, n: int) -> tuple[float, dict[str, float]]:
+    """p50 of the hot path over n requests, and the CPU per request each process spent on them."""
+    meter = CpuMeter(host, HOT_WORKERS)
+    meter.start()
+    hot = p50(client, host.url + "/api/health", "partner1.cozyartzmedia.com", n)
+    time.sleep(0.5)  # the last metrics batch
+    cpu = meter.per_request_ms(n)
+    cpu["workers"] = round(sum(cpu[w] for w in HOT_WORKERS), 3)
+    return hot, cpu
 
 
 def listening_ports(pid: int) -> set[int]:
@@ -115,13 +181,8 @@ def listening_ports(pid: int) -> set[int]:
 
 def rss_by_worker(host: WorkerdHost) -> dict[str, int]:
     """RSS (MiB) of each Worker's workerd process, named by the script it serves."""
-    by_port = {s["port"]: name for name, s in host.status()["scripts"].items()}
-    by_port[host.port] = "dispatcher"
-    out: dict[str, int] = {}
-    for pid, rss in rss_of_workerds(host._proc.pid).items():  # type: ignore[union-attr]
-        names = [by_port[p] for p in listening_ports(pid) if p in by_port]
-        out[names[0] if names else str(pid)] = rss
-    return out
+    rss = rss_of_workerds(host._proc.pid)  # type: ignore[union-attr]
+    return {name: rss[pid] for name, pid in worker_pids(host).items() if pid in rss}
 
 
 def memory_series(client: httpx.Client, host: WorkerdHost, rounds: int, size: int) -> dict[str, Any]:
@@ -146,7 +207,7 @@ def make_host(paths: StatePaths, wrangler_state: Path, bench: Path, py_modules: 
 
     return WorkerdHost(paths.namespace, paths.secrets, wrangler_state, paths.root, port=free_port(),
                        dispatcher_vars=dispatcher_vars(), test_faults=test_faults, python_snapshot_dir=snapshots,
-                       record_metrics=record_metrics,
+                       record_metrics=record_metrics, in_process_scripts={"bench-noop-js-inproc": "noop_js"},
                        extra_bundles={"noop_py": {"root": str(bench), "main": "noop.py", "pythonModules": py_modules},
                                       "noop_js": {"root": str(bench), "main": "noop.mjs"}})
 
@@ -163,21 +224,45 @@ def start_figures(host: WorkerdHost) -> dict[str, Any]:
                                               "tenant_worker": starts["cmgsite-partner-tenant"] - starts["bench-noop-py"]}}
 
 
-def without_metrics(paths: StatePaths, wrangler_state: Path, bench: Path, py_modules: str, n: int) -> dict[str, Any]:
-    """The same hot path on a host with no METRICS binding: what recording one data point per
-    request per Worker costs here (locally a loopback HTTP write to the host's store each)."""
+def without_metrics(metered: WorkerdHost, paths: StatePaths, wrangler_state: Path, bench: Path, py_modules: str,
+                    n: int, rounds: int = 10) -> dict[str, Any]:
+    """The same hot path on a second host with no METRICS binding, beside the metered one: what
+    recording one data point per request per Worker costs. Latency and CPU are measured in
+    `rounds` alternating rounds of n/rounds requests to each host, so both see the same load
+    from whatever else runs on the machine."""
     host = make_host(paths, wrangler_state, bench, py_modules, record_metrics=False)
     host.start(build=False)
     try:
         ports = {name: s["port"] for name, s in host.status()["scripts"].items()}
+        hosts = {"with": metered, "without": host}
         with httpx.Client(timeout=30) as client:
             p50(client, host.url + "/api/health", "partner1.cozyartzmedia.com", 50)
             p50(client, f"http://127.0.0.1:{ports['bench-noop-py']}/", "noop", 50)
             noop = p50(client, f"http://127.0.0.1:{ports['bench-noop-py']}/", "noop", n)
-            hot = p50(client, host.url + "/api/health", "partner1.cozyartzmedia.com", n)
+            meters = {k: CpuMeter(h, HOT_WORKERS) for k, h in hosts.items()}
+            spent = {k: {name: 0.0 for name in m.pids} for k, m in meters.items()}
+            samples: dict[str, list[float]] = {k: [] for k in hosts}
+            size = max(1, n // rounds)
+            for _ in range(rounds):
+                for k, h in hosts.items():
+                    meters[k].start()
+                    samples[k].append(p50(client, h.url + "/api/health", "partner1.cozyartzmedia.com", size))
+                    time.sleep(0.3)  # the last metrics batch of the round
+                    for name, ms in meters[k].per_request_ms(1).items():
+                        spent[k][name] += ms
     finally:
         host.stop()
-    return {"hot_path_p50_ms": round(hot, 2), "noop_python_p50_ms": round(noop, 2), "hot_path_ratio": round(hot / noop, 2)}
+    cpu = {k: {name: round(total / (size * rounds), 3) for name, total in v.items()} for k, v in spent.items()}
+    for v in cpu.values():
+        v["workers"] = round(sum(v[w] for w in HOT_WORKERS), 3)
+    hot = {k: statistics.median(v) for k, v in samples.items()}
+    return {"hot_path_p50_ms": round(hot["without"], 2), "noop_python_p50_ms": round(noop, 2),
+            "hot_path_ratio": round(hot["without"] / noop, 2),
+            "interleaved": {"rounds": rounds, "requests_per_round": size,
+                            "hot_path_p50_ms_with_metrics": round(hot["with"], 2),
+                            "hot_path_p50_ms_without_metrics": round(hot["without"], 2),
+                            "cpu_ms_per_request_with_metrics": cpu["with"],
+                            "cpu_ms_per_request_without_metrics": cpu["without"]}}
 
 
 def with_snapshots(paths: StatePaths, wrangler_state: Path, bench: Path, py_modules: str, n: int = 100) -> dict[str, Any]:
@@ -213,6 +298,18 @@ def with_snapshots(paths: StatePaths, wrangler_state: Path, bench: Path, py_modu
                                         "requests": n}}
 
 
+def metrics_cost(interleaved: dict[str, Any]) -> dict[str, float]:
+    """What recording the metrics adds to the hot path (interleaved rounds): CPU of the two
+    Workers' workerd processes (the claim: issue 12, ≤ 5%), the same with the host's Node process
+    (locally the store; on Cloudflare the Analytics Engine's side, not the Worker's CPU), and p50."""
+    w, wo = interleaved["cpu_ms_per_request_with_metrics"], interleaved["cpu_ms_per_request_without_metrics"]
+    workers = (w["workers"] - wo["workers"]) / wo["workers"]
+    with_store = ((w["workers"] + w["host (node)"]) - (wo["workers"] + wo["host (node)"])) / (wo["workers"] + wo["host (node)"])
+    p50_ratio = interleaved["hot_path_p50_ms_with_metrics"] / interleaved["hot_path_p50_ms_without_metrics"]
+    return {"cpu_added_workers": round(workers, 3), "cpu_added_workers_and_local_store": round(with_store, 3),
+            "p50_with_vs_without": round(p50_ratio, 2)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000)
@@ -220,6 +317,7 @@ def main() -> int:
     ap.add_argument("--memory-rounds", type=int, default=0,
                     help="after the soak, RSS per Worker after each of N rounds of requests (0: skip)")
     ap.add_argument("--memory-round-size", type=int, default=4000)
+    ap.add_argument("--no-snapshots", action="store_true", help="skip the Python memory snapshot figures (5.)")
     args = ap.parse_args()
     build_all()
     work = Path(tempfile.mkdtemp(prefix="cmgsite-bench-"))
@@ -239,7 +337,11 @@ def main() -> int:
         asyncio.run(d1.exec(
             "INSERT INTO tenants (tenant_id, name, type, subscription_tier, script_name) VALUES "
             "('bench-js', 'Bench', 'custom-domain', 'starter', 'bench-noop-js');"
-            "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES ('bench-js.example', 'bench-js', 'custom');"))
+            "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES ('bench-js.example', 'bench-js', 'custom');"
+            "INSERT INTO tenants (id, name, type, tier, script_name) VALUES "
+            "('bench-js-inproc', 'Bench', 'custom-domain', 'starter', 'bench-noop-js-inproc');"
+            "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES "
+            "('bench-js-inproc.example', 'bench-js-inproc', 'custom');"))
         began = time.perf_counter()
         host = make_host(paths, wrangler_state, bench, py_modules)
         host.start(build=False)
@@ -248,13 +350,14 @@ def main() -> int:
             figures = start_figures(host)
             ports = {n: s["port"] for n, s in host.status()["scripts"].items()}
             with httpx.Client(timeout=30) as client:
-                for h in ("partner1.cozyartzmedia.com", "bench-js.example"):
+                for h in ("partner1.cozyartzmedia.com", "bench-js.example", "bench-js-inproc.example"):
                     p50(client, host.url + "/api/health", h, 50)  # warm: routes cached, isolates hot
                 p50(client, f"http://127.0.0.1:{ports['bench-noop-py']}/", "noop", 50)
                 n = args.requests
                 noop = p50(client, f"http://127.0.0.1:{ports['bench-noop-py']}/", "noop", n)
-                hot = p50(client, host.url + "/api/health", "partner1.cozyartzmedia.com", n)
+                hot, hot_cpu = hot_path_with_cpu(client, host, n)
                 own = p50(client, host.url + "/", "bench-js.example", n)
+                own_inproc = p50(client, host.url + "/", "bench-js-inproc.example", n)
                 for i in range(2000):
                     client.get(host.url + "/api/health", headers={"Host": ("partner1.cozyartzmedia.com",
                                                                              "partner-seo.com")[i % 2]})
@@ -265,21 +368,25 @@ def main() -> int:
                 rss_after = rss_by_worker(host)
                 memory = memory_series(client, host, args.memory_rounds, args.memory_round_size) \
                     if args.memory_rounds else None
+            unmetered = without_metrics(host, paths, wrangler_state, bench, py_modules, args.requests)
         finally:
             host.stop()
-        unmetered = without_metrics(paths, wrangler_state, bench, py_modules, args.requests)
-        snapshotted = with_snapshots(paths, wrangler_state, bench, py_modules)
+        snapshotted = None if args.no_snapshots else with_snapshots(paths, wrangler_state, bench, py_modules)
         report = {
             "hot_path_p50_ms": round(hot, 2), "noop_python_p50_ms": round(noop, 2),
             "hot_path_ratio": round(hot / noop, 2), "dispatcher_to_js_noop_p50_ms": round(own, 2),
             "dispatcher_own_ratio": round(own / noop, 2),
+            "dispatcher_to_in_process_js_noop_p50_ms": round(own_inproc, 2),
+            "dispatcher_own_ratio_in_process": round(own_inproc / noop, 2),
+            "hot_path_cpu_ms_per_request": hot_cpu,
             **figures,
             "host_ready_s": round(startup, 1),
             "workerd_rss_mib_before_after_soak": {name: [rss_before.get(name), rss_after.get(name)]
                                                   for name in sorted(set(rss_before) | set(rss_after))},
             "soak_requests": args.soak, "requests": args.requests,
             "workerd_rss_mib_series": memory,
-            "without_metrics": {**unmetered, "hot_path_with_vs_without_metrics": round(hot / unmetered["hot_path_p50_ms"], 2)},
+            "without_metrics": unmetered,
+            "metrics_cost": metrics_cost(unmetered["interleaved"]),
             "with_python_snapshots": snapshotted,
         }
         print(json.dumps(report, indent=2))

@@ -26,7 +26,6 @@ import binascii
 import hashlib
 import hmac
 import re
-import secrets
 from dataclasses import dataclass, replace
 
 LEGACY_KID = "k0"
@@ -69,6 +68,8 @@ def derive_hex(secret: str | bytes, label: str) -> str:
 
 def new_secret(nbytes: int = 32) -> str:
     """A fresh random secret as base64url text (32 bytes: an AES-256 or HMAC-SHA256 key)."""
+    import secrets  # only key generation (the tooling) needs it, not the Workers' start
+
     return b64url_encode(secrets.token_bytes(nbytes))
 
 

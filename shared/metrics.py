@@ -26,14 +26,16 @@ The layout of a point (the SQL in shared.metrics_query reads it by these positio
     double3  the latency bucket's upper bound in ms (percentiles come from these: shared.metrics_query)
 
 Recording never slows or fails a request: handlers only build a `RequestPoint` (a frozen
-dataclass); converting and writing it runs in `ctx.waitUntil`, and a sink that throws is
-dropped and counted (`MetricsRecorder.dropped`, logged as `metrics_dropped`).
+dataclass) and the recorder keeps it; converting and writing runs in `ctx.waitUntil`, in
+batches (one waitUntil task per batch, not per request), and a sink that throws is dropped
+and counted (`MetricsRecorder.dropped`, logged as `metrics_dropped`).
 """
 from __future__ import annotations
 
 import bisect
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -53,6 +55,7 @@ LATENCY_BUCKETS_MS: tuple[float, ...] = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 Defer = Callable[[Awaitable[Any]], None]
+STUCK_SECONDS = 10.0  # a batch task not run by then is taken for lost (its request was cancelled)
 
 
 def status_class(status: int) -> str:
@@ -118,16 +121,30 @@ class RequestPoint:
 
 class DataPointSink(Protocol):
     """The Analytics Engine binding's one method. On Cloudflare it returns nothing (the write is
-    asynchronous inside the runtime); the local store returns a promise, which is awaited."""
+    asynchronous inside the runtime); the local binding buffers points and returns a promise
+    only from the call that carries the next batch to the store, which is awaited."""
 
     def writeDataPoint(self, point: dict[str, list[Any]]) -> Any: ...  # noqa: N802 (the binding's name)
 
 
 class MetricsRecorder:
-    """One per isolate: writes points to the sink; a failing write is dropped and counted."""
+    """One per isolate: writes points to the sink; a failing write is dropped and counted.
 
-    def __init__(self, sink: DataPointSink | None) -> None:
+    Points are kept in the isolate and written in batches: the first point after a write hands
+    one task to `defer` (that request's ctx.waitUntil), which waits `batch_seconds` and then
+    converts and writes every point recorded meanwhile, by this request or later ones. A request
+    therefore pays a list append; the conversion and the JS calls run after the responses, once
+    per batch for the waitUntil task."""
+
+    def __init__(self, sink: DataPointSink | None, *, batch_seconds: float = 0.05, max_batch: int = 200,
+                 clock: Callable[[], float] = time.time) -> None:
         self._sink = sink
+        self._clock = clock
+        self._scheduled_at = 0.0
+        self._batch_seconds = batch_seconds
+        self._max_batch = max_batch
+        self._pending: list[RequestPoint] = []
+        self._scheduled = False
         self.written = 0
         self.dropped = 0
 
@@ -136,13 +153,40 @@ class MetricsRecorder:
         return self._sink is not None
 
     def record(self, point: RequestPoint, defer: Defer | None) -> None:
-        """Hand the write to `defer` (the request's ctx.waitUntil). Never raises."""
+        """Keep the point; hand a batch write to `defer` (ctx.waitUntil) if none is waiting. Never raises."""
         if self._sink is None or defer is None:
             return
+        now = self._clock()
+        if self._scheduled and now - self._scheduled_at >= STUCK_SECONDS:
+            # The waiting task never ran (its request was cancelled): its points are lost.
+            lost, self._pending, self._scheduled = self._pending, [], False
+            for _ in lost:
+                self._drop(TimeoutError("metrics batch task never ran"))
+        if len(self._pending) >= self._max_batch:  # do not grow without bound while a task waits
+            self._drop(OverflowError("metrics batch full"))
+            return
+        self._pending.append(point)
+        if self._scheduled:
+            return
+        self._scheduled, self._scheduled_at = True, now
         try:
-            defer(self.write(point))
-        except Exception as exc:  # the runtime refused the task: count it, answer anyway
-            self._drop(exc)
+            defer(self._write_batch())
+        except Exception as exc:  # the runtime refused the task: count what it would have carried
+            self._scheduled = False
+            lost, self._pending = self._pending, []
+            for _ in lost:
+                self._drop(exc)
+
+    async def _write_batch(self) -> None:
+        try:
+            if self._batch_seconds > 0:
+                import asyncio  # imported by the runtime already; kept off the module's import list
+
+                await asyncio.sleep(self._batch_seconds)
+        finally:
+            batch, self._pending, self._scheduled = self._pending, [], False
+        for point in batch:
+            await self.write(point)
 
     async def write(self, point: RequestPoint) -> None:
         try:

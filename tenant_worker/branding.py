@@ -57,7 +57,7 @@ class Brand:
                    email if email and EMAIL.match(email) else None)
 
     def page_branding(self) -> Branding:
-        """What the tenant's error pages show (shared.errors), with the way back home and to sign in."""
+        """What the tenant's error pages show (shared.error_pages), with the way back home and to sign in."""
         return Branding(brand_name=self.name, primary_color=self.primary_color, secondary_color=self.secondary_color,
                         logo_url=self.logo_url or "", support_email=self.support_email or "", way_back=True)
 

@@ -3,7 +3,7 @@
 It depends on the session, so it is `Cache-Control: private, no-store` and never put in a
 shared cache; the one public part, the tenant's branding, is cached per isolate by tenant id
 (tenant_worker.branding.tenant_branding). It draws like the tenant's error pages
-(shared.errors.page_style / page_header): name, logo (https only, escaped), primary and
+(shared.error_pages.page_style / page_header): name, logo (https only, escaped), primary and
 secondary colours, support contact. Its CSP allows no script, exactly its own <style>, and
 images from the site and the logo's host only.
 """

@@ -119,6 +119,38 @@ async def test_recording_is_deferred_and_a_failing_sink_is_dropped_and_counted()
     assert MetricsRecorder(None).enabled is False
 
 
+async def test_points_are_written_in_batches_one_deferred_task_each() -> None:
+    sink = ListSink()
+    recorder = MetricsRecorder(sink, batch_seconds=0.001)
+    deferred: list[Awaitable[Any]] = []
+    for i in range(5):
+        recorder.record(RequestPoint("t1", "tenant", "health", "GET", 200, float(i)), deferred.append)
+    assert len(deferred) == 1 and sink.points == []  # one task for the batch, nothing on the request path
+    await deferred[0]
+    assert [p["doubles"][0] for p in sink.points] == [0.0, 1.0, 2.0, 3.0, 4.0] and recorder.written == 5
+    recorder.record(RequestPoint("t1", "tenant", "health", "GET", 200, 5.0), deferred.append)
+    assert len(deferred) == 2  # the next point starts the next batch
+    await deferred[1]
+    assert recorder.written == 6
+
+
+async def test_a_batch_task_that_never_runs_does_not_stop_recording() -> None:
+    now = [1000.0]
+    sink = ListSink()
+    recorder = MetricsRecorder(sink, batch_seconds=0, max_batch=3, clock=lambda: now[0])
+    lost: list[Awaitable[Any]] = []
+    for _ in range(5):  # the task is never awaited (its request was cancelled): the batch fills up
+        recorder.record(RequestPoint("t1", "tenant", "health", "GET", 200, 1.0), lost.append)
+    assert len(lost) == 1 and recorder.dropped == 2
+    lost[0].close()  # type: ignore[attr-defined]
+    now[0] += 60
+    fresh: list[Awaitable[Any]] = []
+    recorder.record(RequestPoint("t1", "tenant", "health", "GET", 200, 1.0), fresh.append)
+    assert len(fresh) == 1
+    await fresh[0]
+    assert recorder.written == 1 and recorder.dropped == 5  # 2 over the limit, 3 lost with the task
+
+
 # ---- queries ------------------------------------------------------------------------------------
 
 def _points(tenant: str, source: str, n: int, **kw: Any) -> list[dict[str, Any]]:

@@ -501,13 +501,16 @@ const directory = createServer(async (req, res) => {
       return res.end();
     }
     if (req.method === "POST" && url.pathname === "/metrics/write" && metrics) {
-      const { dataset, point } = JSON.parse(await textBody(req) || "{}");
+      // A batch from a Worker's METRICS binding (metrics-plugin.mjs): {dataset, points: [...]}.
+      const { dataset, points, times } = JSON.parse(await textBody(req) || "{}");
       if (metricsFault) return reply(res, 503, { error: "metrics store unavailable (test fault)" });
+      let rejected;
       try {
-        metrics.write(String(dataset), point);
+        rejected = metrics.writeBatch(String(dataset), Array.isArray(points) ? points : [], Array.isArray(times) ? times : []);
       } catch (err) {
         return reply(res, 400, { error: String(err.message ?? err) });
       }
+      if (rejected.length) return reply(res, 400, { error: `${rejected.length} points rejected: ${rejected[0]}` });
       res.writeHead(204);
       return res.end();
     }
@@ -740,10 +743,16 @@ async function startDispatcher() {
       name: "DISPATCHER",
       type: "cmgsite-dispatch-namespace",
       plugin: { package: path.join(HERE, "namespace-plugin.mjs"), name: "cmgsite-dispatch-namespace" },
-      options: { directory: directoryAddress, cacheMs: config.testFaults ? 0 : 500 },
+      options: { directory: directoryAddress, cacheMs: config.testFaults ? 0 : 500,
+                 inProcess: Object.fromEntries(Object.keys(config.inProcessScripts ?? {}).map((n) => [n, `inproc-${n}`])) },
     }],
   };
-  const options = { ...shared(PUBLIC_FD === null ? config.port : 0), workers: [dispatcherWorker] };
+  // Benchmarks only: JS Workers in the dispatcher's workerd, reached in-process (namespace-plugin.mjs).
+  const inProcessWorkers = Object.entries(config.inProcessScripts ?? {}).map(([n, bundleName]) => {
+    const b = config.bundles[bundleName];
+    return { name: `inproc-${n}`, modules: pythonModules(b), modulesRoot: b.root, compatibilityDate: config.compatibilityDate };
+  });
+  const options = { ...shared(PUBLIC_FD === null ? config.port : 0), workers: [dispatcherWorker, ...inProcessWorkers] };
   const { mf, url } = await startMiniflare(options, { runtimeEnv: { CMGSITE_DISPATCHER_GENERATION: generation } });
   // Miniflare reports the port workerd listens on: the public socket's.
   return { mf, url, generation, startedAt: Date.now(), contextKid: contextKid(secrets) };

@@ -1,7 +1,8 @@
 // The local platform's Analytics Engine: where the METRICS binding's writeDataPoint lands, and
 // the SQL API the Workers (and anyone holding the host's metrics token) query it with.
 //
-// - write(dataset, point): one row in <state>/metrics.sqlite, table <dataset>, with Analytics
+// - writeBatch(dataset, points, times): a row per point (the METRICS binding sends its buffer in
+//   batches: metrics-plugin.mjs) in <state>/metrics.sqlite, table <dataset>, with Analytics
 //   Engine's columns (timestamp as Unix seconds, index1, blob1..20, double1..20,
 //   _sample_interval = 1: nothing is sampled locally). Points are checked as Cloudflare checks
 //   them (≤ 1 index of ≤ 96 bytes, ≤ 20 blobs, ≤ 20 doubles, blobs ≤ 16 KB in all).
@@ -62,11 +63,34 @@ export class MetricsStore {
     return this.inserts.get(name);
   }
 
-  write(dataset, point) {
-    const { index, blobs, doubles } = checkPoint(point);
-    const row = [Date.now() / 1000, index, ...blobs, ...Array(20 - blobs.length).fill(""),
-      ...doubles, ...Array(20 - doubles.length).fill(0), 1];
-    this.dataset(dataset).run(...row);
+  // A batch in one transaction; a point Cloudflare would refuse is skipped. Returns the reasons.
+  // `times` (Unix ms, when each point was written; within the last minute) default to now.
+  writeBatch(dataset, points, times = []) {
+    const insert = this.dataset(dataset);
+    const rejected = [];
+    const now = Date.now() / 1000;
+    this.writer.exec("BEGIN");
+    try {
+      for (const [i, point] of points.entries()) {
+        let checked;
+        try {
+          checked = checkPoint(point);
+        } catch (err) {
+          if (!(err instanceof PointError)) throw err;
+          rejected.push(err.message);
+          continue;
+        }
+        const { index, blobs, doubles } = checked;
+        const t = Number(times[i]);
+        insert.run(Number.isFinite(t) && Math.abs(t / 1000 - now) < 60 ? t / 1000 : now, index, ...blobs, ...Array(20 - blobs.length).fill(""),
+                   ...doubles, ...Array(20 - doubles.length).fill(0), 1);
+      }
+      this.writer.exec("COMMIT");
+    } catch (err) {
+      this.writer.exec("ROLLBACK");
+      throw err;
+    }
+    return rejected;
   }
 
   // The SQL API: one read-only SELECT, FORMAT JSON.

@@ -8,6 +8,11 @@
 // with test faults enabled, the directory can answer with a fault that fetch() raises the
 // way the runtime reports a custom-limit hit.
 //
+// Benchmarks only: `inProcess` ({script: worker}) names JS Workers that run inside the
+// dispatcher's own Miniflare; those are called through a service binding, without the loopback
+// hop (closer to Cloudflare, where the dispatch is in-process). Not for tenants: adding one
+// would restart the dispatcher.
+//
 // Uses Miniflare's plugin hook (a binding whose type starts with `unsafe:`): pinned with
 // miniflare in package.json and exercised by tests/test_platform_*.py.
 
@@ -40,9 +45,13 @@ export default function (env) {
   return {
     get(name, args, options) {
       const limits = (options && options.limits) || {};
+      const local = env.inProcess[String(name)];
       return {
         async fetch(input, init) {
           const request = new Request(input, init);
+          // A script in the dispatcher's own workerd (the bench's JS no-op): called in-process,
+          // through a service binding, as Cloudflare dispatches.
+          if (local) return env[local].fetch(request);
           const entry = await lookup(env, String(name), limits);
           if (entry === null) throw new Error("Worker not found.");
           if (entry.fault) throw new Error(FAULTS[entry.fault] || entry.fault);
@@ -82,6 +91,11 @@ export const plugins = {
             { name: "directory", service: { name: "cmgsite-namespace-directory" } },
             // The host's test mode looks every call up (so tests see each one and its limits).
             { name: "cacheMs", json: JSON.stringify(binding.dev.options.cacheMs ?? 500) },
+            // script name -> the inner binding of a Worker in the dispatcher's Miniflare
+            { name: "inProcess", json: JSON.stringify(Object.fromEntries(
+              Object.keys(binding.dev.options.inProcess ?? {}).map((s, i) => [s, `script${i}`]))) },
+            ...Object.values(binding.dev.options.inProcess ?? {}).map((worker, i) => (
+              { name: `script${i}`, service: { name: `core:user:${worker}` } })),
           ],
         },
       }));

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Benchmark: the platform dashboard for 1,000 tenants vs 10 (issue 12: ≤ 1.5×). Rerun:
+
+    .venv/bin/python scripts/bench_dashboard.py [--small 10] [--big 1000] [--requests 21]
+
+Starts its own throwaway stack on loopback ports (a PostgreSQL cluster in a temp dir with the
+migrations and seed, PostgREST behind the apikey gateway, the platform host on workerd with the
+three demo tenants and the METRICS binding; the development database is never touched). Then,
+as the primary tenant's super_admin (a session cookie signed with the primary tenant's secret):
+with --small tenants in `public.tenants` (the demo ones plus `scale-N` rows, each with a month
+of usage), and again with --big, it measures the p50 latency of
+  - `GET /api/platform/dashboard` (the JSON), and
+  - `GET /platform` (the server-rendered page, a client of the same data),
+through the dispatcher, after one untimed warm-up each. The view makes one Supabase query for
+all tenants plus the metrics queries, whatever the count (asserted by
+tests/test_dashboards.py::test_the_platform_view_costs_the_same_queries_for_1000_tenants_as_for_10).
+Prints one JSON report: both p50s and the big/small ratio for each.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from localrt.__main__ import dispatcher_vars  # noqa: E402
+from localrt.d1 import D1Database, apply_migrations_with_wrangler  # noqa: E402
+from localrt.demo import seed_demo  # noqa: E402
+from localrt.platform import StatePaths  # noqa: E402
+from localrt.postgres import PgCluster  # noqa: E402
+from localrt.supabase_stack import SupabaseStack, find_free_port  # noqa: E402
+from localrt.workerd import WorkerdHost, build_all  # noqa: E402
+from shared.session import issue_session  # noqa: E402
+from tenant_worker.sessions import SESSION_COOKIE  # noqa: E402
+
+PRIMARY_HOST, PRIMARY_SCRIPT = "cozyartzmedia.com", "cmgsite-primary-tenant"
+STAFF = "00000000-0000-4000-8000-000000000001"  # seed.sql: super_admin of the primary tenant
+PREFIX = "scale-"
+
+
+def count(conn: Any, sql: str, *args: Any) -> int:
+    row = conn.execute(sql, args).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def grow_to(cluster: PgCluster, total: int) -> int:
+    """Add `scale-N` tenants (and a month of AI usage each) until `public.tenants` holds `total`."""
+    with cluster.connect() as conn:
+        have = count(conn, "select count(*) from public.tenants")
+        first = count(conn, "select count(*) from public.tenants where tenant_id like %s", PREFIX + "%")
+        if total > have:
+            span = (first + 1, first + total - have)
+            conn.execute("insert into public.tenants (tenant_id, name, domain, type, subscription_tier, script_name)"
+                         " select 'scale-' || i, 'Scale ' || i, 'scale-' || i || '.example.com', 'custom-domain',"
+                         " (array['starter','growth','enterprise'])[1 + i %% 3], 'cmgsite-scale-' || i"
+                         " from generate_series(%s::int, %s::int) i", span)
+            conn.execute("insert into public.tenant_usage (tenant_id, usage_type, period, usage_count)"
+                         " select 'scale-' || i, 'ai_calls', to_char(now(), 'YYYY-MM'), i %% 7"
+                         " from generate_series(%s::int, %s::int) i", span)
+        return count(conn, "select count(*) from public.tenants")
+
+
+def p50(client: httpx.Client, url: str, headers: dict[str, str], n: int) -> tuple[float, httpx.Response]:
+    r = client.get(url, headers=headers)  # warm-up (untimed)
+    assert r.status_code == 200, (url, r.status_code, r.text[:300])
+    samples = []
+    for _ in range(n):
+        began = time.perf_counter()
+        r = client.get(url, headers=headers)
+        samples.append(time.perf_counter() - began)
+        assert r.status_code == 200, (url, r.status_code, r.text[:300])
+    return statistics.median(samples) * 1000, r
+
+
+def measure(client: httpx.Client, host: WorkerdHost, cookie: dict[str, str], n: int) -> dict[str, Any]:
+    headers = {"Host": PRIMARY_HOST, **cookie}
+    json_ms, r = p50(client, host.url + "/api/platform/dashboard", headers, n)
+    page_ms, page = p50(client, host.url + "/platform", headers, n)
+    return {"tenants_listed": len(r.json()["tenants"]), "json_p50_ms": round(json_ms, 1), "page_p50_ms": round(page_ms, 1),
+            "json_bytes": len(r.content), "page_bytes": len(page.content)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", type=int, default=10)
+    ap.add_argument("--big", type=int, default=1000)
+    ap.add_argument("--requests", type=int, default=21, help="timed requests per view and size (p50 of these)")
+    args = ap.parse_args()
+    build_all()
+    from tests.support import free_port  # the same helper the tests use
+
+    work = Path(tempfile.mkdtemp(prefix="cmgsite-bench-dashboard-"))
+    os.chmod(work, 0o711)  # the unprivileged postgres user must reach the data dir inside
+    cluster = PgCluster(data_dir=work / "pg", port=find_free_port(), fast=True)
+    stack: SupabaseStack | None = None
+    host: WorkerdHost | None = None
+    try:
+        cluster.start()
+        cluster.apply_migrations()
+        cluster.seed()
+        stack = SupabaseStack(cluster, jwt_secret=secrets.token_urlsafe(48), port=find_free_port())
+        stack.start()
+        wrangler_state = work / "wrangler"
+        d1 = D1Database(apply_migrations_with_wrangler(wrangler_state))
+        paths = StatePaths(work / "state")
+        registry = paths.registry()
+        supabase = {"SUPABASE_URL": stack.url, "SUPABASE_ANON_KEY": stack.anon_key,
+                    "SUPABASE_JWT_SECRET": stack.jwt_secret, "SUPABASE_SERVICE_ROLE_KEY": stack.service_role_key}
+        asyncio.run(seed_demo(d1, registry, paths.dispatcher_secrets, extra_secrets=supabase))
+        host = WorkerdHost(paths.namespace, paths.secrets, wrangler_state, paths.root, port=free_port(),
+                           dispatcher_vars=dispatcher_vars())
+        host.start(build=False)
+        token = issue_session(registry.secrets_of(PRIMARY_SCRIPT)["SESSION_SECRET"], tenant_id="cozyartz",
+                              user_id=STAFF, role="super_admin", now=time.time())
+        cookie = {"cookie": f"{SESSION_COOKIE}={token}"}
+        with httpx.Client(timeout=60) as client:
+            grow_to(cluster, args.small)
+            small = measure(client, host, cookie, args.requests)
+            grow_to(cluster, args.big)
+            big = measure(client, host, cookie, args.requests)
+        if (small["tenants_listed"], big["tenants_listed"]) != (args.small, args.big):
+            raise SystemExit(f"the dashboard listed {small['tenants_listed']} and {big['tenants_listed']} tenants")
+        print(json.dumps({
+            "small": small, "big": big, "requests": args.requests,
+            "json_ratio": round(big["json_p50_ms"] / small["json_p50_ms"], 2),
+            "page_ratio": round(big["page_p50_ms"] / small["page_p50_ms"], 2),
+        }, indent=2))
+        return 0
+    finally:
+        if host is not None:
+            host.stop()
+        if stack is not None:
+            stack.stop()
+        cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
