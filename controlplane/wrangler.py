@@ -16,7 +16,7 @@ import os
 import shlex
 import subprocess
 from pathlib import Path
-from typing import Mapping, Protocol, Sequence
+from typing import Literal, Mapping, Protocol, Sequence
 
 from controlplane.errors import BackendError
 from controlplane.model import NAMESPACE
@@ -64,6 +64,25 @@ def d1_migrations_command() -> list[str]:
     return [*WRANGLER, "d1", "migrations", "apply", D1_NAME, "--remote", "-c", DISPATCHER_CONFIG]
 
 
+# How wrangler (the Cloudflare API under it) says a dispatch namespace does not exist.
+_NOT_FOUND = ("not found", "100119", "does not exist")
+
+
+def namespace_state(runner: "Runner") -> tuple[Literal["exists", "missing", "unreadable"], str]:
+    """Whether the dispatch namespace exists, from `wrangler dispatch-namespace get`: "missing"
+    only when the answer says not found; any other failure (no network, a refused token, wrangler
+    not installed) is "unreadable", with the reason in one line."""
+    try:
+        out = runner.run(namespace_get_command(), reads=True)
+    except BackendError as exc:
+        text = str(exc)
+        if any(marker in text.lower() for marker in _NOT_FOUND):
+            return "missing", ""
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return "unreadable", lines[-1] if lines else text
+    return ("exists", "") if out.strip() else ("missing", "")
+
+
 class Runner(Protocol):
     def run(self, argv: Sequence[str], *, reads: bool = False, check: bool = True) -> str: ...
 
@@ -80,7 +99,7 @@ class SubprocessRunner:
     def run(self, argv: Sequence[str], *, reads: bool = False, check: bool = True) -> str:
         argv = list(argv)
         self.ran.append(argv)
-        self._reporter.step("$ " + shell_line(argv))
+        self._reporter.step("$ " + shell_line(argv), read=reads)
         if tuple(argv[:len(WRANGLER)]) == WRANGLER:
             override = self._env.get(WRANGLER_OVERRIDE_ENV)
             if override:

@@ -36,7 +36,7 @@ fi
 echo "==> 1/4 D1 migrations" >&2
 migrate=(d1 migrations apply cmgsite --remote -c wrangler.dispatcher.toml)
 if (( ${#DRY_RUN[@]} )); then
-  echo "[dry-run] wrangler: ${WRANGLER[*]} ${migrate[*]}"
+  echo "[dry-run] wrangler: would ${WRANGLER[*]} ${migrate[*]}"
 elif [[ -n "${CMGSITE_WRANGLER:-}" ]]; then
   read -r -a override <<< "$CMGSITE_WRANGLER"; "${override[@]}" "${migrate[@]}"
 else
