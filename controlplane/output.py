@@ -30,6 +30,7 @@ class Reporter:
         self.quiet = quiet
         self.dry_run = dry_run
         self.planned: list[str] = []
+        self.plan_out = self.out  # with --json the plan goes to stderr (stdout holds the JSON only)
         self.writes_started = 0  # write steps a real run announced (a failure after one is part-way)
         self.last_step: str | None = None  # the last step announced (what an interrupt stopped after)
 
@@ -55,7 +56,8 @@ class Reporter:
 
     def plan(self, kind: str, text: str) -> None:
         """One action dry-run would take, exactly as it would be sent (never a secret value)."""
+        text = " ".join(part.strip() for part in text.splitlines()) if "\n" in text else text  # one action, one line
         line = f"[dry-run] {kind}: {would(text)}"
         self.planned.append(line)
         self.last_step = line
-        print(line, file=self.out, flush=True)
+        print(line, file=self.plan_out, flush=True)

@@ -8,7 +8,12 @@
 #
 # Needs CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_ZONE_ID, SUPABASE_URL,
 # SUPABASE_SERVICE_ROLE_KEY and CONTEXT_SIGNING_SECRET in the environment.
-# Usage: scripts/deploy-multi-tenant.sh [--dry-run]   (--dry-run prints every write instead)
+# Usage: scripts/deploy-multi-tenant.sh [--dry-run]
+#   --dry-run prints every write it would make ("[dry-run] …: would …") and ends "dry run: nothing
+#   changed"; offline or with made-up credentials it still prints the whole plan: a Cloudflare read
+#   it cannot make is warned about once and planned as if the account were empty.
+# A tenant that fails to deploy does not stop the others (`deploy --all` exits 1 after all of
+# them); the script then stops before step 4: re-run it once the cause is fixed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"

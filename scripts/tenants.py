@@ -602,6 +602,8 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
                         wrangler_state=wrangler_state, d1_file=args.d1_file, env=environ)
     args.settings = settings  # what the control plane was built with (check reads it)
     reporter = Reporter(out=out, err=err, quiet=args.quiet, dry_run=args.dry_run)
+    if args.json:
+        reporter.plan_out = err  # stdout is the JSON document alone; the result lists the plan too
     previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():  # Ctrl-C and SIGTERM: one line, no traceback
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -670,6 +672,8 @@ async def _main(args: argparse.Namespace, settings: Settings, reporter: Reporter
             await cp.close()
     if settings.dry_run and result is not None:
         result = dry_result(result)
+        if isinstance(result, dict):
+            result["plan"] = reporter.planned
     if result is not None:
         if args.json:
             print(json.dumps(result, indent=2, default=str), file=reporter.out)

@@ -166,7 +166,7 @@ def test_lifecycle_add_suspend_resume_remove_over_http(cli: Cli, live: Platform)
     # A removed tenant keeps its data and its domain: resume brings it back (Worker redeployed).
     code, _, err = cli("add", "cli-life", "--name", "Life Co", "--type", "partner-subdomain", "--domain", host,
                        "--tier", "growth")
-    assert code == 2 and "use resume" in err
+    assert code == 2 and "`resume cli-life`" in err
     assert cli("resume", "cli-life")[0] == 0
     assert health(live, host).json()["tenant_id"] == "cli-life"
 
@@ -305,7 +305,7 @@ def test_delete_erases_every_row_and_leaves_an_audit_record_without_personal_dat
     assert code == 0, err
     would = json.loads(out)["would_erase"]
     assert "erased" not in json.loads(out)
-    assert (would["tenants"], would["tenant_domains"], would["profiles"]) == (1, 1, 1)
+    assert (would["tenants"], would["tenant_domains"]) == (1, 1) and would["profiles"] == before["profiles"] >= 2
     assert would["audit_log"] == before["audit_log"] >= 2 and would["runtime.auth_kv"] >= 1
     assert rows_everywhere(pg_cluster, "cli-gone") == before and health(live, host).status_code == 200
     code, _, err = cli("delete", "cli-gone", "--yes")
@@ -417,7 +417,7 @@ def test_dry_run_prints_the_writes_and_changes_nothing(cli: Cli, live: Platform,
     assert health(live, "cli-dry.cozyartzmedia.com").status_code == 404
 
     # Every line says what would happen; none says it happened.
-    assert all(": would " in line for line in lines[:-1]) and lines[-1] == "dry run: nothing changed"
+    assert [line for line in lines[:-1] if ": would " not in line] == [] and lines[-1] == "dry run: nothing changed"
     steps = [line for line in err.splitlines() if line.startswith("  - ")]
     assert any(line.startswith("  - supabase: would register cli-dry") for line in steps)
     assert any(line.startswith("  - d1: would route cli-dry") for line in steps)
@@ -426,7 +426,9 @@ def test_dry_run_prints_the_writes_and_changes_nothing(cli: Cli, live: Platform,
     code, out, err = cli("add", "cli-dry", "--name", "Dry", "--type", "partner-subdomain",
                          "--domain", "cli-dry.cozyartzmedia.com", "--tier", "starter", "--dry-run", "--json")
     assert code == 0, err
-    assert json.loads(out)["dry_run"] is True and "would_add" in json.loads(out) and "added" not in json.loads(out)
+    result = json.loads(out)  # stdout is the JSON alone; the plan is in it (and on stderr)
+    assert result["dry_run"] is True and "would_add" in result and "added" not in result
+    assert any(line.startswith("[dry-run] supabase: would POST ") for line in result["plan"])
     assert err.rstrip().endswith("dry run: nothing changed")
 
     code, out, _ = cli("suspend", "partner1", "--dry-run")
