@@ -120,8 +120,9 @@ async def delete_tenant(cp: ControlPlane, tenant_id: str, key: bytes) -> dict[st
         raise NotFound(f"no tenant {tenant_id!r} anywhere (Supabase, D1, namespace)")
 
     domains = await cp.registry.domains(tenant_id) if tenant else []
+    d1_counts = {"d1.tenants": int(d1_row is not None), "d1.tenant_domains": len(await cp.replica.domains(tenant_id))}
     if tenant is not None:
-        cp.reporter.step(f"supabase: {tenant_id} status -> inactive (erasure starts)")
+        cp.reporter.step(f"supabase: set {tenant_id} status inactive (erasure starts)")
         await cp.registry.set_tenant(tenant_id, {"status": "inactive"})
     await cp.converge(tenant_id)
     for domain in domains:
@@ -133,7 +134,7 @@ async def delete_tenant(cp: ControlPlane, tenant_id: str, key: bytes) -> dict[st
     await cp.scripts.forget_secrets(script)
     cp._changed()  # locally: the script's Worker has stopped before its storage is erased
 
-    erased: dict[str, int] = {}
+    erased: dict[str, int] = dict(d1_counts)  # the routing rows, unrouted above
     if cp.runtime_data is not None:
         cp.reporter.step(f"{cp.runtime_data.label}: erase {tenant_id}'s keys and objects")
         erased.update({f"runtime.{k}": v for k, v in (await cp.runtime_data.erase(tenant_id, script)).items()})

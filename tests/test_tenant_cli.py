@@ -305,7 +305,8 @@ def test_delete_erases_every_row_and_leaves_an_audit_record_without_personal_dat
     assert code == 0, err
     would = json.loads(out)["would_erase"]
     assert "erased" not in json.loads(out)
-    assert (would["tenants"], would["tenant_domains"]) == (1, 1) and would["profiles"] == before["profiles"] >= 2
+    assert (would["tenants"], would["tenant_domains"], would["d1.tenants"], would["d1.tenant_domains"]) == (1, 1, 1, 1)
+    assert would["profiles"] == before["profiles"] >= 2
     assert would["audit_log"] == before["audit_log"] >= 2 and would["runtime.auth_kv"] >= 1
     assert rows_everywhere(pg_cluster, "cli-gone") == before and health(live, host).status_code == 200
     code, _, err = cli("delete", "cli-gone", "--yes")

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from controlplane.edges import R2_BUCKET
 from controlplane.wrangler import WRANGLER
 from localrt.d1 import copy_database
 from scripts.tenants import main
@@ -341,9 +342,19 @@ def test_remote_delete_erases_auth_kv_keys_script_and_rows(remote: RemoteCli, pg
     assert code == 4 and "AUDIT_FINGERPRINT_KEY" in err
     assert remote.d1_rows("select count(*) from tenants where id = 'cli-erase'") == [(1,)]
     remote.env["AUDIT_FINGERPRINT_KEY"] = key
+    for name in ("a.txt", "b/c.pdf"):
+        remote.cf.r2[(R2_BUCKET, f"tenants/cli-erase/files/{name}")] = b"x"
+    sent = len(remote.cf.requests)
+    code, out, err = remote("delete", "cli-erase", "--dry-run", "--json")  # the real counts, nothing erased
+    assert code == 0, err
+    would = json.loads(out)["would_erase"]
+    assert (would["runtime.auth_kv"], would["runtime.r2_objects"], would["tenants"], would["tenant_domains"],
+            would["d1.tenants"], would["d1.tenant_domains"]) == (3, 2, 1, 1, 1, 1)
+    assert remote.only_reads_since(sent) and err.rstrip().endswith("dry run: nothing changed")
     code, out, err = remote("delete", "cli-erase", "--yes", "--json")
     assert code == 0, err
-    assert json.loads(out)["erased"]["runtime.auth_kv"] == 3
+    assert json.loads(out)["erased"]["runtime.auth_kv"] == 3 and json.loads(out)["erased"]["runtime.r2_objects"] == 2
+    assert not [k for (_, k) in remote.cf.r2 if k.startswith("tenants/cli-erase/")]
     assert [k for (ns, k) in remote.cf.kv if ns == "authkv"] == ["partner1:session-epoch:user0"]
     assert ("cmgsite-tenants", "cmgsite-cli-erase") not in remote.cf.scripts
     assert remote.cf.by_hostname("erase.cli-remote.example") is None
