@@ -13,6 +13,7 @@ secrets it does not name).
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -64,6 +65,7 @@ def d1_migrations_command() -> list[str]:
     return [*WRANGLER, "d1", "migrations", "apply", D1_NAME, "--remote", "-c", DISPATCHER_CONFIG]
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # How wrangler (the Cloudflare API under it) says a dispatch namespace does not exist.
 _NOT_FOUND = ("not found", "100119", "does not exist")
 
@@ -78,8 +80,9 @@ def namespace_state(runner: "Runner") -> tuple[Literal["exists", "missing", "unr
         text = str(exc)
         if any(marker in text.lower() for marker in _NOT_FOUND):
             return "missing", ""
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        return "unreadable", lines[-1] if lines else text
+        lines = [line.strip() for line in _ANSI.sub("", text).splitlines() if line.strip()]
+        errors = [line for line in lines if "[ERROR]" in line]
+        return "unreadable", (errors or lines[-1:] or [text])[0]
     return ("exists", "") if out.strip() else ("missing", "")
 
 
@@ -111,8 +114,10 @@ class SubprocessRunner:
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise BackendError(f"{argv[0]} could not run: {exc}") from None
         if proc.returncode != 0 and check:
-            tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-8:]
-            raise BackendError(f"`{shell_line(argv[:6])} …` exited {proc.returncode}:\n" + "\n".join(tail))
+            lines = [line.rstrip() for line in _ANSI.sub("", proc.stderr or proc.stdout or "").strip().splitlines()]
+            tail = [line for line in lines[-8:] if line.strip()]
+            errors = [line.strip() for line in lines if "[ERROR]" in line and line.rstrip() not in tail]
+            raise BackendError(f"`{shell_line(argv[:6])} …` exited {proc.returncode}:\n" + "\n".join(errors + tail))
         return proc.stdout if proc.returncode == 0 else ""
 
 

@@ -730,14 +730,13 @@ def summary(command: str, result: Any, *, dry_run: bool = False) -> str:
     if command == "deploy":
         done = r.get("deployed") or r.get("would_deploy") or []
         failed = r.get("failed") or []
-        total = len(done) + len(failed)
-        head = (f"would deploy {len(done)} tenant Worker(s)" if dry_run
-                else f"deployed {len(done)} of {total} tenant Worker(s)")
-        head += f": {', '.join(done)}" if done else ""
+        what = [f"{len(done)} tenant Worker(s)" if dry_run else f"{len(done)} of {len(done) + len(failed)} tenant Worker(s)"]
+        what[0] += f" ({', '.join(done)})" if done else ""
         if r.get("dispatcher"):
-            head += (" and the dispatcher" if done else "; the dispatcher") if not dry_run else " and the dispatcher"
+            what = ["the dispatcher"] + (what if done or failed else [])
+        head = ("would deploy " if dry_run else "deployed ") + " and ".join(what)
         if failed:
-            head += "; FAILED: " + ", ".join(f['tenant_id'] for f in failed) + " (re-run `deploy --all` for them)"
+            head += "; FAILED: " + ", ".join(f["tenant_id"] for f in failed) + " (re-run `deploy --all` for them)"
         if r.get("skipped"):
             head += f"; skipped (removed): {', '.join(r['skipped'])}"
         return head

@@ -349,6 +349,13 @@ def test_a_namespace_read_tells_not_found_from_could_not_read() -> None:
     state, detail = namespace_state(FakeRunner(BackendError(
         "`wrangler dispatch-namespace get …` exited 1:\n\n✘ [ERROR] fetch failed: getaddrinfo ENOTFOUND api.cloudflare.com")))
     assert state == "unreadable" and detail == "✘ [ERROR] fetch failed: getaddrinfo ENOTFOUND api.cloudflare.com"
+    # wrangler 4.164 offline, as it prints it (colours and all): the reason, not the log file's name
+    offline = ("`wrangler dispatch-namespace get …` exited 1:\n\x1b[31m✘ \x1b[41;31m[\x1b[41;97mERROR\x1b[41;31m]\x1b[0m "
+               "\x1b[1mUnable to resolve Cloudflare's API hostname (api.cloudflare.com or dash.cloudflare.com).\x1b[0m\n"
+               "  Please check your network connection and DNS settings.\n"
+               "🪵  Logs were written to \"/root/.config/.wrangler/logs/x.log\"")
+    assert namespace_state(FakeRunner(BackendError(offline))) == (
+        "unreadable", "✘ [ERROR] Unable to resolve Cloudflare's API hostname (api.cloudflare.com or dash.cloudflare.com).")
 
 
 def test_the_erasure_fingerprint_is_keyed(tmp_path: Path) -> None:
