@@ -516,8 +516,8 @@ class ControlPlane:
             self.reporter.step(f"[{i}/{len(live)}] {tenant.tenant_id} ({tenant.script_name})", read=True)
             try:
                 await self._deploy_one(tenant, {})
-            except Refused:
-                raise
+            except (Refused, ConfigError):
+                raise  # the same for every tenant (a missing secret, a bad setting): stop at once
             except ControlPlaneError as exc:
                 self.reporter.warn(f"[{i}/{len(live)}] {tenant.tenant_id} failed: {exc}")
                 report["failed"].append({"tenant_id": tenant.tenant_id, "error": str(exc)})

@@ -630,8 +630,8 @@ def interrupted_line(signame: str, reporter: Reporter) -> str:
         return f"interrupted ({signame}): dry run, nothing changed"
     if not reporter.writes_started:
         return f"interrupted ({signame}) before any change: nothing was changed"
-    return (f"interrupted ({signame}) after the step \"{reporter.last_step}\": re-run the same command to "
-            "complete it (every step is safe to repeat), then `verify`")
+    return (f"interrupted ({signame}): stopped in or after the step \"{reporter.last_step}\"; re-run the same "
+            "command to complete it (every step is safe to repeat), then `verify`")
 
 
 def _silence_stdout() -> None:

@@ -431,6 +431,9 @@ def test_deploy_all_goes_on_past_a_failing_tenant_and_exits_1(remote: RemoteCli)
     assert ("cmgsite-tenants", "cmgsite-custom-tenant") in remote.cf.scripts
     code, out, _ = remote("deploy", "--all", "--json")
     assert code == 1 and [f["tenant_id"] for f in json.loads(out)["failed"]] == ["partner1"]
+    del remote.env["NPX_FAIL"], remote.env["CONTEXT_SIGNING_SECRET"]  # the same for every tenant: stop at once
+    code, _, err = remote("deploy", "--all")
+    assert code == 4 and err.count("CONTEXT_SIGNING_SECRET") == 1 and "[2/" not in err
 
 
 SLOW_WRANGLER = """#!/bin/sh
@@ -465,7 +468,8 @@ def test_an_interrupt_ends_the_command_in_one_line_naming_the_step(
             proc.kill()
     assert proc.returncode == code and "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    assert last.startswith(f"interrupted ({name}) after the step \"$ ") and "deploy -c wrangler.tenant.toml" in last
+    assert last.startswith(f"interrupted ({name}): stopped in or after the step \"$ ")
+    assert "deploy -c wrangler.tenant.toml" in last
     assert last.endswith("re-run the same command to complete it (every step is safe to repeat), then `verify`")
     with pg_cluster.connect() as conn:  # the steps before it happened, the rest did not
         assert conn.execute("select status from public.tenants where tenant_id = 'cli-sig'").fetchone() == ("active",)
