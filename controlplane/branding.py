@@ -23,7 +23,7 @@ async def set_branding(cp: ControlPlane, tenant_id: str, values: dict[str, Any])
     if problems:
         raise Refused("; ".join(f"{k}: {v}" for k, v in sorted(problems.items())))
     config = merged(tenant.whitelabel_config, cleaned)
-    cp.reporter.step(f"supabase: {tenant.tenant_id} branding ({', '.join(sorted(cleaned))})")
+    cp.reporter.step(f"supabase: set {tenant.tenant_id} branding ({', '.join(sorted(cleaned))})")
     await cp.registry.set_tenant(tenant.tenant_id, {"whitelabel_config": config})
     await cp.converge(tenant.tenant_id)
     await cp._audit(tenant.tenant_id, "tenant.branding_changed", {"fields": sorted(cleaned)})

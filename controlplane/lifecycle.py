@@ -18,15 +18,17 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
 
 from controlplane.edges import Hostnames, RouteCache, TenantObjects, TenantRuntimeData, TenantScripts
-from controlplane.errors import BackendError, ConfigError, NotFound, Refused
+from controlplane.errors import BackendError, ConfigError, ControlPlaneError, NotFound, Refused
 from controlplane.meter import MeterControl
 from controlplane.model import (
+    NAMESPACE,
     PRIMARY_ZONE,
     DomainRecord,
     TenantRecord,
@@ -39,7 +41,7 @@ from controlplane.model import (
 from controlplane.output import Reporter
 from controlplane.registry import SupabaseRegistry
 from controlplane.replica import RoutingReplica
-from controlplane.wrangler import Runner, dispatcher_deploy_command, namespace_create_command, namespace_get_command
+from controlplane.wrangler import Runner, dispatcher_deploy_command, namespace_create_command, namespace_state
 from dispatcher.routing import ISOLATE_TTL_SECONDS
 from shared.domains import OwnershipResult, challenge_name, challenge_url, overlapping
 from shared.models import TenantStatus, TenantType
@@ -122,10 +124,10 @@ class ControlPlane:
             self.reporter.step(f"d1: route {tenant_id} ({tenant.status.value}) at {shown}"
                                + (f"; not routed until ownership is verified: {', '.join(pending)}" if pending else ""))
             await self.replica.replace_tenant(tenant, routable)
+        if hosts:
+            self.reporter.step(f"kv: purge {len(hosts)} cached route(s)")
         for host in sorted(hosts):
             await self.cache.purge(host)
-        if hosts:
-            self.reporter.step(f"kv: purged {len(hosts)} cached route(s)")
         self._changed()
         return sorted(hosts)
 
@@ -172,30 +174,42 @@ class ControlPlane:
 
     # ---- actions -----------------------------------------------------------------------------
     async def add(self, tenant_id: str, name: str, tenant_type: str, domain: str, tier: str,
-                  *, brand_name: str | None = None, deploy: bool = True) -> TenantRecord:
+                  *, brand_name: str | None = None, deploy: bool = True) -> tuple[TenantRecord, bool]:
+        """Register, deploy and route a tenant; returns it and whether anything had to change.
+
+        An id that exists already: with other parameters the add is refused, naming the command
+        that changes each (an add never changes a tenant silently); with the same ones it only
+        completes what an earlier, interrupted add left undone, and is a no-op when nothing is."""
         tenant, primary_domain = new_tenant(tenant_id, name, tenant_type, domain, tier, brand_name)
         existing = await self.registry.tenant(tenant.tenant_id)
         if existing is not None:
-            if (existing.type, existing.domain) != (tenant.type, tenant.domain):
-                raise Refused(f"tenant {tenant.tenant_id!r} already exists as {existing.type.value} at "
-                              f"{existing.domain}; use set-tier / add-domain, or remove it first")
-            if existing.status is not TenantStatus.ACTIVE:
-                raise Refused(f"tenant {tenant.tenant_id!r} exists and is {existing.status.value}: use resume")
-            self.reporter.step(f"{tenant.tenant_id} is already registered: completing the earlier add")
-            tenant = tenant.model_copy(update={"whitelabel_config": existing.whitelabel_config})
+            differences = add_differences(existing, tenant, brand_given=brand_name is not None)
+            if differences:
+                raise Refused(f"tenant {tenant.tenant_id!r} already exists with other parameters; add changes "
+                              "nothing that exists: " + "; ".join(differences))
+            self.reporter.step(f"{tenant.tenant_id} is already registered with these parameters: "
+                               "completing whatever an earlier add left undone", read=True)
+            if await self._add_complete(existing, deploy=deploy):
+                self.reporter.step(f"{tenant.tenant_id}: registered, deployed and routed already: nothing to do",
+                                   read=True)
+                return existing, False
+            tenant = existing
         if tenant.type is TenantType.PRIMARY:
             primary = await self.registry.primary_tenant()
             if primary is not None and primary.tenant_id != tenant.tenant_id:
                 raise Refused(f"there is already a primary tenant ({primary.tenant_id!r}); there can be only one")
         await self._check_domain_free(primary_domain.domain, tenant.tenant_id)
 
-        self.reporter.step(f"supabase: register {tenant.tenant_id} ({tenant.type.value}, {tenant.subscription_tier.value})")
-        await self.registry.upsert_tenant(tenant)
+        if existing is None:
+            self.reporter.step(f"supabase: register {tenant.tenant_id} ({tenant.type.value}, "
+                               f"{tenant.subscription_tier.value})")
+            await self.registry.upsert_tenant(tenant)
         current = {d.domain: d for d in await self.registry.domains(tenant.tenant_id)}
         if primary_domain.domain not in current:
+            self.reporter.step(f"supabase: add domain {primary_domain.domain} to {tenant.tenant_id}")
             await self.registry.upsert_domain(primary_domain)
         await self._ensure_hostname(current.get(primary_domain.domain, primary_domain), tenant)
-        if deploy:
+        if deploy and not (existing is not None and await self.scripts.exists(tenant.script_name)):
             self.ensure_namespace()
             # A new tenant's session key is made once here; re-runs keep it (users stay signed in).
             await self._deploy(tenant, {} if existing else {"SESSION_SECRET": secrets.token_urlsafe(48)})
@@ -204,7 +218,38 @@ class ControlPlane:
         if not await self.registry.has_audit(tenant.tenant_id, "tenant.added", tenant.tenant_id):
             await self._audit(tenant.tenant_id, "tenant.added", {"type": tenant.type.value,
                                                                  "tier": tenant.subscription_tier.value})
-        return tenant
+        return tenant, True
+
+    async def _add_complete(self, tenant: TenantRecord, *, deploy: bool) -> bool:
+        """An existing tenant is as a finished add leaves it: its primary domain registered (and its
+        custom hostname there), its Worker deployed (unless --no-deploy), D1 and KV in agreement,
+        and its `tenant.added` audit row written."""
+        from controlplane.verify import Snapshot, check_tenant
+
+        domains = {d.domain for d in await self.registry.domains(tenant.tenant_id)}
+        if tenant.domain not in domains:
+            return False
+        if deploy and not await self.scripts.exists(tenant.script_name):
+            return False
+        if not await self.registry.has_audit(tenant.tenant_id, "tenant.added", tenant.tenant_id):
+            return False
+        drift = await check_tenant(self, tenant.tenant_id, await Snapshot.take(self))
+        return not [p for p in drift.problems if deploy or "Worker" not in p]
+
+    async def rename(self, tenant_id: str, name: str) -> TenantRecord:
+        """Change a tenant's display name (Supabase, then D1's copy of it)."""
+        tenant = await self.require(tenant_id)
+        new = name.strip() if isinstance(name, str) else ""
+        if not new or len(new) > 200:
+            raise Refused("tenant name must be 1 to 200 characters")
+        if new == tenant.name:
+            self.reporter.step(f"{tenant_id} is named {new!r} already: nothing to do", read=True)
+            return tenant
+        self.reporter.step(f"supabase: set {tenant_id} name {tenant.name!r} -> {new!r}")
+        await self.registry.set_tenant(tenant.tenant_id, {"name": new})
+        await self.converge(tenant.tenant_id)
+        await self._audit(tenant.tenant_id, "tenant.renamed")  # names stay out of the trail
+        return tenant.model_copy(update={"name": new})
 
     async def set_status(self, tenant_id: str, status: TenantStatus) -> TenantRecord:
         tenant = await self.require(tenant_id)
@@ -214,7 +259,7 @@ class ControlPlane:
             return await self.restore(tenant)
         if tenant.status is TenantStatus.INACTIVE and status is TenantStatus.SUSPENDED:
             raise Refused(f"tenant {tenant_id!r} was removed; resume it first")
-        self.reporter.step(f"supabase: {tenant_id} status {tenant.status.value} -> {status.value}")
+        self.reporter.step(f"supabase: set {tenant_id} status {tenant.status.value} -> {status.value}")
         await self.registry.set_tenant(tenant.tenant_id, {"status": status.value})
         await self.converge(tenant.tenant_id)
         if tenant.status is not status:
@@ -223,7 +268,7 @@ class ControlPlane:
 
     async def restore(self, tenant: TenantRecord) -> TenantRecord:
         """Resume a removed tenant: active again, Worker redeployed, hosts routed again."""
-        self.reporter.step(f"supabase: {tenant.tenant_id} status inactive -> active")
+        self.reporter.step(f"supabase: set {tenant.tenant_id} status inactive -> active")
         await self.registry.set_tenant(tenant.tenant_id, {"status": "active"})
         tenant = tenant.model_copy(update={"status": TenantStatus.ACTIVE})
         for domain in await self.registry.domains(tenant.tenant_id):
@@ -239,7 +284,7 @@ class ControlPlane:
         tenant = await self.require(tenant_id)
         if tenant.type is TenantType.PRIMARY:
             raise Refused("the primary tenant cannot be removed: it is the platform itself")
-        self.reporter.step(f"supabase: {tenant_id} status {tenant.status.value} -> inactive")
+        self.reporter.step(f"supabase: set {tenant_id} status {tenant.status.value} -> inactive")
         await self.registry.set_tenant(tenant.tenant_id, {"status": "inactive"})
         await self.converge(tenant.tenant_id)  # unrouted before the Worker goes
         for domain in await self.registry.domains(tenant.tenant_id):
@@ -261,7 +306,7 @@ class ControlPlane:
         if count > allowed:
             raise Refused(f"tier {new.value} allows {allowed} domain(s) and {tenant_id} has {count}: "
                           "remove domains first")
-        self.reporter.step(f"supabase: {tenant_id} tier {tenant.subscription_tier.value} -> {new.value}")
+        self.reporter.step(f"supabase: set {tenant_id} tier {tenant.subscription_tier.value} -> {new.value}")
         await self.registry.set_tenant(tenant.tenant_id, {"subscription_tier": new.value})
         await self.converge(tenant.tenant_id)
         if tenant.subscription_tier is not new:
@@ -367,7 +412,7 @@ class ControlPlane:
                                   "verification_detail": result.detail[:300]}
         if result.verified:
             values["verification_status"] = "verified"
-            self.reporter.step(f"supabase: {domain.domain} verified ({result.method})")
+            self.reporter.step(f"supabase: mark {domain.domain} verified ({result.method})")
         await self.registry.record_verification(tenant.tenant_id, domain.domain, domain.verification_token, values)
         return domain.model_copy(update=values), result
 
@@ -380,7 +425,7 @@ class ControlPlane:
         if record is None:
             raise NotFound(f"{domain} is not a domain of tenant {tenant_id!r}")
         if record.routable(tenant):
-            self.reporter.step(f"{domain} is verified already")
+            self.reporter.step(f"{domain} is verified already", read=True)
         else:
             record, result = await self._recheck(tenant, record)
             if not result.verified:
@@ -396,20 +441,34 @@ class ControlPlane:
         return record
 
     def ensure_namespace(self) -> None:
-        """Create the dispatch namespace `cmgsite-tenants` on Cloudflare when it is missing."""
+        """Create the dispatch namespace `cmgsite-tenants` on Cloudflare when it is missing.
+
+        "Not found" and "could not read" are different answers: only the first creates it. A read
+        that fails otherwise (no network, a refused token) stops a real run with the reason; a dry
+        run warns once and plans the create, since it cannot know."""
         if self.local or self.runner is None or self._namespace_ready:
             return
         self._namespace_ready = True
-        if self.runner.run(namespace_get_command(), reads=True, check=False).strip():
-            self.reporter.step("namespace cmgsite-tenants exists")
+        state, detail = namespace_state(self.runner)
+        if state == "exists":
+            self.reporter.step(f"namespace {NAMESPACE} exists", read=True)
             return
-        self.reporter.step("namespace cmgsite-tenants missing: creating it")
+        if state == "unreadable":
+            if not self.dry_run:
+                raise BackendError(f"could not read the dispatch namespace {NAMESPACE} "
+                                   f"(`wrangler dispatch-namespace get` failed: {detail}); nothing was created: "
+                                   "check the network and CLOUDFLARE_API_TOKEN, then re-run")
+            self.reporter.warn(f"could not read the dispatch namespace {NAMESPACE} ({detail}): the plan assumes "
+                               "it is missing")
+        self.reporter.step(f"namespace: create {NAMESPACE} (not found)" if state == "missing"
+                           else f"namespace: create {NAMESPACE} if it is missing")
         self.runner.run(namespace_create_command())
 
     def deploy_dispatcher(self) -> None:
         """Upload the dispatch Worker (after the namespace it binds exists), with its master secret if given."""
         if self.local or self.runner is None:
-            self.reporter.step("local platform: the dispatcher runs from dispatcher/ directly (nothing to upload)")
+            self.reporter.step("local platform: the dispatcher runs from dispatcher/ directly (nothing to upload)",
+                               read=True)
             return
         self.ensure_namespace()
         master_secret = self.master_secret
@@ -430,7 +489,8 @@ class ControlPlane:
             os.unlink(path)
 
     async def deploy(self, tenant_id: str | None, secrets: dict[str, str] | None = None) -> list[str]:
-        """(Re)deploy tenant Workers: one tenant, or every tenant that is not removed."""
+        """(Re)deploy one tenant's Worker (None: every tenant that is not removed, stopping at the
+        first failure; `deploy_all` goes on past one)."""
         self.ensure_namespace()
         tenants = [await self.require(tenant_id)] if tenant_id else await self.registry.tenants()
         done: list[str] = []
@@ -439,20 +499,69 @@ class ControlPlane:
                 if tenant_id:
                     raise Refused(f"tenant {tenant_id!r} was removed; resume it to deploy it again")
                 continue
-            was_there = await self.scripts.exists(tenant.script_name)
-            await self._deploy(tenant, secrets or {})
+            await self._deploy_one(tenant, secrets or {})
             done.append(tenant.script_name)
-            if secrets:  # names only: a secret's value never reaches the audit trail
-                await self._audit(tenant.tenant_id, "tenant.secrets_set", {"names": sorted(secrets)})
-            else:
-                await self._audit(tenant.tenant_id, "tenant.deployed", {"script_name": tenant.script_name,
-                                                                         "first_deploy": not was_there})
-            if not was_there:  # its hosts were held back (never routed to a missing Worker): route them now
-                if self.dry_run:
-                    self.reporter.plan("control plane", f"converge {tenant.tenant_id} (route its hosts) once "
-                                                        f"{tenant.script_name} is deployed")
-                else:
-                    self._changed()
-                    await self.converge(tenant.tenant_id)
         self._changed()
         return done
+
+    async def deploy_all(self) -> dict[str, Any]:
+        """Every tenant that is not removed, one after another with N/M progress; a tenant that
+        fails is reported and the rest still go. The report lists deployed, failed and skipped."""
+        self.ensure_namespace()
+        tenants = await self.registry.tenants()
+        live = [t for t in tenants if t.status is not TenantStatus.INACTIVE]
+        report: dict[str, Any] = {"deployed": [], "failed": [],
+                                  "skipped": [t.tenant_id for t in tenants if t.status is TenantStatus.INACTIVE]}
+        for i, tenant in enumerate(live, 1):
+            self.reporter.step(f"[{i}/{len(live)}] {tenant.tenant_id} ({tenant.script_name})", read=True)
+            try:
+                await self._deploy_one(tenant, {})
+            except (Refused, ConfigError):
+                raise  # the same for every tenant (a missing secret, a bad setting): stop at once
+            except ControlPlaneError as exc:
+                self.reporter.warn(f"[{i}/{len(live)}] {tenant.tenant_id} failed: {exc}")
+                report["failed"].append({"tenant_id": tenant.tenant_id, "error": str(exc)})
+                continue
+            report["deployed"].append(tenant.script_name)
+        self._changed()
+        return report
+
+    async def _deploy_one(self, tenant: TenantRecord, secrets: dict[str, str]) -> None:
+        was_there = await self.scripts.exists(tenant.script_name)
+        await self._deploy(tenant, secrets)
+        if secrets:  # names only: a secret's value never reaches the audit trail
+            await self._audit(tenant.tenant_id, "tenant.secrets_set", {"names": sorted(secrets)})
+        else:
+            await self._audit(tenant.tenant_id, "tenant.deployed", {"script_name": tenant.script_name,
+                                                                     "first_deploy": not was_there})
+        if not was_there:  # its hosts were held back (never routed to a missing Worker): route them now
+            if self.dry_run:
+                self.reporter.plan("control plane", f"converge {tenant.tenant_id} (route its hosts) once "
+                                                    f"{tenant.script_name} is deployed")
+            else:
+                self._changed()
+                await self.converge(tenant.tenant_id)
+
+
+def add_differences(existing: TenantRecord, wanted: TenantRecord, *, brand_given: bool) -> list[str]:
+    """What an `add` of an existing id asks differently, each with the command that changes it."""
+    tid = existing.tenant_id
+    out: list[str] = []
+    if existing.type is not wanted.type:
+        out.append(f"type is {existing.type.value}, not {wanted.type.value} (a tenant's type does not change: "
+                   f"`remove {tid}` and `delete {tid}`, then add it again)")
+    if existing.domain != wanted.domain:
+        out.append(f"domain is {existing.domain}, not {wanted.domain} (the primary domain does not change; "
+                   f"`add-domain {tid} {wanted.domain}` adds another host)")
+    if existing.subscription_tier is not wanted.subscription_tier:
+        out.append(f"tier is {existing.subscription_tier.value}, not {wanted.subscription_tier.value} "
+                   f"(`set-tier {tid} {wanted.subscription_tier.value}`)")
+    if existing.name != wanted.name:
+        out.append(f"name is {existing.name!r}, not {wanted.name!r} (`rename {tid} {shlex.quote(wanted.name)}`)")
+    brand = existing.whitelabel_config.get("brand_name")
+    if brand_given and brand != wanted.whitelabel_config.get("brand_name"):
+        out.append(f"brand name is {brand!r}, not {wanted.whitelabel_config.get('brand_name')!r} "
+                   f"(`branding {tid} --brand-name {shlex.quote(str(wanted.whitelabel_config.get('brand_name')))}`)")
+    if existing.status is not TenantStatus.ACTIVE:
+        out.append(f"status is {existing.status.value} (`resume {tid}`)")
+    return out

@@ -13,10 +13,11 @@ secrets it does not name).
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
-from typing import Mapping, Protocol, Sequence
+from typing import Literal, Mapping, Protocol, Sequence
 
 from controlplane.errors import BackendError
 from controlplane.model import NAMESPACE
@@ -64,6 +65,27 @@ def d1_migrations_command() -> list[str]:
     return [*WRANGLER, "d1", "migrations", "apply", D1_NAME, "--remote", "-c", DISPATCHER_CONFIG]
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# How wrangler (the Cloudflare API under it) says a dispatch namespace does not exist.
+_NOT_FOUND = ("not found", "100119", "does not exist")
+
+
+def namespace_state(runner: "Runner") -> tuple[Literal["exists", "missing", "unreadable"], str]:
+    """Whether the dispatch namespace exists, from `wrangler dispatch-namespace get`: "missing"
+    only when the answer says not found; any other failure (no network, a refused token, wrangler
+    not installed) is "unreadable", with the reason in one line."""
+    try:
+        out = runner.run(namespace_get_command(), reads=True)
+    except BackendError as exc:
+        text = str(exc)
+        if any(marker in text.lower() for marker in _NOT_FOUND):
+            return "missing", ""
+        lines = [line.strip() for line in _ANSI.sub("", text).splitlines() if line.strip()]
+        errors = [line for line in lines if "[ERROR]" in line]
+        return "unreadable", (errors or lines[-1:] or [text])[0]
+    return ("exists", "") if out.strip() else ("missing", "")
+
+
 class Runner(Protocol):
     def run(self, argv: Sequence[str], *, reads: bool = False, check: bool = True) -> str: ...
 
@@ -80,7 +102,7 @@ class SubprocessRunner:
     def run(self, argv: Sequence[str], *, reads: bool = False, check: bool = True) -> str:
         argv = list(argv)
         self.ran.append(argv)
-        self._reporter.step("$ " + shell_line(argv))
+        self._reporter.step("$ " + shell_line(argv), read=reads)
         if tuple(argv[:len(WRANGLER)]) == WRANGLER:
             override = self._env.get(WRANGLER_OVERRIDE_ENV)
             if override:
@@ -92,8 +114,10 @@ class SubprocessRunner:
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise BackendError(f"{argv[0]} could not run: {exc}") from None
         if proc.returncode != 0 and check:
-            tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-8:]
-            raise BackendError(f"`{shell_line(argv[:6])} …` exited {proc.returncode}:\n" + "\n".join(tail))
+            lines = [line.rstrip() for line in _ANSI.sub("", proc.stderr or proc.stdout or "").strip().splitlines()]
+            tail = [line for line in lines[-8:] if line.strip()]
+            errors = [line.strip() for line in lines if "[ERROR]" in line and line.rstrip() not in tail]
+            raise BackendError(f"`{shell_line(argv[:6])} …` exited {proc.returncode}:\n" + "\n".join(errors + tail))
         return proc.stdout if proc.returncode == 0 else ""
 
 

@@ -8,7 +8,12 @@
 #
 # Needs CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_ZONE_ID, SUPABASE_URL,
 # SUPABASE_SERVICE_ROLE_KEY and CONTEXT_SIGNING_SECRET in the environment.
-# Usage: scripts/deploy-multi-tenant.sh [--dry-run]   (--dry-run prints every write instead)
+# Usage: scripts/deploy-multi-tenant.sh [--dry-run]
+#   --dry-run prints every write it would make ("[dry-run] …: would …") and ends "dry run: nothing
+#   changed"; offline or with made-up credentials it still prints the whole plan: a Cloudflare read
+#   it cannot make is warned about once and planned as if the account were empty.
+# A tenant that fails to deploy does not stop the others (`deploy --all` exits 1 after all of
+# them); the script then stops before step 4: re-run it once the cause is fixed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"
@@ -36,7 +41,7 @@ fi
 echo "==> 1/4 D1 migrations" >&2
 migrate=(d1 migrations apply cmgsite --remote -c wrangler.dispatcher.toml)
 if (( ${#DRY_RUN[@]} )); then
-  echo "[dry-run] wrangler: ${WRANGLER[*]} ${migrate[*]}"
+  echo "[dry-run] wrangler: would ${WRANGLER[*]} ${migrate[*]}"
 elif [[ -n "${CMGSITE_WRANGLER:-}" ]]; then
   read -r -a override <<< "$CMGSITE_WRANGLER"; "${override[@]}" "${migrate[@]}"
 else

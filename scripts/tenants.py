@@ -16,8 +16,12 @@ import asyncio
 import json
 import os
 import re
+import secrets
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
@@ -27,10 +31,10 @@ if str(ROOT) not in sys.path:
 
 from controlplane.audit import verify_audit  # noqa: E402
 from controlplane.backup import backup_tenant, restore_tenant  # noqa: E402
-from controlplane.errors import EXIT_DRIFT, EXIT_OK, ControlPlaneError, Refused  # noqa: E402
+from controlplane.errors import EXIT_DRIFT, EXIT_FAILED, EXIT_OK, ConfigError, ControlPlaneError, Refused  # noqa: E402
 from controlplane.lifecycle import CHANGE_BOUND_SECONDS, ControlPlane  # noqa: E402
 from controlplane.output import Reporter  # noqa: E402
-from controlplane.tenant_data import delete_tenant, export_tenant  # noqa: E402
+from controlplane.tenant_data import delete_tenant, export_counts, export_tenant, fingerprint_key  # noqa: E402
 from controlplane.verify import verify  # noqa: E402
 from controlplane.wiring import REMOTE_ENV, Settings, build  # noqa: E402
 from shared.models import TenantStatus, TenantType  # noqa: E402
@@ -88,12 +92,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--brand", help="white-label brand name (default: the name)")
     p.add_argument("--no-deploy", action="store_true",
                    help="register without deploying the Worker (its hosts are routed once `deploy` has run)")
-    cmd("list", "list tenants from the registry")
+    cmd("list", "every tenant with its domains: routed or not, its Worker present or not, drift flagged")
     for name, text in (("show", "show one tenant: registry, routing, domains, Worker"),
                        ("suspend", "suspend a tenant: its hosts answer 403"),
                        ("resume", "resume a suspended or removed tenant"),
                        ("remove", "take a tenant off the platform (data kept): its hosts answer 404")):
         cmd(name, text).add_argument("tenant_id")
+    p = cmd("rename", "change a tenant's display name")
+    p.add_argument("tenant_id")
+    p.add_argument("name")
     p = cmd("set-tier", "change a tenant's pricing tier (domain quota checked)")
     p.add_argument("tenant_id")
     p.add_argument("tier", help="|".join(t.value for t in Tier))
@@ -132,7 +139,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true", help="make D1, KV and the namespace match Supabase")
     p = cmd("export", "write a tenant's data as JSON (GDPR access, backup)")
     p.add_argument("tenant_id")
-    p.add_argument("--output", type=Path, help="file to write (mode 0600); default stdout")
+    p.add_argument("--output", type=Path, help="file to write (mode 0600; outside the repo, or git-ignored); "
+                                               "default stdout")
+    p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     p = cmd("audit", "the tamper-evident audit trail")
     p.add_argument("action", choices=["verify"], help="verify: check each tenant's hash chain, report the first broken link")
     p.add_argument("tenant_id", nargs="?", help="one tenant (default: every tenant)")
@@ -172,7 +181,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sign-out", action="store_true",
                    help="session: the new key alone, the old one dropped at once (every session ends); with "
                         "--remote, what a tenant whose current session keyring is not known needs")
-    p = cmd("delete", "erase a tenant everywhere (asks for the tenant id unless --yes)")
+    p = cmd("delete", "erase a tenant everywhere (asks for the tenant id unless --yes); `export` it first to keep "
+                      "a copy; --dry-run counts what it would erase")
     p.add_argument("tenant_id")
     p.add_argument("--yes", action="store_true", help="skip the typed confirmation")
     return top
@@ -227,9 +237,9 @@ def _confirm(tenant_id: str, yes: bool, stdin: TextIO, err: TextIO) -> None:
 
 def _table(rows: list[dict[str, Any]], cols: list[str], out: TextIO) -> None:
     widths = [max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in cols]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)), file=out)
+    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip(), file=out)
     for r in rows:
-        print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths, strict=True)), file=out)
+        print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip(), file=out)
 
 
 async def _show(cp: ControlPlane, tenant_id: str) -> dict[str, Any]:
@@ -240,21 +250,157 @@ async def _show(cp: ControlPlane, tenant_id: str) -> dict[str, Any]:
             "worker_deployed": await cp.scripts.exists(tenant.script_name)}
 
 
+def _print_show(shown: dict[str, Any], out: TextIO) -> None:
+    """`show` for a person: the registry row, the Worker, the route, each domain's state."""
+    t, route = shown["tenant"], shown["d1_route"]
+    routed = {d["domain"] for d in shown["d1_domains"]}
+    brand = t.get("whitelabel_config") or {}
+    for label, value in (("tenant", t["tenant_id"]), ("name", t["name"]), ("type", t["type"]),
+                         ("tier", t["subscription_tier"]), ("status", t["status"]),
+                         ("primary domain", t["domain"]),
+                         ("worker", f"{t['script_name']} ({'deployed' if shown['worker_deployed'] else 'MISSING'})"),
+                         ("d1 route", f"{route['status']}, {route['tier']}, {route['script_name']}" if route
+                          else "none (not routed)"),
+                         ("branding", ", ".join(f"{k}={v}" for k, v in sorted(brand.items()) if v) or "-")):
+        print(f"{label + ':':<16}{value}", file=out)
+    rows = [{"domain": d["domain"], "type": d["domain_type"], "verification": d["verification_status"],
+             "ssl": d["ssl_status"], "dns": "yes" if d["dns_configured"] else "no",
+             "routed": "yes" if d["domain"] in routed else "no"} for d in shown["domains"]]
+    rows += [{"domain": d, "type": "?", "verification": "-", "ssl": "-", "dns": "-",
+              "routed": "yes (not in Supabase: drift)"} for d in sorted(routed - {r["domain"] for r in rows})]
+    print(file=out)
+    _table(rows, ["domain", "type", "verification", "ssl", "dns", "routed"], out)
+
+
+async def _list(cp: ControlPlane) -> list[dict[str, Any]]:
+    """Every tenant (Supabase, and any D1 still routes), each domain with whether D1 routes it, whether
+    the tenant's Worker is in the namespace, and what disagrees (`verify` says the same in full)."""
+    tenants = {t.tenant_id: t for t in await cp.registry.tenants()}
+    domains = await cp.registry.all_domains()
+    d1_tenants, d1_domains = await cp.replica.snapshot()
+    rows: list[dict[str, Any]] = []
+    for tid in sorted(set(tenants) | set(d1_tenants) | set(d1_domains)):
+        tenant, routed = tenants.get(tid), {d["domain"] for d in d1_domains.get(tid, [])}
+        if tenant is None:
+            rows.append({"tenant_id": tid, "type": "?", "tier": "?", "status": "not in Supabase",
+                         "worker": None, "routed": bool(routed),
+                         "domains": [{"domain": d, "verification_status": None, "routed": True} for d in sorted(routed)],
+                         "drift": ["D1 routes a tenant Supabase does not have"]})
+            continue
+        worker = await cp.scripts.exists(tenant.script_name)
+        mine = domains.get(tid, [])
+        live = tenant.status is not TenantStatus.INACTIVE
+        expected = {d.domain for d in mine if d.routable(tenant)} if (live and worker) else set()
+        drift: list[str] = []
+        if live and not worker:
+            drift.append(f"Worker {tenant.script_name} missing")
+        if not live and worker:
+            drift.append(f"removed, but Worker {tenant.script_name} still deployed")
+        if live and worker and tid not in d1_tenants:
+            drift.append("not in D1")
+        drift += [f"{d} not routed" for d in sorted(expected - routed)]
+        drift += [f"{d} routed, should not be" for d in sorted(routed - expected)]
+        rows.append({"tenant_id": tid, "type": tenant.type.value, "tier": tenant.subscription_tier.value,
+                     "status": tenant.status.value, "worker": worker, "routed": bool(routed),
+                     "domains": [{"domain": d.domain, "verification_status": d.verification_status,
+                                  "routed": d.domain in routed} for d in mine]
+                                + [{"domain": d, "verification_status": None, "routed": True}
+                                   for d in sorted(routed - {d.domain for d in mine})],
+                     "drift": drift})
+    return rows
+
+
+def _print_list(rows: list[dict[str, Any]], out: TextIO) -> None:
+    def domain_cell(d: dict[str, Any]) -> str:
+        state = "routed" if d["routed"] else "not routed"
+        if d["verification_status"] == "pending":
+            state += ", pending"
+        return f"{d['domain']} ({state})"
+
+    table = [{"tenant_id": r["tenant_id"], "type": r["type"], "tier": r["tier"], "status": r["status"],
+              "worker": "-" if r["worker"] is None else "present" if r["worker"] else "MISSING",
+              "routed": "yes" if r["routed"] else "no", "state": f"DRIFT ({len(r['drift'])})" if r["drift"] else "ok",
+              "domains": ", ".join(domain_cell(d) for d in r["domains"]) or "-"} for r in rows]
+    _table(table, ["tenant_id", "type", "tier", "status", "worker", "routed", "state", "domains"], out)
+    drifting = [r for r in rows if r["drift"]]
+    for r in drifting:
+        print(f"drift: {r['tenant_id']}: {'; '.join(r['drift'])}", file=out)
+    if drifting:
+        print(f"{len(drifting)} tenant(s) drifting: `verify` explains, `verify --repair` converges", file=out)
+
+
+def check_output_path(path: Path, *, force: bool) -> None:
+    """Where `export` may write personal data: not over an existing file unless --force, and inside
+    the repo only where git ignores it (never into the working tree, one `git add .` from a commit)."""
+    resolved = path.expanduser().resolve()
+    if resolved.exists() and not force:
+        raise Refused(f"{path} exists: pass --force to overwrite it")
+    if resolved.is_relative_to(ROOT):
+        res = subprocess.run(["git", "check-ignore", "-q", str(resolved)], cwd=ROOT, capture_output=True)
+        if res.returncode != 0:
+            raise Refused(f"{path} is inside the repository and not git-ignored: an export holds personal data; "
+                          "write it outside the repository (e.g. ~/exports/) or under .local/")
+    if resolved.exists() and resolved.is_dir():
+        raise Refused(f"{path} is a directory: name a file")
+    if not resolved.parent.is_dir():
+        raise Refused(f"cannot write {path}: its directory {resolved.parent} does not exist")
+
+
+class PrivateFile:
+    """A 0600 file written whole or not at all: a temporary file beside the target, made before the
+    export runs (an unwritable place fails first, before anything is read or audited), moved into
+    place at the end; without --force never over an existing file (a hard link refuses that)."""
+
+    def __init__(self, path: Path, *, force: bool) -> None:
+        self.path, self.force = path, force
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.expanduser().resolve().parent)
+        except OSError as exc:
+            raise Refused(f"cannot write {path}: {exc.strerror}") from None
+        self._fd, self._tmp = fd, Path(tmp)
+
+    def commit(self, text: str) -> None:
+        with os.fdopen(self._fd, "w") as f:
+            f.write(text)
+        try:
+            if self.force:
+                os.replace(self._tmp, self.path)
+            else:
+                os.link(self._tmp, self.path)
+        except FileExistsError:
+            raise Refused(f"{self.path} exists: pass --force to overwrite it") from None
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+        self._tmp.unlink(missing_ok=True)
+
+
 async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: TextIO, err: TextIO,
               env: Mapping[str, str] | None = None) -> tuple[int, Any]:
     c = args.command
     if c == "add":
-        t = await cp.add(args.tenant_id, args.name, args.type, args.domain, args.tier, brand_name=args.brand,
-                         deploy=not args.no_deploy)
+        t, changed = await cp.add(args.tenant_id, args.name, args.type, args.domain, args.tier,
+                                  brand_name=args.brand, deploy=not args.no_deploy)
+        if not changed:
+            return EXIT_OK, {"unchanged": t.row(), "note": "already registered, deployed and routed: nothing changed"}
         return EXIT_OK, {"added": t.row(), "note": cp.bound_note()}
     if c == "list":
-        rows = [t.row() for t in await cp.registry.tenants()]
+        rows = await _list(cp)
         if not args.json:
-            _table(rows, ["tenant_id", "type", "subscription_tier", "status", "domain", "script_name"], out)
+            _print_list(rows, out)
             return EXIT_OK, None
         return EXIT_OK, rows
     if c == "show":
-        return EXIT_OK, await _show(cp, args.tenant_id)
+        shown = await _show(cp, args.tenant_id)
+        if not args.json:
+            _print_show(shown, out)
+            return EXIT_OK, None
+        return EXIT_OK, shown
     if c in ("suspend", "resume"):
         status = TenantStatus.SUSPENDED if c == "suspend" else TenantStatus.ACTIVE
         t = await cp.set_status(args.tenant_id, status)
@@ -262,6 +408,9 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
     if c == "remove":
         t = await cp.remove(args.tenant_id)
         return EXIT_OK, {"tenant_id": t.tenant_id, "status": t.status.value, "note": cp.bound_note()}
+    if c == "rename":
+        t = await cp.rename(args.tenant_id, args.name)
+        return EXIT_OK, {"tenant_id": t.tenant_id, "name": t.name}
     if c == "set-tier":
         t = await cp.set_tier(args.tenant_id, args.tier)
         return EXIT_OK, {"tenant_id": t.tenant_id, "tier": t.subscription_tier.value}
@@ -288,8 +437,11 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
             raise Refused("give a tenant id or --all, not both")
         if args.dispatcher:
             cp.deploy_dispatcher()
-        scripts = await cp.deploy(args.tenant_id) if (args.tenant_id or args.all) else []
-        return EXIT_OK, {"deployed": scripts, "dispatcher": bool(args.dispatcher)}
+        if args.all:
+            report = await cp.deploy_all()
+            return (EXIT_FAILED if report["failed"] else EXIT_OK), {**report, "dispatcher": bool(args.dispatcher)}
+        scripts = await cp.deploy(args.tenant_id) if args.tenant_id else []
+        return EXIT_OK, {"deployed": scripts, "failed": [], "skipped": [], "dispatcher": bool(args.dispatcher)}
     if c == "secrets":
         values = read_secrets_file(args.file)
         tenant = await cp.require(args.tenant_id)
@@ -308,16 +460,29 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
             for d in report.get("still_drifting", []):
                 print(f"still drifting: {d['tenant_id']}: {'; '.join(d['problems'])}", file=out)
             state = ("consistent" if report["consistent"] else
-                     "drift found and repaired: now consistent" if healthy else "drift found")
+                     "drift found and repaired: now consistent" if healthy else
+                     "drift found: a real run would repair it (above: what it would write)"
+                     if args.repair and cp.dry_run else "drift found")
             print(f"checked {report['tenants_checked']} tenant(s): {state}", file=out)
         return (EXIT_OK if healthy else EXIT_DRIFT), (report if args.json else None)
     if c == "export":
-        data = await export_tenant(cp, args.tenant_id)
+        target: PrivateFile | None = None
         if args.output:
-            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # personal data inside
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=2, default=str)
-            return EXIT_OK, {"exported": str(args.output)} if args.json else None
+            check_output_path(args.output, force=args.force)
+            target = None if cp.dry_run else PrivateFile(args.output, force=args.force)
+        try:
+            data = await export_tenant(cp, args.tenant_id)
+        except BaseException:
+            if target is not None:
+                target.discard()
+            raise
+        counts = export_counts(data)
+        if args.output and cp.dry_run:
+            cp.reporter.plan("local file", f"write {args.output} (0600): {json.dumps(counts)}")
+            return EXIT_OK, {"tenant_id": args.tenant_id, "output": str(args.output), "rows": counts}
+        if target is not None:
+            target.commit(json.dumps(data, indent=2, default=str) + "\n")
+            return EXIT_OK, {"tenant_id": args.tenant_id, "exported": str(args.output.resolve()), "rows": counts}
         json.dump(data, out, indent=2, default=str)
         print(file=out)
         return EXIT_OK, None
@@ -366,8 +531,17 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
     if c == "keys":
         return EXIT_OK, await _keys(args, cp, env or {})
     if c == "delete":
-        _confirm(args.tenant_id, args.yes, stdin, err)
-        return EXIT_OK, await delete_tenant(cp, args.tenant_id)
+        try:
+            key = fingerprint_key(env or {}, args.state_dir, remote=args.remote, create=not cp.dry_run)
+        except ConfigError:
+            if not cp.dry_run:
+                raise
+            key = secrets.token_bytes(32)  # a dry run writes no record: any key shows the plan
+        if not cp.dry_run:
+            print(f"note: delete cannot be undone; to keep a copy first: tenants.py export {args.tenant_id} "
+                  f"--output <file outside the repo> (or `backup`); `delete --dry-run` counts what goes", file=err)
+            _confirm(args.tenant_id, args.yes, stdin, err)
+        return EXIT_OK, await delete_tenant(cp, args.tenant_id, key)
     raise Refused(f"unknown command {c}")
 
 
@@ -430,6 +604,14 @@ def _supabase_signing_keys(env: Mapping[str, str]) -> Callable[[], Any] | None:
     return lambda: SigningKeys(ref, token, base_url=base)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM while a command runs."""
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None, stdin: TextIO | None = None,
          stdout: TextIO | None = None, stderr: TextIO | None = None,
          build_control_plane: Callable[..., ControlPlane] | None = None) -> int:
@@ -445,8 +627,45 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
     settings = Settings(remote=args.remote, dry_run=args.dry_run, state_dir=state_dir,
                         wrangler_state=wrangler_state, d1_file=args.d1_file, env=environ)
     args.settings = settings  # what the control plane was built with (check reads it)
-    reporter = Reporter(out=out, err=err, quiet=args.quiet)
-    return asyncio.run(_main(args, settings, reporter, inp, build_control_plane or build))
+    reporter = Reporter(out=out, err=err, quiet=args.quiet, dry_run=args.dry_run)
+    if args.json:
+        reporter.plan_out = err  # stdout is the JSON document alone; the result lists the plan too
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():  # Ctrl-C and SIGTERM: one line, no traceback
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _on_signal)
+    try:
+        code = asyncio.run(_main(args, settings, reporter, inp, build_control_plane or build))
+        out.flush()  # a closed pipe shows here, not at exit
+        return code
+    except KeyboardInterrupt as exc:
+        name = str(exc) if isinstance(exc, Interrupted) else "SIGINT"
+        print(interrupted_line(name, reporter), file=err, flush=True)
+        return 143 if name == "SIGTERM" else 130
+    except BrokenPipeError:  # `tenants.py list | head`: the reader has gone, which is not an error
+        _silence_stdout()
+        return 141
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def interrupted_line(signame: str, reporter: Reporter) -> str:
+    """The one line an interrupted command ends with: where it stopped, and that a re-run completes it."""
+    if reporter.dry_run:
+        return f"interrupted ({signame}): dry run, nothing changed"
+    if not reporter.writes_started:
+        return f"interrupted ({signame}) before any change: nothing was changed"
+    return (f"interrupted ({signame}): stopped in or after the step \"{reporter.last_step}\"; re-run the same "
+            "command to complete it (every step is safe to repeat), then `verify`")
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 async def _main(args: argparse.Namespace, settings: Settings, reporter: Reporter, stdin: TextIO,
@@ -457,27 +676,112 @@ async def _main(args: argparse.Namespace, settings: Settings, reporter: Reporter
         code, result = await run(args, cp, reporter.out, stdin, reporter.err, settings.env)
     except ControlPlaneError as exc:
         print(f"error: {exc}", file=reporter.err)
-        if exc.exit_code == 1:
-            print("the change is incomplete: re-run the same command to finish it, then `verify`", file=reporter.err)
+        if exc.exit_code == EXIT_FAILED:
+            if reporter.writes_started:
+                print("the change is incomplete: re-run the same command to finish it, then `verify`",
+                      file=reporter.err)
+            elif not settings.dry_run:
+                print("nothing was changed: re-run the command once the cause is fixed", file=reporter.err)
         if args.json:
             print(json.dumps({"error": {"code": type(exc).__name__, "message": str(exc)}}), file=reporter.out)
+        if settings.dry_run:
+            print("dry run: nothing changed", file=reporter.err if args.json else reporter.out)
         return exc.exit_code
+    except OSError as exc:  # a file the operator named (an output path, an archive) could not be used
+        if isinstance(exc, BrokenPipeError):
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot use{where}: {exc.strerror or exc}", file=reporter.err)
+        return EXIT_FAILED
     finally:
         if cp is not None:
             await cp.close()
+    if settings.dry_run and result is not None:
+        result = dry_result(result)
+        if isinstance(result, dict):
+            result["plan"] = reporter.planned
     if result is not None:
-        if args.json or args.command == "show":  # show is a record: print it whole
+        if args.json:
             print(json.dumps(result, indent=2, default=str), file=reporter.out)
         elif args.command not in ("verify", "audit"):
-            reporter.done(_summary(args.command, result))
+            reporter.done(summary(args.command, result, dry_run=settings.dry_run))
+    if settings.dry_run:
+        print("dry run: nothing changed", file=reporter.err if args.json else reporter.out)
     return code
 
 
-def _summary(command: str, result: Any) -> str:
-    if isinstance(result, dict) and "note" in result:
-        rest = {k: v for k, v in result.items() if k != "note"}
-        return f"{command}: {json.dumps(rest, default=str)} ({result['note']})"
-    return f"{command}: {json.dumps(result, default=str)}"
+# A dry run's result says what would happen: these keys of a real run's result are renamed.
+_WOULD = {"added": "would_add", "removed": "would_remove", "deployed": "would_deploy", "erased": "would_erase",
+          "secrets_set": "would_set_secrets", "verified": "would_verify", "exported": "would_export",
+          "repaired": "would_repair", "restored": "would_restore", "backed_up": "would_back_up"}
+
+
+def dry_result(result: Any) -> Any:
+    if not isinstance(result, dict):
+        return result
+    out = {_WOULD.get(k, k): v for k, v in result.items() if k != "note"}
+    return {"dry_run": True, **out}
+
+
+def summary(command: str, result: Any, *, dry_run: bool = False) -> str:
+    """The last line of a command, in words: what it did, or in a dry run what it would do."""
+    r = result if isinstance(result, dict) else {}
+    note = "" if dry_run or "note" not in r else f" ({r['note']})"
+    w = "would " if dry_run else ""
+    if command == "add" and "unchanged" in r:
+        return f"{r['unchanged']['tenant_id']} is registered, deployed and routed already: nothing changed"
+    if command == "add":
+        t = r.get("added") or r.get("would_add") or {}
+        return (f"{w}add {t.get('tenant_id')} ({t.get('type')}, {t.get('subscription_tier')}) at "
+                f"{t.get('domain')}" if dry_run else
+                f"added {t.get('tenant_id')} ({t.get('type')}, {t.get('subscription_tier')}) at {t.get('domain')}") + note
+    if command in ("suspend", "resume", "remove"):
+        return (f"would set {r.get('tenant_id')} to {r.get('status')}" if dry_run
+                else f"{r.get('tenant_id')} is now {r.get('status')}") + note
+    if command == "rename":
+        return f"{w}name {r.get('tenant_id')} {r.get('name')!r}" if dry_run else f"{r.get('tenant_id')} is now named {r.get('name')!r}"
+    if command == "set-tier":
+        return (f"would set {r.get('tenant_id')} to tier {r.get('tier')}" if dry_run
+                else f"{r.get('tenant_id')} is now on tier {r.get('tier')}")
+    if command == "add-domain":
+        d = r.get("added") or r.get("would_add") or {}
+        return (f"would add {d.get('domain')} to {d.get('tenant_id')}" if dry_run
+                else f"added {d.get('domain')} to {d.get('tenant_id')}") + note
+    if command == "remove-domain":
+        return (f"would remove {r.get('would_remove')}" if dry_run else f"removed {r.get('removed')}") + note
+    if command == "domains":
+        d = r.get("verified") or r.get("would_verify") or {}
+        return (f"{d.get('domain')} is proven: would record it verified and route it" if dry_run
+                else f"{d.get('domain')} is verified") + note
+    if command == "deploy":
+        done = r.get("deployed") or r.get("would_deploy") or []
+        failed = r.get("failed") or []
+        what = [f"{len(done)} tenant Worker(s)" if dry_run else f"{len(done)} of {len(done) + len(failed)} tenant Worker(s)"]
+        what[0] += f" ({', '.join(done)})" if done else ""
+        if r.get("dispatcher"):
+            what = ["the dispatcher"] + (what if done or failed else [])
+        head = ("would deploy " if dry_run else "deployed ") + " and ".join(what)
+        if failed:
+            head += "; FAILED: " + ", ".join(f["tenant_id"] for f in failed) + " (re-run `deploy --all` for them)"
+        if r.get("skipped"):
+            head += f"; skipped (removed): {', '.join(r['skipped'])}"
+        return head
+    if command == "secrets":
+        names = r.get("secrets_set") or r.get("would_set_secrets") or []
+        return f"{w}set {', '.join(names)} on {r.get('tenant_id')}" if dry_run else \
+            f"set {', '.join(names)} on {r.get('tenant_id')}"
+    if command == "export":
+        path = r.get("exported") or r.get("output")
+        rows = ", ".join(f"{t} {n}" for t, n in (r.get("rows") or {}).items())
+        return f"{'would write' if dry_run else 'wrote'} {path} (0600): {rows}"
+    if command == "delete":
+        counts: dict[str, Any] = (r.get("erased") if "erased" in r else r.get("would_erase")) or {}
+        shown = ", ".join(f"{k} {v}" for k, v in counts.items())
+        if r.get("note"):
+            return f"{r.get('tenant')}: {r['note']}"
+        return (f"would erase {shown}" if dry_run else f"erased {shown} (audit record {r.get('tenant')})")
+    rest = {k: v for k, v in r.items() if k not in ("note", "dry_run")} if r else result
+    return f"{w}{command}: {json.dumps(rest, default=str)}{note}"
 
 
 if __name__ == "__main__":

@@ -426,7 +426,7 @@ def test_a_tampered_archive_is_refused_and_nothing_is_written(cli: Cli, pg_clust
     assert state(pg_cluster, "bk-t")["tenants"] == []
     code, out, err = cli("restore", str(archive), "--dry-run")  # the plan, printed; nothing written
     assert code == 0, err
-    assert "[dry-run] supabase: POST" in out and "rpc/audit_restore" in out
+    assert "[dry-run] supabase: would POST" in out and "rpc/audit_restore" in out
     assert state(pg_cluster, "bk-t")["tenants"] == [] and "cmgsite-bk-t" not in cli.platform.registry.names()
     assert ok(cli, "restore", str(archive))["tenant_id"] == "bk-t"  # the genuine one restores
 

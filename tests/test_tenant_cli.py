@@ -9,6 +9,7 @@ by the very next request. Every tenant these tests add is erased again afterward
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import secrets
@@ -22,6 +23,7 @@ import httpx
 import pytest
 
 from controlplane.edges import miniflare_object_id
+from controlplane.tenant_data import FINGERPRINT_KEY_FILE, erasure_fingerprint
 from scripts.tenants import main
 from tests.auth_support import AuthWorld, Browser, provider_vars
 from tests.fake_oauth import FakeOAuth
@@ -164,7 +166,7 @@ def test_lifecycle_add_suspend_resume_remove_over_http(cli: Cli, live: Platform)
     # A removed tenant keeps its data and its domain: resume brings it back (Worker redeployed).
     code, _, err = cli("add", "cli-life", "--name", "Life Co", "--type", "partner-subdomain", "--domain", host,
                        "--tier", "growth")
-    assert code == 2 and "use resume" in err
+    assert code == 2 and "`resume cli-life`" in err
     assert cli("resume", "cli-life")[0] == 0
     assert health(live, host).json()["tenant_id"] == "cli-life"
 
@@ -251,9 +253,16 @@ def test_export_holds_the_tenant_rows_and_nothing_of_others(cli: Cli, live: Plat
         assert other not in out.replace('"PRIMARY_TENANT_ID"', "")
     assert "TENANT_CONTEXT_KEY" not in out
     target = cli.platform.paths.root / "exp.json"
-    assert cli("export", "cli-exp", "--output", str(target))[0] == 0
+    code, _, err = cli("export", "cli-exp", "--output", str(target))
+    assert code == 0, err
     assert target.stat().st_mode & 0o777 == 0o600  # personal data: owner-only
     assert json.loads(target.read_text())["supabase"]["profiles"][0]["email"] == "ann@exp.example"
+    assert f"wrote {target}" in err and "profiles 1" in err  # the path and the row counts
+    target.write_text("an earlier export")
+    code, _, err = cli("export", "cli-exp", "--output", str(target))
+    assert code == 2 and "--force" in err and target.read_text() == "an earlier export"
+    assert cli("export", "cli-exp", "--output", str(target), "--force")[0] == 0
+    assert json.loads(target.read_text())["tenant_id"] == "cli-exp"
 
 
 def test_delete_erases_every_row_and_leaves_an_audit_record_without_personal_data(
@@ -291,8 +300,18 @@ def test_delete_erases_every_row_and_leaves_an_audit_record_without_personal_dat
 
     code, _, err = cli("delete", "cli-gone")  # no terminal, no --yes
     assert code == 2 and "--yes" in err
+    before = rows_everywhere(pg_cluster, "cli-gone")
+    code, out, err = cli("delete", "cli-gone", "--dry-run", "--json")  # the real counts of what would go
+    assert code == 0, err
+    would = json.loads(out)["would_erase"]
+    assert "erased" not in json.loads(out)
+    assert (would["tenants"], would["tenant_domains"], would["d1.tenants"], would["d1.tenant_domains"]) == (1, 1, 1, 1)
+    assert would["profiles"] == before["profiles"] >= 2
+    assert would["audit_log"] == before["audit_log"] >= 2 and would["runtime.auth_kv"] >= 1
+    assert rows_everywhere(pg_cluster, "cli-gone") == before and health(live, host).status_code == 200
     code, _, err = cli("delete", "cli-gone", "--yes")
     assert code == 0, err
+    assert "export cli-gone" in err  # delete suggests keeping a copy first
     assert rows_everywhere(pg_cluster, "cli-gone") == {t: 0 for t in rows_everywhere(pg_cluster, "cli-gone")}
     assert d1_rows(cli.platform, "cli-gone") == 0
     assert script not in cli.platform.registry.names() and script not in running_scripts(live)
@@ -306,7 +325,11 @@ def test_delete_erases_every_row_and_leaves_an_audit_record_without_personal_dat
         audit = conn.execute("select tenant_id, actor, action, target, details::text from public.audit_log"
                              " where action = 'tenant.erased' and details::text like '%%profiles%%'"
                              " order by id desc limit 1").fetchone()
-    assert audit is not None and audit[0] == "cozyartz" and audit[3].startswith("sha256:")
+    # A keyed fingerprint: HMAC under the operator's key (state dir), not a hash anyone can recompute.
+    key = (cli.platform.paths.root / "secrets" / FINGERPRINT_KEY_FILE).read_text().strip().encode()
+    assert audit is not None and audit[0] == "cozyartz" and audit[3] == erasure_fingerprint(key, "cli-gone")
+    assert audit[3] != erasure_fingerprint(b"another operator's key, 32 bytes", "cli-gone")
+    assert hashlib.sha256(b"cmgsite-tenant:cli-gone").hexdigest()[:32] not in audit[3]
     record = " ".join(str(x) for x in audit)
     for personal in ("cli-gone", "Gone Ltd", "bob@gone.example", "Bob", host):
         assert personal not in record
@@ -381,11 +404,11 @@ def test_dry_run_prints_the_writes_and_changes_nothing(cli: Cli, live: Platform,
                          "--domain", "cli-dry.cozyartzmedia.com", "--tier", "starter", "--dry-run")
     assert code == 0, err
     lines = out.splitlines()
-    assert any(line.startswith("[dry-run] supabase: POST ") and "/rest/v1/tenants?on_conflict=tenant_id" in line
+    assert any(line.startswith("[dry-run] supabase: would POST ") and "/rest/v1/tenants?on_conflict=tenant_id" in line
                and '"tenant_id":"cli-dry"' in line for line in lines)
     assert any("INSERT INTO tenants (tenant_id, name, type, status, subscription_tier, script_name, whitelabel_config) VALUES "
                "('cli-dry', 'Dry', 'partner-subdomain', 'active', 'starter', 'cmgsite-cli-dry'" in line for line in lines)
-    assert "[dry-run] kv (local platform): DELETE host:cli-dry.cozyartzmedia.com" in lines
+    assert "[dry-run] kv (local platform): would DELETE host:cli-dry.cozyartzmedia.com" in lines
     assert any(line.startswith("[dry-run] namespace (local ") and "deploy" in line for line in lines)
     assert "service_role" not in out and "eyJ" not in out  # no credentials in the plan
     with pg_cluster.connect() as conn:
@@ -394,10 +417,26 @@ def test_dry_run_prints_the_writes_and_changes_nothing(cli: Cli, live: Platform,
     assert "cmgsite-cli-dry" not in cli.platform.registry.names()
     assert health(live, "cli-dry.cozyartzmedia.com").status_code == 404
 
+    # Every line says what would happen; none says it happened.
+    assert [line for line in lines[:-1] if ": would " not in line] == [] and lines[-1] == "dry run: nothing changed"
+    steps = [line for line in err.splitlines() if line.startswith("  - ")]
+    assert any(line.startswith("  - supabase: would register cli-dry") for line in steps)
+    assert any(line.startswith("  - d1: would route cli-dry") for line in steps)
+    assert any(line.startswith("  - kv: would purge 1 cached route") for line in steps)
+    assert "ok: would add cli-dry" in err and "purged" not in out + err and "added cli-dry" not in err
+    code, out, err = cli("add", "cli-dry", "--name", "Dry", "--type", "partner-subdomain",
+                         "--domain", "cli-dry.cozyartzmedia.com", "--tier", "starter", "--dry-run", "--json")
+    assert code == 0, err
+    result = json.loads(out)  # stdout is the JSON alone; the plan is in it (and on stderr)
+    assert result["dry_run"] is True and "would_add" in result and "added" not in result
+    assert any(line.startswith("[dry-run] supabase: would POST ") for line in result["plan"])
+    assert err.rstrip().endswith("dry run: nothing changed")
+
     code, out, _ = cli("suspend", "partner1", "--dry-run")
     assert code == 0
-    assert any(line.startswith("[dry-run] supabase: PATCH ") and "tenant_id=eq.partner1" in line
+    assert any(line.startswith("[dry-run] supabase: would PATCH ") and "tenant_id=eq.partner1" in line
                and '{"status":"suspended"}' in line for line in out.splitlines())
+    assert out.splitlines()[-1] == "dry run: nothing changed"
     assert health(live, "partner1.cozyartzmedia.com").status_code == 200
 
 
@@ -527,3 +566,96 @@ def test_local_command_accepts_a_loopback_supabase_from_the_environment(cli: Cli
     assert cli.env["SUPABASE_URL"].startswith("http://127.0.0.1:")
     code, _, err = cli("list")
     assert code == 0, err
+
+
+def audit_rows(pg_cluster: Any, tenant_id: str) -> int:
+    with pg_cluster.connect() as conn:
+        return int(conn.execute("select count(*) from public.audit_log where tenant_id = %s", (tenant_id,)).fetchone()[0])
+
+
+def test_add_of_an_existing_id_refuses_other_parameters_and_is_a_no_op_with_the_same(
+        cli: Cli, live: Platform, pg_cluster: Any) -> None:
+    args = ["add", "cli-idem", "--name", "Idem Co", "--type", "partner-subdomain", "--domain",
+            "cli-idem.cozyartzmedia.com", "--tier", "starter"]
+    assert cli(*args)[0] == 0
+    rows, starts = audit_rows(pg_cluster, "cli-idem"), len(script_starts(live))
+
+    def with_(**changes: str) -> list[str]:
+        out = list(args)
+        for flag, value in changes.items():
+            out[out.index("--" + flag) + 1] = value
+        return out
+
+    code, _, err = cli(*with_(tier="growth", name="Idem Inc"))
+    assert code == 2 and "already exists with other parameters" in err
+    assert "`set-tier cli-idem growth`" in err and "`rename cli-idem 'Idem Inc'`" in err
+    code, _, err = cli(*with_(domain="cli-idem2.cozyartzmedia.com"))
+    assert code == 2 and "`add-domain cli-idem cli-idem2.cozyartzmedia.com`" in err
+    code, _, err = cli(*with_(type="custom-domain", domain="idem.cli-test.example"))
+    assert code == 2 and "type does not change" in err
+    code, _, err = cli(*args, "--brand", "Idem Brand")
+    assert code == 2 and "`branding cli-idem --brand-name 'Idem Brand'`" in err
+    with pg_cluster.connect() as conn:
+        assert conn.execute("select name, subscription_tier from public.tenants where tenant_id = 'cli-idem'"
+                            ).fetchone() == ("Idem Co", "starter")
+
+    code, _, err = cli(*args)  # the same add again: nothing to do, nothing written, no restart
+    assert code == 0, err
+    assert "nothing changed" in err
+    assert audit_rows(pg_cluster, "cli-idem") == rows and len(script_starts(live)) == starts
+
+    assert cli("suspend", "cli-idem")[0] == 0
+    code, _, err = cli(*args)
+    assert code == 2 and "`resume cli-idem`" in err
+    assert cli("resume", "cli-idem")[0] == 0
+    assert cli("rename", "cli-idem", "Idem Inc")[0] == 0
+    assert cli.json("show", "cli-idem")["tenant"]["name"] == "Idem Inc"
+    assert cli.platform.d1.execute("select name from tenants where id = 'cli-idem'")["results"] == [{"name": "Idem Inc"}]
+
+
+def test_list_shows_every_domain_routing_and_worker_and_flags_drift(cli: Cli, live: Platform) -> None:
+    assert cli("add", "cli-list", "--name", "List", "--type", "custom-domain", "--domain", "list.cli-test.example",
+               "--tier", "growth")[0] == 0
+    assert cli("add-domain", "cli-list", "www.list.cli-test.example")[0] == 0
+    code, out, err = cli("list")
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if line.startswith("cli-list "))
+    assert " present " in row and "list.cli-test.example (routed)" in row and "www.list.cli-test.example (routed)" in row
+    assert "DRIFT" not in row
+    cli.platform.d1.execute("DELETE FROM tenant_domains WHERE domain = 'www.list.cli-test.example'")
+    cli.platform.registry.remove("cmgsite-cli-list")  # the Worker gone behind the control plane's back
+    code, out, _ = cli("list")
+    row = next(line for line in out.splitlines() if line.startswith("cli-list "))
+    assert " MISSING " in row and "DRIFT" in row and "www.list.cli-test.example (not routed)" in row
+    assert "drift: cli-list: Worker cmgsite-cli-list missing" in out and "verify --repair" in out
+    rows = {r["tenant_id"]: r for r in cli.json("list")}
+    assert rows["cli-list"]["worker"] is False and rows["cli-list"]["drift"]
+    assert {d["domain"]: d["routed"] for d in rows["cli-list"]["domains"]} == {
+        "list.cli-test.example": True, "www.list.cli-test.example": False}
+    assert rows["partner1"]["drift"] == [] and rows["partner1"]["worker"] is True
+
+    code, out, _ = cli("show", "cli-list")
+    assert code == 0 and "worker:         cmgsite-cli-list (MISSING)" in out
+    assert not out.lstrip().startswith("{")
+    assert any(line.startswith("www.list.cli-test.example") and line.rstrip().endswith("no")
+               for line in out.splitlines())
+    assert cli("verify", "--repair")[0] == 0
+
+
+def test_export_never_writes_into_the_working_tree_or_a_missing_directory(cli: Cli) -> None:
+    inside = Path(__file__).resolve().parent / "cli-export-in-tree.json"  # tracked territory, not ignored
+    code, _, err = cli("export", "partner1", "--output", str(inside))
+    assert code == 2 and "not git-ignored" in err and not inside.exists()
+    code, _, err = cli("export", "partner1", "--output", "/nonexistent-dir/x.json")
+    assert code == 2 and "does not exist" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_failed_read_says_nothing_changed_not_incomplete(cli: Cli) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    down = Cli(cli.platform, {"SUPABASE_URL": closed, "SUPABASE_SERVICE_ROLE_KEY": "k"})
+    code, _, err = down("suspend", "partner1")
+    assert code == 1 and "supabase unreachable" in err
+    assert "nothing was changed" in err and "incomplete" not in err

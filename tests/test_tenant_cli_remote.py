@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import select
+import signal
 import socket
 import sqlite3
 import stat
@@ -17,6 +19,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from controlplane.edges import R2_BUCKET
 from controlplane.wrangler import WRANGLER
 from localrt.d1 import copy_database
 from scripts.tenants import main
@@ -25,7 +28,7 @@ from tests.fake_doh import FakeDoh
 
 ROOT = Path(__file__).resolve().parent.parent
 W = ["--no-install", "wrangler"]
-PLAN = "[dry-run] wrangler: " + " ".join(WRANGLER)  # what a real deploy would run
+PLAN = "[dry-run] wrangler: would " + " ".join(WRANGLER)  # what a real deploy would run
 TENANT_DEPLOY = [*W, "deploy", "-c", "wrangler.tenant.toml", "--dispatch-namespace", "cmgsite-tenants"]
 D1_QUERY = f"/client/v4/accounts/acc123/d1/database/{D1_DATABASE_ID}/query"
 
@@ -89,6 +92,7 @@ def remote(tmp_path: Path, d1_template: Path, supabase_stack: Any, pg_cluster: A
             "CLOUDFLARE_AUTH_KV_NAMESPACE_ID": "authkv", "CLOUDFLARE_D1_DATABASE_ID": D1_DATABASE_ID,
             "SUPABASE_URL": supabase_stack.url, "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key,
             "CONTEXT_SIGNING_SECRET": "master-secret-for-tests-0123456789",
+            "AUDIT_FINGERPRINT_KEY": "fingerprint-key-for-tests-0123456789",
         }
         yield RemoteCli(env, cf, tmp_path / "npx.log", d1)
     with pg_cluster.connect() as conn:
@@ -225,7 +229,7 @@ def test_dry_run_prints_exact_wrangler_commands_and_api_calls(remote: RemoteCli,
     code, out, err = remote("suspend", "partner1", "--dry-run")
     assert code == 0, err
     lines = out.splitlines()
-    assert any(line.startswith("[dry-run] supabase: PATCH ") and '{"status":"suspended"}' in line for line in lines)
+    assert any(line.startswith("[dry-run] supabase: would PATCH ") and '{"status":"suspended"}' in line for line in lines)
     d1_writes = [json.loads(line.split(" ", 6)[6]) for line in lines
                  if line.startswith(f"[dry-run] cloudflare api: would POST {remote.cf.url}/accounts/acc123/d1/database/")]
     upsert = next(q for w in d1_writes for q in w["batch"] if q["sql"].startswith("INSERT INTO tenants"))
@@ -297,6 +301,9 @@ def test_deploy_multi_tenant_dry_run_completes_offline_with_fake_credentials(rem
         '/custom_hostnames {"hostname":"partner-seo.com","ssl":{"method":"http","type":"dv",'
         '"settings":{"min_tls_version":"1.2"}}}') for line in lines)
     assert "not-a-real-token" not in proc.stdout + proc.stderr
+    plan = [line for line in lines if line.startswith("[dry-run] ")]
+    assert plan and all(": would " in line for line in plan)  # never "deployed", never past tense
+    assert lines[-1] == "dry run: nothing changed" and '"deployed"' not in proc.stdout + proc.stderr
     assert remote.cf.requests == []  # the fake (the "real" account here) was never reached
     assert all(c["argv"][2:4] == ["dispatch-namespace", "get"] for c in remote.commands())
 
@@ -331,9 +338,24 @@ def test_remote_delete_erases_auth_kv_keys_script_and_rows(remote: RemoteCli, pg
     for i in range(3):
         remote.cf.kv[("authkv", f"cli-erase:session-epoch:user{i}")] = "1"
     remote.cf.kv[("authkv", "partner1:session-epoch:user0")] = "1"
+    key = remote.env.pop("AUDIT_FINGERPRINT_KEY")
+    code, _, err = remote("delete", "cli-erase", "--yes")  # the erasure record's key is the operator's
+    assert code == 4 and "AUDIT_FINGERPRINT_KEY" in err
+    assert remote.d1_rows("select count(*) from tenants where id = 'cli-erase'") == [(1,)]
+    remote.env["AUDIT_FINGERPRINT_KEY"] = key
+    for name in ("a.txt", "b/c.pdf"):
+        remote.cf.r2[(R2_BUCKET, f"tenants/cli-erase/files/{name}")] = b"x"
+    sent = len(remote.cf.requests)
+    code, out, err = remote("delete", "cli-erase", "--dry-run", "--json")  # the real counts, nothing erased
+    assert code == 0, err
+    would = json.loads(out)["would_erase"]
+    assert (would["runtime.auth_kv"], would["runtime.r2_objects"], would["tenants"], would["tenant_domains"],
+            would["d1.tenants"], would["d1.tenant_domains"]) == (3, 2, 1, 1, 1, 1)
+    assert remote.only_reads_since(sent) and err.rstrip().endswith("dry run: nothing changed")
     code, out, err = remote("delete", "cli-erase", "--yes", "--json")
     assert code == 0, err
-    assert json.loads(out)["erased"]["runtime.auth_kv"] == 3
+    assert json.loads(out)["erased"]["runtime.auth_kv"] == 3 and json.loads(out)["erased"]["runtime.r2_objects"] == 2
+    assert not [k for (_, k) in remote.cf.r2 if k.startswith("tenants/cli-erase/")]
     assert [k for (ns, k) in remote.cf.kv if ns == "authkv"] == ["partner1:session-epoch:user0"]
     assert ("cmgsite-tenants", "cmgsite-cli-erase") not in remote.cf.scripts
     assert remote.cf.by_hostname("erase.cli-remote.example") is None
@@ -374,3 +396,102 @@ def test_a_tenant_claim_is_routed_only_once_its_ownership_is_proven(remote: Remo
     assert remote.cf.by_hostname(claim) is not None
     assert remote.d1_rows("select tenant_id from tenant_domains where domain = ?", claim) == [("cli-self",)]
     assert remote("verify")[0] == 0
+
+
+def test_a_namespace_that_cannot_be_read_is_an_error_not_missing(remote: RemoteCli) -> None:
+    """`dispatch-namespace get` failing for another reason than "not found" (no network, a refused
+    token) stops a real run, naming what failed, and creates nothing; a dry run warns and plans."""
+    remote.env["NPX_FAIL"] = "dispatch-namespace get"
+    code, out, err = remote("deploy", "partner1")
+    assert code == 1 and "could not read the dispatch namespace cmgsite-tenants" in err
+    assert "injected failure" in err and "missing: creating it" not in err
+    assert "nothing was changed" in err and "incomplete" not in err and "Traceback" not in err
+    assert [c["argv"][2:4] for c in remote.commands()] == [["dispatch-namespace", "get"]]  # no create, no deploy
+    code, out, err = remote("deploy", "partner1", "--dry-run")
+    assert code == 0, err
+    assert "warning: could not read the dispatch namespace cmgsite-tenants" in err
+    assert f"{PLAN} dispatch-namespace create cmgsite-tenants" in out.splitlines()
+    assert out.splitlines()[-1] == "dry run: nothing changed"
+    del remote.env["NPX_FAIL"]
+    code, _, err = remote("deploy", "partner1")  # "not found" is an answer: created, then deployed
+    assert code == 0, err
+    assert "namespace: create cmgsite-tenants (not found)" in err
+
+
+def test_deploy_all_goes_on_past_a_failing_tenant_and_exits_1(remote: RemoteCli) -> None:
+    remote.env["NPX_FAIL"] = "--name cmgsite-partner-tenant"
+    code, out, err = remote("deploy", "--all")
+    assert code == 1 and "Traceback" not in err
+    progress = [line for line in err.splitlines() if line.startswith("  - [")]
+    total = len(progress)
+    assert total >= 3 and [line.split("]")[0] for line in progress] == [f"  - [{i}/{total}" for i in range(1, total + 1)]
+    assert any(line.startswith("warning: [") and "partner1 failed" in line for line in err.splitlines())
+    assert f"ok: deployed {total - 1} of {total} tenant Worker(s)" in err and "FAILED: partner1" in err
+    deployed = {a[a.index("--name") + 1] for a in (c["argv"] for c in remote.commands()) if "--name" in a}
+    assert {"cmgsite-primary-tenant", "cmgsite-custom-tenant"} <= deployed  # the ones after partner1 too
+    assert ("cmgsite-tenants", "cmgsite-custom-tenant") in remote.cf.scripts
+    code, out, _ = remote("deploy", "--all", "--json")
+    assert code == 1 and [f["tenant_id"] for f in json.loads(out)["failed"]] == ["partner1"]
+    del remote.env["NPX_FAIL"], remote.env["CONTEXT_SIGNING_SECRET"]  # the same for every tenant: stop at once
+    code, _, err = remote("deploy", "--all")
+    assert code == 4 and err.count("CONTEXT_SIGNING_SECRET") == 1 and "[2/" not in err
+
+
+SLOW_WRANGLER = """#!/bin/sh
+# wrangler for the interrupt tests: the namespace exists; a deploy says it started, then hangs
+case "$*" in
+  *"dispatch-namespace get"*) echo '{"namespace_name": "cmgsite-tenants"}' ;;
+  *deploy*) touch "$SLOW_MARK"; exec sleep 600 ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("sig, code, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT")])
+def test_an_interrupt_ends_the_command_in_one_line_naming_the_step(
+        remote: RemoteCli, pg_cluster: Any, tmp_path: Path, sig: signal.Signals, code: int, name: str) -> None:
+    slow = tmp_path / "slow-wrangler"
+    slow.write_text(SLOW_WRANGLER)
+    slow.chmod(0o755)
+    mark = tmp_path / "deploy-started"
+    env = {**remote.env, "CMGSITE_WRANGLER": str(slow), "SLOW_MARK": str(mark)}
+    args = ["add", "cli-sig", "--name", "Sig", "--type", "partner-subdomain", "--domain", "cli-sig.cozyartzmedia.com",
+            "--tier", "starter"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "tenants.py"), *args, "--remote"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while not mark.exists() and proc.poll() is None:  # until the deploy step is under way
+            select.select([], [], [], 0.05)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted ({name}): stopped in or after the step \"$ ")
+    assert "deploy -c wrangler.tenant.toml" in last
+    assert last.endswith("re-run the same command to complete it (every step is safe to repeat), then `verify`")
+    with pg_cluster.connect() as conn:  # the steps before it happened, the rest did not
+        assert conn.execute("select status from public.tenants where tenant_id = 'cli-sig'").fetchone() == ("active",)
+    assert remote.d1_rows("select count(*) from tenants where id = 'cli-sig'") == [(0,)]
+    code_again, _, err = remote(*args)  # the re-run completes it
+    assert code_again == 0, err
+    assert remote.d1_rows("select count(*) from tenants where id = 'cli-sig'") == [(1,)]
+
+
+def test_a_closed_pipe_ends_quietly(remote: RemoteCli) -> None:
+    """`tenants.py list --json | head -c 1`: the reader goes away; no traceback, no error line."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "tenants.py"), "list", "--json", "--remote"],
+                              cwd=ROOT, env=remote.env, stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert proc.returncode == 141 and proc.stderr == ""
+
+
+def test_an_unwritable_export_path_is_one_line_before_anything_is_read(remote: RemoteCli) -> None:
+    code, _, err = remote("export", "partner1", "--output", "/proc/cli-not-writable.json")
+    assert code == 2 and "cannot write /proc/cli-not-writable.json" in err and "Traceback" not in err

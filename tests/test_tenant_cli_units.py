@@ -306,3 +306,99 @@ def test_a_tenant_id_after_an_option_is_understood(argv: list[str]) -> None:
 
     args = parser().parse_args(argv)
     assert args.tenant_id == "partner-seo" and (args.json or args.dry_run)
+
+
+# ---- what the operator reads: dry-run wording, failed reads, fingerprints, output paths ---------
+def test_a_dry_run_reporter_says_would_and_counts_no_writes() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    dry = Reporter(out=out, err=err, dry_run=True)
+    dry.step("d1: route acme (active) at a.example")
+    dry.step("kv: purge 2 cached route(s)")
+    dry.step("namespace cmgsite-tenants exists", read=True)
+    dry.plan("supabase", "PATCH http://x/rest/v1/tenants {}")
+    dry.plan("cloudflare api", "would DELETE http://x/values/host:a.example")
+    assert err.getvalue().splitlines() == ["  - d1: would route acme (active) at a.example",
+                                           "  - kv: would purge 2 cached route(s)",
+                                           "  - namespace cmgsite-tenants exists"]
+    assert out.getvalue().splitlines() == ["[dry-run] supabase: would PATCH http://x/rest/v1/tenants {}",
+                                           "[dry-run] cloudflare api: would DELETE http://x/values/host:a.example"]
+    assert dry.writes_started == 0
+    real = Reporter(out=io.StringIO(), err=io.StringIO())
+    real.step("namespace cmgsite-tenants exists", read=True)
+    assert real.writes_started == 0
+    real.step("supabase: register acme")
+    assert real.writes_started == 1 and real.last_step == "supabase: register acme"
+
+
+class FakeRunner:
+    def __init__(self, result: str | BackendError) -> None:
+        self.result = result
+
+    def run(self, argv: object, *, reads: bool = False, check: bool = True) -> str:
+        if isinstance(self.result, BackendError):
+            raise self.result
+        return self.result
+
+
+def test_a_namespace_read_tells_not_found_from_could_not_read() -> None:
+    from controlplane.wrangler import namespace_state
+
+    assert namespace_state(FakeRunner('{"namespace_name": "cmgsite-tenants"}'))[0] == "exists"
+    assert namespace_state(FakeRunner(BackendError(
+        "`wrangler dispatch-namespace get …` exited 1:\n✘ [ERROR] namespace not found [code: 100119]"))) == ("missing", "")
+    state, detail = namespace_state(FakeRunner(BackendError(
+        "`wrangler dispatch-namespace get …` exited 1:\n\n✘ [ERROR] fetch failed: getaddrinfo ENOTFOUND api.cloudflare.com")))
+    assert state == "unreadable" and detail == "✘ [ERROR] fetch failed: getaddrinfo ENOTFOUND api.cloudflare.com"
+    # wrangler 4.164 offline, as it prints it (colours and all): the reason, not the log file's name
+    offline = ("`wrangler dispatch-namespace get …` exited 1:\n\x1b[31m✘ \x1b[41;31m[\x1b[41;97mERROR\x1b[41;31m]\x1b[0m "
+               "\x1b[1mUnable to resolve Cloudflare's API hostname (api.cloudflare.com or dash.cloudflare.com).\x1b[0m\n"
+               "  Please check your network connection and DNS settings.\n"
+               "🪵  Logs were written to \"/root/.config/.wrangler/logs/x.log\"")
+    assert namespace_state(FakeRunner(BackendError(offline))) == (
+        "unreadable", "✘ [ERROR] Unable to resolve Cloudflare's API hostname (api.cloudflare.com or dash.cloudflare.com).")
+
+
+def test_the_erasure_fingerprint_is_keyed(tmp_path: Path) -> None:
+    from controlplane.errors import ConfigError
+    from controlplane.tenant_data import erasure_fingerprint, fingerprint_key
+
+    key = fingerprint_key({}, tmp_path, remote=False)
+    made = tmp_path / "secrets" / "audit-fingerprint.key"
+    assert made.stat().st_mode & 0o777 == 0o600 and fingerprint_key({}, tmp_path, remote=False) == key
+    mine = erasure_fingerprint(key, "acme")
+    assert mine.startswith("hmac-sha256:") and len(mine) == len("hmac-sha256:") + 32
+    assert mine != erasure_fingerprint(b"someone else's key of enough length", "acme")
+    assert mine != erasure_fingerprint(key, "acme2")
+    with pytest.raises(ConfigError, match="AUDIT_FINGERPRINT_KEY"):
+        fingerprint_key({}, tmp_path, remote=True)
+    with pytest.raises(ConfigError, match="too short"):
+        fingerprint_key({"AUDIT_FINGERPRINT_KEY": "short"}, tmp_path, remote=True)
+    assert fingerprint_key({"AUDIT_FINGERPRINT_KEY": "k" * 40}, tmp_path, remote=True) == b"k" * 40
+
+
+def test_export_paths_in_the_working_tree_must_be_git_ignored(tmp_path: Path) -> None:
+    from scripts.tenants import check_output_path
+
+    with pytest.raises(Refused, match="not git-ignored"):
+        check_output_path(ROOT / "controlplane" / "acme.json", force=False)
+    check_output_path(ROOT / ".local" / "acme-export.json", force=False)  # .local/ is git-ignored
+    check_output_path(tmp_path / "acme.json", force=False)
+    (tmp_path / "acme.json").write_text("{}")
+    with pytest.raises(Refused, match="--force"):
+        check_output_path(tmp_path / "acme.json", force=False)
+    check_output_path(tmp_path / "acme.json", force=True)
+    with pytest.raises(Refused, match="does not exist"):
+        check_output_path(tmp_path / "nowhere" / "acme.json", force=False)
+
+
+def test_add_differences_name_the_command_for_each() -> None:
+    from controlplane.lifecycle import add_differences
+
+    have, _ = new_tenant("acme", "Acme", "custom-domain", "shop.acme.example", "starter")
+    same, _ = new_tenant("acme", "Acme", "custom-domain", "shop.acme.example", "starter")
+    assert add_differences(have, same, brand_given=False) == []
+    other, _ = new_tenant("acme", "Acme Ltd", "custom-domain", "www.acme.example", "growth", "Acme!")
+    text = " ".join(add_differences(have, other, brand_given=True))
+    for command in ("`set-tier acme growth`", "`rename acme 'Acme Ltd'`", "`add-domain acme www.acme.example`",
+                    "`branding acme --brand-name 'Acme!'`"):
+        assert command in text

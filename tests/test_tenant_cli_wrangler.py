@@ -75,7 +75,7 @@ def commands() -> list[str]:
 
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert {"add", "list", "show", "suspend", "resume", "remove", "set-tier", "add-domain", "remove-domain",
-            "domains", "deploy", "secrets", "verify", "export", "delete", "audit", "backup", "restore", "check",
+            "domains", "deploy", "secrets", "verify", "export", "delete", "audit", "backup", "restore", "check", "rename",
             "branding", "keys"} == set(commands())
     for name in commands():
         for argv in ([["domains", "status"], ["domains", "verify"]] if name == "domains" else [[name]]):
