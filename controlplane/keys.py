@@ -86,24 +86,36 @@ class LocalKeyFiles:
 
 
 class RemoteKeyFile:
-    """--remote: current keyrings from the environment (the operator's secret store); new ones
-    written to `path` (0600 `NAME=value` lines) for the operator to store back."""
+    """--remote: current keyrings from the environment (the operator's secret store), else from the
+    CLI's own keyring file (`remote_keyring_path`: `add --remote` keeps each new tenant's session
+    keyring there); new ones written to `path` (0600 `NAME=value` lines) for the operator to store
+    back (by default that same file)."""
 
-    def __init__(self, env: Mapping[str, str], path: Path | None) -> None:
-        self.env, self.path = dict(env), path
+    def __init__(self, env: Mapping[str, str], path: Path | None, *, kept: Path | None = None) -> None:
+        self.env, self.path, self.kept = dict(env), path, kept
 
     def read(self, name: str) -> str:
-        return self.env.get(name, "")
+        from localrt.devvars import read_dev_vars
+
+        if self.env.get(name):
+            return self.env[name]
+        return read_dev_vars(self.kept).get(name, "") if self.kept is not None and self.kept.exists() else ""
 
     def write(self, name: str, value: str) -> None:
         from localrt.devvars import read_dev_vars, write_dev_vars
 
         if self.path is None:
             raise Refused("--remote rotation writes the new keyrings to --keyring-file: name one")
-        values = read_dev_vars(self.path)
+        values = read_dev_vars(self.path) if self.path.exists() else {}
         values[name] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         write_dev_vars(self.path, values)
         self.env[name] = value
+
+
+def remote_keyring_path(state_dir: Path) -> Path:
+    """The CLI's file of remote keyrings it made (0600, in the git-ignored state directory)."""
+    return state_dir / "secrets" / "remote-keyrings.dev.vars"
 
 
 class LocalDispatcher(Protocol):

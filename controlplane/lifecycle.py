@@ -22,7 +22,7 @@ import shlex
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from controlplane.edges import Hostnames, RouteCache, TenantObjects, TenantRuntimeData, TenantScripts
 from controlplane.errors import BackendError, ConfigError, ControlPlaneError, NotFound, Refused
@@ -54,6 +54,11 @@ CHANGE_BOUND_SECONDS = KV_PROPAGATION_SECONDS + ISOLATE_TTL_SECONDS
 OwnershipChecker = Callable[[str, str], Awaitable[OwnershipResult]]
 
 
+class SessionKeySink(Protocol):
+    def read(self, name: str) -> str: ...
+    def write(self, name: str, value: str) -> None: ...
+
+
 @dataclass
 class ControlPlane:
     registry: SupabaseRegistry
@@ -73,6 +78,9 @@ class ControlPlane:
     ownership: OwnershipChecker | None = None  # DNS TXT / HTTP token check of a pending custom domain
     meter: MeterControl | None = None  # tenants' UsageMeters through the running platform (backup/restore)
     objects: TenantObjects | None = None  # tenants' R2 objects (None: no bucket bound yet)
+    # Remote: where a new tenant's session keyring is kept before it is deployed (Cloudflare never
+    # gives a secret back; `keys rotate session --remote` reads it there). None: not kept.
+    session_keys: SessionKeySink | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _namespace_ready: bool = False
     _deployed: set[str] = field(default_factory=set)  # scripts this run deployed (dry-run: planned)
@@ -212,13 +220,29 @@ class ControlPlane:
         if deploy and not (existing is not None and await self.scripts.exists(tenant.script_name)):
             self.ensure_namespace()
             # A new tenant's session key is made once here; re-runs keep it (users stay signed in).
-            await self._deploy(tenant, {} if existing else {"SESSION_SECRET": secrets.token_urlsafe(48)})
+            await self._deploy(tenant, {} if existing else {"SESSION_SECRET": self._new_session_secret(tenant)})
             self._changed()  # locally: wait until the Worker runs, before its host is routed
         await self.converge(tenant.tenant_id)
         if not await self.registry.has_audit(tenant.tenant_id, "tenant.added", tenant.tenant_id):
             await self._audit(tenant.tenant_id, "tenant.added", {"type": tenant.type.value,
                                                                  "tier": tenant.subscription_tier.value})
         return tenant, True
+
+    def _new_session_secret(self, tenant: TenantRecord) -> str:
+        """A new tenant's SESSION_SECRET. Remote: one already in the operator's store (a re-run of an
+        add that stopped after storing it) is reused; a new one is stored before it is deployed."""
+        from controlplane.keys import session_secret_name
+
+        name = session_secret_name(tenant.tenant_id)
+        if self.session_keys is not None:
+            kept = self.session_keys.read(name)
+            if kept:
+                return kept
+        secret = secrets.token_urlsafe(48)
+        if self.session_keys is not None and not self.dry_run:
+            self.reporter.step(f"keyring: keep {name} in {getattr(self.session_keys, 'path', 'the store')}")
+            self.session_keys.write(name, secret)
+        return secret
 
     async def _add_complete(self, tenant: TenantRecord, *, deploy: bool) -> bool:
         """An existing tenant is as a finished add leaves it: its primary domain registered (and its

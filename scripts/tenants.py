@@ -176,8 +176,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-old", action="store_true",
                    help="data: leave the old platform keys in the Workers after re-wrapping")
     p.add_argument("--keyring-file", type=Path,
-                   help="--remote: where the new keyrings are written (0600, git-ignored) for your secret store; "
-                        "the current ones are read from the environment (session: SESSION_SECRET_<TENANT>)")
+                   help="--remote: where the new keyrings are written (0600, git-ignored) for your secret store "
+                        "(default: <state dir>/secrets/remote-keyrings.dev.vars); the current ones are read from "
+                        "the environment, else from that default file (session: SESSION_SECRET_<TENANT>, which "
+                        "`add --remote` keeps there)")
     p.add_argument("--sign-out", action="store_true",
                    help="session: the new key alone, the old one dropped at once (every session ends); with "
                         "--remote, what a tenant whose current session keyring is not known needs")
@@ -554,13 +556,15 @@ async def _keys(args: argparse.Namespace, cp: ControlPlane, env: Mapping[str, st
         RemoteKeyFile,
         RunningLocalDispatcher,
         check_keyring_file,
+        remote_keyring_path,
     )
 
     store: KeyStore
     if args.remote:
-        if args.keyring_file is not None:
-            check_keyring_file(args.keyring_file, ROOT)
-        store = RemoteKeyFile(env, args.keyring_file)
+        kept = remote_keyring_path(args.state_dir)  # what `add --remote` kept, read when not in the env
+        path = args.keyring_file or kept
+        check_keyring_file(path, ROOT)
+        store = RemoteKeyFile(env, path, kept=kept)
     else:
         store = LocalKeyFiles(args.state_dir / "secrets")
     settle = env.get("CMGSITE_KEYS_SETTLE_SECONDS")  # tests against fakes, where no old version runs
@@ -673,6 +677,11 @@ async def _main(args: argparse.Namespace, settings: Settings, reporter: Reporter
     cp: ControlPlane | None = None
     try:
         cp = build_cp(settings, reporter)
+        if settings.remote and cp.session_keys is None:
+            from controlplane.keys import RemoteKeyFile, remote_keyring_path
+
+            kept = remote_keyring_path(args.state_dir)  # new tenants' session keyrings (add --remote)
+            cp.session_keys = RemoteKeyFile(settings.env, kept, kept=kept)
         code, result = await run(args, cp, reporter.out, stdin, reporter.err, settings.env)
     except ControlPlaneError as exc:
         print(f"error: {exc}", file=reporter.err)

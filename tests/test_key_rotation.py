@@ -319,7 +319,7 @@ def test_context_key_rotation_under_load_drops_no_request(platform: Platform, pg
             master = Keyring.parse(read_dev_vars(dispatcher_file)["CONTEXT_SIGNING_SECRET"])
             assert master.kids() == [report["active"], "k0"]
             old_until = master.keys[1].not_after
-            assert old_until == report["old_accepted_until"] and started + 95 <= (old_until or 0) <= time.time() + 96
+            assert old_until == report["old_accepted_until"] and int(started) + 95 <= (old_until or 0) <= time.time() + 96
             tenant_ring = Keyring.parse(platform.registry.secrets_of(t.script)["TENANT_CONTEXT_KEY"])
             assert tenant_ring == derive_tenant_keyring(master, t.tenant_id)
             # What the public port signs with now, as a tenant script sees it (the echo Worker).

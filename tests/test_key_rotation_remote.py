@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import stat
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 from controlplane.aead import CryptographyAead
 from controlplane.keys import session_secret_name
 from controlplane.supabase_keys import project_ref
-from localrt.devvars import read_dev_vars
+from localrt.devvars import read_dev_vars, write_dev_vars
 from shared.envelope import decrypt_secret, encrypt_secret, new_data_key, unwrap_data_key, wrap_data_key
 from shared.jwt import HS256Signer
 from shared.keys import Key, Keyring, new_secret
@@ -100,7 +101,7 @@ def test_remote_context_rotation_stages_tenants_then_switches_the_dispatcher(rem
     assert ring.kids() == ["c1", "k0"] and ring.active.kid == report["active"]
     old = ring.get("k0", now=None)
     assert old is not None and old.secret == MASTER
-    assert started + 90 <= (old.not_after or 0) <= time.time() + 100  # 30 s max age + 5 s skew + 60 s
+    assert int(started) + 90 <= (old.not_after or 0) <= time.time() + 100  # 30 s max age + 5 s skew + 60 s
     # Order: tenants accept the new key, then the dispatcher signs with it, then tenants get the expiry.
     deploys = _deploys(remote, before)
     kinds = ["dispatcher" if "wrangler.dispatcher.toml" in d["argv"] else "tenant" for d in deploys]
@@ -125,7 +126,7 @@ def test_remote_session_rotation_keeps_the_old_key_from_the_operators_store(remo
     assert code == 0, err
     ring = Keyring.parse(read_dev_vars(out_file)["SESSION_SECRET_CLI_SESS"])
     assert ring.kids() == ["s1", "k0"] and ring.keys[1].secret == current
-    assert started + SESSION_TTL_SECONDS <= (ring.keys[1].not_after or 0) <= time.time() + SESSION_TTL_SECONDS + 61
+    assert int(started) + SESSION_TTL_SECONDS <= (ring.keys[1].not_after or 0) <= time.time() + SESSION_TTL_SECONDS + 61
     assert json.loads(out)["tenants"]["cli-sess"]["active"] == "s1"
     deploys = _deploys(remote, before)
     assert [d["argv"][len(TENANT_DEPLOY) + 1] for d in deploys] == ["cmgsite-cli-sess"]
@@ -140,9 +141,32 @@ def test_remote_session_rotation_keeps_the_old_key_from_the_operators_store(remo
     assert again.kids() == ["s2", "s1", "k0"] and again.keys[2].not_after == ring.keys[1].not_after
 
 
+def test_add_remote_keeps_the_new_session_keyring_and_rotation_starts_from_it(remote: RemoteCli,
+                                                                             tmp_path: Path) -> None:
+    """Cloudflare never gives a secret back: `add --remote` keeps the session key it deploys in the
+    CLI's keyring file (0600) before deploying, so a later rotation keeps users signed in."""
+    _add(remote, "cli-kept")
+    kept_file = Path(remote.env["CMGSITE_STATE_DIR"]) / "secrets" / "remote-keyrings.dev.vars"
+    kept = read_dev_vars(kept_file)["SESSION_SECRET_CLI_KEPT"]
+    assert len(kept) >= 32 and stat.S_IMODE(kept_file.stat().st_mode) == 0o600
+    assert "SESSION_SECRET_CLI_KEPT" not in remote.env
+    before = len(remote.commands())
+    code, out, err = remote("keys", "rotate", "session", "cli-kept", "--json")  # no env, no --keyring-file
+    assert code == 0, err
+    ring = Keyring.parse(read_dev_vars(kept_file)["SESSION_SECRET_CLI_KEPT"])
+    assert ring.kids() == ["s1", "k0"] and ring.keys[1].secret == kept and json.loads(out)["signed_out"] is False
+    assert len(_deploys(remote, before)) == 1
+    for text in (out, err, remote.log.read_text()):
+        assert kept not in text and ring.active.secret not in text
+
+
 def test_remote_session_rotation_refuses_without_the_current_key_unless_signing_out(remote: RemoteCli,
                                                                                     tmp_path: Path) -> None:
     _add(remote, "cli-nokey")
+    kept_file = Path(remote.env["CMGSITE_STATE_DIR"]) / "secrets" / "remote-keyrings.dev.vars"
+    values = read_dev_vars(kept_file)
+    del values["SESSION_SECRET_CLI_NOKEY"]  # added from another machine, or before keyrings were kept
+    write_dev_vars(kept_file, values)
     before = len(remote.commands())
     out_file = tmp_path / "keys.env"
     code, _, err = remote("keys", "rotate", "session", "cli-nokey", "--keyring-file", str(out_file))
@@ -208,7 +232,7 @@ def test_remote_jwt_rotation_imports_promotes_probes_then_deploys(remote: Remote
     assert code == 0, err
     second = Keyring.parse(read_dev_vars(out_file)["SUPABASE_JWT_KEYS"])
     assert second.kids() == [json.loads(out)["active"], new.kid] and json.loads(out)["revoked"] == []
-    assert started + 270 <= (second.keys[1].not_after or 0) <= time.time() + 271  # 180 s + 30 s + 60 s
+    assert int(started) + 270 <= (second.keys[1].not_after or 0) <= time.time() + 271  # 180 s + 30 s + 60 s
     assert management.status_of(new.kid) == "previously_used" and _accepted(supabase_stack, new)
     # ... and is revoked by the rotation after that; the legacy key (it signed the API keys) never is.
     expired = Keyring((second.keys[0], Key(new.kid, new.secret, int(time.time()) - 1)))

@@ -610,7 +610,7 @@ def test_add_of_an_existing_id_refuses_other_parameters_and_is_a_no_op_with_the_
     assert cli("resume", "cli-idem")[0] == 0
     assert cli("rename", "cli-idem", "Idem Inc")[0] == 0
     assert cli.json("show", "cli-idem")["tenant"]["name"] == "Idem Inc"
-    assert cli.platform.d1.execute("select name from tenants where id = 'cli-idem'")["results"] == [{"name": "Idem Inc"}]
+    assert cli.platform.d1.execute("select name from tenants where tenant_id = 'cli-idem'")["results"] == [{"name": "Idem Inc"}]
 
 
 def test_list_shows_every_domain_routing_and_worker_and_flags_drift(cli: Cli, live: Platform) -> None:

@@ -93,6 +93,7 @@ def remote(tmp_path: Path, d1_template: Path, supabase_stack: Any, pg_cluster: A
             "SUPABASE_URL": supabase_stack.url, "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key,
             "CONTEXT_SIGNING_SECRET": "master-secret-for-tests-0123456789",
             "AUDIT_FINGERPRINT_KEY": "fingerprint-key-for-tests-0123456789",
+            "CMGSITE_STATE_DIR": str(tmp_path / "state"),  # the CLI's own files (remote keyrings it keeps)
         }
         yield RemoteCli(env, cf, tmp_path / "npx.log", d1)
     with pg_cluster.connect() as conn:
@@ -341,7 +342,7 @@ def test_remote_delete_erases_auth_kv_keys_script_and_rows(remote: RemoteCli, pg
     key = remote.env.pop("AUDIT_FINGERPRINT_KEY")
     code, _, err = remote("delete", "cli-erase", "--yes")  # the erasure record's key is the operator's
     assert code == 4 and "AUDIT_FINGERPRINT_KEY" in err
-    assert remote.d1_rows("select count(*) from tenants where id = 'cli-erase'") == [(1,)]
+    assert remote.d1_rows("select count(*) from tenants where tenant_id = 'cli-erase'") == [(1,)]
     remote.env["AUDIT_FINGERPRINT_KEY"] = key
     for name in ("a.txt", "b/c.pdf"):
         remote.cf.r2[(R2_BUCKET, f"tenants/cli-erase/files/{name}")] = b"x"
@@ -474,10 +475,10 @@ def test_an_interrupt_ends_the_command_in_one_line_naming_the_step(
     assert last.endswith("re-run the same command to complete it (every step is safe to repeat), then `verify`")
     with pg_cluster.connect() as conn:  # the steps before it happened, the rest did not
         assert conn.execute("select status from public.tenants where tenant_id = 'cli-sig'").fetchone() == ("active",)
-    assert remote.d1_rows("select count(*) from tenants where id = 'cli-sig'") == [(0,)]
+    assert remote.d1_rows("select count(*) from tenants where tenant_id = 'cli-sig'") == [(0,)]
     code_again, _, err = remote(*args)  # the re-run completes it
     assert code_again == 0, err
-    assert remote.d1_rows("select count(*) from tenants where id = 'cli-sig'") == [(1,)]
+    assert remote.d1_rows("select count(*) from tenants where tenant_id = 'cli-sig'") == [(1,)]
 
 
 def test_a_closed_pipe_ends_quietly(remote: RemoteCli) -> None:
