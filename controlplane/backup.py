@@ -60,16 +60,29 @@ SPECIAL_TABLES = {"audit_log", "tenant_usage"}  # written through their function
 USAGE_COLUMNS = ("tenant_id", "usage_type", "period", "usage_count", "usage_limit")
 
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "supabase"
+MIGRATIONS = Path(__file__).resolve().parent.parent / "supabase" / "migrations"
 
 
 def schema_version() -> str:
-    """The newest migration this code knows (the schema the archive's rows have)."""
-    return sorted(p.stem for p in MIGRATIONS.glob("[0-9][0-9][0-9][0-9]_*.sql"))[-1]
+    """The newest migration this code knows (the schema the archive's rows have): its file name
+    without .sql, `<14-digit timestamp>_<name>` (the Supabase CLI's layout)."""
+    return sorted(p.stem for p in MIGRATIONS.glob("[0-9]*_*.sql"))[-1]
 
 
 def _schema_number(version: str) -> int:
-    return int(version[:4])
+    """Orders schema versions: the migration's timestamp; an archive written before the move to the
+    Supabase CLI layout names its schema `NNNN_name`, mapped to the same file's timestamp."""
+    from localrt.postgres import LEGACY_NAMES
+
+    if len(version) > 5 and version[:4].isdigit() and version[4] == "_":
+        known = LEGACY_NAMES.get(f"{version}.sql")
+        if known is None:  # an old-style number this code never had: not one it can read
+            return 10 ** 15
+        version = known
+    head = version[:14]
+    if not head.isdigit():
+        raise Refused(f"the archive names an unknown schema version {version[:40]!r}")
+    return int(head)
 
 
 # ---- backup ------------------------------------------------------------------------------------

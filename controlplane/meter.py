@@ -25,7 +25,7 @@ from typing import Any, Callable, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from controlplane.model import TenantRecord
-from shared.context import derive_tenant_key
+from shared.context import derive_tenant_keyring
 from shared.control_token import issue
 from shared.models import TenantStatus
 from shared.outbound_http import HttpClient, HttpError
@@ -65,7 +65,8 @@ class PlatformMeter:
         master = self._master()
         if not master:
             return "the dispatcher's master secret (CONTEXT_SIGNING_SECRET) is not available"
-        token = issue(derive_tenant_key(master, tenant.tenant_id), tenant.tenant_id, op, now=self._clock())
+        key = derive_tenant_keyring(master, tenant.tenant_id).active.secret  # master: a keyring since rotation
+        token = issue(key, tenant.tenant_id, op, now=self._clock())
         headers = {"host": tenant.domain, "authorization": f"Bearer {token}", "accept": "application/json"}
         return base.rstrip("/") + METER_PATH, headers
 

@@ -261,7 +261,7 @@ def _print_show(shown: dict[str, Any], out: TextIO) -> None:
                          ("tier", t["subscription_tier"]), ("status", t["status"]),
                          ("primary domain", t["domain"]),
                          ("worker", f"{t['script_name']} ({'deployed' if shown['worker_deployed'] else 'MISSING'})"),
-                         ("d1 route", f"{route['status']}, {route['tier']}, {route['script_name']}" if route
+                         ("d1 route", f"{route['status']}, {route['subscription_tier']}, {route['script_name']}" if route
                           else "none (not routed)"),
                          ("branding", ", ".join(f"{k}={v}" for k, v in sorted(brand.items()) if v) or "-")):
         print(f"{label + ':':<16}{value}", file=out)

@@ -47,9 +47,20 @@ class MeterRestore(RequestBody):
 def _authorize(call: Call, op: str) -> None:
     header = call.headers.get("authorization", "")
     token = header[7:].strip() if header[:7].lower() == "bearer " else None
+    now = call.services.clock()
     try:
-        verify(token, key=call.services.config.context_key,
-               tenant_id=call.tenant.tenant_id, op=op, now=call.services.clock())
+        # Signed with the active key of the operator's CONTEXT_SIGNING_SECRET (derived for this
+        # tenant); during a rotation either of the tenant's accepted keys verifies it.
+        keys = [k.secret for k in call.services.config.context_key.accepted(now)]
+        for i, key in enumerate(keys):
+            try:
+                verify(token, key=key, tenant_id=call.tenant.tenant_id, op=op, now=now)
+                break
+            except ControlTokenError:
+                if i == len(keys) - 1:
+                    raise
+        else:
+            raise ControlTokenError("no accepted context key")
     except ControlTokenError as exc:
         log.warning(json.dumps({"event": "control_refused", "op": op, "reason": str(exc),
                                 "request_id": call.request_id}))

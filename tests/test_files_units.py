@@ -39,6 +39,7 @@ from tenant_worker.principal import Principal, Role
 from tenant_worker.r2_files import BucketError, StoredObject
 from tenant_worker.request_rules import needs_preflight, upload_refusal
 from tests.cpython_imports import import_worker_module
+from tests.worker_units import offline_services
 
 api_files = import_worker_module("tenant_worker.api_files")
 
@@ -241,7 +242,7 @@ def _call(tenant_id: str = "acme", tier: Tier = Tier.STARTER, headers: dict[str,
         return b""
 
     ctx = TenantContext(tenant_id, TenantType.CUSTOM_DOMAIN, tier, "acme.example", "r" * 16, int(time.time()))
-    services = type("S", (), {"clock": staticmethod(time.time), "http": None})()  # no Supabase: audits are logged gaps
+    services = offline_services(tenant_id)  # no Supabase: audits are logged gaps
     return Call(ctx, "POST", "/api/files", {}, headers or {}, {}, None, services, no_body, body_kind="raw")
 
 

@@ -13,6 +13,7 @@ from shared.tiers import Tier, UsageKind
 from shared.usage import UsageDecision, decision, snapshot
 from tenant_worker.inbound_http import ApiError, Call
 from tenant_worker.metering import reserve
+from tests.worker_units import offline_services
 
 
 class CountingMeter:
@@ -44,7 +45,7 @@ def _call() -> Call:
         return b""
 
     ctx = TenantContext("acme", TenantType.CUSTOM_DOMAIN, Tier.STARTER, "acme.example", "r" * 16, int(time.time()))
-    services = type("S", (), {"clock": staticmethod(time.time), "http": None})()
+    services = offline_services()  # no Supabase: audits are logged gaps
     return Call(ctx, "POST", "/api/ai/generate", {}, {}, {}, None, services, no_body)
 
 
