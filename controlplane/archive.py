@@ -37,7 +37,7 @@ MAX_TOTAL_BYTES = 2 * 1024 * 1024 * 1024
 MAX_MEMBERS = 200_000
 _MEMBER = re.compile(r"^(supabase/[a-z_][a-z0-9_]{0,62}\.json|durable_objects/[a-z_]{1,40}\.json|r2/index\.json"
                      r"|r2/objects/[0-9a-f]{64}|worker\.json|d1\.json)$")
-_SCHEMA = re.compile(r"^[0-9]{4}_[a-z0-9_]{1,60}$")
+_SCHEMA = re.compile(r"^([0-9]{14}|[0-9]{4})_[a-z0-9_]{1,60}$")  # timestamped migrations; NNNN_ before the Supabase CLI layout
 
 
 class MemberDigest(BaseModel):

@@ -60,16 +60,18 @@ SPECIAL_TABLES = {"audit_log", "tenant_usage"}  # written through their function
 USAGE_COLUMNS = ("tenant_id", "usage_type", "period", "usage_count", "usage_limit")
 
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "supabase"
+MIGRATIONS = Path(__file__).resolve().parent.parent / "supabase" / "migrations"  # the Supabase CLI layout
 
 
 def schema_version() -> str:
     """The newest migration this code knows (the schema the archive's rows have)."""
-    return sorted(p.stem for p in MIGRATIONS.glob("[0-9][0-9][0-9][0-9]_*.sql"))[-1]
+    return sorted(p.stem for p in MIGRATIONS.glob("[0-9]*_*.sql"))[-1]
 
 
-def _schema_number(version: str) -> int:
-    return int(version[:4])
+def _schema_order(version: str) -> tuple[int, str]:
+    """Archives name their schema by its newest migration: `<14-digit timestamp>_name` since the
+    Supabase CLI layout, `NNNN_name` before it (older than every timestamped one)."""
+    return (1, version) if version[:14].isdigit() else (0, version)
 
 
 # ---- backup ------------------------------------------------------------------------------------
@@ -122,6 +124,10 @@ async def backup_tenant(cp: ControlPlane, tenant_id: str, output: Path) -> dict[
     sections = {"supabase": counts, "audit_chain": report.model_dump(mode="json"),
                 "durable_objects": {"usage_meter": meter_section["status"]},
                 "r2": {"status": r2_section["status"], "objects": len(r2_section["objects"])}}
+    if cp.dry_run:  # the rows were read; the archive is only planned
+        cp.reporter.plan("local file", f"write {output} (0600): " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+        return {"tenant_id": tid, "archive": str(output), "rows": counts, "audit_chain_ok": report.ok,
+                "usage_meter": meter_section["status"], "r2": r2_section["status"]}
     cp.reporter.step(f"archive: write {output}")
     digest = write_archive(output, tenant_id=tid, schema_version=schema_version(), members=members,
                            sections=sections)
@@ -137,7 +143,7 @@ async def _backup_objects(cp: ControlPlane, tid: str, members: dict[str, bytes])
     `tenants/<id>/` (whatever the listing returned), no tombstones (a delete in progress)."""
     assert cp.objects is not None
     prefix = object_prefix(tid)
-    cp.reporter.step(f"{cp.objects.label}: read the objects under {prefix}")
+    cp.reporter.step(f"{cp.objects.label}: read the objects under {prefix}", read=True)
     index = []
     for info in await cp.objects.list(tid):
         why = object_key_error(tid, info.key)
@@ -230,7 +236,7 @@ def check_archive(archive: Archive, expected_tenant: str | None) -> RestorePlan:
         raise Refused(f"the archive holds tenant {tid!r}, not {expected_tenant!r}: an archive restores only "
                       "under its own tenant's id")
     known = schema_version()
-    if _schema_number(archive.manifest.schema_version) > _schema_number(known):
+    if _schema_order(archive.manifest.schema_version) > _schema_order(known):
         raise Refused(f"the archive's schema {archive.manifest.schema_version} is newer than this code's ({known}): "
                       "update the control plane first")
     tables: dict[str, list[dict[str, Any]]] = {}

@@ -158,9 +158,14 @@ def test_a_forged_audit_chain_inside_a_consistent_archive_is_refused(tmp_path: P
 
 
 def test_an_archive_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    write_archive(tmp_path / "n.tar.gz", tenant_id=TENANT, schema_version="9999_future", members=members(), sections={})
+    write_archive(tmp_path / "n.tar.gz", tenant_id=TENANT, schema_version="99991231235959_future", members=members(),
+                  sections={})
     with pytest.raises(Refused, match="newer than this code"):
         check_archive(read_archive(tmp_path / "n.tar.gz"), TENANT)
+    # An archive written before the Supabase CLI layout names its schema NNNN_name: older, so it restores.
+    write_archive(tmp_path / "o.tar.gz", tenant_id=TENANT, schema_version="0009_operations", members=members(),
+                  sections={})
+    assert check_archive(read_archive(tmp_path / "o.tar.gz"), TENANT).tenant.tenant_id == TENANT
 
 
 # ---- control tokens ------------------------------------------------------------------------------
