@@ -409,7 +409,8 @@ def test_add_differences_name_the_command_for_each() -> None:
 _WOULD_WORD = re.compile(r"\bwould ([A-Za-z-]+)")
 _NOT_PARTICIPLES = {"need", "seed", "embed", "proceed", "exceed", "feed", "bring"}  # base forms ending -ed/-ing
 _PAST = re.compile(r"\b(purged|deployed|rotated|re-wrapped|rewrapped|revoked|restored|retired|wrote|written|"
-                   r"recorded|erased|added|removed|resuming|waiting|probing|now read|signs with|accepts)\b")
+                   r"recorded|erased|added|removed|resuming|waiting|probing|now read)\b")
+_FACT = re.compile(r"\b(signs with|accepts)\b")  # a statement of what is, unless it is what would happen
 
 
 def dry_run_wording_problems(out: str, err: str) -> list[str]:
@@ -426,7 +427,8 @@ def dry_run_wording_problems(out: str, err: str) -> list[str]:
                 problems.append(f"would + participle: {line}")
         if line.startswith("[dry-run] ") and ": would " not in prose:
             problems.append(f"plan line without 'would': {line}")
-        if line.startswith(("  - ", "ok: ")) and _PAST.search(prose) and not prose.startswith("  - $ "):
+        if line.startswith(("  - ", "ok: ")) and not prose.startswith("  - $ ") and (
+                _PAST.search(prose) or (_FACT.search(prose) and "would" not in prose)):
             problems.append(f"says it happened: {line}")
         if line.startswith("ok: ") and not line.startswith(("ok: would ", "ok: key ids")):
             problems.append(f"summary without 'would': {line}")
@@ -445,6 +447,7 @@ def test_the_dry_run_wording_check_catches_what_reads_wrong() -> None:
     for bad_err in ("  - data: would resuming the rotation to p2\n",  # the wording issue 13 names
                     "  - data: 2 Worker(s) now read ['p2', 'p1']\n",
                     "  - jwt: would revoked ['j1']\n",
+                    "  - context: the dispatcher signs with c2\n",
                     "ok: keys: {\"kind\": \"data\"}\n",
                     "ok: would keys rotated: p2\n"):
         assert dry_run_wording_problems(good_out, bad_err), bad_err
