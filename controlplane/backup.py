@@ -135,6 +135,10 @@ async def backup_tenant(cp: ControlPlane, tenant_id: str, output: Path) -> dict[
     sections = {"supabase": counts, "audit_chain": report.model_dump(mode="json"),
                 "durable_objects": {"usage_meter": meter_section["status"]},
                 "r2": {"status": r2_section["status"], "objects": len(r2_section["objects"])}}
+    if cp.dry_run:  # the rows were read; the archive is only planned
+        cp.reporter.plan("local file", f"write {output} (0600): " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+        return {"tenant_id": tid, "archive": str(output), "rows": counts, "audit_chain_ok": report.ok,
+                "usage_meter": meter_section["status"], "r2": r2_section["status"]}
     cp.reporter.step(f"archive: write {output}")
     digest = write_archive(output, tenant_id=tid, schema_version=schema_version(), members=members,
                            sections=sections)
@@ -150,7 +154,7 @@ async def _backup_objects(cp: ControlPlane, tid: str, members: dict[str, bytes])
     `tenants/<id>/` (whatever the listing returned), no tombstones (a delete in progress)."""
     assert cp.objects is not None
     prefix = object_prefix(tid)
-    cp.reporter.step(f"{cp.objects.label}: read the objects under {prefix}")
+    cp.reporter.step(f"{cp.objects.label}: read the objects under {prefix}", read=True)
     index = []
     for info in await cp.objects.list(tid):
         why = object_key_error(tid, info.key)

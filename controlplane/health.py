@@ -58,7 +58,7 @@ async def check(cp: ControlPlane, settings: Settings, http: HttpClient, *, tenan
     else:
         tenants = [t for t in await cp.registry.tenants() if t.status is TenantStatus.ACTIVE]
     targets = [Target(t.tenant_id, t.domain) for t in tenants]
-    cp.reporter.step(f"probing {len(targets)} tenant(s) through {base_url or 'their domains'}")
+    cp.reporter.step(f"health: probe {len(targets)} tenant(s) through {base_url or 'their domains'}", read=True)
     n = alert_after(_dispatcher_setting(settings, "HEALTH_ALERT_AFTER"))
     store: SupabaseHealthStore | None = None
     webhook: AlertWebhook | None = None

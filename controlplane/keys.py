@@ -225,16 +225,16 @@ class KeyRotation:
         current = self._read("PLATFORM_DATA_KEYS")
         if len(current.keys) > 1:  # an earlier rotation stopped part-way: finish it with its key
             ring, new = current, current.active
-            self.reporter.step(f"data: resuming the rotation to {new.kid}")
+            self.reporter.step(f"data: finish the earlier rotation to {new.kid}", read=True)
         else:
             new = Key(current.next_kid("p"), new_secret())
             ring = Keyring((new, *current.keys))
         self._write("PLATFORM_DATA_KEYS", ring)
         tenants = await self.served()
-        self.reporter.step(f"data: {len(tenants)} Worker(s) now read {ring.kids()} and wrap new data keys under {new.kid}")
+        self.reporter.step(f"data: deploy {len(tenants)} Worker(s) that read {ring.kids()} and wrap new data keys under {new.kid}")
         await self.redeploy(tenants, lambda t: {"PLATFORM_DATA_KEYS": ring.format()})
         if tenants and not self.cp.dry_run:
-            self.reporter.step(f"data: waiting {self.settle_seconds:.0f} s for the previous Worker versions to finish")
+            self.reporter.step(f"data: wait {self.settle_seconds:.0f} s for the previous Worker versions to finish", read=True)
             await _sleep(self.settle_seconds)
         rewrapped = await self.rewrap(ring)
         left = [r for r in await self.cp.registry.data_keys() if r["platform_key_id"] != new.kid]
@@ -254,9 +254,9 @@ class KeyRotation:
         """Every data key not under the active platform key, re-wrapped under it (row by row; a row
         someone changed meanwhile is left for the next pass)."""
         done = 0
-        for row in await self.cp.registry.data_keys():
-            if row["platform_key_id"] == ring.active.kid:
-                continue
+        todo = [row for row in await self.cp.registry.data_keys() if row["platform_key_id"] != ring.active.kid]
+        self.reporter.step(f"data: re-wrap {len(todo)} data key(s) under {ring.active.kid}")
+        for row in todo:
             try:
                 fresh = await rewrap_data_key(self.aead, ring, row["tenant_id"], row["key_id"], row["wrapped_key"])
             except EnvelopeError as exc:
@@ -267,7 +267,6 @@ class KeyRotation:
             if await self.cp.registry.rewrap_data_key(row["tenant_id"], row["key_id"], row["wrapped_key"],
                                                       fresh.wrapped, fresh.platform_key_id):
                 done += 1
-        self.reporter.step(f"data: {done} data key(s) re-wrapped under {ring.active.kid}")
         return done
 
     # ---- context: CONTEXT_SIGNING_SECRET -> TENANT_CONTEXT_KEY ----------------------------
@@ -285,7 +284,7 @@ class KeyRotation:
         new = Key(current.next_kid("c"), new_secret(48))
         tenants = await self.served()
         staged = current.staged(new)
-        self.reporter.step(f"context: {len(tenants)} tenant Worker(s) accept {staged.kids()}")
+        self.reporter.step(f"context: deploy {len(tenants)} tenant Worker(s) that accept {staged.kids()}")
         await self._deploy_context(tenants, staged)
         switched = Keyring((new, *current.keys))
         if self.cp.local:
@@ -293,7 +292,7 @@ class KeyRotation:
         if tenants and not self.cp.dry_run:  # every tenant version that only knew the old key is gone
             await _sleep(self.settle_seconds)
         self.cp.master_secret = switched.format()
-        self.reporter.step(f"context: the dispatcher signs with {new.kid}")
+        self.reporter.step(f"context: deploy the dispatcher signing with {new.kid}")
         self.cp.deploy_dispatcher()
         retire_after = int(now) + MAX_AGE_SECONDS + MAX_CLOCK_SKEW_SECONDS + MARGIN_SECONDS
         expiring = Keyring((new, *(Key(k.kid, k.secret, k.not_after or retire_after) for k in current.keys)))
@@ -310,15 +309,17 @@ class KeyRotation:
         import asyncio
 
         self._write("CONTEXT_SIGNING_SECRET", switched)
+        self.reporter.step(f"context: restart the local dispatcher (if it runs) signing with {new.kid}")
         restarted = None if self.cp.dry_run else await asyncio.to_thread(self.local_dispatcher.restart)
         if restarted is not None:
             if restarted.get("context_kid") != new.kid:
                 raise BackendError(f"context: the restarted dispatcher signs with {restarted.get('context_kid')!r}, "
                                    f"not {new.kid}: tenants still accept both; re-run `keys rotate context`")
             self.reporter.step(f"context: the dispatcher signs with {new.kid} (the previous one drained in "
-                               f"{int(restarted.get('drain_ms', 0))} ms)")
-        else:
-            self.reporter.step(f"context: no local platform runs; the dispatcher signs with {new.kid} from its start")
+                               f"{int(restarted.get('drain_ms', 0))} ms)", read=True)
+        elif not self.cp.dry_run:
+            self.reporter.step(f"context: no local platform runs; the dispatcher signs with {new.kid} when it starts",
+                               read=True)
         retire_after = int(self.clock()) + MAX_AGE_SECONDS + MAX_CLOCK_SKEW_SECONDS + MARGIN_SECONDS
         expiring = Keyring((new, *(Key(k.kid, k.secret, k.not_after or retire_after) for k in current.keys)))
         self._write("CONTEXT_SIGNING_SECRET", expiring)
@@ -397,14 +398,19 @@ class KeyRotation:
         new = Key(current.next_kid("j") if current else "j1", new_secret(48))
         staged = current.staged(new) if current else Keyring((new,))
         self._write("SUPABASE_JWT_KEYS", staged)
+        self.reporter.step(f"jwt: wait until the data API accepts {new.kid}")
         if not self.cp.dry_run:
             await self._await_accepted(new)
-        self.reporter.step(f"jwt: the data API accepts {new.kid}")
+        return await self._sign_with(new, current.keys if current else (), now)
+
+    async def _sign_with(self, new: Key, previous: tuple[Key, ...], now: float) -> dict[str, Any]:
+        """The data API accepts `new`: keep the previous keys until the tokens they signed have
+        expired, and deploy the tenants signing with `new`."""
         retire_after = int(now) + TENANT_JWT_TTL_SECONDS + JWT_LEEWAY_SECONDS + MARGIN_SECONDS
-        previous = current.keys if current else ()
         switched = Keyring((new, *(Key(k.kid, k.secret, k.not_after or retire_after) for k in previous)))
         self._write("SUPABASE_JWT_KEYS", switched)
         tenants = await self.served()
+        self.reporter.step(f"jwt: deploy {len(tenants)} tenant Worker(s) signing with {new.kid}")
         signing = switched.active_only().format()
         await self.redeploy(tenants, lambda t: {"SUPABASE_JWT_SECRET": signing})
         return {"kind": "jwt", "active": new.kid, "accepted": switched.kids(), "old_accepted_until": retire_after,
@@ -440,10 +446,11 @@ class KeyRotation:
                     await api.set_status(key.kid, "revoked")
                 revoked.append(key.kid)
         if revoked:
-            self.reporter.step(f"jwt: revoked {revoked} (their tokens have expired)")
+            self.reporter.step(f"jwt: revoke {revoked} (their tokens have expired)")
         new = Key(str(uuid.uuid4()), new_secret(48))
         staged = Keyring((*current, new)) if current else Keyring((new,))
         self._write("SUPABASE_JWT_KEYS", staged)  # kept before Supabase holds it: a re-run finds it
+        self.reporter.step(f"jwt: make {new.kid} the project's signing key and wait until the data API accepts it")
         if self.cp.dry_run:
             self.reporter.plan("supabase", f"import HS256 signing key {new.kid} (standby), then make it in_use")
         else:
@@ -453,15 +460,7 @@ class KeyRotation:
                                    "tokens would name a key it does not know; nothing was deployed")
             await api.set_status(new.kid, "in_use")
             await self._await_accepted(new)
-        self.reporter.step(f"jwt: the project signs with {new.kid} and the data API accepts it")
-        retire_after = int(now) + TENANT_JWT_TTL_SECONDS + JWT_LEEWAY_SECONDS + MARGIN_SECONDS
-        switched = Keyring((new, *(Key(k.kid, k.secret, k.not_after or retire_after) for k in current)))
-        self._write("SUPABASE_JWT_KEYS", switched)
-        tenants = await self.served()
-        signing = switched.active_only().format()
-        await self.redeploy(tenants, lambda t: {"SUPABASE_JWT_SECRET": signing})
-        return {"kind": "jwt", "active": new.kid, "accepted": switched.kids(), "old_accepted_until": retire_after,
-                "revoked": revoked, "workers": [t.script_name for t in tenants]}
+        return {**await self._sign_with(new, current, now), "revoked": revoked}
 
     async def _await_accepted(self, key: Key) -> None:
         deadline = time.monotonic() + JWT_PROBE_SECONDS

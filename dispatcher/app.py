@@ -44,9 +44,10 @@ def _error(path: str, status: int, code: str, message: str, rid: str, route: Ten
         note.code = code
     # Imported on the first error, not at start: the hot path never renders one (and `html`,
     # which it needs, is a large module to compile).
-    from shared.error_pages import Branding, error_reply
+    from shared.branding import Brand
+    from shared.error_pages import error_reply
 
-    brand = Branding(brand_name=route.brand_name) if route is not None and route.brand_name else None
+    brand = Brand(route.brand_name) if route is not None and route.brand_name else None
     reply = error_reply(path, status, code, message, rid, branding=brand, headers=headers)
     return Response(reply.body, status=reply.status, headers=reply.headers)
 

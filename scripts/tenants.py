@@ -722,7 +722,8 @@ async def _main(args: argparse.Namespace, settings: Settings, reporter: Reporter
 # A dry run's result says what would happen: these keys of a real run's result are renamed.
 _WOULD = {"added": "would_add", "removed": "would_remove", "deployed": "would_deploy", "erased": "would_erase",
           "secrets_set": "would_set_secrets", "verified": "would_verify", "exported": "would_export",
-          "repaired": "would_repair", "restored": "would_restore", "backed_up": "would_back_up"}
+          "repaired": "would_repair", "restored": "would_restore", "backed_up": "would_back_up",
+          "rewrapped": "would_rewrap", "retired": "would_retire", "revoked": "would_revoke", "written": "would_write"}
 
 
 def dry_result(result: Any) -> Any:
@@ -789,6 +790,38 @@ def summary(command: str, result: Any, *, dry_run: bool = False) -> str:
         if r.get("note"):
             return f"{r.get('tenant')}: {r['note']}"
         return (f"would erase {shown}" if dry_run else f"erased {shown} (audit record {r.get('tenant')})")
+    if command == "branding":
+        fields = ", ".join(k for k, v in (r.get("branding") or {}).items() if v is not None)
+        return f"{w}set {r.get('tenant_id')}'s branding: {fields or 'none'}" if dry_run \
+            else f"{r.get('tenant_id')}'s branding: {fields or 'none'}"
+    if command == "keys" and "kind" not in r:  # status: a read
+        return "key ids: " + json.dumps(r, default=str)
+    if command == "keys" and "kind" in r:
+        kind, active = r["kind"], r.get("active")
+        if "workers" not in r and "tenants" not in r:  # retire
+            gone = r.get("would_retire" if dry_run else "retired") or []
+            return (f"{w}retire the {kind} key(s) {', '.join(gone) or '(none)'}; {active} stays active" if dry_run
+                    else f"{kind}: retired {', '.join(gone) or 'nothing'}; {active} is active")
+        if kind == "session":
+            ids = ", ".join(f"{t} {d.get('active')}" for t, d in (r.get("tenants") or {}).items())
+            return f"{w}rotate the session keys: {ids or 'no tenant Worker deployed'}" if dry_run \
+                else f"session keys rotated: {ids or 'no tenant Worker deployed'}"
+        workers = len(r.get("workers") or [])
+        return (f"would rotate the {kind} key to {active} ({workers} tenant Worker(s))" if dry_run
+                else f"{kind}: {active} is active ({workers} tenant Worker(s))")
+    if command == "check" and "checks" in r:
+        n, failing = len(r.get("checks") or []), len(r.get("failing") or [])
+        return (f"would record {n} check(s), {failing} failing" if dry_run
+                else f"recorded {n} check(s), {failing} failing")
+    if command == "backup":
+        rows = ", ".join(f"{t} {n}" for t, n in (r.get("rows") or {}).items())
+        return (f"would write {r.get('archive')} (0600): {rows}" if dry_run
+                else f"wrote {r.get('archive')} (sha256 {r.get('sha256')}): {rows}")
+    if command == "restore":
+        rows = ", ".join(f"{t} {n}" for t, n in (r.get("would_write" if dry_run else "written") or {}).items())
+        return (f"would restore {r.get('tenant_id')} ({r.get('status')}): {rows}, {r.get('r2_objects')} object(s)"
+                if dry_run else f"restored {r.get('tenant_id')} ({r.get('status')}): {rows}, "
+                                f"{r.get('r2_objects')} object(s){note}")
     rest = {k: v for k, v in r.items() if k not in ("note", "dry_run")} if r else result
     return f"{w}{command}: {json.dumps(rest, default=str)}{note}"
 

@@ -1,5 +1,7 @@
-"""The rules for a tenant's white-label branding, shared by the tenant API and the operator CLI.
+"""A tenant's white-label branding: the one `Brand` type every page draws (home, error pages,
+dashboards, the dispatcher's pages), and the rules shared by the tenant API and the operator CLI.
 
+    brand = Brand.from_config(row["whitelabel_config"], row["name"])   # checked again on the way out
     cleaned, problems = check_branding({"primary_color": "#0A7D33", "logo_url": "https://..."})
 
 Fields: brand_name (1-120 characters), logo_url (https with a plain DNS host, no credentials,
@@ -9,6 +11,7 @@ support_email (an e-mail address). None removes a field. Pages validate again wh
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
@@ -17,6 +20,9 @@ COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+$")
 
 
+DEFAULT_BRAND = "Cozyartz Media Group"  # the platform's own pages (no tenant known)
+DEFAULT_COLOR = "#1f2937"
+DEFAULT_SECONDARY = "#4b5563"
 _HOST = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
 
@@ -39,6 +45,44 @@ def logo_origin(value: str | None) -> str | None:
         return None
     parts = urlsplit(value)
     return f"https://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+
+
+@dataclass(frozen=True)
+class Brand:
+    """What a page shows of a tenant: its name, colours (#rrggbb), logo (an https URL) and support
+    contact; the platform's own where no tenant is known (`Brand()`)."""
+
+    name: str = DEFAULT_BRAND
+    primary_color: str = DEFAULT_COLOR
+    secondary_color: str = DEFAULT_SECONDARY
+    logo_url: str | None = None
+    support_email: str | None = None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | None, fallback_name: str) -> "Brand":
+        """The brand in `tenants.whitelabel_config`, each value checked again (a value written some
+        other way never reaches a page unchecked); `fallback_name` where it names no brand."""
+        wl = dict(config) if isinstance(config, Mapping) else {}
+
+        def text(key: str) -> str:
+            v = wl.get(key)
+            return v if isinstance(v, str) else ""
+
+        logo, email = text("logo_url"), text("support_email")
+        return cls((text("brand_name") or fallback_name)[:120],
+                   text("primary_color") if COLOR.match(text("primary_color")) else DEFAULT_COLOR,
+                   text("secondary_color") if COLOR.match(text("secondary_color")) else DEFAULT_SECONDARY,
+                   logo if logo and valid_logo_url(logo) else None,
+                   email if email and len(email) <= 254 and EMAIL.match(email) else None)
+
+    def view(self) -> dict[str, Any]:
+        return {"brand_name": self.name, "primary_color": self.primary_color, "secondary_color": self.secondary_color,
+                "logo_url": self.logo_url, "support_email": self.support_email}
+
+
+def safe_color(value: str, default: str = DEFAULT_COLOR) -> str:
+    """A colour goes into CSS only as #rrggbb; anything else is the default."""
+    return value if isinstance(value, str) and COLOR.match(value) else default
 
 
 def check_field(name: str, value: Any) -> tuple[Any, str | None]:

@@ -1,33 +1,16 @@
 """Error bodies: JSON for /api/*, a branded HTML page elsewhere.
 
-Pages say nothing about other tenants: the same words for every unknown host.
+Pages say nothing about other tenants: the same words for every unknown host. The brand is
+shared.branding.Brand, the one type the home page and the dashboards draw as well.
 """
 from __future__ import annotations
 
 import html
 import json
-import re
 from dataclasses import dataclass, field
 
-from shared.branding import logo_origin
+from shared.branding import DEFAULT_SECONDARY, Brand, logo_origin, safe_color
 from shared.security_headers import page_csp, with_security_headers
-
-DEFAULT_BRAND = "Cozyartz Media Group"
-DEFAULT_COLOR = "#1f2937"
-DEFAULT_SECONDARY = "#4b5563"
-_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
-
-
-@dataclass(frozen=True)
-class Branding:
-    """What an error page shows: the tenant's brand where known, the platform's otherwise."""
-
-    brand_name: str = DEFAULT_BRAND
-    primary_color: str = DEFAULT_COLOR
-    secondary_color: str = DEFAULT_SECONDARY
-    logo_url: str = ""  # https only (shared.branding.valid_logo_url, checked again when drawn)
-    support_email: str = ""  # the tenant's support contact, shown on its error pages
-    way_back: bool = False  # a tenant's page: links home and to sign in again
 
 
 @dataclass(frozen=True)
@@ -48,28 +31,26 @@ def error_reply(
     message: str,
     request_id: str,
     *,
-    branding: Branding | None = None,
+    branding: Brand | None = None,
+    way_back: bool = False,
     extra: dict[str, object] | None = None,
     headers: dict[str, str] | None = None,
 ) -> ErrorReply:
     """The error for `path`: `{"error": {code, message, request_id}}` or a branded page, with
-    the security headers every answer carries (shared.security_headers)."""
+    the security headers every answer carries (shared.security_headers). `way_back`: a tenant's
+    page, which links home and to sign in again."""
     out = {"x-request-id": request_id, "cache-control": "private, no-store", **(headers or {})}
     if wants_json(path):
         payload: dict[str, object] = {"code": code, "message": message, **(extra or {}), "request_id": request_id}
         out["content-type"] = "application/json"
         return ErrorReply(status, json.dumps({"error": payload}).encode(), with_security_headers(out))
-    brand = branding or Branding()
+    brand = branding or Brand()
     out["content-type"] = "text/html; charset=utf-8"
     logo = logo_origin(brand.logo_url)
     out["content-security-policy"] = page_csp(page_style(brand.primary_color, brand.secondary_color),
                                               img_origins=(logo,) if logo else ())
-    return ErrorReply(status, branded_page(status, message, request_id, brand).encode(), with_security_headers(out))
-
-
-def safe_color(value: str, default: str = DEFAULT_COLOR) -> str:
-    """A tenant-written colour goes into CSS only as #rrggbb; anything else is the default."""
-    return value if isinstance(value, str) and _COLOR.match(value) else default
+    page = branded_page(status, message, request_id, brand, way_back=way_back)
+    return ErrorReply(status, page.encode(), with_security_headers(out))
 
 
 def page_style(primary_color: str, secondary_color: str = DEFAULT_SECONDARY) -> str:
@@ -83,31 +64,31 @@ def page_style(primary_color: str, secondary_color: str = DEFAULT_SECONDARY) -> 
             f"color:#fff;text-decoration:none;border:0;font:inherit;cursor:pointer}}a{{color:{color}}}")
 
 
-def page_header(branding: Branding) -> str:
+def page_header(brand: Brand) -> str:
     """The header of a branded page: the logo (https only, escaped) and the name (escaped)."""
     logo = ""
-    if logo_origin(branding.logo_url):
-        logo = f'<img class="logo" src="{html.escape(branding.logo_url, quote=True)}" alt="" width="32" height="32">'
-    return f"<header>{logo}<span class=\"brand\">{html.escape(branding.brand_name)}</span></header>"
+    if brand.logo_url and logo_origin(brand.logo_url):
+        logo = f'<img class="logo" src="{html.escape(brand.logo_url, quote=True)}" alt="" width="32" height="32">'
+    return f"<header>{logo}<span class=\"brand\">{html.escape(brand.name)}</span></header>"
 
 
-def _way_back(branding: Branding) -> str:
+def _way_back(brand: Brand, way_back: bool) -> str:
     parts = []
-    if branding.way_back:
+    if way_back:
         parts.append('<p><a href="/">Back to the home page</a> · <a href="/auth/login/github">Sign in again</a></p>')
-    if branding.support_email:
-        email = html.escape(branding.support_email, quote=True)
+    if brand.support_email:
+        email = html.escape(brand.support_email, quote=True)
         parts.append(f'<p>Need help? Write to <a href="mailto:{email}">{email}</a>.</p>')
     return "".join(parts)
 
 
-def branded_page(status: int, message: str, request_id: str, branding: Branding) -> str:
-    brand = html.escape(branding.brand_name)
+def branded_page(status: int, message: str, request_id: str, brand: Brand, *, way_back: bool = False) -> str:
+    name = html.escape(brand.name)
     return (
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{status} · {brand}</title>"
-        f"<style>{page_style(branding.primary_color, branding.secondary_color)}</style></head>"
-        f"<body>{page_header(branding)}<main><h1>{status}</h1><p>{html.escape(message)}</p>"
-        f"{_way_back(branding)}"
+        f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{status} · {name}</title>"
+        f"<style>{page_style(brand.primary_color, brand.secondary_color)}</style></head>"
+        f"<body>{page_header(brand)}<main><h1>{status}</h1><p>{html.escape(message)}</p>"
+        f"{_way_back(brand, way_back)}"
         f"<p><small>Request ID: {html.escape(request_id)}</small></p></main></body></html>"
     )

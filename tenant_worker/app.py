@@ -10,8 +10,9 @@ from urllib.parse import unquote, urlsplit
 
 from workers import Request, Response
 
+from shared.branding import Brand
 from shared.context import H_REQUEST_ID, ContextError, verify_context
-from shared.error_pages import Branding, error_reply, wants_json
+from shared.error_pages import error_reply, wants_json
 from shared.fetch_client import FetchClient
 from shared.isolate import PerIsolate
 from shared.metrics import Defer, MetricsRecorder
@@ -142,7 +143,7 @@ class TenantApp:
             reply = error_to_reply(path, failure, rid, await self._branding(tenant, path, headers))
         return _to_response(reply, rid)
 
-    async def _branding(self, tenant: Any, path: str, headers: dict[str, str]) -> Branding | None:
+    async def _branding(self, tenant: Any, path: str, headers: dict[str, str]) -> Brand | None:
         """A white-label tenant's error pages carry its own brand, never the platform's."""
         if wants_json(path):
             return None
@@ -151,9 +152,9 @@ class TenantApp:
 
         try:
             call = Call(tenant, "GET", path, {}, headers, {}, self.env, self.services, no_body)
-            return (await branding.tenant_branding(call)).page_branding()
+            return await branding.tenant_branding(call)
         except Exception:
-            return Branding(brand_name=tenant.host)
+            return Brand(tenant.host)
 
     async def _route(self, request: Request, tenant: Any, path: str, headers: dict[str, str],
                      note: dict[str, Any]) -> Reply:
@@ -201,7 +202,7 @@ def misconfigured(request: Request) -> Response:
     rid = str(request.headers.get(H_REQUEST_ID) or "")
     rid = rid if _REQUEST_ID.fullmatch(rid) else "unavailable"  # the dispatcher's id, when it is one
     host = urlsplit(request.url).hostname or ""  # the dispatcher routes to the host it matched
-    brand = None if wants_json(path) or not _HOST.fullmatch(host) else Branding(brand_name=host)
+    brand = None if wants_json(path) or not _HOST.fullmatch(host) else Brand(host)
     r = error_reply(path, 503, "misconfigured", "This site is not available right now. Please try again later.",
                     rid, branding=brand, headers={"retry-after": "30"})
     return Response(r.body, status=r.status, headers=response_headers(r.headers))

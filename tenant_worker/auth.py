@@ -123,7 +123,7 @@ async def _failure_page(call: Call, err: OAuthError, provider: str | None, *, au
         log.info(json.dumps({"event": "signin_start_refused", "reason": err.reason, "request_id": call.request_id}))
     status = _FAILURE_STATUS.get(err.reason, 400)
     page = error_reply("/auth/", status, err.reason, err.message, call.request_id,
-                       branding=(await tenant_branding(call)).page_branding())
+                       branding=await tenant_branding(call), way_back=True)
     return Reply(page.status, page.body, dict(page.headers), [cookie(NONCE_COOKIE, "", 0)])
 
 

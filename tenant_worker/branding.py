@@ -7,20 +7,18 @@
 
 Stored in `tenants.whitelabel_config` (the tenant admin may update it under RLS). Validated on
 the way in (colours `#rrggbb`, the logo an https URL without quotes, spaces or angle brackets,
-the support contact an e-mail address) and again on the way out (`Brand.from_config`), so a value
-written some other way never reaches a page unchecked; pages escape every value as well. The
-home page, the error pages and the dashboards all draw from this one module.
+the support contact an e-mail address) and again on the way out (`shared.branding.Brand.from_config`),
+so a value written some other way never reaches a page unchecked; pages escape every value as well.
+The home page, the error pages and the dashboards all draw the one `shared.branding.Brand`.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import field_validator
 
-from shared.branding import COLOR, EMAIL, FIELDS, check_field, merged, valid_logo_url
-from shared.error_pages import DEFAULT_COLOR, DEFAULT_SECONDARY, Branding
+from shared.branding import FIELDS, Brand, check_field, merged
 from shared.outbound_http import HttpError
 from shared.supabase import SupabaseError
 from tenant_worker.inbound_http import ApiError, Call, Reply, RequestBody, Route, json_reply
@@ -29,41 +27,6 @@ from tenant_worker.request_body import nothing_to_change, read_body
 from tenant_worker.supabase_access import guarded, service_db, tenant_db, write_audit
 
 BRAND_TTL_SECONDS = 300.0
-
-
-@dataclass(frozen=True)
-class Brand:
-    name: str
-    primary_color: str = DEFAULT_COLOR
-    secondary_color: str = DEFAULT_SECONDARY
-    logo_url: str | None = None
-    support_email: str | None = None
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any] | None, fallback_name: str) -> "Brand":
-        wl = dict(config) if isinstance(config, Mapping) else {}
-
-        def text(key: str) -> str:
-            v = wl.get(key)
-            return v if isinstance(v, str) else ""
-
-        name = (text("brand_name") or fallback_name)[:120]
-        logo = text("logo_url")
-        email = text("support_email")
-        return cls(name,
-                   text("primary_color") if COLOR.match(text("primary_color")) else DEFAULT_COLOR,
-                   text("secondary_color") if COLOR.match(text("secondary_color")) else DEFAULT_SECONDARY,
-                   logo if logo and valid_logo_url(logo) else None,
-                   email if email and EMAIL.match(email) else None)
-
-    def page_branding(self) -> Branding:
-        """What the tenant's error pages show (shared.error_pages), with the way back home and to sign in."""
-        return Branding(brand_name=self.name, primary_color=self.primary_color, secondary_color=self.secondary_color,
-                        logo_url=self.logo_url or "", support_email=self.support_email or "", way_back=True)
-
-    def view(self) -> dict[str, Any]:
-        return {"brand_name": self.name, "primary_color": self.primary_color, "secondary_color": self.secondary_color,
-                "logo_url": self.logo_url, "support_email": self.support_email}
 
 
 _brands: dict[str, tuple[float, Brand]] = {}

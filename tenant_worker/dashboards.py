@@ -9,7 +9,7 @@
                                  queries, whatever the number of tenants: no per-tenant round trips)
 
 Charts are inline SVG drawn here (no scripts, nothing external but the tenant's own logo URL).
-Every value is escaped; colours pass shared.error_pages.safe_color, the logo tenant_worker.branding.
+Every value is escaped; colours and the logo pass shared.branding.Brand.from_config.
 """
 from __future__ import annotations
 
@@ -19,14 +19,13 @@ import re
 import time
 from typing import Any, Awaitable, Sequence
 
-from shared.branding import logo_origin
+from shared.branding import Brand, logo_origin
 from shared.metrics_query import MetricsUnavailable
 from shared.models import TenantType
 from shared.platform_report import platform_report
 from shared.security_headers import page_csp
 from shared.tiers import UsageKind
 from tenant_worker.api_support import LIST_COLUMNS, with_sla
-from tenant_worker.branding import Brand
 from tenant_worker.inbound_http import ApiError, Call, Reply, Route, html_reply, json_reply
 from tenant_worker.metrics_adapter import metrics_queries
 from tenant_worker.principal import Principal, Role, require

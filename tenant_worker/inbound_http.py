@@ -10,7 +10,8 @@ from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.error_pages import Branding, error_reply
+from shared.branding import Brand
+from shared.error_pages import error_reply
 from shared.json_depth import exceeds_depth
 from shared.models import TenantContext
 
@@ -67,9 +68,11 @@ def redirect_reply(location: str, status: int = 302) -> Reply:
     return Reply(status, b"", {"location": location, "cache-control": "no-store"})
 
 
-def error_to_reply(path: str, err: ApiError, request_id: str, branding: Branding | None = None) -> Reply:
+def error_to_reply(path: str, err: ApiError, request_id: str, branding: Brand | None = None) -> Reply:
+    """The error as JSON under /api/*, else a page: with the tenant's `branding`, the page links home
+    and to sign in again."""
     r = error_reply(path, err.status, err.code, err.message, request_id, extra=err.extra, headers=err.headers,
-                    branding=branding)
+                    branding=branding, way_back=branding is not None)
     return Reply(r.status, r.body, r.headers)
 
 

@@ -20,8 +20,8 @@ from tenant_worker.principal import PRINCIPAL, Principal
 
 
 async def home(call: Call) -> Reply:
-    brand = (await tenant_branding(call)).page_branding()
-    name = html.escape(brand.brand_name)
+    brand = await tenant_branding(call)
+    name = html.escape(brand.name)
     who = call.state.get(PRINCIPAL)
     if isinstance(who, Principal):
         label = html.escape(who.display_name or who.email or "you")

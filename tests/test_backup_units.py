@@ -162,6 +162,10 @@ def test_an_archive_from_a_newer_schema_is_refused(tmp_path: Path, version: str)
     write_archive(tmp_path / "n.tar.gz", tenant_id=TENANT, schema_version=version, members=members(), sections={})
     with pytest.raises(Refused, match="newer than this code"):
         check_archive(read_archive(tmp_path / "n.tar.gz"), TENANT)
+    # An archive written before the Supabase CLI layout names its schema NNNN_name: older, so it restores.
+    write_archive(tmp_path / "o.tar.gz", tenant_id=TENANT, schema_version="0009_operations", members=members(),
+                  sections={})
+    assert check_archive(read_archive(tmp_path / "o.tar.gz"), TENANT).tenant.tenant_id == TENANT
 
 
 # ---- control tokens ------------------------------------------------------------------------------

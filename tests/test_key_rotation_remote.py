@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-import httpx
 import pytest
 
 from controlplane.aead import CryptographyAead
@@ -25,10 +24,10 @@ from controlplane.keys import session_secret_name
 from controlplane.supabase_keys import project_ref
 from localrt.devvars import read_dev_vars, write_dev_vars
 from shared.envelope import decrypt_secret, encrypt_secret, new_data_key, unwrap_data_key, wrap_data_key
-from shared.jwt import HS256Signer
 from shared.keys import Key, Keyring, new_secret
 from shared.session import SESSION_TTL_SECONDS
 from tests.fake_supabase_management import FakeSupabaseManagement
+from tests.test_key_rotation import _accepted
 from tests.test_tenant_cli_remote import TENANT_DEPLOY, RemoteCli, W, remote  # noqa: F401  (the fixture)
 
 AEAD = CryptographyAead()
@@ -190,14 +189,6 @@ def management(remote: RemoteCli, supabase_stack: Any) -> Iterator[FakeSupabaseM
         remote.env.update({"SUPABASE_ACCESS_TOKEN": "sbp-test-token", "SUPABASE_PROJECT_REF": REF,
                            "SUPABASE_MANAGEMENT_API_URL": api.url})
         yield api
-
-
-def _accepted(stack: Any, key: Key) -> bool:
-    now = int(time.time())
-    token = HS256Signer(key.secret, kid=key.kid).sign({"role": "anon", "iat": now, "exp": now + 60})
-    r = httpx.get(f"{stack.rest_url}/", headers={"apikey": stack.anon_key, "authorization": f"Bearer {token}"},
-                  timeout=10)
-    return r.status_code == 200
 
 
 def test_remote_jwt_rotation_imports_promotes_probes_then_deploys(remote: RemoteCli, management: FakeSupabaseManagement,

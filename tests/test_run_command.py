@@ -184,6 +184,22 @@ def test_a_port_in_use_is_one_clear_line_and_nothing_started(world_readable_tmp:
     assert not (world_readable_tmp / "state" / "pg").exists()  # stopped before starting anything
 
 
+def test_the_postgresql_port_in_use_is_one_clear_line_and_nothing_started(world_readable_tmp: Path) -> None:
+    with socket.socket() as holder:  # another PostgreSQL (or anything) on --pg-port
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "localrt", "run", "--port", str(free_port()), "--pg-port", str(busy),
+             "--supabase-port", str(free_port()), "--state-dir", str(world_readable_tmp / "state"),
+             "--wrangler-state", str(world_readable_tmp / "wrangler")],
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"port in use on this machine: --pg-port {busy}" in lines[0], out.stderr
+    assert not (world_readable_tmp / "state" / "pg").exists()  # stopped before initialising a cluster
+
+
 def test_state_locations_can_be_set_once_in_the_environment(world_readable_tmp: Path) -> None:
     env = {**os.environ, "CMGSITE_STATE_DIR": str(world_readable_tmp / "elsewhere"),
            "CMGSITE_WRANGLER_STATE": str(world_readable_tmp / "wr")}

@@ -659,3 +659,26 @@ def test_a_failed_read_says_nothing_changed_not_incomplete(cli: Cli) -> None:
     code, _, err = down("suspend", "partner1")
     assert code == 1 and "supabase unreachable" in err
     assert "nothing was changed" in err and "incomplete" not in err
+
+
+def test_dry_runs_of_keys_check_backup_and_restore_read_as_what_would_happen(cli: Cli, tmp_path: Path) -> None:
+    from tests.test_tenant_cli_units import dry_run_wording_problems
+
+    assert cli("add", "cli-plan", "--name", "Plan", "--type", "partner-subdomain", "--domain",
+               "cli-plan.cozyartzmedia.com", "--tier", "starter", "--no-deploy", "--quiet")[0] == 0
+    archive = tmp_path / "plan.tar.gz"
+    assert cli("backup", "cli-plan", "--output", str(archive), "--quiet")[0] == 0  # real: restore plans from it
+    keys_before = cli.json("keys", "status")
+    runs = [("keys", "rotate", "data"), ("keys", "rotate", "context"), ("keys", "rotate", "session"),
+            ("keys", "rotate", "jwt"), ("check",), ("backup", "cli-plan", "--output", str(tmp_path / "dry.tar.gz")),
+            ("restore", str(archive))]
+    for argv in runs:
+        code, out, err = cli(*argv, "--dry-run")
+        assert code in (0, 3), (argv, err)  # check: 3 when a tenant fails its checks
+        assert "Traceback" not in err and "error:" not in err, (argv, err)
+        assert dry_run_wording_problems(out, err) == [], (argv, out, err)
+        said = out.splitlines() + err.splitlines()  # check prints its table, then the write it would make
+        assert any(line.startswith("ok: would ") or line.startswith("[dry-run] supabase: would POST ")
+                   and "record_health_checks" in line for line in said), (argv, out, err)
+    assert not (tmp_path / "dry.tar.gz").exists()  # a dry backup writes no archive
+    assert cli.json("keys", "status") == keys_before  # and no rotation changed a key

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import socket
 import sqlite3
 from pathlib import Path
@@ -402,3 +403,97 @@ def test_add_differences_name_the_command_for_each() -> None:
     for command in ("`set-tier acme growth`", "`rename acme 'Acme Ltd'`", "`add-domain acme www.acme.example`",
                     "`branding acme --brand-name 'Acme!'`"):
         assert command in text
+
+
+# ---- a dry run reads as what would happen, line by line --------------------------------------
+_WOULD_WORD = re.compile(r"\bwould ([A-Za-z-]+)")
+_NOT_PARTICIPLES = {"need", "seed", "embed", "proceed", "exceed", "feed", "bring"}  # base forms ending -ed/-ing
+_PAST = re.compile(r"\b(purged|deployed|rotated|re-wrapped|rewrapped|revoked|restored|retired|wrote|written|"
+                   r"recorded|erased|added|removed|resuming|waiting|probing|now read)\b")
+_FACT = re.compile(r"\b(signs with|accepts)\b")  # a statement of what is, unless it is what would happen
+
+
+def dry_run_wording_problems(out: str, err: str) -> list[str]:
+    """The lines of a dry run (stdout and stderr) that do not read as what would happen: "would"
+    followed by a participle ("would resuming", "would deployed"), a plan line without "would",
+    a progress or summary line in the past tense, or an end other than "dry run: nothing changed".
+    JSON inside a line (a plan's request body) is not prose and is not read."""
+    problems = []
+    for line in out.splitlines() + err.splitlines():
+        prose = line.split("{", 1)[0]
+        for m in _WOULD_WORD.finditer(prose):
+            word = m.group(1).lower()
+            if word not in _NOT_PARTICIPLES and (word.endswith("ing") or word.endswith("ed")):
+                problems.append(f"would + participle: {line}")
+        if line.startswith("[dry-run] ") and ": would " not in prose:
+            problems.append(f"plan line without 'would': {line}")
+        if line.startswith(("  - ", "ok: ")) and not prose.startswith("  - $ ") and (
+                _PAST.search(prose) or (_FACT.search(prose) and "would" not in prose)):
+            problems.append(f"says it happened: {line}")
+        if line.startswith("ok: ") and not line.startswith(("ok: would ", "ok: key ids")):
+            problems.append(f"summary without 'would': {line}")
+    ends = [text.splitlines()[-1] for text in (out, err) if text.strip()]
+    if "dry run: nothing changed" not in ends:
+        problems.append("does not end with 'dry run: nothing changed'")
+    return problems
+
+
+def test_the_dry_run_wording_check_catches_what_reads_wrong() -> None:
+    good_out = "[dry-run] keys: would store PLATFORM_DATA_KEYS = keyring ['p2', 'p1']\ndry run: nothing changed\n"
+    good_err = ("  - data: would deploy 2 Worker(s) that read ['p2', 'p1'] and wrap new data keys under p2\n"
+                "  - health: probe 3 tenant(s) through http://127.0.0.1:1\n"
+                "ok: would rotate the data key to p2 (2 tenant Worker(s))\n")
+    assert dry_run_wording_problems(good_out, good_err) == []
+    for bad_err in ("  - data: would resuming the rotation to p2\n",  # the wording issue 13 names
+                    "  - data: 2 Worker(s) now read ['p2', 'p1']\n",
+                    "  - jwt: would revoked ['j1']\n",
+                    "  - context: the dispatcher signs with c2\n",
+                    "ok: keys: {\"kind\": \"data\"}\n",
+                    "ok: would keys rotated: p2\n"):
+        assert dry_run_wording_problems(good_out, bad_err), bad_err
+    assert dry_run_wording_problems("[dry-run] supabase: PATCH x\ndry run: nothing changed\n", "")
+    assert dry_run_wording_problems("[dry-run] supabase: would PATCH x\n", "")  # no end line
+
+
+@pytest.mark.parametrize(("command", "result", "expected"), [
+    ("keys", {"kind": "data", "active": "p2", "rewrapped": 3, "retired": ["p1"], "workers": ["a", "b"]},
+     "would rotate the data key to p2 (2 tenant Worker(s))"),
+    ("keys", {"kind": "context", "active": "c2", "retired": ["c1"]}, "would retire the context key(s) c1; c2 stays active"),
+    ("keys", {"kind": "session", "tenants": {"acme": {"active": "s2"}}, "signed_out": False},
+     "would rotate the session keys: acme s2"),
+    ("check", {"checks": [{}, {}], "failing": ["a"]}, "would record 2 check(s), 1 failing"),
+    ("backup", {"tenant_id": "acme", "archive": "/tmp/a.tar.gz", "rows": {"tenants": 1}},
+     "would write /tmp/a.tar.gz (0600): tenants 1"),
+    ("restore", {"tenant_id": "acme", "status": "active", "written": {"tenants": 1}, "r2_objects": 2},
+     "would restore acme (active): tenants 1, 2 object(s)"),
+    ("branding", {"tenant_id": "acme", "branding": {"brand_name": "Acme", "logo_url": None}},
+     "would set acme's branding: brand_name"),
+])
+def test_dry_run_summaries_say_what_would_happen(command: str, result: dict[str, object], expected: str) -> None:
+    from scripts.tenants import dry_result, summary
+
+    line = summary(command, dry_result(result), dry_run=True)
+    assert line == expected
+    assert dry_run_wording_problems("dry run: nothing changed\n", f"ok: {line}\n") == []
+
+
+def test_every_option_of_every_command_is_in_its_help_with_its_default(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from scripts.tenants import main, parser
+
+    top = parser()
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    parsers = []
+    for name, p in sub.choices.items():
+        nested = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        parsers += [([name, n], q) for n, q in nested[0].choices.items()] if nested else [([name], p)]
+    for argv, p in parsers:
+        assert main([*argv, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())  # help wraps
+        for action in p._actions:
+            for flag in action.option_strings:
+                assert flag in text, (argv, flag)
+            if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS):
+                assert "default" in (action.help or ""), (argv, action.option_strings)  # a default is said
+        assert "--state-dir" in text and "default: $CMGSITE_STATE_DIR" in text, argv
