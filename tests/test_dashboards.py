@@ -329,6 +329,10 @@ def test_a_tenant_admin_never_sees_the_platform_view(a: UsageTenant, supabase_st
                                                        "p_sort": "revenue", "p_limit": 200, "p_offset": 0})
 
     d = asyncio.run(rpc_as_a())
+    anon = httpx.post(f"{supabase_stack.rest_url}/rpc/platform_dashboard", timeout=30,
+                      headers={"apikey": supabase_stack.anon_key, "authorization": f"Bearer {supabase_stack.anon_key}"},
+                      json={"p_this": "2026-01", "p_last": "2025-12"})
+    assert anon.status_code in (401, 403) and "totals" not in anon.text, anon.text  # no JWT, no dashboard
     assert d["total"] == d["totals"]["tenants"] == 1 and [x["tenant_id"] for x in d["tenants"]] == [a.tenant_id]
     assert d["by_status"] == {"active": 1} and d["totals"]["mrr"] == "1500.00"  # A alone (growth)
 
