@@ -1,117 +1,157 @@
-"""The platform dashboard's figures, from one overview row per tenant (public.platform_overview)
-and the metrics summary (shared.metrics_query): revenue, MRR, adoption, churn risk.
+"""The platform dashboard's figures: the answer of public.platform_dashboard() (one query: the
+totals over every tenant and one sorted page of tenant rows), checked, and joined with the page's
+metrics (shared.metrics_query). The Worker's work is one page, whatever the number of tenants.
 
-Product decisions:
-- Revenue is what a tenant pays the platform a month: its tier's price (shared.tiers). The primary
-  tenant is the platform itself and pays nothing. Partner tenants (partner-subdomain and
-  custom-domain: both white-label) resell the site; `customer_price` is what the partner's customer
-  pays, the tier price plus the 20% partner markup (shared.tiers.PARTNER_MARKUP).
+Product decisions (the SQL decides them, so the totals and the sort see every tenant:
+supabase/migrations/20261127021542_platform_dashboard_paged.sql):
+- Revenue is what a tenant pays the platform a month: its tier's price (shared.tiers, equal to
+  private.tier_monthly_price; tested). The primary tenant is the platform itself and pays nothing.
+  Partner tenants (partner-subdomain and custom-domain: both white-label) resell the site;
+  `customer_price` is what the partner's customer pays, the tier price plus the 20% partner markup.
 - MRR counts active tenants only (a suspended or removed tenant pays nothing this month).
 - Adoption: a tenant uses AI if it made AI calls this month, custom domains if it holds one, files
   if it stores any bytes; shares are over active non-primary tenants.
-- Churn risk flags: usage falling month over month (this month's AI calls and requests under half
-  of last month's AI calls, when last month had some), failing health (an open alert, or uptime
-  this month under 99%), open SLA breaches. Two or more flags: high; one: medium.
+- Churn risk flags: usage falling month over month (this month's AI calls under half of last
+  month's, when last month had some), failing health (an open alert, or uptime this month under
+  99%), open SLA breaches. Two or more flags: high; one: medium.
+- The tenant table is paged, 50 a page, sorted by churn risk then revenue (`risk`, the default),
+  revenue, name or tenant id; the tenant id breaks ties, so pages never overlap.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Mapping, Sequence
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import urlencode
 
-from shared.tiers import PARTNER_MARKUP, plan_for
+from pydantic import BaseModel, ConfigDict
 
-PARTNER_TYPES = ("partner-subdomain", "custom-domain")
-UPTIME_TARGET = 99.0
+PER_PAGE = 50
+MAX_PAGE = 100_000
+SORTS = ("risk", "revenue", "name", "tenant")
+DEFAULT_SORT = "risk"
+QUERY_NAMES = frozenset({"page", "sort"})
+RISK_REASONS: dict[str, str] = {
+    "usage_falling": "usage falling month over month",
+    "failing_health": "failing health checks",
+    "sla_breaches": "open SLA breaches",
+}
+_PAGE = re.compile(r"[1-9][0-9]{0,5}")
 
 
-def _money(value: Decimal) -> str:
-    return str(value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+class DashboardQueryError(ValueError):
+    """A page or sort the dashboard does not offer; the message says what it does."""
 
 
-@dataclass
-class TenantLine:
+@dataclass(frozen=True)
+class PageQuery:
+    page: int = 1
+    sort: str = DEFAULT_SORT
+    per_page: int = PER_PAGE
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.per_page
+
+
+def page_query(query: Mapping[str, list[str]]) -> PageQuery:
+    """`?page=` (a whole number from 1) and `?sort=` (one of SORTS), checked whole: unknown
+    names, repeated names and bad values raise DashboardQueryError."""
+    unknown = sorted(set(query) - QUERY_NAMES)
+    if unknown:
+        raise DashboardQueryError(f"Unknown query parameter(s): {', '.join(unknown)}. Use page and sort.")
+    if any(len(v) != 1 for v in query.values()):
+        raise DashboardQueryError("Each query parameter may be given once.")
+    raw_page = query.get("page", ["1"])[0]
+    if not _PAGE.fullmatch(raw_page) or int(raw_page) > MAX_PAGE:
+        raise DashboardQueryError(f"page must be a whole number from 1 to {MAX_PAGE}.")
+    sort = query.get("sort", [DEFAULT_SORT])[0]
+    if sort not in SORTS:
+        raise DashboardQueryError(f"sort must be one of: {', '.join(SORTS)}.")
+    return PageQuery(int(raw_page), sort)
+
+
+# ---- the answer of public.platform_dashboard() -----------------------------------------------------
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class TenantRow(_Row):
     tenant_id: str
     name: str
     type: str
     tier: str
     status: str
-    monthly_price: Decimal
-    customer_price: Decimal | None
+    monthly_price: str
+    customer_price: str | None
     uptime_percent: float | None
     open_alerts: int
     open_tickets: int
     tickets_this_month: int
-    breached_open: int
+    sla_breaches: int
     ai_calls: int
-    ai_calls_last: int
     custom_domains: int
     storage_bytes: int
-    requests_24h: int | None
-    error_rate_24h: float | None
-    risk: list[str] = field(default_factory=list)
-
-    @property
-    def risk_level(self) -> str:
-        return "high" if len(self.risk) >= 2 else "medium" if self.risk else "low"
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "tenant_id": self.tenant_id, "name": self.name, "type": self.type, "tier": self.tier, "status": self.status,
-            "monthly_price": _money(self.monthly_price),
-            "customer_price": _money(self.customer_price) if self.customer_price is not None else None,
-            "uptime_percent": self.uptime_percent, "open_alerts": self.open_alerts, "open_tickets": self.open_tickets,
-            "tickets_this_month": self.tickets_this_month, "sla_breaches": self.breached_open,
-            "ai_calls": self.ai_calls, "custom_domains": self.custom_domains, "storage_bytes": self.storage_bytes,
-            "requests_24h": self.requests_24h, "error_rate_24h": self.error_rate_24h,
-            "churn_risk": {"level": self.risk_level, "reasons": self.risk},
-        }
+    risk: list[str]
 
 
-def tenant_line(row: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> TenantLine:
-    tier, kind, status = str(row["tier"]), str(row["type"]), str(row["status"])
-    paying = kind != "primary" and status == "active"
-    price = plan_for(tier).monthly_price_usd if paying else Decimal(0)
-    customer = price * (1 + PARTNER_MARKUP) if paying and kind in PARTNER_TYPES else None
-    checks, ok = int(row.get("checks") or 0), int(row.get("ok_checks") or 0)
-    uptime = round(100.0 * ok / checks, 3) if checks else None
-    requests = int(metrics["requests"]) if metrics else None
-    line = TenantLine(
-        str(row["tenant_id"]), str(row["name"]), kind, tier, status, price, customer, uptime,
-        int(row.get("open_alerts") or 0), int(row.get("open_tickets") or 0), int(row.get("tickets_this_period") or 0),
-        int(row.get("breached_open") or 0), int(row.get("ai_calls") or 0), int(row.get("ai_calls_last") or 0),
-        int(row.get("custom_domains") or 0), int(row.get("storage_bytes") or 0), requests,
-        metrics.get("error_rate") if metrics else None)
-    if line.ai_calls_last > 0 and line.ai_calls < line.ai_calls_last / 2:
-        line.risk.append("usage falling month over month")
-    if line.open_alerts or (uptime is not None and uptime < UPTIME_TARGET):
-        line.risk.append("failing health checks")
-    if line.breached_open:
-        line.risk.append("open SLA breaches")
-    return line
+class Totals(_Row):
+    tenants: int
+    active_customers: int
+    mrr: str
+    customer_mrr: str
+    open_alerts: int
+    open_tickets: int
+    tickets_this_month: int
+    sla_breaches: int
+    at_risk: int
 
 
-def platform_report(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The whole dashboard from the overview rows and per-tenant metrics views (tenant id -> view)."""
-    lines = [tenant_line(r, metrics.get(str(r["tenant_id"]))) for r in rows]
-    customers = [x for x in lines if x.type != "primary" and x.status == "active"]
-    n = len(customers)
+class Adoption(_Row):
+    ai: float | None
+    custom_domains: float | None
+    files: float | None
 
-    def share(pred: Any) -> float | None:
-        return round(sum(1 for x in customers if pred(x)) / n, 4) if n else None
 
+class DashboardAnswer(_Row):
+    total: int
+    totals: Totals
+    by_status: dict[str, int]
+    by_tier: dict[str, int]
+    adoption: Adoption
+    tenants: list[TenantRow]
+
+
+def risk_view(flags: list[str]) -> dict[str, Any]:
+    reasons = [RISK_REASONS.get(f, f.replace("_", " ")) for f in flags]
+    return {"level": "high" if len(flags) >= 2 else "medium" if flags else "low", "reasons": reasons}
+
+
+def tenant_view(row: TenantRow, metrics: Mapping[str, Any] | None) -> dict[str, Any]:
+    view = row.model_dump(exclude={"risk"})
+    view["requests_24h"] = int(metrics["requests"]) if metrics else None
+    view["error_rate_24h"] = metrics.get("error_rate") if metrics else None
+    view["churn_risk"] = risk_view(row.risk)
+    return view
+
+
+def link(path: str, q: PageQuery, page: int) -> str:
+    return f"{path}?{urlencode({'page': page, 'sort': q.sort})}"
+
+
+def platform_report(answer: DashboardAnswer, metrics: Mapping[str, Mapping[str, Any]], q: PageQuery,
+                    path: str = "/api/platform/dashboard") -> dict[str, Any]:
+    """The dashboard: totals over every tenant, one page of tenant rows (with their metrics
+    views, tenant id -> view), and where the next and previous pages are."""
+    pages = max(1, -(-answer.total // q.per_page))
+    has_next = q.page * q.per_page < answer.total
     return {
-        "tenants": [x.view() for x in lines],
-        "totals": {
-            "tenants": len(lines), "active_customers": n,
-            "mrr": _money(sum((x.monthly_price for x in lines), Decimal(0))),
-            "customer_mrr": _money(sum((x.customer_price or x.monthly_price for x in customers), Decimal(0))),
-            "open_alerts": sum(x.open_alerts for x in lines),
-            "open_tickets": sum(x.open_tickets for x in lines),
-            "tickets_this_month": sum(x.tickets_this_month for x in lines),
-            "sla_breaches": sum(x.breached_open for x in lines),
-            "at_risk": sum(1 for x in customers if x.risk),
-        },
-        "adoption": {"ai": share(lambda x: x.ai_calls > 0), "custom_domains": share(lambda x: x.custom_domains > 0),
-                     "files": share(lambda x: x.storage_bytes > 0)},
+        "totals": {**answer.totals.model_dump(), "by_status": answer.by_status, "by_tier": answer.by_tier},
+        "adoption": answer.adoption.model_dump(),
+        "tenants": [tenant_view(r, metrics.get(r.tenant_id)) for r in answer.tenants],
+        "sort": q.sort, "sorts": list(SORTS), "page": q.page, "per_page": q.per_page, "pages": pages,
+        "total": answer.total,
+        "next": link(path, q, q.page + 1) if has_next else None,
+        "prev": link(path, q, min(q.page - 1, pages)) if q.page > 1 else None,
     }

@@ -5,8 +5,11 @@
                                  tickets, uptime and open alerts (the page draws the same data)
     GET /api/platform/dashboard  the primary tenant's super_admin: every tenant with status, tier,
     GET /platform                price, partner markup, revenue and MRR, adoption, churn risk, uptime,
-                                 alerts and tickets (one Supabase query and one set of metrics
-                                 queries, whatever the number of tenants: no per-tenant round trips)
+                                 alerts and tickets; `?page=` (50 a page) and `?sort=` (risk,
+                                 revenue, name, tenant). One Supabase query computes the totals
+                                 over every tenant and returns one sorted page of rows; the metrics
+                                 queries cover that page: no per-tenant round trips, and the
+                                 Worker's work does not grow with the number of tenants
 
 Charts are inline SVG drawn here (no scripts, nothing external but the tenant's own logo URL).
 Every value is escaped; colours and the logo pass shared.branding.Brand.from_config.
@@ -18,11 +21,14 @@ import html
 import re
 import time
 from typing import Any, Awaitable, Sequence
+from urllib.parse import urlencode
+
+from pydantic import ValidationError
 
 from shared.branding import Brand, logo_origin
 from shared.metrics_query import MetricsUnavailable
 from shared.models import TenantType
-from shared.platform_report import platform_report
+from shared.platform_report import DashboardAnswer, DashboardQueryError, PageQuery, page_query, platform_report
 from shared.security_headers import page_csp
 from shared.tiers import UsageKind
 from tenant_worker.api_support import LIST_COLUMNS, with_sla
@@ -112,17 +118,33 @@ async def admin_data(call: Call, principal: Principal) -> dict[str, Any]:
     }
 
 
-async def platform_data(call: Call, principal: Principal) -> dict[str, Any]:
+def platform_query(call: Call) -> PageQuery:
+    """The page and sort asked for; anything else is a 422 (a branded page off /api)."""
+    try:
+        return page_query(call.query)
+    except DashboardQueryError as exc:
+        raise ApiError(422, "invalid_query", str(exc)) from None
+
+
+async def platform_data(call: Call, principal: Principal, q: PageQuery) -> dict[str, Any]:
+    """One Supabase query (totals over every tenant, one sorted page of rows) and the metrics of
+    that page's tenants: the same work for 10 tenants as for 1,000."""
     now = call.services.clock()
-    rows = await guarded(tenant_db(call, principal).rpc(
-        "platform_overview", {"p_this": _month(now), "p_last": _month(now, 1)}))
+    raw = await guarded(tenant_db(call, principal).rpc("platform_dashboard", {
+        "p_this": _month(now), "p_last": _month(now, 1), "p_sort": q.sort, "p_limit": q.per_page,
+        "p_offset": q.offset}))
+    try:
+        answer = DashboardAnswer.model_validate(raw)
+    except ValidationError:
+        raise ApiError(502, "upstream_error", "The data service returned an error.") from None
+    ids = [r.tenant_id for r in answer.tenants]
 
     async def metrics() -> dict[str, Any]:
-        summary = await metrics_queries(call).summary(window="24h", now=now)
+        summary = await metrics_queries(call).summary(window="24h", now=now, tenant_ids=ids)
         return {t: m.view() for t, m in summary.items()}
 
-    views = await _maybe(metrics())
-    report = platform_report(rows or [], views or {})
+    views = await _maybe(metrics()) if ids else {}
+    report = platform_report(answer, views or {}, q)
     report["metrics_available"] = views is not None
     report["period"] = _month(now)
     return report
@@ -143,7 +165,8 @@ async def admin_json(call: Call) -> Reply:
 
 
 async def platform_json(call: Call) -> Reply:
-    return json_reply(await platform_data(call, _staff(call)), headers={"cache-control": "no-store"})
+    principal = _staff(call)
+    return json_reply(await platform_data(call, principal, platform_query(call)), headers={"cache-control": "no-store"})
 
 
 # ---- drawing ---------------------------------------------------------------------------------------
@@ -264,11 +287,19 @@ def render_admin(data: dict[str, Any]) -> str:
     return page(brand, "Dashboard", body)
 
 
+def _platform_link(data: dict[str, Any], *, page: int | None = None, sort: str | None = None) -> str:
+    """A link to another page or sort of the platform page (values from SORTS and whole numbers only)."""
+    return "/platform?" + urlencode({"page": page or 1, "sort": sort or data["sort"]})
+
+
 def render_platform(data: dict[str, Any], brand: Brand) -> str:
     totals, adoption = data["totals"], data["adoption"]
 
     def pct(v: float | None) -> str:
         return "n/a" if v is None else f"{round(100 * v)}%"
+
+    def counts(by: dict[str, int]) -> str:
+        return " · ".join(f"{E(k)} {n}" for k, n in sorted(by.items())) or "none"
 
     rows = []
     for x in data["tenants"]:
@@ -279,13 +310,27 @@ def render_platform(data: dict[str, Any], brand: Brand) -> str:
             x["sla_breaches"], x["requests_24h"] if x["requests_24h"] is not None else ""))
             + f'<td class="risk-{E(risk["level"])}">{E(risk["level"])}'
             + (f' ({E("; ".join(risk["reasons"]))})' if risk["reasons"] else "") + "</td></tr>")
+    if not rows:
+        rows.append('<tr><td colspan="12">No tenants on this page.</td></tr>')
     head = "".join(f"<th>{E(c)}</th>" for c in ("tenant", "name", "status", "tier", "price $/mo", "customer pays $/mo",
                                                  "uptime %", "alerts", "tickets", "SLA breaches", "requests 24 h",
                                                  "churn risk"))
+    sorts = " · ".join(f"<strong>{E(s)}</strong>" if s == data["sort"] else
+                       f'<a href="{E(_platform_link(data, sort=s), quote=True)}">{E(s)}</a>' for s in data["sorts"])
+    first = (data["page"] - 1) * data["per_page"] + 1
+    shown = (f"{first}–{first + len(data['tenants']) - 1} of {data['total']}" if data["tenants"]
+             else f"none of {data['total']}")
+    pager = [f'<a rel="prev" href="{E(_platform_link(data, page=min(data["page"] - 1, data["pages"])), quote=True)}">'
+             "previous</a>"] if data["prev"] else []
+    pager.append(f'<span>page {data["page"]} of {data["pages"]}</span>')
+    if data["next"]:
+        pager.append(f'<a rel="next" href="{E(_platform_link(data, page=data["page"] + 1), quote=True)}">next</a>')
     body = (
         '<div class="cards">'
         f'<section class="card" id="mrr"><h2>Monthly recurring revenue</h2><p class="figure">${E(totals["mrr"])}</p>'
         f'<p>{totals["active_customers"]} paying tenants · their customers pay ${E(totals["customer_mrr"])}</p></section>'
+        f'<section class="card" id="counts"><h2>Tenants</h2><p class="figure">{totals["tenants"]}</p>'
+        f'<p>By status: {counts(totals["by_status"])}</p><p>By tier: {counts(totals["by_tier"])}</p></section>'
         '<section class="card" id="adoption"><h2>Feature adoption</h2>'
         + "".join(f'<p>{E(k)}: <strong>{pct(v)}</strong></p>' for k, v in
                   (("AI", adoption["ai"]), ("custom domains", adoption["custom_domains"]), ("files", adoption["files"])))
@@ -293,8 +338,9 @@ def render_platform(data: dict[str, Any], brand: Brand) -> str:
         f'<section class="card" id="ops"><h2>Operations</h2><p>Open alerts: {totals["open_alerts"]}</p>'
         f'<p>Open tickets: {totals["open_tickets"]} ({totals["tickets_this_month"]} this month) · SLA breaches: '
         f'{totals["sla_breaches"]}</p><p>Tenants at risk: {totals["at_risk"]}</p></section>'
-        f'<section class="card wide" id="tenants"><h2>Tenants</h2><div class="scroll"><table><thead><tr>{head}</tr></thead>'
-        f'<tbody>{"".join(rows)}</tbody></table></div></section></div>'
+        f'<section class="card wide" id="tenants"><h2>Tenants {E(shown)}</h2><p class="sorts">Sorted by: {sorts}</p>'
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+        f'<nav class="pager" aria-label="pages">{" · ".join(pager)}</nav></section></div>'
     )
     return page(brand, "Platform", body)
 
@@ -317,9 +363,11 @@ async def admin_page(call: Call) -> Reply:
 
 async def platform_page(call: Call) -> Reply:
     principal = _staff(call)
-    data = await platform_data(call, principal)
-    rows = await guarded(tenant_db(call, principal).select("tenants", columns="name,whitelabel_config",
-                                                           eq={"tenant_id": call.tenant.tenant_id}, limit=1))
+    q = platform_query(call)
+    data, rows = await asyncio.gather(
+        platform_data(call, principal, q),
+        guarded(tenant_db(call, principal).select("tenants", columns="name,whitelabel_config",
+                                                  eq={"tenant_id": call.tenant.tenant_id}, limit=1)))
     brand = Brand.from_config(rows[0].get("whitelabel_config") if rows else None, rows[0]["name"] if rows else "Platform")
     return _page_reply(render_platform(data, brand), brand)
 

@@ -5,14 +5,29 @@ never shows tenant B's name, colours or data; the platform view costs the same n
 queries for 1,000 tenants as for 10."""
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections import Counter
+from decimal import Decimal
 from typing import Any, Iterator
 
 import httpx
 import pytest
 
+from localrt.http_client import HttpxClient
 from localrt.workerd import ROOT
+from shared.jwt import HS256Signer, mint_tenant_jwt
+from shared.platform_report import (
+    DashboardAnswer,
+    DashboardQueryError,
+    PageQuery,
+    page_query,
+    platform_report,
+    risk_view,
+)
+from shared.supabase import SupabaseClient
+from shared.tiers import PARTNER_MARKUP, Tier, plan_for
 from tests.browser import CHROMIUM, Chromium
 from tests.support import Platform
 from tests.test_support_e2e import PRIMARY_ADMIN, PRIMARY_HOST, call, open_ticket, staff
@@ -39,6 +54,27 @@ def b(platform: Platform, pg_cluster: Any) -> Iterator[UsageTenant]:
 
 def brand(t: UsageTenant, values: dict[str, Any]) -> httpx.Response:
     return call(t.platform, "PATCH", t.host, "/api/tenant/branding", t.session("admin"), json=values)
+
+
+def risk_order(rows: list[dict[str, Any]]) -> bool:
+    keys = [(-len(x["churn_risk"]["reasons"]), -Decimal(x["monthly_price"]), x["tenant_id"]) for x in rows]
+    return keys == sorted(keys)
+
+
+def all_rows(p: Platform, sort: str) -> list[dict[str, Any]]:
+    """Every tenant row of the platform view, page by page along `next` (each page checked)."""
+    rows: list[dict[str, Any]] = []
+    url: str | None = f"/api/platform/dashboard?sort={sort}"
+    while url:
+        r = call(p, "GET", PRIMARY_HOST, url, staff(p))
+        assert r.status_code == 200, r.text
+        d = r.json()
+        assert d["sort"] == sort and len(d["tenants"]) <= d["per_page"] == 50
+        assert d["next"] is None or len(d["tenants"]) == 50
+        rows += d["tenants"]
+        url = d["next"]
+    assert len(rows) == d["total"] and len({x["tenant_id"] for x in rows}) == len(rows)  # no overlap, none missed
+    return rows
 
 
 def test_the_admin_dashboard_as_json(a: UsageTenant, b: UsageTenant) -> None:
@@ -98,7 +134,8 @@ def test_the_platform_dashboard_as_json(a: UsageTenant, b: UsageTenant) -> None:
     r = call(p, "GET", PRIMARY_HOST, "/api/platform/dashboard", staff(p))
     assert r.status_code == 200, r.text
     d = r.json()
-    rows = {t["tenant_id"]: t for t in d["tenants"]}
+    assert d["sort"] == "risk" and risk_order(d["tenants"])  # the default sort: churn risk, then revenue
+    rows = {t["tenant_id"]: t for t in all_rows(p, "tenant")}
     assert rows["cozyartz"]["monthly_price"] == "0.00"  # the platform itself
     assert (rows[a.tenant_id]["monthly_price"], rows[a.tenant_id]["customer_price"]) == ("1500.00", "1800.00")
     assert (rows[b.tenant_id]["monthly_price"], rows[b.tenant_id]["customer_price"]) == ("1000.00", "1200.00")
@@ -125,7 +162,8 @@ def test_the_platform_view_costs_the_same_queries_for_1000_tenants_as_for_10(pla
             assert r.status_code == 200, r.text
         time.sleep(0.3)
         counts = platform.subrequests().get("cmgsite-primary-tenant", {})
-        return counts, sorted(times)[1], len(r.json()["tenants"])
+        assert len(r.json()["tenants"]) == min(r.json()["total"], 50)
+        return counts, sorted(times)[1], r.json()["total"]
 
     def grow_to(total: int) -> None:
         with pg_cluster.connect() as conn:
@@ -150,11 +188,192 @@ def test_the_platform_view_costs_the_same_queries_for_1000_tenants_as_for_10(pla
         with pg_cluster.connect() as conn:
             conn.execute("delete from public.tenants where tenant_id like 'scale-%'")
     assert (small_n, big_n) == (10, 1000)
-    assert big_counts == small_counts, (small_counts, big_counts)  # one Supabase query + the metrics queries
+    assert big_counts == small_counts, (small_counts, big_counts)  # one Supabase query + the metrics queries (one page)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "platform-dashboard-scale.json").write_text(json.dumps({
         "tenants_small": small_n, "median_s_small": round(small_s, 4), "tenants_big": big_n,
         "median_s_big": round(big_s, 4), "ratio": round(big_s / small_s, 2), "subrequests": big_counts}, indent=2))
+
+
+DASH = "dash-"
+
+
+def seed_many(pg: Any, n: int) -> None:
+    """n tenants straight in SQL, of every status, tier and partner type, with usage falling or not,
+    open alerts, open (breached) and closed tickets, domains and stored bytes."""
+    this = time.strftime("%Y-%m", time.gmtime())
+    last = time.strftime("%Y-%m", time.gmtime(time.time() - 32 * 86400))
+    span = (1, n)
+    with pg.connect() as conn:
+        conn.execute("insert into public.tenants (tenant_id, name, domain, type, subscription_tier, status, script_name)"
+                     " select 'dash-' || i, 'Dash ' || i, 'dash-' || i || '.dash-test.example', 'custom-domain',"
+                     " (array['starter','growth','enterprise'])[1 + i %% 3],"
+                     " case when i %% 10 = 0 then 'suspended' when i %% 15 = 0 then 'inactive' else 'active' end,"
+                     " 'cmgsite-dash-' || i from generate_series(%s::int, %s::int) i", span)
+        conn.execute("insert into public.tenant_usage (tenant_id, usage_type, period, usage_count)"
+                     " select 'dash-' || i, 'ai_calls', %s, i %% 5 from generate_series(%s::int, %s::int) i"
+                     " union all select 'dash-' || i, 'ai_calls', %s, 20 from generate_series(%s::int, %s::int) i"
+                     " where i %% 4 = 0"
+                     " union all select 'dash-' || i, 'storage', %s, 1000 * i from generate_series(%s::int, %s::int) i"
+                     " where i %% 6 = 0", (this, *span, last, *span, this, *span))
+        conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type, ssl_status, dns_configured)"
+                     " select 'dash-' || i, 'shop.dash-' || i || '.dash-test.example', 'custom', 'active', true"
+                     " from generate_series(%s::int, %s::int) i where i %% 7 = 0", span)
+        conn.execute("insert into public.health_alerts (tenant_id, failures, detail)"
+                     " select 'dash-' || i, 3, 'down' from generate_series(%s::int, %s::int) i where i %% 12 = 0", span)
+        conn.execute("insert into public.support_tickets (tenant_id, opened_by, subject, body, tier, status,"
+                     " first_response_due_at)"
+                     " select 'dash-' || i, gen_random_uuid(), 'Help', 'Please', 'starter',"
+                     " case when i %% 18 = 0 then 'closed' else 'open' end,"
+                     " now() from generate_series(%s::int, %s::int) i where i %% 9 = 0", span)
+        conn.execute("update public.support_tickets set first_response_due_at = now() - interval '1 hour'"  # missed
+                     " where tenant_id in (select 'dash-' || i from generate_series(%s::int, %s::int) i"
+                     " where i %% 2 = 1)", span)
+
+
+def drop_many(pg: Any) -> None:
+    with pg.connect() as conn:
+        conn.execute("delete from public.tenants where tenant_id like 'dash-%'")  # cascades
+
+
+@pytest.fixture
+def many(platform: Platform, pg_cluster: Any) -> Iterator[int]:
+    drop_many(pg_cluster)
+    seed_many(pg_cluster, 120)
+    try:
+        yield 120
+    finally:
+        drop_many(pg_cluster)
+
+
+def test_the_platform_totals_are_over_every_tenant_and_the_table_is_paged(platform: Platform, pg_cluster: Any,
+                                                                           many: int) -> None:
+    p = platform
+    d = call(p, "GET", PRIMARY_HOST, "/api/platform/dashboard", staff(p)).json()
+    totals = d["totals"]
+    with pg_cluster.connect() as conn:
+        tenants = conn.execute("select tenant_id, type, subscription_tier, status from public.tenants").fetchall()
+        open_alerts = conn.execute("select count(*) from public.health_alerts where status = 'open'").fetchone()[0]
+        open_tickets = conn.execute("select count(*) from public.support_tickets where status <> 'closed'").fetchone()[0]
+    assert d["total"] == totals["tenants"] == len(tenants) >= many + 3
+    assert (d["page"], d["per_page"], d["pages"]) == (1, 50, -(-len(tenants) // 50)) and len(d["tenants"]) == 50
+    assert d["next"] == "/api/platform/dashboard?page=2&sort=risk" and d["prev"] is None
+    # Counts and revenue, recomputed here from the tables and shared.tiers (not from the SQL's rules)
+    paying = [t for t in tenants if t[1] != "primary" and t[3] == "active"]
+    assert totals["by_status"] == dict(Counter(t[3] for t in tenants))
+    assert totals["by_tier"] == dict(Counter(t[2] for t in tenants))
+    assert totals["active_customers"] == len(paying)
+    mrr = sum((plan_for(t[2]).monthly_price_usd for t in paying), Decimal(0))
+    partner = sum((plan_for(t[2]).monthly_price_usd * PARTNER_MARKUP for t in paying
+                   if t[1] in ("partner-subdomain", "custom-domain")), Decimal(0))
+    assert Decimal(totals["mrr"]) == mrr and Decimal(totals["customer_mrr"]) == mrr + partner
+    assert (totals["open_alerts"], totals["open_tickets"]) == (open_alerts, open_tickets)
+    # ... and the totals are the sums over every row of every page
+    rows = all_rows(p, "tenant")
+    assert [x["tenant_id"] for x in rows] == sorted(t[0] for t in tenants)
+    assert Decimal(totals["mrr"]) == sum((Decimal(x["monthly_price"]) for x in rows), Decimal(0))
+    for key in ("open_alerts", "open_tickets", "tickets_this_month", "sla_breaches"):
+        assert totals[key] == sum(x[key] for x in rows), key
+    customers = [x for x in rows if x["type"] != "primary" and x["status"] == "active"]
+    assert totals["at_risk"] == sum(1 for x in customers if x["churn_risk"]["reasons"])
+    assert totals["at_risk"] > 0 and totals["sla_breaches"] > 0
+    for key, pred in (("ai", lambda x: x["ai_calls"] > 0), ("custom_domains", lambda x: x["custom_domains"] > 0),
+                      ("files", lambda x: x["storage_bytes"] > 0)):
+        assert d["adoption"][key] == round(sum(1 for x in customers if pred(x)) / len(customers), 4), key
+    dash = {x["tenant_id"]: x for x in rows if x["tenant_id"].startswith(DASH)}
+    assert dash["dash-12"]["churn_risk"] == {"level": "high", "reasons": ["usage falling month over month",
+                                                                          "failing health checks"]}
+    assert dash["dash-10"]["monthly_price"] == "0.00" and dash["dash-10"]["status"] == "suspended"
+    assert (dash["dash-1"]["tier"], dash["dash-1"]["monthly_price"], dash["dash-1"]["customer_price"]) == (
+        "growth", "1500.00", "1800.00")
+    # every sort walks the same tenants, in its own order
+    assert risk_order(all_rows(p, "risk"))
+    by_revenue = all_rows(p, "revenue")
+    assert [Decimal(x["monthly_price"]) for x in by_revenue] == sorted((Decimal(x["monthly_price"]) for x in by_revenue),
+                                                                       reverse=True)
+    assert [x["name"].lower() for x in all_rows(p, "name")] == sorted(x["name"].lower() for x in rows)
+    last = call(p, "GET", PRIMARY_HOST, f"/api/platform/dashboard?page={d['pages']}&sort=name", staff(p)).json()
+    assert last["next"] is None and last["prev"] == f"/api/platform/dashboard?page={d['pages'] - 1}&sort=name"
+    past = call(p, "GET", PRIMARY_HOST, f"/api/platform/dashboard?page={d['pages'] + 5}", staff(p)).json()
+    assert past["tenants"] == [] and past["next"] is None and past["totals"] == totals
+
+
+@pytest.mark.parametrize("query", ["page=0", "page=-1", "page=abc", "page=1.5", "page=%201", "page=", "page=1000001",
+                                   "sort=evil", "sort=", "sort=RISK", "sort=risk&sort=name", "page=1&page=2",
+                                   "limit=500", "offset=50"])
+def test_a_bad_page_or_sort_is_a_clear_422(platform: Platform, query: str) -> None:
+    r = call(platform, "GET", PRIMARY_HOST, f"/api/platform/dashboard?{query}", staff(platform))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_query", (query, r.text)
+    page = call(platform, "GET", PRIMARY_HOST, f"/platform?{query}", staff(platform))
+    assert page.status_code == 422 and page.headers["content-type"].startswith("text/html"), (query, page.text[:200])
+    assert "<header" in page.text and 'href="/"' in page.text and r.json()["error"]["message"][:20] in page.text
+
+
+def test_a_tenant_admin_never_sees_the_platform_view(a: UsageTenant, supabase_stack: Any) -> None:
+    p = a.platform
+    for path in ("/api/platform/dashboard", "/platform", "/api/platform/dashboard?page=0", "/platform?sort=evil"):
+        r = call(p, "GET", a.host, path, a.session("admin"))  # at the tenant's own host: nothing is there
+        assert r.status_code == 404, (path, r.status_code)
+        assert "MRR" not in r.text and "cozyartz" not in r.text
+        r = call(p, "GET", PRIMARY_HOST, path, a.session("admin"))  # A's session is not valid at the primary
+        assert r.status_code == 401, (path, r.status_code)
+        r = call(p, "GET", PRIMARY_HOST, path, staff(p, PRIMARY_ADMIN, "admin"))  # the primary's admin is not staff
+        assert r.status_code == 403, (path, r.status_code)
+
+    async def rpc_as_a() -> Any:  # straight at PostgREST with A's admin JWT: RLS shows A alone
+        token = mint_tenant_jwt(HS256Signer(supabase_stack.jwt_secret), user_id=a.users["admin"], tenant_id=a.tenant_id,
+                                tenant_role="admin", is_primary=False, now=time.time(), ttl_seconds=300)
+        async with HttpxClient() as http:
+            db = SupabaseClient(http, url=supabase_stack.url, api_key=supabase_stack.anon_key, access_token=token)
+            return await db.rpc("platform_dashboard", {"p_this": time.strftime("%Y-%m"), "p_last": "2000-01",
+                                                       "p_sort": "revenue", "p_limit": 200, "p_offset": 0})
+
+    d = asyncio.run(rpc_as_a())
+    anon = httpx.post(f"{supabase_stack.rest_url}/rpc/platform_dashboard", timeout=30,
+                      headers={"apikey": supabase_stack.anon_key, "authorization": f"Bearer {supabase_stack.anon_key}"},
+                      json={"p_this": "2026-01", "p_last": "2025-12"})
+    assert anon.status_code in (401, 403) and "totals" not in anon.text, anon.text  # no JWT, no dashboard
+    assert d["total"] == d["totals"]["tenants"] == 1 and [x["tenant_id"] for x in d["tenants"]] == [a.tenant_id]
+    assert d["by_status"] == {"active": 1} and d["totals"]["mrr"] == "1500.00"  # A alone (growth)
+
+
+# ---- the logic, on CPython -----------------------------------------------------------------------
+
+def test_page_query_takes_a_page_and_a_sort_and_nothing_else() -> None:
+    assert page_query({}) == PageQuery(1, "risk")
+    assert page_query({"page": ["3"], "sort": ["name"]}).offset == 100
+    for bad in ({"page": ["0"]}, {"page": ["٣"]}, {"page": [" 1"]}, {"page": ["1_0"]}, {"sort": ["Risk"]},
+                {"page": ["1", "2"]}, {"size": ["10"]}):
+        with pytest.raises(DashboardQueryError):
+            page_query(bad)
+
+
+def test_the_report_pages_along_next_and_prev() -> None:
+    answer = DashboardAnswer.model_validate({
+        "total": 120, "by_status": {"active": 120}, "by_tier": {"growth": 120},
+        "totals": {"tenants": 120, "active_customers": 120, "mrr": "180000.00", "customer_mrr": "216000.00",
+                   "open_alerts": 0, "open_tickets": 0, "tickets_this_month": 0, "sla_breaches": 0, "at_risk": 1},
+        "adoption": {"ai": 0.5, "custom_domains": None, "files": 0},
+        "tenants": [{"tenant_id": "t1", "name": "T", "type": "custom-domain", "tier": "growth", "status": "active",
+                     "monthly_price": "1500.00", "customer_price": "1800.00", "uptime_percent": None,
+                     "open_alerts": 0, "open_tickets": 0, "tickets_this_month": 0, "sla_breaches": 1, "ai_calls": 0,
+                     "custom_domains": 0, "storage_bytes": 0, "risk": ["sla_breaches"]}]})
+    r = platform_report(answer, {"t1": {"requests": 7, "error_rate": 0.0}}, PageQuery(2, "revenue"))
+    assert (r["pages"], r["next"], r["prev"]) == (3, "/api/platform/dashboard?page=3&sort=revenue",
+                                                  "/api/platform/dashboard?page=1&sort=revenue")
+    assert r["tenants"][0]["churn_risk"] == {"level": "medium", "reasons": ["open SLA breaches"]}
+    assert r["tenants"][0]["requests_24h"] == 7 and r["totals"]["by_tier"] == {"growth": 120}
+    assert platform_report(answer, {}, PageQuery(3))["next"] is None
+    assert risk_view(["usage_falling", "failing_health"])["level"] == "high"
+
+
+def test_the_sql_price_table_is_shared_tiers(pg_cluster: Any) -> None:
+    with pg_cluster.connect() as conn:
+        for tier in Tier:
+            got = conn.execute("select private.tier_monthly_price(%s)", (tier.value,)).fetchone()[0]
+            assert Decimal(got) == plan_for(tier).monthly_price_usd, tier
+        assert conn.execute("select private.tier_monthly_price('platinum')").fetchone() == (None,)
+    assert PARTNER_MARKUP == Decimal("0.20")  # the SQL's 1.20
 
 
 # ---- in Chromium ---------------------------------------------------------------------------------
@@ -279,18 +498,34 @@ def test_branding_written_around_the_api_never_reaches_a_page_unchecked(b: Usage
 
 
 @needs_chromium
-def test_the_platform_page_in_chromium(a: UsageTenant, b: UsageTenant) -> None:
+def test_the_platform_page_in_chromium(a: UsageTenant, b: UsageTenant, many: int) -> None:
     p = a.platform
+    api = call(p, "GET", PRIMARY_HOST, "/api/platform/dashboard?sort=tenant&page=2", staff(p)).json()
     with Chromium(p.port) as browser:
         for width in (390, 1280):
             tab = browser.tab(width=width, height=900, headers={"Cookie": staff(p)["cookie"]})
-            assert tab.open(f"http://{PRIMARY_HOST}/platform") == 200
+            assert tab.open(f"http://{PRIMARY_HOST}/platform?sort=tenant") == 200
             f = tab.evaluate(PAGE_FACTS + ".text")
             facts = tab.evaluate(PAGE_FACTS)
             tab.screenshot(ARTIFACTS / "screenshots" / f"platform-{width}.png")
-            assert a.tenant_id in f and b.tenant_id in f and "Monthly recurring revenue" in f
+            assert "Monthly recurring revenue" in f and f"${api['totals']['mrr']}" in f
+            assert f"page 1 of {api['pages']}" in f and f"1–50 of {api['total']}" in f
             assert not facts["overflow"] and facts["scripts"] == 0
-            assert {"mrr", "adoption", "ops", "tenants"} <= set(facts["sections"])
+            assert {"mrr", "counts", "adoption", "ops", "tenants"} <= set(facts["sections"])
+            assert tab.evaluate("document.querySelectorAll('#tenants tbody tr').length") == 50
+            nxt = tab.evaluate("document.querySelector('a[rel=next]').getAttribute('href')")
+            assert nxt == "/platform?page=2&sort=tenant"
+            tab.close()
+        tab = browser.tab(width=1280, height=900, headers={"Cookie": staff(p)["cookie"]})
+        assert tab.open(f"http://{PRIMARY_HOST}/platform?page=2&sort=tenant") == 200  # the page is a client of the API
+        shown = tab.evaluate("[...document.querySelectorAll('#tenants tbody tr')].map(r => r.cells[0].textContent)")
+        assert shown == [x["tenant_id"] for x in api["tenants"]]
+        tab.close()
+        tab = browser.tab(width=390, height=900, headers={"Cookie": staff(p)["cookie"]})
+        assert tab.open(f"http://{PRIMARY_HOST}/platform?sort=nonsense") == 422
+        f = tab.evaluate(PAGE_FACTS)
+        assert "sort must be one of" in f["text"] and "/" in f["links"] and not f["overflow"]
+        tab.close()
         tab = browser.tab(width=1280, height=900, headers={"Cookie": a.session("admin")["cookie"]})
         assert tab.open(f"http://{a.host}/platform") == 404  # only on the primary tenant
 
