@@ -9,8 +9,10 @@ import httpx
 
 from localrt.__main__ import dispatcher_vars
 from localrt.d1 import apply_migrations_with_wrangler
+from localrt.devvars import write_dev_vars
 from localrt.platform import StatePaths
 from localrt.workerd import WorkerdHost
+from shared.keys import new_secret
 from tests.support import free_port
 
 
@@ -18,6 +20,8 @@ def _serve_once(work: Path, snapshots: Path) -> dict[str, object]:
     """Start the platform (no tenants: the dispatcher alone), ask it once, stop it."""
     paths = StatePaths(work / "state")
     paths.registry()
+    if not paths.dispatcher_secrets.exists():  # what `python -m localrt run` writes once
+        write_dev_vars(paths.dispatcher_secrets, {"CONTEXT_SIGNING_SECRET": new_secret()})
     host = WorkerdHost(paths.namespace, paths.secrets, work / "wrangler", paths.root, port=free_port(),
                        dispatcher_vars=dispatcher_vars(), python_snapshot_dir=snapshots)
     host.start(build=False)

@@ -10,12 +10,19 @@ import time
 import httpx
 
 from localrt.workerd import ROOT
+from shared.keys import new_secret
 from tests.support import free_port
 
 
 def test_wrangler_dev_serves_the_tenant_worker_offline() -> None:
     port = free_port()
-    proc = subprocess.Popen(["bash", "scripts/wrangler-dev.sh", "tenant", "--var", "TENANT_ID:partner1"], cwd=ROOT,
+    # The settings a tenant Worker refuses to start without (tenant_worker/config.py), as a
+    # developer's .dev.vars would hold them; passed as --var so no file in the repo is touched.
+    settings = {"TENANT_ID": "partner1", "TENANT_CONTEXT_KEY": new_secret(), "SESSION_SECRET": new_secret(48),
+                "SUPABASE_URL": "http://127.0.0.1:9", "SUPABASE_ANON_KEY": "anon",
+                "SUPABASE_JWT_SECRET": new_secret(48), "SUPABASE_SERVICE_ROLE_KEY": "service"}
+    argv = [arg for name, value in settings.items() for arg in ("--var", f"{name}:{value}")]
+    proc = subprocess.Popen(["bash", "scripts/wrangler-dev.sh", "tenant", *argv], cwd=ROOT,
                             env={**os.environ, "WRANGLER_DEV_PORT": str(port), "CI": "true"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
