@@ -91,6 +91,9 @@ def busy_ports(host: str, ports: dict[str, int]) -> list[str]:
     busy = []
     for option, port in ports.items():
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            # As the platform binds it: connections of a previous run in TIME_WAIT do not make the
+            # port busy, another program listening on it does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
             except OSError:

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,6 +230,23 @@ class WorkerdHost:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+        self._await_port_released(timeout)
+
+    def _await_port_released(self, timeout: float) -> None:
+        """The host's workerd processes (each inherited the public socket) may still be exiting
+        when the host has: return once the port can be bound again, so a new start right after a
+        stop finds it free (a busy machine takes a moment to reap them)."""
+        if not self.port:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                listening_socket(self.host, self.port).close()
+                return
+            except HostError:
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(0.1)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
