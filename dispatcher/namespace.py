@@ -23,7 +23,9 @@ from typing import Any
 
 import js
 from pyodide.ffi import JsException, to_js
-from workers import Request, Response
+from workers import Request
+
+JsResponse = Any  # the runtime's Response object (a JsProxy), handed back to the runtime as is
 
 
 class ScriptNotFound(Exception):
@@ -81,14 +83,15 @@ async def dispatch_fetch(
     script_name: str,
     limits: dict[str, int],
     request: Request,
+    method: str,
     url: str,
     headers: list[tuple[str, str]],
     response_headers: dict[str, str],
-) -> Response:
-    """Forward `request` to `script_name` at `url` (its URL on the routed host) with `headers`
-    instead of its own and per-tier `limits`; stamp `response_headers`."""
+) -> tuple[int, JsResponse]:
+    """Forward `request` (its `method`, read once by the caller) to `script_name` at `url` (its
+    URL on the routed host) with `headers` instead of its own and per-tier `limits`; stamp
+    `response_headers`. Returns the status and the runtime's Response, not wrapped in the SDK's."""
     original = request.js_object
-    method = str(original.method)
     init: dict[str, Any] = {"method": method, "headers": [list(pair) for pair in headers], "redirect": original.redirect}
     if method not in _NO_BODY:
         init["body"] = original.body
@@ -98,6 +101,7 @@ async def dispatch_fetch(
     except JsException as exc:
         raise _classify(str(getattr(exc, "message", exc))) from None
     response = js.Response.new(upstream.body, upstream)
+    stamped = response.headers
     for name, value in response_headers.items():
-        response.headers.set(name, value)
-    return Response(response)
+        stamped.set(name, value)
+    return int(upstream.status), response

@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import statistics
 import sys
@@ -326,7 +327,11 @@ def main() -> int:
         d1 = D1Database(apply_migrations_with_wrangler(wrangler_state))
         paths = StatePaths(work / "state")
         registry = paths.registry()
-        asyncio.run(seed_demo(d1, registry, paths.dispatcher_secrets))
+        # /api/health never calls Supabase, but a tenant Worker refuses to start without its
+        # settings: an address nothing listens on, and throwaway keys made for this run.
+        supabase = {"SUPABASE_URL": "http://127.0.0.1:9", **{name: secrets.token_urlsafe(48) for name in (
+            "SUPABASE_ANON_KEY", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY")}}
+        asyncio.run(seed_demo(d1, registry, paths.dispatcher_secrets, extra_secrets=supabase))
         bench = work / "bench"
         bench.mkdir()
         (bench / "noop.py").write_text(NOOP_PY)
@@ -338,7 +343,7 @@ def main() -> int:
             "INSERT INTO tenants (tenant_id, name, type, subscription_tier, script_name) VALUES "
             "('bench-js', 'Bench', 'custom-domain', 'starter', 'bench-noop-js');"
             "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES ('bench-js.example', 'bench-js', 'custom');"
-            "INSERT INTO tenants (id, name, type, tier, script_name) VALUES "
+            "INSERT INTO tenants (tenant_id, name, type, subscription_tier, script_name) VALUES "
             "('bench-js-inproc', 'Bench', 'custom-domain', 'starter', 'bench-noop-js-inproc');"
             "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES "
             "('bench-js-inproc.example', 'bench-js-inproc', 'custom');"))
