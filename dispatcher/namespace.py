@@ -71,8 +71,8 @@ def _classify(message: str) -> Exception:
 
 def incoming_headers(request: Request) -> dict[str, str]:
     """The request's headers as a plain dict (one JS call and one conversion, lower-case names)."""
-    converted = js.Object.fromEntries(request.js_object.headers).to_py()
-    return {str(k): str(v) for k, v in converted.items()}
+    converted: dict[str, str] = js.Object.fromEntries(request.js_object.headers).to_py()  # JS strings -> str
+    return converted
 
 
 _NO_BODY = frozenset({"GET", "HEAD"})
@@ -92,7 +92,7 @@ async def dispatch_fetch(
     URL on the routed host) with `headers` instead of its own and per-tier `limits`; stamp
     `response_headers`. Returns the status and the runtime's Response, not wrapped in the SDK's."""
     original = request.js_object
-    init: dict[str, Any] = {"method": method, "headers": [list(pair) for pair in headers], "redirect": original.redirect}
+    init: dict[str, Any] = {"method": method, "headers": headers, "redirect": original.redirect}  # pairs -> arrays
     if method not in _NO_BODY:
         init["body"] = original.body
     try:
