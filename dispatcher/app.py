@@ -27,9 +27,11 @@ from shared.keys import Key
 from shared.metrics import NO_TENANT, SOURCE_DISPATCHER, MetricsRecorder, RequestPoint, path_class
 from shared.models import TenantContext, TenantRoute, TenantStatus
 from shared.security_headers import BASELINE
-from shared.tiers import plan_for
+from shared.tiers import Tier, plan_for
 
 log = logging.getLogger("cmgsite.dispatcher")
+
+MAX_REMEMBERED_HOSTS = 1024
 
 
 def new_request_id() -> str:
@@ -74,6 +76,29 @@ class Dispatcher:
         self._resolver = RouteResolver(env.DB, getattr(env, "TENANT_CACHE", None), isolate_ttl=config.route_isolate_ttl)
         self._keys: dict[str, Key] = {}
         self.metrics = MetricsRecorder(getattr(env, "METRICS", None))
+        # Read from env once: the SDK's env wrapper probes a binding's JS type on every access.
+        self._namespace: Any = None
+        self._limits: dict[str, dict[str, int]] = {}  # tier -> the namespace's `limits` for it
+        self._hosts: dict[str, str] = {}  # raw Host header -> normalised host (valid ones only)
+
+    def _normalize_host(self, raw: str | None) -> str:
+        """shared.hosts.normalize_host, remembered for the Host values this isolate has seen
+        (bounded: anyone can send a new Host with every request)."""
+        if raw is None:
+            return normalize_host(raw)  # raises InvalidHost
+        found = self._hosts.get(raw)
+        if found is None:
+            found = normalize_host(raw)  # raises InvalidHost; invalid values are not kept
+            if len(self._hosts) >= MAX_REMEMBERED_HOSTS:
+                self._hosts.clear()
+            self._hosts[raw] = found
+        return found
+
+    def _worker_limits(self, tier: Tier) -> dict[str, int]:
+        limits = self._limits.get(tier)
+        if limits is None:
+            limits = self._limits[tier] = plan_for(tier).worker_limits()
+        return limits
 
     def _tenant_key(self, tenant_id: str) -> Key:
         key = self._keys.get(tenant_id)
@@ -106,7 +131,7 @@ class Dispatcher:
         path = note.path = url.path or "/"
         incoming = incoming_headers(request)  # converted from JS once per request
         try:
-            host = normalize_host(incoming.get("host"))
+            host = self._normalize_host(incoming.get("host"))
         except InvalidHost as exc:
             return _error(path, 400, "bad_host", f"Bad request: {exc}.", rid, note=note)
         try:
@@ -131,8 +156,10 @@ class Dispatcher:
         try:
             # The baseline security headers on every answer, whatever the tenant's Worker sent
             # (its own CSP, which depends on the content, stays its own).
+            if self._namespace is None:
+                self._namespace = self._env.DISPATCHER
             return await dispatch_fetch(
-                self._env.DISPATCHER, route.script_name, plan_for(route.tier).worker_limits(),
+                self._namespace, route.script_name, self._worker_limits(route.tier),
                 request, method, routed_url, headers, {H_REQUEST_ID: rid, **BASELINE},
             )
         except ScriptNotFound:
