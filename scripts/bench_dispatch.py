@@ -10,6 +10,8 @@ does, no Supabase needed for these paths) on free loopback ports and reports, in
 2. The dispatcher's own cost: dispatcher → a JS no-op Worker in the namespace, same ratio;
    once over the local namespace's loopback hop (as every tenant locally), once with the JS
    no-op in the dispatcher's own workerd behind a service binding (in-process, as on Cloudflare).
+   And the hot path's floor: dispatcher → the no-op Python Worker in the namespace (two Python
+   Workers that do nothing, over the same hop), and what the hot path takes above it.
    With the hot path, the CPU (utime + stime from /proc) the dispatcher's and the tenant's
    workerd processes and the host's Node process spend per request, and, against a host
    without the METRICS binding, what recording the metrics adds to it.
@@ -84,6 +86,7 @@ def interleaved_ratios(client: httpx.Client, host: WorkerdHost, noop_url: str, n
     targets = {"noop_python": (noop_url, "noop"),
                "hot_path": (host.url + "/api/health", "partner1.cozyartzmedia.com"),
                "dispatcher_to_js_noop": (host.url + "/", "bench-js.example"),
+               "dispatcher_to_python_noop": (host.url + "/", "bench-py.example"),
                "dispatcher_to_in_process_js_noop": (host.url + "/", "bench-js-inproc.example")}
     size = max(1, n // rounds)
     samples: dict[str, list[float]] = {k: [] for k in targets}
@@ -96,7 +99,10 @@ def interleaved_ratios(client: httpx.Client, host: WorkerdHost, noop_url: str, n
             **{f"{k}_p50_ms": round(v, 2) for k, v in med.items()},
             "hot_path_ratio": round(med["hot_path"] / noop, 2),
             "dispatcher_own_ratio": round(med["dispatcher_to_js_noop"] / noop, 2),
-            "dispatcher_own_ratio_in_process": round(med["dispatcher_to_in_process_js_noop"] / noop, 2)}
+            "dispatcher_own_ratio_in_process": round(med["dispatcher_to_in_process_js_noop"] / noop, 2),
+            # The floor of the hot path locally: both Workers in Python, doing nothing, over the hop.
+            "dispatcher_to_python_noop_ratio": round(med["dispatcher_to_python_noop"] / noop, 2),
+            "hot_path_over_floor_ms": round(med["hot_path"] - med["dispatcher_to_python_noop"], 2)}
 
 
 def workerd_pids(root_pid: int) -> list[int]:
@@ -373,6 +379,9 @@ def main() -> int:
             "('bench-js', 'Bench', 'custom-domain', 'starter', 'bench-noop-js');"
             "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES ('bench-js.example', 'bench-js', 'custom');"
             "INSERT INTO tenants (tenant_id, name, type, subscription_tier, script_name) VALUES "
+            "('bench-py', 'Bench', 'custom-domain', 'starter', 'bench-noop-py');"
+            "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES ('bench-py.example', 'bench-py', 'custom');"
+            "INSERT INTO tenants (tenant_id, name, type, subscription_tier, script_name) VALUES "
             "('bench-js-inproc', 'Bench', 'custom-domain', 'starter', 'bench-noop-js-inproc');"
             "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES "
             "('bench-js-inproc.example', 'bench-js-inproc', 'custom');"))
@@ -384,7 +393,7 @@ def main() -> int:
             figures = start_figures(host)
             ports = {n: s["port"] for n, s in host.status()["scripts"].items()}
             with httpx.Client(timeout=30) as client:
-                for h in ("partner1.cozyartzmedia.com", "bench-js.example", "bench-js-inproc.example"):
+                for h in ("partner1.cozyartzmedia.com", "bench-js.example", "bench-py.example", "bench-js-inproc.example"):
                     p50(client, host.url + "/api/health", h, 50)  # warm: routes cached, isolates hot
                 p50(client, f"http://127.0.0.1:{ports['bench-noop-py']}/", "noop", 50)
                 n = args.requests
