@@ -11,7 +11,14 @@ from urllib.parse import urlsplit, urlunsplit
 from workers import Request, Response
 
 from dispatcher.config import DispatcherConfig
-from dispatcher.namespace import ScriptNotFound, UserWorkerFailed, WorkerLimitExceeded, dispatch_fetch, incoming_headers
+from dispatcher.namespace import (
+    JsResponse,
+    ScriptNotFound,
+    UserWorkerFailed,
+    WorkerLimitExceeded,
+    dispatch_fetch,
+    incoming_headers,
+)
 from dispatcher.routing import Defer, RouteResolver, RouteUnavailable
 from shared.context import H_REQUEST_ID, context_headers, derive_tenant_key, is_client_controlled
 from shared.hosts import InvalidHost, normalize_host
@@ -20,9 +27,11 @@ from shared.keys import Key
 from shared.metrics import NO_TENANT, SOURCE_DISPATCHER, MetricsRecorder, RequestPoint, path_class
 from shared.models import TenantContext, TenantRoute, TenantStatus
 from shared.security_headers import BASELINE
-from shared.tiers import plan_for
+from shared.tiers import Tier, plan_for
 
 log = logging.getLogger("cmgsite.dispatcher")
+
+MAX_REMEMBERED_HOSTS = 1024
 
 
 def new_request_id() -> str:
@@ -39,7 +48,7 @@ class _Outcome:
 
 
 def _error(path: str, status: int, code: str, message: str, rid: str, route: TenantRoute | None = None,
-           headers: dict[str, str] | None = None, *, note: _Outcome | None = None) -> Response:
+           headers: dict[str, str] | None = None, *, note: _Outcome | None = None) -> tuple[int, JsResponse]:
     if note is not None:
         note.code = code
     # Imported on the first error, not at start: the hot path never renders one (and `html`,
@@ -49,7 +58,7 @@ def _error(path: str, status: int, code: str, message: str, rid: str, route: Ten
 
     brand = Brand(route.brand_name) if route is not None and route.brand_name else None
     reply = error_reply(path, status, code, message, rid, branding=brand, headers=headers)
-    return Response(reply.body, status=reply.status, headers=reply.headers)
+    return reply.status, Response(reply.body, status=reply.status, headers=reply.headers).js_object
 
 
 def _log(event: str, rid: str, **fields: Any) -> None:
@@ -68,6 +77,29 @@ class Dispatcher:
         self._resolver = RouteResolver(env.DB, getattr(env, "TENANT_CACHE", None), isolate_ttl=config.route_isolate_ttl)
         self._keys: dict[str, Key] = {}
         self.metrics = MetricsRecorder(getattr(env, "METRICS", None))
+        # Read from env once: the SDK's env wrapper probes a binding's JS type on every access.
+        self._namespace: Any = None
+        self._limits: dict[str, dict[str, int]] = {}  # tier -> the namespace's `limits` for it
+        self._hosts: dict[str, str] = {}  # raw Host header -> normalised host (valid ones only)
+
+    def _normalize_host(self, raw: str | None) -> str:
+        """shared.hosts.normalize_host, remembered for the Host values this isolate has seen
+        (bounded: anyone can send a new Host with every request)."""
+        if raw is None:
+            return normalize_host(raw)  # raises InvalidHost
+        found = self._hosts.get(raw)
+        if found is None:
+            found = normalize_host(raw)  # raises InvalidHost; invalid values are not kept
+            if len(self._hosts) >= MAX_REMEMBERED_HOSTS:
+                self._hosts.clear()
+            self._hosts[raw] = found
+        return found
+
+    def _worker_limits(self, tier: Tier) -> dict[str, int]:
+        limits = self._limits.get(tier)
+        if limits is None:
+            limits = self._limits[tier] = plan_for(tier).worker_limits()
+        return limits
 
     def _tenant_key(self, tenant_id: str) -> Key:
         key = self._keys.get(tenant_id)
@@ -77,22 +109,30 @@ class Dispatcher:
         return key
 
     async def handle(self, request: Request, defer: Defer | None = None, *, source: str = SOURCE_DISPATCHER) -> Response:
-        """Serve one request; its metrics point is written in `defer` (ctx.waitUntil), never inline."""
+        """`serve` as the SDK's Response (the cron's probes read its status, headers and body)."""
+        return Response(await self.serve(request, defer, source=source))
+
+    async def serve(self, request: Request, defer: Defer | None = None, *, source: str = SOURCE_DISPATCHER) -> JsResponse:
+        """Serve one request; the runtime's Response goes back to the runtime as is (wrapping it
+        in the SDK's Response costs type probes across the JS boundary on every request). Its
+        metrics point is written in `defer` (ctx.waitUntil), never inline."""
         started = self._clock()
         note = _Outcome()
-        response = await self._serve(request, defer, note)
+        method = str(request.js_object.method)  # read from JS once per request
+        status, response = await self._serve(request, method, defer, note)
         if self.metrics.enabled:
-            self.metrics.record(RequestPoint(note.tenant_id, source, path_class(note.path), str(request.js_object.method),
-                                             response.status, (self._clock() - started) * 1000, note.code), defer)
+            self.metrics.record(RequestPoint(note.tenant_id, source, path_class(note.path), method,
+                                             status, (self._clock() - started) * 1000, note.code), defer)
         return response
 
-    async def _serve(self, request: Request, defer: Defer | None, note: _Outcome) -> Response:
+    async def _serve(self, request: Request, method: str, defer: Defer | None,
+                     note: _Outcome) -> tuple[int, JsResponse]:
         rid = new_request_id()
         url = urlsplit(request.url)
         path = note.path = url.path or "/"
         incoming = incoming_headers(request)  # converted from JS once per request
         try:
-            host = normalize_host(incoming.get("host"))
+            host = self._normalize_host(incoming.get("host"))
         except InvalidHost as exc:
             return _error(path, 400, "bad_host", f"Bad request: {exc}.", rid, note=note)
         try:
@@ -117,9 +157,11 @@ class Dispatcher:
         try:
             # The baseline security headers on every answer, whatever the tenant's Worker sent
             # (its own CSP, which depends on the content, stays its own).
+            if self._namespace is None:
+                self._namespace = self._env.DISPATCHER
             return await dispatch_fetch(
-                self._env.DISPATCHER, route.script_name, plan_for(route.tier).worker_limits(),
-                request, routed_url, headers, {H_REQUEST_ID: rid, **BASELINE},
+                self._namespace, route.script_name, self._worker_limits(route.tier),
+                request, method, routed_url, headers, {H_REQUEST_ID: rid, **BASELINE},
             )
         except ScriptNotFound:
             _log("script_not_found", rid, tenant_id=route.tenant_id, script=route.script_name)
@@ -136,11 +178,11 @@ class Dispatcher:
             return _error(path, 502, "tenant_worker_error", "This site could not answer.", rid, route, note=note)
 
 
-def misconfigured(request: Request) -> Response:
+def misconfigured(request: Request) -> JsResponse:
     """The answer of a dispatcher that could not start (shared.isolate logged which variable):
     the same words for every host, naming no variable and no value."""
     return _error(urlsplit(request.url).path or "/", 503, "misconfigured", "The service is temporarily unavailable.",
-                  new_request_id(), headers={"retry-after": "30"})
+                  new_request_id(), headers={"retry-after": "30"})[1]
 
 
 def _build(env: Any) -> Dispatcher:

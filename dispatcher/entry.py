@@ -12,7 +12,7 @@ class Default(WorkerEntrypoint):
             dispatcher = dispatcher_for(self.env)
         except ConfigError:  # logged once, with the variables' names, when the isolate started
             return misconfigured(request)
-        return await dispatcher.handle(request, self.ctx.waitUntil)
+        return await dispatcher.serve(request, self.ctx.waitUntil)  # the runtime's Response, unwrapped
 
     async def scheduled(self, controller, env=None, ctx=None):
         from dispatcher.health import run_scheduled  # only the cron pays for these imports

@@ -23,7 +23,9 @@ from typing import Any
 
 import js
 from pyodide.ffi import JsException, to_js
-from workers import Request, Response
+from workers import Request
+
+JsResponse = Any  # the runtime's Response object (a JsProxy), handed back to the runtime as is
 
 
 class ScriptNotFound(Exception):
@@ -69,8 +71,8 @@ def _classify(message: str) -> Exception:
 
 def incoming_headers(request: Request) -> dict[str, str]:
     """The request's headers as a plain dict (one JS call and one conversion, lower-case names)."""
-    converted = js.Object.fromEntries(request.js_object.headers).to_py()
-    return {str(k): str(v) for k, v in converted.items()}
+    converted: dict[str, str] = js.Object.fromEntries(request.js_object.headers).to_py()  # JS strings -> str
+    return converted
 
 
 _NO_BODY = frozenset({"GET", "HEAD"})
@@ -81,15 +83,16 @@ async def dispatch_fetch(
     script_name: str,
     limits: dict[str, int],
     request: Request,
+    method: str,
     url: str,
     headers: list[tuple[str, str]],
     response_headers: dict[str, str],
-) -> Response:
-    """Forward `request` to `script_name` at `url` (its URL on the routed host) with `headers`
-    instead of its own and per-tier `limits`; stamp `response_headers`."""
+) -> tuple[int, JsResponse]:
+    """Forward `request` (its `method`, read once by the caller) to `script_name` at `url` (its
+    URL on the routed host) with `headers` instead of its own and per-tier `limits`; stamp
+    `response_headers`. Returns the status and the runtime's Response, not wrapped in the SDK's."""
     original = request.js_object
-    method = str(original.method)
-    init: dict[str, Any] = {"method": method, "headers": [list(pair) for pair in headers], "redirect": original.redirect}
+    init: dict[str, Any] = {"method": method, "headers": headers, "redirect": original.redirect}  # pairs -> arrays
     if method not in _NO_BODY:
         init["body"] = original.body
     try:
@@ -98,6 +101,7 @@ async def dispatch_fetch(
     except JsException as exc:
         raise _classify(str(getattr(exc, "message", exc))) from None
     response = js.Response.new(upstream.body, upstream)
+    stamped = response.headers
     for name, value in response_headers.items():
-        response.headers.set(name, value)
-    return Response(response)
+        stamped.set(name, value)
+    return int(upstream.status), response

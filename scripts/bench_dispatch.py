@@ -10,6 +10,8 @@ does, no Supabase needed for these paths) on free loopback ports and reports, in
 2. The dispatcher's own cost: dispatcher → a JS no-op Worker in the namespace, same ratio;
    once over the local namespace's loopback hop (as every tenant locally), once with the JS
    no-op in the dispatcher's own workerd behind a service binding (in-process, as on Cloudflare).
+   And the hot path's floor: dispatcher → the no-op Python Worker in the namespace (two Python
+   Workers that do nothing, over the same hop), and what the hot path takes above it.
    With the hot path, the CPU (utime + stime from /proc) the dispatcher's and the tenant's
    workerd processes and the host's Node process spend per request, and, against a host
    without the METRICS binding, what recording the metrics adds to it.
@@ -25,6 +27,9 @@ does, no Supabase needed for these paths) on free loopback ports and reports, in
    counting bindings of the test mode and the deployed isolate cache, the subrequests of
    one warm `/api/health` (the dispatcher should make only the dispatch, the tenant Worker
    none; the other request types' counts are asserted in tests/test_subrequests.py).
+The ratios of 1. and 2. are measured twice: each target in one block after the other, and
+in alternating rounds (`interleaved`: every target sees the same load from the rest of the
+machine; the figures to compare across runs). --quick stops after 1.-3.
 Ratios are the claims; absolute milliseconds are for context (2-core machine, loopback).
 """
 from __future__ import annotations
@@ -33,6 +38,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import statistics
 import sys
@@ -69,6 +75,34 @@ def p50(client: httpx.Client, url: str, host: str, n: int) -> float:
         samples.append(time.perf_counter() - t)
         assert r.status_code == 200, (url, host, r.status_code, r.text[:200])
     return statistics.median(samples) * 1000
+
+
+def interleaved_ratios(client: httpx.Client, host: WorkerdHost, noop_url: str, n: int,
+                       rounds: int = 10) -> dict[str, Any]:
+    """The p50 ratios measured in `rounds` alternating rounds of n/rounds requests to each
+    target (the no-op Python Worker, the hot path, the dispatcher to the JS no-op over the hop
+    and in-process), so that every target sees the same load from whatever else runs on the
+    machine; each figure is the median of its rounds' p50s."""
+    targets = {"noop_python": (noop_url, "noop"),
+               "hot_path": (host.url + "/api/health", "partner1.cozyartzmedia.com"),
+               "dispatcher_to_js_noop": (host.url + "/", "bench-js.example"),
+               "dispatcher_to_python_noop": (host.url + "/", "bench-py.example"),
+               "dispatcher_to_in_process_js_noop": (host.url + "/", "bench-js-inproc.example")}
+    size = max(1, n // rounds)
+    samples: dict[str, list[float]] = {k: [] for k in targets}
+    for _ in range(rounds):
+        for k, (url, h) in targets.items():
+            samples[k].append(p50(client, url, h, size))
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    noop = med["noop_python"]
+    return {"rounds": rounds, "requests_per_round": size,
+            **{f"{k}_p50_ms": round(v, 2) for k, v in med.items()},
+            "hot_path_ratio": round(med["hot_path"] / noop, 2),
+            "dispatcher_own_ratio": round(med["dispatcher_to_js_noop"] / noop, 2),
+            "dispatcher_own_ratio_in_process": round(med["dispatcher_to_in_process_js_noop"] / noop, 2),
+            # The floor of the hot path locally: both Workers in Python, doing nothing, over the hop.
+            "dispatcher_to_python_noop_ratio": round(med["dispatcher_to_python_noop"] / noop, 2),
+            "hot_path_over_floor_ms": round(med["hot_path"] - med["dispatcher_to_python_noop"], 2)}
 
 
 def workerd_pids(root_pid: int) -> list[int]:
@@ -318,6 +352,8 @@ def main() -> int:
                     help="after the soak, RSS per Worker after each of N rounds of requests (0: skip)")
     ap.add_argument("--memory-round-size", type=int, default=4000)
     ap.add_argument("--no-snapshots", action="store_true", help="skip the Python memory snapshot figures (5.)")
+    ap.add_argument("--quick", action="store_true",
+                    help="only the latency ratios (1., 2.) and the start figures: no soak, no second host, no snapshots")
     args = ap.parse_args()
     build_all()
     work = Path(tempfile.mkdtemp(prefix="cmgsite-bench-"))
@@ -326,7 +362,11 @@ def main() -> int:
         d1 = D1Database(apply_migrations_with_wrangler(wrangler_state))
         paths = StatePaths(work / "state")
         registry = paths.registry()
-        asyncio.run(seed_demo(d1, registry, paths.dispatcher_secrets))
+        # /api/health never calls Supabase, but a tenant Worker refuses to start without its
+        # settings: an address nothing listens on, and throwaway keys made for this run.
+        supabase = {"SUPABASE_URL": "http://127.0.0.1:9", **{name: secrets.token_urlsafe(48) for name in (
+            "SUPABASE_ANON_KEY", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY")}}
+        asyncio.run(seed_demo(d1, registry, paths.dispatcher_secrets, extra_secrets=supabase))
         bench = work / "bench"
         bench.mkdir()
         (bench / "noop.py").write_text(NOOP_PY)
@@ -338,7 +378,10 @@ def main() -> int:
             "INSERT INTO tenants (tenant_id, name, type, subscription_tier, script_name) VALUES "
             "('bench-js', 'Bench', 'custom-domain', 'starter', 'bench-noop-js');"
             "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES ('bench-js.example', 'bench-js', 'custom');"
-            "INSERT INTO tenants (id, name, type, tier, script_name) VALUES "
+            "INSERT INTO tenants (tenant_id, name, type, subscription_tier, script_name) VALUES "
+            "('bench-py', 'Bench', 'custom-domain', 'starter', 'bench-noop-py');"
+            "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES ('bench-py.example', 'bench-py', 'custom');"
+            "INSERT INTO tenants (tenant_id, name, type, subscription_tier, script_name) VALUES "
             "('bench-js-inproc', 'Bench', 'custom-domain', 'starter', 'bench-noop-js-inproc');"
             "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES "
             "('bench-js-inproc.example', 'bench-js-inproc', 'custom');"))
@@ -350,7 +393,7 @@ def main() -> int:
             figures = start_figures(host)
             ports = {n: s["port"] for n, s in host.status()["scripts"].items()}
             with httpx.Client(timeout=30) as client:
-                for h in ("partner1.cozyartzmedia.com", "bench-js.example", "bench-js-inproc.example"):
+                for h in ("partner1.cozyartzmedia.com", "bench-js.example", "bench-py.example", "bench-js-inproc.example"):
                     p50(client, host.url + "/api/health", h, 50)  # warm: routes cached, isolates hot
                 p50(client, f"http://127.0.0.1:{ports['bench-noop-py']}/", "noop", 50)
                 n = args.requests
@@ -358,6 +401,9 @@ def main() -> int:
                 hot, hot_cpu = hot_path_with_cpu(client, host, n)
                 own = p50(client, host.url + "/", "bench-js.example", n)
                 own_inproc = p50(client, host.url + "/", "bench-js-inproc.example", n)
+                interleaved = interleaved_ratios(client, host, f"http://127.0.0.1:{ports['bench-noop-py']}/", n)
+                if args.quick:
+                    args.soak, args.memory_rounds, args.no_snapshots = 0, 0, True
                 for i in range(2000):
                     client.get(host.url + "/api/health", headers={"Host": ("partner1.cozyartzmedia.com",
                                                                              "partner-seo.com")[i % 2]})
@@ -368,7 +414,8 @@ def main() -> int:
                 rss_after = rss_by_worker(host)
                 memory = memory_series(client, host, args.memory_rounds, args.memory_round_size) \
                     if args.memory_rounds else None
-            unmetered = without_metrics(host, paths, wrangler_state, bench, py_modules, args.requests)
+            unmetered = None if args.quick else without_metrics(host, paths, wrangler_state, bench, py_modules,
+                                                                 args.requests)
         finally:
             host.stop()
         snapshotted = None if args.no_snapshots else with_snapshots(paths, wrangler_state, bench, py_modules)
@@ -378,6 +425,7 @@ def main() -> int:
             "dispatcher_own_ratio": round(own / noop, 2),
             "dispatcher_to_in_process_js_noop_p50_ms": round(own_inproc, 2),
             "dispatcher_own_ratio_in_process": round(own_inproc / noop, 2),
+            "interleaved": interleaved,
             "hot_path_cpu_ms_per_request": hot_cpu,
             **figures,
             "host_ready_s": round(startup, 1),
@@ -386,7 +434,7 @@ def main() -> int:
             "soak_requests": args.soak, "requests": args.requests,
             "workerd_rss_mib_series": memory,
             "without_metrics": unmetered,
-            "metrics_cost": metrics_cost(unmetered["interleaved"]),
+            "metrics_cost": metrics_cost(unmetered["interleaved"]) if unmetered else None,
             "with_python_snapshots": snapshotted,
         }
         print(json.dumps(report, indent=2))

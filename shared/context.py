@@ -13,7 +13,6 @@ tenant's, key by key, so the two always agree on key ids.
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 
@@ -64,7 +63,8 @@ def _canonical(ctx: TenantContext, kid: str) -> bytes:
 
 
 def _signature(ctx: TenantContext, key: str, kid: str = LEGACY_KID) -> str:
-    return hmac.new(key.encode(), _canonical(ctx, kid), hashlib.sha256).hexdigest()
+    # hmac.digest: the one-shot HMAC in C (no HMAC object per request); the same bytes as hmac.new.
+    return hmac.digest(key.encode(), _canonical(ctx, kid), "sha256").hex()
 
 
 def is_client_controlled(header_name: str) -> bool:

@@ -48,14 +48,18 @@ def is_page(content_type: str | None) -> bool:
     return bool(content_type) and str(content_type).split(";", 1)[0].strip().lower() == "text/html"
 
 
+_FOR_PAGES: dict[str, str] = {**BASELINE, "content-security-policy": PAGE_CSP}
+_FOR_OTHERS: dict[str, str] = {**BASELINE, "content-security-policy": OTHER_CSP}
+
+
 def security_headers(content_type: str | None) -> dict[str, str]:
     """The headers for a response of this Content-Type (names lower-case)."""
-    return {**BASELINE, "content-security-policy": PAGE_CSP if is_page(content_type) else OTHER_CSP}
+    return dict(_FOR_PAGES if is_page(content_type) else _FOR_OTHERS)
 
 
 def with_security_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """`headers` (lower-case names) plus every security header it does not set itself."""
     out = {k.lower(): v for k, v in headers.items()}
-    for name, value in security_headers(out.get("content-type")).items():
+    for name, value in (_FOR_PAGES if is_page(out.get("content-type")) else _FOR_OTHERS).items():
         out.setdefault(name, value)
     return out

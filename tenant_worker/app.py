@@ -6,7 +6,7 @@ import logging
 import re
 import time
 from typing import Any, Awaitable, Callable
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from workers import Request, Response
 
@@ -74,6 +74,32 @@ def request_method(request: Request) -> str:
     return str(request.js_object.method)
 
 
+def request_headers(request: Request) -> dict[str, str]:
+    """The request's headers as a plain dict with lower-case names, in one JS call and one
+    conversion. (The SDK's `request.headers` builds an email-style HTTPMessage pair by pair,
+    a third of this Worker's own time per request; the JS Headers object already joins repeated
+    headers and trims values, so the dict holds the same.)"""
+    import js  # the runtime's module (imported here: the route table is read on CPython too)
+
+    converted = js.Object.fromEntries(request.js_object.headers).to_py()
+    return {str(k): str(v) for k, v in converted.items()}
+
+
+JsResponse = Any  # the runtime's Response object (a JsProxy), handed back to the runtime as is
+
+
+def js_response(status: int, headers: list[tuple[str, str]], body: Any) -> JsResponse:
+    """The runtime's Response, built with one conversion of its init and one constructor call;
+    `body` is bytes (copied once into a Uint8Array, as the SDK's constructor passes it) or the
+    runtime's stream. Not wrapped in the SDK's Response: its constructor probes the object's type
+    across the JS boundary, and the runtime takes the JS object as it is."""
+    import js
+    from pyodide.ffi import to_js
+
+    init = to_js({"status": status, "headers": headers}, dict_converter=js.Object.fromEntries)
+    return js.Response.new(to_js(body) if isinstance(body, bytes) else body, init)
+
+
 # Nothing this Worker answers is public: every answer depends on the session or names the
 # request, so none may sit in a shared cache unless its handler says otherwise.
 DEFAULT_CACHE_CONTROL = "private, no-store"
@@ -88,12 +114,12 @@ def response_headers(reply_headers: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _to_response(reply: Reply, request_id: str) -> Response:
+def _to_response(reply: Reply, request_id: str) -> JsResponse:
     headers = list(response_headers(reply.headers).items())
     headers.append((H_REQUEST_ID, request_id))
     headers.extend(("set-cookie", c) for c in reply.cookies)
     body = reply.body.handle if isinstance(reply.body, StreamBody) else reply.body  # a stream goes out as is
-    return Response(body, status=reply.status, headers=headers)
+    return js_response(reply.status, headers, body)
 
 
 class TenantApp:
@@ -107,32 +133,34 @@ class TenantApp:
         self._methods = {r.method for r, _ in self._routes} | {"HEAD"}  # methods some route serves
         self.metrics = MetricsRecorder(getattr(env, "METRICS", None))
 
-    async def handle(self, request: Request, defer: Defer | None = None) -> Response:
+    async def handle(self, request: Request, defer: Defer | None = None) -> JsResponse:
         """Serve one request; its metrics point is written in `defer` (ctx.waitUntil), never inline."""
         started = self.clock()
         note: dict[str, Any] = {}
-        response = await self._handle(request, note)
+        method = request_method(request)  # read from JS once per request
+        status, response = await self._handle(request, method, note)
         if self.metrics.enabled:
             call = note.get("call")
             self.metrics.record(request_point(
-                self.tenant_id, request_method(request), note.get("route"), response.status,
+                self.tenant_id, method, note.get("route"), status,
                 (self.clock() - started) * 1000, str(note.get("code", "")),
                 call.state if isinstance(call, Call) else None), defer)
         return response
 
-    async def _handle(self, request: Request, note: dict[str, Any]) -> Response:
-        path = urlsplit(request.url).path or "/"
-        headers = {k.lower(): v for k, v in request.headers.items()}
+    async def _handle(self, request: Request, method: str, note: dict[str, Any]) -> tuple[int, JsResponse]:
+        url = urlsplit(request.url)
+        path = url.path or "/"
+        headers = request_headers(request)
         try:
             tenant = verify_context(headers, key=self._key, tenant_id=self.tenant_id, now=int(self.clock()))
         except ContextError as exc:
             log.warning(json.dumps({"event": "context_refused", "reason": str(exc)}))
             note["code"] = "context_refused"
             r = error_reply("/api/", 403, "forbidden", "Request did not come through the platform.", "unverified")
-            return Response(r.body, status=r.status, headers=response_headers(r.headers))
+            return r.status, js_response(r.status, list(response_headers(r.headers).items()), r.body)
         rid = tenant.request_id
         try:
-            reply = await self._route(request, tenant, path, headers, note)
+            reply = await self._route(request, method, url, tenant, path, headers, note)
         except ApiError as err:
             note["code"] = err.code
             reply = error_to_reply(path, err, rid, await self._branding(tenant, path, headers))
@@ -141,7 +169,7 @@ class TenantApp:
             failure = ApiError(500, "internal_error", "Something went wrong on our side.")
             note["code"] = failure.code
             reply = error_to_reply(path, failure, rid, await self._branding(tenant, path, headers))
-        return _to_response(reply, rid)
+        return reply.status, _to_response(reply, rid)
 
     async def _branding(self, tenant: Any, path: str, headers: dict[str, str]) -> Brand | None:
         """A white-label tenant's error pages carry its own brand, never the platform's."""
@@ -156,10 +184,8 @@ class TenantApp:
         except Exception:
             return Brand(tenant.host)
 
-    async def _route(self, request: Request, tenant: Any, path: str, headers: dict[str, str],
-                     note: dict[str, Any]) -> Reply:
-        method = request_method(request)
-        url = urlsplit(request.url)
+    async def _route(self, request: Request, method: str, url: SplitResult, tenant: Any, path: str,
+                     headers: dict[str, str], note: dict[str, Any]) -> Reply:
         decoded = unquote(path)
         if ".." in decoded.split("/") or "\\" in decoded or "\x00" in decoded:
             raise ApiError(400, "bad_path", "Malformed path.")

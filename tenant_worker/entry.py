@@ -12,4 +12,4 @@ class Default(WorkerEntrypoint):
             app = app_for(self.env)
         except ConfigError:  # logged once, with the variables' names, when the isolate started
             return misconfigured(request)
-        return await app.handle(request, self.ctx.waitUntil)
+        return await app.handle(request, self.ctx.waitUntil)  # the runtime's Response, unwrapped
