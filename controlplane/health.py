@@ -19,7 +19,8 @@ from typing import Any, Mapping
 from controlplane.errors import BackendError, ConfigError, NotFound, Refused
 from controlplane.lifecycle import ControlPlane
 from controlplane.wiring import ROOT, Settings, _supabase_settings
-from shared.health import AlertWebhook, HttpProber, PostgrestRpc, SupabaseHealthStore, Target, alert_after, run_health
+from shared.config import alert_after
+from shared.health import AlertWebhook, HttpProber, PostgrestRpc, SupabaseHealthStore, Target, run_health
 from shared.models import TenantStatus
 from shared.outbound_http import HttpClient
 

@@ -5,8 +5,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from dispatcher.routing import ISOLATE_TTL_SECONDS
-from shared.config import Reader, http_url, in_range, keyring
-from shared.health import DEFAULT_ALERT_AFTER, alert_after
+from shared.config import DEFAULT_ALERT_AFTER, Reader, alert_after, http_url, in_range, keyring
 from shared.keys import Key
 
 

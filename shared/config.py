@@ -17,7 +17,7 @@ they stay on `env` and are reached through their adapters.
 from __future__ import annotations
 
 import re
-from typing import Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 from shared.keys import Keyring, KeyringError
 
@@ -93,3 +93,17 @@ def matching(pattern: re.Pattern[str], value: str) -> str:
     if not pattern.fullmatch(value):
         raise ValueError("does not match")
     return value
+
+
+# The health checks' alert threshold (HEALTH_ALERT_AFTER): here, not in shared.health, so the
+# dispatcher's config does not import the probe (and asyncio) at start.
+DEFAULT_ALERT_AFTER = 3
+
+
+def alert_after(value: Any) -> int:
+    """HEALTH_ALERT_AFTER from a var: 1..100, else the default."""
+    try:
+        n = int(str(value))
+    except ValueError:
+        return DEFAULT_ALERT_AFTER
+    return n if 1 <= n <= 100 else DEFAULT_ALERT_AFTER

@@ -36,7 +36,6 @@ HEALTH_PATH = "/api/health"
 PAGE_PATH = "/"
 SIGN_IN_MARK = b"/auth/login/"  # the page renders its sign-in links
 PROBE_TIMEOUT_SECONDS = 10.0
-DEFAULT_ALERT_AFTER = 3
 USER_AGENT = "cmgsite-health/1"
 SIGNATURE_HEADER = "x-cmgsite-signature"
 
@@ -342,10 +341,3 @@ async def _deliver_logged(store: HealthStore, webhook: AlertWebhook) -> None:
         log.error(json.dumps({"event": "alert_delivery_failed", "reason": str(exc)[:200]}))
 
 
-def alert_after(value: Any) -> int:
-    """HEALTH_ALERT_AFTER from a var: 1..100, else the default."""
-    try:
-        n = int(str(value))
-    except ValueError:
-        return DEFAULT_ALERT_AFTER
-    return n if 1 <= n <= 100 else DEFAULT_ALERT_AFTER

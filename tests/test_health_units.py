@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from localrt.http_client import HttpxClient
+from shared.config import alert_after
 from shared.health import (
     AlertWebhook,
     CheckResult,
@@ -17,7 +18,6 @@ from shared.health import (
     HttpProber,
     ProbeAnswer,
     Target,
-    alert_after,
     check_tenant,
     deliver_due,
     run_checks,
