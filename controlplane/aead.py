@@ -1,5 +1,6 @@
 """shared.envelope.Aead under CPython, with `cryptography` (the tooling side: the control plane's
 key rotation, tests). The Worker's twin is tenant_worker/webcrypto.py; both speak format v1."""
+
 from __future__ import annotations
 
 from cryptography.exceptions import InvalidTag

@@ -13,6 +13,7 @@ Reading is strict: only regular files with the names above, each at most MAX_MEM
 no duplicates, every member listed in the manifest and every listed member present with its
 sha256 and size. Anything else refuses the whole archive before anything is written.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,10 @@ MANIFEST = "manifest.json"
 MAX_MEMBER_BYTES = 256 * 1024 * 1024
 MAX_TOTAL_BYTES = 2 * 1024 * 1024 * 1024
 MAX_MEMBERS = 200_000
-_MEMBER = re.compile(r"^(supabase/[a-z_][a-z0-9_]{0,62}\.json|durable_objects/[a-z_]{1,40}\.json|r2/index\.json"
-                     r"|r2/objects/[0-9a-f]{64}|worker\.json|d1\.json)$")
+_MEMBER = re.compile(
+    r"^(supabase/[a-z_][a-z0-9_]{0,62}\.json|durable_objects/[a-z_]{1,40}\.json|r2/index\.json"
+    r"|r2/objects/[0-9a-f]{64}|worker\.json|d1\.json)$"
+)
 _SCHEMA = re.compile(r"^([0-9]{4}|[0-9]{14})_[a-z0-9_]{1,60}$")
 
 
@@ -83,16 +86,21 @@ def r2_member(key: str) -> str:
     return "r2/objects/" + hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def write_archive(path: Path, *, tenant_id: str, schema_version: str, members: dict[str, bytes],
-                  sections: dict[str, Any]) -> str:
+def write_archive(
+    path: Path, *, tenant_id: str, schema_version: str, members: dict[str, bytes], sections: dict[str, Any]
+) -> str:
     """Write the archive (mode 0600: it holds personal data); returns the file's sha256."""
     for name in members:
         if not _MEMBER.match(name) or name == MANIFEST:
             raise ValueError(f"not an archive member name: {name!r}")
-    manifest = Manifest(format=FORMAT, tenant_id=tenant_id, schema_version=schema_version,
-                        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        members={name: _digest(data) for name, data in sorted(members.items())},
-                        sections=sections)
+    manifest = Manifest(
+        format=FORMAT,
+        tenant_id=tenant_id,
+        schema_version=schema_version,
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        members={name: _digest(data) for name, data in sorted(members.items())},
+        sections=sections,
+    )
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
         for name, data in [(MANIFEST, dump(manifest.model_dump(mode="json"))), *sorted(members.items())]:

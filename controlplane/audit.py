@@ -5,6 +5,7 @@ here (controlplane.audit_chain), not by the database's own functions. Each tenan
 (seq and hash) is printed: an operator who keeps those values elsewhere can later prove that
 a chain was not rewritten as a whole either (the one thing a hash chain alone cannot show).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,5 +25,9 @@ async def verify_audit(cp: ControlPlane, tenant_id: str | None = None) -> dict[s
         report = verify_chain(tid, await cp.registry.audit_chain(tid))
         reports.append(report.model_dump(mode="json"))
     broken = [r for r in reports if r["first_broken"] is not None]
-    return {"tenants_checked": len(reports), "intact": not broken, "chains": reports,
-            "broken": [{"tenant_id": r["tenant_id"], **r["first_broken"]} for r in broken]}
+    return {
+        "tenants_checked": len(reports),
+        "intact": not broken,
+        "chains": reports,
+        "broken": [{"tenant_id": r["tenant_id"], **r["first_broken"]} for r in broken],
+    }

@@ -15,6 +15,7 @@ Canonical text, version 1: fields joined with '|', each `<length in characters>:
     'cmgsite-audit/1' | prev_hash | tenant_id | seq | at_text | actor | action | target
     | request_id | outcome | details_text
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -72,8 +73,19 @@ def _field(value: str | None) -> str:
     return "-" if value is None else f"{len(value)}:{value}"
 
 
-def row_hash(*, prev_hash: str, tenant_id: str, seq: int, at_text: str, actor: str, action: str,
-             target: str | None, request_id: str | None, outcome: str, details_text: str) -> str:
+def row_hash(
+    *,
+    prev_hash: str,
+    tenant_id: str,
+    seq: int,
+    at_text: str,
+    actor: str,
+    action: str,
+    target: str | None,
+    request_id: str | None,
+    outcome: str,
+    details_text: str,
+) -> str:
     """The SHA-256 (hex) the database stores as row_hash for these values."""
     fields = [prev_hash, tenant_id, str(seq), at_text, actor, action, target, request_id, outcome, details_text]
     text = CHAIN_VERSION + "".join("|" + _field(f) for f in fields)
@@ -81,9 +93,18 @@ def row_hash(*, prev_hash: str, tenant_id: str, seq: int, at_text: str, actor: s
 
 
 def expected_hash(row: AuditChainRow, prev_hash: str) -> str:
-    return row_hash(prev_hash=prev_hash, tenant_id=row.tenant_id, seq=row.seq, at_text=row.at_text,
-                    actor=row.actor, action=row.action, target=row.target, request_id=row.request_id,
-                    outcome=row.outcome, details_text=row.details_text)
+    return row_hash(
+        prev_hash=prev_hash,
+        tenant_id=row.tenant_id,
+        seq=row.seq,
+        at_text=row.at_text,
+        actor=row.actor,
+        action=row.action,
+        target=row.target,
+        request_id=row.request_id,
+        outcome=row.outcome,
+        details_text=row.details_text,
+    )
 
 
 def verify_chain(tenant_id: str, rows: Iterable[AuditChainRow]) -> ChainReport:
@@ -97,20 +118,37 @@ def verify_chain(tenant_id: str, rows: Iterable[AuditChainRow]) -> ChainReport:
         count += 1
         broken: BrokenLink | None = None
         if row.tenant_id != tenant_id:
-            broken = BrokenLink(seq=row.seq, id=row.id, reason="wrong_tenant",
-                                message=f"row {row.id} in the chain belongs to another tenant")
+            broken = BrokenLink(
+                seq=row.seq,
+                id=row.id,
+                reason="wrong_tenant",
+                message=f"row {row.id} in the chain belongs to another tenant",
+            )
         elif row.seq != expected_seq:
-            broken = BrokenLink(seq=expected_seq, id=row.id, reason="seq_gap",
-                                message=f"expected seq {expected_seq}, found {row.seq}: rows are missing or reordered")
+            broken = BrokenLink(
+                seq=expected_seq,
+                id=row.id,
+                reason="seq_gap",
+                message=f"expected seq {expected_seq}, found {row.seq}: rows are missing or reordered",
+            )
         elif row.prev_hash != prev:
-            broken = BrokenLink(seq=row.seq, id=row.id, reason="prev_hash_mismatch",
-                                message=f"seq {row.seq} does not link to seq {row.seq - 1}: a row before it was "
-                                        "removed, replaced or re-hashed")
+            broken = BrokenLink(
+                seq=row.seq,
+                id=row.id,
+                reason="prev_hash_mismatch",
+                message=f"seq {row.seq} does not link to seq {row.seq - 1}: a row before it was "
+                "removed, replaced or re-hashed",
+            )
         elif row.row_hash != expected_hash(row, prev):
-            broken = BrokenLink(seq=row.seq, id=row.id, reason="row_hash_mismatch",
-                                message=f"seq {row.seq}'s content does not match its hash: the row was edited")
+            broken = BrokenLink(
+                seq=row.seq,
+                id=row.id,
+                reason="row_hash_mismatch",
+                message=f"seq {row.seq}'s content does not match its hash: the row was edited",
+            )
         if broken is not None:
-            return ChainReport(tenant_id=tenant_id, rows=count, head_seq=expected_seq - 1, head_hash=prev,
-                               first_broken=broken)
+            return ChainReport(
+                tenant_id=tenant_id, rows=count, head_seq=expected_seq - 1, head_hash=prev, first_broken=broken
+            )
         prev, head_hash, expected_seq = row.row_hash, row.row_hash, expected_seq + 1
     return ChainReport(tenant_id=tenant_id, rows=count, head_seq=expected_seq - 1, head_hash=head_hash)

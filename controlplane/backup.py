@@ -30,6 +30,7 @@ restore brings the tenant back into an empty platform or the same one, and is sa
 Nothing of another tenant is read into an archive or written by a restore: every read is
 filtered by the tenant id, and every write is checked against the holder of its key first.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -77,7 +78,7 @@ def _schema_number(version: str) -> int:
     if len(version) > 5 and version[:4].isdigit() and version[4] == "_":
         known = LEGACY_NAMES.get(f"{version}.sql")
         if known is None:  # an old-style number this code never had: not one it can read
-            return 10 ** 15
+            return 10**15
         version = known
     head = version[:14]
     if not head.isdigit():
@@ -104,49 +105,87 @@ async def backup_tenant(cp: ControlPlane, tenant_id: str, output: Path) -> dict[
         counts[table] = len(rows)
     report = verify_chain(tid, [AuditChainRow.model_validate(r) for r in _load_rows(members, "audit_log")])
     if not report.ok:
-        cp.reporter.warn(f"{tid}'s audit chain is broken at seq {report.first_broken.seq if report.first_broken else '?'}:"
-                         " the archive keeps it as it is, and a restore of it will be refused")
+        cp.reporter.warn(
+            f"{tid}'s audit chain is broken at seq {report.first_broken.seq if report.first_broken else '?'}:"
+            " the archive keeps it as it is, and a restore of it will be refused"
+        )
 
     meter_section: dict[str, Any]
     if cp.meter is None:
         meter_section = {"status": "unavailable", "reason": "no meter access configured"}
     else:
         read = await cp.meter.read(tenant)
-        meter_section = ({"status": "ok", "snapshot": read.snapshot} if read.available and read.snapshot is not None
-                         else {"status": "unavailable", "reason": read.reason})
+        meter_section = (
+            {"status": "ok", "snapshot": read.snapshot}
+            if read.available and read.snapshot is not None
+            else {"status": "unavailable", "reason": read.reason}
+        )
         if meter_section["status"] != "ok":
-            cp.reporter.warn(f"{tid}'s UsageMeter was not read ({read.reason}); its flushed history "
-                             "(tenant_usage) is in the archive")
+            cp.reporter.warn(
+                f"{tid}'s UsageMeter was not read ({read.reason}); its flushed history (tenant_usage) is in the archive"
+            )
     members["durable_objects/usage_meter.json"] = dump(meter_section)
 
     r2_section: dict[str, Any]
     if cp.objects is None:
-        r2_section = {"status": "not_configured", "objects": [],
-                      "reason": "this platform binds no R2 bucket for tenant files"}
+        r2_section = {
+            "status": "not_configured",
+            "objects": [],
+            "reason": "this platform binds no R2 bucket for tenant files",
+        }
     else:
         r2_section = await _backup_objects(cp, tid, members)
     members["r2/index.json"] = dump(r2_section)
-    members["worker.json"] = dump({"script_name": tenant.script_name, "vars": tenant_vars(tenant),
-                                   "deployed": await cp.scripts.exists(tenant.script_name),
-                                   "secrets": "not backed up"})
-    members["d1.json"] = dump({"tenants": [r for r in [await cp.replica.tenant(tid)] if r],
-                               "tenant_domains": await cp.replica.domains(tid)})
+    members["worker.json"] = dump(
+        {
+            "script_name": tenant.script_name,
+            "vars": tenant_vars(tenant),
+            "deployed": await cp.scripts.exists(tenant.script_name),
+            "secrets": "not backed up",
+        }
+    )
+    members["d1.json"] = dump(
+        {"tenants": [r for r in [await cp.replica.tenant(tid)] if r], "tenant_domains": await cp.replica.domains(tid)}
+    )
 
-    sections = {"supabase": counts, "audit_chain": report.model_dump(mode="json"),
-                "durable_objects": {"usage_meter": meter_section["status"]},
-                "r2": {"status": r2_section["status"], "objects": len(r2_section["objects"])}}
+    sections = {
+        "supabase": counts,
+        "audit_chain": report.model_dump(mode="json"),
+        "durable_objects": {"usage_meter": meter_section["status"]},
+        "r2": {"status": r2_section["status"], "objects": len(r2_section["objects"])},
+    }
     if cp.dry_run:  # the rows were read; the archive is only planned
         cp.reporter.plan("local file", f"write {output} (0600): " + ", ".join(f"{t} {n}" for t, n in counts.items()))
-        return {"tenant_id": tid, "archive": str(output), "rows": counts, "audit_chain_ok": report.ok,
-                "usage_meter": meter_section["status"], "r2": r2_section["status"]}
+        return {
+            "tenant_id": tid,
+            "archive": str(output),
+            "rows": counts,
+            "audit_chain_ok": report.ok,
+            "usage_meter": meter_section["status"],
+            "r2": r2_section["status"],
+        }
     cp.reporter.step(f"archive: write {output}")
-    digest = write_archive(output, tenant_id=tid, schema_version=schema_version(), members=members,
-                           sections=sections)
-    await cp.registry.audit(tid, "tenant.backed_up", tid, {"archive_sha256": digest, "rows": counts,
-                                                           "usage_meter": meter_section["status"],
-                                                           "r2_objects": len(r2_section["objects"])})
-    return {"tenant_id": tid, "archive": str(output), "sha256": digest, "rows": counts,
-            "audit_chain_ok": report.ok, "usage_meter": meter_section["status"], "r2": r2_section["status"]}
+    digest = write_archive(output, tenant_id=tid, schema_version=schema_version(), members=members, sections=sections)
+    await cp.registry.audit(
+        tid,
+        "tenant.backed_up",
+        tid,
+        {
+            "archive_sha256": digest,
+            "rows": counts,
+            "usage_meter": meter_section["status"],
+            "r2_objects": len(r2_section["objects"]),
+        },
+    )
+    return {
+        "tenant_id": tid,
+        "archive": str(output),
+        "sha256": digest,
+        "rows": counts,
+        "audit_chain_ok": report.ok,
+        "usage_meter": meter_section["status"],
+        "r2": r2_section["status"],
+    }
 
 
 async def _backup_objects(cp: ControlPlane, tid: str, members: dict[str, bytes]) -> dict[str, Any]:
@@ -167,14 +206,22 @@ async def _backup_objects(cp: ControlPlane, tid: str, members: dict[str, bytes])
         if got is None:  # deleted since the listing
             continue
         if len(got.data) > MAX_OBJECT_BYTES:
-            raise BackendError(f"R2 object {info.key} is larger than an archive member may be "
-                               f"({MAX_OBJECT_BYTES} bytes)")
+            raise BackendError(
+                f"R2 object {info.key} is larger than an archive member may be ({MAX_OBJECT_BYTES} bytes)"
+            )
         member = r2_member(info.key)
         members[member] = got.data
         metadata = {k: v for k, v in (got.metadata or info.metadata).items() if k != TOMBSTONE_METADATA}
-        index.append({"key": info.key, "member": member, "bytes": len(got.data),
-                      "sha256": hashlib.sha256(got.data).hexdigest(),
-                      "content_type": got.content_type or info.content_type, "metadata": metadata})
+        index.append(
+            {
+                "key": info.key,
+                "member": member,
+                "bytes": len(got.data),
+                "sha256": hashlib.sha256(got.data).hexdigest(),
+                "content_type": got.content_type or info.content_type,
+                "metadata": metadata,
+            }
+        )
     return {"status": "ok", "prefix": prefix, "objects": index, "bytes": sum(o["bytes"] for o in index)}
 
 
@@ -224,8 +271,10 @@ def _check_objects(archive: Archive, tid: str, entries: Any) -> list[ArchivedObj
     for obj in objects:
         why = object_key_error(tid, obj.key)
         if why is not None:
-            raise Refused(f"the archive's R2 index names an object outside the tenant's prefix ({obj.key!r}: {why}): "
-                          "refused whole")
+            raise Refused(
+                f"the archive's R2 index names an object outside the tenant's prefix ({obj.key!r}: {why}): "
+                "refused whole"
+            )
         if obj.member != r2_member(obj.key) or obj.member not in archive.members:
             raise Refused(f"the archive's R2 index names no archived object for {obj.key!r}")
         data = archive.members[obj.member]
@@ -244,18 +293,22 @@ def check_archive(archive: Archive, expected_tenant: str | None) -> RestorePlan:
     that its audit chain holds, that this code knows its schema. Refused otherwise."""
     tid = archive.manifest.tenant_id
     if expected_tenant is not None and parse_tenant_id(expected_tenant) != tid:
-        raise Refused(f"the archive holds tenant {tid!r}, not {expected_tenant!r}: an archive restores only "
-                      "under its own tenant's id")
+        raise Refused(
+            f"the archive holds tenant {tid!r}, not {expected_tenant!r}: an archive restores only "
+            "under its own tenant's id"
+        )
     known = schema_version()
     if _schema_number(archive.manifest.schema_version) > _schema_number(known):
-        raise Refused(f"the archive's schema {archive.manifest.schema_version} is newer than this code's ({known}): "
-                      "update the control plane first")
+        raise Refused(
+            f"the archive's schema {archive.manifest.schema_version} is newer than this code's ({known}): "
+            "update the control plane first"
+        )
     tables: dict[str, list[dict[str, Any]]] = {}
     for name in archive.members:
         if not name.startswith("supabase/"):
             continue
         rows = archive.json_member(name)
-        table = name[len("supabase/"):-len(".json")]
+        table = name[len("supabase/") : -len(".json")]
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise Refused(f"archive member {name} is not a list of rows")
         if any(r.get("tenant_id") != tid for r in rows):
@@ -270,9 +323,14 @@ def check_archive(archive: Archive, expected_tenant: str | None) -> RestorePlan:
         raise Refused(f"the archive's rows are malformed: {exc.errors()[0].get('msg', '')[:200]}") from None
     report = verify_chain(tid, chain)
     if report.first_broken is not None:
-        raise Refused(f"the archive's audit chain does not verify at seq {report.first_broken.seq}: "
-                      f"{report.first_broken.message}")
-    meter = archive.json_member("durable_objects/usage_meter.json") if "durable_objects/usage_meter.json" in archive.members else {}
+        raise Refused(
+            f"the archive's audit chain does not verify at seq {report.first_broken.seq}: {report.first_broken.message}"
+        )
+    meter = (
+        archive.json_member("durable_objects/usage_meter.json")
+        if "durable_objects/usage_meter.json" in archive.members
+        else {}
+    )
     r2 = archive.json_member("r2/index.json") if "r2/index.json" in archive.members else {"objects": []}
     if not isinstance(meter, dict) or not isinstance(r2, dict):
         raise Refused("the archive's meter or R2 section is malformed")
@@ -285,8 +343,10 @@ async def _check_platform(cp: ControlPlane, plan: RestorePlan) -> None:
     tenant, tid = plan.tenant, plan.tenant.tenant_id
     existing = await cp.registry.tenant(tid)
     if existing is not None and (existing.type, existing.domain) != (tenant.type, tenant.domain):
-        raise Refused(f"tenant id {tid!r} is taken here by a {existing.type.value} tenant at {existing.domain}: "
-                      "the archive's tenant is not that one")
+        raise Refused(
+            f"tenant id {tid!r} is taken here by a {existing.type.value} tenant at {existing.domain}: "
+            "the archive's tenant is not that one"
+        )
     if tenant.type is TenantType.PRIMARY:
         primary = await cp.registry.primary_tenant()
         if primary is not None and primary.tenant_id != tid:
@@ -313,8 +373,10 @@ async def _check_platform(cp: ControlPlane, plan: RestorePlan) -> None:
         for table in extra:
             pk = keys.get(table)
             if not pk:
-                raise Refused(f"the archive holds table {table}, which this platform does not have (or has no "
-                              "primary key for): nothing was restored")
+                raise Refused(
+                    f"the archive holds table {table}, which this platform does not have (or has no "
+                    "primary key for): nothing was restored"
+                )
             for row in plan.tables[table]:
                 if any(c not in row for c in pk):
                     raise Refused(f"{table}: an archived row lacks its key {pk}")
@@ -323,8 +385,10 @@ async def _check_platform(cp: ControlPlane, plan: RestorePlan) -> None:
                         raise Refused(f"a {table} row with the key of an archived row belongs to another tenant here")
     objects = plan.objects
     if objects and cp.objects is None:
-        raise Refused(f"the archive holds {len(objects)} R2 object(s) and this platform binds no bucket for tenant "
-                      "files: nothing was restored")
+        raise Refused(
+            f"the archive holds {len(objects)} R2 object(s) and this platform binds no bucket for tenant "
+            "files: nothing was restored"
+        )
 
 
 def _usage_rows(plan: RestorePlan) -> list[dict[str, Any]]:
@@ -332,10 +396,22 @@ def _usage_rows(plan: RestorePlan) -> list[dict[str, Any]]:
     snapshot = plan.meter.get("snapshot") if plan.meter.get("status") == "ok" else None
     for item in (snapshot or {}).get("items", []):
         # The meter's live counters (unflushed ones too) become the history they would have been.
-        if isinstance(item, dict) and item.get("kind") == "ai_calls" and isinstance(item.get("used"), int) \
-                and isinstance(item.get("period"), str) and item["used"] > 0:
-            rows.append({"tenant_id": plan.tenant.tenant_id, "usage_type": "ai_calls", "period": item["period"],
-                         "usage_count": item["used"], "usage_limit": item.get("limit")})
+        if (
+            isinstance(item, dict)
+            and item.get("kind") == "ai_calls"
+            and isinstance(item.get("used"), int)
+            and isinstance(item.get("period"), str)
+            and item["used"] > 0
+        ):
+            rows.append(
+                {
+                    "tenant_id": plan.tenant.tenant_id,
+                    "usage_type": "ai_calls",
+                    "period": item["period"],
+                    "usage_count": item["used"],
+                    "usage_limit": item.get("limit"),
+                }
+            )
     return rows
 
 
@@ -357,8 +433,9 @@ async def _storage_level(cp: ControlPlane, plan: RestorePlan) -> tuple[dict[str,
         total = sum(o.bytes for o in plan.objects if o.key.startswith(files_prefix(plan.tenant.tenant_id)))
     else:
         files = files_prefix(plan.tenant.tenant_id)
-        total = sum(o.size for o in await cp.objects.list(plan.tenant.tenant_id)
-                    if o.key.startswith(files) and not o.tombstone)
+        total = sum(
+            o.size for o in await cp.objects.list(plan.tenant.tenant_id) if o.key.startswith(files) and not o.tombstone
+        )
     return ({"storage": total} if total > 0 else {}), total
 
 
@@ -366,19 +443,26 @@ def _meter_levels(plan: RestorePlan) -> dict[str, int]:
     snapshot = plan.meter.get("snapshot") if plan.meter.get("status") == "ok" else None
     levels: dict[str, int] = {}
     for item in (snapshot or {}).get("items", []):
-        if isinstance(item, dict) and item.get("kind") == "storage" and isinstance(item.get("used"), int) \
-                and item["used"] > 0:
+        if (
+            isinstance(item, dict)
+            and item.get("kind") == "storage"
+            and isinstance(item.get("used"), int)
+            and item["used"] > 0
+        ):
             levels["storage"] = item["used"]
     return levels
 
 
-async def _changed_rows(cp: ControlPlane, table: str, tenant_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def _changed_rows(
+    cp: ControlPlane, table: str, tenant_id: str, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """The archived rows the tenant does not hold as they are (a re-run writes nothing; the
     time of the last change is the database's, so it is not compared)."""
     key = TABLE_KEYS[table][0]
     current = {r.get(key): r for r in await cp.registry.rows_of(table, tenant_id)}
-    return [r for r in rows
-            if any(current.get(r[key], {}).get(c, object()) != v for c, v in r.items() if c != "updated_at")]
+    return [
+        r for r in rows if any(current.get(r[key], {}).get(c, object()) != v for c, v in r.items() if c != "updated_at")
+    ]
 
 
 async def restore_tenant(cp: ControlPlane, path: Path, expected_tenant: str | None = None) -> dict[str, Any]:
@@ -388,10 +472,14 @@ async def restore_tenant(cp: ControlPlane, path: Path, expected_tenant: str | No
     written: dict[str, int] = {}
 
     cp.reporter.step(f"supabase: restore {tid} ({tenant.type.value}, {tenant.status.value})")
-    domains = sorted(plan.tables.get("tenant_domains", []), key=lambda d: (d.get("domain") != tenant.domain,
-                                                                           str(d.get("domain"))))
-    for table, rows in (("tenants", plan.tables["tenants"]), ("tenant_domains", domains),
-                        ("profiles", plan.tables.get("profiles", []))):
+    domains = sorted(
+        plan.tables.get("tenant_domains", []), key=lambda d: (d.get("domain") != tenant.domain, str(d.get("domain")))
+    )
+    for table, rows in (
+        ("tenants", plan.tables["tenants"]),
+        ("tenant_domains", domains),
+        ("profiles", plan.tables.get("profiles", [])),
+    ):
         key, generated = TABLE_KEYS[table]
         rows = await _changed_rows(cp, table, tid, [{k: v for k, v in r.items() if k not in generated} for r in rows])
         await cp.registry.upsert_rows(table, rows, key)
@@ -445,14 +533,31 @@ async def restore_tenant(cp: ControlPlane, path: Path, expected_tenant: str | No
         if stored is not None and level is not None and level != levels["storage"]:
             # The meter already held a level (a restore into the same platform): seeding keeps it.
             meter_note = f"storage level kept at {level} (the bucket holds {levels['storage']} bytes)"
-            cp.reporter.warn(f"{tid}'s storage level is {level} bytes and its files total {levels['storage']}: "
-                             "a tenant admin's POST /api/files/reconcile sets the level to the bucket's total")
+            cp.reporter.warn(
+                f"{tid}'s storage level is {level} bytes and its files total {levels['storage']}: "
+                "a tenant admin's POST /api/files/reconcile sets the level to the bucket's total"
+            )
 
     target = f"sha256:{plan.archive.sha256}"
     if not await cp.registry.has_audit(tid, "tenant.restored", target):
-        await cp.registry.audit(tid, "tenant.restored", target, {
-            "schema_version": plan.archive.manifest.schema_version, "created_at": plan.archive.manifest.created_at,
-            "rows": written, "r2_objects": len(plan.objects)})
-    return {"tenant_id": tid, "status": current.status.value, "written": written, "usage_meter": meter_note,
-            "r2_objects": len(plan.objects), "r2_bytes": sum(o.bytes for o in plan.objects),
-            "archive_sha256": plan.archive.sha256, "note": cp.bound_note()}
+        await cp.registry.audit(
+            tid,
+            "tenant.restored",
+            target,
+            {
+                "schema_version": plan.archive.manifest.schema_version,
+                "created_at": plan.archive.manifest.created_at,
+                "rows": written,
+                "r2_objects": len(plan.objects),
+            },
+        )
+    return {
+        "tenant_id": tid,
+        "status": current.status.value,
+        "written": written,
+        "usage_meter": meter_note,
+        "r2_objects": len(plan.objects),
+        "r2_bytes": sum(o.bytes for o in plan.objects),
+        "archive_sha256": plan.archive.sha256,
+        "note": cp.bound_note(),
+    }

@@ -5,6 +5,7 @@ The same rules as the tenant admin's `PATCH /api/tenant/branding` (shared.brandi
 Supabase `tenants.whitelabel_config`, then converged to D1 (the dispatcher's error pages carry the
 brand name) and audited.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,8 +18,10 @@ from shared.branding import FIELDS, check_branding, merged
 async def set_branding(cp: ControlPlane, tenant_id: str, values: dict[str, Any]) -> dict[str, Any]:
     tenant = await cp.require(tenant_id)
     if not values:
-        raise Refused("nothing to change: give at least one of --brand-name, --logo-url, --primary-color, "
-                      "--secondary-color, --support-email or --clear")
+        raise Refused(
+            "nothing to change: give at least one of --brand-name, --logo-url, --primary-color, "
+            "--secondary-color, --support-email or --clear"
+        )
     cleaned, problems = check_branding(values)
     if problems:
         raise Refused("; ".join(f"{k}: {v}" for k, v in sorted(problems.items())))

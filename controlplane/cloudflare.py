@@ -12,6 +12,7 @@ scripts and D1 on the account.
 Every request goes through one httpx transport, so dry-run can stand at that edge
 (controlplane.dryrun.DryRunTransport) and print the requests exactly as the SDK builds them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -67,9 +68,14 @@ def registry_ssl_status(cloudflare_ssl: str) -> str:
 def hostname_state(result: Mapping[str, Any]) -> HostnameState:
     ssl = (result.get("ssl") or {}).get("status") or "initializing"
     status = result.get("status") or "pending"
-    return HostnameState(hostname=result.get("hostname") or "", id=str(result.get("id") or ""),
-                         ssl_status=registry_ssl_status(ssl), dns_configured=status == "active",
-                         cloudflare_status=status, cloudflare_ssl_status=ssl)
+    return HostnameState(
+        hostname=result.get("hostname") or "",
+        id=str(result.get("id") or ""),
+        ssl_status=registry_ssl_status(ssl),
+        dns_configured=status == "active",
+        cloudflare_status=status,
+        cloudflare_ssl_status=ssl,
+    )
 
 
 def _as_dict(model: Any) -> dict[str, Any]:
@@ -103,12 +109,18 @@ def sdk_errors() -> Iterator[None]:
         raise BackendError(f"Cloudflare API unreachable: {detail}") from None
 
 
-def connect(*, token: str, base_url: str = API_BASE, transport: httpx.AsyncBaseTransport | None = None,
-            max_retries: int = MAX_RETRIES) -> cloudflare.AsyncCloudflare:
+def connect(
+    *,
+    token: str,
+    base_url: str = API_BASE,
+    transport: httpx.AsyncBaseTransport | None = None,
+    max_retries: int = MAX_RETRIES,
+) -> cloudflare.AsyncCloudflare:
     """The SDK's client with this token only, over `transport` (httpx's own when None)."""
     http = cloudflare.DefaultAsyncHttpxClient(transport=transport) if transport is not None else None
-    client = cloudflare.AsyncCloudflare(api_token=token, base_url=base_url, timeout=TIMEOUT_SECONDS,
-                                       max_retries=max_retries, http_client=http)
+    client = cloudflare.AsyncCloudflare(
+        api_token=token, base_url=base_url, timeout=TIMEOUT_SECONDS, max_retries=max_retries, http_client=http
+    )
     # The SDK also reads CLOUDFLARE_EMAIL / CLOUDFLARE_API_KEY / CLOUDFLARE_API_USER_SERVICE_KEY from the
     # process environment and would send those *instead of* the token: the control plane uses the token only.
     client.api_key = client.api_email = client.user_service_key = None
@@ -125,8 +137,9 @@ class CloudflareApi:
         await self._cf.close()
 
     # ---- custom hostnames (Cloudflare for SaaS) -----------------------------------------
-    async def custom_hostnames(self, *, exact: str | None = None,
-                               per_page: int = 50) -> AsyncGenerator[HostnameState, None]:
+    async def custom_hostnames(
+        self, *, exact: str | None = None, per_page: int = 50
+    ) -> AsyncGenerator[HostnameState, None]:
         """Every custom hostname on the zone (or the one named `exact`), page after page."""
         query: dict[str, Any] = {"per_page": per_page}
         if exact is not None:
@@ -144,8 +157,11 @@ class CloudflareApi:
 
     async def create_custom_hostname(self, hostname: str) -> HostnameState:
         with sdk_errors():
-            created = await self._cf.custom_hostnames.create(zone_id=self.zone_id, hostname=hostname,
-                                                             ssl=CUSTOM_HOSTNAME_SSL)  # type: ignore[arg-type]
+            created = await self._cf.custom_hostnames.create(
+                zone_id=self.zone_id,
+                hostname=hostname,
+                ssl=CUSTOM_HOSTNAME_SSL,  # type: ignore[arg-type]
+            )
         state = hostname_state(_as_dict(created))
         if not state.id:
             raise CloudflareError(200, [{"code": 0, "message": f"no custom hostname in the answer for {hostname}"}])
@@ -191,14 +207,19 @@ class CloudflareApi:
     async def kv_keys(self, namespace_id: str, prefix: str) -> list[str]:
         """Every key name under a prefix (the API pages with a cursor, 1000 names at a time)."""
         with sdk_errors():
-            return [key.name async for key in self._cf.kv.namespaces.keys.list(
-                namespace_id, account_id=self.account_id, prefix=prefix, limit=1000)]
+            return [
+                key.name
+                async for key in self._cf.kv.namespaces.keys.list(
+                    namespace_id, account_id=self.account_id, prefix=prefix, limit=1000
+                )
+            ]
 
     async def kv_get(self, namespace_id: str, key: str) -> str | None:
         try:
             with sdk_errors():
-                value = await self._cf.kv.namespaces.values.get(key, account_id=self.account_id,
-                                                                namespace_id=namespace_id)
+                value = await self._cf.kv.namespaces.values.get(
+                    key, account_id=self.account_id, namespace_id=namespace_id
+                )
                 return (await value.read()).decode("utf-8")
         except CloudflareError as exc:
             if exc.status == 404 or KV_KEY_NOT_FOUND in exc.codes:
@@ -210,7 +231,8 @@ class CloudflareApi:
         try:
             with sdk_errors():
                 await self._cf.workers_for_platforms.dispatch.namespaces.scripts.get(
-                    script, account_id=self.account_id, dispatch_namespace=namespace)
+                    script, account_id=self.account_id, dispatch_namespace=namespace
+                )
         except CloudflareError as exc:
             if exc.status == 404 or SCRIPT_NOT_FOUND in exc.codes:
                 return False
@@ -221,7 +243,8 @@ class CloudflareApi:
         try:
             with sdk_errors():
                 await self._cf.workers_for_platforms.dispatch.namespaces.scripts.delete(
-                    script, account_id=self.account_id, dispatch_namespace=namespace, force=True)
+                    script, account_id=self.account_id, dispatch_namespace=namespace, force=True
+                )
         except CloudflareError as exc:
             if not (exc.status == 404 or SCRIPT_NOT_FOUND in exc.codes):
                 raise
@@ -230,8 +253,12 @@ class CloudflareApi:
     async def d1_query(self, database_id: str, sql: str, params: Sequence[str]) -> list[dict[str, Any]]:
         """One statement; its rows. `params` are bound by D1 (`?1`, `?2`, … in `sql`)."""
         with sdk_errors():
-            page = await self._cf.d1.database.query(database_id, account_id=self.account_id, sql=sql,  # type: ignore[call-overload]
-                                                    **({"params": list(params)} if params else {}))
+            page = await self._cf.d1.database.query(
+                database_id,
+                account_id=self.account_id,
+                sql=sql,  # type: ignore[call-overload]
+                **({"params": list(params)} if params else {}),
+            )
         results = page.result or []
         if results and results[0].success is False:
             raise CloudflareError(200, [{"code": 0, "message": "the D1 statement did not succeed"}])
@@ -241,8 +268,7 @@ class CloudflareApi:
         """Several statements in one request, run by D1 as one batch (all of it lands or none of it)."""
         batch = [{"sql": sql, **({"params": list(params)} if params else {})} for sql, params in statements]
         with sdk_errors():
-            page = await self._cf.d1.database.query(database_id, account_id=self.account_id,
-                                                    batch=batch)  # type: ignore[arg-type]
+            page = await self._cf.d1.database.query(database_id, account_id=self.account_id, batch=batch)  # type: ignore[arg-type]
         failed = [r for r in page.result or [] if r.success is False]
         if failed:
             raise CloudflareError(200, [{"code": 0, "message": f"{len(failed)} D1 statement(s) did not succeed"}])

@@ -5,6 +5,7 @@ client builds: same URL, query string and JSON body (credentials are never print
 Supabase's PostgREST calls go through `DryRunHttp` (our HttpClient); Cloudflare's API goes
 through the official SDK, whose httpx transport is `DryRunTransport`.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,17 +25,27 @@ def echo_rows(method: str, url: str, body: bytes | None) -> HttpResponse:
     """PostgREST's `return=representation`: the written rows (the request body) or none."""
     if method in ("POST", "PATCH") and body:
         data = json.loads(body)
-        return HttpResponse(201, {"content-type": "application/json"}, json.dumps(data if isinstance(data, list) else [data]).encode())
+        return HttpResponse(
+            201, {"content-type": "application/json"}, json.dumps(data if isinstance(data, list) else [data]).encode()
+        )
     return HttpResponse(200, {"content-type": "application/json"}, b"[]")
 
 
 class DryRunHttp:
-    def __init__(self, inner: HttpClient | None, reporter: Reporter, kind: str,
-                 fake_reply: FakeReply = echo_rows) -> None:
+    def __init__(
+        self, inner: HttpClient | None, reporter: Reporter, kind: str, fake_reply: FakeReply = echo_rows
+    ) -> None:
         self._inner, self._reporter, self._kind, self._fake = inner, reporter, kind, fake_reply
 
-    async def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
-                      body: bytes | None = None, timeout: float = 10.0) -> HttpResponse:
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        timeout: float = 10.0,
+    ) -> HttpResponse:
         if method == "GET" and self._inner is not None:
             return await self._inner.request(method, url, headers=headers, body=body, timeout=timeout)
         shown = f"{method} {url}"
@@ -68,11 +79,17 @@ def is_read(method: str, path: str, body: bytes) -> bool:
         return False
     statements = d1_statements(body)
     return bool(statements) and all(
-        s.strip().upper().startswith("SELECT") and ";" not in s.strip().rstrip(";") for s in statements or [])
+        s.strip().upper().startswith("SELECT") and ";" not in s.strip().rstrip(";") for s in statements or []
+    )
 
 
-def _envelope(result: object, status: int = 200, *, errors: list[dict[str, object]] | None = None,
-              info: dict[str, object] | None = None) -> tuple[int, dict[str, object]]:
+def _envelope(
+    result: object,
+    status: int = 200,
+    *,
+    errors: list[dict[str, object]] | None = None,
+    info: dict[str, object] | None = None,
+) -> tuple[int, dict[str, object]]:
     out: dict[str, object] = {"success": not errors, "errors": errors or [], "messages": [], "result": result}
     if info is not None:
         out["result_info"] = info
@@ -84,8 +101,15 @@ def cloudflare_write_reply(method: str, path: str, body: bytes) -> tuple[int, di
     a new custom hostname is pending, a D1 batch changed nothing that is read back."""
     if method == "POST" and path.endswith("/custom_hostnames"):
         sent = json.loads(body or b"{}")
-        return _envelope({**sent, "id": "dry-run", "status": "pending",
-                          "ssl": {**(sent.get("ssl") or {}), "status": "initializing"}}, 201)
+        return _envelope(
+            {
+                **sent,
+                "id": "dry-run",
+                "status": "pending",
+                "ssl": {**(sent.get("ssl") or {}), "status": "initializing"},
+            },
+            201,
+        )
     statements = d1_statements(body) if _D1_QUERY.search(path) else None
     if statements is not None:
         return _envelope([{"results": [], "success": True, "meta": {"changes": 0}} for _ in statements])
@@ -139,8 +163,10 @@ class DryRunTransport(httpx.AsyncBaseTransport):
     def _unread(self, request: httpx.Request, body: bytes, reason: str) -> httpx.Response:
         if not self._warned:
             self._warned = True
-            self._reporter.warn(f"cannot read Cloudflare's API ({reason}): this dry run goes on as if Cloudflare "
-                                "held nothing yet, so it shows every write that could be needed")
+            self._reporter.warn(
+                f"cannot read Cloudflare's API ({reason}): this dry run goes on as if Cloudflare "
+                "held nothing yet, so it shows every write that could be needed"
+            )
         status, payload = cloudflare_unread_reply(request.method, request.url.path, body)
         return httpx.Response(status, json=payload, request=request)
 

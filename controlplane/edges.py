@@ -3,6 +3,7 @@
 Each has a local implementation (the local platform's files) and a Cloudflare one, chosen
 in controlplane.wiring; the lifecycle code never knows which it has.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,13 @@ from shared.file_keys import tenant_root
 from shared.outbound_http import HttpClient, HttpError, HttpResponse
 
 # Secrets every tenant Worker shares (the Supabase project's), added to each deploy when known.
-PLATFORM_SECRETS = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY",
-                    "PLATFORM_DATA_KEYS")
+PLATFORM_SECRETS = (
+    "SUPABASE_URL",
+    "SUPABASE_ANON_KEY",
+    "SUPABASE_JWT_SECRET",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "PLATFORM_DATA_KEYS",
+)
 
 
 # What a tenant Worker refuses to start without besides what each deploy adds itself
@@ -49,6 +55,7 @@ def tenant_vars(tenant: TenantRecord) -> dict[str, str]:
 # ---- route cache (KV TENANT_CACHE) ----------------------------------------------------------
 class RouteCache(Protocol):
     label: str
+
     async def get(self, host: str) -> str | None: ...
     async def purge(self, host: str) -> None: ...
 
@@ -93,6 +100,7 @@ class CloudflareRouteCache:
 # ---- tenant Worker scripts in the dispatch namespace ----------------------------------------
 class TenantScripts(Protocol):
     label: str
+
     async def exists(self, script: str) -> bool: ...
     async def serves(self, tenant: TenantRecord) -> bool: ...
     async def deploy(self, tenant: TenantRecord, secrets: Mapping[str, str]) -> None: ...
@@ -104,8 +112,15 @@ class LocalScripts:
     """The local namespace (localrt.namespace.NamespaceRegistry): a spec file and a .dev.vars per script;
     the running platform host starts, restarts or stops the script's Worker when they change."""
 
-    def __init__(self, namespace: Any, master_secret_file: Path, reporter: Reporter, *, dry_run: bool = False,
-                 platform_secrets: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        namespace: Any,
+        master_secret_file: Path,
+        reporter: Reporter,
+        *,
+        dry_run: bool = False,
+        platform_secrets: Mapping[str, str] | None = None,
+    ) -> None:
         self._ns, self._master_file, self._reporter, self._dry = namespace, master_secret_file, reporter, dry_run
         self._platform = dict(platform_secrets or {})
         self.label = f"namespace (local {namespace.registry_dir})"
@@ -120,8 +135,10 @@ class LocalScripts:
             return self.context_master
         secret = read_dev_vars(self._master_file).get("CONTEXT_SIGNING_SECRET")
         if not secret:
-            raise ConfigError(f"no CONTEXT_SIGNING_SECRET in {self._master_file}: start the local platform once "
-                              "(python -m localrt run) so it creates the dispatcher's secret")
+            raise ConfigError(
+                f"no CONTEXT_SIGNING_SECRET in {self._master_file}: start the local platform once "
+                "(python -m localrt run) so it creates the dispatcher's secret"
+            )
         return secret
 
     async def exists(self, script: str) -> bool:
@@ -142,8 +159,10 @@ class LocalScripts:
         spec = ScriptSpec(tenant.script_name, vars=tenant_vars(tenant))
         if self._dry:
             self._reporter.plan(self.label, f"deploy {spec.to_json()}")
-            self._reporter.plan(self.label, f"write {self._ns.secrets_path(tenant.script_name)} keys "
-                                f"{sorted({'TENANT_CONTEXT_KEY', *secrets})}")
+            self._reporter.plan(
+                self.label,
+                f"write {self._ns.secrets_path(tenant.script_name)} keys {sorted({'TENANT_CONTEXT_KEY', *secrets})}",
+            )
             return
         path = self._ns.secrets_path(tenant.script_name)
         values = read_dev_vars(path)
@@ -153,9 +172,11 @@ class LocalScripts:
         values["TENANT_CONTEXT_KEY"] = derive_tenant_keyring(self._master(), tenant.tenant_id).format()
         missing = missing_platform_secrets(values)
         if missing:  # the Worker would refuse to start (503 on every route): say so before deploying
-            raise ConfigError(f"{', '.join(missing)} not known for {tenant.tenant_id}'s Worker: export them (the "
-                              "Supabase project's values; `python -m localrt run` writes the local ones to "
-                              "<state>/secrets/supabase.dev.vars) and re-run")
+            raise ConfigError(
+                f"{', '.join(missing)} not known for {tenant.tenant_id}'s Worker: export them (the "
+                "Supabase project's values; `python -m localrt run` writes the local ones to "
+                "<state>/secrets/supabase.dev.vars) and re-run"
+            )
         write_dev_vars(path, values)  # secrets first: the spec's appearance is what makes it routable
         existing = self._ns.get(tenant.script_name)
         if existing is not None:  # keep vars an operator or a test added (SUPABASE_URL …); ours win
@@ -179,8 +200,15 @@ class LocalScripts:
 class CloudflareScripts:
     """Scripts in the `cmgsite-tenants` namespace: wrangler deploys, the API checks and deletes."""
 
-    def __init__(self, api: CloudflareApi, runner: Runner, master_secret: str | None, *, dry_run: bool = False,
-                 platform_secrets: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        api: CloudflareApi,
+        runner: Runner,
+        master_secret: str | None,
+        *,
+        dry_run: bool = False,
+        platform_secrets: Mapping[str, str] | None = None,
+    ) -> None:
         self._api, self._runner, self._master, self._dry = api, runner, master_secret, dry_run
         self._platform = dict(platform_secrets or {})
         self.label = f"namespace (remote {NAMESPACE})"
@@ -195,10 +223,15 @@ class CloudflareScripts:
     async def deploy(self, tenant: TenantRecord, secrets: Mapping[str, str]) -> None:
         master = self.context_master or self._master
         if not master:
-            raise ConfigError("CONTEXT_SIGNING_SECRET (the dispatcher's master secret) is needed to derive "
-                              "the tenant's TENANT_CONTEXT_KEY: export it before deploying")
-        values = {**self._platform, **secrets,
-                  "TENANT_CONTEXT_KEY": derive_tenant_keyring(master, tenant.tenant_id).format()}
+            raise ConfigError(
+                "CONTEXT_SIGNING_SECRET (the dispatcher's master secret) is needed to derive "
+                "the tenant's TENANT_CONTEXT_KEY: export it before deploying"
+            )
+        values = {
+            **self._platform,
+            **secrets,
+            "TENANT_CONTEXT_KEY": derive_tenant_keyring(master, tenant.tenant_id).format(),
+        }
         if self._dry:
             shown = f"<temporary JSON file with {', '.join(sorted(values))}>"
             self._runner.run(tenant_deploy_command(tenant.script_name, tenant_vars(tenant), secrets_file=shown))
@@ -221,6 +254,7 @@ class CloudflareScripts:
 # ---- custom hostnames (Cloudflare for SaaS) ---------------------------------------------------
 class Hostnames(Protocol):
     label: str
+
     async def find(self, hostname: str) -> HostnameState | None: ...
     async def create(self, hostname: str) -> HostnameState: ...
     async def delete(self, hostname: str) -> None: ...
@@ -262,6 +296,7 @@ class CloudflareHostnames:
 # ---- a tenant's runtime data outside Supabase (AUTH_KV keys, Durable Object storage) ---------
 class TenantRuntimeData(Protocol):
     label: str
+
     async def describe(self, tenant_id: str, script: str) -> dict[str, Any]: ...
     async def erase(self, tenant_id: str, script: str) -> dict[str, int]: ...
 
@@ -315,8 +350,12 @@ class LocalRuntimeData:
             return 0
         try:
             with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-                return int(conn.execute("SELECT count(*) FROM _mf_entries WHERE substr(key, 1, ?) = ?",
-                                        (len(auth_kv_prefix(tenant_id)), auth_kv_prefix(tenant_id))).fetchone()[0])
+                return int(
+                    conn.execute(
+                        "SELECT count(*) FROM _mf_entries WHERE substr(key, 1, ?) = ?",
+                        (len(auth_kv_prefix(tenant_id)), auth_kv_prefix(tenant_id)),
+                    ).fetchone()[0]
+                )
         except sqlite3.Error:
             return 0
 
@@ -333,8 +372,9 @@ class LocalRuntimeData:
             return 0
         select = "SELECT key, blob_id FROM _mf_objects WHERE substr(key, 1, ?) = ?"
         try:
-            with contextlib.closing(sqlite3.connect(db if erase else f"file:{db}?mode=ro", uri=not erase,
-                                                    timeout=30)) as conn:
+            with contextlib.closing(
+                sqlite3.connect(db if erase else f"file:{db}?mode=ro", uri=not erase, timeout=30)
+            ) as conn:
                 rows = conn.execute(select, (len(prefix), prefix)).fetchall()
                 if erase and rows:
                     with conn:
@@ -352,16 +392,23 @@ class LocalRuntimeData:
 
     async def describe(self, tenant_id: str, script: str) -> dict[str, Any]:
         objects = self._root / "do" / f"{script}-UsageMeter"
-        files = sorted(p.name for p in objects.glob("*.sqlite") if p.name != "metadata.sqlite") if objects.exists() else []
-        return {"auth_kv_keys": self._auth_kv_keys(tenant_id, script), "durable_object_files": files,
-                "r2_objects": self._r2_objects(tenant_id)}
+        files = (
+            sorted(p.name for p in objects.glob("*.sqlite") if p.name != "metadata.sqlite") if objects.exists() else []
+        )
+        return {
+            "auth_kv_keys": self._auth_kv_keys(tenant_id, script),
+            "durable_object_files": files,
+            "r2_objects": self._r2_objects(tenant_id),
+        }
 
     async def erase(self, tenant_id: str, script: str) -> dict[str, int]:
         import shutil
 
         counts = await self.describe(tenant_id, script)
         if self._dry:
-            self._reporter.plan(self.label, f"delete the R2 objects under {tenant_root(tenant_id)} ({counts['r2_objects']})")
+            self._reporter.plan(
+                self.label, f"delete the R2 objects under {tenant_root(tenant_id)} ({counts['r2_objects']})"
+            )
         else:
             counts["r2_objects"] = self._r2_objects(tenant_id, erase=True)
         for path in self._paths(script):
@@ -371,8 +418,11 @@ class LocalRuntimeData:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
-        return {"auth_kv": counts["auth_kv_keys"], "durable_object_files": len(counts["durable_object_files"]),
-                "r2_objects": counts["r2_objects"]}
+        return {
+            "auth_kv": counts["auth_kv_keys"],
+            "durable_object_files": len(counts["durable_object_files"]),
+            "r2_objects": counts["r2_objects"],
+        }
 
 
 class CloudflareRuntimeData:
@@ -389,8 +439,11 @@ class CloudflareRuntimeData:
 
     async def describe(self, tenant_id: str, script: str) -> dict[str, Any]:
         keys = await self._api.kv_keys(self._ns, auth_kv_prefix(tenant_id))
-        return {"auth_kv_keys": len(keys), "durable_objects": f"deleted with {script}",
-                "r2_objects": len(await self._r2_keys(tenant_id))}
+        return {
+            "auth_kv_keys": len(keys),
+            "durable_objects": f"deleted with {script}",
+            "r2_objects": len(await self._r2_keys(tenant_id)),
+        }
 
     async def erase(self, tenant_id: str, script: str) -> dict[str, int]:
         keys = await self._api.kv_keys(self._ns, auth_kv_prefix(tenant_id))
@@ -435,10 +488,12 @@ class TenantObjects(Protocol):
     Every call names the tenant, and refuses a key outside its prefix (object_key_error)."""
 
     label: str
+
     async def list(self, tenant_id: str) -> list[ObjectInfo]: ...
     async def get(self, tenant_id: str, key: str) -> ObjectData | None: ...
-    async def put(self, tenant_id: str, key: str, data: bytes, content_type: str | None,
-                  metadata: Mapping[str, str]) -> None: ...
+    async def put(
+        self, tenant_id: str, key: str, data: bytes, content_type: str | None, metadata: Mapping[str, str]
+    ) -> None: ...
 
 
 def object_prefix(tenant_id: str) -> str:
@@ -455,7 +510,7 @@ def object_key_error(tenant_id: str, key: object) -> str | None:
         return f"not under {root}"
     if any(ord(c) < 0x20 or ord(c) == 0x7F or c == "\\" for c in key):
         return "holds a control character or a backslash"
-    if any(seg in ("", ".", "..") for seg in key[len(root):].split("/")):
+    if any(seg in ("", ".", "..") for seg in key[len(root) :].split("/")):
         return "holds an empty, . or .. segment"
     return None
 
@@ -481,18 +536,31 @@ class LocalObjects:
 
         found = control_from_status(self._state)
         if found is None:
-            raise ConfigError("the local platform is not running: tenant files (R2) are read and written through "
-                              "it. Start it (bash scripts/run.sh, same state directory) and re-run")
+            raise ConfigError(
+                "the local platform is not running: tenant files (R2) are read and written through "
+                "it. Start it (bash scripts/run.sh, same state directory) and re-run"
+            )
         return found
 
-    def _post(self, path: str, *, json_body: Any = None, content: bytes | None = None,
-              headers: Mapping[str, str] | None = None) -> Any:
+    def _post(
+        self,
+        path: str,
+        *,
+        json_body: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
         import httpx
 
         directory, token = self._host()
         try:
-            r = httpx.post(f"http://{directory}{path}", json=json_body, content=content, timeout=300,
-                           headers={"x-cmgsite-host-token": token, **(headers or {})})
+            r = httpx.post(
+                f"http://{directory}{path}",
+                json=json_body,
+                content=content,
+                timeout=300,
+                headers={"x-cmgsite-host-token": token, **(headers or {})},
+            )
         except httpx.HTTPError as exc:
             raise BackendError(f"local R2 {path}: the platform host did not answer ({type(exc).__name__})") from None
         if r.status_code not in (200, 404):
@@ -503,9 +571,16 @@ class LocalObjects:
         prefix, out, cursor = object_prefix(tenant_id), [], None
         while True:
             page = self._post("/r2/list", json_body={"tenant": tenant_id, "prefix": prefix, "cursor": cursor}).json()
-            out += [ObjectInfo(key=o["key"], size=int(o["size"]), content_type=o.get("contentType"),
-                               metadata=o.get("customMetadata") or {})
-                    for o in page["objects"] if str(o.get("key", "")).startswith(prefix)]
+            out += [
+                ObjectInfo(
+                    key=o["key"],
+                    size=int(o["size"]),
+                    content_type=o.get("contentType"),
+                    metadata=o.get("customMetadata") or {},
+                )
+                for o in page["objects"]
+                if str(o.get("key", "")).startswith(prefix)
+            ]
             cursor = page.get("cursor")
             if not page.get("truncated") or not cursor:
                 return out
@@ -520,11 +595,13 @@ class LocalObjects:
         meta = json.loads(unquote(r.headers["x-cmgsite-r2-object"]))
         if meta.get("key") != key or int(meta.get("size", -1)) != len(r.content):
             raise BackendError(f"local R2: {key} came back cut short or under another key")
-        return ObjectData(data=r.content, content_type=meta.get("contentType"),
-                          metadata=meta.get("customMetadata") or {})
+        return ObjectData(
+            data=r.content, content_type=meta.get("contentType"), metadata=meta.get("customMetadata") or {}
+        )
 
-    async def put(self, tenant_id: str, key: str, data: bytes, content_type: str | None,
-                  metadata: Mapping[str, str]) -> None:
+    async def put(
+        self, tenant_id: str, key: str, data: bytes, content_type: str | None, metadata: Mapping[str, str]
+    ) -> None:
         from urllib.parse import quote
 
         _confined(tenant_id, key)
@@ -532,8 +609,14 @@ class LocalObjects:
             self._reporter.plan(self.label, f"PUT {key} ({len(data)} bytes, {content_type or 'no content type'})")
             return
         meta = {"tenant": tenant_id, "key": key, "contentType": content_type, "customMetadata": dict(metadata)}
-        r = self._post("/r2/put", content=data, headers={"x-cmgsite-r2-object": quote(json.dumps(meta), safe=""),
-                                                         "content-type": "application/octet-stream"})
+        r = self._post(
+            "/r2/put",
+            content=data,
+            headers={
+                "x-cmgsite-r2-object": quote(json.dumps(meta), safe=""),
+                "content-type": "application/octet-stream",
+            },
+        )
         if r.status_code != 200 or r.json().get("size") != len(data):
             raise BackendError(f"local R2: {key} was not stored whole")
 
@@ -546,14 +629,24 @@ class CloudflareR2Objects:
     The API sets no custom metadata on a PUT, so a restored file loses its `uploaded-by` there
     (the archive keeps it). Under --dry-run a PUT is printed (size and type, never the bytes)."""
 
-    def __init__(self, http: HttpClient, *, token: str, account_id: str, base_url: str, reporter: Reporter,
-                 bucket: str = R2_BUCKET, dry_run: bool = False) -> None:
+    def __init__(
+        self,
+        http: HttpClient,
+        *,
+        token: str,
+        account_id: str,
+        base_url: str,
+        reporter: Reporter,
+        bucket: str = R2_BUCKET,
+        dry_run: bool = False,
+    ) -> None:
         self._http, self._token, self._reporter, self._dry = http, token, reporter, dry_run
         self._base = f"{base_url.rstrip('/')}/accounts/{account_id}/r2/buckets/{bucket}/objects"
         self.label = f"r2 (remote bucket {bucket})"
 
-    async def _send(self, method: str, url: str, body: bytes | None = None,
-                    content_type: str | None = None) -> HttpResponse:
+    async def _send(
+        self, method: str, url: str, body: bytes | None = None, content_type: str | None = None
+    ) -> HttpResponse:
         headers = {"authorization": f"Bearer {self._token}"}
         if content_type:
             headers["content-type"] = content_type
@@ -590,8 +683,14 @@ class CloudflareR2Objects:
                     continue
                 http_meta = o.get("http_metadata") if isinstance(o.get("http_metadata"), dict) else {}
                 custom = o.get("custom_metadata") if isinstance(o.get("custom_metadata"), dict) else {}
-                out.append(ObjectInfo(key=key, size=int(o.get("size") or 0), content_type=http_meta.get("contentType"),
-                                      metadata={str(k): str(v) for k, v in custom.items()}))
+                out.append(
+                    ObjectInfo(
+                        key=key,
+                        size=int(o.get("size") or 0),
+                        content_type=http_meta.get("contentType"),
+                        metadata={str(k): str(v) for k, v in custom.items()},
+                    )
+                )
             info = data.get("result_info") or {}
             cursor = str(info.get("cursor") or "")
             if not cursor or info.get("is_truncated") is False:
@@ -604,12 +703,14 @@ class CloudflareR2Objects:
             return None
         return ObjectData(data=resp.body, content_type=resp.headers.get("content-type"))
 
-    async def put(self, tenant_id: str, key: str, data: bytes, content_type: str | None,
-                  metadata: Mapping[str, str]) -> None:
+    async def put(
+        self, tenant_id: str, key: str, data: bytes, content_type: str | None, metadata: Mapping[str, str]
+    ) -> None:
         _confined(tenant_id, key)
         if self._dry:
-            self._reporter.plan(self.label, f"PUT {self._object_url(key)} ({len(data)} bytes, "
-                                f"{content_type or 'no content type'})")
+            self._reporter.plan(
+                self.label, f"PUT {self._object_url(key)} ({len(data)} bytes, {content_type or 'no content type'})"
+            )
             return
         resp = await self._send("PUT", self._object_url(key), data, content_type or "application/octet-stream")
         if resp.status == 404:

@@ -1,4 +1,5 @@
 """Control-plane failures, each with the exit code the CLI returns for it."""
+
 from __future__ import annotations
 
 EXIT_OK = 0

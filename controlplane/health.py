@@ -11,6 +11,7 @@ The same checks, the same table and the same alert rules as the dispatcher's cro
 `--cron` (local only) instead fires the running platform's own cron handler through Miniflare's
 scheduled trigger and reports what it recorded.
 """
+
 from __future__ import annotations
 
 import tomllib
@@ -39,8 +40,9 @@ def _dispatcher_setting(settings: Settings, name: str) -> str:
     return str(parsed.get("vars", {}).get(name, "") or "")
 
 
-async def check(cp: ControlPlane, settings: Settings, http: HttpClient, *, tenant_id: str | None = None,
-                cron: bool = False) -> dict[str, Any]:
+async def check(
+    cp: ControlPlane, settings: Settings, http: HttpClient, *, tenant_id: str | None = None, cron: bool = False
+) -> dict[str, Any]:
     if cron:
         return _fire_cron(settings, tenant_id)
     base_url: str | None = None
@@ -49,8 +51,10 @@ async def check(cp: ControlPlane, settings: Settings, http: HttpClient, *, tenan
 
         base_url = dispatcher_url_if_running(settings.state_dir)
         if base_url is None:
-            raise ConfigError("no local platform is running for this state directory: start it with "
-                              "`python -m localrt run` (the checks go through its dispatcher)")
+            raise ConfigError(
+                "no local platform is running for this state directory: start it with "
+                "`python -m localrt run` (the checks go through its dispatcher)"
+            )
     if tenant_id:
         tenant = await cp.require(tenant_id)
         if tenant.status is not TenantStatus.ACTIVE:
@@ -67,11 +71,15 @@ async def check(cp: ControlPlane, settings: Settings, http: HttpClient, *, tenan
         url, key = _supabase_settings(settings)
         store = SupabaseHealthStore(PostgrestRpc(http, url, key))
         hook = _dispatcher_setting(settings, "ALERT_WEBHOOK_URL")
-        webhook = AlertWebhook(http, hook, secret=_dispatcher_setting(settings, "ALERT_WEBHOOK_SECRET")) if hook else None
+        webhook = (
+            AlertWebhook(http, hook, secret=_dispatcher_setting(settings, "ALERT_WEBHOOK_SECRET")) if hook else None
+        )
     run = await run_health(targets, HttpProber(http, base_url), store, source="cli", alert_after=n, webhook=webhook)
     report: dict[str, Any] = {"checks": run.checks, "failing": run.failing}
     if cp.dry_run:
-        cp.reporter.plan("supabase", f"POST /rest/v1/rpc/record_health_checks ({len(run.checks)} checks, alert_after={n})")
+        cp.reporter.plan(
+            "supabase", f"POST /rest/v1/rpc/record_health_checks ({len(run.checks)} checks, alert_after={n})"
+        )
         return report
     if run.error is not None:
         raise BackendError(f"recording the checks failed: {run.error}")
@@ -82,8 +90,10 @@ async def check(cp: ControlPlane, settings: Settings, http: HttpClient, *, tenan
 
 def _fire_cron(settings: Settings, tenant_id: str | None) -> dict[str, Any]:
     if settings.remote:
-        raise Refused("--cron fires the local platform's scheduled trigger; on Cloudflare the cron runs by itself "
-                      "(use `check --remote` to run the checks from here)")
+        raise Refused(
+            "--cron fires the local platform's scheduled trigger; on Cloudflare the cron runs by itself "
+            "(use `check --remote` to run the checks from here)"
+        )
     if tenant_id:
         raise Refused("--cron runs the platform's own cron handler, which checks every tenant: drop --tenant")
     from localrt.workerd import HostError, scheduled_if_running
@@ -93,7 +103,9 @@ def _fire_cron(settings: Settings, tenant_id: str | None) -> dict[str, Any]:
     except HostError as exc:
         raise BackendError(str(exc)) from None
     if outcome is None:
-        raise ConfigError("no local platform is running for this state directory: start it with `python -m localrt run`")
+        raise ConfigError(
+            "no local platform is running for this state directory: start it with `python -m localrt run`"
+        )
     return {"cron": outcome}
 
 

@@ -23,6 +23,7 @@ tenant's secret cannot be read back from Cloudflare) and `jwt` (hosted Supabase 
 keys through its dashboard) refuse `--remote`. Keys and plaintexts are never printed or logged:
 only key ids.
 """
+
 from __future__ import annotations
 
 import time
@@ -175,11 +176,18 @@ def _ring(value: str, what: str) -> Keyring:
 
 
 class KeyRotation:
-    def __init__(self, cp: ControlPlane, store: KeyStore, reporter: Reporter, aead: Aead, *,
-                 clock: Callable[[], float] = time.time,
-                 local_dispatcher: LocalDispatcher | None = None,
-                 signing_keys: Callable[[], SigningKeys] | None = None,
-                 settle_seconds: float = SETTLE_SECONDS) -> None:
+    def __init__(
+        self,
+        cp: ControlPlane,
+        store: KeyStore,
+        reporter: Reporter,
+        aead: Aead,
+        *,
+        clock: Callable[[], float] = time.time,
+        local_dispatcher: LocalDispatcher | None = None,
+        signing_keys: Callable[[], SigningKeys] | None = None,
+        settle_seconds: float = SETTLE_SECONDS,
+    ) -> None:
         self.cp, self.store, self.reporter, self.aead, self.clock = cp, store, reporter, aead, clock
         self.local_dispatcher = local_dispatcher or NoLocalPlatform()
         self.signing_keys = signing_keys  # --remote jwt: the Supabase project's signing keys (Management API)
@@ -214,8 +222,11 @@ class KeyRotation:
     def status(self) -> dict[str, Any]:
         """Key ids (never keys) of the platform-wide keyrings."""
         out: dict[str, Any] = {}
-        for kind, name in (("context", "CONTEXT_SIGNING_SECRET"), ("data", "PLATFORM_DATA_KEYS"),
-                           ("jwt", "SUPABASE_JWT_KEYS")):
+        for kind, name in (
+            ("context", "CONTEXT_SIGNING_SECRET"),
+            ("data", "PLATFORM_DATA_KEYS"),
+            ("jwt", "SUPABASE_JWT_KEYS"),
+        ):
             value = self.store.read(name)
             out[kind] = _describe(_ring(value, name)) if value else None
         return out
@@ -231,24 +242,35 @@ class KeyRotation:
             ring = Keyring((new, *current.keys))
         self._write("PLATFORM_DATA_KEYS", ring)
         tenants = await self.served()
-        self.reporter.step(f"data: deploy {len(tenants)} Worker(s) that read {ring.kids()} and wrap new data keys under {new.kid}")
+        self.reporter.step(
+            f"data: deploy {len(tenants)} Worker(s) that read {ring.kids()} and wrap new data keys under {new.kid}"
+        )
         await self.redeploy(tenants, lambda t: {"PLATFORM_DATA_KEYS": ring.format()})
         if tenants and not self.cp.dry_run:
-            self.reporter.step(f"data: wait {self.settle_seconds:.0f} s for the previous Worker versions to finish", read=True)
+            self.reporter.step(
+                f"data: wait {self.settle_seconds:.0f} s for the previous Worker versions to finish", read=True
+            )
             await _sleep(self.settle_seconds)
         rewrapped = await self.rewrap(ring)
         left = [r for r in await self.cp.registry.data_keys() if r["platform_key_id"] != new.kid]
         if left and not self.cp.dry_run:
-            raise BackendError(f"data: {len(left)} data key(s) are still wrapped under old keys (written during "
-                               "the rotation?): re-run `keys rotate data` to finish")
+            raise BackendError(
+                f"data: {len(left)} data key(s) are still wrapped under old keys (written during "
+                "the rotation?): re-run `keys rotate data` to finish"
+            )
         retired: list[str] = []
         if retire and len(ring.keys) > 1:
             retired = [k.kid for k in ring.keys[1:]]
             final = ring.active_only()
             self._write("PLATFORM_DATA_KEYS", final)
             await self.redeploy(tenants, lambda t: {"PLATFORM_DATA_KEYS": final.format()})
-        return {"kind": "data", "active": new.kid, "rewrapped": rewrapped, "retired": retired,
-                "workers": [t.script_name for t in tenants]}
+        return {
+            "kind": "data",
+            "active": new.kid,
+            "rewrapped": rewrapped,
+            "retired": retired,
+            "workers": [t.script_name for t in tenants],
+        }
 
     async def rewrap(self, ring: Keyring) -> int:
         """Every data key not under the active platform key, re-wrapped under it (row by row; a row
@@ -260,12 +282,15 @@ class KeyRotation:
             try:
                 fresh = await rewrap_data_key(self.aead, ring, row["tenant_id"], row["key_id"], row["wrapped_key"])
             except EnvelopeError as exc:
-                raise BackendError(f"data: the data key {row['key_id']} of {row['tenant_id']} does not open "
-                                   f"({exc.code}): not re-wrapped") from None
+                raise BackendError(
+                    f"data: the data key {row['key_id']} of {row['tenant_id']} does not open "
+                    f"({exc.code}): not re-wrapped"
+                ) from None
             if fresh is None:
                 continue
-            if await self.cp.registry.rewrap_data_key(row["tenant_id"], row["key_id"], row["wrapped_key"],
-                                                      fresh.wrapped, fresh.platform_key_id):
+            if await self.cp.registry.rewrap_data_key(
+                row["tenant_id"], row["key_id"], row["wrapped_key"], fresh.wrapped, fresh.platform_key_id
+            ):
                 done += 1
         return done
 
@@ -298,11 +323,17 @@ class KeyRotation:
         expiring = Keyring((new, *(Key(k.kid, k.secret, k.not_after or retire_after) for k in current.keys)))
         self._write("CONTEXT_SIGNING_SECRET", expiring)
         await self._deploy_context(tenants, expiring)
-        return {"kind": "context", "active": new.kid, "accepted": expiring.kids(), "old_accepted_until": retire_after,
-                "workers": [t.script_name for t in tenants]}
+        return {
+            "kind": "context",
+            "active": new.kid,
+            "accepted": expiring.kids(),
+            "old_accepted_until": retire_after,
+            "workers": [t.script_name for t in tenants],
+        }
 
-    async def _switch_local_dispatcher(self, current: Keyring, new: Key, switched: Keyring,
-                                       tenants: list[TenantRecord]) -> dict[str, Any]:
+    async def _switch_local_dispatcher(
+        self, current: Keyring, new: Key, switched: Keyring, tenants: list[TenantRecord]
+    ) -> dict[str, Any]:
         """Locally: the running dispatcher is replaced by one that signs with `new` (the platform
         host starts it on the same public socket and drains the old one: no request refused), and
         only then do the old keys get their expiry, counted from the moment the old dispatcher is gone."""
@@ -313,32 +344,49 @@ class KeyRotation:
         restarted = None if self.cp.dry_run else await asyncio.to_thread(self.local_dispatcher.restart)
         if restarted is not None:
             if restarted.get("context_kid") != new.kid:
-                raise BackendError(f"context: the restarted dispatcher signs with {restarted.get('context_kid')!r}, "
-                                   f"not {new.kid}: tenants still accept both; re-run `keys rotate context`")
-            self.reporter.step(f"context: the dispatcher signs with {new.kid} (the previous one drained in "
-                               f"{int(restarted.get('drain_ms', 0))} ms)", read=True)
+                raise BackendError(
+                    f"context: the restarted dispatcher signs with {restarted.get('context_kid')!r}, "
+                    f"not {new.kid}: tenants still accept both; re-run `keys rotate context`"
+                )
+            self.reporter.step(
+                f"context: the dispatcher signs with {new.kid} (the previous one drained in "
+                f"{int(restarted.get('drain_ms', 0))} ms)",
+                read=True,
+            )
         elif not self.cp.dry_run:
-            self.reporter.step(f"context: no local platform runs; the dispatcher signs with {new.kid} when it starts",
-                               read=True)
+            self.reporter.step(
+                f"context: no local platform runs; the dispatcher signs with {new.kid} when it starts", read=True
+            )
         retire_after = int(self.clock()) + MAX_AGE_SECONDS + MAX_CLOCK_SKEW_SECONDS + MARGIN_SECONDS
         expiring = Keyring((new, *(Key(k.kid, k.secret, k.not_after or retire_after) for k in current.keys)))
         self._write("CONTEXT_SIGNING_SECRET", expiring)
         await self._deploy_context(tenants, expiring)
-        return {"kind": "context", "active": new.kid, "accepted": expiring.kids(), "old_accepted_until": retire_after,
-                "workers": [t.script_name for t in tenants],
-                "dispatcher": "restarted" if restarted is not None else "not running"}
+        return {
+            "kind": "context",
+            "active": new.kid,
+            "accepted": expiring.kids(),
+            "old_accepted_until": retire_after,
+            "workers": [t.script_name for t in tenants],
+            "dispatcher": "restarted" if restarted is not None else "not running",
+        }
 
     async def retire_context(self) -> dict[str, Any]:
         ring = self._read("CONTEXT_SIGNING_SECRET")
         if not self.cp.local:
-            return {"kind": "context", "active": ring.active.kid, "retired": [],
-                    "note": "on Cloudflare the old key expires by itself (its not_after); the next rotation drops it"}
+            return {
+                "kind": "context",
+                "active": ring.active.kid,
+                "retired": [],
+                "note": "on Cloudflare the old key expires by itself (its not_after); the next rotation drops it",
+            }
         if len(ring.keys) == 1:
             return {"kind": "context", "active": ring.active.kid, "retired": []}
         signing = self.local_dispatcher.signing_kid()
         if signing is not None and signing != ring.active.kid:
-            raise Refused(f"context: the running dispatcher signs with {signing}, not {ring.active.kid}: "
-                          "finish the switch with `keys rotate context` (or restart the platform), then retire")
+            raise Refused(
+                f"context: the running dispatcher signs with {signing}, not {ring.active.kid}: "
+                "finish the switch with `keys rotate context` (or restart the platform), then retire"
+            )
         final = ring.active_only()
         tenants = await self.served()
         self._write("CONTEXT_SIGNING_SECRET", final)
@@ -371,22 +419,29 @@ class KeyRotation:
                 missing.append(session_secret_name(tenant.tenant_id))
             current[tenant.tenant_id] = _ring(text, f"SESSION_SECRET of {tenant.tenant_id}") if text else None
         if missing:
-            raise Refused(f"session: the current session keyring of {len(missing)} tenant(s) is not known: "
-                          f"export {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} from your secret store "
-                          "(Cloudflare never gives a secret back), or add --sign-out to replace it by a new key "
-                          "alone (their users sign in again). Nothing was deployed")
+            raise Refused(
+                f"session: the current session keyring of {len(missing)} tenant(s) is not known: "
+                f"export {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} from your secret store "
+                "(Cloudflare never gives a secret back), or add --sign-out to replace it by a new key "
+                "alone (their users sign in again). Nothing was deployed"
+            )
         rings: dict[str, Keyring] = {}
         for tenant in tenants:
             ring = current[tenant.tenant_id]
             new = Key(ring.next_kid("s") if ring else "s1", new_secret(48))
-            rings[tenant.tenant_id] = (Keyring((new,)) if ring is None or sign_out
-                                       else ring.rotated(new, retire_after=retire_after, now=now))
+            rings[tenant.tenant_id] = (
+                Keyring((new,)) if ring is None or sign_out else ring.rotated(new, retire_after=retire_after, now=now)
+            )
         if not self.cp.local:  # stored before it is deployed: a key deployed but not kept would be lost
             for tid, ring in rings.items():
                 self._write(session_secret_name(tid), ring)
         await self.redeploy(tenants, lambda t: {"SESSION_SECRET": rings[t.tenant_id].format()})
-        return {"kind": "session", "tenants": {tid: _describe(r) for tid, r in rings.items()},
-                "old_accepted_until": None if sign_out else retire_after, "signed_out": sign_out}
+        return {
+            "kind": "session",
+            "tenants": {tid: _describe(r) for tid, r in rings.items()},
+            "old_accepted_until": None if sign_out else retire_after,
+            "signed_out": sign_out,
+        }
 
     # ---- jwt: SUPABASE_JWT_KEYS (PostgREST) -> SUPABASE_JWT_SECRET (tenants) --------------
     async def rotate_jwt(self) -> dict[str, Any]:
@@ -413,8 +468,13 @@ class KeyRotation:
         self.reporter.step(f"jwt: deploy {len(tenants)} tenant Worker(s) signing with {new.kid}")
         signing = switched.active_only().format()
         await self.redeploy(tenants, lambda t: {"SUPABASE_JWT_SECRET": signing})
-        return {"kind": "jwt", "active": new.kid, "accepted": switched.kids(), "old_accepted_until": retire_after,
-                "workers": [t.script_name for t in tenants]}
+        return {
+            "kind": "jwt",
+            "active": new.kid,
+            "accepted": switched.kids(),
+            "old_accepted_until": retire_after,
+            "workers": [t.script_name for t in tenants],
+        }
 
     async def _rotate_jwt_remote(self) -> dict[str, Any]:
         """Hosted Supabase, through its Management API (controlplane.supabase_keys): the new HS256 key
@@ -424,8 +484,10 @@ class KeyRotation:
         with their secrets: a key of ours past its not_after is revoked at the next rotation. Keys it
         did not make (the legacy JWT secret, which signed the API keys) are never touched."""
         if self.signing_keys is None:
-            raise ConfigError("keys rotate jwt --remote needs SUPABASE_ACCESS_TOKEN (a Supabase access token with "
-                              "secrets:write) and the project (SUPABASE_PROJECT_REF, or a hosted SUPABASE_URL)")
+            raise ConfigError(
+                "keys rotate jwt --remote needs SUPABASE_ACCESS_TOKEN (a Supabase access token with "
+                "secrets:write) and the project (SUPABASE_PROJECT_REF, or a hosted SUPABASE_URL)"
+            )
         api = self.signing_keys()
         now = self.clock()
         value = self.store.read("SUPABASE_JWT_KEYS")
@@ -435,8 +497,10 @@ class KeyRotation:
         current = tuple(k for k in (ours.keys if ours else ()) if k.usable(now))
         for key in current:
             if key.kid not in held or held[key.kid].status == "revoked":
-                raise ConfigError(f"SUPABASE_JWT_KEYS names the key {key.kid}, which the project does not hold "
-                                  "(or has revoked): is it this project's keyring?")
+                raise ConfigError(
+                    f"SUPABASE_JWT_KEYS names the key {key.kid}, which the project does not hold "
+                    "(or has revoked): is it this project's keyring?"
+                )
         revoked: list[str] = []
         for key in expired:
             if key.kid in held and held[key.kid].status != "revoked":
@@ -456,8 +520,10 @@ class KeyRotation:
         else:
             made = await api.create_hs256(new.kid, new.secret, "standby")
             if made.id != new.kid:
-                raise BackendError(f"jwt: Supabase named the imported key {made.id}, not {new.kid}: the tenants' "
-                                   "tokens would name a key it does not know; nothing was deployed")
+                raise BackendError(
+                    f"jwt: Supabase named the imported key {made.id}, not {new.kid}: the tenants' "
+                    "tokens would name a key it does not know; nothing was deployed"
+                )
             await api.set_status(new.kid, "in_use")
             await self._await_accepted(new)
         return {**await self._sign_with(new, current, now), "revoked": revoked}
@@ -470,9 +536,11 @@ class KeyRotation:
             if await self.cp.registry.accepts_token(probe):
                 return
             if time.monotonic() > deadline:
-                raise BackendError(f"jwt: the data API did not start accepting {key.kid} within "
-                                   f"{JWT_PROBE_SECONDS:.0f} s (is `python -m localrt run` running?); nothing "
-                                   "was deployed: re-run `keys rotate jwt` once it is")
+                raise BackendError(
+                    f"jwt: the data API did not start accepting {key.kid} within "
+                    f"{JWT_PROBE_SECONDS:.0f} s (is `python -m localrt run` running?); nothing "
+                    "was deployed: re-run `keys rotate jwt` once it is"
+                )
             await _sleep(0.25)
 
 
@@ -489,6 +557,7 @@ def session_secret_name(tenant_id: str) -> str:
 
 
 def _describe(ring: Keyring) -> dict[str, Any]:
-    return {"active": ring.active.kid,
-            "keys": [{"kid": k.kid, **({"not_after": k.not_after} if k.not_after is not None else {})}
-                     for k in ring.keys]}
+    return {
+        "active": ring.active.kid,
+        "keys": [{"kid": k.kid, **({"not_after": k.not_after} if k.not_after is not None else {})} for k in ring.keys],
+    }

@@ -13,6 +13,7 @@ every edge within KV's propagation (cached reads up to 60 s), and each dispatche
 re-reads its in-isolate cache within dispatcher.routing.ISOLATE_TTL_SECONDS (15 s): a
 suspend or removal holds everywhere within about 75 s.
 """
+
 from __future__ import annotations
 
 import json
@@ -125,12 +126,16 @@ class ControlPlane:
             routable = [d for d in domains if d.routable(tenant)]
             pending = [d.domain for d in domains if not d.routable(tenant)]
             if not await self.worker_ready(tenant):
-                self.reporter.warn(f"{tenant_id}: its Worker {tenant.script_name} is not deployed, so none of its "
-                                   f"hosts is routed (deploy it: tenants.py deploy {tenant_id})")
+                self.reporter.warn(
+                    f"{tenant_id}: its Worker {tenant.script_name} is not deployed, so none of its "
+                    f"hosts is routed (deploy it: tenants.py deploy {tenant_id})"
+                )
                 routable = []
             shown = ", ".join(d.domain for d in routable) or "no host"
-            self.reporter.step(f"d1: route {tenant_id} ({tenant.status.value}) at {shown}"
-                               + (f"; not routed until ownership is verified: {', '.join(pending)}" if pending else ""))
+            self.reporter.step(
+                f"d1: route {tenant_id} ({tenant.status.value}) at {shown}"
+                + (f"; not routed until ownership is verified: {', '.join(pending)}" if pending else "")
+            )
             await self.replica.replace_tenant(tenant, routable)
         if hosts:
             self.reporter.step(f"kv: purge {len(hosts)} cached route(s)")
@@ -164,8 +169,10 @@ class ControlPlane:
         clash = overlapping(domain, tenant_id, await self.registry.held_names(), zone=PRIMARY_ZONE)
         if clash is not None:
             other, name = clash
-            raise Refused(f"domain {domain} overlaps {name}, held by tenant {other!r}: a name equal to, under or "
-                          "above another tenant's domain cannot be added")
+            raise Refused(
+                f"domain {domain} overlaps {name}, held by tenant {other!r}: a name equal to, under or "
+                "above another tenant's domain cannot be added"
+            )
 
     async def _ensure_hostname(self, domain: DomainRecord, tenant: TenantRecord) -> DomainRecord:
         """A routable custom domain needs a Cloudflare for SaaS custom hostname; record its SSL/DNS
@@ -176,13 +183,23 @@ class ControlPlane:
         state = await self.hostnames.create(domain.domain)
         updated = domain.model_copy(update={"ssl_status": state.ssl_status, "dns_configured": state.dns_configured})
         if updated != domain:
-            await self.registry.update_domain(domain.domain, {"ssl_status": updated.ssl_status,
-                                                              "dns_configured": updated.dns_configured})
+            await self.registry.update_domain(
+                domain.domain, {"ssl_status": updated.ssl_status, "dns_configured": updated.dns_configured}
+            )
         return updated
 
     # ---- actions -----------------------------------------------------------------------------
-    async def add(self, tenant_id: str, name: str, tenant_type: str, domain: str, tier: str,
-                  *, brand_name: str | None = None, deploy: bool = True) -> tuple[TenantRecord, bool]:
+    async def add(
+        self,
+        tenant_id: str,
+        name: str,
+        tenant_type: str,
+        domain: str,
+        tier: str,
+        *,
+        brand_name: str | None = None,
+        deploy: bool = True,
+    ) -> tuple[TenantRecord, bool]:
         """Register, deploy and route a tenant; returns it and whether anything had to change.
 
         An id that exists already: with other parameters the add is refused, naming the command
@@ -193,13 +210,19 @@ class ControlPlane:
         if existing is not None:
             differences = add_differences(existing, tenant, brand_given=brand_name is not None)
             if differences:
-                raise Refused(f"tenant {tenant.tenant_id!r} already exists with other parameters; add changes "
-                              "nothing that exists: " + "; ".join(differences))
-            self.reporter.step(f"{tenant.tenant_id} is already registered with these parameters: "
-                               "completing whatever an earlier add left undone", read=True)
+                raise Refused(
+                    f"tenant {tenant.tenant_id!r} already exists with other parameters; add changes "
+                    "nothing that exists: " + "; ".join(differences)
+                )
+            self.reporter.step(
+                f"{tenant.tenant_id} is already registered with these parameters: "
+                "completing whatever an earlier add left undone",
+                read=True,
+            )
             if await self._add_complete(existing, deploy=deploy):
-                self.reporter.step(f"{tenant.tenant_id}: registered, deployed and routed already: nothing to do",
-                                   read=True)
+                self.reporter.step(
+                    f"{tenant.tenant_id}: registered, deployed and routed already: nothing to do", read=True
+                )
                 return existing, False
             tenant = existing
         if tenant.type is TenantType.PRIMARY:
@@ -209,8 +232,9 @@ class ControlPlane:
         await self._check_domain_free(primary_domain.domain, tenant.tenant_id)
 
         if existing is None:
-            self.reporter.step(f"supabase: register {tenant.tenant_id} ({tenant.type.value}, "
-                               f"{tenant.subscription_tier.value})")
+            self.reporter.step(
+                f"supabase: register {tenant.tenant_id} ({tenant.type.value}, {tenant.subscription_tier.value})"
+            )
             await self.registry.upsert_tenant(tenant)
         current = {d.domain: d for d in await self.registry.domains(tenant.tenant_id)}
         if primary_domain.domain not in current:
@@ -224,8 +248,9 @@ class ControlPlane:
             self._changed()  # locally: wait until the Worker runs, before its host is routed
         await self.converge(tenant.tenant_id)
         if not await self.registry.has_audit(tenant.tenant_id, "tenant.added", tenant.tenant_id):
-            await self._audit(tenant.tenant_id, "tenant.added", {"type": tenant.type.value,
-                                                                 "tier": tenant.subscription_tier.value})
+            await self._audit(
+                tenant.tenant_id, "tenant.added", {"type": tenant.type.value, "tier": tenant.subscription_tier.value}
+            )
         return tenant, True
 
     def _new_session_secret(self, tenant: TenantRecord) -> str:
@@ -287,7 +312,9 @@ class ControlPlane:
         await self.registry.set_tenant(tenant.tenant_id, {"status": status.value})
         await self.converge(tenant.tenant_id)
         if tenant.status is not status:
-            await self._audit(tenant.tenant_id, f"tenant.{'suspended' if status is TenantStatus.SUSPENDED else 'resumed'}")
+            await self._audit(
+                tenant.tenant_id, f"tenant.{'suspended' if status is TenantStatus.SUSPENDED else 'resumed'}"
+            )
         return tenant.model_copy(update={"status": status})
 
     async def restore(self, tenant: TenantRecord) -> TenantRecord:
@@ -328,14 +355,16 @@ class ControlPlane:
         count = len(await self.registry.domains(tenant.tenant_id))
         allowed = plan_for(new).limit_for(UsageKind.DOMAINS)
         if count > allowed:
-            raise Refused(f"tier {new.value} allows {allowed} domain(s) and {tenant_id} has {count}: "
-                          "remove domains first")
+            raise Refused(
+                f"tier {new.value} allows {allowed} domain(s) and {tenant_id} has {count}: remove domains first"
+            )
         self.reporter.step(f"supabase: set {tenant_id} tier {tenant.subscription_tier.value} -> {new.value}")
         await self.registry.set_tenant(tenant.tenant_id, {"subscription_tier": new.value})
         await self.converge(tenant.tenant_id)
         if tenant.subscription_tier is not new:
-            await self._audit(tenant.tenant_id, "tenant.tier_changed",
-                              {"from": tenant.subscription_tier.value, "to": new.value})
+            await self._audit(
+                tenant.tenant_id, "tenant.tier_changed", {"from": tenant.subscription_tier.value, "to": new.value}
+            )
         return tenant.model_copy(update={"subscription_tier": new})
 
     async def add_domain(self, tenant_id: str, raw_domain: str) -> DomainRecord:
@@ -347,19 +376,27 @@ class ControlPlane:
         await self._check_domain_free(domain, tenant.tenant_id)
         current = {d.domain: d for d in await self.registry.domains(tenant.tenant_id)}
         if domain in current and not current[domain].routable(tenant):
-            raise Refused(f"{domain} is {tenant_id}'s own claim, pending proof of ownership: the tenant publishes "
-                          f"TXT {challenge_name(domain)} (its token: `domains status {tenant_id} --json`), then run "
-                          f"`domains verify {tenant_id} {domain}`")
+            raise Refused(
+                f"{domain} is {tenant_id}'s own claim, pending proof of ownership: the tenant publishes "
+                f"TXT {challenge_name(domain)} (its token: `domains status {tenant_id} --json`), then run "
+                f"`domains verify {tenant_id} {domain}`"
+            )
         allowed = plan_for(tenant.subscription_tier).limit_for(UsageKind.DOMAINS)
         if domain not in current and len(current) + 1 > allowed:
-            raise Refused(f"tier {tenant.subscription_tier.value} allows {allowed} domain(s) and {tenant_id} "
-                          f"has {len(current)}: upgrade with set-tier or remove a domain first")
+            raise Refused(
+                f"tier {tenant.subscription_tier.value} allows {allowed} domain(s) and {tenant_id} "
+                f"has {len(current)}: upgrade with set-tier or remove a domain first"
+            )
         # The operator assigns the name: verified by assignment (a tenant's own claim through the
         # API is pending until proven; `domains verify` proves one).
         record = current.get(domain) or DomainRecord(
-            tenant_id=tenant.tenant_id, domain=domain, domain_type=dtype,
-            ssl_status="pending" if dtype == "custom" else "active", dns_configured=dtype != "custom",
-            verification_status="verified")
+            tenant_id=tenant.tenant_id,
+            domain=domain,
+            domain_type=dtype,
+            ssl_status="pending" if dtype == "custom" else "active",
+            dns_configured=dtype != "custom",
+            verification_status="verified",
+        )
         if domain not in current:
             self.reporter.step(f"supabase: add domain {domain} to {tenant_id}")
             await self.registry.upsert_domain(record)
@@ -411,14 +448,20 @@ class ControlPlane:
                         row["custom_hostname"] = "missing"
                     else:
                         row["custom_hostname"] = f"{state.cloudflare_status}/{state.cloudflare_ssl_status}"
-                        if refresh and (state.ssl_status, state.dns_configured) != (domain.ssl_status, domain.dns_configured):
-                            await self.registry.update_domain(domain.domain, {
-                                "ssl_status": state.ssl_status, "dns_configured": state.dns_configured})
+                        if refresh and (state.ssl_status, state.dns_configured) != (
+                            domain.ssl_status,
+                            domain.dns_configured,
+                        ):
+                            await self.registry.update_domain(
+                                domain.domain, {"ssl_status": state.ssl_status, "dns_configured": state.dns_configured}
+                            )
                             row.update(ssl_status=state.ssl_status, dns_configured=state.dns_configured)
                             changed = True
                 if not domain.routable(tenant):
-                    row["verify_with"] = {"txt_name": challenge_name(domain.domain),
-                                          "http_url": challenge_url(domain.domain, domain.verification_token or "")}
+                    row["verify_with"] = {
+                        "txt_name": challenge_name(domain.domain),
+                        "http_url": challenge_url(domain.domain, domain.verification_token or ""),
+                    }
                 rows.append(row)
             if changed:
                 await self.converge(tenant.tenant_id)
@@ -432,8 +475,10 @@ class ControlPlane:
         if self.ownership is None:
             raise ConfigError("no ownership checker is configured")
         result = await self.ownership(domain.domain, domain.verification_token or "")
-        values: dict[str, Any] = {"verification_checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                  "verification_detail": result.detail[:300]}
+        values: dict[str, Any] = {
+            "verification_checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "verification_detail": result.detail[:300],
+        }
         if result.verified:
             values["verification_status"] = "verified"
             self.reporter.step(f"supabase: mark {domain.domain} verified ({result.method})")
@@ -455,9 +500,11 @@ class ControlPlane:
             if not result.verified:
                 if result.resolver_failed:
                     raise BackendError(f"{domain}: the ownership check could not run ({result.detail}); re-run it")
-                raise Refused(f"{domain} is not verified yet: {result.detail}. The tenant publishes TXT "
-                              f"{challenge_name(domain)} = its token (or serves it at "
-                              f"{challenge_url(domain, record.verification_token or '<token>')})")
+                raise Refused(
+                    f"{domain} is not verified yet: {result.detail}. The tenant publishes TXT "
+                    f"{challenge_name(domain)} = its token (or serves it at "
+                    f"{challenge_url(domain, record.verification_token or '<token>')})"
+                )
             await self._audit(tenant.tenant_id, "domain.verified", {"method": result.method, "by": "operator"})
         if tenant.status is not TenantStatus.INACTIVE:
             record = await self._ensure_hostname(record, tenant)
@@ -479,20 +526,27 @@ class ControlPlane:
             return
         if state == "unreadable":
             if not self.dry_run:
-                raise BackendError(f"could not read the dispatch namespace {NAMESPACE} "
-                                   f"(`wrangler dispatch-namespace get` failed: {detail}); nothing was created: "
-                                   "check the network and CLOUDFLARE_API_TOKEN, then re-run")
-            self.reporter.warn(f"could not read the dispatch namespace {NAMESPACE} ({detail}): the plan assumes "
-                               "it is missing")
-        self.reporter.step(f"namespace: create {NAMESPACE} (not found)" if state == "missing"
-                           else f"namespace: create {NAMESPACE} if it is missing")
+                raise BackendError(
+                    f"could not read the dispatch namespace {NAMESPACE} "
+                    f"(`wrangler dispatch-namespace get` failed: {detail}); nothing was created: "
+                    "check the network and CLOUDFLARE_API_TOKEN, then re-run"
+                )
+            self.reporter.warn(
+                f"could not read the dispatch namespace {NAMESPACE} ({detail}): the plan assumes it is missing"
+            )
+        self.reporter.step(
+            f"namespace: create {NAMESPACE} (not found)"
+            if state == "missing"
+            else f"namespace: create {NAMESPACE} if it is missing"
+        )
         self.runner.run(namespace_create_command())
 
     def deploy_dispatcher(self) -> None:
         """Upload the dispatch Worker (after the namespace it binds exists), with its master secret if given."""
         if self.local or self.runner is None:
-            self.reporter.step("local platform: the dispatcher runs from dispatcher/ directly (nothing to upload)",
-                               read=True)
+            self.reporter.step(
+                "local platform: the dispatcher runs from dispatcher/ directly (nothing to upload)", read=True
+            )
             return
         self.ensure_namespace()
         master_secret = self.master_secret
@@ -501,8 +555,9 @@ class ControlPlane:
             return
         values = {"CONTEXT_SIGNING_SECRET": master_secret, **self.dispatcher_secrets}
         if self.dry_run:
-            self.runner.run(dispatcher_deploy_command(
-                secrets_file=f"<temporary JSON file with {', '.join(sorted(values))}>"))
+            self.runner.run(
+                dispatcher_deploy_command(secrets_file=f"<temporary JSON file with {', '.join(sorted(values))}>")
+            )
             return
         fd, path = tempfile.mkstemp(prefix="cmgsite-secrets-", suffix=".json")  # 0600
         try:
@@ -534,8 +589,11 @@ class ControlPlane:
         self.ensure_namespace()
         tenants = await self.registry.tenants()
         live = [t for t in tenants if t.status is not TenantStatus.INACTIVE]
-        report: dict[str, Any] = {"deployed": [], "failed": [],
-                                  "skipped": [t.tenant_id for t in tenants if t.status is TenantStatus.INACTIVE]}
+        report: dict[str, Any] = {
+            "deployed": [],
+            "failed": [],
+            "skipped": [t.tenant_id for t in tenants if t.status is TenantStatus.INACTIVE],
+        }
         for i, tenant in enumerate(live, 1):
             self.reporter.step(f"[{i}/{len(live)}] {tenant.tenant_id} ({tenant.script_name})", read=True)
             try:
@@ -556,12 +614,15 @@ class ControlPlane:
         if secrets:  # names only: a secret's value never reaches the audit trail
             await self._audit(tenant.tenant_id, "tenant.secrets_set", {"names": sorted(secrets)})
         else:
-            await self._audit(tenant.tenant_id, "tenant.deployed", {"script_name": tenant.script_name,
-                                                                     "first_deploy": not was_there})
+            await self._audit(
+                tenant.tenant_id, "tenant.deployed", {"script_name": tenant.script_name, "first_deploy": not was_there}
+            )
         if not was_there:  # its hosts were held back (never routed to a missing Worker): route them now
             if self.dry_run:
-                self.reporter.plan("control plane", f"converge {tenant.tenant_id} (route its hosts) once "
-                                                    f"{tenant.script_name} is deployed")
+                self.reporter.plan(
+                    "control plane",
+                    f"converge {tenant.tenant_id} (route its hosts) once {tenant.script_name} is deployed",
+                )
             else:
                 self._changed()
                 await self.converge(tenant.tenant_id)
@@ -572,20 +633,28 @@ def add_differences(existing: TenantRecord, wanted: TenantRecord, *, brand_given
     tid = existing.tenant_id
     out: list[str] = []
     if existing.type is not wanted.type:
-        out.append(f"type is {existing.type.value}, not {wanted.type.value} (a tenant's type does not change: "
-                   f"`remove {tid}` and `delete {tid}`, then add it again)")
+        out.append(
+            f"type is {existing.type.value}, not {wanted.type.value} (a tenant's type does not change: "
+            f"`remove {tid}` and `delete {tid}`, then add it again)"
+        )
     if existing.domain != wanted.domain:
-        out.append(f"domain is {existing.domain}, not {wanted.domain} (the primary domain does not change; "
-                   f"`add-domain {tid} {wanted.domain}` adds another host)")
+        out.append(
+            f"domain is {existing.domain}, not {wanted.domain} (the primary domain does not change; "
+            f"`add-domain {tid} {wanted.domain}` adds another host)"
+        )
     if existing.subscription_tier is not wanted.subscription_tier:
-        out.append(f"tier is {existing.subscription_tier.value}, not {wanted.subscription_tier.value} "
-                   f"(`set-tier {tid} {wanted.subscription_tier.value}`)")
+        out.append(
+            f"tier is {existing.subscription_tier.value}, not {wanted.subscription_tier.value} "
+            f"(`set-tier {tid} {wanted.subscription_tier.value}`)"
+        )
     if existing.name != wanted.name:
         out.append(f"name is {existing.name!r}, not {wanted.name!r} (`rename {tid} {shlex.quote(wanted.name)}`)")
     brand = existing.whitelabel_config.get("brand_name")
     if brand_given and brand != wanted.whitelabel_config.get("brand_name"):
-        out.append(f"brand name is {brand!r}, not {wanted.whitelabel_config.get('brand_name')!r} "
-                   f"(`branding {tid} --brand-name {shlex.quote(str(wanted.whitelabel_config.get('brand_name')))}`)")
+        out.append(
+            f"brand name is {brand!r}, not {wanted.whitelabel_config.get('brand_name')!r} "
+            f"(`branding {tid} --brand-name {shlex.quote(str(wanted.whitelabel_config.get('brand_name')))}`)"
+        )
     if existing.status is not TenantStatus.ACTIVE:
         out.append(f"status is {existing.status.value} (`resume {tid}`)")
     return out

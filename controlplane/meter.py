@@ -15,6 +15,7 @@ directory); on Cloudflare `https://<tenant domain>`. A tenant that is suspended 
 is not served by the dispatcher, so its meter cannot be read: the backup says so, and its
 flushed history (Supabase `tenant_usage`) is in the archive anyway.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,6 +44,7 @@ class MeterRead(BaseModel):
 
 class MeterControl(Protocol):
     label: str
+
     async def read(self, tenant: TenantRecord) -> MeterRead: ...
     async def restore(self, tenant: TenantRecord, levels: dict[str, int]) -> MeterRead: ...
 
@@ -50,9 +52,16 @@ class MeterControl(Protocol):
 class PlatformMeter:
     """The meter through the dispatcher and the tenant's Worker (local platform or Cloudflare)."""
 
-    def __init__(self, http: HttpClient, *, base_url: Callable[[TenantRecord], str | None],
-                 master_secret: Callable[[], str | None], label: str, dry_run: bool = False,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        http: HttpClient,
+        *,
+        base_url: Callable[[TenantRecord], str | None],
+        master_secret: Callable[[], str | None],
+        label: str,
+        dry_run: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._http, self._base, self._master, self._dry, self._clock = http, base_url, master_secret, dry_run, clock
         self.label = label
 

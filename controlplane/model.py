@@ -1,4 +1,5 @@
 """What the operator hands the control plane, validated once (pydantic) before anything is written."""
+
 from __future__ import annotations
 
 import re
@@ -111,8 +112,10 @@ class DomainRecord(BaseModel):
     def row(self) -> dict[str, Any]:
         """What the control plane writes: the routing facts and the verification state it decides
         (the token and timestamps are the database's)."""
-        return self.model_dump(mode="json", include={"tenant_id", "domain", "domain_type", "ssl_status",
-                                                     "dns_configured", "verification_status"})
+        return self.model_dump(
+            mode="json",
+            include={"tenant_id", "domain", "domain_type", "ssl_status", "dns_configured", "verification_status"},
+        )
 
     def view(self) -> dict[str, Any]:
         """Everything, for the operator's output."""
@@ -121,12 +124,12 @@ class DomainRecord(BaseModel):
     def routable(self, tenant: "TenantRecord") -> bool:
         """Only a verified name, or one the platform assigned (the primary domain, platform
         subdomains), is ever routed."""
-        return (self.verification_status == "verified" or self.domain == tenant.domain
-                or self.domain_type != "custom")
+        return self.verification_status == "verified" or self.domain == tenant.domain or self.domain_type != "custom"
 
 
-def new_tenant(tenant_id: str, name: str, tenant_type: str, domain: str, tier: str,
-               brand_name: str | None = None) -> tuple[TenantRecord, DomainRecord]:
+def new_tenant(
+    tenant_id: str, name: str, tenant_type: str, domain: str, tier: str, brand_name: str | None = None
+) -> tuple[TenantRecord, DomainRecord]:
     """Validate an `add` request into the registry rows it will write."""
     tid = parse_tenant_id(tenant_id)
     ttype = parse_type(tenant_type)
@@ -136,15 +139,24 @@ def new_tenant(tenant_id: str, name: str, tenant_type: str, domain: str, tier: s
         raise Refused("tenant name must be 1 to 200 characters")
     try:
         tenant = TenantRecord(
-            tenant_id=tid, name=name.strip(), domain=dom, type=ttype, subscription_tier=parse_tier(tier),
-            status=TenantStatus.ACTIVE, script_name=script_name_for(tid),
+            tenant_id=tid,
+            name=name.strip(),
+            domain=dom,
+            type=ttype,
+            subscription_tier=parse_tier(tier),
+            status=TenantStatus.ACTIVE,
+            script_name=script_name_for(tid),
             whitelabel_config={"brand_name": (brand_name or name).strip()[:120]},
         )
     except ValidationError as exc:
         raise Refused(f"invalid tenant: {exc.errors()[0]['msg']}") from None
-    return tenant, DomainRecord(tenant_id=tid, domain=dom, domain_type=dtype,
-                                ssl_status="active" if dtype != "custom" else "pending",
-                                dns_configured=dtype != "custom")
+    return tenant, DomainRecord(
+        tenant_id=tid,
+        domain=dom,
+        domain_type=dtype,
+        ssl_status="active" if dtype != "custom" else "pending",
+        dns_configured=dtype != "custom",
+    )
 
 
 def script_name_for(tenant_id: str) -> str:

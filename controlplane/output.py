@@ -6,6 +6,7 @@ CLI ends it with "dry run: nothing changed". `writes_started` counts the write s
 run announced, so the CLI can tell a failure before any write ("nothing was changed") from
 one part-way ("the change is incomplete: re-run"); `last_step` names where an interrupt hit.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,8 +24,9 @@ def would(text: str) -> str:
 class Reporter:
     """Progress goes to stderr so stdout stays clean for --json; the dry-run plan goes to stdout."""
 
-    def __init__(self, *, out: TextIO | None = None, err: TextIO | None = None, quiet: bool = False,
-                 dry_run: bool = False) -> None:
+    def __init__(
+        self, *, out: TextIO | None = None, err: TextIO | None = None, quiet: bool = False, dry_run: bool = False
+    ) -> None:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.quiet = quiet

@@ -3,6 +3,7 @@
 The control plane talks to PostgREST with the service role (shared.supabase), the one
 place besides usage and audit writes where bypassing RLS is the design.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,15 @@ from shared.supabase import SupabaseClient, SupabaseError
 
 # Tables holding a tenant's rows, children first (the order erasure deletes them in).
 # Tables other issues add are found at run time from PostgREST's schema (tenant_tables()).
-KNOWN_TENANT_TABLES = ("tenant_usage", "profiles", "tenant_domains", "integration_credentials", "tenant_data_keys",
-                       "audit_log", "tenants")
+KNOWN_TENANT_TABLES = (
+    "tenant_usage",
+    "profiles",
+    "tenant_domains",
+    "integration_credentials",
+    "tenant_data_keys",
+    "audit_log",
+    "tenants",
+)
 # SQLSTATEs of the domain rules in supabase/migrations/20261126232039_domain_rules.sql.
 DOMAIN_QUOTA_SQLSTATE = "CMQ01"
 DOMAIN_TAKEN_SQLSTATE = "CMD01"
@@ -39,8 +47,15 @@ class SupabaseRegistry:
     """`dry_run`: writes are only printed (by the HTTP layer), and later reads in the same run
     see them through an in-memory overlay, so the printed D1 and KV steps are the real ones."""
 
-    def __init__(self, http: HttpClient, *, url: str, service_role_key: str, dry_run: bool = False,
-                 read_http: HttpClient | None = None) -> None:
+    def __init__(
+        self,
+        http: HttpClient,
+        *,
+        url: str,
+        service_role_key: str,
+        dry_run: bool = False,
+        read_http: HttpClient | None = None,
+    ) -> None:
         self._http, self._url, self._key = http, url.rstrip("/"), service_role_key
         self._db = SupabaseClient.as_service_role(http, url=url, service_role_key=service_role_key)
         # Read-only RPCs are POSTs: under --dry-run they still go out (through the unwrapped client).
@@ -81,8 +96,9 @@ class SupabaseRegistry:
         return [t for _, t in sorted(found.items()) if t is not None]
 
     async def domains(self, tenant_id: str) -> list[DomainRecord]:
-        rows = await self._call("read domains", self._db.select(
-            "tenant_domains", eq={"tenant_id": tenant_id}, order="domain.asc"))
+        rows = await self._call(
+            "read domains", self._db.select("tenant_domains", eq={"tenant_id": tenant_id}, order="domain.asc")
+        )
         found: dict[str, DomainRecord | None] = {r["domain"]: DomainRecord.model_validate(r) for r in rows}
         found.update({k: v for k, v in self._domains.items() if v is None or v.tenant_id == tenant_id})
         return [d for _, d in sorted(found.items()) if d is not None and d.tenant_id == tenant_id]
@@ -92,28 +108,50 @@ class SupabaseRegistry:
         """Every tenant's wrapped data keys (never a plaintext key: the database holds none)."""
         rows: list[dict[str, Any]] = []
         while True:
-            page = await self._call("read data keys", self._db.select(
-                "tenant_data_keys", columns="tenant_id,key_id,wrapped_key,platform_key_id",
-                order=["tenant_id.asc", "key_id.asc"], limit=1000, offset=len(rows)))
+            page = await self._call(
+                "read data keys",
+                self._db.select(
+                    "tenant_data_keys",
+                    columns="tenant_id,key_id,wrapped_key,platform_key_id",
+                    order=["tenant_id.asc", "key_id.asc"],
+                    limit=1000,
+                    offset=len(rows),
+                ),
+            )
             rows.extend(page)
             if len(page) < 1000:
                 return rows
 
-    async def rewrap_data_key(self, tenant_id: str, key_id: str, old_wrapped: str, wrapped: str,
-                              platform_key_id: str) -> bool:
+    async def rewrap_data_key(
+        self, tenant_id: str, key_id: str, old_wrapped: str, wrapped: str, platform_key_id: str
+    ) -> bool:
         """Replace one wrapped data key, only if nobody changed it meanwhile; True when replaced."""
         if self._dry:
             return True
-        rows = await self._call("re-wrap a data key", self._db.update(
-            "tenant_data_keys", {"wrapped_key": wrapped, "platform_key_id": platform_key_id, "rewrapped_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-            eq={"tenant_id": tenant_id, "key_id": key_id, "wrapped_key": old_wrapped}, columns="key_id"))
+        rows = await self._call(
+            "re-wrap a data key",
+            self._db.update(
+                "tenant_data_keys",
+                {
+                    "wrapped_key": wrapped,
+                    "platform_key_id": platform_key_id,
+                    "rewrapped_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+                eq={"tenant_id": tenant_id, "key_id": key_id, "wrapped_key": old_wrapped},
+                columns="key_id",
+            ),
+        )
         return bool(rows)
 
     async def accepts_token(self, token: str) -> bool:
         """Does the data API (PostgREST) accept a JWT signed with this key? (key rotation's probe)"""
         try:
-            resp = await self._http.request("GET", f"{self._url}/rest/v1/", headers={
-                "apikey": self._key, "authorization": f"Bearer {token}"}, timeout=5.0)
+            resp = await self._http.request(
+                "GET",
+                f"{self._url}/rest/v1/",
+                headers={"apikey": self._key, "authorization": f"Bearer {token}"},
+                timeout=5.0,
+            )
         except HttpError:
             return False
         return resp.status == 200
@@ -130,8 +168,9 @@ class SupabaseRegistry:
         """The tenant holding a domain (as a routed domain or a tenant's primary domain), if any."""
         if self._domains.get(domain) is not None:
             return self._domains[domain].tenant_id  # type: ignore[union-attr]
-        rows = await self._call("read domain", self._db.select(
-            "tenant_domains", columns="tenant_id", eq={"domain": domain}))
+        rows = await self._call(
+            "read domain", self._db.select("tenant_domains", columns="tenant_id", eq={"domain": domain})
+        )
         if rows:
             return str(rows[0]["tenant_id"])
         rows = await self._call("read domain", self._db.select("tenants", columns="tenant_id", eq={"domain": domain}))
@@ -176,9 +215,20 @@ class SupabaseRegistry:
     async def record_verification(self, tenant_id: str, domain: str, token: str | None, values: dict[str, Any]) -> None:
         """Write the outcome of an ownership check, only onto the pending row whose token was checked
         (a row removed or re-added meanwhile is left alone)."""
-        await self._call("record verification", self._db.update("tenant_domains", values, eq={
-            "tenant_id": tenant_id, "domain": domain, "verification_status": "pending",
-            "verification_token": token}, columns="domain"))
+        await self._call(
+            "record verification",
+            self._db.update(
+                "tenant_domains",
+                values,
+                eq={
+                    "tenant_id": tenant_id,
+                    "domain": domain,
+                    "verification_status": "pending",
+                    "verification_token": token,
+                },
+                columns="domain",
+            ),
+        )
         if self._dry:
             current = self._domains.get(domain)
             if current is None:
@@ -188,16 +238,25 @@ class SupabaseRegistry:
                 self._domains[domain] = DomainRecord.model_validate({**current.view(), **values})
 
     async def delete_domain(self, tenant_id: str, domain: str) -> None:
-        await self._call("delete domain", self._db.delete(
-            "tenant_domains", eq={"tenant_id": tenant_id, "domain": domain}))
+        await self._call(
+            "delete domain", self._db.delete("tenant_domains", eq={"tenant_id": tenant_id, "domain": domain})
+        )
         if self._dry:
             self._domains[domain] = None
 
-    async def audit(self, tenant_id: str, action: str, target: str | None, details: dict[str, Any],
-                    *, outcome: Outcome = "success") -> None:
+    async def audit(
+        self, tenant_id: str, action: str, target: str | None, details: dict[str, Any], *, outcome: Outcome = "success"
+    ) -> None:
         """One row in the tenant's chain (the database links and hashes it)."""
-        row = {"tenant_id": tenant_id, "actor": CLI_ACTOR, "action": action, "target": target,
-               "details": details, "request_id": self.request_id, "outcome": outcome}
+        row = {
+            "tenant_id": tenant_id,
+            "actor": CLI_ACTOR,
+            "action": action,
+            "target": target,
+            "details": details,
+            "request_id": self.request_id,
+            "outcome": outcome,
+        }
         await self._call("write audit", self._db.insert("audit_log", row, columns="id"))
 
     async def audit_chain(self, tenant_id: str) -> list[AuditChainRow]:
@@ -205,8 +264,12 @@ class SupabaseRegistry:
         rows: list[AuditChainRow] = []
         after = 0
         while True:
-            page = await self._call("read audit chain", self._reader.rpc(
-                "audit_chain_rows", {"p_tenant_id": tenant_id, "p_after_seq": after, "p_limit": CHAIN_PAGE}))
+            page = await self._call(
+                "read audit chain",
+                self._reader.rpc(
+                    "audit_chain_rows", {"p_tenant_id": tenant_id, "p_after_seq": after, "p_limit": CHAIN_PAGE}
+                ),
+            )
             if not isinstance(page, list):
                 raise BackendError("supabase read audit chain: unexpected answer")
             rows += [AuditChainRow.model_validate(r) for r in page]
@@ -219,8 +282,9 @@ class SupabaseRegistry:
         return [t.tenant_id for t in await self.tenants()]
 
     async def restore_audit(self, tenant_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        result = await self._call("restore the audit trail", self._db.rpc(
-            "audit_restore", {"p_tenant_id": tenant_id, "p_rows": rows}))
+        result = await self._call(
+            "restore the audit trail", self._db.rpc("audit_restore", {"p_tenant_id": tenant_id, "p_rows": rows})
+        )
         return result if isinstance(result, dict) else {}
 
     async def record_usage(self, rows: list[dict[str, Any]]) -> None:
@@ -230,23 +294,35 @@ class SupabaseRegistry:
 
     async def upsert_rows(self, table: str, rows: list[dict[str, Any]], on_conflict: str) -> None:
         if rows:
-            await self._call(f"restore {table}", self._db.upsert(table, rows, on_conflict=on_conflict,
-                                                                 columns=on_conflict))
+            await self._call(
+                f"restore {table}", self._db.upsert(table, rows, on_conflict=on_conflict, columns=on_conflict)
+            )
 
     async def select_rows(self, table: str, eq: dict[str, Any], columns: str = "*") -> list[dict[str, Any]]:
         return await self._call(f"read {table}", self._db.select(table, columns=columns, eq=eq))
 
     async def has_audit(self, tenant_id: str, action: str, target: str) -> bool:
-        rows = await self._call("read audit", self._db.select(
-            "audit_log", columns="id", eq={"tenant_id": tenant_id, "action": action, "target": target}, limit=1))
+        rows = await self._call(
+            "read audit",
+            self._db.select(
+                "audit_log", columns="id", eq={"tenant_id": tenant_id, "action": action, "target": target}, limit=1
+            ),
+        )
         return bool(rows)
 
     # ---- a tenant's data (export and erasure) --------------------------------------------
     async def _definitions(self) -> dict[str, Any]:
         """PostgREST's OpenAPI `definitions` (what the service role sees), {} if unreadable."""
         try:
-            resp = await self._http.request("GET", self._url + "/rest/v1/", headers={
-                "apikey": self._key, "authorization": f"Bearer {self._key}", "accept": "application/openapi+json"})
+            resp = await self._http.request(
+                "GET",
+                self._url + "/rest/v1/",
+                headers={
+                    "apikey": self._key,
+                    "authorization": f"Bearer {self._key}",
+                    "accept": "application/openapi+json",
+                },
+            )
             spec = resp.json() if resp.ok else None
         except (HttpError, ValueError):
             return {}
@@ -255,8 +331,11 @@ class SupabaseRegistry:
 
     async def discovered_tables(self) -> set[str]:
         """Tables with a tenant_id column, from PostgREST's OpenAPI root (what the service role sees)."""
-        return {table for table, d in (await self._definitions()).items()
-                if isinstance(d, dict) and "tenant_id" in (d.get("properties") or {})}
+        return {
+            table
+            for table, d in (await self._definitions()).items()
+            if isinstance(d, dict) and "tenant_id" in (d.get("properties") or {})
+        }
 
     async def primary_keys(self) -> dict[str, list[str]]:
         """Each exposed table's primary key columns (PostgREST marks them `<pk/>` in the schema)."""
@@ -280,10 +359,13 @@ class SupabaseRegistry:
         return await self._call(f"export {table}", self._db.select(table, eq={"tenant_id": tenant_id}, order=order))
 
     async def erase(self, table: str, tenant_id: str) -> int:
-        rows = await self._call(f"erase {table}", self._db.delete(
-            table, eq={"tenant_id": tenant_id}, columns="tenant_id"))
+        rows = await self._call(
+            f"erase {table}", self._db.delete(table, eq={"tenant_id": tenant_id}, columns="tenant_id")
+        )
         return len(rows)
 
     async def count(self, table: str, tenant_id: str) -> int:
-        rows = await self._call(f"count {table}", self._db.select(table, columns="tenant_id", eq={"tenant_id": tenant_id}))
+        rows = await self._call(
+            f"count {table}", self._db.select(table, columns="tenant_id", eq={"tenant_id": tenant_id})
+        )
         return len(rows)

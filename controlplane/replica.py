@@ -7,6 +7,7 @@ values bound, never quoted into the SQL: on the local D1 file (the SQLite databa
 batch: all of it lands or none of it. `render()` quotes values only to *print* a local
 dry-run's SQL; a remote dry-run prints the API request itself (controlplane.dryrun).
 """
+
 from __future__ import annotations
 
 import json
@@ -135,25 +136,44 @@ class RoutingReplica:
         self.executor = executor
 
     async def tenant(self, tenant_id: str) -> dict[str, Any] | None:
-        rows = await self.executor.query((
-            "SELECT tenant_id, name, type, status, subscription_tier, script_name, whitelabel_config"
-            " FROM tenants WHERE tenant_id = ?1", (tenant_id,)))
+        rows = await self.executor.query(
+            (
+                "SELECT tenant_id, name, type, status, subscription_tier, script_name, whitelabel_config"
+                " FROM tenants WHERE tenant_id = ?1",
+                (tenant_id,),
+            )
+        )
         return rows[0] if rows else None
 
     async def domains(self, tenant_id: str) -> list[dict[str, Any]]:
-        return await self.executor.query((
-            "SELECT domain, tenant_id, domain_type, ssl_status, dns_configured FROM tenant_domains"
-            " WHERE tenant_id = ?1 ORDER BY domain", (tenant_id,)))
+        return await self.executor.query(
+            (
+                "SELECT domain, tenant_id, domain_type, ssl_status, dns_configured FROM tenant_domains"
+                " WHERE tenant_id = ?1 ORDER BY domain",
+                (tenant_id,),
+            )
+        )
 
     async def snapshot(self) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
         """Every tenant row and every domain row in two reads (on Cloudflare: two API requests)."""
-        tenants = {r["tenant_id"]: r for r in await self.executor.query((
-            "SELECT tenant_id, name, type, status, subscription_tier, script_name, whitelabel_config FROM tenants"
-            " ORDER BY tenant_id", ()))}
+        tenants = {
+            r["tenant_id"]: r
+            for r in await self.executor.query(
+                (
+                    "SELECT tenant_id, name, type, status, subscription_tier, script_name, whitelabel_config FROM tenants"
+                    " ORDER BY tenant_id",
+                    (),
+                )
+            )
+        }
         domains: dict[str, list[dict[str, Any]]] = {}
-        for r in await self.executor.query((
+        for r in await self.executor.query(
+            (
                 "SELECT domain, tenant_id, domain_type, ssl_status, dns_configured FROM tenant_domains"
-                " ORDER BY tenant_id, domain", ())):
+                " ORDER BY tenant_id, domain",
+                (),
+            )
+        ):
             domains.setdefault(r["tenant_id"], []).append(r)
         return tenants, domains
 
@@ -164,20 +184,34 @@ class RoutingReplica:
     async def replace_tenant(self, tenant: TenantRecord, domains: Sequence[DomainRecord]) -> None:
         """Make D1 hold exactly this tenant row and these domains for it (one batch)."""
         names = [d.domain for d in domains]
-        statements: list[Statement] = [(UPSERT_TENANT, (
-            tenant.tenant_id, tenant.name, tenant.type.value, tenant.status.value, tenant.subscription_tier.value,
-            tenant.script_name, json.dumps(tenant.whitelabel_config, sort_keys=True, separators=(",", ":"))))]
+        statements: list[Statement] = [
+            (
+                UPSERT_TENANT,
+                (
+                    tenant.tenant_id,
+                    tenant.name,
+                    tenant.type.value,
+                    tenant.status.value,
+                    tenant.subscription_tier.value,
+                    tenant.script_name,
+                    json.dumps(tenant.whitelabel_config, sort_keys=True, separators=(",", ":")),
+                ),
+            )
+        ]
         marks = ", ".join(f"?{i + 2}" for i in range(len(names)))
         stale = "DELETE FROM tenant_domains WHERE tenant_id = ?1" + (f" AND domain NOT IN ({marks})" if names else "")
         statements.append((stale, (tenant.tenant_id, *names)))
         for d in domains:
-            statements.append((UPSERT_DOMAIN, (d.domain, d.tenant_id, d.domain_type, d.ssl_status,
-                                               1 if d.dns_configured else 0)))
+            statements.append(
+                (UPSERT_DOMAIN, (d.domain, d.tenant_id, d.domain_type, d.ssl_status, 1 if d.dns_configured else 0))
+            )
         await self.executor.batch(statements)
 
     async def drop_tenant(self, tenant_id: str) -> None:
         """Unroute a tenant: its domains and its row leave D1 (one batch)."""
-        await self.executor.batch([
-            ("DELETE FROM tenant_domains WHERE tenant_id = ?1", (tenant_id,)),
-            ("DELETE FROM tenants WHERE tenant_id = ?1", (tenant_id,)),
-        ])
+        await self.executor.batch(
+            [
+                ("DELETE FROM tenant_domains WHERE tenant_id = ?1", (tenant_id,)),
+                ("DELETE FROM tenants WHERE tenant_id = ?1", (tenant_id,)),
+            ]
+        )

@@ -14,6 +14,7 @@ This module is the one adapter: the rest sees `SigningKeys`' methods and `Signin
 A refused call is `SupabaseApiError` (HTTP status, the API's message, never the request body,
 which holds the key); an unreachable API is `BackendError`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -60,12 +61,16 @@ def project_ref(supabase_url: str) -> str | None:
 class SigningKeys:
     """One project's JWT signing keys."""
 
-    def __init__(self, ref: str, token: str, *, base_url: str = API_BASE,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self, ref: str, token: str, *, base_url: str = API_BASE, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self._path = f"/v1/projects/{quote(ref, safe='')}/config/auth/signing-keys"
-        self._client_args = {"base_url": base_url.rstrip("/"), "timeout": TIMEOUT_SECONDS,
-                             "headers": {"authorization": f"Bearer {token}", "accept": "application/json"},
-                             **({"transport": transport} if transport is not None else {})}
+        self._client_args = {
+            "base_url": base_url.rstrip("/"),
+            "timeout": TIMEOUT_SECONDS,
+            "headers": {"authorization": f"Bearer {token}", "accept": "application/json"},
+            **({"transport": transport} if transport is not None else {}),
+        }
 
     async def _call(self, method: str, path: str, body: dict[str, object] | None = None) -> object:
         try:
@@ -93,8 +98,11 @@ class SigningKeys:
     async def create_hs256(self, kid: str, secret: str, status: KeyStatus = "standby") -> SigningKey:
         """Import an HS256 key (`secret` as its bytes, UTF-8) under the id `kid`."""
         k = base64.urlsafe_b64encode(secret.encode()).rstrip(b"=").decode()
-        body: dict[str, object] = {"algorithm": "HS256", "status": status,
-                                   "private_jwk": {"kty": "oct", "k": k, "kid": kid, "alg": "HS256"}}
+        body: dict[str, object] = {
+            "algorithm": "HS256",
+            "status": status,
+            "private_jwk": {"kty": "oct", "k": k, "kid": kid, "alg": "HS256"},
+        }
         return self._key(await self._call("POST", self._path, body))
 
     async def set_status(self, kid: str, status: KeyStatus) -> SigningKey:

@@ -14,6 +14,7 @@ a short id could be reversed by trying every id, a keyed one only by whoever hol
 A dry run of `delete` reads everything it would erase and reports the real counts (rows per
 table, runtime keys, R2 objects), printing each write instead of sending it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,13 +52,17 @@ def fingerprint_key(env: Mapping[str, str], state_dir: Path, *, remote: bool, cr
     raw = env.get(FINGERPRINT_KEY_ENV, "")
     if raw:
         if len(raw) < 32:
-            raise ConfigError(f"{FINGERPRINT_KEY_ENV} is too short: use at least 32 random characters "
-                              "(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+            raise ConfigError(
+                f"{FINGERPRINT_KEY_ENV} is too short: use at least 32 random characters "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         return raw.encode()
     if remote:
-        raise ConfigError(f"delete --remote needs {FINGERPRINT_KEY_ENV} (the key of the erasure record's fingerprint, "
-                          "from your secret store; make one with python -c 'import secrets; "
-                          "print(secrets.token_urlsafe(32))')")
+        raise ConfigError(
+            f"delete --remote needs {FINGERPRINT_KEY_ENV} (the key of the erasure record's fingerprint, "
+            "from your secret store; make one with python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')"
+        )
     path = Path(state_dir) / "secrets" / FINGERPRINT_KEY_FILE
     if path.is_file():
         return path.read_text().strip().encode()
@@ -86,15 +91,19 @@ async def export_tenant(cp: ControlPlane, tenant_id: str) -> dict[str, Any]:
         "supabase": supabase,
         # The audit trail is in supabase.audit_log; this says whether its hash chain holds.
         "audit_chain": chain.model_dump(mode="json"),
-        "d1": {"tenants": [r for r in [await cp.replica.tenant(tenant_id)] if r],
-               "tenant_domains": await cp.replica.domains(tenant_id)},
-        "worker": {"script_name": tenant.script_name, "deployed": await cp.scripts.exists(tenant.script_name),
-                   "secrets": "not exported"},
+        "d1": {
+            "tenants": [r for r in [await cp.replica.tenant(tenant_id)] if r],
+            "tenant_domains": await cp.replica.domains(tenant_id),
+        },
+        "worker": {
+            "script_name": tenant.script_name,
+            "deployed": await cp.scripts.exists(tenant.script_name),
+            "secrets": "not exported",
+        },
         "runtime": await cp.runtime_data.describe(tenant_id, tenant.script_name) if cp.runtime_data else {},
     }
     # Recorded after the read, so an export does not contain its own record.
-    await cp.registry.audit(tenant_id, "tenant.exported", tenant_id,
-                            {"rows": {t: len(r) for t, r in supabase.items()}})
+    await cp.registry.audit(tenant_id, "tenant.exported", tenant_id, {"rows": {t: len(r) for t, r in supabase.items()}})
     return data
 
 

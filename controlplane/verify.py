@@ -4,6 +4,7 @@ Drift is reported per tenant as plain sentences an operator can act on. Repair i
 same convergence every action ends with (controlplane.lifecycle.ControlPlane.converge),
 plus deploying a routed tenant's missing Worker and removing a removed tenant's Worker.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,13 +23,23 @@ class Drift:
 
 
 def _d1_fields(tenant: TenantRecord) -> dict[str, Any]:
-    return {"name": tenant.name, "type": tenant.type.value, "status": tenant.status.value,
-            "subscription_tier": tenant.subscription_tier.value, "script_name": tenant.script_name}
+    return {
+        "name": tenant.name,
+        "type": tenant.type.value,
+        "status": tenant.status.value,
+        "subscription_tier": tenant.subscription_tier.value,
+        "script_name": tenant.script_name,
+    }
 
 
 def _expected_kv(tenant: TenantRecord) -> dict[str, Any]:
-    return {"tenant_id": tenant.tenant_id, "tenant_type": tenant.type.value,
-            "tier": tenant.subscription_tier.value, "status": tenant.status.value, "script_name": tenant.script_name}
+    return {
+        "tenant_id": tenant.tenant_id,
+        "tenant_type": tenant.type.value,
+        "tier": tenant.subscription_tier.value,
+        "status": tenant.status.value,
+        "script_name": tenant.script_name,
+    }
 
 
 @dataclass
@@ -87,7 +98,11 @@ async def check_tenant(cp: ControlPlane, tenant_id: str, snap: Snapshot) -> Drif
                 drift.problems.append(f"D1 routes {domain}, but the tenant's Worker is missing")
         for domain in sorted(set(expected) & set(routed)):
             m, r = master[domain], routed[domain]
-            if (m.domain_type, m.ssl_status, m.dns_configured) != (r["domain_type"], r["ssl_status"], bool(r["dns_configured"])):
+            if (m.domain_type, m.ssl_status, m.dns_configured) != (
+                r["domain_type"],
+                r["ssl_status"],
+                bool(r["dns_configured"]),
+            ):
                 drift.problems.append(f"domain {domain}: D1 status differs from Supabase")
         for domain in sorted(d for d, rec in master.items() if rec.domain_type == "custom" and rec.routable(tenant)):
             # A verified custom domain needs its custom hostname; a pending one must not get one yet.
@@ -116,8 +131,11 @@ async def verify(cp: ControlPlane, *, repair: bool = False) -> dict[str, Any]:
     snap = await Snapshot.take(cp)
     ids = set(snap.tenants) | set(snap.d1_tenants) | set(snap.d1_domains)
     drifts = [d for d in [await check_tenant(cp, tid, snap) for tid in sorted(ids)] if d.problems]
-    report: dict[str, Any] = {"tenants_checked": len(ids), "consistent": not drifts,
-                              "drift": [{"tenant_id": d.tenant_id, "problems": d.problems} for d in drifts]}
+    report: dict[str, Any] = {
+        "tenants_checked": len(ids),
+        "consistent": not drifts,
+        "drift": [{"tenant_id": d.tenant_id, "problems": d.problems} for d in drifts],
+    }
     if repair and drifts:
         for d in drifts:
             await repair_tenant(cp, d.tenant_id)

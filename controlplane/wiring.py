@@ -11,6 +11,7 @@ A local command never talks to a Supabase that is not on this machine: an operat
 production credentials exported must not write to production from a `--local` command, so
 a non-loopback SUPABASE_URL in the environment is refused there (use --remote).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -48,8 +49,13 @@ from shared.domains import DEFAULT_DOH_URL, OwnershipResult, check_ownership
 from shared.keys import Keyring
 from shared.outbound_http import HttpClient
 
-REMOTE_ENV = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_ZONE_ID", "SUPABASE_URL",
-              "SUPABASE_SERVICE_ROLE_KEY")
+REMOTE_ENV = (
+    "CLOUDFLARE_API_TOKEN",
+    "CLOUDFLARE_ACCOUNT_ID",
+    "CLOUDFLARE_ZONE_ID",
+    "SUPABASE_URL",
+    "SUPABASE_SERVICE_ROLE_KEY",
+)
 
 
 @dataclass
@@ -82,9 +88,11 @@ def is_loopback_url(url: str) -> bool:
 def _local_guard(settings: Settings) -> None:
     url = settings.env.get("SUPABASE_URL")
     if not settings.remote and url and not is_loopback_url(url):
-        raise ConfigError(f"SUPABASE_URL in the environment points at {urlsplit(url).hostname or url!r}, not at "
-                          "this machine: a --local command only uses the local Supabase. Unset SUPABASE_URL "
-                          "(the local stack's values are read from .local/secrets/supabase.dev.vars) or use --remote")
+        raise ConfigError(
+            f"SUPABASE_URL in the environment points at {urlsplit(url).hostname or url!r}, not at "
+            "this machine: a --local command only uses the local Supabase. Unset SUPABASE_URL "
+            "(the local stack's values are read from .local/secrets/supabase.dev.vars) or use --remote"
+        )
 
 
 def _supabase_settings(settings: Settings) -> tuple[str, str]:
@@ -96,8 +104,10 @@ def _supabase_settings(settings: Settings) -> tuple[str, str]:
         local = _local_supabase_file(settings)
         if local.get("SUPABASE_URL") and local.get("SUPABASE_SERVICE_ROLE_KEY"):
             return local["SUPABASE_URL"], local["SUPABASE_SERVICE_ROLE_KEY"]
-    raise ConfigError("Supabase is not configured: export SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY "
-                      "(locally, `python -m localrt run` writes them to .local/secrets/supabase.dev.vars)")
+    raise ConfigError(
+        "Supabase is not configured: export SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY "
+        "(locally, `python -m localrt run` writes them to .local/secrets/supabase.dev.vars)"
+    )
 
 
 def _local_platform_file(settings: Settings) -> dict[str, str]:
@@ -127,8 +137,13 @@ def dispatcher_secrets(settings: Settings) -> dict[str, str]:
     return {k: settings.env[k] for k in DISPATCHER_SECRETS if settings.env.get(k)}
 
 
-def kv_namespace_id(env: Mapping[str, str], *, config: str = "wrangler.dispatcher.toml", binding: str = "TENANT_CACHE",
-                    override: str = "CLOUDFLARE_KV_NAMESPACE_ID") -> str:
+def kv_namespace_id(
+    env: Mapping[str, str],
+    *,
+    config: str = "wrangler.dispatcher.toml",
+    binding: str = "TENANT_CACHE",
+    override: str = "CLOUDFLARE_KV_NAMESPACE_ID",
+) -> str:
     """A KV namespace's id: from the environment, else from the wrangler config that binds it."""
     if env.get(override):
         return env[override]
@@ -139,8 +154,13 @@ def kv_namespace_id(env: Mapping[str, str], *, config: str = "wrangler.dispatche
     raise ConfigError(f"no {binding} KV namespace id ({config} or {override})")
 
 
-def r2_bucket_name(env: Mapping[str, str], *, config: str = "wrangler.tenant.toml", binding: str = "FILES",
-                   override: str = "CLOUDFLARE_R2_BUCKET") -> str:
+def r2_bucket_name(
+    env: Mapping[str, str],
+    *,
+    config: str = "wrangler.tenant.toml",
+    binding: str = "FILES",
+    override: str = "CLOUDFLARE_R2_BUCKET",
+) -> str:
     """The tenants' files bucket: from the environment, else from the wrangler config that binds it."""
     if env.get(override):
         return env[override]
@@ -182,14 +202,19 @@ def cloudflare_api(settings: Settings, reporter: Reporter) -> CloudflareApi:
     transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport()
     if settings.dry_run:
         transport = DryRunTransport(transport, reporter)
-    client = connect(token=settings.env["CLOUDFLARE_API_TOKEN"], transport=transport,
-                     base_url=settings.env.get("CLOUDFLARE_API_BASE_URL") or API_BASE)
-    return CloudflareApi(client, account_id=settings.env["CLOUDFLARE_ACCOUNT_ID"],
-                         zone_id=settings.env["CLOUDFLARE_ZONE_ID"])
+    client = connect(
+        token=settings.env["CLOUDFLARE_API_TOKEN"],
+        transport=transport,
+        base_url=settings.env.get("CLOUDFLARE_API_BASE_URL") or API_BASE,
+    )
+    return CloudflareApi(
+        client, account_id=settings.env["CLOUDFLARE_ACCOUNT_ID"], zone_id=settings.env["CLOUDFLARE_ZONE_ID"]
+    )
 
 
-def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = None,
-          runner: Runner | None = None) -> ControlPlane:
+def build(
+    settings: Settings, reporter: Reporter, *, http: HttpClient | None = None, runner: Runner | None = None
+) -> ControlPlane:
     """The control plane for these settings. `http` and `runner` are injectable for tests."""
     closers: list[Callable[[], Awaitable[None]]] = []
     if http is None:
@@ -209,27 +234,50 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
         if missing:
             raise ConfigError(f"--remote needs {', '.join(missing)} in the environment")
         d1_id, cache_id = d1_database_id(settings.env), kv_namespace_id(settings.env)
-        auth_kv_id = kv_namespace_id(settings.env, config="wrangler.tenant.toml", binding="AUTH_KV",
-                                     override="CLOUDFLARE_AUTH_KV_NAMESPACE_ID")
+        auth_kv_id = kv_namespace_id(
+            settings.env, config="wrangler.tenant.toml", binding="AUTH_KV", override="CLOUDFLARE_AUTH_KV_NAMESPACE_ID"
+        )
         api = cloudflare_api(settings, reporter)
         closers.append(api.aclose)
-        cp = ControlPlane(registry, RoutingReplica(ApiD1(api, d1_id)), CloudflareRouteCache(api, cache_id),
-                          CloudflareScripts(api, run, settings.env.get("CONTEXT_SIGNING_SECRET"), dry_run=settings.dry_run,
-                                            platform_secrets=platform_secrets(settings)),
-                          CloudflareHostnames(api), reporter, local=False, dry_run=settings.dry_run, runner=run,
-                          master_secret=settings.env.get("CONTEXT_SIGNING_SECRET"), closers=closers,
-                          dispatcher_secrets=dispatcher_secrets(settings),
-                          ownership=ownership_checker(http, settings.env),
-                          runtime_data=CloudflareRuntimeData(api, auth_kv_id),
-                          meter=PlatformMeter(http, base_url=lambda t: f"https://{t.domain}",
-                                              master_secret=lambda: settings.env.get("CONTEXT_SIGNING_SECRET"),
-                                              label="usage meter (through the dispatcher)", dry_run=settings.dry_run),
-                          # the real client: a dry run's PUTs are printed by the class itself (never the bytes)
-                          objects=CloudflareR2Objects(http, token=settings.env["CLOUDFLARE_API_TOKEN"],
-                                                      account_id=settings.env["CLOUDFLARE_ACCOUNT_ID"],
-                                                      base_url=settings.env.get("CLOUDFLARE_API_BASE_URL") or API_BASE,
-                                                      reporter=reporter, bucket=r2_bucket_name(settings.env),
-                                                      dry_run=settings.dry_run))
+        cp = ControlPlane(
+            registry,
+            RoutingReplica(ApiD1(api, d1_id)),
+            CloudflareRouteCache(api, cache_id),
+            CloudflareScripts(
+                api,
+                run,
+                settings.env.get("CONTEXT_SIGNING_SECRET"),
+                dry_run=settings.dry_run,
+                platform_secrets=platform_secrets(settings),
+            ),
+            CloudflareHostnames(api),
+            reporter,
+            local=False,
+            dry_run=settings.dry_run,
+            runner=run,
+            master_secret=settings.env.get("CONTEXT_SIGNING_SECRET"),
+            closers=closers,
+            dispatcher_secrets=dispatcher_secrets(settings),
+            ownership=ownership_checker(http, settings.env),
+            runtime_data=CloudflareRuntimeData(api, auth_kv_id),
+            meter=PlatformMeter(
+                http,
+                base_url=lambda t: f"https://{t.domain}",
+                master_secret=lambda: settings.env.get("CONTEXT_SIGNING_SECRET"),
+                label="usage meter (through the dispatcher)",
+                dry_run=settings.dry_run,
+            ),
+            # the real client: a dry run's PUTs are printed by the class itself (never the bytes)
+            objects=CloudflareR2Objects(
+                http,
+                token=settings.env["CLOUDFLARE_API_TOKEN"],
+                account_id=settings.env["CLOUDFLARE_ACCOUNT_ID"],
+                base_url=settings.env.get("CLOUDFLARE_API_BASE_URL") or API_BASE,
+                reporter=reporter,
+                bucket=r2_bucket_name(settings.env),
+                dry_run=settings.dry_run,
+            ),
+        )
         return cp
 
     from localrt.d1 import D1Database, wrangler_d1_file
@@ -238,24 +286,49 @@ def build(settings: Settings, reporter: Reporter, *, http: HttpClient | None = N
 
     d1_path = settings.d1_file or wrangler_d1_file(settings.wrangler_state)
     if d1_path is None or not Path(d1_path).exists():
-        raise ConfigError(f"no local D1 database under {settings.wrangler_state}: run `python -m localrt run` "
-                          "once (it applies the D1 migrations with wrangler), or pass --d1-file")
+        raise ConfigError(
+            f"no local D1 database under {settings.wrangler_state}: run `python -m localrt run` "
+            "once (it applies the D1 migrations with wrangler), or pass --d1-file"
+        )
     paths = StatePaths(settings.state_dir)
     d1 = LocalD1(D1Database(d1_path))
     replica = RoutingReplica(DryRunD1(d1, reporter) if settings.dry_run else d1)
     cache = LocalRouteCache(paths.root, reporter, dry_run=settings.dry_run)
-    scripts = LocalScripts(paths.registry(), paths.dispatcher_secrets, reporter, dry_run=settings.dry_run,
-                           platform_secrets=platform_secrets(settings))
+    scripts = LocalScripts(
+        paths.registry(),
+        paths.dispatcher_secrets,
+        reporter,
+        dry_run=settings.dry_run,
+        platform_secrets=platform_secrets(settings),
+    )
+
     def local_master() -> str | None:
         from localrt.devvars import read_dev_vars
 
         return read_dev_vars(paths.dispatcher_secrets).get("CONTEXT_SIGNING_SECRET")
 
-    meter = PlatformMeter(http, base_url=lambda t: local_dispatcher_url(paths.root), master_secret=local_master,
-                          label="usage meter (local platform)", dry_run=settings.dry_run)
-    cp = ControlPlane(registry, replica, cache, scripts, LocalHostnames(), reporter, local=True,
-                      dry_run=settings.dry_run, on_change=lambda: sync_if_running(paths.root), runner=run,
-                      closers=closers, ownership=ownership_checker(http, settings.env), runtime_data=LocalRuntimeData(settings.wrangler_state, reporter,
-                                                                     dry_run=settings.dry_run),
-                      meter=meter, objects=LocalObjects(paths.root, reporter, dry_run=settings.dry_run))
+    meter = PlatformMeter(
+        http,
+        base_url=lambda t: local_dispatcher_url(paths.root),
+        master_secret=local_master,
+        label="usage meter (local platform)",
+        dry_run=settings.dry_run,
+    )
+    cp = ControlPlane(
+        registry,
+        replica,
+        cache,
+        scripts,
+        LocalHostnames(),
+        reporter,
+        local=True,
+        dry_run=settings.dry_run,
+        on_change=lambda: sync_if_running(paths.root),
+        runner=run,
+        closers=closers,
+        ownership=ownership_checker(http, settings.env),
+        runtime_data=LocalRuntimeData(settings.wrangler_state, reporter, dry_run=settings.dry_run),
+        meter=meter,
+        objects=LocalObjects(paths.root, reporter, dry_run=settings.dry_run),
+    )
     return cp

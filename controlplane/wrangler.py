@@ -10,6 +10,7 @@ Flags checked against wrangler 4.164 (`deploy --help`):
 so a namespaced script's secrets ride on its deploy with `--secrets-file` (which keeps
 secrets it does not name).
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,9 @@ def dispatcher_deploy_command(*, secrets_file: str | None = None, outdir: str | 
     return cmd + (["--dry-run", "--outdir", outdir] if outdir else [])
 
 
-def tenant_deploy_command(script: str, variables: Mapping[str, str], *, secrets_file: str | None = None,
-                          outdir: str | None = None) -> list[str]:
+def tenant_deploy_command(
+    script: str, variables: Mapping[str, str], *, secrets_file: str | None = None, outdir: str | None = None
+) -> list[str]:
     cmd = [*WRANGLER, "deploy", "-c", TENANT_CONFIG, "--dispatch-namespace", NAMESPACE, "--name", script]
     for key, value in variables.items():
         cmd += ["--var", f"{key}:{value}"]
@@ -103,10 +105,10 @@ class SubprocessRunner:
         argv = list(argv)
         self.ran.append(argv)
         self._reporter.step("$ " + shell_line(argv), read=reads)
-        if tuple(argv[:len(WRANGLER)]) == WRANGLER:
+        if tuple(argv[: len(WRANGLER)]) == WRANGLER:
             override = self._env.get(WRANGLER_OVERRIDE_ENV)
             if override:
-                argv = [*shlex.split(override), *argv[len(WRANGLER):]]
+                argv = [*shlex.split(override), *argv[len(WRANGLER) :]]
             elif not all((ROOT / part).is_file() for part in WRANGLER):
                 raise BackendError(f"{' and '.join(WRANGLER)} missing: run scripts/bootstrap.sh (npm ci)")
         try:

@@ -1,4 +1,5 @@
 """The dispatcher's request path: normalise Host, resolve, guard, sign, forward."""
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,17 @@ class _Outcome:
         self.tenant_id, self.code, self.path = NO_TENANT, "", "/"
 
 
-def _error(path: str, status: int, code: str, message: str, rid: str, route: TenantRoute | None = None,
-           headers: dict[str, str] | None = None, *, note: _Outcome | None = None) -> tuple[int, JsResponse]:
+def _error(
+    path: str,
+    status: int,
+    code: str,
+    message: str,
+    rid: str,
+    route: TenantRoute | None = None,
+    headers: dict[str, str] | None = None,
+    *,
+    note: _Outcome | None = None,
+) -> tuple[int, JsResponse]:
     if note is not None:
         note.code = code
     # Imported on the first error, not at start: the hot path never renders one (and `html`,
@@ -108,11 +118,15 @@ class Dispatcher:
             key = self._keys[tenant_id] = Key(self._master.kid, derived)
         return key
 
-    async def handle(self, request: Request, defer: Defer | None = None, *, source: str = SOURCE_DISPATCHER) -> Response:
+    async def handle(
+        self, request: Request, defer: Defer | None = None, *, source: str = SOURCE_DISPATCHER
+    ) -> Response:
         """`serve` as the SDK's Response (the cron's probes read its status, headers and body)."""
         return Response(await self.serve(request, defer, source=source))
 
-    async def serve(self, request: Request, defer: Defer | None = None, *, source: str = SOURCE_DISPATCHER) -> JsResponse:
+    async def serve(
+        self, request: Request, defer: Defer | None = None, *, source: str = SOURCE_DISPATCHER
+    ) -> JsResponse:
         """Serve one request; the runtime's Response goes back to the runtime as is (wrapping it
         in the SDK's Response costs type probes across the JS boundary on every request). Its
         metrics point is written in `defer` (ctx.waitUntil), never inline."""
@@ -121,12 +135,23 @@ class Dispatcher:
         method = str(request.js_object.method)  # read from JS once per request
         status, response = await self._serve(request, method, defer, note)
         if self.metrics.enabled:
-            self.metrics.record(RequestPoint(note.tenant_id, source, path_class(note.path), method,
-                                             status, (self._clock() - started) * 1000, note.code), defer)
+            self.metrics.record(
+                RequestPoint(
+                    note.tenant_id,
+                    source,
+                    path_class(note.path),
+                    method,
+                    status,
+                    (self._clock() - started) * 1000,
+                    note.code,
+                ),
+                defer,
+            )
         return response
 
-    async def _serve(self, request: Request, method: str, defer: Defer | None,
-                     note: _Outcome) -> tuple[int, JsResponse]:
+    async def _serve(
+        self, request: Request, method: str, defer: Defer | None, note: _Outcome
+    ) -> tuple[int, JsResponse]:
         rid = new_request_id()
         url = urlsplit(request.url)
         path = note.path = url.path or "/"
@@ -139,8 +164,15 @@ class Dispatcher:
             route = await self._resolver.resolve(host, defer)
         except RouteUnavailable as exc:
             _log("route_unavailable", rid, host=host, reason=str(exc))
-            return _error(path, 503, "routing_unavailable", "The service is temporarily unavailable. Please retry shortly.",
-                          rid, headers={"retry-after": "5"}, note=note)
+            return _error(
+                path,
+                503,
+                "routing_unavailable",
+                "The service is temporarily unavailable. Please retry shortly.",
+                rid,
+                headers={"retry-after": "5"},
+                note=note,
+            )
         if route is None:
             return _error(path, 404, "not_found", "There is nothing here.", rid, note=note)
         note.tenant_id = route.tenant_id
@@ -160,19 +192,43 @@ class Dispatcher:
             if self._namespace is None:
                 self._namespace = self._env.DISPATCHER
             return await dispatch_fetch(
-                self._namespace, route.script_name, self._worker_limits(route.tier),
-                request, method, routed_url, headers, {H_REQUEST_ID: rid, **BASELINE},
+                self._namespace,
+                route.script_name,
+                self._worker_limits(route.tier),
+                request,
+                method,
+                routed_url,
+                headers,
+                {H_REQUEST_ID: rid, **BASELINE},
             )
         except ScriptNotFound:
             _log("script_not_found", rid, tenant_id=route.tenant_id, script=route.script_name)
-            return _error(path, 502, "tenant_worker_missing", "This site is not available right now.", rid, route, note=note)
+            return _error(
+                path, 502, "tenant_worker_missing", "This site is not available right now.", rid, route, note=note
+            )
         except WorkerLimitExceeded as exc:
             _log("worker_limit_exceeded", rid, tenant_id=route.tenant_id, limit=exc.kind)
             if exc.kind == "cpu":
-                return _error(path, 503, "worker_cpu_limit", "The site is over its compute limit. Please retry shortly.",
-                              rid, route, headers={"retry-after": "1"}, note=note)
-            return _error(path, 429, "worker_subrequest_limit", "The site made too many requests. Please retry.",
-                          rid, route, headers={"retry-after": "1"}, note=note)
+                return _error(
+                    path,
+                    503,
+                    "worker_cpu_limit",
+                    "The site is over its compute limit. Please retry shortly.",
+                    rid,
+                    route,
+                    headers={"retry-after": "1"},
+                    note=note,
+                )
+            return _error(
+                path,
+                429,
+                "worker_subrequest_limit",
+                "The site made too many requests. Please retry.",
+                rid,
+                route,
+                headers={"retry-after": "1"},
+                note=note,
+            )
         except UserWorkerFailed as exc:
             _log("tenant_worker_failed", rid, tenant_id=route.tenant_id, error=str(exc)[:200])
             return _error(path, 502, "tenant_worker_error", "This site could not answer.", rid, route, note=note)
@@ -181,8 +237,14 @@ class Dispatcher:
 def misconfigured(request: Request) -> JsResponse:
     """The answer of a dispatcher that could not start (shared.isolate logged which variable):
     the same words for every host, naming no variable and no value."""
-    return _error(urlsplit(request.url).path or "/", 503, "misconfigured", "The service is temporarily unavailable.",
-                  new_request_id(), headers={"retry-after": "30"})[1]
+    return _error(
+        urlsplit(request.url).path or "/",
+        503,
+        "misconfigured",
+        "The service is temporarily unavailable.",
+        new_request_id(),
+        headers={"retry-after": "30"},
+    )[1]
 
 
 def _build(env: Any) -> Dispatcher:

@@ -1,5 +1,6 @@
 """Dispatch Worker entry: thin. All decisions live in dispatcher.app (requests) and
 dispatcher.health (the cron: health checks of every tenant)."""
+
 from workers import WorkerEntrypoint
 
 from dispatcher.app import dispatcher_for, misconfigured

@@ -13,6 +13,7 @@
   `defer` (ctx.waitUntil) after the run is recorded, so a slow or failing receiver never holds
   up or fails the checks; undelivered events stay in the outbox for the next run.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,28 +52,50 @@ class InProcessHttp:
     def __init__(self, dispatcher: Any, defer: Callable[[Awaitable[Any]], None] | None) -> None:
         self._dispatcher, self._defer = dispatcher, defer
 
-    async def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
-                      body: bytes | None = None, timeout: float = 10.0) -> HttpResponse:
-        request = Request(url, headers=headers or {}) if method == "GET" else Request(url, method=method,
-                                                                                      headers=headers or {})
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        timeout: float = 10.0,
+    ) -> HttpResponse:
+        request = (
+            Request(url, headers=headers or {})
+            if method == "GET"
+            else Request(url, method=method, headers=headers or {})
+        )
         response = await self._dispatcher.handle(request, self._defer, source=SOURCE_PROBE)
-        return HttpResponse(response.status, {"content-type": str(response.headers.get("content-type") or "")},
-                            bytes(await response.bytes()))
+        return HttpResponse(
+            response.status,
+            {"content-type": str(response.headers.get("content-type") or "")},
+            bytes(await response.bytes()),
+        )
 
 
-async def run_scheduled(env: Any, dispatcher: "Dispatcher", defer: Callable[[Awaitable[Any]], None] | None) -> dict[str, Any]:
+async def run_scheduled(
+    env: Any, dispatcher: "Dispatcher", defer: Callable[[Awaitable[Any]], None] | None
+) -> dict[str, Any]:
     """One cron run: probe, record, then deliver alerts in `defer` (shared.health.run_health)."""
     config = dispatcher.config
     http = FetchClient()
-    store = (SupabaseHealthStore(PostgrestRpc(http, config.supabase_url, config.supabase_service_role_key))
-             if config.records_health else None)
-    webhook = (AlertWebhook(http, config.alert_webhook_url, secret=config.alert_webhook_secret)
-               if config.alert_webhook_url else None)
+    store = (
+        SupabaseHealthStore(PostgrestRpc(http, config.supabase_url, config.supabase_service_role_key))
+        if config.records_health
+        else None
+    )
+    webhook = (
+        AlertWebhook(http, config.alert_webhook_url, secret=config.alert_webhook_secret)
+        if config.alert_webhook_url
+        else None
+    )
     targets = await targets_from_d1(env.DB)
     # Probed by host, so the base URL's own host never matters: the request carries the tenant's Host.
     prober = HttpProber(InProcessHttp(dispatcher, defer))
-    run = await run_health(targets, prober, store, source="cron", webhook=webhook, defer=defer,
-                           alert_after=config.health_alert_after)
+    run = await run_health(
+        targets, prober, store, source="cron", webhook=webhook, defer=defer, alert_after=config.health_alert_after
+    )
     summary = {"event": "health_run", **run.summary()}
     if store is None:
         summary["error"] = "SUPABASE_URL / SUPABASE_SERVICE_ROLE_KEY not set"

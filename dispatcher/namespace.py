@@ -17,6 +17,7 @@ only place that speaks to it. The JS it implements:
 Errors the runtime throws (Cloudflare's docs): "Worker not found" when the script is not
 in the namespace; "exceeded CPU" / "subrequests" when a custom limit is hit.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -10,6 +10,7 @@ Takes the bindings in the shapes the Python Workers SDK gives them (`db.prepare(
 .bind(host).first()`, `kv.get(key)`, `kv.put(key, value, {"expirationTtl": n})`), so the
 same code runs on Cloudflare, on the local runtime and in tests.
 """
+
 from __future__ import annotations
 
 import json

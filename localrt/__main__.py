@@ -12,6 +12,7 @@ operator changed (suspended, re-tiered, removed), unless `--reseed-demo` asks fo
 values back. Every run refreshes the local Supabase URL and keys in the tenant scripts'
 secrets, since those belong to the local stack, not to the operator.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,8 +78,10 @@ def lock_state(state: Path) -> IO[str]:
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
-        raise StateInUse(f"another `run` (pid {holder}) is using {state}: stop it first, or give this one "
-                         "its own --state-dir, --wrangler-state and ports") from None
+        raise StateInUse(
+            f"another `run` (pid {holder}) is using {state}: stop it first, or give this one "
+            "its own --state-dir, --wrangler-state and ports"
+        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -145,8 +148,11 @@ def run(args: argparse.Namespace) -> int:
     busy = busy_ports(args.host, {"--port": args.port}) + busy_ports("127.0.0.1", loopback)
     if busy:
         lock.close()
-        log.error("port in use on this machine: %s. Stop what holds it, or choose another (python -m localrt run "
-                  "--help lists the options)", ", ".join(busy))
+        log.error(
+            "port in use on this machine: %s. Stop what holds it, or choose another (python -m localrt run "
+            "--help lists the options)",
+            ", ".join(busy),
+        )
         return 1
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
@@ -161,16 +167,21 @@ def run(args: argparse.Namespace) -> int:
         applied = cluster.apply_migrations()
         if reseed or fresh_pg:
             cluster.seed()
-        log.info("Supabase migrations applied (%d new)%s", len(applied),
-                 ", demo seed loaded" if reseed or fresh_pg else "; demo tenants kept as they are")
+        log.info(
+            "Supabase migrations applied (%d new)%s",
+            len(applied),
+            ", demo seed loaded" if reseed or fresh_pg else "; demo tenants kept as they are",
+        )
         stack = SupabaseStack(cluster, jwt_secret=_jwt_secret(state), port=args.supabase_port)
         paths = StatePaths(state)
         follower = JwtKeyFollower(stack, paths.platform_secrets)  # rotation keys (`tenants.py keys rotate jwt`)
         follower.tick()
         stack.start()
         supabase = {
-            "SUPABASE_URL": stack.url, "SUPABASE_ANON_KEY": stack.anon_key,
-            "SUPABASE_SERVICE_ROLE_KEY": stack.service_role_key, "SUPABASE_JWT_SECRET": stack.jwt_secret,
+            "SUPABASE_URL": stack.url,
+            "SUPABASE_ANON_KEY": stack.anon_key,
+            "SUPABASE_SERVICE_ROLE_KEY": stack.service_role_key,
+            "SUPABASE_JWT_SECRET": stack.jwt_secret,
         }
         write_dev_vars(supabase_secrets_path(state), {**supabase, "SUPABASE_DB_URL": cluster.dsn})
         rotation = read_dev_vars(paths.platform_secrets).get("SUPABASE_JWT_KEYS")
@@ -183,22 +194,36 @@ def run(args: argparse.Namespace) -> int:
         fresh_d1 = wrangler_d1_file(args.wrangler_state) is None
         d1_path = apply_migrations_with_wrangler(args.wrangler_state)
         if reseed or fresh_d1:
-            asyncio.run(seed_demo(D1Database(d1_path), paths.registry(), paths.dispatcher_secrets,
-                                  extra_secrets=tenant_secrets))
+            asyncio.run(
+                seed_demo(D1Database(d1_path), paths.registry(), paths.dispatcher_secrets, extra_secrets=tenant_secrets)
+            )
             demo_marker(state).write_text(json.dumps({"seeded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
         else:
             refresh_stack_secrets(paths.registry(), tenant_secrets)
         set_dispatcher_supabase(paths.dispatcher_secrets, supabase)
         log.info("demo tenants ready; building the Workers and starting workerd (first start takes a while)")
-        host = WorkerdHost(paths.namespace, paths.secrets, args.wrangler_state, state, port=args.port, host=args.host,
-                           dispatcher_vars=dispatcher_vars(),
-                           python_snapshot_dir=None if args.no_snapshots else state / "python-snapshots")
+        host = WorkerdHost(
+            paths.namespace,
+            paths.secrets,
+            args.wrangler_state,
+            state,
+            port=args.port,
+            host=args.host,
+            dispatcher_vars=dispatcher_vars(),
+            python_snapshot_dir=None if args.no_snapshots else state / "python-snapshots",
+        )
         host.start()
         started = next((e for e in host.events if e.get("event") == "ready"), {})
-        log.info("serving on http://%s:%d from workerd (dispatcher + %d tenant Workers ready in %.1f s); "
-                 "try: curl -H 'Host: partner1.cozyartzmedia.com' http://%s:%d/api/health",
-                 args.host, args.port, len(started.get("scripts", [])), started.get("start_ms", 0) / 1000,
-                 args.host, args.port)
+        log.info(
+            "serving on http://%s:%d from workerd (dispatcher + %d tenant Workers ready in %.1f s); "
+            "try: curl -H 'Host: partner1.cozyartzmedia.com' http://%s:%d/api/health",
+            args.host,
+            args.port,
+            len(started.get("scripts", [])),
+            started.get("start_ms", 0) / 1000,
+            args.host,
+            args.port,
+        )
         while host.running():
             time.sleep(0.5)
             follower.tick()
@@ -224,24 +249,42 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localrt", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m localrt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="start PostgreSQL + PostgREST, migrate, seed and serve the local platform",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "run",
+        help="start PostgreSQL + PostgREST, migrate, seed and serve the local platform",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--host", default="127.0.0.1", help="address the platform (the dispatcher) listens on")
     p.add_argument("--port", type=int, default=8787, help="the platform's port")
     p.add_argument("--pg-port", type=int, default=54322, help="PostgreSQL's port (127.0.0.1)")
     p.add_argument("--supabase-port", type=int, default=54321, help="the Supabase API's port (127.0.0.1)")
-    p.add_argument("--state-dir", type=Path, default=default_state_dir(),
-                   help="PostgreSQL, the namespace, secrets, snapshots, logs (env CMGSITE_STATE_DIR)")
-    p.add_argument("--wrangler-state", type=Path, default=default_wrangler_state(),
-                   help="D1 and KV, where `wrangler --local` keeps them (env CMGSITE_WRANGLER_STATE)")
-    p.add_argument("--no-snapshots", action="store_true",
-                   help="start every Python Worker by importing (by default a memory snapshot per bundle is saved "
-                        "in STATE_DIR/python-snapshots on the first start and restored after)")
-    p.add_argument("--reseed-demo", action="store_true",
-                   help="restore the three demo tenants' seed values (by default only a new state directory is seeded)")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=default_state_dir(),
+        help="PostgreSQL, the namespace, secrets, snapshots, logs (env CMGSITE_STATE_DIR)",
+    )
+    p.add_argument(
+        "--wrangler-state",
+        type=Path,
+        default=default_wrangler_state(),
+        help="D1 and KV, where `wrangler --local` keeps them (env CMGSITE_WRANGLER_STATE)",
+    )
+    p.add_argument(
+        "--no-snapshots",
+        action="store_true",
+        help="start every Python Worker by importing (by default a memory snapshot per bundle is saved "
+        "in STATE_DIR/python-snapshots on the first start and restored after)",
+    )
+    p.add_argument(
+        "--reseed-demo",
+        action="store_true",
+        help="restore the three demo tenants' seed values (by default only a new state directory is seeded)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     return run(args)

@@ -6,6 +6,7 @@ Call shapes are the SDK-wrapped ones: `await db.prepare(sql).bind(*args).first()
 `.all()` → {"results", "success", "meta"}, `.run()`, `await db.batch([...])`, `db.exec(sql)`.
 SQLite errors surface as D1Error("D1_ERROR: ..."), with the runtime's message prefixes.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -30,10 +31,19 @@ def wrangler_d1_file(persist_dir: Path) -> Path | None:
 
 def apply_migrations_with_wrangler(persist_dir: Path, *, config: str = "wrangler.dispatcher.toml") -> Path:
     """Run `wrangler d1 migrations apply cmgsite --local` for real; returns the SQLite file."""
-    cmd = [str(ROOT / "node_modules" / ".bin" / "wrangler"), "d1", "migrations", "apply", D1_NAME, "--local",
-           "--persist-to", str(persist_dir), "-c", config]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180,
-                          env={**node_env(), "CI": "true"})
+    cmd = [
+        str(ROOT / "node_modules" / ".bin" / "wrangler"),
+        "d1",
+        "migrations",
+        "apply",
+        D1_NAME,
+        "--local",
+        "--persist-to",
+        str(persist_dir),
+        "-c",
+        config,
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180, env={**node_env(), "CI": "true"})
     if proc.returncode != 0:
         raise RuntimeError(f"wrangler d1 migrations apply failed:\n{proc.stdout}\n{proc.stderr}")
     path = wrangler_d1_file(persist_dir)
@@ -111,8 +121,12 @@ class D1Database:
                 rows = [dict(r) for r in cur.fetchall()]
             except sqlite3.Error as exc:
                 raise D1Error(f"D1_ERROR: {exc}") from None
-            meta = {"changes": self._conn.total_changes, "last_row_id": cur.lastrowid,
-                    "duration": (time.perf_counter() - started) * 1000, "rows_read": len(rows)}
+            meta = {
+                "changes": self._conn.total_changes,
+                "last_row_id": cur.lastrowid,
+                "duration": (time.perf_counter() - started) * 1000,
+                "rows_read": len(rows),
+            }
         return {"results": rows, "success": True, "meta": meta}
 
     async def batch(self, statements: list[D1Statement]) -> list[dict[str, Any]]:

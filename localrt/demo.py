@@ -1,4 +1,5 @@
 """The three demo tenants the run command seeds, and their local secrets."""
+
 from __future__ import annotations
 
 import json
@@ -28,12 +29,36 @@ class DemoTenant:
 
 
 DEMO_TENANTS = (
-    DemoTenant(PRIMARY_TENANT_ID, "Cozyartz Media Group", "primary", "enterprise", "cmgsite-primary-tenant",
-               PLATFORM_ZONE, "primary", "Cozyartz Media Group"),
-    DemoTenant("partner1", "Partner One", "partner-subdomain", "growth", "cmgsite-partner-tenant",
-               f"partner1.{PLATFORM_ZONE}", "subdomain", "Partner One"),
-    DemoTenant("partner-seo", "Partner SEO", "custom-domain", "starter", "cmgsite-custom-tenant",
-               "partner-seo.com", "custom", "Partner SEO"),
+    DemoTenant(
+        PRIMARY_TENANT_ID,
+        "Cozyartz Media Group",
+        "primary",
+        "enterprise",
+        "cmgsite-primary-tenant",
+        PLATFORM_ZONE,
+        "primary",
+        "Cozyartz Media Group",
+    ),
+    DemoTenant(
+        "partner1",
+        "Partner One",
+        "partner-subdomain",
+        "growth",
+        "cmgsite-partner-tenant",
+        f"partner1.{PLATFORM_ZONE}",
+        "subdomain",
+        "Partner One",
+    ),
+    DemoTenant(
+        "partner-seo",
+        "Partner SEO",
+        "custom-domain",
+        "starter",
+        "cmgsite-custom-tenant",
+        "partner-seo.com",
+        "custom",
+        "Partner SEO",
+    ),
 )
 
 
@@ -70,21 +95,34 @@ def ensure_platform_keys(path: Path) -> dict[str, str]:
 
 async def upsert_route(d1: D1Database, t: DemoTenant, status: str = "active") -> None:
     config = json.dumps({"brand_name": t.brand_name})
-    await d1.prepare(
-        "INSERT INTO tenants (tenant_id, name, type, status, subscription_tier, script_name, whitelabel_config)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-        " ON CONFLICT(tenant_id) DO UPDATE SET name = excluded.name, type = excluded.type, status = excluded.status,"
-        " subscription_tier = excluded.subscription_tier, script_name = excluded.script_name, whitelabel_config = excluded.whitelabel_config,"
-        " updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
-    ).bind(t.tenant_id, t.name, t.type, status, t.tier, t.script_name, config).run()
-    await d1.prepare(
-        "INSERT INTO tenant_domains (domain, tenant_id, domain_type, ssl_status, dns_configured) VALUES (?1, ?2, ?3, 'active', 1)"
-        " ON CONFLICT(domain) DO UPDATE SET tenant_id = excluded.tenant_id, domain_type = excluded.domain_type"
-    ).bind(t.domain, t.tenant_id, t.domain_type).run()
+    await (
+        d1.prepare(
+            "INSERT INTO tenants (tenant_id, name, type, status, subscription_tier, script_name, whitelabel_config)"
+            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            " ON CONFLICT(tenant_id) DO UPDATE SET name = excluded.name, type = excluded.type, status = excluded.status,"
+            " subscription_tier = excluded.subscription_tier, script_name = excluded.script_name, whitelabel_config = excluded.whitelabel_config,"
+            " updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+        )
+        .bind(t.tenant_id, t.name, t.type, status, t.tier, t.script_name, config)
+        .run()
+    )
+    await (
+        d1.prepare(
+            "INSERT INTO tenant_domains (domain, tenant_id, domain_type, ssl_status, dns_configured) VALUES (?1, ?2, ?3, 'active', 1)"
+            " ON CONFLICT(domain) DO UPDATE SET tenant_id = excluded.tenant_id, domain_type = excluded.domain_type"
+        )
+        .bind(t.domain, t.tenant_id, t.domain_type)
+        .run()
+    )
 
 
-def deploy_script(registry: NamespaceRegistry, t: DemoTenant, master_secret: str,
-                  extra_secrets: dict[str, str] | None = None, extra_vars: dict[str, str] | None = None) -> None:
+def deploy_script(
+    registry: NamespaceRegistry,
+    t: DemoTenant,
+    master_secret: str,
+    extra_secrets: dict[str, str] | None = None,
+    extra_vars: dict[str, str] | None = None,
+) -> None:
     """Register the tenant's script in the local namespace with its vars and secrets."""
     values = registry.secrets_of(t.script_name)
     values["TENANT_CONTEXT_KEY"] = derive_tenant_keyring(master_secret, t.tenant_id).format()
@@ -95,8 +133,14 @@ def deploy_script(registry: NamespaceRegistry, t: DemoTenant, master_secret: str
     registry.deploy(ScriptSpec(t.script_name, vars=vars_), secrets=values)
 
 
-async def seed_demo(d1: D1Database, registry: NamespaceRegistry, dispatcher_secrets: Path, *,
-                    extra_secrets: dict[str, str] | None = None, extra_vars: dict[str, str] | None = None) -> None:
+async def seed_demo(
+    d1: D1Database,
+    registry: NamespaceRegistry,
+    dispatcher_secrets: Path,
+    *,
+    extra_secrets: dict[str, str] | None = None,
+    extra_vars: dict[str, str] | None = None,
+) -> None:
     master = ensure_dispatcher_secret(dispatcher_secrets)
     set_dispatcher_supabase(dispatcher_secrets, extra_secrets or {})
     keys = ensure_platform_keys(dispatcher_secrets.parent / "platform.dev.vars")

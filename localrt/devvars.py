@@ -1,4 +1,5 @@
 """`.dev.vars` files: KEY=VALUE lines, the format wrangler reads for local secrets."""
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@
 Transport failures (refused connection, timeout, DNS) become shared.outbound_http.HttpError, so the
 core handles them the same way as the Workers `fetch` client's failures.
 """
+
 from __future__ import annotations
 
 from types import TracebackType

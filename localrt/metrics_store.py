@@ -13,6 +13,7 @@ functions the shared queries use, so the SQL in shared.metrics_query runs unchan
 `timestamp` is stored as Unix seconds; `toDateTime(n)` is the identity on it, `toUInt32` an
 integer cast and `intDiv` integer division, as in ClickHouse for these arguments.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,8 +26,12 @@ from shared.metrics import DATASET
 
 STORE_FILE = "metrics.sqlite"
 _DATASET = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-COLUMNS = (["timestamp", "index1"] + [f"blob{i}" for i in range(1, 21)] + [f"double{i}" for i in range(1, 21)]
-           + ["_sample_interval"])
+COLUMNS = (
+    ["timestamp", "index1"]
+    + [f"blob{i}" for i in range(1, 21)]
+    + [f"double{i}" for i in range(1, 21)]
+    + ["_sample_interval"]
+)
 
 
 def create_table_sql(dataset: str = DATASET) -> str:
@@ -34,8 +39,10 @@ def create_table_sql(dataset: str = DATASET) -> str:
         raise ValueError("invalid dataset name")
     blobs = ", ".join(f"blob{i} TEXT NOT NULL DEFAULT ''" for i in range(1, 21))
     doubles = ", ".join(f"double{i} REAL NOT NULL DEFAULT 0" for i in range(1, 21))
-    return (f"CREATE TABLE IF NOT EXISTS {dataset} (timestamp REAL NOT NULL, index1 TEXT NOT NULL DEFAULT '',"
-            f" {blobs}, {doubles}, _sample_interval INTEGER NOT NULL DEFAULT 1)")
+    return (
+        f"CREATE TABLE IF NOT EXISTS {dataset} (timestamp REAL NOT NULL, index1 TEXT NOT NULL DEFAULT '',"
+        f" {blobs}, {doubles}, _sample_interval INTEGER NOT NULL DEFAULT 1)"
+    )
 
 
 def _register(conn: sqlite3.Connection) -> None:
@@ -76,8 +83,9 @@ class SqliteMetricsSource:
             conn.close()
 
 
-def write_points(path: Path, points: Sequence[dict[str, list[Any]]], *, timestamp: float | None = None,
-                 dataset: str = DATASET) -> None:
+def write_points(
+    path: Path, points: Sequence[dict[str, list[Any]]], *, timestamp: float | None = None, dataset: str = DATASET
+) -> None:
     """Append data points as the host does (tests use it to place points in the past)."""
     conn = connect(path, read_only=False)
     try:
@@ -86,10 +94,16 @@ def write_points(path: Path, points: Sequence[dict[str, list[Any]]], *, timestam
                 blobs = list(p.get("blobs", []))[:20]
                 doubles = list(p.get("doubles", []))[:20]
                 indexes = list(p.get("indexes", []))[:1]
-                row = ([time.time() if timestamp is None else timestamp, indexes[0] if indexes else ""]
-                       + [("" if b is None else str(b)) for b in blobs] + [""] * (20 - len(blobs))
-                       + [float(d) for d in doubles] + [0.0] * (20 - len(doubles)) + [1])
-                conn.execute(f"INSERT INTO {dataset} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                             row)
+                row = (
+                    [time.time() if timestamp is None else timestamp, indexes[0] if indexes else ""]
+                    + [("" if b is None else str(b)) for b in blobs]
+                    + [""] * (20 - len(blobs))
+                    + [float(d) for d in doubles]
+                    + [0.0] * (20 - len(doubles))
+                    + [1]
+                )
+                conn.execute(
+                    f"INSERT INTO {dataset} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", row
+                )
     finally:
         conn.close()

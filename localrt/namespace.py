@@ -6,6 +6,7 @@
 these files: a new or changed script starts (or restarts) on workerd, a removed one stops.
 Plain files, so the tenant CLI, the run command and the tests all write the same thing.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Where the local platform keeps its state: one git-ignored folder (default `.local/`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

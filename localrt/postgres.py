@@ -26,6 +26,7 @@ hosted Supabase database already has (the API roles, the `auth` schema's functio
 files were once `migrations/supabase/NNNN_name.sql`; a local state that recorded those names
 has them renamed in its ledger (LEGACY_NAMES), so nothing is applied twice.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,10 +80,14 @@ class PostgresSetupError(RuntimeError):
 def find_pg_bin() -> Path:
     """The newest /usr/lib/postgresql/*/bin holding initdb (or $PG_BIN)."""
     override = os.environ.get("PG_BIN")
-    candidates = [override] if override else sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"),
-        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
-        reverse=True,
+    candidates = (
+        [override]
+        if override
+        else sorted(
+            glob.glob("/usr/lib/postgresql/*/bin"),
+            key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+            reverse=True,
+        )
     )
     for cand in candidates:
         if cand and (Path(cand) / "initdb").is_file() and (Path(cand) / "pg_ctl").is_file():
@@ -105,7 +110,8 @@ def _ensure_service_user() -> pwd.struct_passwd:
     except KeyError:
         subprocess.run(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         return pwd.getpwnam(SERVICE_USER)
 
@@ -166,9 +172,20 @@ class PgCluster:
         self._own(Path(pw.name))
         try:
             self._run_as_service(
-                [str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                 "--pwfile", pw.name, "-E", "UTF8", "--locale=C",
-                 "--auth-local=trust", "--auth-host=scram-sha-256"],
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--pwfile",
+                    pw.name,
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                ],
             )
         finally:
             os.unlink(pw.name)
@@ -196,8 +213,19 @@ class PgCluster:
         log = self.data_dir / "server.log"
         try:
             self._run_as_service(
-                [str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-l", str(log),
-                 "-w", "-t", "60", "-o", opts, "start"],
+                [
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(log),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    opts,
+                    "start",
+                ],
             )
         except PostgresSetupError as exc:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
@@ -215,7 +243,8 @@ class PgCluster:
     def is_running(self) -> bool:
         res = subprocess.run(
             self._service_prefix() + [str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "status"],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         return res.returncode == 0
 
@@ -243,7 +272,9 @@ class PgCluster:
                     " and not exists (select 1 from localrt_meta.schema_migrations n where n.name = l.new)",
                     (list(LEGACY_NAMES), list(LEGACY_NAMES.values())),
                 )
-            done: dict[str, str] = dict(conn.execute("select name, sha256 from localrt_meta.schema_migrations").fetchall())
+            done: dict[str, str] = dict(
+                conn.execute("select name, sha256 from localrt_meta.schema_migrations").fetchall()
+            )
             for path in [*([compat] if compat is not None else []), *migration_files(directory)]:
                 text = path.read_text()
                 digest = hashlib.sha256(text.encode()).hexdigest()

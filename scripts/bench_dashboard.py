@@ -18,6 +18,7 @@ plus the metrics queries for that page, whatever the count (asserted by
 tests/test_dashboards.py::test_the_platform_view_costs_the_same_queries_for_1000_tenants_as_for_10).
 Prints one JSON report: both p50s and the big/small ratio for each.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,18 +67,27 @@ def resize(cluster: PgCluster, total: int) -> int:
         want = total - base
         if want < 0:
             raise SystemExit(f"the database already holds {base} tenants besides the scale ones")
-        conn.execute("delete from public.tenants where tenant_id like %s and tenant_id not in"
-                     " (select 'scale-' || i from generate_series(1, %s::int) i)", (PREFIX + "%", want))
+        conn.execute(
+            "delete from public.tenants where tenant_id like %s and tenant_id not in"
+            " (select 'scale-' || i from generate_series(1, %s::int) i)",
+            (PREFIX + "%", want),
+        )
         have = count(conn, "select count(*) from public.tenants where tenant_id like %s", PREFIX + "%")
         if want > have:
             span = (have + 1, want)
-            conn.execute("insert into public.tenants (tenant_id, name, domain, type, subscription_tier, script_name)"
-                         " select 'scale-' || i, 'Scale ' || i, 'scale-' || i || '.example.com', 'custom-domain',"
-                         " (array['starter','growth','enterprise'])[1 + i %% 3], 'cmgsite-scale-' || i"
-                         " from generate_series(%s::int, %s::int) i", span)
-            conn.execute("insert into public.tenant_usage (tenant_id, usage_type, period, usage_count)"
-                         " select 'scale-' || i, 'ai_calls', to_char(now(), 'YYYY-MM'), i %% 7"
-                         " from generate_series(%s::int, %s::int) i", span)
+            conn.execute(
+                "insert into public.tenants (tenant_id, name, domain, type, subscription_tier, script_name)"
+                " select 'scale-' || i, 'Scale ' || i, 'scale-' || i || '.example.com', 'custom-domain',"
+                " (array['starter','growth','enterprise'])[1 + i %% 3], 'cmgsite-scale-' || i"
+                " from generate_series(%s::int, %s::int) i",
+                span,
+            )
+            conn.execute(
+                "insert into public.tenant_usage (tenant_id, usage_type, period, usage_count)"
+                " select 'scale-' || i, 'ai_calls', to_char(now(), 'YYYY-MM'), i %% 7"
+                " from generate_series(%s::int, %s::int) i",
+                span,
+            )
         conn.execute("analyze public.tenants")
         return count(conn, "select count(*) from public.tenants")
 
@@ -94,15 +104,20 @@ def samples(client: httpx.Client, url: str, headers: dict[str, str], n: int) -> 
     return out, r
 
 
-def measure(client: httpx.Client, host: WorkerdHost, cookie: dict[str, str], n: int,
-            into: dict[str, Any]) -> None:
+def measure(client: httpx.Client, host: WorkerdHost, cookie: dict[str, str], n: int, into: dict[str, Any]) -> None:
     headers = {"Host": PRIMARY_HOST, **cookie}
     json_s, r = samples(client, host.url + "/api/platform/dashboard", headers, n)
     page_s, page = samples(client, host.url + "/platform", headers, n)
     into.setdefault("json", []).extend(json_s)
     into.setdefault("page", []).extend(page_s)
-    into.update({"tenants_total": r.json()["total"], "tenants_on_page": len(r.json()["tenants"]),
-                 "json_bytes": len(r.content), "page_bytes": len(page.content)})
+    into.update(
+        {
+            "tenants_total": r.json()["total"],
+            "tenants_on_page": len(r.json()["tenants"]),
+            "json_bytes": len(r.content),
+            "page_bytes": len(page.content),
+        }
+    )
 
 
 def summary(raw: dict[str, Any]) -> dict[str, Any]:
@@ -117,9 +132,12 @@ def main() -> int:
     ap.add_argument("--small", type=int, default=10)
     ap.add_argument("--big", type=int, default=1000)
     ap.add_argument("--requests", type=int, default=21, help="timed requests per view, size and round (p50 of all)")
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="the sizes alternate this many times (small, big, small, ...), so load on the machine"
-                         " falls on both alike")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="the sizes alternate this many times (small, big, small, ...), so load on the machine falls on both alike",
+    )
     args = ap.parse_args()
     build_all()
     from tests.support import free_port  # the same helper the tests use
@@ -139,14 +157,29 @@ def main() -> int:
         d1 = D1Database(apply_migrations_with_wrangler(wrangler_state))
         paths = StatePaths(work / "state")
         registry = paths.registry()
-        supabase = {"SUPABASE_URL": stack.url, "SUPABASE_ANON_KEY": stack.anon_key,
-                    "SUPABASE_JWT_SECRET": stack.jwt_secret, "SUPABASE_SERVICE_ROLE_KEY": stack.service_role_key}
+        supabase = {
+            "SUPABASE_URL": stack.url,
+            "SUPABASE_ANON_KEY": stack.anon_key,
+            "SUPABASE_JWT_SECRET": stack.jwt_secret,
+            "SUPABASE_SERVICE_ROLE_KEY": stack.service_role_key,
+        }
         asyncio.run(seed_demo(d1, registry, paths.dispatcher_secrets, extra_secrets=supabase))
-        host = WorkerdHost(paths.namespace, paths.secrets, wrangler_state, paths.root, port=free_port(),
-                           dispatcher_vars=dispatcher_vars())
+        host = WorkerdHost(
+            paths.namespace,
+            paths.secrets,
+            wrangler_state,
+            paths.root,
+            port=free_port(),
+            dispatcher_vars=dispatcher_vars(),
+        )
         host.start(build=False)
-        token = issue_session(registry.secrets_of(PRIMARY_SCRIPT)["SESSION_SECRET"], tenant_id="cozyartz",
-                              user_id=STAFF, role="super_admin", now=time.time())
+        token = issue_session(
+            registry.secrets_of(PRIMARY_SCRIPT)["SESSION_SECRET"],
+            tenant_id="cozyartz",
+            user_id=STAFF,
+            role="super_admin",
+            now=time.time(),
+        )
         cookie = {"cookie": f"{SESSION_COOKIE}={token}"}
         raw: dict[str, dict[str, Any]] = {"small": {}, "big": {}}
         with httpx.Client(timeout=60) as client:
@@ -158,11 +191,19 @@ def main() -> int:
         small, big = summary(raw["small"]), summary(raw["big"])
         if (small["tenants_total"], big["tenants_total"]) != (args.small, args.big):
             raise SystemExit(f"the dashboard counted {small['tenants_total']} and {big['tenants_total']} tenants")
-        print(json.dumps({
-            "small": small, "big": big, "requests": args.requests, "rounds": args.rounds,
-            "json_ratio": round(big["json_p50_ms"] / small["json_p50_ms"], 2),
-            "page_ratio": round(big["page_p50_ms"] / small["page_p50_ms"], 2),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "small": small,
+                    "big": big,
+                    "requests": args.requests,
+                    "rounds": args.rounds,
+                    "json_ratio": round(big["json_p50_ms"] / small["json_p50_ms"], 2),
+                    "page_ratio": round(big["page_p50_ms"] / small["page_p50_ms"], 2),
+                },
+                indent=2,
+            )
+        )
         return 0
     finally:
         if host is not None:

@@ -32,6 +32,7 @@ in alternating rounds (`interleaved`: every target sees the same load from the r
 machine; the figures to compare across runs). --quick stops after 1.-3.
 Ratios are the claims; absolute milliseconds are for context (2-core machine, loopback).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,14 +60,16 @@ from localrt.namespace import ScriptSpec  # noqa: E402
 from localrt.platform import StatePaths  # noqa: E402
 from localrt.workerd import WorkerdHost, build_all, bundle  # noqa: E402
 
-NOOP_PY = '''from workers import Response, WorkerEntrypoint
+NOOP_PY = """from workers import Response, WorkerEntrypoint
 
 
 class Default(WorkerEntrypoint):
     async def fetch(self, request):
         return Response("ok")
-'''
+"""
 NOOP_JS = 'export default { fetch() { return new Response("ok"); } };\n'
+
+
 def p50(client: httpx.Client, url: str, host: str, n: int) -> float:
     samples = []
     for _ in range(n):
@@ -77,17 +80,20 @@ def p50(client: httpx.Client, url: str, host: str, n: int) -> float:
     return statistics.median(samples) * 1000
 
 
-def interleaved_ratios(client: httpx.Client, host: WorkerdHost, noop_url: str, n: int,
-                       rounds: int = 10) -> dict[str, Any]:
+def interleaved_ratios(
+    client: httpx.Client, host: WorkerdHost, noop_url: str, n: int, rounds: int = 10
+) -> dict[str, Any]:
     """The p50 ratios measured in `rounds` alternating rounds of n/rounds requests to each
     target (the no-op Python Worker, the hot path, the dispatcher to the JS no-op over the hop
     and in-process), so that every target sees the same load from whatever else runs on the
     machine; each figure is the median of its rounds' p50s."""
-    targets = {"noop_python": (noop_url, "noop"),
-               "hot_path": (host.url + "/api/health", "partner1.cozyartzmedia.com"),
-               "dispatcher_to_js_noop": (host.url + "/", "bench-js.example"),
-               "dispatcher_to_python_noop": (host.url + "/", "bench-py.example"),
-               "dispatcher_to_in_process_js_noop": (host.url + "/", "bench-js-inproc.example")}
+    targets = {
+        "noop_python": (noop_url, "noop"),
+        "hot_path": (host.url + "/api/health", "partner1.cozyartzmedia.com"),
+        "dispatcher_to_js_noop": (host.url + "/", "bench-js.example"),
+        "dispatcher_to_python_noop": (host.url + "/", "bench-py.example"),
+        "dispatcher_to_in_process_js_noop": (host.url + "/", "bench-js-inproc.example"),
+    }
     size = max(1, n // rounds)
     samples: dict[str, list[float]] = {k: [] for k in targets}
     for _ in range(rounds):
@@ -95,14 +101,17 @@ def interleaved_ratios(client: httpx.Client, host: WorkerdHost, noop_url: str, n
             samples[k].append(p50(client, url, h, size))
     med = {k: statistics.median(v) for k, v in samples.items()}
     noop = med["noop_python"]
-    return {"rounds": rounds, "requests_per_round": size,
-            **{f"{k}_p50_ms": round(v, 2) for k, v in med.items()},
-            "hot_path_ratio": round(med["hot_path"] / noop, 2),
-            "dispatcher_own_ratio": round(med["dispatcher_to_js_noop"] / noop, 2),
-            "dispatcher_own_ratio_in_process": round(med["dispatcher_to_in_process_js_noop"] / noop, 2),
-            # The floor of the hot path locally: both Workers in Python, doing nothing, over the hop.
-            "dispatcher_to_python_noop_ratio": round(med["dispatcher_to_python_noop"] / noop, 2),
-            "hot_path_over_floor_ms": round(med["hot_path"] - med["dispatcher_to_python_noop"], 2)}
+    return {
+        "rounds": rounds,
+        "requests_per_round": size,
+        **{f"{k}_p50_ms": round(v, 2) for k, v in med.items()},
+        "hot_path_ratio": round(med["hot_path"] / noop, 2),
+        "dispatcher_own_ratio": round(med["dispatcher_to_js_noop"] / noop, 2),
+        "dispatcher_own_ratio_in_process": round(med["dispatcher_to_in_process_js_noop"] / noop, 2),
+        # The floor of the hot path locally: both Workers in Python, doing nothing, over the hop.
+        "dispatcher_to_python_noop_ratio": round(med["dispatcher_to_python_noop"] / noop, 2),
+        "hot_path_over_floor_ms": round(med["hot_path"] - med["dispatcher_to_python_noop"], 2),
+    }
 
 
 def workerd_pids(root_pid: int) -> list[int]:
@@ -224,8 +233,10 @@ def memory_series(client: httpx.Client, host: WorkerdHost, rounds: int, size: in
     no-op (the dispatcher's own path; a JS Worker shows what the runtime does without Python),
     then to partner1's /api/health (a Python tenant)."""
     series: dict[str, Any] = {"round_size": size, "rounds": rounds}
-    for label, target, path in (("to_js_noop", "bench-js.example", "/"),
-                                ("to_partner1_health", "partner1.cozyartzmedia.com", "/api/health")):
+    for label, target, path in (
+        ("to_js_noop", "bench-js.example", "/"),
+        ("to_partner1_health", "partner1.cozyartzmedia.com", "/api/health"),
+    ):
         points = [rss_by_worker(host)]
         for _ in range(rounds):
             for _ in range(size):
@@ -235,15 +246,34 @@ def memory_series(client: httpx.Client, host: WorkerdHost, rounds: int, size: in
     return series
 
 
-def make_host(paths: StatePaths, wrangler_state: Path, bench: Path, py_modules: str, *, test_faults: bool = False,
-              snapshots: Path | None = None, record_metrics: bool = True) -> WorkerdHost:
+def make_host(
+    paths: StatePaths,
+    wrangler_state: Path,
+    bench: Path,
+    py_modules: str,
+    *,
+    test_faults: bool = False,
+    snapshots: Path | None = None,
+    record_metrics: bool = True,
+) -> WorkerdHost:
     from tests.support import free_port  # noqa: E402  (the same helper the tests use)
 
-    return WorkerdHost(paths.namespace, paths.secrets, wrangler_state, paths.root, port=free_port(),
-                       dispatcher_vars=dispatcher_vars(), test_faults=test_faults, python_snapshot_dir=snapshots,
-                       record_metrics=record_metrics, in_process_scripts={"bench-noop-js-inproc": "noop_js"},
-                       extra_bundles={"noop_py": {"root": str(bench), "main": "noop.py", "pythonModules": py_modules},
-                                      "noop_js": {"root": str(bench), "main": "noop.mjs"}})
+    return WorkerdHost(
+        paths.namespace,
+        paths.secrets,
+        wrangler_state,
+        paths.root,
+        port=free_port(),
+        dispatcher_vars=dispatcher_vars(),
+        test_faults=test_faults,
+        python_snapshot_dir=snapshots,
+        record_metrics=record_metrics,
+        in_process_scripts={"bench-noop-js-inproc": "noop_js"},
+        extra_bundles={
+            "noop_py": {"root": str(bench), "main": "noop.py", "pythonModules": py_modules},
+            "noop_js": {"root": str(bench), "main": "noop.mjs"},
+        },
+    )
 
 
 def start_figures(host: WorkerdHost) -> dict[str, Any]:
@@ -253,13 +283,24 @@ def start_figures(host: WorkerdHost) -> dict[str, Any]:
         raise SystemExit(f"a bench Worker did not start: {failed}")
     starts = {e["script"]: e["start_ms"] for e in host.events if e.get("event") == "script_ready"}
     starts["dispatcher"] = next(e for e in host.events if e.get("event") == "ready")["dispatcher_start_ms"]
-    return {"start_to_first_response_ms": starts,
-            "import_cost_ms_vs_noop_python": {"dispatcher": starts["dispatcher"] - starts["bench-noop-py"],
-                                              "tenant_worker": starts["cmgsite-partner-tenant"] - starts["bench-noop-py"]}}
+    return {
+        "start_to_first_response_ms": starts,
+        "import_cost_ms_vs_noop_python": {
+            "dispatcher": starts["dispatcher"] - starts["bench-noop-py"],
+            "tenant_worker": starts["cmgsite-partner-tenant"] - starts["bench-noop-py"],
+        },
+    }
 
 
-def without_metrics(metered: WorkerdHost, paths: StatePaths, wrangler_state: Path, bench: Path, py_modules: str,
-                    n: int, rounds: int = 10) -> dict[str, Any]:
+def without_metrics(
+    metered: WorkerdHost,
+    paths: StatePaths,
+    wrangler_state: Path,
+    bench: Path,
+    py_modules: str,
+    n: int,
+    rounds: int = 10,
+) -> dict[str, Any]:
     """The same hot path on a second host with no METRICS binding, beside the metered one: what
     recording one data point per request per Worker costs. Latency and CPU are measured in
     `rounds` alternating rounds of n/rounds requests to each host, so both see the same load
@@ -290,16 +331,24 @@ def without_metrics(metered: WorkerdHost, paths: StatePaths, wrangler_state: Pat
     for v in cpu.values():
         v["workers"] = round(sum(v[w] for w in HOT_WORKERS), 3)
     hot = {k: statistics.median(v) for k, v in samples.items()}
-    return {"hot_path_p50_ms": round(hot["without"], 2), "noop_python_p50_ms": round(noop, 2),
-            "hot_path_ratio": round(hot["without"] / noop, 2),
-            "interleaved": {"rounds": rounds, "requests_per_round": size,
-                            "hot_path_p50_ms_with_metrics": round(hot["with"], 2),
-                            "hot_path_p50_ms_without_metrics": round(hot["without"], 2),
-                            "cpu_ms_per_request_with_metrics": cpu["with"],
-                            "cpu_ms_per_request_without_metrics": cpu["without"]}}
+    return {
+        "hot_path_p50_ms": round(hot["without"], 2),
+        "noop_python_p50_ms": round(noop, 2),
+        "hot_path_ratio": round(hot["without"] / noop, 2),
+        "interleaved": {
+            "rounds": rounds,
+            "requests_per_round": size,
+            "hot_path_p50_ms_with_metrics": round(hot["with"], 2),
+            "hot_path_p50_ms_without_metrics": round(hot["without"], 2),
+            "cpu_ms_per_request_with_metrics": cpu["with"],
+            "cpu_ms_per_request_without_metrics": cpu["without"],
+        },
+    }
 
 
-def with_snapshots(paths: StatePaths, wrangler_state: Path, bench: Path, py_modules: str, n: int = 100) -> dict[str, Any]:
+def with_snapshots(
+    paths: StatePaths, wrangler_state: Path, bench: Path, py_modules: str, n: int = 100
+) -> dict[str, Any]:
     """Python memory snapshots (untimed requests): one host start saves a snapshot per bundle,
     the next restores them; that second start is reported. It runs the counting bindings of
     the test mode and the deployed isolate cache, and counts what one warm `/api/health` asks
@@ -326,10 +375,15 @@ def with_snapshots(paths: StatePaths, wrangler_state: Path, bench: Path, py_modu
     finally:
         host.stop()
     per = {script: {kind: round(v / n, 2) for kind, v in kinds.items()} for script, kinds in counts.items()}
-    return {**figures, "host_ready_s": round(ready_s, 1),
-            "subrequests_per_request": {"warm_api_health_dispatcher": per.get("cmgsite-tenant-dispatcher", {}),
-                                        "warm_api_health_tenant": per.get("cmgsite-partner-tenant", {}),
-                                        "requests": n}}
+    return {
+        **figures,
+        "host_ready_s": round(ready_s, 1),
+        "subrequests_per_request": {
+            "warm_api_health_dispatcher": per.get("cmgsite-tenant-dispatcher", {}),
+            "warm_api_health_tenant": per.get("cmgsite-partner-tenant", {}),
+            "requests": n,
+        },
+    }
 
 
 def metrics_cost(interleaved: dict[str, Any]) -> dict[str, float]:
@@ -338,22 +392,34 @@ def metrics_cost(interleaved: dict[str, Any]) -> dict[str, float]:
     (locally the store; on Cloudflare the Analytics Engine's side, not the Worker's CPU), and p50."""
     w, wo = interleaved["cpu_ms_per_request_with_metrics"], interleaved["cpu_ms_per_request_without_metrics"]
     workers = (w["workers"] - wo["workers"]) / wo["workers"]
-    with_store = ((w["workers"] + w["host (node)"]) - (wo["workers"] + wo["host (node)"])) / (wo["workers"] + wo["host (node)"])
+    with_store = ((w["workers"] + w["host (node)"]) - (wo["workers"] + wo["host (node)"])) / (
+        wo["workers"] + wo["host (node)"]
+    )
     p50_ratio = interleaved["hot_path_p50_ms_with_metrics"] / interleaved["hot_path_p50_ms_without_metrics"]
-    return {"cpu_added_workers": round(workers, 3), "cpu_added_workers_and_local_store": round(with_store, 3),
-            "p50_with_vs_without": round(p50_ratio, 2)}
+    return {
+        "cpu_added_workers": round(workers, 3),
+        "cpu_added_workers_and_local_store": round(with_store, 3),
+        "p50_with_vs_without": round(p50_ratio, 2),
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--soak", type=int, default=10000)
-    ap.add_argument("--memory-rounds", type=int, default=0,
-                    help="after the soak, RSS per Worker after each of N rounds of requests (0: skip)")
+    ap.add_argument(
+        "--memory-rounds",
+        type=int,
+        default=0,
+        help="after the soak, RSS per Worker after each of N rounds of requests (0: skip)",
+    )
     ap.add_argument("--memory-round-size", type=int, default=4000)
     ap.add_argument("--no-snapshots", action="store_true", help="skip the Python memory snapshot figures (5.)")
-    ap.add_argument("--quick", action="store_true",
-                    help="only the latency ratios (1., 2.) and the start figures: no soak, no second host, no snapshots")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="only the latency ratios (1., 2.) and the start figures: no soak, no second host, no snapshots",
+    )
     args = ap.parse_args()
     build_all()
     work = Path(tempfile.mkdtemp(prefix="cmgsite-bench-"))
@@ -364,8 +430,13 @@ def main() -> int:
         registry = paths.registry()
         # /api/health never calls Supabase, but a tenant Worker refuses to start without its
         # settings: an address nothing listens on, and throwaway keys made for this run.
-        supabase = {"SUPABASE_URL": "http://127.0.0.1:9", **{name: secrets.token_urlsafe(48) for name in (
-            "SUPABASE_ANON_KEY", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY")}}
+        supabase = {
+            "SUPABASE_URL": "http://127.0.0.1:9",
+            **{
+                name: secrets.token_urlsafe(48)
+                for name in ("SUPABASE_ANON_KEY", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY")
+            },
+        }
         asyncio.run(seed_demo(d1, registry, paths.dispatcher_secrets, extra_secrets=supabase))
         bench = work / "bench"
         bench.mkdir()
@@ -374,17 +445,20 @@ def main() -> int:
         py_modules = bundle("tenant_worker")["pythonModules"]
         registry.deploy(ScriptSpec("bench-noop-py", bundle="noop_py"), {})
         registry.deploy(ScriptSpec("bench-noop-js", bundle="noop_js"), {})
-        asyncio.run(d1.exec(
-            "INSERT INTO tenants (tenant_id, name, type, subscription_tier, script_name) VALUES "
-            "('bench-js', 'Bench', 'custom-domain', 'starter', 'bench-noop-js');"
-            "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES ('bench-js.example', 'bench-js', 'custom');"
-            "INSERT INTO tenants (tenant_id, name, type, subscription_tier, script_name) VALUES "
-            "('bench-py', 'Bench', 'custom-domain', 'starter', 'bench-noop-py');"
-            "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES ('bench-py.example', 'bench-py', 'custom');"
-            "INSERT INTO tenants (tenant_id, name, type, subscription_tier, script_name) VALUES "
-            "('bench-js-inproc', 'Bench', 'custom-domain', 'starter', 'bench-noop-js-inproc');"
-            "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES "
-            "('bench-js-inproc.example', 'bench-js-inproc', 'custom');"))
+        asyncio.run(
+            d1.exec(
+                "INSERT INTO tenants (tenant_id, name, type, subscription_tier, script_name) VALUES "
+                "('bench-js', 'Bench', 'custom-domain', 'starter', 'bench-noop-js');"
+                "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES ('bench-js.example', 'bench-js', 'custom');"
+                "INSERT INTO tenants (tenant_id, name, type, subscription_tier, script_name) VALUES "
+                "('bench-py', 'Bench', 'custom-domain', 'starter', 'bench-noop-py');"
+                "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES ('bench-py.example', 'bench-py', 'custom');"
+                "INSERT INTO tenants (tenant_id, name, type, subscription_tier, script_name) VALUES "
+                "('bench-js-inproc', 'Bench', 'custom-domain', 'starter', 'bench-noop-js-inproc');"
+                "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES "
+                "('bench-js-inproc.example', 'bench-js-inproc', 'custom');"
+            )
+        )
         began = time.perf_counter()
         host = make_host(paths, wrangler_state, bench, py_modules)
         host.start(build=False)
@@ -393,7 +467,12 @@ def main() -> int:
             figures = start_figures(host)
             ports = {n: s["port"] for n, s in host.status()["scripts"].items()}
             with httpx.Client(timeout=30) as client:
-                for h in ("partner1.cozyartzmedia.com", "bench-js.example", "bench-py.example", "bench-js-inproc.example"):
+                for h in (
+                    "partner1.cozyartzmedia.com",
+                    "bench-js.example",
+                    "bench-py.example",
+                    "bench-js-inproc.example",
+                ):
                     p50(client, host.url + "/api/health", h, 50)  # warm: routes cached, isolates hot
                 p50(client, f"http://127.0.0.1:{ports['bench-noop-py']}/", "noop", 50)
                 n = args.requests
@@ -405,23 +484,33 @@ def main() -> int:
                 if args.quick:
                     args.soak, args.memory_rounds, args.no_snapshots = 0, 0, True
                 for i in range(2000):
-                    client.get(host.url + "/api/health", headers={"Host": ("partner1.cozyartzmedia.com",
-                                                                             "partner-seo.com")[i % 2]})
+                    client.get(
+                        host.url + "/api/health",
+                        headers={"Host": ("partner1.cozyartzmedia.com", "partner-seo.com")[i % 2]},
+                    )
                 rss_before = rss_by_worker(host)
                 for i in range(args.soak):
-                    client.get(host.url + "/api/health", headers={"Host": ("partner1.cozyartzmedia.com",
-                                                                             "partner-seo.com")[i % 2]})
+                    client.get(
+                        host.url + "/api/health",
+                        headers={"Host": ("partner1.cozyartzmedia.com", "partner-seo.com")[i % 2]},
+                    )
                 rss_after = rss_by_worker(host)
-                memory = memory_series(client, host, args.memory_rounds, args.memory_round_size) \
-                    if args.memory_rounds else None
-            unmetered = None if args.quick else without_metrics(host, paths, wrangler_state, bench, py_modules,
-                                                                 args.requests)
+                memory = (
+                    memory_series(client, host, args.memory_rounds, args.memory_round_size)
+                    if args.memory_rounds
+                    else None
+                )
+            unmetered = (
+                None if args.quick else without_metrics(host, paths, wrangler_state, bench, py_modules, args.requests)
+            )
         finally:
             host.stop()
         snapshotted = None if args.no_snapshots else with_snapshots(paths, wrangler_state, bench, py_modules)
         report = {
-            "hot_path_p50_ms": round(hot, 2), "noop_python_p50_ms": round(noop, 2),
-            "hot_path_ratio": round(hot / noop, 2), "dispatcher_to_js_noop_p50_ms": round(own, 2),
+            "hot_path_p50_ms": round(hot, 2),
+            "noop_python_p50_ms": round(noop, 2),
+            "hot_path_ratio": round(hot / noop, 2),
+            "dispatcher_to_js_noop_p50_ms": round(own, 2),
             "dispatcher_own_ratio": round(own / noop, 2),
             "dispatcher_to_in_process_js_noop_p50_ms": round(own_inproc, 2),
             "dispatcher_own_ratio_in_process": round(own_inproc / noop, 2),
@@ -429,9 +518,11 @@ def main() -> int:
             "hot_path_cpu_ms_per_request": hot_cpu,
             **figures,
             "host_ready_s": round(startup, 1),
-            "workerd_rss_mib_before_after_soak": {name: [rss_before.get(name), rss_after.get(name)]
-                                                  for name in sorted(set(rss_before) | set(rss_after))},
-            "soak_requests": args.soak, "requests": args.requests,
+            "workerd_rss_mib_before_after_soak": {
+                name: [rss_before.get(name), rss_after.get(name)] for name in sorted(set(rss_before) | set(rss_after))
+            },
+            "soak_requests": args.soak,
+            "requests": args.requests,
             "workerd_rss_mib_series": memory,
             "without_metrics": unmetered,
             "metrics_cost": metrics_cost(unmetered["interleaved"]) if unmetered else None,

@@ -17,6 +17,7 @@
    loopback only; via the apikey gateway and against PostgREST directly.
 Figures are printed and written to --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,8 +97,11 @@ def load(cluster: PgCluster, rows: int, tenants: int) -> float:
 
 def become(conn: psycopg.Connection, role: str, tenant: str) -> None:
     claims = {"sub": str(uuid.uuid4()), "role": role, "tenant_id": tenant, "tenant_role": "client"}
-    conn.execute("select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
-                 (role, json.dumps(claims)), prepare=True)
+    conn.execute(
+        "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
+        (role, json.dumps(claims)),
+        prepare=True,
+    )
 
 
 def explain(conn: psycopg.Connection, role: str, query: str, params: dict[str, object]) -> str:
@@ -120,7 +124,7 @@ def time_sql(cluster: PgCluster, rows: int, tenants: int, iterations: int) -> di
                 row_id = rng.randrange(1, rows // tenants) * tenants + t
                 params = {"t": tenant_name(t), "id": row_id}
                 order = (("rls", "authenticated", rls_q), ("service", "service_role", svc_q))
-                for label, role, query in (order if i % 2 else order[::-1]):  # alternate who goes first
+                for label, role, query in order if i % 2 else order[::-1]:  # alternate who goes first
                     become(conn, role, tenant_name(t))
                     start = time.perf_counter()
                     got = conn.execute(query, params, prepare=True).fetchall()
@@ -156,8 +160,11 @@ class KeepAliveConnection:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
-        head = f"GET {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n" + "".join(
-            f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        head = (
+            f"GET {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            + "\r\n"
+        )
         self.writer.write(head.encode("latin-1"))
         status_line = await self.reader.readline()
         status = int(status_line.split()[1])
@@ -171,7 +178,7 @@ class KeepAliveConnection:
         if not chunked:
             return status, await self.reader.readexactly(length)
         body = b""
-        while (size := int((await self.reader.readline()).split(b";")[0], 16)):
+        while size := int((await self.reader.readline()).split(b";")[0], 16):
             body += await self.reader.readexactly(size)
             await self.reader.readline()
         await self.reader.readline()
@@ -182,8 +189,18 @@ class KeepAliveConnection:
             self.writer.close()
 
 
-async def http_load(base: str, apikey: str, secret: str, rows: int, tenants: int, *, clients: int,
-                    max_requests: int, max_seconds: float, warmup: int = 300) -> dict[str, float]:
+async def http_load(
+    base: str,
+    apikey: str,
+    secret: str,
+    rows: int,
+    tenants: int,
+    *,
+    clients: int,
+    max_requests: int,
+    max_seconds: float,
+    warmup: int = 300,
+) -> dict[str, float]:
     url = httpx.URL(base)
     signer = HS256Signer(secret)
     sent = ok = errors = 0
@@ -197,11 +214,19 @@ async def http_load(base: str, apikey: str, secret: str, rows: int, tenants: int
             sent += 1
             t = rng.randrange(tenants)
             row_id = rng.randrange(1, rows // tenants) * tenants + t
-            token = mint_tenant_jwt(signer, user_id=str(uuid.uuid4()), tenant_id=tenant_name(t),
-                                    tenant_role="client", is_primary=False, now=time.time())
+            token = mint_tenant_jwt(
+                signer,
+                user_id=str(uuid.uuid4()),
+                tenant_id=tenant_name(t),
+                tenant_role="client",
+                is_primary=False,
+                now=time.time(),
+            )
             start = time.perf_counter()
-            status, body = await conn.get(f"{url.path.rstrip('/')}/bench_items?id=eq.{row_id}&select=id,title,amount",
-                                          {"apikey": apikey, "authorization": f"Bearer {token}"})
+            status, body = await conn.get(
+                f"{url.path.rstrip('/')}/bench_items?id=eq.{row_id}&select=id,title,amount",
+                {"apikey": apikey, "authorization": f"Bearer {token}"},
+            )
             if measure:
                 latencies.append(time.perf_counter() - start)
                 if status == 200 and len(json.loads(body)) == 1:
@@ -222,9 +247,13 @@ async def http_load(base: str, apikey: str, secret: str, rows: int, tenants: int
             c.close()
     latencies.sort()
     return {
-        "requests": ok + errors, "ok": ok, "errors": errors, "seconds": elapsed,
+        "requests": ok + errors,
+        "ok": ok,
+        "errors": errors,
+        "seconds": elapsed,
         "req_per_s": (ok + errors) / elapsed,
-        "p50_ms": latencies[len(latencies) // 2] * 1000, "p95_ms": latencies[int(len(latencies) * 0.95)] * 1000,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p95_ms": latencies[int(len(latencies) * 0.95)] * 1000,
     }
 
 
@@ -262,8 +291,14 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
 
-def report(args: argparse.Namespace, load_s: float, sql_res: dict[str, dict[str, float]],
-           plans: dict[str, str], http_res: dict[str, dict[str, float]], pg_version: str) -> str:
+def report(
+    args: argparse.Namespace,
+    load_s: float,
+    sql_res: dict[str, dict[str, float]],
+    plans: dict[str, str],
+    http_res: dict[str, dict[str, float]],
+    pg_version: str,
+) -> str:
     pgrst = subprocess.run([str(POSTGREST_BIN), "--version"], capture_output=True, text=True).stdout.strip()
     lines = [
         "# RLS and PostgREST benchmark",
@@ -285,8 +320,10 @@ def report(args: argparse.Namespace, load_s: float, sql_res: dict[str, dict[str,
     ]
     for shape, label in (("page", "tenant's first 50 rows, ordered by id"), ("row", "one row by id")):
         r, s, q = sql_res[f"{shape}/rls"], sql_res[f"{shape}/service"], sql_res[f"{shape}/ratio"]
-        lines.append(f"| {label} | {r['median_us']:.0f} µs / {r['p95_us']:.0f} µs | {s['median_us']:.0f} µs / "
-                     f"{s['p95_us']:.0f} µs | **{q['median']:.2f}** | {q['mean']:.2f} |")
+        lines.append(
+            f"| {label} | {r['median_us']:.0f} µs / {r['p95_us']:.0f} µs | {s['median_us']:.0f} µs / "
+            f"{s['p95_us']:.0f} µs | **{q['median']:.2f}** | {q['mean']:.2f} |"
+        )
     lines += ["", "Target ratio <= 1.3. Plans (`explain (costs off)`):", ""]
     for name, plan in plans.items():
         lines += [f"{name}:", "```", plan, "```"]
@@ -308,14 +345,18 @@ def report(args: argparse.Namespace, load_s: float, sql_res: dict[str, dict[str,
             lines.append(
                 f"| {name} | {h['requests']:,.0f} | {h['errors']:,.0f} | **{h['req_per_s']:,.0f}** | "
                 f"{h['p50_ms']:.1f} ms | {h['p95_ms']:.1f} ms | {h['cpu_postgrest_ms']:.2f}, "
-                f"{h['cpu_postgres_ms']:.2f}, {h['cpu_gateway_ms']:.2f}, {h['cpu_loadgen_ms']:.2f} | {per_core:,.0f} |")
+                f"{h['cpu_postgres_ms']:.2f}, {h['cpu_gateway_ms']:.2f}, {h['cpu_loadgen_ms']:.2f} | {per_core:,.0f} |"
+            )
         direct = http_res.get("PostgREST directly")
         if direct:
             cpu = direct["cpu_postgrest_ms"] + direct["cpu_postgres_ms"]
-            lines += ["", f"PostgREST and PostgreSQL together spent {cpu:.2f} ms of CPU per request, so with "
-                      f"all {os.cpu_count()} cores to themselves they would serve about "
-                      f"{1000 / cpu * (os.cpu_count() or 1):,.0f} req/s on this machine. The wall-clock req/s "
-                      "above is lower because the load generator and other work share those cores."]
+            lines += [
+                "",
+                f"PostgREST and PostgreSQL together spent {cpu:.2f} ms of CPU per request, so with "
+                f"all {os.cpu_count()} cores to themselves they would serve about "
+                f"{1000 / cpu * (os.cpu_count() or 1):,.0f} req/s on this machine. The wall-clock req/s "
+                "above is lower because the load generator and other work share those cores.",
+            ]
         lines += [
             "",
             "For comparison, PostgREST's published figure is about 5,300 req/s for a similar single-row read "
@@ -335,7 +376,9 @@ def main() -> int:
     parser.add_argument("--max-requests", type=int, default=30_000)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--no-http", action="store_true")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "benchmarks-rls.md")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "benchmarks-rls.md"
+    )
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="bench-rls-"))
@@ -371,15 +414,29 @@ def main() -> int:
             # CPU used per request by each party: a figure that other load on the machine hardly moves.
             pgrst_pid, gateway_pid = stack.process_ids
             groups: dict[str, Callable[[], list[int]]] = {
-                "postgrest": lambda: [pgrst_pid], "gateway": lambda: [gateway_pid],
-                "postgres": lambda: postgres_pids(cluster), "loadgen": lambda: [os.getpid()]}
-            for name, url in (("gateway /rest/v1 -> PostgREST", stack.rest_url),
-                              ("PostgREST directly", stack.postgrest_url)):
+                "postgrest": lambda: [pgrst_pid],
+                "gateway": lambda: [gateway_pid],
+                "postgres": lambda: postgres_pids(cluster),
+                "loadgen": lambda: [os.getpid()],
+            }
+            for name, url in (
+                ("gateway /rest/v1 -> PostgREST", stack.rest_url),
+                ("PostgREST directly", stack.postgrest_url),
+            ):
                 print(f"HTTP load: {name} ...", flush=True)
                 before = cpu_snapshot(groups)
-                res = asyncio.run(http_load(
-                    url, stack.anon_key, secret, args.rows, args.tenants, clients=args.clients,
-                    max_requests=args.max_requests, max_seconds=args.seconds))
+                res = asyncio.run(
+                    http_load(
+                        url,
+                        stack.anon_key,
+                        secret,
+                        args.rows,
+                        args.tenants,
+                        clients=args.clients,
+                        max_requests=args.max_requests,
+                        max_seconds=args.seconds,
+                    )
+                )
                 after = cpu_snapshot(groups)
                 # The warm-up is inside the CPU window too: count its requests.
                 total = res["requests"] + 300

@@ -11,6 +11,7 @@ version or this script changes. Needs the `capnp` tool (Debian `capnproto`).
 
 Usage: python3 scripts/build_pyodide_bundle.py [--out DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -171,7 +172,9 @@ def build(pyodide_dir: Path, bundle: Path, capnp: str) -> None:
         with partial.open("wb") as out:
             subprocess.run(
                 [capnp, "eval", "bundle.capnp", "pyodideRuntimeBundle", "-o", "binary"],
-                cwd=tmp, stdout=out, check=True,
+                cwd=tmp,
+                stdout=out,
+                check=True,
             )
         os.replace(partial, bundle)
 
@@ -189,8 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     pyodide_version = package_version(args.pyodide_dir / "package.json")
     if pyodide_version != EXPECTED_PYODIDE:
-        print(f"warning: pyodide {pyodide_version}, workerd expects {EXPECTED_PYODIDE}",
-              file=sys.stderr)
+        print(f"warning: pyodide {pyodide_version}, workerd expects {EXPECTED_PYODIDE}", file=sys.stderr)
     inputs = {
         "pyodide": pyodide_version,
         "workerd": package_version(WORKERD_PACKAGE) if WORKERD_PACKAGE.exists() else "unknown",
@@ -211,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     build(args.pyodide_dir, bundle, capnp)
     stamp.write_text(json.dumps(inputs, indent=2) + "\n")
     size_mb = bundle.stat().st_size / 1e6
-    print(f"pyodide bundle built: {bundle} ({size_mb:.1f} MB, pyodide {pyodide_version}, "
-          f"{time.monotonic() - started:.1f} s)")
+    print(
+        f"pyodide bundle built: {bundle} ({size_mb:.1f} MB, pyodide {pyodide_version}, "
+        f"{time.monotonic() - started:.1f} s)"
+    )
     return 0
 
 

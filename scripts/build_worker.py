@@ -21,6 +21,7 @@ built last, which is the one wrangler bundles right after its build step.
 
 Usage: python3 scripts/build_worker.py dispatcher|tenant_worker
 """
+
 from __future__ import annotations
 
 import ast
@@ -55,6 +56,7 @@ class BuildError(Exception):
 
 # --- the lock ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Locked:
     name: str  # normalized
@@ -83,6 +85,7 @@ def read_lock(path: Path = LOCK) -> list[Locked]:
 
 
 # --- the wheels -------------------------------------------------------------------------
+
 
 @dataclass
 class Wheel:
@@ -124,10 +127,26 @@ def fetch_wheels(lock: list[Locked]) -> dict[str, Path]:
     WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="download-", dir=WHEEL_CACHE))
     try:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-               "--require-hashes", "-r", str(LOCK), "--no-deps", "--only-binary=:all:",
-               *(a for p in PLATFORM for a in ("--platform", p)), "--python-version", PYTHON_VERSION,
-               "--implementation", "cp", "-d", str(tmp)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--require-hashes",
+            "-r",
+            str(LOCK),
+            "--no-deps",
+            "--only-binary=:all:",
+            *(a for p in PLATFORM for a in ("--platform", p)),
+            "--python-version",
+            PYTHON_VERSION,
+            "--implementation",
+            "cp",
+            "-d",
+            str(tmp),
+        ]
         print(f"downloading {len(lock)} locked wheels into {cache.relative_to(ROOT)}", file=sys.stderr)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -183,8 +202,11 @@ def select(wheels: dict[str, Wheel], needed_modules: set[str]) -> list[Wheel]:
 def skipped(member: str) -> bool:
     """Never shipped: bytecode caches, type stubs, a package's test suite."""
     parts = PurePosixPath(member).parts
-    return ("__pycache__" in parts or member.endswith((".pyc", ".pyo", ".pyi"))
-            or (not parts[0].endswith(".dist-info") and any(p in ("tests", "test") for p in parts[1:-1])))
+    return (
+        "__pycache__" in parts
+        or member.endswith((".pyc", ".pyo", ".pyi"))
+        or (not parts[0].endswith(".dist-info") and any(p in ("tests", "test") for p in parts[1:-1]))
+    )
 
 
 def unzip(wheel: Wheel, dest: Path) -> None:
@@ -202,6 +224,7 @@ def unzip(wheel: Wheel, dest: Path) -> None:
 
 
 # --- the project modules ----------------------------------------------------------------
+
 
 def imports_of(path: Path, package: str) -> set[str]:
     """Absolute module names a file imports (`from a.b import c` also names a.b.c, maybe a module)."""
@@ -258,13 +281,13 @@ def project_closure(worker: str) -> tuple[set[Path], dict[str, set[str]]]:
                     todo.append(found)
                 elif not module_file(name.rpartition(".")[0] or name):
                     raise BuildError(f"{rel} imports {name}, which does not exist")
-            elif top and top not in sys.stdlib_module_names and top not in NEWER_STDLIB \
-                    and top not in RUNTIME_MODULES:
+            elif top and top not in sys.stdlib_module_names and top not in NEWER_STDLIB and top not in RUNTIME_MODULES:
                 external.setdefault(top, set()).add(rel.as_posix())
     return files, external
 
 
 # --- the build --------------------------------------------------------------------------
+
 
 def build(worker: str) -> Path:
     files, external = project_closure(worker)
@@ -318,8 +341,10 @@ def main(argv: list[str]) -> int:
         return 1
     (n_src, b_src), (n_vendor, b_vendor) = size(out / "src"), size(out / "python_modules")
     dists = sorted(p.name.removesuffix(".dist-info") for p in (out / "python_modules").glob("*.dist-info"))
-    print(f"staged {n_src} modules ({b_src / 1024:.0f} KiB) and {n_vendor} vendored files "
-          f"({b_vendor / 1024:.0f} KiB: {', '.join(dists)}) for {argv[1]} in {out.relative_to(ROOT)}")
+    print(
+        f"staged {n_src} modules ({b_src / 1024:.0f} KiB) and {n_vendor} vendored files "
+        f"({b_vendor / 1024:.0f} KiB: {', '.join(dists)}) for {argv[1]} in {out.relative_to(ROOT)}"
+    )
     return 0
 
 

@@ -9,6 +9,7 @@ Each tenant has its own OAuth apps, with the callback on its own host, because t
 cookie is host-only and the state is bound to that host. Nothing is sent anywhere: this
 prints the URLs to paste into the providers' consoles and the secrets to set afterwards.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-GITHUB_CONSOLE = "https://github.com/settings/applications/new (or your organisation's Settings > Developer settings > OAuth Apps)"
-GOOGLE_CONSOLE = "https://console.cloud.google.com/apis/credentials (Create credentials > OAuth client ID > Web application)"
+GITHUB_CONSOLE = (
+    "https://github.com/settings/applications/new (or your organisation's Settings > Developer settings > OAuth Apps)"
+)
+GOOGLE_CONSOLE = (
+    "https://console.cloud.google.com/apis/credentials (Create credentials > OAuth client ID > Web application)"
+)
 SECRETS = ("GITHUB_CLIENT_ID", "GITHUB_CLIENT_SECRET", "GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET", "SESSION_SECRET")
 
 
@@ -41,9 +46,15 @@ class TenantOAuth:
 
 def plan(tenant_id: str, script_name: str, host: str) -> TenantOAuth:
     return TenantOAuth(
-        tenant_id=tenant_id, script_name=script_name, host=host, homepage_url=f"https://{host}/",
-        callback_url=f"https://{host}/auth/callback", javascript_origin=f"https://{host}", secrets=SECRETS,
-        secrets_command=f".venv/bin/python scripts/tenants.py secrets {tenant_id} --remote --file .local/oauth-{tenant_id}.env")
+        tenant_id=tenant_id,
+        script_name=script_name,
+        host=host,
+        homepage_url=f"https://{host}/",
+        callback_url=f"https://{host}/auth/callback",
+        javascript_origin=f"https://{host}",
+        secrets=SECRETS,
+        secrets_command=f".venv/bin/python scripts/tenants.py secrets {tenant_id} --remote --file .local/oauth-{tenant_id}.env",
+    )
 
 
 def from_demo() -> list[TenantOAuth]:
@@ -59,7 +70,8 @@ def from_d1(path: Path) -> list[TenantOAuth]:
         rows = conn.execute(
             "SELECT t.tenant_id AS id, t.script_name, d.domain FROM tenants t JOIN tenant_domains d ON d.tenant_id = t.tenant_id"
             " WHERE t.status != 'inactive' ORDER BY t.tenant_id,"
-            " CASE d.domain_type WHEN 'primary' THEN 0 WHEN 'subdomain' THEN 1 ELSE 2 END, d.domain").fetchall()
+            " CASE d.domain_type WHEN 'primary' THEN 0 WHEN 'subdomain' THEN 1 ELSE 2 END, d.domain"
+        ).fetchall()
     finally:
         conn.close()
     seen: dict[str, TenantOAuth] = {}
@@ -87,7 +99,9 @@ def render(items: list[TenantOAuth]) -> str:
             f"          put them in a git-ignored file and run: {t.secrets_command}",
             "",
         ]
-    out.append("Provider URLs default to the real GitHub and Google endpoints; OAUTH_<PROVIDER>_<AUTHORIZE|TOKEN|API|JWKS>_URL")
+    out.append(
+        "Provider URLs default to the real GitHub and Google endpoints; OAUTH_<PROVIDER>_<AUTHORIZE|TOKEN|API|JWKS>_URL"
+    )
     out.append("vars override them per tenant (the tests point them at a local fake).")
     return "\n".join(out)
 

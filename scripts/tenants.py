@@ -9,6 +9,7 @@
 Every command takes --local (default) / --remote, --dry-run and, where a script would read
 the output, --json. Writes go Supabase -> D1 -> KV purge and are safe to re-run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,7 @@ exit codes: 0 done; 1 a backend failed part-way (re-run the same command to comp
 2 refused or invalid input (nothing written); 3 verify found drift, audit verify a broken
 audit chain, or check found failing tenants; 4 configuration missing.
 
---remote reads {', '.join(REMOTE_ENV)} (and CONTEXT_SIGNING_SECRET to deploy) from the environment.
+--remote reads {", ".join(REMOTE_ENV)} (and CONTEXT_SIGNING_SECRET to deploy) from the environment.
 Locally a change takes effect at once; on Cloudflare within ~{CHANGE_BOUND_SECONDS} s (KV propagation
 plus the dispatcher's in-isolate route cache).
 """
@@ -56,32 +57,51 @@ RESERVED_SECRETS = {"TENANT_CONTEXT_KEY", "TENANT_ID"}
 def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--local", dest="remote", action="store_false", default=False,
-                       help="act on the local platform (default)")
-    where.add_argument("--remote", dest="remote", action="store_true",
-                       help="act on Cloudflare and the real Supabase (credentials from the environment)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the exact wrangler commands, API calls and SQL instead of running writes")
+    where.add_argument(
+        "--local", dest="remote", action="store_false", default=False, help="act on the local platform (default)"
+    )
+    where.add_argument(
+        "--remote",
+        dest="remote",
+        action="store_true",
+        help="act on Cloudflare and the real Supabase (credentials from the environment)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the exact wrangler commands, API calls and SQL instead of running writes",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.add_argument("--state-dir", type=Path, default=None,
-                   help="local platform state (default: $CMGSITE_STATE_DIR, else .local/)")
-    p.add_argument("--wrangler-state", type=Path, default=None,
-                   help="wrangler's local state holding the D1 file (default: $CMGSITE_WRANGLER_STATE, "
-                        "else .wrangler/state)")
+    p.add_argument(
+        "--state-dir", type=Path, default=None, help="local platform state (default: $CMGSITE_STATE_DIR, else .local/)"
+    )
+    p.add_argument(
+        "--wrangler-state",
+        type=Path,
+        default=None,
+        help="wrangler's local state holding the D1 file (default: $CMGSITE_WRANGLER_STATE, else .wrangler/state)",
+    )
     p.add_argument("--d1-file", type=Path, default=None, help="the local D1 SQLite file (overrides --wrangler-state)")
     return p
 
 
 def parser() -> argparse.ArgumentParser:
     common = _common()
-    top = argparse.ArgumentParser(prog="tenants.py", description=__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    top = argparse.ArgumentParser(
+        prog="tenants.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG
+    )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cmd(name: str, help_: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=help_, description=help_, epilog=EPILOG,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        return sub.add_parser(
+            name,
+            parents=[common],
+            help=help_,
+            description=help_,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
 
     p = cmd("add", "register a tenant, deploy its Worker and route its domain")
     p.add_argument("tenant_id", help="lower-case id, e.g. acme (its script becomes cmgsite-<id>)")
@@ -90,13 +110,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", required=True, help="the tenant's primary host name")
     p.add_argument("--tier", required=True, help="|".join(t.value for t in Tier))
     p.add_argument("--brand", help="white-label brand name (default: the name)")
-    p.add_argument("--no-deploy", action="store_true",
-                   help="register without deploying the Worker (its hosts are routed once `deploy` has run)")
+    p.add_argument(
+        "--no-deploy",
+        action="store_true",
+        help="register without deploying the Worker (its hosts are routed once `deploy` has run)",
+    )
     cmd("list", "every tenant with its domains: routed or not, its Worker present or not, drift flagged")
-    for name, text in (("show", "show one tenant: registry, routing, domains, Worker"),
-                       ("suspend", "suspend a tenant: its hosts answer 403"),
-                       ("resume", "resume a suspended or removed tenant"),
-                       ("remove", "take a tenant off the platform (data kept): its hosts answer 404")):
+    for name, text in (
+        ("show", "show one tenant: registry, routing, domains, Worker"),
+        ("suspend", "suspend a tenant: its hosts answer 403"),
+        ("resume", "resume a suspended or removed tenant"),
+        ("remove", "take a tenant off the platform (data kept): its hosts answer 404"),
+    ):
         cmd(name, text).add_argument("tenant_id")
     p = cmd("rename", "change a tenant's display name")
     p.add_argument("tenant_id")
@@ -104,27 +129,45 @@ def parser() -> argparse.ArgumentParser:
     p = cmd("set-tier", "change a tenant's pricing tier (domain quota checked)")
     p.add_argument("tenant_id")
     p.add_argument("tier", help="|".join(t.value for t in Tier))
-    for name, text in (("add-domain", "add a domain (custom domains get a Cloudflare for SaaS custom hostname)"),
-                       ("remove-domain", "remove one of a tenant's extra domains")):
+    for name, text in (
+        ("add-domain", "add a domain (custom domains get a Cloudflare for SaaS custom hostname)"),
+        ("remove-domain", "remove one of a tenant's extra domains"),
+    ):
         p = cmd(name, text)
         p.add_argument("tenant_id")
         p.add_argument("domain")
-    p = sub.add_parser("domains", help="domain ownership, certificate and routing state",
-                       description="domain ownership, certificate and routing state", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "domains",
+        help="domain ownership, certificate and routing state",
+        description="domain ownership, certificate and routing state",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     # Sub-commands, so options and the tenant id can come in any order (`status --json acme`).
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    status = actions.add_parser("status", parents=[common], help="each domain's state (read only unless --refresh)",
-                                description="each domain's state (read only unless --refresh)", epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    status = actions.add_parser(
+        "status",
+        parents=[common],
+        help="each domain's state (read only unless --refresh)",
+        description="each domain's state (read only unless --refresh)",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     status.add_argument("tenant_id", nargs="?", help="one tenant (default: all)")
-    status.add_argument("--refresh", action="store_true",
-                        help="re-check pending domains' tokens, write SSL/DNS state from Cloudflare back and "
-                             "route what changed (writes)")
-    check = actions.add_parser("verify", parents=[common],
-                               help="check a pending domain's token (DNS TXT or HTTP) and route it if proven",
-                               description="check a pending domain's token (DNS TXT or HTTP) and route it if proven",
-                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    status.add_argument(
+        "--refresh",
+        action="store_true",
+        help="re-check pending domains' tokens, write SSL/DNS state from Cloudflare back and "
+        "route what changed (writes)",
+    )
+    check = actions.add_parser(
+        "verify",
+        parents=[common],
+        help="check a pending domain's token (DNS TXT or HTTP) and route it if proven",
+        description="check a pending domain's token (DNS TXT or HTTP) and route it if proven",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     check.add_argument("tenant_id")
     check.add_argument("domain")
     check.set_defaults(refresh=False)
@@ -139,11 +182,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true", help="make D1, KV and the namespace match Supabase")
     p = cmd("export", "write a tenant's data as JSON (GDPR access, backup)")
     p.add_argument("tenant_id")
-    p.add_argument("--output", type=Path, help="file to write (mode 0600; outside the repo, or git-ignored); "
-                                               "default stdout")
+    p.add_argument(
+        "--output", type=Path, help="file to write (mode 0600; outside the repo, or git-ignored); default stdout"
+    )
     p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     p = cmd("audit", "the tamper-evident audit trail")
-    p.add_argument("action", choices=["verify"], help="verify: check each tenant's hash chain, report the first broken link")
+    p.add_argument(
+        "action", choices=["verify"], help="verify: check each tenant's hash chain, report the first broken link"
+    )
     p.add_argument("tenant_id", nargs="?", help="one tenant (default: every tenant)")
     p = cmd("backup", "write one tenant's rows, UsageMeter and R2 objects to a checksummed archive")
     p.add_argument("tenant_id")
@@ -158,33 +204,61 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--primary-color", help="#rrggbb")
     p.add_argument("--secondary-color", help="#rrggbb")
     p.add_argument("--support-email")
-    p.add_argument("--clear", action="append", default=[], metavar="FIELD",
-                   help="remove a field (brand_name, logo_url, primary_color, secondary_color, support_email)")
-    p = cmd("check", "run the health checks now (/api/health and the sign-in page of every active tenant), "
-                     "record them and send due alerts")
+    p.add_argument(
+        "--clear",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="remove a field (brand_name, logo_url, primary_color, secondary_color, support_email)",
+    )
+    p = cmd(
+        "check",
+        "run the health checks now (/api/health and the sign-in page of every active tenant), "
+        "record them and send due alerts",
+    )
     p.add_argument("--tenant", dest="check_tenant", metavar="TENANT_ID", help="check one tenant only")
-    p.add_argument("--cron", action="store_true",
-                   help="fire the running local platform's own cron handler (Miniflare's scheduled trigger) instead")
+    p.add_argument(
+        "--cron",
+        action="store_true",
+        help="fire the running local platform's own cron handler (Miniflare's scheduled trigger) instead",
+    )
     p = cmd("keys", "rotate the platform's keys with an overlap window (only key ids are ever printed)")
-    p.add_argument("action", choices=["status", "rotate", "retire"],
-                   help="status: key ids in use; rotate KIND: a new key, the old one still accepted; "
-                        "retire context: drop the old context key once the dispatcher signs with the new one")
-    p.add_argument("kind", nargs="?", choices=["data", "context", "session", "jwt"],
-                   help="data: PLATFORM_DATA_KEYS (re-wraps every tenant's data key); context: "
-                        "CONTEXT_SIGNING_SECRET; session: a tenant's SESSION_SECRET; jwt: the Supabase JWT key")
+    p.add_argument(
+        "action",
+        choices=["status", "rotate", "retire"],
+        help="status: key ids in use; rotate KIND: a new key, the old one still accepted; "
+        "retire context: drop the old context key once the dispatcher signs with the new one",
+    )
+    p.add_argument(
+        "kind",
+        nargs="?",
+        choices=["data", "context", "session", "jwt"],
+        help="data: PLATFORM_DATA_KEYS (re-wraps every tenant's data key); context: "
+        "CONTEXT_SIGNING_SECRET; session: a tenant's SESSION_SECRET; jwt: the Supabase JWT key",
+    )
     p.add_argument("tenant_id", nargs="?", help="session: one tenant (default: every tenant)")
-    p.add_argument("--keep-old", action="store_true",
-                   help="data: leave the old platform keys in the Workers after re-wrapping")
-    p.add_argument("--keyring-file", type=Path,
-                   help="--remote: where the new keyrings are written (0600, git-ignored) for your secret store "
-                        "(default: <state dir>/secrets/remote-keyrings.dev.vars); the current ones are read from "
-                        "the environment, else from that default file (session: SESSION_SECRET_<TENANT>, which "
-                        "`add --remote` keeps there)")
-    p.add_argument("--sign-out", action="store_true",
-                   help="session: the new key alone, the old one dropped at once (every session ends); with "
-                        "--remote, what a tenant whose current session keyring is not known needs")
-    p = cmd("delete", "erase a tenant everywhere (asks for the tenant id unless --yes); `export` it first to keep "
-                      "a copy; --dry-run counts what it would erase")
+    p.add_argument(
+        "--keep-old", action="store_true", help="data: leave the old platform keys in the Workers after re-wrapping"
+    )
+    p.add_argument(
+        "--keyring-file",
+        type=Path,
+        help="--remote: where the new keyrings are written (0600, git-ignored) for your secret store "
+        "(default: <state dir>/secrets/remote-keyrings.dev.vars); the current ones are read from "
+        "the environment, else from that default file (session: SESSION_SECRET_<TENANT>, which "
+        "`add --remote` keeps there)",
+    )
+    p.add_argument(
+        "--sign-out",
+        action="store_true",
+        help="session: the new key alone, the old one dropped at once (every session ends); with "
+        "--remote, what a tenant whose current session keyring is not known needs",
+    )
+    p = cmd(
+        "delete",
+        "erase a tenant everywhere (asks for the tenant id unless --yes); `export` it first to keep "
+        "a copy; --dry-run counts what it would erase",
+    )
     p.add_argument("tenant_id")
     p.add_argument("--yes", action="store_true", help="skip the typed confirmation")
     return top
@@ -213,16 +287,20 @@ def read_secrets_file(path: Path) -> dict[str, str]:
         values = read_dev_vars(path)
     bad = [k for k in values if not SECRET_NAME.match(k) or k in RESERVED_SECRETS]
     if bad:
-        raise Refused(f"refusing secret name(s) {', '.join(sorted(bad))}: upper-case names only, and "
-                      f"{', '.join(sorted(RESERVED_SECRETS))} are set by deploy itself")
+        raise Refused(
+            f"refusing secret name(s) {', '.join(sorted(bad))}: upper-case names only, and "
+            f"{', '.join(sorted(RESERVED_SECRETS))} are set by deploy itself"
+        )
     if not values:
         raise Refused(f"{path} holds no secrets")
     from tenant_worker.config import SESSION_SECRET_MIN_LENGTH
 
     if "SESSION_SECRET" in values and len(values["SESSION_SECRET"]) < SESSION_SECRET_MIN_LENGTH:
-        raise Refused(f"SESSION_SECRET is too short: the Worker refuses to start with fewer than "
-                      f"{SESSION_SECRET_MIN_LENGTH} characters (e.g. `python -c 'import secrets; "
-                      "print(secrets.token_urlsafe(48))'`)")
+        raise Refused(
+            f"SESSION_SECRET is too short: the Worker refuses to start with fewer than "
+            f"{SESSION_SECRET_MIN_LENGTH} characters (e.g. `python -c 'import secrets; "
+            "print(secrets.token_urlsafe(48))'`)"
+        )
     return values
 
 
@@ -231,8 +309,12 @@ def _confirm(tenant_id: str, yes: bool, stdin: TextIO, err: TextIO) -> None:
         return
     if not stdin.isatty():
         raise Refused(f"delete erases every row of {tenant_id!r}: confirm with --yes (no terminal to ask on)")
-    print(f"This erases every row of tenant {tenant_id!r} everywhere. Type the tenant id to confirm: ",
-          end="", file=err, flush=True)
+    print(
+        f"This erases every row of tenant {tenant_id!r} everywhere. Type the tenant id to confirm: ",
+        end="",
+        file=err,
+        flush=True,
+    )
     if stdin.readline().strip() != tenant_id:
         raise Refused("confirmation did not match: nothing was deleted")
 
@@ -246,10 +328,13 @@ def _table(rows: list[dict[str, Any]], cols: list[str], out: TextIO) -> None:
 
 async def _show(cp: ControlPlane, tenant_id: str) -> dict[str, Any]:
     tenant = await cp.require(tenant_id)
-    return {"tenant": tenant.row(), "domains": [d.view() for d in await cp.registry.domains(tenant.tenant_id)],
-            "d1_route": await cp.replica.tenant(tenant.tenant_id),
-            "d1_domains": await cp.replica.domains(tenant.tenant_id),
-            "worker_deployed": await cp.scripts.exists(tenant.script_name)}
+    return {
+        "tenant": tenant.row(),
+        "domains": [d.view() for d in await cp.registry.domains(tenant.tenant_id)],
+        "d1_route": await cp.replica.tenant(tenant.tenant_id),
+        "d1_domains": await cp.replica.domains(tenant.tenant_id),
+        "worker_deployed": await cp.scripts.exists(tenant.script_name),
+    }
 
 
 def _print_show(shown: dict[str, Any], out: TextIO) -> None:
@@ -257,19 +342,45 @@ def _print_show(shown: dict[str, Any], out: TextIO) -> None:
     t, route = shown["tenant"], shown["d1_route"]
     routed = {d["domain"] for d in shown["d1_domains"]}
     brand = t.get("whitelabel_config") or {}
-    for label, value in (("tenant", t["tenant_id"]), ("name", t["name"]), ("type", t["type"]),
-                         ("tier", t["subscription_tier"]), ("status", t["status"]),
-                         ("primary domain", t["domain"]),
-                         ("worker", f"{t['script_name']} ({'deployed' if shown['worker_deployed'] else 'MISSING'})"),
-                         ("d1 route", f"{route['status']}, {route['subscription_tier']}, {route['script_name']}" if route
-                          else "none (not routed)"),
-                         ("branding", ", ".join(f"{k}={v}" for k, v in sorted(brand.items()) if v) or "-")):
+    for label, value in (
+        ("tenant", t["tenant_id"]),
+        ("name", t["name"]),
+        ("type", t["type"]),
+        ("tier", t["subscription_tier"]),
+        ("status", t["status"]),
+        ("primary domain", t["domain"]),
+        ("worker", f"{t['script_name']} ({'deployed' if shown['worker_deployed'] else 'MISSING'})"),
+        (
+            "d1 route",
+            f"{route['status']}, {route['subscription_tier']}, {route['script_name']}"
+            if route
+            else "none (not routed)",
+        ),
+        ("branding", ", ".join(f"{k}={v}" for k, v in sorted(brand.items()) if v) or "-"),
+    ):
         print(f"{label + ':':<16}{value}", file=out)
-    rows = [{"domain": d["domain"], "type": d["domain_type"], "verification": d["verification_status"],
-             "ssl": d["ssl_status"], "dns": "yes" if d["dns_configured"] else "no",
-             "routed": "yes" if d["domain"] in routed else "no"} for d in shown["domains"]]
-    rows += [{"domain": d, "type": "?", "verification": "-", "ssl": "-", "dns": "-",
-              "routed": "yes (not in Supabase: drift)"} for d in sorted(routed - {r["domain"] for r in rows})]
+    rows = [
+        {
+            "domain": d["domain"],
+            "type": d["domain_type"],
+            "verification": d["verification_status"],
+            "ssl": d["ssl_status"],
+            "dns": "yes" if d["dns_configured"] else "no",
+            "routed": "yes" if d["domain"] in routed else "no",
+        }
+        for d in shown["domains"]
+    ]
+    rows += [
+        {
+            "domain": d,
+            "type": "?",
+            "verification": "-",
+            "ssl": "-",
+            "dns": "-",
+            "routed": "yes (not in Supabase: drift)",
+        }
+        for d in sorted(routed - {r["domain"] for r in rows})
+    ]
     print(file=out)
     _table(rows, ["domain", "type", "verification", "ssl", "dns", "routed"], out)
 
@@ -284,10 +395,18 @@ async def _list(cp: ControlPlane) -> list[dict[str, Any]]:
     for tid in sorted(set(tenants) | set(d1_tenants) | set(d1_domains)):
         tenant, routed = tenants.get(tid), {d["domain"] for d in d1_domains.get(tid, [])}
         if tenant is None:
-            rows.append({"tenant_id": tid, "type": "?", "tier": "?", "status": "not in Supabase",
-                         "worker": None, "routed": bool(routed),
-                         "domains": [{"domain": d, "verification_status": None, "routed": True} for d in sorted(routed)],
-                         "drift": ["D1 routes a tenant Supabase does not have"]})
+            rows.append(
+                {
+                    "tenant_id": tid,
+                    "type": "?",
+                    "tier": "?",
+                    "status": "not in Supabase",
+                    "worker": None,
+                    "routed": bool(routed),
+                    "domains": [{"domain": d, "verification_status": None, "routed": True} for d in sorted(routed)],
+                    "drift": ["D1 routes a tenant Supabase does not have"],
+                }
+            )
             continue
         worker = await cp.scripts.exists(tenant.script_name)
         mine = domains.get(tid, [])
@@ -302,13 +421,25 @@ async def _list(cp: ControlPlane) -> list[dict[str, Any]]:
             drift.append("not in D1")
         drift += [f"{d} not routed" for d in sorted(expected - routed)]
         drift += [f"{d} routed, should not be" for d in sorted(routed - expected)]
-        rows.append({"tenant_id": tid, "type": tenant.type.value, "tier": tenant.subscription_tier.value,
-                     "status": tenant.status.value, "worker": worker, "routed": bool(routed),
-                     "domains": [{"domain": d.domain, "verification_status": d.verification_status,
-                                  "routed": d.domain in routed} for d in mine]
-                                + [{"domain": d, "verification_status": None, "routed": True}
-                                   for d in sorted(routed - {d.domain for d in mine})],
-                     "drift": drift})
+        rows.append(
+            {
+                "tenant_id": tid,
+                "type": tenant.type.value,
+                "tier": tenant.subscription_tier.value,
+                "status": tenant.status.value,
+                "worker": worker,
+                "routed": bool(routed),
+                "domains": [
+                    {"domain": d.domain, "verification_status": d.verification_status, "routed": d.domain in routed}
+                    for d in mine
+                ]
+                + [
+                    {"domain": d, "verification_status": None, "routed": True}
+                    for d in sorted(routed - {d.domain for d in mine})
+                ],
+                "drift": drift,
+            }
+        )
     return rows
 
 
@@ -319,10 +450,19 @@ def _print_list(rows: list[dict[str, Any]], out: TextIO) -> None:
             state += ", pending"
         return f"{d['domain']} ({state})"
 
-    table = [{"tenant_id": r["tenant_id"], "type": r["type"], "tier": r["tier"], "status": r["status"],
-              "worker": "-" if r["worker"] is None else "present" if r["worker"] else "MISSING",
-              "routed": "yes" if r["routed"] else "no", "state": f"DRIFT ({len(r['drift'])})" if r["drift"] else "ok",
-              "domains": ", ".join(domain_cell(d) for d in r["domains"]) or "-"} for r in rows]
+    table = [
+        {
+            "tenant_id": r["tenant_id"],
+            "type": r["type"],
+            "tier": r["tier"],
+            "status": r["status"],
+            "worker": "-" if r["worker"] is None else "present" if r["worker"] else "MISSING",
+            "routed": "yes" if r["routed"] else "no",
+            "state": f"DRIFT ({len(r['drift'])})" if r["drift"] else "ok",
+            "domains": ", ".join(domain_cell(d) for d in r["domains"]) or "-",
+        }
+        for r in rows
+    ]
     _table(table, ["tenant_id", "type", "tier", "status", "worker", "routed", "state", "domains"], out)
     drifting = [r for r in rows if r["drift"]]
     for r in drifting:
@@ -340,8 +480,10 @@ def check_output_path(path: Path, *, force: bool) -> None:
     if resolved.is_relative_to(ROOT):
         res = subprocess.run(["git", "check-ignore", "-q", str(resolved)], cwd=ROOT, capture_output=True)
         if res.returncode != 0:
-            raise Refused(f"{path} is inside the repository and not git-ignored: an export holds personal data; "
-                          "write it outside the repository (e.g. ~/exports/) or under .local/")
+            raise Refused(
+                f"{path} is inside the repository and not git-ignored: an export holds personal data; "
+                "write it outside the repository (e.g. ~/exports/) or under .local/"
+            )
     if resolved.exists() and resolved.is_dir():
         raise Refused(f"{path} is a directory: name a file")
     if not resolved.parent.is_dir():
@@ -382,12 +524,25 @@ class PrivateFile:
         self._tmp.unlink(missing_ok=True)
 
 
-async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: TextIO, err: TextIO,
-              env: Mapping[str, str] | None = None) -> tuple[int, Any]:
+async def run(
+    args: argparse.Namespace,
+    cp: ControlPlane,
+    out: TextIO,
+    stdin: TextIO,
+    err: TextIO,
+    env: Mapping[str, str] | None = None,
+) -> tuple[int, Any]:
     c = args.command
     if c == "add":
-        t, changed = await cp.add(args.tenant_id, args.name, args.type, args.domain, args.tier,
-                                  brand_name=args.brand, deploy=not args.no_deploy)
+        t, changed = await cp.add(
+            args.tenant_id,
+            args.name,
+            args.type,
+            args.domain,
+            args.tier,
+            brand_name=args.brand,
+            deploy=not args.no_deploy,
+        )
         if not changed:
             return EXIT_OK, {"unchanged": t.row(), "note": "already registered, deployed and routed: nothing changed"}
         return EXIT_OK, {"added": t.row(), "note": cp.bound_note()}
@@ -428,8 +583,20 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
     if c == "domains":
         rows = await cp.domains_status(args.tenant_id, refresh=args.refresh)
         if not args.json:
-            _table(rows, ["tenant_id", "domain", "domain_type", "verification_status", "ssl_status", "dns_configured",
-                          "custom_hostname", "routed"], out)
+            _table(
+                rows,
+                [
+                    "tenant_id",
+                    "domain",
+                    "domain_type",
+                    "verification_status",
+                    "ssl_status",
+                    "dns_configured",
+                    "custom_hostname",
+                    "routed",
+                ],
+                out,
+            )
             return EXIT_OK, None
         return EXIT_OK, rows
     if c == "deploy":
@@ -461,10 +628,15 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
         if not args.json:
             for d in report.get("still_drifting", []):
                 print(f"still drifting: {d['tenant_id']}: {'; '.join(d['problems'])}", file=out)
-            state = ("consistent" if report["consistent"] else
-                     "drift found and repaired: now consistent" if healthy else
-                     "drift found: a real run would repair it (above: what it would write)"
-                     if args.repair and cp.dry_run else "drift found")
+            state = (
+                "consistent"
+                if report["consistent"]
+                else "drift found and repaired: now consistent"
+                if healthy
+                else "drift found: a real run would repair it (above: what it would write)"
+                if args.repair and cp.dry_run
+                else "drift found"
+            )
             print(f"checked {report['tenants_checked']} tenant(s): {state}", file=out)
         return (EXIT_OK if healthy else EXIT_DRIFT), (report if args.json else None)
     if c == "export":
@@ -493,8 +665,11 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
         if not args.json:
             for chain in report["chains"]:
                 broken = chain["first_broken"]
-                state = (f"BROKEN at seq {broken['seq']} ({broken['reason']}): {broken['message']}" if broken
-                         else f"intact, {chain['rows']} row(s), head seq {chain['head_seq']} {chain['head_hash']}")
+                state = (
+                    f"BROKEN at seq {broken['seq']} ({broken['reason']}): {broken['message']}"
+                    if broken
+                    else f"intact, {chain['rows']} row(s), head seq {chain['head_seq']} {chain['head_hash']}"
+                )
                 print(f"{chain['tenant_id']}: {state}", file=out)
         return (EXIT_OK if report["intact"] else EXIT_DRIFT), (report if args.json else None)
     if c == "backup":
@@ -504,9 +679,11 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
     if c == "branding":
         from controlplane.branding import set_branding
 
-        branding: dict[str, Any] = {k: getattr(args, k) for k in ("brand_name", "logo_url", "primary_color",
-                                                                   "secondary_color", "support_email")
-                                    if getattr(args, k) is not None}
+        branding: dict[str, Any] = {
+            k: getattr(args, k)
+            for k in ("brand_name", "logo_url", "primary_color", "secondary_color", "support_email")
+            if getattr(args, k) is not None
+        }
         branding.update({k: None for k in args.clear})
         return EXIT_OK, await set_branding(cp, args.tenant_id, branding)
     if c == "check":
@@ -520,8 +697,11 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
             await http.aclose()
         if not args.json:
             if "checks" in report:
-                _table([{**r, "ok": "ok" if r["ok"] else "FAIL"} for r in report["checks"]],
-                       ["tenant_id", "ok", "health_status", "page_status", "latency_ms", "detail"], out)
+                _table(
+                    [{**r, "ok": "ok" if r["ok"] else "FAIL"} for r in report["checks"]],
+                    ["tenant_id", "ok", "health_status", "page_status", "latency_ms", "detail"],
+                    out,
+                )
             for t in report.get("transitions", []):
                 print(f"{t['event']}: {t['tenant_id']} (alert {t['alert_id']})", file=out)
             for d in report.get("deliveries", []):
@@ -540,8 +720,11 @@ async def run(args: argparse.Namespace, cp: ControlPlane, out: TextIO, stdin: Te
                 raise
             key = secrets.token_bytes(32)  # a dry run writes no record: any key shows the plan
         if not cp.dry_run:
-            print(f"note: delete cannot be undone; to keep a copy first: tenants.py export {args.tenant_id} "
-                  f"--output <file outside the repo> (or `backup`); `delete --dry-run` counts what goes", file=err)
+            print(
+                f"note: delete cannot be undone; to keep a copy first: tenants.py export {args.tenant_id} "
+                f"--output <file outside the repo> (or `backup`); `delete --dry-run` counts what goes",
+                file=err,
+            )
             _confirm(args.tenant_id, args.yes, stdin, err)
         return EXIT_OK, await delete_tenant(cp, args.tenant_id, key)
     raise Refused(f"unknown command {c}")
@@ -569,17 +752,25 @@ async def _keys(args: argparse.Namespace, cp: ControlPlane, env: Mapping[str, st
         store = LocalKeyFiles(args.state_dir / "secrets")
     settle = env.get("CMGSITE_KEYS_SETTLE_SECONDS")  # tests against fakes, where no old version runs
     extra: dict[str, Any] = {"settle_seconds": float(settle)} if settle else {}
-    rotation = KeyRotation(cp, store, cp.reporter, CryptographyAead(),
-                           local_dispatcher=RunningLocalDispatcher(args.state_dir),
-                           signing_keys=_supabase_signing_keys(env), **extra)
+    rotation = KeyRotation(
+        cp,
+        store,
+        cp.reporter,
+        CryptographyAead(),
+        local_dispatcher=RunningLocalDispatcher(args.state_dir),
+        signing_keys=_supabase_signing_keys(env),
+        **extra,
+    )
     if args.action == "status":
         return rotation.status()
     if args.tenant_id and args.kind != "session":
         raise Refused("only `keys rotate session` takes a tenant id")
     if args.action == "retire":
         if args.kind != "context":
-            raise Refused("only the context key is retired by hand: data keys are retired by `rotate data`, "
-                          "session and jwt keys run out by themselves")
+            raise Refused(
+                "only the context key is retired by hand: data keys are retired by `rotate data`, "
+                "session and jwt keys run out by themselves"
+            )
         return await rotation.retire_context()
     if args.kind == "data":
         return await rotation.rotate_data(retire=not args.keep_old)
@@ -616,9 +807,15 @@ def _on_signal(signum: int, frame: Any) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
-def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None, stdin: TextIO | None = None,
-         stdout: TextIO | None = None, stderr: TextIO | None = None,
-         build_control_plane: Callable[..., ControlPlane] | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    build_control_plane: Callable[..., ControlPlane] | None = None,
+) -> int:
     out, err, inp = stdout or sys.stdout, stderr or sys.stderr, stdin or sys.stdin
     try:
         args = parser().parse_args(argv)
@@ -628,8 +825,14 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
     state_dir = args.state_dir or Path(environ.get("CMGSITE_STATE_DIR") or ROOT / ".local")
     wrangler_state = args.wrangler_state or Path(environ.get("CMGSITE_WRANGLER_STATE") or ROOT / ".wrangler" / "state")
     args.state_dir, args.wrangler_state = state_dir, wrangler_state  # what every command reads
-    settings = Settings(remote=args.remote, dry_run=args.dry_run, state_dir=state_dir,
-                        wrangler_state=wrangler_state, d1_file=args.d1_file, env=environ)
+    settings = Settings(
+        remote=args.remote,
+        dry_run=args.dry_run,
+        state_dir=state_dir,
+        wrangler_state=wrangler_state,
+        d1_file=args.d1_file,
+        env=environ,
+    )
     args.settings = settings  # what the control plane was built with (check reads it)
     reporter = Reporter(out=out, err=err, quiet=args.quiet, dry_run=args.dry_run)
     if args.json:
@@ -660,8 +863,10 @@ def interrupted_line(signame: str, reporter: Reporter) -> str:
         return f"interrupted ({signame}): dry run, nothing changed"
     if not reporter.writes_started:
         return f"interrupted ({signame}) before any change: nothing was changed"
-    return (f"interrupted ({signame}): stopped in or after the step \"{reporter.last_step}\"; re-run the same "
-            "command to complete it (every step is safe to repeat), then `verify`")
+    return (
+        f'interrupted ({signame}): stopped in or after the step "{reporter.last_step}"; re-run the same '
+        "command to complete it (every step is safe to repeat), then `verify`"
+    )
 
 
 def _silence_stdout() -> None:
@@ -672,8 +877,13 @@ def _silence_stdout() -> None:
         pass
 
 
-async def _main(args: argparse.Namespace, settings: Settings, reporter: Reporter, stdin: TextIO,
-                build_cp: Callable[..., ControlPlane]) -> int:
+async def _main(
+    args: argparse.Namespace,
+    settings: Settings,
+    reporter: Reporter,
+    stdin: TextIO,
+    build_cp: Callable[..., ControlPlane],
+) -> int:
     cp: ControlPlane | None = None
     try:
         cp = build_cp(settings, reporter)
@@ -687,8 +897,9 @@ async def _main(args: argparse.Namespace, settings: Settings, reporter: Reporter
         print(f"error: {exc}", file=reporter.err)
         if exc.exit_code == EXIT_FAILED:
             if reporter.writes_started:
-                print("the change is incomplete: re-run the same command to finish it, then `verify`",
-                      file=reporter.err)
+                print(
+                    "the change is incomplete: re-run the same command to finish it, then `verify`", file=reporter.err
+                )
             elif not settings.dry_run:
                 print("nothing was changed: re-run the command once the cause is fixed", file=reporter.err)
         if args.json:
@@ -720,10 +931,22 @@ async def _main(args: argparse.Namespace, settings: Settings, reporter: Reporter
 
 
 # A dry run's result says what would happen: these keys of a real run's result are renamed.
-_WOULD = {"added": "would_add", "removed": "would_remove", "deployed": "would_deploy", "erased": "would_erase",
-          "secrets_set": "would_set_secrets", "verified": "would_verify", "exported": "would_export",
-          "repaired": "would_repair", "restored": "would_restore", "backed_up": "would_back_up",
-          "rewrapped": "would_rewrap", "retired": "would_retire", "revoked": "would_revoke", "written": "would_write"}
+_WOULD = {
+    "added": "would_add",
+    "removed": "would_remove",
+    "deployed": "would_deploy",
+    "erased": "would_erase",
+    "secrets_set": "would_set_secrets",
+    "verified": "would_verify",
+    "exported": "would_export",
+    "repaired": "would_repair",
+    "restored": "would_restore",
+    "backed_up": "would_back_up",
+    "rewrapped": "would_rewrap",
+    "retired": "would_retire",
+    "revoked": "would_revoke",
+    "written": "would_write",
+}
 
 
 def dry_result(result: Any) -> Any:
@@ -742,31 +965,51 @@ def summary(command: str, result: Any, *, dry_run: bool = False) -> str:
         return f"{r['unchanged']['tenant_id']} is registered, deployed and routed already: nothing changed"
     if command == "add":
         t = r.get("added") or r.get("would_add") or {}
-        return (f"{w}add {t.get('tenant_id')} ({t.get('type')}, {t.get('subscription_tier')}) at "
-                f"{t.get('domain')}" if dry_run else
-                f"added {t.get('tenant_id')} ({t.get('type')}, {t.get('subscription_tier')}) at {t.get('domain')}") + note
+        return (
+            f"{w}add {t.get('tenant_id')} ({t.get('type')}, {t.get('subscription_tier')}) at {t.get('domain')}"
+            if dry_run
+            else f"added {t.get('tenant_id')} ({t.get('type')}, {t.get('subscription_tier')}) at {t.get('domain')}"
+        ) + note
     if command in ("suspend", "resume", "remove"):
-        return (f"would set {r.get('tenant_id')} to {r.get('status')}" if dry_run
-                else f"{r.get('tenant_id')} is now {r.get('status')}") + note
+        return (
+            f"would set {r.get('tenant_id')} to {r.get('status')}"
+            if dry_run
+            else f"{r.get('tenant_id')} is now {r.get('status')}"
+        ) + note
     if command == "rename":
-        return f"{w}name {r.get('tenant_id')} {r.get('name')!r}" if dry_run else f"{r.get('tenant_id')} is now named {r.get('name')!r}"
+        return (
+            f"{w}name {r.get('tenant_id')} {r.get('name')!r}"
+            if dry_run
+            else f"{r.get('tenant_id')} is now named {r.get('name')!r}"
+        )
     if command == "set-tier":
-        return (f"would set {r.get('tenant_id')} to tier {r.get('tier')}" if dry_run
-                else f"{r.get('tenant_id')} is now on tier {r.get('tier')}")
+        return (
+            f"would set {r.get('tenant_id')} to tier {r.get('tier')}"
+            if dry_run
+            else f"{r.get('tenant_id')} is now on tier {r.get('tier')}"
+        )
     if command == "add-domain":
         d = r.get("added") or r.get("would_add") or {}
-        return (f"would add {d.get('domain')} to {d.get('tenant_id')}" if dry_run
-                else f"added {d.get('domain')} to {d.get('tenant_id')}") + note
+        return (
+            f"would add {d.get('domain')} to {d.get('tenant_id')}"
+            if dry_run
+            else f"added {d.get('domain')} to {d.get('tenant_id')}"
+        ) + note
     if command == "remove-domain":
         return (f"would remove {r.get('would_remove')}" if dry_run else f"removed {r.get('removed')}") + note
     if command == "domains":
         d = r.get("verified") or r.get("would_verify") or {}
-        return (f"{d.get('domain')} is proven: would record it verified and route it" if dry_run
-                else f"{d.get('domain')} is verified") + note
+        return (
+            f"{d.get('domain')} is proven: would record it verified and route it"
+            if dry_run
+            else f"{d.get('domain')} is verified"
+        ) + note
     if command == "deploy":
         done = r.get("deployed") or r.get("would_deploy") or []
         failed = r.get("failed") or []
-        what = [f"{len(done)} tenant Worker(s)" if dry_run else f"{len(done)} of {len(done) + len(failed)} tenant Worker(s)"]
+        what = [
+            f"{len(done)} tenant Worker(s)" if dry_run else f"{len(done)} of {len(done) + len(failed)} tenant Worker(s)"
+        ]
         what[0] += f" ({', '.join(done)})" if done else ""
         if r.get("dispatcher"):
             what = ["the dispatcher"] + (what if done or failed else [])
@@ -778,8 +1021,11 @@ def summary(command: str, result: Any, *, dry_run: bool = False) -> str:
         return head
     if command == "secrets":
         names = r.get("secrets_set") or r.get("would_set_secrets") or []
-        return f"{w}set {', '.join(names)} on {r.get('tenant_id')}" if dry_run else \
-            f"set {', '.join(names)} on {r.get('tenant_id')}"
+        return (
+            f"{w}set {', '.join(names)} on {r.get('tenant_id')}"
+            if dry_run
+            else f"set {', '.join(names)} on {r.get('tenant_id')}"
+        )
     if command == "export":
         path = r.get("exported") or r.get("output")
         rows = ", ".join(f"{t} {n}" for t, n in (r.get("rows") or {}).items())
@@ -789,39 +1035,57 @@ def summary(command: str, result: Any, *, dry_run: bool = False) -> str:
         shown = ", ".join(f"{k} {v}" for k, v in counts.items())
         if r.get("note"):
             return f"{r.get('tenant')}: {r['note']}"
-        return (f"would erase {shown}" if dry_run else f"erased {shown} (audit record {r.get('tenant')})")
+        return f"would erase {shown}" if dry_run else f"erased {shown} (audit record {r.get('tenant')})"
     if command == "branding":
         fields = ", ".join(k for k, v in (r.get("branding") or {}).items() if v is not None)
-        return f"{w}set {r.get('tenant_id')}'s branding: {fields or 'none'}" if dry_run \
+        return (
+            f"{w}set {r.get('tenant_id')}'s branding: {fields or 'none'}"
+            if dry_run
             else f"{r.get('tenant_id')}'s branding: {fields or 'none'}"
+        )
     if command == "keys" and "kind" not in r:  # status: a read
         return "key ids: " + json.dumps(r, default=str)
     if command == "keys" and "kind" in r:
         kind, active = r["kind"], r.get("active")
         if "workers" not in r and "tenants" not in r:  # retire
             gone = r.get("would_retire" if dry_run else "retired") or []
-            return (f"{w}retire the {kind} key(s) {', '.join(gone) or '(none)'}; {active} stays active" if dry_run
-                    else f"{kind}: retired {', '.join(gone) or 'nothing'}; {active} is active")
+            return (
+                f"{w}retire the {kind} key(s) {', '.join(gone) or '(none)'}; {active} stays active"
+                if dry_run
+                else f"{kind}: retired {', '.join(gone) or 'nothing'}; {active} is active"
+            )
         if kind == "session":
             ids = ", ".join(f"{t} {d.get('active')}" for t, d in (r.get("tenants") or {}).items())
-            return f"{w}rotate the session keys: {ids or 'no tenant Worker deployed'}" if dry_run \
+            return (
+                f"{w}rotate the session keys: {ids or 'no tenant Worker deployed'}"
+                if dry_run
                 else f"session keys rotated: {ids or 'no tenant Worker deployed'}"
+            )
         workers = len(r.get("workers") or [])
-        return (f"would rotate the {kind} key to {active} ({workers} tenant Worker(s))" if dry_run
-                else f"{kind}: {active} is active ({workers} tenant Worker(s))")
+        return (
+            f"would rotate the {kind} key to {active} ({workers} tenant Worker(s))"
+            if dry_run
+            else f"{kind}: {active} is active ({workers} tenant Worker(s))"
+        )
     if command == "check" and "checks" in r:
         n, failing = len(r.get("checks") or []), len(r.get("failing") or [])
-        return (f"would record {n} check(s), {failing} failing" if dry_run
-                else f"recorded {n} check(s), {failing} failing")
+        return (
+            f"would record {n} check(s), {failing} failing" if dry_run else f"recorded {n} check(s), {failing} failing"
+        )
     if command == "backup":
         rows = ", ".join(f"{t} {n}" for t, n in (r.get("rows") or {}).items())
-        return (f"would write {r.get('archive')} (0600): {rows}" if dry_run
-                else f"wrote {r.get('archive')} (sha256 {r.get('sha256')}): {rows}")
+        return (
+            f"would write {r.get('archive')} (0600): {rows}"
+            if dry_run
+            else f"wrote {r.get('archive')} (sha256 {r.get('sha256')}): {rows}"
+        )
     if command == "restore":
         rows = ", ".join(f"{t} {n}" for t, n in (r.get("would_write" if dry_run else "written") or {}).items())
-        return (f"would restore {r.get('tenant_id')} ({r.get('status')}): {rows}, {r.get('r2_objects')} object(s)"
-                if dry_run else f"restored {r.get('tenant_id')} ({r.get('status')}): {rows}, "
-                                f"{r.get('r2_objects')} object(s){note}")
+        return (
+            f"would restore {r.get('tenant_id')} ({r.get('status')}): {rows}, {r.get('r2_objects')} object(s)"
+            if dry_run
+            else f"restored {r.get('tenant_id')} ({r.get('status')}): {rows}, {r.get('r2_objects')} object(s){note}"
+        )
     rest = {k: v for k, v in r.items() if k not in ("note", "dry_run")} if r else result
     return f"{w}{command}: {json.dumps(rest, default=str)}{note}"
 

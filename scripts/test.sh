@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh || { echo "bootstrap failed" >&2; exit 1; }
 # Lint and types first (seconds): ruff and mypy, pinned in pyproject.toml, configured there.
 .venv/bin/python -m ruff check . || { echo "lint failed (ruff check .)" >&2; exit 1; }
+.venv/bin/python -m ruff format --check . || { echo "format check failed (run: .venv/bin/ruff format .)" >&2; exit 1; }
 .venv/bin/python -m mypy || { echo "type check failed (mypy)" >&2; exit 1; }
 .venv/bin/python -m pytest "$@"
 status=$?

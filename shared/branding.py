@@ -8,6 +8,7 @@ Fields: brand_name (1-120 characters), logo_url (https with a plain DNS host, no
 no quotes, spaces, angle brackets, `;` or `,`, ≤ 500 characters), primary_color and secondary_color (#rrggbb, stored lower-case),
 support_email (an e-mail address). None removes a field. Pages validate again when they read.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,8 +36,14 @@ def valid_logo_url(value: str) -> bool:
         parts.port  # noqa: B018  (ValueError for a junk port)
     except ValueError:
         return False
-    return (parts.scheme == "https" and bool(parts.hostname) and _HOST.match(parts.hostname or "") is not None
-            and not parts.username and not parts.password and "@" not in parts.netloc)
+    return (
+        parts.scheme == "https"
+        and bool(parts.hostname)
+        and _HOST.match(parts.hostname or "") is not None
+        and not parts.username
+        and not parts.password
+        and "@" not in parts.netloc
+    )
 
 
 def logo_origin(value: str | None) -> str | None:
@@ -69,15 +76,22 @@ class Brand:
             return v if isinstance(v, str) else ""
 
         logo, email = text("logo_url"), text("support_email")
-        return cls((text("brand_name") or fallback_name)[:120],
-                   text("primary_color") if COLOR.match(text("primary_color")) else DEFAULT_COLOR,
-                   text("secondary_color") if COLOR.match(text("secondary_color")) else DEFAULT_SECONDARY,
-                   logo if logo and valid_logo_url(logo) else None,
-                   email if email and len(email) <= 254 and EMAIL.match(email) else None)
+        return cls(
+            (text("brand_name") or fallback_name)[:120],
+            text("primary_color") if COLOR.match(text("primary_color")) else DEFAULT_COLOR,
+            text("secondary_color") if COLOR.match(text("secondary_color")) else DEFAULT_SECONDARY,
+            logo if logo and valid_logo_url(logo) else None,
+            email if email and len(email) <= 254 and EMAIL.match(email) else None,
+        )
 
     def view(self) -> dict[str, Any]:
-        return {"brand_name": self.name, "primary_color": self.primary_color, "secondary_color": self.secondary_color,
-                "logo_url": self.logo_url, "support_email": self.support_email}
+        return {
+            "brand_name": self.name,
+            "primary_color": self.primary_color,
+            "secondary_color": self.secondary_color,
+            "logo_url": self.logo_url,
+            "support_email": self.support_email,
+        }
 
 
 def safe_color(value: str, default: str = DEFAULT_COLOR) -> str:

@@ -14,6 +14,7 @@ ConfigError names the variables and never quotes a value.
 Bindings (DB, KV, R2, Durable Objects, AI, METRICS, DISPATCHER) are JS objects, not settings:
 they stay on `env` and are reached through their adapters.
 """
+
 from __future__ import annotations
 
 import re
@@ -31,7 +32,8 @@ class ConfigError(Exception):
         self.worker, self.missing, self.invalid = worker, sorted(missing), sorted(invalid)
         self.logged = False
         parts = ([f"missing {', '.join(self.missing)}"] if self.missing else []) + (
-            [f"invalid {', '.join(self.invalid)}"] if self.invalid else [])
+            [f"invalid {', '.join(self.invalid)}"] if self.invalid else []
+        )
         super().__init__(f"{worker} configuration: {'; '.join(parts)}")
 
     def log_fields(self) -> dict[str, object]:

@@ -11,6 +11,7 @@ exactly as before keyrings); a tenant Worker accepts any key of its TENANT_CONTE
 that has not passed its not_after. `derive_tenant_keyring` maps the master keyring to the
 tenant's, key by key, so the two always agree on key ids.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -58,7 +59,15 @@ def derive_tenant_keyring(master: str | Keyring, tenant_id: str) -> Keyring:
 
 def _canonical(ctx: TenantContext, kid: str) -> bytes:
     version = _VERSION if kid == LEGACY_KID else f"{_VERSION}.{kid}"  # the key id is signed too
-    fields = (version, ctx.tenant_id, ctx.tenant_type.value, ctx.tier.value, ctx.host, ctx.request_id, str(ctx.issued_at))
+    fields = (
+        version,
+        ctx.tenant_id,
+        ctx.tenant_type.value,
+        ctx.tier.value,
+        ctx.host,
+        ctx.request_id,
+        str(ctx.issued_at),
+    )
     return "\n".join(fields).encode()
 
 
@@ -126,14 +135,16 @@ def verify_context(headers: dict[str, str], *, key: str | Keyring | None, tenant
         raise ContextError("context signed with a key this Worker does not hold")
     try:
         issued_at = int(headers.get(H_TIMESTAMP, ""))
-        ctx = TenantContext.from_mapping({
-            "tenant_id": headers.get(H_TENANT_ID),
-            "tenant_type": headers.get(H_TENANT_TYPE),
-            "tier": headers.get(H_TENANT_TIER),
-            "host": headers.get(H_TENANT_HOST),
-            "request_id": headers.get(H_REQUEST_ID),
-            "issued_at": issued_at,
-        })
+        ctx = TenantContext.from_mapping(
+            {
+                "tenant_id": headers.get(H_TENANT_ID),
+                "tenant_type": headers.get(H_TENANT_TYPE),
+                "tier": headers.get(H_TENANT_TIER),
+                "host": headers.get(H_TENANT_HOST),
+                "request_id": headers.get(H_REQUEST_ID),
+                "issued_at": issued_at,
+            }
+        )
     except (ValueError, InvalidModel):
         raise ContextError("malformed tenant context") from None
     if not hmac.compare_digest(digest, _signature(ctx, signing_key.secret, kid)):

@@ -13,6 +13,7 @@ for one tenant is refused by every other tenant's Worker, and one operation's to
 be used for another. A token lives at most MAX_TTL_SECONDS: what it allows is a read of the
 meter or an idempotent restore of it, so a replay inside that window changes nothing.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -23,6 +23,7 @@ through a DNS-over-HTTPS resolver's JSON API, `application/dns-json`) or as the 
 
 Pure Python (pydantic and the shared HTTP edge only): runs on CPython and in Pyodide.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -110,8 +111,10 @@ def classify(tenant_type: TenantType, domain: str, *, by: Actor, zone: str = PLA
         if in_zone(domain, zone):
             raise DomainError("platform_zone", f"Names under {zone} are assigned by the platform.")
         if tenant_type is TenantType.PARTNER_SUBDOMAIN:
-            raise DomainError("custom_domains_not_allowed",
-                              "This site's address is assigned by the platform: custom domains need a custom-domain plan.")
+            raise DomainError(
+                "custom_domains_not_allowed",
+                "This site's address is assigned by the platform: custom domains need a custom-domain plan.",
+            )
         return "custom"
     if domain == zone or domain == "www." + zone:
         if tenant_type is not TenantType.PRIMARY:
@@ -122,13 +125,15 @@ def classify(tenant_type: TenantType, domain: str, *, by: Actor, zone: str = PLA
             raise DomainError("platform_zone", f"{domain} is under {zone}: use type partner-subdomain for it")
         return "subdomain"
     if tenant_type is TenantType.PARTNER_SUBDOMAIN:
-        raise DomainError("custom_domains_not_allowed",
-                          f"a partner-subdomain tenant's domains end in .{zone}; {domain} does not")
+        raise DomainError(
+            "custom_domains_not_allowed", f"a partner-subdomain tenant's domains end in .{zone}; {domain} does not"
+        )
     return "custom"
 
 
-def overlapping(domain: str, tenant_id: str, held: Iterable[tuple[str, str]], *,
-                zone: str = PLATFORM_ZONE) -> tuple[str, str] | None:
+def overlapping(
+    domain: str, tenant_id: str, held: Iterable[tuple[str, str]], *, zone: str = PLATFORM_ZONE
+) -> tuple[str, str] | None:
     """The first (tenant_id, name) another tenant holds that `domain` overlaps, if any.
 
     `held` is every (tenant_id, name) on the platform. Partner subdomains under the platform
@@ -155,16 +160,18 @@ class VerificationMethod(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     type: Literal["dns-txt", "http"]
-    name: str | None = None   # dns-txt: the record's name
+    name: str | None = None  # dns-txt: the record's name
     value: str | None = None  # dns-txt: the record's value
-    url: str | None = None    # http: where the token must be served
-    body: str | None = None   # http: the exact body
+    url: str | None = None  # http: where the token must be served
+    body: str | None = None  # http: the exact body
 
 
 def instructions(domain: str, token: str) -> list[VerificationMethod]:
     """How a tenant proves it controls `domain` (either method suffices)."""
-    return [VerificationMethod(type="dns-txt", name=challenge_name(domain), value=token),
-            VerificationMethod(type="http", url=challenge_url(domain, token), body=token)]
+    return [
+        VerificationMethod(type="dns-txt", name=challenge_name(domain), value=token),
+        VerificationMethod(type="http", url=challenge_url(domain, token), body=token),
+    ]
 
 
 class DohRecord(BaseModel):
@@ -203,8 +210,8 @@ def txt_value(data: str) -> str:
             inside = False
         elif ch == "\\" and i + 1 < n:
             nxt = data[i + 1]
-            if nxt.isdigit() and i + 3 < n and data[i + 1:i + 4].isdigit():
-                out.append(chr(int(data[i + 1:i + 4])))
+            if nxt.isdigit() and i + 3 < n and data[i + 1 : i + 4].isdigit():
+                out.append(chr(int(data[i + 1 : i + 4])))
                 i += 3
             else:
                 out.append(nxt)
@@ -283,9 +290,17 @@ async def _http_check(http: HttpClient, domain: str, token: str, timeout: float,
     return resp.status == 200 and _same(resp.body[:MAX_HTTP_BODY].decode("utf-8", "replace").strip(), token)
 
 
-async def check_ownership(http: HttpClient, domain: str, token: str, *, resolver_url: str = DEFAULT_DOH_URL,
-                          use_http: bool = True, public_only: bool = False, http_base: str | None = None,
-                          timeout: float = 5.0) -> OwnershipResult:
+async def check_ownership(
+    http: HttpClient,
+    domain: str,
+    token: str,
+    *,
+    resolver_url: str = DEFAULT_DOH_URL,
+    use_http: bool = True,
+    public_only: bool = False,
+    http_base: str | None = None,
+    timeout: float = 5.0,
+) -> OwnershipResult:
     """Is `token` published for `domain`? The TXT record first, then the HTTP URL.
 
     `public_only` (the CLI): fetch the HTTP URL only when the name resolves to global
@@ -296,8 +311,9 @@ async def check_ownership(http: HttpClient, domain: str, token: str, *, resolver
     resolver_failed = False
     try:
         if await _txt_check(http, resolver_url, domain, token, timeout):
-            return OwnershipResult(verified=True, method="dns-txt",
-                                   detail=f"TXT {challenge_name(domain)} holds the token")
+            return OwnershipResult(
+                verified=True, method="dns-txt", detail=f"TXT {challenge_name(domain)} holds the token"
+            )
         txt_detail = f"no TXT record {challenge_name(domain)} holding the token"
     except ResolverError as exc:
         resolver_failed, txt_detail = True, str(exc)
@@ -309,8 +325,13 @@ async def check_ownership(http: HttpClient, domain: str, token: str, *, resolver
             except ResolverError:
                 allowed = False
         if allowed and await _http_check(http, domain, token, timeout, http_base):
-            return OwnershipResult(verified=True, method="http", detail=f"{challenge_url(domain, token)} serves the token")
-        http_detail = ("not fetched: the name does not resolve to public addresses only" if not allowed
-                       else f"{challenge_url(domain, token)} does not serve the token")
+            return OwnershipResult(
+                verified=True, method="http", detail=f"{challenge_url(domain, token)} serves the token"
+            )
+        http_detail = (
+            "not fetched: the name does not resolve to public addresses only"
+            if not allowed
+            else f"{challenge_url(domain, token)} does not serve the token"
+        )
         return OwnershipResult(verified=False, resolver_failed=resolver_failed, detail=f"{txt_detail}; {http_detail}")
     return OwnershipResult(verified=False, resolver_failed=resolver_failed, detail=txt_detail)

@@ -20,6 +20,7 @@ The AES itself is behind the `Aead` protocol: WebCrypto in the Worker
 (tenant_worker/webcrypto.py), `cryptography` under CPython (controlplane/aead.py). This module
 is pure logic (the standard library only) and is what both run.
 """
+
 from __future__ import annotations
 
 import re
@@ -120,8 +121,7 @@ async def _seal(aead: Aead, key: bytes, kid: str, plaintext: bytes, aad: bytes) 
     return Sealed(kid, nonce, body).text()
 
 
-async def wrap_data_key(aead: Aead, platform: Keyring, tenant_id: str, data_key_id: str,
-                        data_key: bytes) -> WrappedKey:
+async def wrap_data_key(aead: Aead, platform: Keyring, tenant_id: str, data_key_id: str, data_key: bytes) -> WrappedKey:
     """Seal a tenant's data key under the platform keyring's active key."""
     key = platform.active
     wrapped = await _seal(aead, key.key_bytes(), key.kid, data_key, data_key_aad(tenant_id, data_key_id, key.kid))
@@ -145,8 +145,9 @@ async def unwrap_data_key(aead: Aead, platform: Keyring, tenant_id: str, data_ke
     return data_key
 
 
-async def rewrap_data_key(aead: Aead, platform: Keyring, tenant_id: str, data_key_id: str,
-                          wrapped: str) -> WrappedKey | None:
+async def rewrap_data_key(
+    aead: Aead, platform: Keyring, tenant_id: str, data_key_id: str, wrapped: str
+) -> WrappedKey | None:
     """The data key wrapped under the active platform key; None when it already is."""
     if parse(wrapped).kid == platform.active.kid:
         return None
@@ -154,16 +155,16 @@ async def rewrap_data_key(aead: Aead, platform: Keyring, tenant_id: str, data_ke
     return await wrap_data_key(aead, platform, tenant_id, data_key_id, data_key)
 
 
-async def encrypt_secret(aead: Aead, data_key: bytes, data_key_id: str, tenant_id: str, name: str,
-                         value: str) -> str:
+async def encrypt_secret(aead: Aead, data_key: bytes, data_key_id: str, tenant_id: str, name: str, value: str) -> str:
     plaintext = value.encode("utf-8")
     if len(plaintext) > MAX_SECRET_BYTES:
         raise ValueError(f"a secret holds at most {MAX_SECRET_BYTES} bytes")
     return await _seal(aead, data_key, data_key_id, plaintext, secret_aad(tenant_id, name, data_key_id))
 
 
-async def decrypt_secret(aead: Aead, data_key: bytes, data_key_id: str, tenant_id: str, name: str,
-                         ciphertext: str) -> str:
+async def decrypt_secret(
+    aead: Aead, data_key: bytes, data_key_id: str, tenant_id: str, name: str, ciphertext: str
+) -> str:
     sealed = parse(ciphertext)
     if sealed.kid != data_key_id:
         raise UnknownKey(sealed.kid)

@@ -6,6 +6,7 @@ to tenants through the dispatch namespace).
 pyodide-http's patched requests/urllib need synchronous XMLHttpRequest, which Workers lack;
 this is the way out of a Worker. It imports `workers`, so it runs only inside a Worker (tests
 on CPython that read modules importing it use tests/cpython_imports.py)."""
+
 from __future__ import annotations
 
 import asyncio

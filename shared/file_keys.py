@@ -25,6 +25,7 @@ different path to some other program, or to a person:
 
 Names are NFC-normalised first, so `é` typed as `e` + U+0301 and as U+00E9 is one file.
 """
+
 from __future__ import annotations
 
 import re
@@ -134,7 +135,7 @@ def object_key(tenant_id: str, name: str) -> str:
 def name_of(tenant_id: str, key: str) -> str | None:
     """The file name of an R2 key under this tenant's files, or None for any other key."""
     prefix = files_prefix(tenant_id)
-    return key[len(prefix):] if key.startswith(prefix) and len(key) > len(prefix) else None
+    return key[len(prefix) :] if key.startswith(prefix) and len(key) > len(prefix) else None
 
 
 def download_filename(name: str) -> str:
@@ -142,6 +143,7 @@ def download_filename(name: str) -> str:
     fallback and the exact name as RFC 8187 `filename*` (UTF-8, percent-encoded)."""
     base = name.rsplit("/", 1)[-1]
     ascii_name = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\;%' else "_" for c in base) or "download"
-    encoded = "".join(c if re.match(r"[A-Za-z0-9!#$&+\-.^_`|~]", c) else "".join(f"%{b:02X}" for b in c.encode("utf-8"))
-                      for c in base)
+    encoded = "".join(
+        c if re.match(r"[A-Za-z0-9!#$&+\-.^_`|~]", c) else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in base
+    )
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{encoded}"

@@ -17,6 +17,7 @@ the dispatcher in process, Supabase over the Worker's fetch, deliveries deferred
 operator's `tenants.py check` (controlplane/health.py: targets from Supabase, HTTP over the
 network, deliveries awaited). Stdlib only.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -67,20 +68,23 @@ class HttpProber:
     (a dispatcher) or, without one, to https://<host> itself. The dispatcher's cron hands it a client
     that goes through its own request path in process; the CLI one over the network."""
 
-    def __init__(self, http: HttpClient, base_url: str | None = None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, http: HttpClient, base_url: str | None = None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._http, self._base, self._clock = http, base_url.rstrip("/") if base_url else None, clock
 
     async def get(self, host: str, path: str) -> ProbeAnswer:
         url = f"{self._base}{path}" if self._base else f"https://{host}{path}"
         started = self._clock()
         try:
-            resp = await self._http.request("GET", url, headers={"host": host, "user-agent": USER_AGENT},
-                                            timeout=PROBE_TIMEOUT_SECONDS)
+            resp = await self._http.request(
+                "GET", url, headers={"host": host, "user-agent": USER_AGENT}, timeout=PROBE_TIMEOUT_SECONDS
+            )
         except HttpError as exc:
             return ProbeAnswer(None, error=str(exc)[:120], latency_ms=(self._clock() - started) * 1000)
-        return ProbeAnswer(resp.status, resp.headers.get("content-type", ""), resp.body[:BODY_LIMIT],
-                           (self._clock() - started) * 1000)
+        return ProbeAnswer(
+            resp.status, resp.headers.get("content-type", ""), resp.body[:BODY_LIMIT], (self._clock() - started) * 1000
+        )
 
 
 @dataclass(frozen=True)
@@ -140,12 +144,19 @@ async def check_tenant(prober: Prober, target: Target, *, timeout: float = PROBE
     health = await _probe(prober, target.host, HEALTH_PATH, timeout)
     page = await _probe(prober, target.host, PAGE_PATH, timeout)
     problems = [p for p in (_health_ok(health, target.tenant_id), _page_ok(page)) if p]
-    return CheckResult(target.tenant_id, not problems, health.status, page.status,
-                       int(round(health.latency_ms + page.latency_ms)), "; ".join(problems)[:500])
+    return CheckResult(
+        target.tenant_id,
+        not problems,
+        health.status,
+        page.status,
+        int(round(health.latency_ms + page.latency_ms)),
+        "; ".join(problems)[:500],
+    )
 
 
-async def run_checks(targets: Sequence[Target], prober: Prober, *, concurrency: int = 6,
-                     timeout: float = PROBE_TIMEOUT_SECONDS) -> list[CheckResult]:
+async def run_checks(
+    targets: Sequence[Target], prober: Prober, *, concurrency: int = 6, timeout: float = PROBE_TIMEOUT_SECONDS
+) -> list[CheckResult]:
     """Every target, at most `concurrency` at a time; results in the targets' order."""
     gate = asyncio.Semaphore(max(1, concurrency))
 
@@ -157,6 +168,7 @@ async def run_checks(targets: Sequence[Target], prober: Prober, *, concurrency: 
 
 
 # ---- where results and alerts live --------------------------------------------------------------
+
 
 class HealthStore(Protocol):
     async def record(self, results: Sequence[CheckResult], *, source: str, alert_after: int) -> list[dict[str, Any]]:
@@ -182,16 +194,29 @@ class PostgrestRpc:
     dispatcher ships without it.)"""
 
     def __init__(self, http: HttpClient, url: str, service_role_key: str, *, timeout: float = 10.0) -> None:
-        self._http, self._base, self._key, self._timeout = http, url.rstrip("/") + "/rest/v1/rpc/", service_role_key, timeout
+        self._http, self._base, self._key, self._timeout = (
+            http,
+            url.rstrip("/") + "/rest/v1/rpc/",
+            service_role_key,
+            timeout,
+        )
 
     async def rpc(self, function: str, args: dict[str, Any] | None = None) -> Any:
         if not function.replace("_", "").isalnum():
             raise ValueError("invalid function name")
         try:
             resp = await self._http.request(
-                "POST", self._base + function, body=json.dumps(args or {}).encode(), timeout=self._timeout,
-                headers={"apikey": self._key, "authorization": f"Bearer {self._key}",
-                         "content-type": "application/json", "accept": "application/json"})
+                "POST",
+                self._base + function,
+                body=json.dumps(args or {}).encode(),
+                timeout=self._timeout,
+                headers={
+                    "apikey": self._key,
+                    "authorization": f"Bearer {self._key}",
+                    "content-type": "application/json",
+                    "accept": "application/json",
+                },
+            )
         except HttpError as exc:
             raise HealthStoreError(f"supabase unreachable: {exc}") from None
         if not 200 <= resp.status < 300:
@@ -213,19 +238,22 @@ class SupabaseHealthStore:
     async def record(self, results: Sequence[CheckResult], *, source: str, alert_after: int) -> list[dict[str, Any]]:
         if not results:
             return []
-        out = await self._db.rpc("record_health_checks", {"checks": [r.row(source) for r in results],
-                                                          "alert_after": alert_after})
+        out = await self._db.rpc(
+            "record_health_checks", {"checks": [r.row(source) for r in results], "alert_after": alert_after}
+        )
         return list(out or [])
 
     async def due_notifications(self) -> list[dict[str, Any]]:
         return list(await self._db.rpc("alert_notifications_due", {}) or [])
 
     async def mark_notified(self, alert_id: int, event: str, delivered: bool, error: str | None) -> None:
-        await self._db.rpc("mark_alert_notified", {"alert_id": alert_id, "event": event, "delivered": delivered,
-                                                   "error": error})
+        await self._db.rpc(
+            "mark_alert_notified", {"alert_id": alert_id, "event": event, "delivered": delivered, "error": error}
+        )
 
 
 # ---- the alert webhook -----------------------------------------------------------------------------
+
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
     """`sha256=<hex>` of HMAC-SHA256(secret, "<timestamp>." + body): receivers check it and the age."""
@@ -235,19 +263,33 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 class AlertWebhook:
     """POSTs one alert event as JSON; retried on network errors, 408, 429 and 5xx (not on other 4xx)."""
 
-    def __init__(self, http: HttpClient, url: str, *, secret: str = "", attempts: int = 3,
-                 backoff_seconds: Sequence[float] = (0.5, 2.0), timeout: float = 10.0,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        http: HttpClient,
+        url: str,
+        *,
+        secret: str = "",
+        attempts: int = 3,
+        backoff_seconds: Sequence[float] = (0.5, 2.0),
+        timeout: float = 10.0,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._http, self.url, self._secret = http, url, secret
         self._attempts, self._backoff, self._timeout = max(1, attempts), tuple(backoff_seconds), timeout
         self._sleep, self._clock = sleep, clock
 
     @staticmethod
     def payload(event: dict[str, Any]) -> dict[str, Any]:
-        return {"type": event["event"], "alert_id": event["alert_id"], "tenant_id": event["tenant_id"],
-                "opened_at": event.get("opened_at"), "resolved_at": event.get("resolved_at"),
-                "consecutive_failures": event.get("failures"), "detail": event.get("detail")}
+        return {
+            "type": event["event"],
+            "alert_id": event["alert_id"],
+            "tenant_id": event["tenant_id"],
+            "opened_at": event.get("opened_at"),
+            "resolved_at": event.get("resolved_at"),
+            "consecutive_failures": event.get("failures"),
+            "detail": event.get("detail"),
+        }
 
     async def deliver(self, event: dict[str, Any]) -> tuple[bool, str | None]:
         body = json.dumps(self.payload(event), sort_keys=True).encode()
@@ -256,10 +298,13 @@ class AlertWebhook:
             if attempt:
                 await self._sleep(self._backoff[min(attempt - 1, len(self._backoff) - 1)] if self._backoff else 0)
             now = int(self._clock())
-            headers = {"content-type": "application/json", "user-agent": USER_AGENT,
-                       "x-cmgsite-event": str(event["event"]),
-                       "x-cmgsite-delivery": f"{event['alert_id']}:{event['event']}",  # the same on every retry
-                       "x-cmgsite-timestamp": str(now)}
+            headers = {
+                "content-type": "application/json",
+                "user-agent": USER_AGENT,
+                "x-cmgsite-event": str(event["event"]),
+                "x-cmgsite-delivery": f"{event['alert_id']}:{event['event']}",  # the same on every retry
+                "x-cmgsite-timestamp": str(now),
+            }
             if self._secret:
                 headers[SIGNATURE_HEADER] = sign(self._secret, now, body)
             try:
@@ -283,8 +328,15 @@ async def deliver_due(store: HealthStore, webhook: AlertWebhook | None) -> list[
     for event in await store.due_notifications():
         delivered, error = await webhook.deliver(event)
         await store.mark_notified(int(event["alert_id"]), str(event["event"]), delivered, error)
-        out.append({"alert_id": event["alert_id"], "event": event["event"], "tenant_id": event["tenant_id"],
-                    "delivered": delivered, "error": error})
+        out.append(
+            {
+                "alert_id": event["alert_id"],
+                "event": event["event"],
+                "tenant_id": event["tenant_id"],
+                "delivered": delivered,
+                "error": error,
+            }
+        )
     return out
 
 
@@ -307,9 +359,16 @@ class HealthRun:
         return out
 
 
-async def run_health(targets: Sequence[Target], prober: Prober, store: HealthStore | None, *, source: str,
-                     alert_after: int, webhook: AlertWebhook | None = None,
-                     defer: Callable[[Awaitable[Any]], None] | None = None) -> HealthRun:
+async def run_health(
+    targets: Sequence[Target],
+    prober: Prober,
+    store: HealthStore | None,
+    *,
+    source: str,
+    alert_after: int,
+    webhook: AlertWebhook | None = None,
+    defer: Callable[[Awaitable[Any]], None] | None = None,
+) -> HealthRun:
     """The one health run, for the cron and the CLI: probe, record (no store: probe only), then
     deliver due alert events, in `defer` when given (the check never waits for a receiver)."""
     results = await run_checks(targets, prober)
@@ -339,5 +398,3 @@ async def _deliver_logged(store: HealthStore, webhook: AlertWebhook) -> None:
             log.warning(json.dumps({"event": "alert_delivery", **d}))
     except HealthStoreError as exc:
         log.error(json.dumps({"event": "alert_delivery_failed", "reason": str(exc)[:200]}))
-
-

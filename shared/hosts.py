@@ -1,4 +1,5 @@
 """Host header normalisation: the first thing the dispatcher does with a request."""
+
 from __future__ import annotations
 
 import re

@@ -2,6 +2,7 @@
 
 Each is a regex string (for pydantic `Field(pattern=...)`) and its compiled form.
 """
+
 from __future__ import annotations
 
 import re

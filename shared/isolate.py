@@ -14,6 +14,7 @@ Worker's entry answers those requests with a 503 that names nothing.
 `read_vars(env, names)` is the one place a var or secret is read out of `env` (as plain
 strings, "" when unset); the typed configs (dispatcher.config, tenant_worker.config) parse them.
 """
+
 from __future__ import annotations
 
 import json

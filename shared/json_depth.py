@@ -11,6 +11,7 @@ is measured first, in linear time, in C loops, without recursion:
 
 Stdlib only: the dispatcher and the tenant Worker can both import it.
 """
+
 from __future__ import annotations
 
 import re

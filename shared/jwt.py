@@ -19,6 +19,7 @@ the module runs under CPython and in Pyodide alike. Verification accepts HS256 a
 `alg: none` and every other algorithm are refused before any signature work, signatures
 are compared in constant time, and exp / nbf / iat are checked with a small leeway.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -19,6 +19,7 @@ so a keyring whose active key is k0 produces exactly the bytes the code produced
     ring.get("k1", now=time.time())            # None: unknown, or past its not_after
     ring.format()                              # back to text
 """
+
 from __future__ import annotations
 
 import base64
@@ -43,6 +44,7 @@ class KeyringError(ValueError):
 
 # ---- base64url (RFC 4648 section 5, unpadded) -------------------------------------------------
 
+
 def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -60,6 +62,7 @@ def b64url_decode(text: str) -> bytes:
 
 # ---- derivation ------------------------------------------------------------------------------
 
+
 def derive_hex(secret: str | bytes, label: str) -> str:
     """HMAC-SHA256(secret, label) as hex: a purpose- and tenant-bound key from a master secret."""
     key = secret.encode() if isinstance(secret, str) else secret
@@ -74,6 +77,7 @@ def new_secret(nbytes: int = 32) -> str:
 
 
 # ---- keyrings --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Key:
@@ -168,8 +172,11 @@ class Keyring:
         active one) or its own expiry; keys already expired at `now` are dropped."""
         if new.kid in self.kids():
             raise KeyringError(f"key id {new.kid} is already in the keyring")
-        kept = [replace(k, not_after=k.not_after if k.not_after is not None else retire_after)
-                for k in self.keys if k.usable(now)]
+        kept = [
+            replace(k, not_after=k.not_after if k.not_after is not None else retire_after)
+            for k in self.keys
+            if k.usable(now)
+        ]
         return Keyring((replace(new, not_after=None), *kept))
 
     def staged(self, new: Key) -> "Keyring":
@@ -189,8 +196,8 @@ class Keyring:
         """k1, k2, … one past the highest numbered id with this prefix."""
         highest = 0
         for kid in self.kids():
-            if kid.startswith(prefix) and kid[len(prefix):].isdigit():
-                highest = max(highest, int(kid[len(prefix):]))
+            if kid.startswith(prefix) and kid[len(prefix) :].isdigit():
+                highest = max(highest, int(kid[len(prefix) :]))
         return f"{prefix}{highest + 1}"
 
 

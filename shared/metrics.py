@@ -30,6 +30,7 @@ dataclass) and the recorder keeps it; converting and writing runs in `ctx.waitUn
 batches (one waitUntil task per batch, not per request), and a sink that throws is dropped
 and counted (`MetricsRecorder.dropped`, logged as `metrics_dropped`).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -50,8 +51,33 @@ SOURCE_PROBE = "probe"
 FEATURES = ("signin", "ai", "domains", "files")
 
 # Upper bounds (ms) of the latency buckets; the last catches everything above.
-LATENCY_BUCKETS_MS: tuple[float, ...] = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750,
-                                         1000, 1500, 2000, 3000, 5000, 10000, 30000, 120000)
+LATENCY_BUCKETS_MS: tuple[float, ...] = (
+    1,
+    2,
+    3,
+    5,
+    7,
+    10,
+    15,
+    20,
+    30,
+    50,
+    75,
+    100,
+    150,
+    200,
+    300,
+    500,
+    750,
+    1000,
+    1500,
+    2000,
+    3000,
+    5000,
+    10000,
+    30000,
+    120000,
+)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 Defer = Callable[[Awaitable[Any]], None]
@@ -113,8 +139,16 @@ class RequestPoint:
         latency = max(0.0, float(self.latency_ms))
         return {
             "indexes": [self.tenant_id[:64] or NO_TENANT],
-            "blobs": [self.source, self.route[:64], method_label(self.method), status_class(self.status),
-                      self.code[:64], self.feature, self.provider[:16], self.outcome],
+            "blobs": [
+                self.source,
+                self.route[:64],
+                method_label(self.method),
+                status_class(self.status),
+                self.code[:64],
+                self.feature,
+                self.provider[:16],
+                self.outcome,
+            ],
             "doubles": [round(latency, 3), float(self.status), latency_bucket(latency)],
         }
 
@@ -136,8 +170,14 @@ class MetricsRecorder:
     therefore pays a list append; the conversion and the JS calls run after the responses, once
     per batch for the waitUntil task."""
 
-    def __init__(self, sink: DataPointSink | None, *, batch_seconds: float = 0.05, max_batch: int = 200,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        sink: DataPointSink | None,
+        *,
+        batch_seconds: float = 0.05,
+        max_batch: int = 200,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._sink = sink
         self._clock = clock
         self._scheduled_at = 0.0
@@ -200,5 +240,4 @@ class MetricsRecorder:
     def _drop(self, exc: BaseException) -> None:
         self.dropped += 1
         if self.dropped == 1 or self.dropped % 100 == 0:
-            log.warning(json.dumps({"event": "metrics_dropped", "dropped": self.dropped,
-                                    "error": type(exc).__name__}))
+            log.warning(json.dumps({"event": "metrics_dropped", "dropped": self.dropped, "error": type(exc).__name__}))

@@ -22,6 +22,7 @@ The SQL uses only what both speak: SUM/MAX, GROUP BY, `IN`, `toDateTime(<unix se
 `toUInt32(timestamp)`, `intDiv`. Tenant ids are checked against the tenant-id pattern before
 they are put into SQL text (the SQL API takes no bind parameters).
 """
+
 from __future__ import annotations
 
 import json
@@ -82,8 +83,12 @@ def parse_sql_api_answer(body: bytes) -> list[dict[str, Any]]:
     for row in rows:
         if not isinstance(row, dict):
             raise MetricsUnavailable("unreadable answer from the analytics SQL API")
-        out.append({k: _number(v) if isinstance(v, str) and _NUMERIC_TYPE.search(meta.get(k, "")) else v
-                    for k, v in row.items()})
+        out.append(
+            {
+                k: _number(v) if isinstance(v, str) and _NUMERIC_TYPE.search(meta.get(k, "")) else v
+                for k, v in row.items()
+            }
+        )
     return out
 
 
@@ -95,18 +100,24 @@ class SqlApiSource:
 
     async def query(self, sql: str) -> list[dict[str, Any]]:
         try:
-            resp = await self._http.request("POST", self._url, body=sql.encode("utf-8"), timeout=self._timeout,
-                                            headers={"authorization": f"Bearer {self._token}",
-                                                     "content-type": "text/plain; charset=utf-8"})
+            resp = await self._http.request(
+                "POST",
+                self._url,
+                body=sql.encode("utf-8"),
+                timeout=self._timeout,
+                headers={"authorization": f"Bearer {self._token}", "content-type": "text/plain; charset=utf-8"},
+            )
         except HttpError as exc:
             raise MetricsUnavailable(f"analytics SQL API unreachable: {exc}") from None
         if resp.status != 200:
-            raise MetricsUnavailable(f"analytics SQL API answered {resp.status}: "
-                                     f"{resp.body[:160].decode('utf-8', 'replace')}")
+            raise MetricsUnavailable(
+                f"analytics SQL API answered {resp.status}: {resp.body[:160].decode('utf-8', 'replace')}"
+            )
         return parse_sql_api_answer(resp.body)
 
 
 # ---- results -----------------------------------------------------------------------------------
+
 
 def percentile(buckets: Mapping[float, float], q: float) -> float | None:
     """The upper bound of the bucket holding the q-quantile of a latency histogram."""
@@ -152,16 +163,22 @@ class TenantMetrics:
 
     def view(self) -> dict[str, Any]:
         return {
-            "tenant_id": self.tenant_id, "requests": self.requests, "errors_5xx": self.errors_5xx,
-            "error_rate": self.error_rate, "p50_ms": self.p50_ms, "p95_ms": self.p95_ms,
+            "tenant_id": self.tenant_id,
+            "requests": self.requests,
+            "errors_5xx": self.errors_5xx,
+            "error_rate": self.error_rate,
+            "p50_ms": self.p50_ms,
+            "p95_ms": self.p95_ms,
             "status_classes": dict(sorted(self.status_classes.items())),
-            "auth_success_rate": self.auth_success_rate, "signins": self.signins,
+            "auth_success_rate": self.auth_success_rate,
+            "signins": self.signins,
             "features": {k: {**v, "total": sum(v.values())} for k, v in sorted(self.features.items())},
             "errors": self.errors,
         }
 
 
 # ---- queries -----------------------------------------------------------------------------------
+
 
 def window_bounds(window: str, now: float) -> tuple[int, int]:
     if window not in WINDOWS:
@@ -190,28 +207,34 @@ class MetricsQueries:
 
     def _where(self, window: str, now: float, tenant_ids: Iterable[str] | None) -> str:
         start, end = window_bounds(window, now)
-        return (f"timestamp >= toDateTime({start}) AND timestamp < toDateTime({end})"
-                f"{_tenant_filter(tenant_ids)}")
+        return f"timestamp >= toDateTime({start}) AND timestamp < toDateTime({end}){_tenant_filter(tenant_ids)}"
 
     def summary_sql(self, window: str, now: float, tenant_ids: Iterable[str] | None = None) -> dict[str, str]:
         where = self._where(window, now, tenant_ids)
         ds = self._dataset
         return {
             # What clients got from the edge: the dispatcher's points (health probes excluded).
-            "requests": (f"SELECT index1 AS tenant_id, blob4 AS status_class, double3 AS bucket,"
-                         f" SUM(_sample_interval) AS n FROM {ds} WHERE {where} AND blob1 = '{SOURCE_DISPATCHER}'"
-                         " GROUP BY tenant_id, status_class, bucket"),
-            "features": (f"SELECT index1 AS tenant_id, blob6 AS feature, blob7 AS provider, blob8 AS outcome,"
-                         f" SUM(_sample_interval) AS n FROM {ds} WHERE {where} AND blob1 = '{SOURCE_TENANT}'"
-                         " AND blob6 != '' GROUP BY tenant_id, feature, provider, outcome"),
-            "errors": (f"SELECT index1 AS tenant_id, blob1 AS source, blob5 AS code, SUM(_sample_interval) AS n,"
-                       f" MAX(toUInt32(timestamp)) AS last_seen FROM {ds} WHERE {where}"
-                       f" AND blob5 != '' AND blob1 != 'probe' GROUP BY tenant_id, source, code"
-                       " ORDER BY n DESC LIMIT 2000"),
+            "requests": (
+                f"SELECT index1 AS tenant_id, blob4 AS status_class, double3 AS bucket,"
+                f" SUM(_sample_interval) AS n FROM {ds} WHERE {where} AND blob1 = '{SOURCE_DISPATCHER}'"
+                " GROUP BY tenant_id, status_class, bucket"
+            ),
+            "features": (
+                f"SELECT index1 AS tenant_id, blob6 AS feature, blob7 AS provider, blob8 AS outcome,"
+                f" SUM(_sample_interval) AS n FROM {ds} WHERE {where} AND blob1 = '{SOURCE_TENANT}'"
+                " AND blob6 != '' GROUP BY tenant_id, feature, provider, outcome"
+            ),
+            "errors": (
+                f"SELECT index1 AS tenant_id, blob1 AS source, blob5 AS code, SUM(_sample_interval) AS n,"
+                f" MAX(toUInt32(timestamp)) AS last_seen FROM {ds} WHERE {where}"
+                f" AND blob5 != '' AND blob1 != 'probe' GROUP BY tenant_id, source, code"
+                " ORDER BY n DESC LIMIT 2000"
+            ),
         }
 
-    async def summary(self, *, window: str, now: float,
-                      tenant_ids: Iterable[str] | None = None) -> dict[str, TenantMetrics]:
+    async def summary(
+        self, *, window: str, now: float, tenant_ids: Iterable[str] | None = None
+    ) -> dict[str, TenantMetrics]:
         """Per tenant over the window: requests, 5xx error rate, p50/p95, sign-ins, features, errors.
         Tenants with no data in the window are absent unless named in `tenant_ids`."""
         ids = None if tenant_ids is None else list(tenant_ids)
@@ -242,16 +265,24 @@ class MetricsQueries:
                 by = m.features.setdefault(feature, {})
             by[outcome] = by.get(outcome, 0) + n
         for row in await self._source.query(sql["errors"]):
-            of(row["tenant_id"]).errors.append({"source": row["source"], "code": row["code"], "count": int(row["n"]),
-                                                "last_seen": int(row["last_seen"])})
+            of(row["tenant_id"]).errors.append(
+                {
+                    "source": row["source"],
+                    "code": row["code"],
+                    "count": int(row["n"]),
+                    "last_seen": int(row["last_seen"]),
+                }
+            )
         return out
 
     def series_sql(self, window: str, now: float, tenant_id: str) -> str:
         step = SERIES_STEPS[window] if window in SERIES_STEPS else 3600
         where = self._where(window, now, [tenant_id])
-        return (f"SELECT intDiv(toUInt32(timestamp), {step}) * {step} AS t, blob4 AS status_class,"
-                f" SUM(_sample_interval) AS n FROM {self._dataset} WHERE {where} AND blob1 = '{SOURCE_DISPATCHER}'"
-                " GROUP BY t, status_class ORDER BY t")
+        return (
+            f"SELECT intDiv(toUInt32(timestamp), {step}) * {step} AS t, blob4 AS status_class,"
+            f" SUM(_sample_interval) AS n FROM {self._dataset} WHERE {where} AND blob1 = '{SOURCE_DISPATCHER}'"
+            " GROUP BY t, status_class ORDER BY t"
+        )
 
     async def series(self, *, window: str, now: float, tenant_id: str) -> list[dict[str, int]]:
         """Requests and 5xx errors per step (5 min for 1h, an hour for 24h ...), every step present."""
@@ -269,5 +300,16 @@ class MetricsQueries:
         return [points[t] for t in sorted(points)]
 
 
-__all__ = ["LATENCY_BUCKETS_MS", "MetricsQueries", "MetricsSource", "MetricsUnavailable", "SqlApiSource",
-           "TenantMetrics", "WINDOWS", "parse_sql_api_answer", "percentile", "sql_api_url", "window_bounds"]
+__all__ = [
+    "LATENCY_BUCKETS_MS",
+    "MetricsQueries",
+    "MetricsSource",
+    "MetricsUnavailable",
+    "SqlApiSource",
+    "TenantMetrics",
+    "WINDOWS",
+    "parse_sql_api_answer",
+    "percentile",
+    "sql_api_url",
+    "window_bounds",
+]

@@ -5,6 +5,7 @@ dataclasses (stdlib only) rather than pydantic models: importing pydantic and bu
 models costs the dispatcher ~200 ms of cold start under CPython and more in Pyodide.
 Validation is just as strict: `from_mapping` refuses anything off-pattern.
 """
+
 from __future__ import annotations
 
 import re

@@ -15,6 +15,7 @@ tenant_worker.auth_store). The PKCE verifier is never stored: it is an HMAC of t
 cookie and the state id, so only the browser that started the flow, through this Worker,
 can complete it. Every failure is an OAuthError with a stable `reason` for audit/metrics.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,6 +65,7 @@ class OAuthError(Exception):
 
 # ---- configuration -----------------------------------------------------------------------
 
+
 class ProviderConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -90,9 +92,17 @@ def provider_config(provider: str, value: Callable[[str], str]) -> ProviderConfi
     for url in urls.values():
         _check_url(url)
     timeout = float(value("OAUTH_TIMEOUT_SECONDS") or 8.0)
-    return ProviderConfig(name=cast(Provider, provider), client_id=client_id, client_secret=client_secret,
-                          authorize_url=urls["authorize"], token_url=urls["token"], api_url=urls.get("api", ""),
-                          jwks_url=urls.get("jwks", ""), scope=SCOPES[provider], timeout=min(max(timeout, 0.1), 30.0))
+    return ProviderConfig(
+        name=cast(Provider, provider),
+        client_id=client_id,
+        client_secret=client_secret,
+        authorize_url=urls["authorize"],
+        token_url=urls["token"],
+        api_url=urls.get("api", ""),
+        jwks_url=urls.get("jwks", ""),
+        scope=SCOPES[provider],
+        timeout=min(max(timeout, 0.1), 30.0),
+    )
 
 
 def _check_url(url: str) -> None:
@@ -167,21 +177,32 @@ class StateClaims(BaseModel):
     kid: str | None = Field(default=None, exclude=True)
 
 
-def issue_state(*, tenant_id: str, host: str, provider: Provider, nonce: str,
-                next_path: str, now: float) -> StateClaims:
-    return StateClaims(tid=tenant_id, host=host, prv=provider, nh=nonce_hash(nonce), nxt=safe_next(next_path),
-                       jti=secrets.token_urlsafe(18), iat=int(now), exp=int(now) + STATE_TTL_SECONDS)
+def issue_state(
+    *, tenant_id: str, host: str, provider: Provider, nonce: str, next_path: str, now: float
+) -> StateClaims:
+    return StateClaims(
+        tid=tenant_id,
+        host=host,
+        prv=provider,
+        nh=nonce_hash(nonce),
+        nxt=safe_next(next_path),
+        jti=secrets.token_urlsafe(18),
+        iat=int(now),
+        exp=int(now) + STATE_TTL_SECONDS,
+    )
 
 
 def encode_state(secret: str, claims: StateClaims) -> str:
     key = _session_key(secret)
     assert key is not None
-    return HS256Signer(_derive(key.secret, "oauth-state", claims.tid),
-                       kid=None if key.legacy else key.kid).sign(claims.model_dump())
+    return HS256Signer(_derive(key.secret, "oauth-state", claims.tid), kid=None if key.legacy else key.kid).sign(
+        claims.model_dump()
+    )
 
 
-def verify_state(token: str | None, secret: str, *, tenant_id: str, host: str, nonce: str | None,
-                 now: float) -> StateClaims:
+def verify_state(
+    token: str | None, secret: str, *, tenant_id: str, host: str, nonce: str | None, now: float
+) -> StateClaims:
     """The claims of a state this tenant issued to this browser, not yet expired."""
     if not token:
         raise OAuthError("state_missing", "The sign-in link is incomplete. Please start again.")
@@ -217,10 +238,17 @@ def safe_next(value: str | None) -> str:
     return value
 
 
-def authorize_url(cfg: ProviderConfig, redirect_uri: str, state: str, *, challenge: str,
-                  oidc_nonce_value: str | None = None) -> str:
-    params = {"client_id": cfg.client_id, "redirect_uri": redirect_uri, "scope": cfg.scope, "state": state,
-              "code_challenge": challenge, "code_challenge_method": "S256"}
+def authorize_url(
+    cfg: ProviderConfig, redirect_uri: str, state: str, *, challenge: str, oidc_nonce_value: str | None = None
+) -> str:
+    params = {
+        "client_id": cfg.client_id,
+        "redirect_uri": redirect_uri,
+        "scope": cfg.scope,
+        "state": state,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
     if cfg.name == "google":
         params.update({"response_type": "code", "nonce": oidc_nonce_value or "", "prompt": "select_account"})
     else:
@@ -229,6 +257,7 @@ def authorize_url(cfg: ProviderConfig, redirect_uri: str, state: str, *, challen
 
 
 # ---- provider calls ------------------------------------------------------------------------
+
 
 class TokenResponse(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -251,11 +280,13 @@ class Identity(BaseModel):
     name: str | None = Field(default=None, max_length=200)
 
 
-async def _send(http: HttpClient, cfg: ProviderConfig, method: str, url: str, *, headers: dict[str, str],
-                body: bytes | None = None) -> HttpResponse:
+async def _send(
+    http: HttpClient, cfg: ProviderConfig, method: str, url: str, *, headers: dict[str, str], body: bytes | None = None
+) -> HttpResponse:
     try:
-        resp = await http.request(method, url, headers={"user-agent": USER_AGENT, **headers}, body=body,
-                                  timeout=cfg.timeout)
+        resp = await http.request(
+            method, url, headers={"user-agent": USER_AGENT, **headers}, body=body, timeout=cfg.timeout
+        )
     except HttpError:
         raise OAuthError("provider_unavailable", f"{cfg.name.title()} did not answer. Please try again.") from None
     if resp.status >= 500:
@@ -275,13 +306,27 @@ def _parse_body(resp: HttpResponse) -> dict[str, Any]:
         return {}
 
 
-async def exchange_code(http: HttpClient, cfg: ProviderConfig, code: str, redirect_uri: str,
-                        verifier: str) -> TokenResponse:
-    form = urlencode({"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
-                      "client_id": cfg.client_id, "client_secret": cfg.client_secret,
-                      "code_verifier": verifier}).encode()
-    resp = await _send(http, cfg, "POST", cfg.token_url, body=form,
-                       headers={"content-type": "application/x-www-form-urlencoded", "accept": "application/json"})
+async def exchange_code(
+    http: HttpClient, cfg: ProviderConfig, code: str, redirect_uri: str, verifier: str
+) -> TokenResponse:
+    form = urlencode(
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "client_id": cfg.client_id,
+            "client_secret": cfg.client_secret,
+            "code_verifier": verifier,
+        }
+    ).encode()
+    resp = await _send(
+        http,
+        cfg,
+        "POST",
+        cfg.token_url,
+        body=form,
+        headers={"content-type": "application/x-www-form-urlencoded", "accept": "application/json"},
+    )
     data = _parse_body(resp)
     # GitHub reports a bad code as 200 with an `error` field; Google uses 400.
     if not resp.ok or "error" in data:
@@ -309,9 +354,17 @@ class GitHubEmail(BaseModel):
 
 
 async def _github_get(http: HttpClient, cfg: ProviderConfig, path: str, token: str) -> Any:
-    resp = await _send(http, cfg, "GET", cfg.api_url.rstrip("/") + path, headers={
-        "authorization": f"Bearer {token}", "accept": "application/vnd.github+json",
-        "x-github-api-version": "2022-11-28"})
+    resp = await _send(
+        http,
+        cfg,
+        "GET",
+        cfg.api_url.rstrip("/") + path,
+        headers={
+            "authorization": f"Bearer {token}",
+            "accept": "application/vnd.github+json",
+            "x-github-api-version": "2022-11-28",
+        },
+    )
     if not resp.ok:
         raise OAuthError("profile_fetch_failed", "GitHub did not share your profile. Please try again.")
     try:
@@ -373,8 +426,17 @@ class JwksCache:
         return keys
 
 
-async def google_identity(http: HttpClient, cfg: ProviderConfig, tokens: TokenResponse, *, expected_nonce: str,
-                          now: float, jwks: JwksCache, verifier: RsaVerifier, leeway: int = 60) -> Identity:
+async def google_identity(
+    http: HttpClient,
+    cfg: ProviderConfig,
+    tokens: TokenResponse,
+    *,
+    expected_nonce: str,
+    now: float,
+    jwks: JwksCache,
+    verifier: RsaVerifier,
+    leeway: int = 60,
+) -> Identity:
     """Identity from Google's ID token: signature (JWKS, the RSA check by `verifier`), issuer,
     audience, expiry, nonce. An unknown key id refetches the JWKS once, never more per sign-in."""
     if not tokens.id_token:
@@ -411,4 +473,3 @@ def _identity(provider: Provider, subject: str, email: str, name: str | None) ->
         return Identity(provider=provider, subject=subject, email=email.lower(), name=(name or None) and name[:200])
     except ValidationError:
         raise OAuthError("profile_fetch_failed", f"{provider.title()} sent an unusable profile.") from None
-

@@ -4,6 +4,7 @@ On Cloudflare the tenant Worker hands the core a client built on the runtime's o
 `fetch` (shared.fetch_client); under CPython the local runtime and the tests hand
 it one built on httpx (localrt.http_client). Code that builds requests never knows which.
 """
+
 from __future__ import annotations
 
 import json

@@ -6,6 +6,7 @@ operator's CLI (controlplane.model), the domain rules (shared.domains) and the d
 them from vars: a tenant learns whether it is the primary tenant from the dispatcher's signed
 context (`tenant_type`), never from a var it could be deployed with.
 """
+
 from __future__ import annotations
 
 PLATFORM_ZONE = "cozyartzmedia.com"

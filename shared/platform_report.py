@@ -17,6 +17,7 @@ supabase/migrations/20261127021542_platform_dashboard_paged.sql):
 - The tenant table is paged, 50 a page, sorted by churn risk then revenue (`risk`, the default),
   revenue, name or tenant id; the tenant id breaks ties, so pages never overlap.
 """
+
 from __future__ import annotations
 
 import re
@@ -72,6 +73,7 @@ def page_query(query: Mapping[str, list[str]]) -> PageQuery:
 
 
 # ---- the answer of public.platform_dashboard() -----------------------------------------------------
+
 
 class _Row(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -140,8 +142,12 @@ def link(path: str, q: PageQuery, page: int) -> str:
     return f"{path}?{urlencode({'page': page, 'sort': q.sort})}"
 
 
-def platform_report(answer: DashboardAnswer, metrics: Mapping[str, Mapping[str, Any]], q: PageQuery,
-                    path: str = "/api/platform/dashboard") -> dict[str, Any]:
+def platform_report(
+    answer: DashboardAnswer,
+    metrics: Mapping[str, Mapping[str, Any]],
+    q: PageQuery,
+    path: str = "/api/platform/dashboard",
+) -> dict[str, Any]:
     """The dashboard: totals over every tenant, one page of tenant rows (with their metrics
     views, tenant id -> view), and where the next and previous pages are."""
     pages = max(1, -(-answer.total // q.per_page))
@@ -150,7 +156,11 @@ def platform_report(answer: DashboardAnswer, metrics: Mapping[str, Mapping[str, 
         "totals": {**answer.totals.model_dump(), "by_status": answer.by_status, "by_tier": answer.by_tier},
         "adoption": answer.adoption.model_dump(),
         "tenants": [tenant_view(r, metrics.get(r.tenant_id)) for r in answer.tenants],
-        "sort": q.sort, "sorts": list(SORTS), "page": q.page, "per_page": q.per_page, "pages": pages,
+        "sort": q.sort,
+        "sorts": list(SORTS),
+        "page": q.page,
+        "per_page": q.per_page,
+        "pages": pages,
         "total": answer.total,
         "next": link(path, q, q.page + 1) if has_next else None,
         "prev": link(path, q, min(q.page - 1, pages)) if q.page > 1 else None,

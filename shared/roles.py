@@ -3,6 +3,7 @@
 `RoleName` is the string type for tokens and request bodies, `Role` the enum the Worker's
 authorisation layer ranks; they name the same three roles.
 """
+
 from __future__ import annotations
 
 from enum import Enum

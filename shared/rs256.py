@@ -12,6 +12,7 @@ is done by the runtime's crypto library through the `RsaVerifier` protocol:
 
 Only time-independent checks happen here; the caller checks iss/aud/exp/nonce.
 """
+
 from __future__ import annotations
 
 import json
@@ -103,8 +104,9 @@ def parse_rs256(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, byte
     return header, claims, f"{parts[0]}.{parts[1]}".encode("ascii"), b64url_decode(parts[2])
 
 
-async def verify_rs256(token: str, keys: Sequence[RsaPublicKey],
-                       verifier: RsaVerifier) -> tuple[dict[str, Any], dict[str, Any]]:
+async def verify_rs256(
+    token: str, keys: Sequence[RsaPublicKey], verifier: RsaVerifier
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(header, claims) of a token signed by one of `keys`; SignatureError otherwise.
 
     "unknown key id" (a `kid` that none of `keys` has) is the caller's cue to refetch the JWKS once.

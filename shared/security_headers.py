@@ -16,6 +16,7 @@ Every response:
 
 A header a handler already set is kept (a download's own Content-Type stays what it is).
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,11 +27,14 @@ from typing import Mapping
 def page_csp(*inline_styles: str, img_origins: tuple[str, ...] = ()) -> str:
     """The CSP of a page whose only inline content is these <style> blocks (exact text), with
     images from the site itself and `img_origins` (e.g. a tenant's logo host: shared.branding.logo_origin)."""
-    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'"
-                      for s in inline_styles)
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in inline_styles
+    )
     images = " ".join(("'self'", "data:", *img_origins))
-    return (f"default-src 'none'; script-src 'none'; style-src {hashes or chr(39) + 'none' + chr(39)}; "
-            f"img-src {images}; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+    return (
+        f"default-src 'none'; script-src 'none'; style-src {hashes or chr(39) + 'none' + chr(39)}; "
+        f"img-src {images}; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    )
 
 
 PAGE_CSP = page_csp()  # an HTML answer that did not name its styles: none apply

@@ -15,6 +15,7 @@ keyrings), and verified with whichever key of the keyring the header names, unti
 not_after. A rotation therefore signs new sessions with the new key while the sessions already
 out stay good until they expire (SESSION_TTL_SECONDS).
 """
+
 from __future__ import annotations
 
 import functools
@@ -99,23 +100,55 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(18)
 
 
-def new_session(secret: str, *, tenant_id: str, user_id: str, role: Role, now: float | datetime,
-                ttl_seconds: int = SESSION_TTL_SECONDS, email: str | None = None,
-                name: str | None = None) -> tuple[str, SessionClaims]:
+def new_session(
+    secret: str,
+    *,
+    tenant_id: str,
+    user_id: str,
+    role: Role,
+    now: float | datetime,
+    ttl_seconds: int = SESSION_TTL_SECONDS,
+    email: str | None = None,
+    name: str | None = None,
+) -> tuple[str, SessionClaims]:
     """A new session: the signed token for the cookie and the claims it carries (the issuer
     knows them; it never verifies its own fresh token to learn them)."""
     iat = int(now.timestamp()) if isinstance(now, datetime) else int(now)
-    claims = SessionClaims(tid=tenant_id, sub=user_id.lower(), role=role, sid=new_session_id(), iat=iat,
-                           exp=iat + ttl_seconds, email=email, name=(name or None) and name[:200])
+    claims = SessionClaims(
+        tid=tenant_id,
+        sub=user_id.lower(),
+        role=role,
+        sid=new_session_id(),
+        iat=iat,
+        exp=iat + ttl_seconds,
+        email=email,
+        name=(name or None) and name[:200],
+    )
     return _signer(session_keyring(secret).active, tenant_id).sign(claims.model_dump(exclude_none=True)), claims
 
 
-def issue_session(secret: str, *, tenant_id: str, user_id: str, role: Role, now: float | datetime,
-                  ttl_seconds: int = SESSION_TTL_SECONDS, email: str | None = None,
-                  name: str | None = None) -> str:
+def issue_session(
+    secret: str,
+    *,
+    tenant_id: str,
+    user_id: str,
+    role: Role,
+    now: float | datetime,
+    ttl_seconds: int = SESSION_TTL_SECONDS,
+    email: str | None = None,
+    name: str | None = None,
+) -> str:
     """The signed token of a new session (new_session without the claims)."""
-    return new_session(secret, tenant_id=tenant_id, user_id=user_id, role=role, now=now, ttl_seconds=ttl_seconds,
-                       email=email, name=name)[0]
+    return new_session(
+        secret,
+        tenant_id=tenant_id,
+        user_id=user_id,
+        role=role,
+        now=now,
+        ttl_seconds=ttl_seconds,
+        email=email,
+        name=name,
+    )[0]
 
 
 @functools.lru_cache(maxsize=64)

@@ -21,6 +21,7 @@ Table, column and function names are checked against a strict pattern and filter
 are URL-encoded, so no caller input can add operators or parameters to the query string.
 No third-party imports beyond the shared core: it runs in the Worker as under CPython.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,9 @@ Row = dict[str, Any]
 class SupabaseError(Exception):
     """PostgREST answered with an error (its JSON: code, message, details, hint)."""
 
-    def __init__(self, status: int, code: str | None, message: str,
-                 details: str | None = None, hint: str | None = None) -> None:
+    def __init__(
+        self, status: int, code: str | None, message: str, details: str | None = None, hint: str | None = None
+    ) -> None:
         super().__init__(f"{status} {code or '-'}: {message}")
         self.status = status
         self.code = code
@@ -92,8 +94,7 @@ def _literal(value: FilterValue) -> str:
 class SupabaseClient:
     """PostgREST calls as one principal (a tenant user's JWT, or the service role)."""
 
-    def __init__(self, http: HttpClient, *, url: str, api_key: str, access_token: str,
-                 timeout: float = 10.0) -> None:
+    def __init__(self, http: HttpClient, *, url: str, api_key: str, access_token: str, timeout: float = 10.0) -> None:
         self._http = http
         self._rest = url.rstrip("/") + "/rest/v1"
         self._timeout = timeout
@@ -104,15 +105,23 @@ class SupabaseClient:
         }
 
     @classmethod
-    def as_service_role(cls, http: HttpClient, *, url: str, service_role_key: str,
-                        timeout: float = 10.0) -> "SupabaseClient":
+    def as_service_role(
+        cls, http: HttpClient, *, url: str, service_role_key: str, timeout: float = 10.0
+    ) -> "SupabaseClient":
         """Bypasses RLS: for usage, audit and the control plane only (see design.md)."""
         return cls(http, url=url, api_key=service_role_key, access_token=service_role_key, timeout=timeout)
 
     # ---- operations ---------------------------------------------------------------------
-    async def select(self, table: str, *, columns: str = "*", eq: Mapping[str, FilterValue] | None = None,
-                     order: str | Sequence[str] | None = None, limit: int | None = None,
-                     offset: int | None = None) -> list[Row]:
+    async def select(
+        self,
+        table: str,
+        *,
+        columns: str = "*",
+        eq: Mapping[str, FilterValue] | None = None,
+        order: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[Row]:
         params = [("select", self._columns(columns))] + self._filters(eq)
         if order:
             orders = [order] if isinstance(order, str) else list(order)
@@ -127,29 +136,45 @@ class SupabaseClient:
         return await self._rows("GET", table, params)
 
     async def insert(self, table: str, rows: Row | Sequence[Row], *, columns: str = "*") -> list[Row]:
-        return await self._rows("POST", table, [("select", self._columns(columns))], body=rows,
-                                prefer="return=representation")
-
-    async def upsert(self, table: str, rows: Row | Sequence[Row], *, on_conflict: str,
-                     columns: str = "*", ignore_duplicates: bool = False) -> list[Row]:
-        resolution = "ignore-duplicates" if ignore_duplicates else "merge-duplicates"
         return await self._rows(
-            "POST", table, [("on_conflict", self._columns(on_conflict)), ("select", self._columns(columns))],
-            body=rows, prefer=f"return=representation,resolution={resolution}",
+            "POST", table, [("select", self._columns(columns))], body=rows, prefer="return=representation"
         )
 
-    async def update(self, table: str, values: Row, *, eq: Mapping[str, FilterValue],
-                     columns: str = "*") -> list[Row]:
+    async def upsert(
+        self,
+        table: str,
+        rows: Row | Sequence[Row],
+        *,
+        on_conflict: str,
+        columns: str = "*",
+        ignore_duplicates: bool = False,
+    ) -> list[Row]:
+        resolution = "ignore-duplicates" if ignore_duplicates else "merge-duplicates"
+        return await self._rows(
+            "POST",
+            table,
+            [("on_conflict", self._columns(on_conflict)), ("select", self._columns(columns))],
+            body=rows,
+            prefer=f"return=representation,resolution={resolution}",
+        )
+
+    async def update(self, table: str, values: Row, *, eq: Mapping[str, FilterValue], columns: str = "*") -> list[Row]:
         if not eq:
             raise ValueError("update needs at least one filter (no accidental whole-table writes)")
-        return await self._rows("PATCH", table, [("select", self._columns(columns))] + self._filters(eq),
-                                body=values, prefer="return=representation")
+        return await self._rows(
+            "PATCH",
+            table,
+            [("select", self._columns(columns))] + self._filters(eq),
+            body=values,
+            prefer="return=representation",
+        )
 
     async def delete(self, table: str, *, eq: Mapping[str, FilterValue], columns: str = "*") -> list[Row]:
         if not eq:
             raise ValueError("delete needs at least one filter (no accidental whole-table deletes)")
-        return await self._rows("DELETE", table, [("select", self._columns(columns))] + self._filters(eq),
-                                prefer="return=representation")
+        return await self._rows(
+            "DELETE", table, [("select", self._columns(columns))] + self._filters(eq), prefer="return=representation"
+        )
 
     async def rpc(self, function: str, args: Mapping[str, Any] | None = None) -> Any:
         resp = await self._send("POST", f"rpc/{_name(function, 'function')}", [], body=dict(args or {}))
@@ -167,14 +192,16 @@ class SupabaseClient:
     def _filters(eq: Mapping[str, FilterValue] | None) -> list[tuple[str, str]]:
         return [(_name(col, "column"), _literal(val)) for col, val in (eq or {}).items()]
 
-    async def _rows(self, method: str, table: str, params: list[tuple[str, str]], *,
-                    body: Any = None, prefer: str | None = None) -> list[Row]:
+    async def _rows(
+        self, method: str, table: str, params: list[tuple[str, str]], *, body: Any = None, prefer: str | None = None
+    ) -> list[Row]:
         resp = await self._send(method, _name(table, "table"), params, body=body, prefer=prefer)
         data = _decoded(resp) if resp.body else []
         return data if isinstance(data, list) else [data]
 
-    async def _send(self, method: str, path: str, params: list[tuple[str, str]], *,
-                    body: Any = None, prefer: str | None = None) -> HttpResponse:
+    async def _send(
+        self, method: str, path: str, params: list[tuple[str, str]], *, body: Any = None, prefer: str | None = None
+    ) -> HttpResponse:
         headers = dict(self._headers)
         payload: bytes | None = None
         if body is not None:

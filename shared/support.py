@@ -6,6 +6,7 @@ opening, and the first answer by a tenant admin or platform staff member who is 
 stops it. A ticket whose first answer came after its due time, or that is still unanswered
 past it, is breached.
 """
+
 from __future__ import annotations
 
 from datetime import datetime

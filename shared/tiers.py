@@ -6,6 +6,7 @@ Storage limits are ours (the document names none): 1, 10 and 100 GiB, and one up
 may be at most 25, 50 or 95 MiB (under the 100 MB request body Cloudflare accepts on the
 Free and Pro plans).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -10,6 +10,7 @@ Limits come from the tier table alone (`plan_for(tier).limit_for(kind)`), read a
 decision, so a tier change takes effect on the next consume. No I/O here: the Durable
 Object (tenant_worker.usage_meter) stores the numbers and asks this module what they mean.
 """
+
 from __future__ import annotations
 
 import math
@@ -113,9 +114,15 @@ class UsageDecision(BaseModel):
 
     def to_rpc(self) -> dict[str, Any]:
         """Plain JSON values: what crosses the Durable Object RPC boundary (as model_dump(mode="json"))."""
-        return {"allowed": self.allowed, "kind": self.kind.value, "used": self.used, "limit": self.limit,
-                "remaining": self.remaining, "period": self.period,
-                "resets_at": None if self.resets_at is None else self.resets_at.isoformat().replace("+00:00", "Z")}
+        return {
+            "allowed": self.allowed,
+            "kind": self.kind.value,
+            "used": self.used,
+            "limit": self.limit,
+            "remaining": self.remaining,
+            "period": self.period,
+            "resets_at": None if self.resets_at is None else self.resets_at.isoformat().replace("+00:00", "Z"),
+        }
 
 
 class UsageItem(BaseModel):
@@ -155,21 +162,35 @@ def decision(kind: UsageKind, tier: Tier, used: int, now: float, *, allowed: boo
         raise UsageError("a counter below zero")
     limit = limit_of(tier, kind)
     return UsageDecision.model_construct(
-        allowed=allowed, kind=kind, used=used, limit=limit, remaining=max(0, limit - used),
-        period=period_of(kind, now), resets_at=resets_at(kind, now),
+        allowed=allowed,
+        kind=kind,
+        used=used,
+        limit=limit,
+        remaining=max(0, limit - used),
+        period=period_of(kind, now),
+        resets_at=resets_at(kind, now),
     )
 
 
-def snapshot(tenant_id: str, tier: Tier, used: Mapping[UsageKind, int], now: float,
-             seeded: list[UsageKind] | None = None) -> UsageSnapshot:
+def snapshot(
+    tenant_id: str, tier: Tier, used: Mapping[UsageKind, int], now: float, seeded: list[UsageKind] | None = None
+) -> UsageSnapshot:
     """A snapshot from the current value of each kind (missing kinds stand at 0)."""
     items = []
     for kind in UsageKind:
         d = decision(kind, tier, used.get(kind, 0), now, allowed=True)
-        items.append(UsageItem(kind=kind, used=d.used, limit=d.limit, remaining=d.remaining,
-                               period=d.period, resets_at=d.resets_at))
-    return UsageSnapshot(tenant_id=tenant_id, tier=tier, at=datetime.fromtimestamp(now, tz=timezone.utc),
-                         items=items, seeded=sorted(seeded or [], key=lambda k: k.value))
+        items.append(
+            UsageItem(
+                kind=kind, used=d.used, limit=d.limit, remaining=d.remaining, period=d.period, resets_at=d.resets_at
+            )
+        )
+    return UsageSnapshot(
+        tenant_id=tenant_id,
+        tier=tier,
+        at=datetime.fromtimestamp(now, tz=timezone.utc),
+        items=items,
+        seeded=sorted(seeded or [], key=lambda k: k.value),
+    )
 
 
 class UsageRow(BaseModel):
@@ -215,8 +236,9 @@ def recorded_count(rows: Any) -> int | None:
 def flush_row(tenant_id: str, tier: Tier, kind: UsageKind, period: str, used: int, now: float) -> UsageRow:
     """The tenant_usage row for a stored counter: a level is written under the current month."""
     target = month_of(now) if period == LEVEL_PERIOD else period
-    return UsageRow(tenant_id=tenant_id, usage_type=kind, period=target, usage_count=used,
-                    usage_limit=limit_of(tier, kind))
+    return UsageRow(
+        tenant_id=tenant_id, usage_type=kind, period=target, usage_count=used, usage_limit=limit_of(tier, kind)
+    )
 
 
 def flush_backoff_ms(attempt: int, *, base_ms: int, cap_ms: int) -> int:

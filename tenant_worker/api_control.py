@@ -14,6 +14,7 @@ Counters (ai_calls) need no restore here: the CLI writes them into Supabase's hi
 (storage) live only in the meter: a restore seeds them, and `seed_level` keeps a value the
 meter already holds, so a repeated restore changes nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,9 @@ def _authorize(call: Call, op: str) -> None:
         else:
             raise ControlTokenError("no accepted context key")
     except ControlTokenError as exc:
-        log.warning(json.dumps({"event": "control_refused", "op": op, "reason": str(exc),
-                                "request_id": call.request_id}))
+        log.warning(
+            json.dumps({"event": "control_refused", "op": op, "reason": str(exc), "request_id": call.request_id})
+        )
         raise ApiError(403, "forbidden", "Not allowed.") from None
 
 
@@ -71,10 +73,14 @@ async def _snapshot(call: Call) -> dict[str, Any]:
     try:
         snap = await meter_for(call).snapshot()
     except Exception as exc:  # the meter could not answer: the operator re-runs
-        log.error(json.dumps({"event": "control_meter_unavailable", "reason": type(exc).__name__,
-                              "request_id": call.request_id}))
-        raise ApiError(503, "usage_unavailable", "The usage meter is unavailable. Please try again.",
-                       headers={"retry-after": "5"}) from None
+        log.error(
+            json.dumps(
+                {"event": "control_meter_unavailable", "reason": type(exc).__name__, "request_id": call.request_id}
+            )
+        )
+        raise ApiError(
+            503, "usage_unavailable", "The usage meter is unavailable. Please try again.", headers={"retry-after": "5"}
+        ) from None
     return snap.model_dump(mode="json")
 
 
@@ -92,10 +98,17 @@ async def restore_meter(call: Call) -> Reply:
         try:
             await meter.seed_level(UsageKind.STORAGE, body.levels.storage)
         except Exception as exc:
-            log.error(json.dumps({"event": "control_meter_unavailable", "reason": type(exc).__name__,
-                                  "request_id": call.request_id}))
-            raise ApiError(503, "usage_unavailable", "The usage meter is unavailable. Please try again.",
-                           headers={"retry-after": "5"}) from None
+            log.error(
+                json.dumps(
+                    {"event": "control_meter_unavailable", "reason": type(exc).__name__, "request_id": call.request_id}
+                )
+            )
+            raise ApiError(
+                503,
+                "usage_unavailable",
+                "The usage meter is unavailable. Please try again.",
+                headers={"retry-after": "5"},
+            ) from None
         seeded[UsageKind.STORAGE.value] = body.levels.storage
     return json_reply({"seeded": seeded, "meter": await _snapshot(call)}, headers={"cache-control": "no-store"})
 

@@ -14,6 +14,7 @@ before), `action` (exact, or a prefix ending in `*`: `domain.*`), `actor`, `sinc
 `tenant`. Anything else is a 400 `invalid_query`. Rows come from public.audit_trail*() with the
 user's token, so RLS decides what is seen (supabase/migrations/20261126233134_audit_chain.sql).
 """
+
 from __future__ import annotations
 
 import base64
@@ -56,28 +57,45 @@ def _page(call: Call, default: int = 50, most: int = 200) -> tuple[int, int]:
 
 async def get_tenant(call: Call) -> Reply:
     principal = require(call)
-    rows = await guarded(tenant_db(call, principal).select(
-        "tenants", columns=TENANT_COLUMNS, eq={"tenant_id": call.tenant.tenant_id}, limit=1))
+    rows = await guarded(
+        tenant_db(call, principal).select(
+            "tenants", columns=TENANT_COLUMNS, eq={"tenant_id": call.tenant.tenant_id}, limit=1
+        )
+    )
     if not rows:
         raise ApiError(404, "not_found", "This tenant has no record yet.")
     row = rows[0]
-    return json_reply({"tenant": {k: v for k, v in row.items() if k != "whitelabel_config"},
-                       "branding": row.get("whitelabel_config") or {}})
+    return json_reply(
+        {
+            "tenant": {k: v for k, v in row.items() if k != "whitelabel_config"},
+            "branding": row.get("whitelabel_config") or {},
+        }
+    )
 
 
 async def list_domains(call: Call) -> Reply:
     principal = require(call)
-    rows = await guarded(tenant_db(call, principal).select(
-        "tenant_domains", columns=DOMAIN_COLUMNS, eq={"tenant_id": call.tenant.tenant_id}, order="domain.asc"))
+    rows = await guarded(
+        tenant_db(call, principal).select(
+            "tenant_domains", columns=DOMAIN_COLUMNS, eq={"tenant_id": call.tenant.tenant_id}, order="domain.asc"
+        )
+    )
     return json_reply({"domains": rows})
 
 
 async def list_profiles(call: Call) -> Reply:
     principal = require(call, Role.ADMIN)
     limit, offset = _page(call)
-    rows = await guarded(tenant_db(call, principal).select(
-        "profiles", columns=PROFILE_COLUMNS, eq={"tenant_id": call.tenant.tenant_id},
-        order=["created_at.asc", "id.asc"], limit=limit, offset=offset))
+    rows = await guarded(
+        tenant_db(call, principal).select(
+            "profiles",
+            columns=PROFILE_COLUMNS,
+            eq={"tenant_id": call.tenant.tenant_id},
+            order=["created_at.asc", "id.asc"],
+            limit=limit,
+            offset=offset,
+        )
+    )
     return json_reply({"profiles": rows, "limit": limit, "offset": offset})
 
 
@@ -103,16 +121,22 @@ async def patch_profile(call: Call) -> Reply:
             raise ApiError(403, "forbidden", "Only a platform super admin can grant super_admin.")
     if "tenant_role" in values and target == principal.user_id:
         raise ApiError(403, "forbidden", "You cannot change your own role.")
-    rows = await guarded(tenant_db(call, principal).update(
-        "profiles", values, eq={"id": target, "tenant_id": call.tenant.tenant_id}, columns=PROFILE_COLUMNS))
+    rows = await guarded(
+        tenant_db(call, principal).update(
+            "profiles", values, eq={"id": target, "tenant_id": call.tenant.tenant_id}, columns=PROFILE_COLUMNS
+        )
+    )
     if not rows:  # RLS hides other tenants' rows: the same answer as a missing one
         raise ApiError(404, "not_found", "No such profile in this tenant.")
     if "tenant_role" in values:
         await _after_role_change(call, principal.user_id, target, values["tenant_role"])
     changed = sorted(k for k in values if k != "tenant_role")
     if changed:  # the values themselves stay out of the trail (a display name is personal data)
-        await guarded(write_audit(call, actor=principal.user_id, action="profile.updated", target=target,
-                                  details={"fields": changed}))
+        await guarded(
+            write_audit(
+                call, actor=principal.user_id, action="profile.updated", target=target, details={"fields": changed}
+            )
+        )
     return json_reply({"profile": rows[0]})
 
 
@@ -121,8 +145,9 @@ async def _after_role_change(call: Call, actor: str, target: str, role: str) -> 
         await AuthStore.of(call.env, call.tenant.tenant_id).set_epoch(target, "role", call.services.clock())
     except AuthStoreMissing:
         pass
-    await guarded(write_audit(call, actor=actor, action="profile.role_changed", target=target,
-                              details={"tenant_role": role}))
+    await guarded(
+        write_audit(call, actor=actor, action="profile.role_changed", target=target, details={"tenant_role": role})
+    )
 
 
 # ---- the audit trail ------------------------------------------------------------------------
@@ -193,8 +218,9 @@ def audit_query(call: Call, cursor_kind: str, extra: frozenset[str] = frozenset(
     """The listing's query string, checked whole: unknown names and bad values are 400s."""
     unknown = sorted(set(call.query) - AUDIT_QUERY - extra)
     if unknown:
-        raise _bad_query(f"Unknown query parameter(s): {', '.join(unknown)}. "
-                         f"Use {', '.join(sorted(AUDIT_QUERY | extra))}.")
+        raise _bad_query(
+            f"Unknown query parameter(s): {', '.join(unknown)}. Use {', '.join(sorted(AUDIT_QUERY | extra))}."
+        )
     if any(len(v) > 1 for v in call.query.values()):
         raise _bad_query("Each query parameter may be given once.")
     raw_limit = call.arg("limit") or "50"
@@ -212,9 +238,15 @@ def audit_query(call: Call, cursor_kind: str, extra: frozenset[str] = frozenset(
     if actor is not None and not 1 <= len(actor) <= 200:
         raise _bad_query("actor must be 1..200 characters.")
     cursor = call.arg("cursor")
-    return AuditQuery(limit=int(raw_limit), before=decode_cursor(cursor, cursor_kind) if cursor else None,
-                      action=action, action_prefix=action_prefix, actor=actor,
-                      since=_timestamp(call, "since"), until=_timestamp(call, "until"))
+    return AuditQuery(
+        limit=int(raw_limit),
+        before=decode_cursor(cursor, cursor_kind) if cursor else None,
+        action=action,
+        action_prefix=action_prefix,
+        actor=actor,
+        since=_timestamp(call, "since"),
+        until=_timestamp(call, "until"),
+    )
 
 
 def _entries(rows: Any) -> list[AuditEntry]:
@@ -226,25 +258,36 @@ def _entries(rows: Any) -> list[AuditEntry]:
 
 def _page_reply(entries: list[AuditEntry], q: AuditQuery, kind: str, *, with_tenant: bool) -> Reply:
     more = len(entries) > q.limit
-    entries = entries[:q.limit]
+    entries = entries[: q.limit]
     last = entries[-1] if entries else None
     next_cursor = encode_cursor(kind, last.seq if kind == "seq" else last.id) if more and last else None
     drop = set() if with_tenant else {"tenant_id"}
-    return json_reply({"entries": [e.model_dump(exclude=drop) for e in entries], "limit": q.limit,
-                       "next_cursor": next_cursor}, headers={"cache-control": "no-store"})
+    return json_reply(
+        {"entries": [e.model_dump(exclude=drop) for e in entries], "limit": q.limit, "next_cursor": next_cursor},
+        headers={"cache-control": "no-store"},
+    )
 
 
 def _filters(q: AuditQuery) -> dict[str, Any]:
-    return {"p_action": q.action, "p_action_prefix": q.action_prefix, "p_actor": q.actor,
-            "p_since": q.since, "p_until": q.until, "p_limit": q.limit + 1}
+    return {
+        "p_action": q.action,
+        "p_action_prefix": q.action_prefix,
+        "p_actor": q.actor,
+        "p_since": q.since,
+        "p_until": q.until,
+        "p_limit": q.limit + 1,
+    }
 
 
 async def list_audit(call: Call) -> Reply:
     """This tenant's trail, newest first (by its chain position)."""
     principal = require(call, Role.ADMIN)
     q = audit_query(call, "seq")
-    rows = await guarded(tenant_db(call, principal).rpc("audit_trail", {
-        "p_tenant_id": call.tenant.tenant_id, "p_before_seq": q.before, **_filters(q)}))
+    rows = await guarded(
+        tenant_db(call, principal).rpc(
+            "audit_trail", {"p_tenant_id": call.tenant.tenant_id, "p_before_seq": q.before, **_filters(q)}
+        )
+    )
     entries = [e for e in _entries(rows) if e.tenant_id == call.tenant.tenant_id]
     return _page_reply(entries, q, "seq", with_tenant=False)
 
@@ -258,8 +301,11 @@ async def platform_audit(call: Call) -> Reply:
     tenant = call.arg("tenant")
     if tenant is not None and not TENANT_ID_RE.match(tenant):
         raise _bad_query("tenant must be a tenant id.")
-    rows = await guarded(tenant_db(call, principal).rpc("audit_trail_all", {
-        "p_tenant_id": tenant, "p_before_id": q.before, **_filters(q)}))
+    rows = await guarded(
+        tenant_db(call, principal).rpc(
+            "audit_trail_all", {"p_tenant_id": tenant, "p_before_id": q.before, **_filters(q)}
+        )
+    )
     return _page_reply(_entries(rows), q, "id", with_tenant=True)
 
 
@@ -268,8 +314,11 @@ async def platform_tenants(call: Call) -> Reply:
         raise ApiError(404, "not_found", "There is nothing here.")  # platform endpoints exist on the primary only
     principal = require(call, Role.SUPER_ADMIN)
     limit, offset = _page(call, 100, 1000)
-    rows = await guarded(tenant_db(call, principal).select(
-        "tenants", columns=PLATFORM_COLUMNS, order="tenant_id.asc", limit=limit, offset=offset))
+    rows = await guarded(
+        tenant_db(call, principal).select(
+            "tenants", columns=PLATFORM_COLUMNS, order="tenant_id.asc", limit=limit, offset=offset
+        )
+    )
     return json_reply({"tenants": rows, "limit": limit, "offset": offset})
 
 

@@ -16,6 +16,7 @@ zone, the tenant type) are shared.domains, the same the CLI applies. A verified 
 (and gets its Cloudflare for SaaS custom hostname) at the operator's next `verify --repair` or
 `domains status --refresh`; a pending one never is.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,10 @@ from tenant_worker.supabase_access import (
 
 log = logging.getLogger("cmgsite.tenant.domains")
 
-DOMAIN_COLUMNS = ("domain,domain_type,ssl_status,dns_configured,verification_status,verification_token,"
-                  "verified_at,verification_checked_at,verification_detail")
+DOMAIN_COLUMNS = (
+    "domain,domain_type,ssl_status,dns_configured,verification_status,verification_token,"
+    "verified_at,verification_checked_at,verification_detail"
+)
 # The domain rules' SQLSTATEs (supabase/migrations/20261126232039_domain_rules.sql).
 QUOTA_SQLSTATE, TAKEN_SQLSTATE = "CMQ01", "CMD01"
 ROUTING_NOTE = "The platform routes a verified domain at its next sync (within minutes)."
@@ -88,12 +91,23 @@ def _row(data: Any) -> DomainRow:
 
 def view(row: DomainRow) -> dict[str, Any]:
     """A domain as the API shows it; while pending, the two ways to prove ownership."""
-    verification: dict[str, Any] = {"status": row.verification_status, "verified_at": row.verified_at,
-                                    "checked_at": row.verification_checked_at, "detail": row.verification_detail}
+    verification: dict[str, Any] = {
+        "status": row.verification_status,
+        "verified_at": row.verified_at,
+        "checked_at": row.verification_checked_at,
+        "detail": row.verification_detail,
+    }
     if row.verification_status == "pending" and row.verification_token:
-        verification["methods"] = [m.model_dump(exclude_none=True) for m in instructions(row.domain, row.verification_token)]
-    return {"domain": row.domain, "domain_type": row.domain_type, "ssl_status": row.ssl_status,
-            "dns_configured": row.dns_configured, "verification": verification}
+        verification["methods"] = [
+            m.model_dump(exclude_none=True) for m in instructions(row.domain, row.verification_token)
+        ]
+    return {
+        "domain": row.domain,
+        "domain_type": row.domain_type,
+        "ssl_status": row.ssl_status,
+        "dns_configured": row.dns_configured,
+        "verification": verification,
+    }
 
 
 def _resolver(call: Call) -> str:
@@ -120,8 +134,14 @@ def _quota_decision(call: Call, exc: SupabaseError) -> UsageDecision:
     limit = fallback.limit if limit is None else limit
     used = limit if used is None else used
     return UsageDecision.model_construct(
-        allowed=False, kind=UsageKind.DOMAINS, used=used, limit=limit, remaining=max(0, limit - used),
-        period=fallback.period, resets_at=None)
+        allowed=False,
+        kind=UsageKind.DOMAINS,
+        used=used,
+        limit=limit,
+        remaining=max(0, limit - used),
+        period=fallback.period,
+        resets_at=None,
+    )
 
 
 def _failure(call: Call, exc: Exception) -> ApiError:
@@ -134,11 +154,18 @@ def _failure(call: Call, exc: Exception) -> ApiError:
             # One answer for taken, under and above another tenant's name: nothing more is told.
             return ApiError(409, "domain_unavailable", "That domain is not available.")
         if exc.code == "42501" and exc.hint == "primary_domain":
-            return ApiError(409, "primary_domain", "This is the site's primary domain: it can only be removed "
-                                                   "by the platform operator, together with the site.")
+            return ApiError(
+                409,
+                "primary_domain",
+                "This is the site's primary domain: it can only be removed "
+                "by the platform operator, together with the site.",
+            )
         if exc.code == "42501" and exc.hint == "custom_domains_not_allowed":
-            return ApiError(403, "custom_domains_not_allowed", "This site's address is assigned by the platform: "
-                                                               "custom domains need a custom-domain plan.")
+            return ApiError(
+                403,
+                "custom_domains_not_allowed",
+                "This site's address is assigned by the platform: custom domains need a custom-domain plan.",
+            )
     return supabase_failure(exc)
 
 
@@ -155,21 +182,30 @@ async def _usage(call: Call, principal: Principal) -> dict[str, Any] | None:
     return usage_view(decision(UsageKind.DOMAINS, call.tenant.tier, used, call.services.clock(), allowed=True))
 
 
-async def _audit(call: Call, principal: Principal, action: str, domain: str, details: dict[str, Any],
-                 outcome: str = "success") -> None:
+async def _audit(
+    call: Call, principal: Principal, action: str, domain: str, details: dict[str, Any], outcome: str = "success"
+) -> None:
     try:
-        await write_audit(call, actor=principal.user_id, action=action, target=domain, details=details,
-                          outcome=outcome)
+        await write_audit(call, actor=principal.user_id, action=action, target=domain, details=details, outcome=outcome)
     except (ApiError, SupabaseError, HttpError) as exc:  # the change stands; the gap is logged
-        log.error(json.dumps({"event": "audit_write_failed", "action": action, "request_id": call.request_id,
-                              "reason": type(exc).__name__}))
+        log.error(
+            json.dumps(
+                {
+                    "event": "audit_write_failed",
+                    "action": action,
+                    "request_id": call.request_id,
+                    "reason": type(exc).__name__,
+                }
+            )
+        )
 
 
 async def _own(call: Call, db: SupabaseClient, domain: str) -> DomainRow:
     """This tenant's row for `domain`; RLS hides every other tenant's, so theirs are 404 like missing ones."""
     try:
-        rows = await db.select("tenant_domains", columns=DOMAIN_COLUMNS,
-                               eq={"tenant_id": call.tenant.tenant_id, "domain": domain}, limit=1)
+        rows = await db.select(
+            "tenant_domains", columns=DOMAIN_COLUMNS, eq={"tenant_id": call.tenant.tenant_id, "domain": domain}, limit=1
+        )
     except (SupabaseError, HttpError) as exc:
         raise _failure(call, exc) from None
     if not rows:
@@ -188,8 +224,10 @@ async def add_domain(call: Call) -> Reply:
         raise ApiError(status, exc.code, exc.message) from None
     try:
         rows = await _db(call, principal).insert(
-            "tenant_domains", {"tenant_id": call.tenant.tenant_id, "domain": domain, "domain_type": "custom"},
-            columns=DOMAIN_COLUMNS)
+            "tenant_domains",
+            {"tenant_id": call.tenant.tenant_id, "domain": domain, "domain_type": "custom"},
+            columns=DOMAIN_COLUMNS,
+        )
     except (SupabaseError, HttpError) as exc:
         if isinstance(exc, SupabaseError) and exc.code == QUOTA_SQLSTATE:
             await audit_limit_hit(call, principal.user_id, _quota_decision(call, exc))
@@ -198,9 +236,15 @@ async def add_domain(call: Call) -> Reply:
         raise ApiError(403, "forbidden", "Not allowed.")
     row = _row(rows[0])
     await _audit(call, principal, "domain.added", domain, {"verification": row.verification_status})
-    return json_reply({**view(row), "usage": await _usage(call, principal),
-                       "note": "Publish the TXT record (or serve the token over HTTP), then call "
-                               f"POST /api/domains/{domain}/verify. " + ROUTING_NOTE}, status=201)
+    return json_reply(
+        {
+            **view(row),
+            "usage": await _usage(call, principal),
+            "note": "Publish the TXT record (or serve the token over HTTP), then call "
+            f"POST /api/domains/{domain}/verify. " + ROUTING_NOTE,
+        },
+        status=201,
+    )
 
 
 async def get_domain(call: Call) -> Reply:
@@ -219,28 +263,44 @@ async def verify_domain(call: Call) -> Reply:
     result = await check_ownership(call.services.http, domain, token, resolver_url=_resolver(call))
     values: dict[str, Any] = {
         "verification_checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(call.services.clock())),
-        "verification_detail": result.detail[:300]}
+        "verification_detail": result.detail[:300],
+    }
     if result.verified:
         values["verification_status"] = "verified"
     try:  # the service role: the only role that may mark a domain verified (never the tenant's token)
         updated = await service_db(call).update(
-            "tenant_domains", values, columns=DOMAIN_COLUMNS,
-            eq={"tenant_id": call.tenant.tenant_id, "domain": domain, "verification_status": "pending",
-                "verification_token": token})
+            "tenant_domains",
+            values,
+            columns=DOMAIN_COLUMNS,
+            eq={
+                "tenant_id": call.tenant.tenant_id,
+                "domain": domain,
+                "verification_status": "pending",
+                "verification_token": token,
+            },
+        )
     except (ApiError, SupabaseError, HttpError) as exc:
         if result.verified:
             raise _failure(call, exc) from None
         updated = []  # a failed check stays failed; only its note was not kept
     if not result.verified:
         if result.resolver_failed:
-            raise ApiError(503, "verification_unavailable", "The DNS lookup could not be made. Please try again.",
-                           headers={"retry-after": "30"})
+            raise ApiError(
+                503,
+                "verification_unavailable",
+                "The DNS lookup could not be made. Please try again.",
+                headers={"retry-after": "30"},
+            )
         current = _row(updated[0]) if updated else row
-        await _audit(call, principal, "domain.verification_failed", domain, {"detail": result.detail[:300]},
-                     outcome="failure")
-        raise ApiError(422, "verification_failed",
-                       f"Ownership of {domain} is not proven yet: {result.detail}.",
-                       extra={"verification": view(current)["verification"]})
+        await _audit(
+            call, principal, "domain.verification_failed", domain, {"detail": result.detail[:300]}, outcome="failure"
+        )
+        raise ApiError(
+            422,
+            "verification_failed",
+            f"Ownership of {domain} is not proven yet: {result.detail}.",
+            extra={"verification": view(current)["verification"]},
+        )
     if not updated:  # removed or re-claimed meanwhile
         raise ApiError(409, "domain_changed", "The domain changed while it was being checked. Please try again.")
     await _audit(call, principal, "domain.verified", domain, {"method": result.method})
@@ -257,21 +317,34 @@ async def remove_domain(call: Call) -> Reply:
     except (SupabaseError, HttpError) as exc:
         raise _failure(call, exc) from None
     if tenants and tenants[0].get("domain") == domain:
-        raise ApiError(409, "primary_domain", "This is the site's primary domain: it can only be removed "
-                                              "by the platform operator, together with the site.")
+        raise ApiError(
+            409,
+            "primary_domain",
+            "This is the site's primary domain: it can only be removed "
+            "by the platform operator, together with the site.",
+        )
     if row.domain_type != "custom":
-        raise ApiError(409, "platform_assigned_domain",
-                       "The platform assigned this domain: only the platform operator can remove it.")
+        raise ApiError(
+            409,
+            "platform_assigned_domain",
+            "The platform assigned this domain: only the platform operator can remove it.",
+        )
     try:
-        deleted = await db.delete("tenant_domains", eq={"tenant_id": call.tenant.tenant_id, "domain": domain},
-                                  columns="domain")
+        deleted = await db.delete(
+            "tenant_domains", eq={"tenant_id": call.tenant.tenant_id, "domain": domain}, columns="domain"
+        )
     except (SupabaseError, HttpError) as exc:
         raise _failure(call, exc) from None
     if not deleted:
         raise ApiError(404, "not_found", "No domain of this site has that name.")
     await _audit(call, principal, "domain.removed", domain, {})
-    return json_reply({"deleted": domain, "usage": await _usage(call, principal),
-                       "note": "The platform stops routing it at its next sync (within minutes)."})
+    return json_reply(
+        {
+            "deleted": domain,
+            "usage": await _usage(call, principal),
+            "note": "The platform stops routing it at its next sync (within minutes).",
+        }
+    )
 
 
 ROUTES = [

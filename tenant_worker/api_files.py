@@ -33,6 +33,7 @@ Metering (the `storage` level in the tenant's UsageMeter, in bytes):
 
 Uploads write an audit row (`file.uploaded`), so do deletes (`file.deleted`) and reconciles.
 """
+
 from __future__ import annotations
 
 import base64
@@ -101,8 +102,13 @@ class ReconcileRequest(RequestBody):
 
 
 def view(name: str, obj: StoredObject) -> dict[str, Any]:
-    return FileView(name=name, size=obj.size, content_type=obj.content_type or DEFAULT_CONTENT_TYPE,
-                    uploaded_at=obj.uploaded.isoformat().replace("+00:00", "Z"), etag=obj.etag).model_dump()
+    return FileView(
+        name=name,
+        size=obj.size,
+        content_type=obj.content_type or DEFAULT_CONTENT_TYPE,
+        uploaded_at=obj.uploaded.isoformat().replace("+00:00", "Z"),
+        etag=obj.etag,
+    ).model_dump()
 
 
 def is_tombstone(obj: StoredObject) -> bool:
@@ -182,23 +188,41 @@ def bucket_for(call: Call) -> Bucket:
 
 
 def storage_failure(call: Call, exc: Exception, op: str) -> ApiError:
-    log.error(json.dumps({"event": "storage_failed", "op": op, "request_id": call.request_id,
-                          "reason": str(exc)[:200]}))
-    return ApiError(503, "storage_unavailable", "File storage is unavailable. Please try again.",
-                    headers={"retry-after": "5"})
+    log.error(
+        json.dumps({"event": "storage_failed", "op": op, "request_id": call.request_id, "reason": str(exc)[:200]})
+    )
+    return ApiError(
+        503, "storage_unavailable", "File storage is unavailable. Please try again.", headers={"retry-after": "5"}
+    )
 
 
 async def audit(call: Call, principal: Principal, action: str, target: str | None, details: dict[str, Any]) -> None:
     try:
         await write_audit(call, actor=principal.user_id, action=action, target=target, details=details)
     except (ApiError, SupabaseError, HttpError) as exc:  # the change stands; the gap is logged
-        log.error(json.dumps({"event": "audit_write_failed", "action": action, "request_id": call.request_id,
-                              "reason": type(exc).__name__}))
+        log.error(
+            json.dumps(
+                {
+                    "event": "audit_write_failed",
+                    "action": action,
+                    "request_id": call.request_id,
+                    "reason": type(exc).__name__,
+                }
+            )
+        )
 
 
 # ---- the operations (bucket and meter passed in: unit-testable with fakes) -------------------
-async def store_file(call: Call, bucket: Bucket, meter: Meter, principal: Principal, name: str,
-                     body: StreamBody | bytes, length: int, content_type: str) -> tuple[StoredObject, UsageDecision | None]:
+async def store_file(
+    call: Call,
+    bucket: Bucket,
+    meter: Meter,
+    principal: Principal,
+    name: str,
+    body: StreamBody | bytes,
+    length: int,
+    content_type: str,
+) -> tuple[StoredObject, UsageDecision | None]:
     """Write a new file: 409 if the name is taken; reserve `length` bytes first (429 past the
     quota, then 413 past the plan's file size); the reservation gives them back if the write
     does not happen (tenant_worker.metering.reserve)."""
@@ -213,21 +237,39 @@ async def store_file(call: Call, bucket: Bucket, meter: Meter, principal: Princi
     async with reserve(call, meter, UsageKind.STORAGE, length, actor=principal.user_id) as r:
         cap = plan_for(tenant.tier).max_file_bytes
         if length > cap:
-            raise ApiError(413, "file_too_large", f"Files on this plan are at most {cap} bytes.",
-                           extra={"limit": cap, "size": length})
+            raise ApiError(
+                413,
+                "file_too_large",
+                f"Files on this plan are at most {cap} bytes.",
+                extra={"limit": cap, "size": length},
+            )
         metadata = {"uploaded-by": principal.user_id}
         try:
             # Conditional: the name must still be free (or still hold the same tombstone), so a
             # concurrent upload of the same name cannot be overwritten, nor counted twice.
-            stored = await bucket.put(key, body, content_type=content_type, metadata=metadata,
-                                      if_absent=current is None, if_etag=None if current is None else current.etag)
+            stored = await bucket.put(
+                key,
+                body,
+                content_type=content_type,
+                metadata=metadata,
+                if_absent=current is None,
+                if_etag=None if current is None else current.etag,
+            )
         except BucketError as exc:
             raise storage_failure(call, exc, "put") from None
         if stored is None:
             raise ApiError(409, "file_exists", "A file with this name exists. Delete it first to replace it.")
         if stored.size != length:  # R2 stores what the stream delivered, which is the Content-Length
-            log.error(json.dumps({"event": "upload_size_mismatch", "declared": length, "stored": stored.size,
-                                  "request_id": call.request_id}))
+            log.error(
+                json.dumps(
+                    {
+                        "event": "upload_size_mismatch",
+                        "declared": length,
+                        "stored": stored.size,
+                        "request_id": call.request_id,
+                    }
+                )
+            )
         r.commit(stored.size)  # the bytes stored stay counted; any declared but not stored go back
     return stored, r.decision
 
@@ -239,8 +281,13 @@ async def remove_file(call: Call, bucket: Bucket, meter: Meter, name: str) -> tu
         current = await bucket.head(key)
         if current is None or is_tombstone(current):
             raise ApiError(404, "not_found", "No file of this site has that name.")
-        swapped = await bucket.put(key, b"", content_type=DEFAULT_CONTENT_TYPE,
-                                   metadata={TOMBSTONE: "1", "size": str(current.size)}, if_etag=current.etag)
+        swapped = await bucket.put(
+            key,
+            b"",
+            content_type=DEFAULT_CONTENT_TYPE,
+            metadata={TOMBSTONE: "1", "size": str(current.size)},
+            if_etag=current.etag,
+        )
     except BucketError as exc:
         raise storage_failure(call, exc, "delete") from None
     if swapped is None:  # another request changed or deleted it first: that one refunds
@@ -295,8 +342,14 @@ async def reconcile_level(call: Call, bucket: Bucket, meter: Meter) -> dict[str,
             level = (await meter.release(UsageKind.STORAGE, -delta)).used
     except Exception as exc:
         raise meter_unavailable(call, UsageKind.STORAGE, exc) from None
-    return {"bucket_bytes": total, "files": files, "level_before": before.used, "level_after": level,
-            "limit": before.limit, "over_limit": capped}
+    return {
+        "bucket_bytes": total,
+        "files": files,
+        "level_before": before.used,
+        "level_after": level,
+        "limit": before.limit,
+        "over_limit": capped,
+    }
 
 
 # ---- handlers ------------------------------------------------------------------------------
@@ -306,8 +359,9 @@ async def upload(call: Call) -> Reply:
     content_type = content_type_of(call.headers.get("content-type"))
     length = declared_length(call.headers)
     body: StreamBody | bytes = call.raw_body if call.raw_body is not None else b""
-    stored, reserved = await store_file(call, bucket_for(call), meter_of(call), principal, name, body, length,
-                                        content_type)
+    stored, reserved = await store_file(
+        call, bucket_for(call), meter_of(call), principal, name, body, length, content_type
+    )
     await audit(call, principal, "file.uploaded", name, {"size": stored.size, "content_type": content_type})
     out: dict[str, Any] = {"file": view(name, stored)}
     if reserved is not None:
@@ -326,8 +380,9 @@ async def list_files(call: Call) -> Reply:
     tenant_id = call.tenant.tenant_id
     root = files_prefix(tenant_id)
     try:
-        objects, truncated = await bucket_for(call).list(root + prefix, limit=limit,
-                                                          start_after=None if after is None else root + after)
+        objects, truncated = await bucket_for(call).list(
+            root + prefix, limit=limit, start_after=None if after is None else root + after
+        )
     except BucketError as exc:
         raise storage_failure(call, exc, "list") from None
     files = []
@@ -349,15 +404,19 @@ async def download(call: Call) -> Reply:
     if found is None or is_tombstone(found[0]):
         raise ApiError(404, "not_found", "No file of this site has that name.")
     obj, stream = found
-    return Reply(200, stream, {
-        "content-type": obj.content_type or DEFAULT_CONTENT_TYPE,
-        "content-length": str(obj.size),
-        "content-disposition": download_filename(name),
-        "x-content-type-options": "nosniff",
-        # Whatever its type (an uploaded HTML or SVG file too): a sandbox that runs nothing.
-        "content-security-policy": OTHER_CSP,
-        "etag": f'"{obj.etag}"',
-    })
+    return Reply(
+        200,
+        stream,
+        {
+            "content-type": obj.content_type or DEFAULT_CONTENT_TYPE,
+            "content-length": str(obj.size),
+            "content-disposition": download_filename(name),
+            "x-content-type-options": "nosniff",
+            # Whatever its type (an uploaded HTML or SVG file too): a sandbox that runs nothing.
+            "content-security-policy": OTHER_CSP,
+            "etag": f'"{obj.etag}"',
+        },
+    )
 
 
 async def delete(call: Call) -> Reply:

@@ -13,6 +13,7 @@ into each ciphertext, so a value copied to another tenant or row does not open. 
 and written with the admin's tenant JWT (RLS: admin of T only, supabase/migrations/20261126233102_integration_credentials.sql);
 setting and deleting write an audit row, which holds the name and key id, never the value.
 """
+
 from __future__ import annotations
 
 import json
@@ -85,14 +86,29 @@ def _model(cls: type[BaseModel], data: Any) -> Any:
 
 def envelope_failure(exc: EnvelopeError, request_id: str) -> ApiError:
     """A value that does not open, as the API's answer (logged with the reason, never the value)."""
-    log.error(json.dumps({"event": "secret_unreadable", "reason": exc.code, "request_id": request_id,
-                          **({"key_id": exc.kid} if isinstance(exc, UnknownKey) else {})}))
+    log.error(
+        json.dumps(
+            {
+                "event": "secret_unreadable",
+                "reason": exc.code,
+                "request_id": request_id,
+                **({"key_id": exc.kid} if isinstance(exc, UnknownKey) else {}),
+            }
+        )
+    )
     if isinstance(exc, UnknownKey):
-        return ApiError(500, "encryption_key_unknown",
-                        f"This site's secrets are sealed under key {exc.kid!r}, which this site does not hold. "
-                        "The platform operator must finish the key rotation.", extra={"key_id": exc.kid})
-    return ApiError(500, "secret_unreadable", "A stored secret could not be decrypted. The platform operator "
-                                              "has been told; store it again to replace it.")
+        return ApiError(
+            500,
+            "encryption_key_unknown",
+            f"This site's secrets are sealed under key {exc.kid!r}, which this site does not hold. "
+            "The platform operator must finish the key rotation.",
+            extra={"key_id": exc.kid},
+        )
+    return ApiError(
+        500,
+        "secret_unreadable",
+        "A stored secret could not be decrypted. The platform operator has been told; store it again to replace it.",
+    )
 
 
 class IntegrationVault:
@@ -103,8 +119,12 @@ class IntegrationVault:
         self.db, self.aead, self.platform, self.tenant_id = db, aead, platform, tenant_id
 
     async def _data_key_row(self, key_id: str) -> DataKeyRow | None:
-        rows = await self.db.select("tenant_data_keys", columns="key_id,wrapped_key",
-                                    eq={"tenant_id": self.tenant_id, "key_id": key_id}, limit=1)
+        rows = await self.db.select(
+            "tenant_data_keys",
+            columns="key_id,wrapped_key",
+            eq={"tenant_id": self.tenant_id, "key_id": key_id},
+            limit=1,
+        )
         return _model(DataKeyRow, rows[0]) if rows else None
 
     async def data_key(self, key_id: str = DATA_KEY_ID, *, create: bool = False) -> bytes:
@@ -114,9 +134,16 @@ class IntegrationVault:
             fresh = new_data_key()
             wrapped = await wrap_data_key(self.aead, self.platform, self.tenant_id, key_id, fresh)
             try:
-                await self.db.insert("tenant_data_keys", {
-                    "tenant_id": self.tenant_id, "key_id": key_id, "wrapped_key": wrapped.wrapped,
-                    "platform_key_id": wrapped.platform_key_id}, columns="key_id")
+                await self.db.insert(
+                    "tenant_data_keys",
+                    {
+                        "tenant_id": self.tenant_id,
+                        "key_id": key_id,
+                        "wrapped_key": wrapped.wrapped,
+                        "platform_key_id": wrapped.platform_key_id,
+                    },
+                    columns="key_id",
+                )
                 return fresh
             except SupabaseError as exc:
                 if exc.code != "23505":
@@ -127,13 +154,18 @@ class IntegrationVault:
         return await unwrap_data_key(self.aead, self.platform, self.tenant_id, row.key_id, row.wrapped_key)
 
     async def list(self) -> list[CredentialMeta]:
-        rows = await self.db.select("integration_credentials", columns=META_COLUMNS,
-                                    eq={"tenant_id": self.tenant_id}, order="name.asc")
+        rows = await self.db.select(
+            "integration_credentials", columns=META_COLUMNS, eq={"tenant_id": self.tenant_id}, order="name.asc"
+        )
         return [_model(CredentialMeta, r) for r in rows]
 
     async def get(self, name: str) -> CredentialRow | None:
-        rows = await self.db.select("integration_credentials", columns=META_COLUMNS + ",ciphertext",
-                                    eq={"tenant_id": self.tenant_id, "name": name}, limit=1)
+        rows = await self.db.select(
+            "integration_credentials",
+            columns=META_COLUMNS + ",ciphertext",
+            eq={"tenant_id": self.tenant_id, "name": name},
+            limit=1,
+        )
         return _model(CredentialRow, rows[0]) if rows else None
 
     async def reveal(self, row: CredentialRow) -> str:
@@ -163,12 +195,14 @@ class IntegrationVault:
         return _model(CredentialMeta, rows[0]), created
 
     async def delete(self, name: str) -> bool:
-        rows = await self.db.delete("integration_credentials", eq={"tenant_id": self.tenant_id, "name": name},
-                                    columns="name")
+        rows = await self.db.delete(
+            "integration_credentials", eq={"tenant_id": self.tenant_id, "name": name}, columns="name"
+        )
         return bool(rows)
 
 
 # ---- the Worker's edges ------------------------------------------------------------------------
+
 
 def _aead() -> Aead:
     from tenant_worker.webcrypto import WebCryptoAead  # the JS boundary, imported inside the Worker only
@@ -189,7 +223,12 @@ def platform_keyring(value: str) -> Keyring:
 
 
 def _vault(call: Call, principal: Principal) -> IntegrationVault:
-    return IntegrationVault(tenant_db(call, principal), _aead(), platform_keyring(call.services.config.platform_data_keys), call.tenant.tenant_id)
+    return IntegrationVault(
+        tenant_db(call, principal),
+        _aead(),
+        platform_keyring(call.services.config.platform_data_keys),
+        call.tenant.tenant_id,
+    )
 
 
 def _name(call: Call) -> str:
@@ -214,8 +253,16 @@ async def _audit(call: Call, principal: Principal, action: str, name: str, detai
     try:
         await write_audit(call, actor=principal.user_id, action=action, target=name, details=details)
     except (ApiError, SupabaseError, HttpError) as exc:  # the change stands; the gap is logged
-        log.error(json.dumps({"event": "audit_write_failed", "action": action, "request_id": call.request_id,
-                              "reason": type(exc).__name__}))
+        log.error(
+            json.dumps(
+                {
+                    "event": "audit_write_failed",
+                    "action": action,
+                    "request_id": call.request_id,
+                    "reason": type(exc).__name__,
+                }
+            )
+        )
 
 
 async def _run(call: Call, op: Any) -> Any:

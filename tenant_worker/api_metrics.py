@@ -8,6 +8,7 @@
 Windows: 1h, 24h, 7d, 30d. Both read shared.metrics_query (three queries per summary, whatever
 the number of tenants). The tenant id in the query is the verified context's, never the caller's.
 """
+
 from __future__ import annotations
 
 from shared.metrics_query import WINDOWS, MetricsUnavailable
@@ -25,8 +26,12 @@ def window_arg(call: Call, default: str = "24h") -> str:
 
 
 def metrics_down(exc: MetricsUnavailable) -> ApiError:
-    return ApiError(503, "metrics_unavailable", "Metrics are unavailable right now. Please try again shortly.",
-                    headers={"retry-after": "5"})
+    return ApiError(
+        503,
+        "metrics_unavailable",
+        "Metrics are unavailable right now. Please try again shortly.",
+        headers={"retry-after": "5"},
+    )
 
 
 async def tenant_metrics(call: Call) -> Reply:
@@ -38,8 +43,9 @@ async def tenant_metrics(call: Call) -> Reply:
         series = await q.series(window=window, now=now, tenant_id=tid)
     except MetricsUnavailable as exc:
         raise metrics_down(exc) from None
-    return json_reply({"window": window, "metrics": summary.view(), "series": series},
-                      headers={"cache-control": "no-store"})
+    return json_reply(
+        {"window": window, "metrics": summary.view(), "series": series}, headers={"cache-control": "no-store"}
+    )
 
 
 async def platform_metrics(call: Call) -> Reply:
@@ -51,8 +57,10 @@ async def platform_metrics(call: Call) -> Reply:
         summary = await metrics_queries(call).summary(window=window, now=call.services.clock())
     except MetricsUnavailable as exc:
         raise metrics_down(exc) from None
-    return json_reply({"window": window, "tenants": [summary[t].view() for t in sorted(summary)]},
-                      headers={"cache-control": "no-store"})
+    return json_reply(
+        {"window": window, "tenants": [summary[t].view() for t in sorted(summary)]},
+        headers={"cache-control": "no-store"},
+    )
 
 
 ROUTES = [

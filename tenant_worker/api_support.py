@@ -18,6 +18,7 @@ pending / breached; the hours per tier are shared.support's). Each action writes
 the acting tenant (supabase_access.write_audit). A ticket another tenant holds, a colleague's
 ticket (for a client) and a ticket that does not exist all answer the same 404.
 """
+
 from __future__ import annotations
 
 import re
@@ -39,10 +40,14 @@ from tenant_worker.supabase_access import guarded, tenant_db, write_audit
 
 _UUID = UUID_RE  # shared.ids
 _WHOLE = re.compile(r"[0-9]{1,6}")
-TICKET_COLUMNS = ("id,tenant_id,opened_by,subject,body,priority,status,tier,first_response_due_at,"
-                  "first_response_at,escalated,escalated_at,created_at,updated_at")
-LIST_COLUMNS = ("id,tenant_id,opened_by,subject,priority,status,tier,first_response_due_at,first_response_at,"
-                "escalated,created_at,updated_at")
+TICKET_COLUMNS = (
+    "id,tenant_id,opened_by,subject,body,priority,status,tier,first_response_due_at,"
+    "first_response_at,escalated,escalated_at,created_at,updated_at"
+)
+LIST_COLUMNS = (
+    "id,tenant_id,opened_by,subject,priority,status,tier,first_response_due_at,first_response_at,"
+    "escalated,created_at,updated_at"
+)
 MESSAGE_COLUMNS = "id,author_id,author_role,body,created_at"
 ALERT_COLUMNS = "id,status,opened_at,failures,detail"
 
@@ -93,8 +98,15 @@ def with_sla(row: dict[str, Any], now: float) -> dict[str, Any]:
     """The ticket as the API shows it: its first-response SLA spelled out."""
     due, first = _when(row.get("first_response_due_at")), _when(row.get("first_response_at"))
     state = sla_state(due, first, datetime.fromtimestamp(now, timezone.utc)) if due else "pending"
-    return {**row, "sla": {"due_at": row.get("first_response_due_at"), "first_response_at": row.get("first_response_at"),
-                           "state": state, "breached": state == "breached"}}
+    return {
+        **row,
+        "sla": {
+            "due_at": row.get("first_response_due_at"),
+            "first_response_at": row.get("first_response_at"),
+            "state": state,
+            "breached": state == "breached",
+        },
+    }
 
 
 def _status_filter(call: Call) -> dict[str, Any]:
@@ -119,57 +131,100 @@ async def _ticket(call: Call, principal: Principal, ticket: str, *, tenant_id: s
 
 
 async def _messages(call: Call, principal: Principal, ticket: str) -> list[dict[str, Any]]:
-    return await guarded(tenant_db(call, principal).select(
-        "support_messages", columns=MESSAGE_COLUMNS, eq={"ticket_id": ticket}, order=["created_at.asc", "id.asc"],
-        limit=500))
+    return await guarded(
+        tenant_db(call, principal).select(
+            "support_messages",
+            columns=MESSAGE_COLUMNS,
+            eq={"ticket_id": ticket},
+            order=["created_at.asc", "id.asc"],
+            limit=500,
+        )
+    )
 
 
 async def _post_message(call: Call, principal: Principal, ticket: dict[str, Any]) -> dict[str, Any]:
     msg = await read_body(call, MessageCreate)
-    rows = await guarded(tenant_db(call, principal).insert(
-        "support_messages", {"ticket_id": ticket["id"], "body": msg.body}, columns=MESSAGE_COLUMNS))
+    rows = await guarded(
+        tenant_db(call, principal).insert(
+            "support_messages", {"ticket_id": ticket["id"], "body": msg.body}, columns=MESSAGE_COLUMNS
+        )
+    )
     if not rows:
         raise ApiError(404, "not_found", "No such ticket.")
     answered = rows[0]["author_role"] in ("admin", "staff") and principal.user_id != str(ticket["opened_by"])
-    await guarded(write_audit(call, actor=principal.user_id,
-                              action="support.ticket_answered" if answered else "support.message_added",
-                              target=str(ticket["id"]), details={"ticket_tenant": ticket["tenant_id"]}))
+    await guarded(
+        write_audit(
+            call,
+            actor=principal.user_id,
+            action="support.ticket_answered" if answered else "support.message_added",
+            target=str(ticket["id"]),
+            details={"ticket_tenant": ticket["tenant_id"]},
+        )
+    )
     return rows[0]
 
 
 # ---- a tenant's own desk ------------------------------------------------------------------------
 
+
 async def open_ticket(call: Call) -> Reply:
     principal = require(call)
     t = await read_body(call, TicketCreate)
-    rows = await guarded(tenant_db(call, principal).insert(
-        "support_tickets", {"tenant_id": call.tenant.tenant_id, "opened_by": principal.user_id, "subject": t.subject,
-                            "body": t.body, "priority": t.priority}, columns=TICKET_COLUMNS))
+    rows = await guarded(
+        tenant_db(call, principal).insert(
+            "support_tickets",
+            {
+                "tenant_id": call.tenant.tenant_id,
+                "opened_by": principal.user_id,
+                "subject": t.subject,
+                "body": t.body,
+                "priority": t.priority,
+            },
+            columns=TICKET_COLUMNS,
+        )
+    )
     if not rows:
         raise ApiError(403, "forbidden", "Not allowed.")
     ticket = rows[0]
-    await guarded(write_audit(call, actor=principal.user_id, action="support.ticket_opened", target=str(ticket["id"]),
-                              details={"priority": t.priority}))
+    await guarded(
+        write_audit(
+            call,
+            actor=principal.user_id,
+            action="support.ticket_opened",
+            target=str(ticket["id"]),
+            details={"priority": t.priority},
+        )
+    )
     return json_reply({"ticket": with_sla(ticket, call.services.clock())}, 201)
 
 
 async def list_tickets(call: Call) -> Reply:
     principal = require(call)
     limit, offset = _page(call)
-    rows = await guarded(tenant_db(call, principal).select(
-        "support_tickets", columns=LIST_COLUMNS, eq={"tenant_id": call.tenant.tenant_id, **_status_filter(call)},
-        order=["created_at.desc", "id.desc"], limit=limit, offset=offset))
+    rows = await guarded(
+        tenant_db(call, principal).select(
+            "support_tickets",
+            columns=LIST_COLUMNS,
+            eq={"tenant_id": call.tenant.tenant_id, **_status_filter(call)},
+            order=["created_at.desc", "id.desc"],
+            limit=limit,
+            offset=offset,
+        )
+    )
     now = call.services.clock()
-    return json_reply({"tickets": [with_sla(r, now) for r in rows], "limit": limit, "offset": offset},
-                      headers={"cache-control": "no-store"})
+    return json_reply(
+        {"tickets": [with_sla(r, now) for r in rows], "limit": limit, "offset": offset},
+        headers={"cache-control": "no-store"},
+    )
 
 
 async def get_ticket(call: Call) -> Reply:
     principal = require(call)
     ticket = await _ticket(call, principal, _ticket_id(call), tenant_id=call.tenant.tenant_id)
     messages = await _messages(call, principal, ticket["id"])
-    return json_reply({"ticket": with_sla(ticket, call.services.clock()), "messages": messages},
-                      headers={"cache-control": "no-store"})
+    return json_reply(
+        {"ticket": with_sla(ticket, call.services.clock()), "messages": messages}, headers={"cache-control": "no-store"}
+    )
 
 
 async def add_message(call: Call) -> Reply:
@@ -182,17 +237,30 @@ async def patch_ticket(call: Call) -> Reply:
     principal = require(call, Role.ADMIN)
     ticket_id = _ticket_id(call)
     patch = await read_body(call, TicketPatch)
-    rows = await guarded(tenant_db(call, principal).update(
-        "support_tickets", {"status": patch.status}, eq={"id": ticket_id, "tenant_id": call.tenant.tenant_id},
-        columns=TICKET_COLUMNS))
+    rows = await guarded(
+        tenant_db(call, principal).update(
+            "support_tickets",
+            {"status": patch.status},
+            eq={"id": ticket_id, "tenant_id": call.tenant.tenant_id},
+            columns=TICKET_COLUMNS,
+        )
+    )
     if not rows:
         raise ApiError(404, "not_found", "No such ticket.")
-    await guarded(write_audit(call, actor=principal.user_id, action="support.ticket_status", target=ticket_id,
-                              details={"status": patch.status}))
+    await guarded(
+        write_audit(
+            call,
+            actor=principal.user_id,
+            action="support.ticket_status",
+            target=ticket_id,
+            details={"status": patch.status},
+        )
+    )
     return json_reply({"ticket": with_sla(rows[0], call.services.clock())})
 
 
 # ---- the platform's desk (staff) ------------------------------------------------------------------
+
 
 def _staff(call: Call) -> Principal:
     if call.tenant.tenant_type is not TenantType.PRIMARY:
@@ -219,27 +287,44 @@ async def platform_tickets(call: Call) -> Reply:
         if awaiting != "true":
             raise ApiError(400, "invalid_query", "awaiting=true lists tickets without a first response.")
         eq["first_response_at"] = None
-    rows = await guarded(tenant_db(call, principal).select(
-        "support_tickets", columns=LIST_COLUMNS, eq=eq, order=["created_at.desc", "id.desc"], limit=limit,
-        offset=offset))
+    rows = await guarded(
+        tenant_db(call, principal).select(
+            "support_tickets",
+            columns=LIST_COLUMNS,
+            eq=eq,
+            order=["created_at.desc", "id.desc"],
+            limit=limit,
+            offset=offset,
+        )
+    )
     now = call.services.clock()
     tickets = [with_sla(r, now) for r in rows]
-    return json_reply({"tickets": tickets, "limit": limit, "offset": offset,
-                       "breached": sum(1 for t in tickets if t["sla"]["breached"] and t["status"] != "closed")},
-                      headers={"cache-control": "no-store"})
+    return json_reply(
+        {
+            "tickets": tickets,
+            "limit": limit,
+            "offset": offset,
+            "breached": sum(1 for t in tickets if t["sla"]["breached"] and t["status"] != "closed"),
+        },
+        headers={"cache-control": "no-store"},
+    )
 
 
 async def _context(call: Call, principal: Principal, tenant_id: str) -> dict[str, Any]:
     """What staff see beside a ticket: the tenant's last 24 h (metrics, errors by code), uptime, open alerts."""
     db = tenant_db(call, principal)
     month = time.strftime("%Y-%m", time.gmtime(call.services.clock()))
-    uptime = await guarded(db.rpc("tenant_uptime", {"from_period": month, "to_period": month, "only_tenant": tenant_id}))
-    alerts = await guarded(db.select("health_alerts", columns=ALERT_COLUMNS, eq={"tenant_id": tenant_id, "status": "open"},
-                                     limit=5))
+    uptime = await guarded(
+        db.rpc("tenant_uptime", {"from_period": month, "to_period": month, "only_tenant": tenant_id})
+    )
+    alerts = await guarded(
+        db.select("health_alerts", columns=ALERT_COLUMNS, eq={"tenant_id": tenant_id, "status": "open"}, limit=5)
+    )
     context: dict[str, Any] = {"tenant_id": tenant_id, "uptime": (uptime or [None])[0], "open_alerts": alerts}
     try:
-        summary = (await metrics_queries(call).summary(window="24h", now=call.services.clock(),
-                                                       tenant_ids=[tenant_id]))[tenant_id].view()
+        summary = (
+            await metrics_queries(call).summary(window="24h", now=call.services.clock(), tenant_ids=[tenant_id])
+        )[tenant_id].view()
         context["metrics"] = {k: v for k, v in summary.items() if k != "errors"}
         context["recent_errors"] = summary["errors"][:20]
     except (MetricsUnavailable, ApiError):
@@ -251,9 +336,14 @@ async def platform_ticket(call: Call) -> Reply:
     principal = _staff(call)
     ticket = await _ticket(call, principal, _ticket_id(call), tenant_id=None)
     messages = await _messages(call, principal, ticket["id"])
-    return json_reply({"ticket": with_sla(ticket, call.services.clock()), "messages": messages,
-                       "context": await _context(call, principal, str(ticket["tenant_id"]))},
-                      headers={"cache-control": "no-store"})
+    return json_reply(
+        {
+            "ticket": with_sla(ticket, call.services.clock()),
+            "messages": messages,
+            "context": await _context(call, principal, str(ticket["tenant_id"])),
+        },
+        headers={"cache-control": "no-store"},
+    )
 
 
 async def platform_message(call: Call) -> Reply:
@@ -266,12 +356,22 @@ async def escalate(call: Call) -> Reply:
     principal = _staff(call)
     ticket_id = _ticket_id(call)
     body = await read_body(call, Escalation)
-    rows = await guarded(tenant_db(call, principal).update(
-        "support_tickets", {"escalated": body.escalated}, eq={"id": ticket_id}, columns=TICKET_COLUMNS))
+    rows = await guarded(
+        tenant_db(call, principal).update(
+            "support_tickets", {"escalated": body.escalated}, eq={"id": ticket_id}, columns=TICKET_COLUMNS
+        )
+    )
     if not rows:
         raise ApiError(404, "not_found", "No such ticket.")
-    await guarded(write_audit(call, actor=principal.user_id, action="support.ticket_escalated", target=ticket_id,
-                              details={"escalated": body.escalated, "ticket_tenant": rows[0]["tenant_id"]}))
+    await guarded(
+        write_audit(
+            call,
+            actor=principal.user_id,
+            action="support.ticket_escalated",
+            target=ticket_id,
+            details={"escalated": body.escalated, "ticket_tenant": rows[0]["tenant_id"]},
+        )
+    )
     return json_reply({"ticket": with_sla(rows[0], call.services.clock())})
 
 

@@ -14,6 +14,7 @@ A limit hit is audited (`usage.limit_exceeded`, outcome `denied`) at most once a
 tenant, kind and period in an isolate (tenant_worker.metering.audit_limit_hit): a client
 retrying its 429 does not become a stream of audit writes (the refusals are in the logs).
 """
+
 from __future__ import annotations
 
 import json
@@ -63,17 +64,25 @@ async def generate(call: Call) -> Reply:
 async def domain_count(call: Call, principal: Principal) -> int:
     """How many domains the tenant holds, as Supabase (the authority) has them, read with the
     user's tenant token (RLS shows this tenant's rows only)."""
-    rows = await tenant_db(call, principal).select("tenant_domains", columns="domain",
-                                                   eq={"tenant_id": call.tenant.tenant_id})
+    rows = await tenant_db(call, principal).select(
+        "tenant_domains", columns="domain", eq={"tenant_id": call.tenant.tenant_id}
+    )
     return len(rows)
 
 
 async def usage(call: Call) -> Reply:
     principal = require(call)
     snap = await meter_of(call).snapshot()
-    items = {i.kind.value: {"used": i.used, "limit": i.limit, "remaining": i.remaining, "period": i.period,
-                            "resets_at": i.resets_at.isoformat().replace("+00:00", "Z") if i.resets_at else None}
-             for i in snap.items}
+    items = {
+        i.kind.value: {
+            "used": i.used,
+            "limit": i.limit,
+            "remaining": i.remaining,
+            "period": i.period,
+            "resets_at": i.resets_at.isoformat().replace("+00:00", "Z") if i.resets_at else None,
+        }
+        for i in snap.items
+    }
     domains = items[UsageKind.DOMAINS.value]
     try:
         used: int | None = await domain_count(call, principal)
@@ -81,8 +90,10 @@ async def usage(call: Call) -> Reply:
         used = None  # unknown right now: never a guess
     limit = snap.item(UsageKind.DOMAINS).limit
     domains.update(used=used, remaining=None if used is None else max(0, limit - used))
-    return json_reply({"tenant_id": call.tenant.tenant_id, "tier": call.tenant.tier.value, "usage": items},
-                      headers={"cache-control": "no-store"})
+    return json_reply(
+        {"tenant_id": call.tenant.tenant_id, "tier": call.tenant.tier.value, "usage": items},
+        headers={"cache-control": "no-store"},
+    )
 
 
 ROUTES = [

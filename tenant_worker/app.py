@@ -1,4 +1,5 @@
 """The tenant Worker's request path: verify the tenant context, route, answer."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,21 @@ from tenant_worker.metrics_adapter import request_point
 log = logging.getLogger("cmgsite.tenant")
 
 # Feature modules each export ROUTES; the table is data you can print.
-ROUTE_MODULES = [api_health, api_usage, api_domains, api_integrations, auth, api_data, api_files, api_control,
-                 api_metrics, api_support, branding, dashboards, pages]
+ROUTE_MODULES = [
+    api_health,
+    api_usage,
+    api_domains,
+    api_integrations,
+    auth,
+    api_data,
+    api_files,
+    api_control,
+    api_metrics,
+    api_support,
+    branding,
+    dashboards,
+    pages,
+]
 
 # Run before every handler, in order; each may fill call.state or raise ApiError.
 Middleware = Callable[[Call], Awaitable[None]]
@@ -141,10 +155,18 @@ class TenantApp:
         status, response = await self._handle(request, method, note)
         if self.metrics.enabled:
             call = note.get("call")
-            self.metrics.record(request_point(
-                self.tenant_id, method, note.get("route"), status,
-                (self.clock() - started) * 1000, str(note.get("code", "")),
-                call.state if isinstance(call, Call) else None), defer)
+            self.metrics.record(
+                request_point(
+                    self.tenant_id,
+                    method,
+                    note.get("route"),
+                    status,
+                    (self.clock() - started) * 1000,
+                    str(note.get("code", "")),
+                    call.state if isinstance(call, Call) else None,
+                ),
+                defer,
+            )
         return response
 
     async def _handle(self, request: Request, method: str, note: dict[str, Any]) -> tuple[int, JsResponse]:
@@ -175,6 +197,7 @@ class TenantApp:
         """A white-label tenant's error pages carry its own brand, never the platform's."""
         if wants_json(path):
             return None
+
         async def no_body() -> bytes:
             return b""
 
@@ -184,8 +207,16 @@ class TenantApp:
         except Exception:
             return Brand(tenant.host)
 
-    async def _route(self, request: Request, method: str, url: SplitResult, tenant: Any, path: str,
-                     headers: dict[str, str], note: dict[str, Any]) -> Reply:
+    async def _route(
+        self,
+        request: Request,
+        method: str,
+        url: SplitResult,
+        tenant: Any,
+        path: str,
+        headers: dict[str, str],
+        note: dict[str, Any],
+    ) -> Reply:
         decoded = unquote(path)
         if ".." in decoded.split("/") or "\\" in decoded or "\x00" in decoded:
             raise ApiError(400, "bad_path", "Malformed path.")
@@ -201,10 +232,20 @@ class TenantApp:
             async def read_body() -> bytes:
                 return await request.bytes()
 
-            call = Call(tenant, method, path, parse_query(url.query), headers,
-                        {k: unquote(v) for k, v in m.groupdict().items()}, self.env, self.services, read_body,
-                        scheme=url.scheme or "https", body_kind=route.body,
-                        raw_body=StreamBody(request.js_object.body) if route.body == "raw" else None)
+            call = Call(
+                tenant,
+                method,
+                path,
+                parse_query(url.query),
+                headers,
+                {k: unquote(v) for k, v in m.groupdict().items()},
+                self.env,
+                self.services,
+                read_body,
+                scheme=url.scheme or "https",
+                body_kind=route.body,
+                raw_body=StreamBody(request.js_object.body) if route.body == "raw" else None,
+            )
             note["route"], note["call"] = route.name, call
             for middleware in MIDDLEWARE:
                 await middleware(call)
@@ -214,7 +255,9 @@ class TenantApp:
         if allowed:
             if "GET" in allowed:
                 allowed.append("HEAD")
-            raise ApiError(405, "method_not_allowed", "Method not allowed.", headers={"allow": ", ".join(sorted(set(allowed)))})
+            raise ApiError(
+                405, "method_not_allowed", "Method not allowed.", headers={"allow": ", ".join(sorted(set(allowed)))}
+            )
         if method not in self._methods:
             raise ApiError(501, "not_implemented", "This method is not served here.")
         raise ApiError(404, "not_found", "There is nothing here.")
@@ -229,8 +272,15 @@ def misconfigured(request: Request) -> Response:
     rid = rid if _REQUEST_ID.fullmatch(rid) else "unavailable"  # the dispatcher's id, when it is one
     host = urlsplit(request.url).hostname or ""  # the dispatcher routes to the host it matched
     brand = None if wants_json(path) or not _HOST.fullmatch(host) else Brand(host)
-    r = error_reply(path, 503, "misconfigured", "This site is not available right now. Please try again later.",
-                    rid, branding=brand, headers={"retry-after": "30"})
+    r = error_reply(
+        path,
+        503,
+        "misconfigured",
+        "This site is not available right now. Please try again later.",
+        rid,
+        branding=brand,
+        headers={"retry-after": "30"},
+    )
     return Response(r.body, status=r.status, headers=response_headers(r.headers))
 
 

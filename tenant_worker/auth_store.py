@@ -12,6 +12,7 @@ starts with the tenant id). Locally the binding is localrt's SQLite KV (localrt.
 - Session epochs: after a role change or a sign-out, sessions of that user issued before
   the epoch are rotated (role) or refused (sign-out) by the session middleware.
 """
+
 from __future__ import annotations
 
 import json

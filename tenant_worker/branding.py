@@ -11,6 +11,7 @@ the support contact an e-mail address) and again on the way out (`shared.brandin
 so a value written some other way never reaches a page unchecked; pages escape every value as well.
 The home page, the error pages and the dashboards all draw the one `shared.branding.Brand`.
 """
+
 from __future__ import annotations
 
 import time
@@ -45,7 +46,9 @@ async def tenant_branding(call: Call) -> Brand:
     if cached and cached[0] > now:
         return cached[1]
     try:
-        rows = await service_db(call).select("tenants", columns="name,whitelabel_config", eq={"tenant_id": tid}, limit=1)
+        rows = await service_db(call).select(
+            "tenants", columns="name,whitelabel_config", eq={"tenant_id": tid}, limit=1
+        )
     except (SupabaseError, HttpError, ApiError):
         return Brand(call.tenant.host)  # not cached: the next page tries again
     if not rows:
@@ -78,17 +81,31 @@ async def update_branding(call: Call) -> Reply:
     if not raw:
         raise nothing_to_change()
     db = tenant_db(call, principal)
-    rows = await guarded(db.select("tenants", columns="name,whitelabel_config", eq={"tenant_id": call.tenant.tenant_id},
-                                   limit=1))
+    rows = await guarded(
+        db.select("tenants", columns="name,whitelabel_config", eq={"tenant_id": call.tenant.tenant_id}, limit=1)
+    )
     if not rows:
         raise ApiError(404, "not_found", "This tenant has no record yet.")
     config = merged(rows[0].get("whitelabel_config"), {k: getattr(update, k) for k in FIELDS if k in raw})
-    updated = await guarded(db.update("tenants", {"whitelabel_config": config}, eq={"tenant_id": call.tenant.tenant_id},
-                                      columns="name,whitelabel_config"))
+    updated = await guarded(
+        db.update(
+            "tenants",
+            {"whitelabel_config": config},
+            eq={"tenant_id": call.tenant.tenant_id},
+            columns="name,whitelabel_config",
+        )
+    )
     if not updated:
         raise ApiError(403, "forbidden", "Not allowed.")
-    await guarded(write_audit(call, actor=principal.user_id, action="tenant.branding_changed",
-                              target=call.tenant.tenant_id, details={"fields": sorted(k for k in FIELDS if k in raw)}))
+    await guarded(
+        write_audit(
+            call,
+            actor=principal.user_id,
+            action="tenant.branding_changed",
+            target=call.tenant.tenant_id,
+            details={"fields": sorted(k for k in FIELDS if k in raw)},
+        )
+    )
     forget_branding(call.tenant.tenant_id)  # this isolate's pages pick the new brand up at once
     return json_reply({"branding": Brand.from_config(updated[0].get("whitelabel_config"), updated[0]["name"]).view()})
 

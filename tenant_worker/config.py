@@ -1,4 +1,5 @@
 """The tenant Worker's settings, typed and read once per isolate (shared.config)."""
+
 from __future__ import annotations
 
 import re
@@ -66,11 +67,29 @@ class TenantConfig:
     usage_flush_retry_base_ms: int = FLUSH_RETRY_BASE_MS  # USAGE_FLUSH_RETRY_BASE_MS
     usage_flush_retry_cap_ms: int = FLUSH_RETRY_CAP_MS  # USAGE_FLUSH_RETRY_CAP_MS
 
-    REQUIRED = ("TENANT_ID", "TENANT_CONTEXT_KEY", "SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_JWT_SECRET",
-                "SUPABASE_SERVICE_ROLE_KEY", "SESSION_SECRET")
-    NAMES = (*REQUIRED, *OAUTH_NAMES, "PLATFORM_DATA_KEYS", "ANALYTICS_SQL_URL", "ANALYTICS_ACCOUNT_ID",
-             "ANALYTICS_API_TOKEN", "DOH_RESOLVER_URL", "AI_MODEL", "WORKER_VERSION", "USAGE_FLUSH_DELAY_MS",
-             "USAGE_FLUSH_RETRY_BASE_MS", "USAGE_FLUSH_RETRY_CAP_MS")
+    REQUIRED = (
+        "TENANT_ID",
+        "TENANT_CONTEXT_KEY",
+        "SUPABASE_URL",
+        "SUPABASE_ANON_KEY",
+        "SUPABASE_JWT_SECRET",
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "SESSION_SECRET",
+    )
+    NAMES = (
+        *REQUIRED,
+        *OAUTH_NAMES,
+        "PLATFORM_DATA_KEYS",
+        "ANALYTICS_SQL_URL",
+        "ANALYTICS_ACCOUNT_ID",
+        "ANALYTICS_API_TOKEN",
+        "DOH_RESOLVER_URL",
+        "AI_MODEL",
+        "WORKER_VERSION",
+        "USAGE_FLUSH_DELAY_MS",
+        "USAGE_FLUSH_RETRY_BASE_MS",
+        "USAGE_FLUSH_RETRY_CAP_MS",
+    )
 
     @classmethod
     def parse(cls, values: Mapping[str, str]) -> "TenantConfig":
@@ -80,8 +99,9 @@ class TenantConfig:
         context_key = r.check("TENANT_CONTEXT_KEY", got["TENANT_CONTEXT_KEY"], keyring, None)
         r.check("SUPABASE_JWT_SECRET", got["SUPABASE_JWT_SECRET"], keyring, None)
         r.check("SUPABASE_URL", got["SUPABASE_URL"], http_url, "")
-        r.check("SESSION_SECRET", got["SESSION_SECRET"],
-                lambda v: in_range(len(v), SESSION_SECRET_MIN_LENGTH, 1 << 20), 0)
+        r.check(
+            "SESSION_SECRET", got["SESSION_SECRET"], lambda v: in_range(len(v), SESSION_SECRET_MIN_LENGTH, 1 << 20), 0
+        )
         doh = r.check("DOH_RESOLVER_URL", r.raw("DOH_RESOLVER_URL"), http_url, DEFAULT_DOH_URL)
         sql_url = r.check("ANALYTICS_SQL_URL", r.raw("ANALYTICS_SQL_URL"), http_url, "")
         delay = r.int_in("USAGE_FLUSH_DELAY_MS", FLUSH_DELAY_MS, 0, 24 * 3600_000)
@@ -89,23 +109,35 @@ class TenantConfig:
         cap = r.int_in("USAGE_FLUSH_RETRY_CAP_MS", FLUSH_RETRY_CAP_MS, 1, 24 * 3600_000)
         r.fail_if_any("tenant")
         assert context_key is not None
-        return cls(tenant_id=tenant_id, context_key=context_key, supabase_url=got["SUPABASE_URL"],
-                   supabase_anon_key=got["SUPABASE_ANON_KEY"], supabase_jwt_secret=got["SUPABASE_JWT_SECRET"],
-                   supabase_service_role_key=got["SUPABASE_SERVICE_ROLE_KEY"], session_secret=got["SESSION_SECRET"],
-                   oauth={n: r.raw(n) for n in OAUTH_NAMES if r.raw(n)},
-                   platform_data_keys=r.raw("PLATFORM_DATA_KEYS"), analytics_sql_url=sql_url,
-                   analytics_account_id=r.raw("ANALYTICS_ACCOUNT_ID"), analytics_api_token=r.raw("ANALYTICS_API_TOKEN"),
-                   doh_resolver_url=doh, ai_model=r.raw("AI_MODEL") or DEFAULT_AI_MODEL,
-                   worker_version=r.raw("WORKER_VERSION") or WORKER_VERSION, usage_flush_delay_ms=delay,
-                   usage_flush_retry_base_ms=base, usage_flush_retry_cap_ms=cap)
+        return cls(
+            tenant_id=tenant_id,
+            context_key=context_key,
+            supabase_url=got["SUPABASE_URL"],
+            supabase_anon_key=got["SUPABASE_ANON_KEY"],
+            supabase_jwt_secret=got["SUPABASE_JWT_SECRET"],
+            supabase_service_role_key=got["SUPABASE_SERVICE_ROLE_KEY"],
+            session_secret=got["SESSION_SECRET"],
+            oauth={n: r.raw(n) for n in OAUTH_NAMES if r.raw(n)},
+            platform_data_keys=r.raw("PLATFORM_DATA_KEYS"),
+            analytics_sql_url=sql_url,
+            analytics_account_id=r.raw("ANALYTICS_ACCOUNT_ID"),
+            analytics_api_token=r.raw("ANALYTICS_API_TOKEN"),
+            doh_resolver_url=doh,
+            ai_model=r.raw("AI_MODEL") or DEFAULT_AI_MODEL,
+            worker_version=r.raw("WORKER_VERSION") or WORKER_VERSION,
+            usage_flush_delay_ms=delay,
+            usage_flush_retry_base_ms=base,
+            usage_flush_retry_cap_ms=cap,
+        )
 
     def oauth_setting(self, name: str) -> str:
         """shared.oauth.provider_config's reader: one OAuth setting, "" when unset."""
         return self.oauth.get(name, "")
 
 
-_configs: PerIsolate[TenantConfig] = PerIsolate("tenant_config",
-                                                lambda env: TenantConfig.parse(read_vars(env, TenantConfig.NAMES)))
+_configs: PerIsolate[TenantConfig] = PerIsolate(
+    "tenant_config", lambda env: TenantConfig.parse(read_vars(env, TenantConfig.NAMES))
+)
 
 
 def config_for(env: Any) -> TenantConfig:

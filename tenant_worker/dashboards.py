@@ -14,6 +14,7 @@
 Charts are inline SVG drawn here (no scripts, nothing external but the tenant's own logo URL).
 Every value is escaped; colours and the logo pass shared.branding.Brand.from_config.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -62,6 +63,7 @@ async def _maybe(op: Awaitable[Any]) -> Any:
 
 # ---- data ------------------------------------------------------------------------------------------
 
+
 async def admin_data(call: Call, principal: Principal) -> dict[str, Any]:
     db, tid, now = tenant_db(call, principal), call.tenant.tenant_id, call.services.clock()
     month = _month(now)
@@ -76,19 +78,59 @@ async def admin_data(call: Call, principal: Principal) -> dict[str, Any]:
         return [{"kind": i.kind.value, "used": i.used, "limit": i.limit} for i in snap.items]
 
     (tenant, domains, profiles, audit, tickets, uptime, alerts) = await asyncio.gather(
-        guarded(db.select("tenants", columns="tenant_id,name,domain,type,subscription_tier,status,whitelabel_config",
-                          eq={"tenant_id": tid}, limit=1)),
-        guarded(db.select("tenant_domains", columns="domain,domain_type,ssl_status,dns_configured,verification_status",
-                          eq={"tenant_id": tid}, order="domain.asc")),
-        guarded(db.select("profiles", columns="id,email,display_name,tenant_role,created_at", eq={"tenant_id": tid},
-                          order=["created_at.asc", "id.asc"], limit=100)),
-        guarded(db.select("audit_log", columns="actor,action,target,at", eq={"tenant_id": tid},
-                          order=["at.desc", "id.desc"], limit=20)),
-        guarded(db.select("support_tickets", columns=LIST_COLUMNS, eq={"tenant_id": tid},
-                          order=["created_at.desc", "id.desc"], limit=20)),
+        guarded(
+            db.select(
+                "tenants",
+                columns="tenant_id,name,domain,type,subscription_tier,status,whitelabel_config",
+                eq={"tenant_id": tid},
+                limit=1,
+            )
+        ),
+        guarded(
+            db.select(
+                "tenant_domains",
+                columns="domain,domain_type,ssl_status,dns_configured,verification_status",
+                eq={"tenant_id": tid},
+                order="domain.asc",
+            )
+        ),
+        guarded(
+            db.select(
+                "profiles",
+                columns="id,email,display_name,tenant_role,created_at",
+                eq={"tenant_id": tid},
+                order=["created_at.asc", "id.asc"],
+                limit=100,
+            )
+        ),
+        guarded(
+            db.select(
+                "audit_log",
+                columns="actor,action,target,at",
+                eq={"tenant_id": tid},
+                order=["at.desc", "id.desc"],
+                limit=20,
+            )
+        ),
+        guarded(
+            db.select(
+                "support_tickets",
+                columns=LIST_COLUMNS,
+                eq={"tenant_id": tid},
+                order=["created_at.desc", "id.desc"],
+                limit=20,
+            )
+        ),
         guarded(db.rpc("tenant_uptime", {"from_period": month, "to_period": month, "only_tenant": tid})),
-        guarded(db.select("health_alerts", columns="id,opened_at,failures,detail", eq={"tenant_id": tid, "status": "open"},
-                          limit=5)))
+        guarded(
+            db.select(
+                "health_alerts",
+                columns="id,opened_at,failures,detail",
+                eq={"tenant_id": tid, "status": "open"},
+                limit=5,
+            )
+        ),
+    )
     if not tenant:
         raise ApiError(404, "not_found", "This tenant has no record yet.")
     row = tenant[0]
@@ -111,9 +153,11 @@ async def admin_data(call: Call, principal: Principal) -> dict[str, Any]:
         "users": {"by_role": roles, "list": profiles},
         "files": None,  # no file storage yet (its usage kind, storage, is in `usage`)
         "audit": audit,
-        "tickets": {"open": sum(1 for t in tickets_view if t["status"] != "closed"),
-                    "breached": sum(1 for t in tickets_view if t["sla"]["breached"] and t["status"] != "closed"),
-                    "recent": tickets_view},
+        "tickets": {
+            "open": sum(1 for t in tickets_view if t["status"] != "closed"),
+            "breached": sum(1 for t in tickets_view if t["sla"]["breached"] and t["status"] != "closed"),
+            "recent": tickets_view,
+        },
         "health": {"uptime": (uptime or [None])[0], "open_alerts": alerts},
     }
 
@@ -130,9 +174,18 @@ async def platform_data(call: Call, principal: Principal, q: PageQuery) -> dict[
     """One Supabase query (totals over every tenant, one sorted page of rows) and the metrics of
     that page's tenants: the same work for 10 tenants as for 1,000."""
     now = call.services.clock()
-    raw = await guarded(tenant_db(call, principal).rpc("platform_dashboard", {
-        "p_this": _month(now), "p_last": _month(now, 1), "p_sort": q.sort, "p_limit": q.per_page,
-        "p_offset": q.offset}))
+    raw = await guarded(
+        tenant_db(call, principal).rpc(
+            "platform_dashboard",
+            {
+                "p_this": _month(now),
+                "p_last": _month(now, 1),
+                "p_sort": q.sort,
+                "p_limit": q.per_page,
+                "p_offset": q.offset,
+            },
+        )
+    )
     try:
         answer = DashboardAnswer.model_validate(raw)
     except ValidationError:
@@ -171,43 +224,58 @@ async def platform_json(call: Call) -> Reply:
 
 # ---- drawing ---------------------------------------------------------------------------------------
 
-def svg_series(series: Sequence[dict[str, int]], *, width: int = 720, height: int = 180,
-               color: str = "#1f2937", error_color: str = "#b91c1c") -> str:
+
+def svg_series(
+    series: Sequence[dict[str, int]],
+    *,
+    width: int = 720,
+    height: int = 180,
+    color: str = "#1f2937",
+    error_color: str = "#b91c1c",
+) -> str:
     """Requests per step as bars, errors stacked in red; scales with its container."""
     n = max(len(series), 1)
     top = max([p["requests"] for p in series] + [1])
     bar = width / n
-    parts = [f'<svg class="chart" viewBox="0 0 {width} {height + 20}" role="img" aria-label="Requests and errors"'
-             ' preserveAspectRatio="none" xmlns="http://www.w3.org/2000/svg">',
-             f'<line x1="0" y1="{height}" x2="{width}" y2="{height}" stroke="#9ca3af" stroke-width="1"/>']
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {width} {height + 20}" role="img" aria-label="Requests and errors"'
+        ' preserveAspectRatio="none" xmlns="http://www.w3.org/2000/svg">',
+        f'<line x1="0" y1="{height}" x2="{width}" y2="{height}" stroke="#9ca3af" stroke-width="1"/>',
+    ]
     for i, p in enumerate(series):
         h = height * p["requests"] / top
         e = height * p["errors"] / top
         x = i * bar + 1
         label = time.strftime("%H:%M", time.gmtime(p["t"]))
-        parts.append(f'<rect class="req" x="{x:.1f}" y="{height - h:.1f}" width="{max(bar - 2, 1):.1f}" height="{h:.1f}"'
-                     f' fill="{color}"><title>{E(label)}: {p["requests"]} requests, {p["errors"]} errors</title></rect>')
+        parts.append(
+            f'<rect class="req" x="{x:.1f}" y="{height - h:.1f}" width="{max(bar - 2, 1):.1f}" height="{h:.1f}"'
+            f' fill="{color}"><title>{E(label)}: {p["requests"]} requests, {p["errors"]} errors</title></rect>'
+        )
         if p["errors"]:
-            parts.append(f'<rect class="err" x="{x:.1f}" y="{height - e:.1f}" width="{max(bar - 2, 1):.1f}"'
-                         f' height="{e:.1f}" fill="{error_color}"/>')
+            parts.append(
+                f'<rect class="err" x="{x:.1f}" y="{height - e:.1f}" width="{max(bar - 2, 1):.1f}"'
+                f' height="{e:.1f}" fill="{error_color}"/>'
+            )
     parts.append(f'<text x="0" y="{height + 16}" font-size="12" fill="#6b7280">peak {top} requests per step</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
 def _amount(kind: str, n: int) -> str:
-    return f"{n / 1024 ** 3:.2f} GiB" if kind == UsageKind.STORAGE.value else str(n)
+    return f"{n / 1024**3:.2f} GiB" if kind == UsageKind.STORAGE.value else str(n)
 
 
 def _bar(label: str, used: int | None, limit: int, color: str, kind: str = "") -> str:
     pct = 0 if not limit or used is None else min(100, round(100 * used / limit))
     shown = "unknown" if used is None else f"{_amount(kind, used)} of {_amount(kind, limit)}"
-    return (f'<div class="usage"><div class="usage-label">{E(label)}: <strong>{E(shown)}</strong></div>'
-            f'<div class="track" role="progressbar" aria-valuenow="{pct}" aria-valuemin="0" aria-valuemax="100">'
-            # An SVG bar: its geometry and colour are attributes, so the page's CSP (styles by hash,
-            # no inline style attributes) leaves it drawn.
-            f'<svg class="fill" viewBox="0 0 100 1" preserveAspectRatio="none" aria-hidden="true">'
-            f'<rect width="{pct}" height="1" fill="{color}"/></svg></div></div>')
+    return (
+        f'<div class="usage"><div class="usage-label">{E(label)}: <strong>{E(shown)}</strong></div>'
+        f'<div class="track" role="progressbar" aria-valuenow="{pct}" aria-valuemin="0" aria-valuemax="100">'
+        # An SVG bar: its geometry and colour are attributes, so the page's CSP (styles by hash,
+        # no inline style attributes) leaves it drawn.
+        f'<svg class="fill" viewBox="0 0 100 1" preserveAspectRatio="none" aria-hidden="true">'
+        f'<rect width="{pct}" height="1" fill="{color}"/></svg></div></div>'
+    )
 
 
 def _table(cols: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
@@ -215,17 +283,26 @@ def _table(cols: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") ->
     body = "".join("<tr>" + "".join(f"<td>{E('' if v is None else str(v))}</td>" for v in r) + "</tr>" for r in rows)
     if not rows:
         body = f'<tr><td colspan="{len(cols)}">Nothing yet.</td></tr>'
-    return f'<div class="scroll"><table class="{E(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    return (
+        f'<div class="scroll"><table class="{E(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    )
 
 
 def page(brand: Brand, title: str, body: str) -> str:
     primary, secondary = brand.primary_color, brand.secondary_color  # validated #rrggbb
-    logo = f'<img class="logo" src="{E(brand.logo_url, quote=True)}" alt="" width="32" height="32">' if brand.logo_url else ""
-    support = (f'<footer>Support: <a href="mailto:{E(brand.support_email, quote=True)}">{E(brand.support_email)}</a>'
-               "</footer>" if brand.support_email else "")
+    logo = (
+        f'<img class="logo" src="{E(brand.logo_url, quote=True)}" alt="" width="32" height="32">'
+        if brand.logo_url
+        else ""
+    )
+    support = (
+        f'<footer>Support: <a href="mailto:{E(brand.support_email, quote=True)}">{E(brand.support_email)}</a></footer>'
+        if brand.support_email
+        else ""
+    )
     return (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{E(title)} · {E(brand.name)}</title><style>"
         "*{box-sizing:border-box}body{font-family:system-ui,sans-serif;margin:0;background:#f9fafb;color:#111827}"
         f"header{{background:{primary};color:#fff;padding:.8rem 1.2rem;display:flex;gap:.8rem;align-items:center}}"
@@ -240,7 +317,7 @@ def page(brand: Brand, title: str, body: str) -> str:
         ".risk-high{color:#b91c1c;font-weight:600}.risk-medium{color:#b45309}.logo{border-radius:.3rem}"
         "footer{max-width:80rem;margin:0 auto;padding:1rem;color:#6b7280}"
         "</style></head><body>"
-        f"<header>{logo}<span class=\"brand\">{E(brand.name)}</span><nav><a href=\"/\">Home</a></nav></header>"
+        f'<header>{logo}<span class="brand">{E(brand.name)}</span><nav><a href="/">Home</a></nav></header>'
         f"<main><h1>{E(title)}</h1>{body}</main>{support}</body></html>"
     )
 
@@ -249,39 +326,63 @@ def render_admin(data: dict[str, Any]) -> str:
     brand = Brand.from_config(data["branding"], data["tenant"]["name"])
     t, traffic = data["tenant"], data["traffic"]
     usage = data["usage"]
-    usage_html = ("".join(_bar(u["kind"].replace("_", " "), u["used"], u["limit"], brand.primary_color, u["kind"])
-                          for u in usage)
-                  if usage is not None else "<p>Usage is unavailable right now.</p>")
+    usage_html = (
+        "".join(_bar(u["kind"].replace("_", " "), u["used"], u["limit"], brand.primary_color, u["kind"]) for u in usage)
+        if usage is not None
+        else "<p>Usage is unavailable right now.</p>"
+    )
     if traffic:
-        traffic_html = (f'<p><span class="figure">{traffic["requests"]}</span> requests in 24 h · p50 '
-                        f'{E(str(traffic["p50_ms"]))} ms · p95 {E(str(traffic["p95_ms"]))} ms · error rate '
-                        f'{E(str(traffic["error_rate"]))}</p>' + svg_series(traffic["series"], color=brand.primary_color))
-        errors_html = _table(["where", "code", "count"], [(e["source"], e["code"], e["count"]) for e in traffic["errors"][:10]])
+        traffic_html = (
+            f'<p><span class="figure">{traffic["requests"]}</span> requests in 24 h · p50 '
+            f"{E(str(traffic['p50_ms']))} ms · p95 {E(str(traffic['p95_ms']))} ms · error rate "
+            f"{E(str(traffic['error_rate']))}</p>" + svg_series(traffic["series"], color=brand.primary_color)
+        )
+        errors_html = _table(
+            ["where", "code", "count"], [(e["source"], e["code"], e["count"]) for e in traffic["errors"][:10]]
+        )
     else:
         traffic_html, errors_html = "<p>Traffic figures are unavailable right now.</p>", ""
     health = data["health"]
     uptime = health["uptime"]
-    uptime_text = f'{uptime["uptime_percent"]}% this month ({uptime["checks"]} checks)' if uptime else "no checks yet"
+    uptime_text = f"{uptime['uptime_percent']}% this month ({uptime['checks']} checks)" if uptime else "no checks yet"
     tickets = data["tickets"]
     body = (
-        f'<p>{E(t["name"])} · {E(t["domain"])} · <strong>{E(t["subscription_tier"])}</strong> plan · {E(t["status"])}</p>'
+        f"<p>{E(t['name'])} · {E(t['domain'])} · <strong>{E(t['subscription_tier'])}</strong> plan · {E(t['status'])}</p>"
         '<div class="cards">'
         f'<section class="card" id="usage"><h2>Usage this month</h2>{usage_html}</section>'
         f'<section class="card" id="health"><h2>Health</h2><p>Uptime: {E(uptime_text)}</p>'
-        f'<p>Open alerts: {len(health["open_alerts"])}</p></section>'
+        f"<p>Open alerts: {len(health['open_alerts'])}</p></section>"
         f'<section class="card" id="tickets"><h2>Support tickets</h2><p>Open: {tickets["open"]} · SLA breached: '
-        f'{tickets["breached"]}</p>'
-        + _table(["subject", "status", "SLA"], [(x["subject"], x["status"], x["sla"]["state"]) for x in tickets["recent"][:5]])
-        + '</section>'
+        f"{tickets['breached']}</p>"
+        + _table(
+            ["subject", "status", "SLA"],
+            [(x["subject"], x["status"], x["sla"]["state"]) for x in tickets["recent"][:5]],
+        )
+        + "</section>"
         f'<section class="card wide" id="traffic"><h2>Traffic and errors, last 24 hours</h2>{traffic_html}{errors_html}</section>'
         '<section class="card wide" id="domains"><h2>Domains</h2>'
-        + _table(["domain", "type", "ownership", "SSL", "DNS"],
-                 [(d["domain"], d["domain_type"], d.get("verification_status"), d["ssl_status"],
-                   "configured" if d["dns_configured"] else "not configured") for d in data["domains"]])
+        + _table(
+            ["domain", "type", "ownership", "SSL", "DNS"],
+            [
+                (
+                    d["domain"],
+                    d["domain_type"],
+                    d.get("verification_status"),
+                    d["ssl_status"],
+                    "configured" if d["dns_configured"] else "not configured",
+                )
+                for d in data["domains"]
+            ],
+        )
         + '</section><section class="card wide" id="users"><h2>Users and roles</h2>'
-        + _table(["email", "name", "role"], [(p["email"], p["display_name"], p["tenant_role"]) for p in data["users"]["list"]])
+        + _table(
+            ["email", "name", "role"],
+            [(p["email"], p["display_name"], p["tenant_role"]) for p in data["users"]["list"]],
+        )
         + '</section><section class="card wide" id="audit"><h2>Audit trail</h2>'
-        + _table(["when", "who", "what", "target"], [(a["at"], a["actor"], a["action"], a["target"]) for a in data["audit"]])
+        + _table(
+            ["when", "who", "what", "target"], [(a["at"], a["actor"], a["action"], a["target"]) for a in data["audit"]]
+        )
         + '</section><section class="card" id="files"><h2>Files</h2><p>No file storage yet.</p></section></div>'
     )
     return page(brand, "Dashboard", body)
@@ -304,40 +405,89 @@ def render_platform(data: dict[str, Any], brand: Brand) -> str:
     rows = []
     for x in data["tenants"]:
         risk = x["churn_risk"]
-        rows.append("<tr>" + "".join(f"<td>{E('' if v is None else str(v))}</td>" for v in (
-            x["tenant_id"], x["name"], x["status"], x["tier"], x["monthly_price"], x["customer_price"] or "",
-            x["uptime_percent"] if x["uptime_percent"] is not None else "", x["open_alerts"], x["open_tickets"],
-            x["sla_breaches"], x["requests_24h"] if x["requests_24h"] is not None else ""))
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{E('' if v is None else str(v))}</td>"
+                for v in (
+                    x["tenant_id"],
+                    x["name"],
+                    x["status"],
+                    x["tier"],
+                    x["monthly_price"],
+                    x["customer_price"] or "",
+                    x["uptime_percent"] if x["uptime_percent"] is not None else "",
+                    x["open_alerts"],
+                    x["open_tickets"],
+                    x["sla_breaches"],
+                    x["requests_24h"] if x["requests_24h"] is not None else "",
+                )
+            )
             + f'<td class="risk-{E(risk["level"])}">{E(risk["level"])}'
-            + (f' ({E("; ".join(risk["reasons"]))})' if risk["reasons"] else "") + "</td></tr>")
+            + (f" ({E('; '.join(risk['reasons']))})" if risk["reasons"] else "")
+            + "</td></tr>"
+        )
     if not rows:
         rows.append('<tr><td colspan="12">No tenants on this page.</td></tr>')
-    head = "".join(f"<th>{E(c)}</th>" for c in ("tenant", "name", "status", "tier", "price $/mo", "customer pays $/mo",
-                                                 "uptime %", "alerts", "tickets", "SLA breaches", "requests 24 h",
-                                                 "churn risk"))
-    sorts = " · ".join(f"<strong>{E(s)}</strong>" if s == data["sort"] else
-                       f'<a href="{E(_platform_link(data, sort=s), quote=True)}">{E(s)}</a>' for s in data["sorts"])
+    head = "".join(
+        f"<th>{E(c)}</th>"
+        for c in (
+            "tenant",
+            "name",
+            "status",
+            "tier",
+            "price $/mo",
+            "customer pays $/mo",
+            "uptime %",
+            "alerts",
+            "tickets",
+            "SLA breaches",
+            "requests 24 h",
+            "churn risk",
+        )
+    )
+    sorts = " · ".join(
+        f"<strong>{E(s)}</strong>"
+        if s == data["sort"]
+        else f'<a href="{E(_platform_link(data, sort=s), quote=True)}">{E(s)}</a>'
+        for s in data["sorts"]
+    )
     first = (data["page"] - 1) * data["per_page"] + 1
-    shown = (f"{first}–{first + len(data['tenants']) - 1} of {data['total']}" if data["tenants"]
-             else f"none of {data['total']}")
-    pager = [f'<a rel="prev" href="{E(_platform_link(data, page=min(data["page"] - 1, data["pages"])), quote=True)}">'
-             "previous</a>"] if data["prev"] else []
-    pager.append(f'<span>page {data["page"]} of {data["pages"]}</span>')
+    shown = (
+        f"{first}–{first + len(data['tenants']) - 1} of {data['total']}"
+        if data["tenants"]
+        else f"none of {data['total']}"
+    )
+    pager = (
+        [
+            f'<a rel="prev" href="{E(_platform_link(data, page=min(data["page"] - 1, data["pages"])), quote=True)}">'
+            "previous</a>"
+        ]
+        if data["prev"]
+        else []
+    )
+    pager.append(f"<span>page {data['page']} of {data['pages']}</span>")
     if data["next"]:
         pager.append(f'<a rel="next" href="{E(_platform_link(data, page=data["page"] + 1), quote=True)}">next</a>')
     body = (
         '<div class="cards">'
         f'<section class="card" id="mrr"><h2>Monthly recurring revenue</h2><p class="figure">${E(totals["mrr"])}</p>'
-        f'<p>{totals["active_customers"]} paying tenants · their customers pay ${E(totals["customer_mrr"])}</p></section>'
+        f"<p>{totals['active_customers']} paying tenants · their customers pay ${E(totals['customer_mrr'])}</p></section>"
         f'<section class="card" id="counts"><h2>Tenants</h2><p class="figure">{totals["tenants"]}</p>'
-        f'<p>By status: {counts(totals["by_status"])}</p><p>By tier: {counts(totals["by_tier"])}</p></section>'
+        f"<p>By status: {counts(totals['by_status'])}</p><p>By tier: {counts(totals['by_tier'])}</p></section>"
         '<section class="card" id="adoption"><h2>Feature adoption</h2>'
-        + "".join(f'<p>{E(k)}: <strong>{pct(v)}</strong></p>' for k, v in
-                  (("AI", adoption["ai"]), ("custom domains", adoption["custom_domains"]), ("files", adoption["files"])))
-        + '</section>'
+        + "".join(
+            f"<p>{E(k)}: <strong>{pct(v)}</strong></p>"
+            for k, v in (
+                ("AI", adoption["ai"]),
+                ("custom domains", adoption["custom_domains"]),
+                ("files", adoption["files"]),
+            )
+        )
+        + "</section>"
         f'<section class="card" id="ops"><h2>Operations</h2><p>Open alerts: {totals["open_alerts"]}</p>'
-        f'<p>Open tickets: {totals["open_tickets"]} ({totals["tickets_this_month"]} this month) · SLA breaches: '
-        f'{totals["sla_breaches"]}</p><p>Tenants at risk: {totals["at_risk"]}</p></section>'
+        f"<p>Open tickets: {totals['open_tickets']} ({totals['tickets_this_month']} this month) · SLA breaches: "
+        f"{totals['sla_breaches']}</p><p>Tenants at risk: {totals['at_risk']}</p></section>"
         f'<section class="card wide" id="tenants"><h2>Tenants {E(shown)}</h2><p class="sorts">Sorted by: {sorts}</p>'
         f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
         f'<nav class="pager" aria-label="pages">{" · ".join(pager)}</nav></section></div>'
@@ -351,7 +501,9 @@ def _page_reply(html: str, brand: Brand) -> Reply:
     the site and the brand's logo host only."""
     reply = html_reply(html)
     logo = logo_origin(brand.logo_url)
-    reply.headers["content-security-policy"] = page_csp(*_STYLE_BLOCK.findall(html), img_origins=(logo,) if logo else ())
+    reply.headers["content-security-policy"] = page_csp(
+        *_STYLE_BLOCK.findall(html), img_origins=(logo,) if logo else ()
+    )
     reply.headers["cache-control"] = "no-store"
     return reply
 
@@ -366,9 +518,15 @@ async def platform_page(call: Call) -> Reply:
     q = platform_query(call)
     data, rows = await asyncio.gather(
         platform_data(call, principal, q),
-        guarded(tenant_db(call, principal).select("tenants", columns="name,whitelabel_config",
-                                                  eq={"tenant_id": call.tenant.tenant_id}, limit=1)))
-    brand = Brand.from_config(rows[0].get("whitelabel_config") if rows else None, rows[0]["name"] if rows else "Platform")
+        guarded(
+            tenant_db(call, principal).select(
+                "tenants", columns="name,whitelabel_config", eq={"tenant_id": call.tenant.tenant_id}, limit=1
+            )
+        ),
+    )
+    brand = Brand.from_config(
+        rows[0].get("whitelabel_config") if rows else None, rows[0]["name"] if rows else "Platform"
+    )
     return _page_reply(render_platform(data, brand), brand)
 
 

@@ -1,4 +1,5 @@
 """Tenant Worker entry: thin. All decisions live in tenant_worker.app."""
+
 from workers import WorkerEntrypoint
 
 from shared.config import ConfigError

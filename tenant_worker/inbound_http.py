@@ -1,4 +1,5 @@
 """What a tenant Worker handler sees and returns: plain Python, no runtime objects."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,15 @@ class RequestBody(BaseModel):
 class ApiError(Exception):
     """Raised by handlers; becomes `{"error": {...}}` (or a branded page off /api)."""
 
-    def __init__(self, status: int, code: str, message: str, *, extra: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.extra = extra or {}
@@ -57,7 +65,9 @@ class Reply:
 
 
 def json_reply(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
-    return Reply(status, json.dumps(data, default=str).encode(), {"content-type": "application/json", **(headers or {})})
+    return Reply(
+        status, json.dumps(data, default=str).encode(), {"content-type": "application/json", **(headers or {})}
+    )
 
 
 def html_reply(page: str, status: int = 200) -> Reply:
@@ -71,8 +81,17 @@ def redirect_reply(location: str, status: int = 302) -> Reply:
 def error_to_reply(path: str, err: ApiError, request_id: str, branding: Brand | None = None) -> Reply:
     """The error as JSON under /api/*, else a page: with the tenant's `branding`, the page links home
     and to sign in again."""
-    r = error_reply(path, err.status, err.code, err.message, request_id, extra=err.extra, headers=err.headers,
-                    branding=branding, way_back=branding is not None)
+    r = error_reply(
+        path,
+        err.status,
+        err.code,
+        err.message,
+        request_id,
+        extra=err.extra,
+        headers=err.headers,
+        branding=branding,
+        way_back=branding is not None,
+    )
     return Reply(r.status, r.body, r.headers)
 
 

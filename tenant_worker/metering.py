@@ -19,6 +19,7 @@ Plain Python (no `workers`/`js`): the meter is a small protocol, so this runs on
 a fake (tests/test_files_units.py, tests/test_usage_core.py) and on workerd with the real
 Durable Object (tenant_worker.usage_meter.TenantMeter).
 """
+
 from __future__ import annotations
 
 import json
@@ -58,10 +59,19 @@ def meter_of(call: Call) -> Meter:
 
 
 def meter_unavailable(call: Call, kind: UsageKind, exc: BaseException) -> ApiError:
-    log.error(json.dumps({"event": "usage_meter_unavailable", "kind": kind.value, "request_id": call.request_id,
-                          "reason": type(exc).__name__}))
-    return ApiError(503, "usage_unavailable", "Usage metering is unavailable. Please try again.",
-                    headers={"retry-after": "5"})
+    log.error(
+        json.dumps(
+            {
+                "event": "usage_meter_unavailable",
+                "kind": kind.value,
+                "request_id": call.request_id,
+                "reason": type(exc).__name__,
+            }
+        )
+    )
+    return ApiError(
+        503, "usage_unavailable", "Usage metering is unavailable. Please try again.", headers={"retry-after": "5"}
+    )
 
 
 def limit_exceeded(d: UsageDecision, now: float) -> ApiError:
@@ -69,17 +79,28 @@ def limit_exceeded(d: UsageDecision, now: float) -> ApiError:
     retry = d.retry_after_seconds(now)
     when = f" until {d.resets_at.strftime('%Y-%m-%d %H:%M UTC')}" if d.resets_at else ""
     return ApiError(
-        429, "usage_limit_exceeded",
+        429,
+        "usage_limit_exceeded",
         f"Your plan's {d.kind.value.replace('_', ' ')} limit ({d.limit}) is used up{when}.",
-        extra={"kind": d.kind.value, "limit": d.limit, "used": d.used,
-               "resets_at": d.resets_at.isoformat().replace("+00:00", "Z") if d.resets_at else None},
+        extra={
+            "kind": d.kind.value,
+            "limit": d.limit,
+            "used": d.used,
+            "resets_at": d.resets_at.isoformat().replace("+00:00", "Z") if d.resets_at else None,
+        },
         headers={"retry-after": str(retry)} if retry is not None else None,
     )
 
 
 def usage_view(d: UsageDecision) -> dict[str, Any]:
-    return {"kind": d.kind.value, "used": d.used, "limit": d.limit, "remaining": d.remaining,
-            "period": d.period, "resets_at": d.resets_at.isoformat().replace("+00:00", "Z") if d.resets_at else None}
+    return {
+        "kind": d.kind.value,
+        "used": d.used,
+        "limit": d.limit,
+        "remaining": d.remaining,
+        "period": d.period,
+        "resets_at": d.resets_at.isoformat().replace("+00:00", "Z") if d.resets_at else None,
+    }
 
 
 async def audit_limit_hit(call: Call, actor: str, d: UsageDecision) -> None:
@@ -94,15 +115,30 @@ async def audit_limit_hit(call: Call, actor: str, d: UsageDecision) -> None:
         _limit_audited.clear()
     _limit_audited[key] = now
     try:
-        await write_audit(call, actor=actor, action="usage.limit_exceeded", target=d.kind.value, outcome="denied",
-                          details={"limit": d.limit, "used": d.used, "period": d.period})
+        await write_audit(
+            call,
+            actor=actor,
+            action="usage.limit_exceeded",
+            target=d.kind.value,
+            outcome="denied",
+            details={"limit": d.limit, "used": d.used, "period": d.period},
+        )
     except (ApiError, SupabaseError, HttpError) as exc:
-        log.error(json.dumps({"event": "audit_write_failed", "action": "usage.limit_exceeded",
-                              "request_id": call.request_id, "reason": type(exc).__name__}))
+        log.error(
+            json.dumps(
+                {
+                    "event": "audit_write_failed",
+                    "action": "usage.limit_exceeded",
+                    "request_id": call.request_id,
+                    "reason": type(exc).__name__,
+                }
+            )
+        )
 
 
-async def give_back(call: Call, meter: Meter, kind: UsageKind, amount: int,
-                    period: str | None = None) -> UsageDecision | None:
+async def give_back(
+    call: Call, meter: Meter, kind: UsageKind, amount: int, period: str | None = None
+) -> UsageDecision | None:
     """Release `amount` units (one meter call); a failure is logged, never raised. None if nothing
     was given back."""
     if amount <= 0:
@@ -110,8 +146,17 @@ async def give_back(call: Call, meter: Meter, kind: UsageKind, amount: int,
     try:
         return await meter.release(kind, amount, period)
     except Exception as exc:  # the units stay counted; logged for reconciliation
-        log.error(json.dumps({"event": "usage_refund_failed", "kind": kind.value, "amount": amount,
-                              "request_id": call.request_id, "reason": type(exc).__name__}))
+        log.error(
+            json.dumps(
+                {
+                    "event": "usage_refund_failed",
+                    "kind": kind.value,
+                    "amount": amount,
+                    "request_id": call.request_id,
+                    "reason": type(exc).__name__,
+                }
+            )
+        )
         return None
 
 
@@ -142,8 +187,9 @@ class Reservation:
         self.decision = d
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self.decision is None:
             return
         kept = 0 if exc is not None or self.kept is None else self.kept

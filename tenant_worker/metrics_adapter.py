@@ -9,6 +9,7 @@ failure's reason. `metrics_queries(call)` builds the query side for this Worker:
 Engine SQL API (ANALYTICS_SQL_URL, or ANALYTICS_ACCOUNT_ID for Cloudflare's; bearer
 ANALYTICS_API_TOKEN) over the Worker's fetch.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -20,8 +21,15 @@ from tenant_worker.inbound_http import ApiError, Call
 SIGNIN_STATE = "signin"  # call.state key: {"provider", "outcome", "reason"} (tenant_worker.auth)
 
 
-def request_point(tenant_id: str, method: str, route_name: str | None, status: int, latency_ms: float, code: str,
-                  state: Mapping[str, Any] | None) -> RequestPoint:
+def request_point(
+    tenant_id: str,
+    method: str,
+    route_name: str | None,
+    status: int,
+    latency_ms: float,
+    code: str,
+    state: Mapping[str, Any] | None,
+) -> RequestPoint:
     route = route_name or NO_ROUTE
     feature, provider, outcome = feature_of(route), "", ""
     signin = (state or {}).get(SIGNIN_STATE)

@@ -7,6 +7,7 @@ shared cache; the one public part, the tenant's branding, is cached per isolate 
 secondary colours, support contact. Its CSP allows no script, exactly its own <style>, and
 images from the site and the logo's host only.
 """
+
 from __future__ import annotations
 
 import html
@@ -25,18 +26,22 @@ async def home(call: Call) -> Reply:
     who = call.state.get(PRINCIPAL)
     if isinstance(who, Principal):
         label = html.escape(who.display_name or who.email or "you")
-        body = (f"<p>Signed in as <strong>{label}</strong> ({html.escape(who.role.value)}).</p>"
-                "<form method=\"post\" action=\"/auth/logout\"><button class=\"btn\" type=\"submit\">Sign out</button></form>")
+        body = (
+            f"<p>Signed in as <strong>{label}</strong> ({html.escape(who.role.value)}).</p>"
+            '<form method="post" action="/auth/logout"><button class="btn" type="submit">Sign out</button></form>'
+        )
     else:
-        body = ("<p><a class=\"btn\" href=\"/auth/login/github\">Sign in with GitHub</a> "
-                "<a class=\"btn\" href=\"/auth/login/google\">Sign in with Google</a></p>")
+        body = (
+            '<p><a class="btn" href="/auth/login/github">Sign in with GitHub</a> '
+            '<a class="btn" href="/auth/login/google">Sign in with Google</a></p>'
+        )
     if brand.support_email:
         email = html.escape(brand.support_email, quote=True)
-        body += f"<p>Questions? Write to <a href=\"mailto:{email}\">{email}</a>.</p>"
+        body += f'<p>Questions? Write to <a href="mailto:{email}">{email}</a>.</p>'
     style = page_style(brand.primary_color, brand.secondary_color)
     page = (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{name}</title>"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{name}</title>'
         f"<style>{style}</style>"
         f"</head><body>{page_header(brand)}<main><h1>Welcome to {name}</h1>{body}</main></body></html>"
     )

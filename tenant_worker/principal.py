@@ -4,6 +4,7 @@ The session middleware (tenant_worker.auth) verifies the session cookie against 
 the dispatcher resolved and puts a Principal in `call.state["principal"]`; handlers call
 `require(call)` or `require(call, Role.ADMIN)`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,8 +14,6 @@ from shared.roles import Role
 from tenant_worker.inbound_http import ApiError, Call
 
 PRINCIPAL = "principal"
-
-
 
 
 @dataclass(frozen=True)

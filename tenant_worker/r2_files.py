@@ -16,6 +16,7 @@ passes along). The JS it implements:
 upload goes from the client to R2 without Python holding it. R2 refuses a stream of unknown
 length, and a stream that ends early makes put throw (nothing is stored).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -46,15 +47,24 @@ class StoredObject:
 class Bucket(Protocol):
     async def head(self, key: str) -> StoredObject | None: ...
 
-    async def put(self, key: str, body: StreamBody | bytes, *, content_type: str, metadata: dict[str, str],
-                  if_absent: bool = False, if_etag: str | None = None) -> StoredObject | None: ...
+    async def put(
+        self,
+        key: str,
+        body: StreamBody | bytes,
+        *,
+        content_type: str,
+        metadata: dict[str, str],
+        if_absent: bool = False,
+        if_etag: str | None = None,
+    ) -> StoredObject | None: ...
 
     async def get(self, key: str) -> tuple[StoredObject, StreamBody] | None: ...
 
     async def delete(self, key: str) -> None: ...
 
-    async def list(self, prefix: str, *, start_after: str | None = None,
-                   limit: int = 1000) -> tuple[list[StoredObject], bool]: ...
+    async def list(
+        self, prefix: str, *, start_after: str | None = None, limit: int = 1000
+    ) -> tuple[list[StoredObject], bool]: ...
 
 
 def _absent(value: Any) -> bool:
@@ -74,9 +84,14 @@ def _stored(obj: Any) -> StoredObject:
     metadata = {} if _absent(custom) else {str(k): str(v) for k, v in dict(_py(custom)).items()}
     uploaded = getattr(obj, "uploaded", None)
     millis = float(uploaded.getTime()) if uploaded is not None and not _absent(uploaded) else 0.0
-    return StoredObject(key=str(obj.key), size=int(obj.size), etag=str(obj.etag),
-                        uploaded=datetime.fromtimestamp(millis / 1000, tz=timezone.utc),
-                        content_type=None if _absent(content_type) else str(content_type), metadata=metadata)
+    return StoredObject(
+        key=str(obj.key),
+        size=int(obj.size),
+        etag=str(obj.etag),
+        uploaded=datetime.fromtimestamp(millis / 1000, tz=timezone.utc),
+        content_type=None if _absent(content_type) else str(content_type),
+        metadata=metadata,
+    )
 
 
 class R2Bucket:
@@ -113,8 +128,16 @@ class R2Bucket:
         obj = await self._call("head", key)
         return None if _absent(obj) else _stored(obj)
 
-    async def put(self, key: str, body: StreamBody | bytes, *, content_type: str, metadata: dict[str, str],
-                  if_absent: bool = False, if_etag: str | None = None) -> StoredObject | None:
+    async def put(
+        self,
+        key: str,
+        body: StreamBody | bytes,
+        *,
+        content_type: str,
+        metadata: dict[str, str],
+        if_absent: bool = False,
+        if_etag: str | None = None,
+    ) -> StoredObject | None:
         options: dict[str, Any] = {"httpMetadata": {"contentType": content_type}, "customMetadata": metadata}
         if if_absent:
             options["onlyIf"] = {"etagDoesNotMatch": "*"}
@@ -144,8 +167,9 @@ class R2Bucket:
     async def delete(self, key: str) -> None:
         await self._call("delete", key)
 
-    async def list(self, prefix: str, *, start_after: str | None = None,
-                   limit: int = 1000) -> tuple[list[StoredObject], bool]:
+    async def list(
+        self, prefix: str, *, start_after: str | None = None, limit: int = 1000
+    ) -> tuple[list[StoredObject], bool]:
         options: dict[str, Any] = {"prefix": prefix, "limit": limit, "include": ["httpMetadata", "customMetadata"]}
         if start_after is not None:
             options["startAfter"] = start_after

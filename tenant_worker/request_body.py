@@ -12,6 +12,7 @@ The convention, for every handler (README "Request rules"):
 A value that is well-formed but unusable for a reason of its own keeps its own 422 code
 (`invalid_domain`, `invalid_name`).
 """
+
 from __future__ import annotations
 
 from typing import Any, TypeVar

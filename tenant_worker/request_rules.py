@@ -24,6 +24,7 @@ multipart/form-data) must carry the custom header `X-File-Upload` (any value), w
 can send and a cross-site `fetch` can send only after a preflight this Worker never answers.
 The body is not read here: the handler streams it.
 """
+
 from __future__ import annotations
 
 import json
@@ -108,14 +109,26 @@ async def request_rules(call: Call) -> None:
         return
     reason = cross_site_reason(call)
     if reason is not None:
-        log.info(json.dumps({"event": "cross_site_refused", "reason": reason, "method": call.method,
-                             "path": call.path[:200], "request_id": call.request_id}))
+        log.info(
+            json.dumps(
+                {
+                    "event": "cross_site_refused",
+                    "reason": reason,
+                    "method": call.method,
+                    "path": call.path[:200],
+                    "request_id": call.request_id,
+                }
+            )
+        )
         raise ApiError(403, "cross_site_request", "This request did not come from this site's own pages.")
     if call.body_kind == "raw":
         if upload_refusal(call) is not None:
-            raise ApiError(415, "unsupported_media_type",
-                           "Send the file with its own Content-Type (not text/plain, a form or multipart), "
-                           "or add the header X-File-Upload: 1.")
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                "Send the file with its own Content-Type (not text/plain, a form or multipart), "
+                "or add the header X-File-Upload: 1.",
+            )
         return
     if wants_json(call.path) and await call.body() and not is_json_media_type(call.headers.get("content-type")):
         raise ApiError(415, "unsupported_media_type", "Send the request body as application/json.")

@@ -11,6 +11,7 @@
   older than a role change is re-issued with the role read again from the profile (the user's
   own row, under RLS), failing closed when that read cannot be made.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,10 +53,18 @@ def clear_session_cookie() -> str:
     return cookie(SESSION_COOKIE, "", 0)
 
 
-def _issue(call: Call, secret: str, *, user_id: str, role: str, email: str | None,
-           name: str | None) -> tuple[str, SessionClaims]:
-    token, claims = new_session(secret, tenant_id=call.tenant.tenant_id, user_id=user_id, role=role,  # type: ignore[arg-type]
-                                now=call.services.clock(), email=email, name=name)
+def _issue(
+    call: Call, secret: str, *, user_id: str, role: str, email: str | None, name: str | None
+) -> tuple[str, SessionClaims]:
+    token, claims = new_session(
+        secret,
+        tenant_id=call.tenant.tenant_id,
+        user_id=user_id,
+        role=role,  # type: ignore[arg-type]
+        now=call.services.clock(),
+        email=email,
+        name=name,
+    )
     return cookie(SESSION_COOKIE, token, SESSION_TTL_SECONDS), claims
 
 
@@ -65,6 +74,7 @@ def session_cookie(call: Call, secret: str, *, user_id: str, role: str, email: s
 
 
 # ---- the middleware --------------------------------------------------------------------------
+
 
 async def session_middleware(call: Call) -> None:
     """Put the caller's Principal (and the session's claims) in call.state, or nothing."""
@@ -113,18 +123,23 @@ async def _current(call: Call, claims: SessionClaims, secret: str) -> SessionCla
         return None
     try:  # the role changed since this session began: read it again (own row, under RLS)
         rows = await tenant_db(call, Principal(claims.sub, claims.tid, Role.CLIENT)).select(
-            "profiles", columns="id,tenant_role,email,display_name",
-            eq={"id": claims.sub, "tenant_id": call.tenant.tenant_id}, limit=1)
+            "profiles",
+            columns="id,tenant_role,email,display_name",
+            eq={"id": claims.sub, "tenant_id": call.tenant.tenant_id},
+            limit=1,
+        )
     except (SupabaseError, HttpError, ApiError):
         _refused(call, "role check unavailable")
         return None  # fail closed: the old role may be a revoked one
     role = rows[0]["tenant_role"] if rows else None
     if role not in ("client", "admin", "super_admin") or (
-            role == "super_admin" and call.tenant.tenant_type is not TenantType.PRIMARY):
+        role == "super_admin" and call.tenant.tenant_type is not TenantType.PRIMARY
+    ):
         _refused(call, "profile gone" if not rows else "role not accepted here")
         call.cookies.append(clear_session_cookie())
         return None
-    set_cookie, renewed = _issue(call, secret, user_id=claims.sub, role=role, email=rows[0].get("email"),
-                                 name=rows[0].get("display_name"))
+    set_cookie, renewed = _issue(
+        call, secret, user_id=claims.sub, role=role, email=rows[0].get("email"), name=rows[0].get("display_name")
+    )
     call.cookies.append(set_cookie)
     return renewed

@@ -9,6 +9,7 @@ for the service role), read once into tenant_worker.config.TenantConfig (the Wor
 start without them). The tenant id and primary flag come from the dispatcher's signed
 context, the user id and role from the verified session; nothing from the request body.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,9 +59,15 @@ def tenant_jwt(call: Call, principal: Principal) -> str:
     cached = _tokens.get(key)
     if cached is not None and cached[1] - now > TENANT_JWT_TTL_SECONDS / 2:
         return cached[0]
-    token = mint_tenant_jwt(_signer(secret), user_id=principal.user_id, tenant_id=call.tenant.tenant_id,
-                            tenant_role=principal.role.value, is_primary=is_primary, now=now,
-                            ttl_seconds=TENANT_JWT_TTL_SECONDS)
+    token = mint_tenant_jwt(
+        _signer(secret),
+        user_id=principal.user_id,
+        tenant_id=call.tenant.tenant_id,
+        tenant_role=principal.role.value,
+        is_primary=is_primary,
+        now=now,
+        ttl_seconds=TENANT_JWT_TTL_SECONDS,
+    )
     if len(_tokens) >= _TOKENS_MAX:
         _tokens.clear()
     _tokens[key] = (token, int(now) + TENANT_JWT_TTL_SECONDS)
@@ -77,8 +84,9 @@ def tenant_db(call: Call, principal: Principal) -> SupabaseClient:
 def service_db(call: Call) -> SupabaseClient:
     """Service role: only for what RLS forbids users by design (audit log, sign-in upsert)."""
     cfg = call.services.config
-    return SupabaseClient.as_service_role(call.services.http, url=cfg.supabase_url,
-                                          service_role_key=cfg.supabase_service_role_key)
+    return SupabaseClient.as_service_role(
+        call.services.http, url=cfg.supabase_url, service_role_key=cfg.supabase_service_role_key
+    )
 
 
 RETRY_AFTER_SECONDS = 5
@@ -94,12 +102,17 @@ AUDIT_OUTCOMES = frozenset({"success", "failure", "denied"})
 
 
 def data_unavailable() -> ApiError:
-    return ApiError(503, "data_unavailable", "The data service is unavailable. Please try again shortly.",
-                    headers={"retry-after": str(RETRY_AFTER_SECONDS)})
+    return ApiError(
+        503,
+        "data_unavailable",
+        "The data service is unavailable. Please try again shortly.",
+        headers={"retry-after": str(RETRY_AFTER_SECONDS)},
+    )
 
 
-def supabase_failure(exc: Exception, *, conflict_code: str = "conflict",
-                     conflict_message: str = "That already exists.") -> ApiError:
+def supabase_failure(
+    exc: Exception, *, conflict_code: str = "conflict", conflict_message: str = "That already exists."
+) -> ApiError:
     """The one mapping from a failed Supabase call to the API's answer.
 
     down (no answer, timeout; PostgREST 503/504, PGRST000-002 or an empty code; a gateway's 502/503/504)
@@ -141,9 +154,16 @@ async def guarded(op: Awaitable[T]) -> T:
         raise supabase_failure(exc) from None
 
 
-async def write_audit(call: Call, *, actor: str, action: str, target: str | None,
-                      details: dict[str, Any] | None = None, outcome: str = "success",
-                      request_id: str | None = None) -> None:
+async def write_audit(
+    call: Call,
+    *,
+    actor: str,
+    action: str,
+    target: str | None,
+    details: dict[str, Any] | None = None,
+    outcome: str = "success",
+    request_id: str | None = None,
+) -> None:
     """One audit_log row for this tenant (service role: users cannot write the audit log).
 
     The tenant id comes from the verified context, never from the caller; the request id is
@@ -153,7 +173,16 @@ async def write_audit(call: Call, *, actor: str, action: str, target: str | None
     """
     if outcome not in AUDIT_OUTCOMES:
         raise ValueError(f"outcome must be one of {sorted(AUDIT_OUTCOMES)}")
-    await service_db(call).insert("audit_log", {
-        "tenant_id": call.tenant.tenant_id, "actor": actor, "action": action, "target": target,
-        "details": dict(details or {}), "outcome": outcome,
-        "request_id": request_id or call.request_id}, columns="id")
+    await service_db(call).insert(
+        "audit_log",
+        {
+            "tenant_id": call.tenant.tenant_id,
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "details": dict(details or {}),
+            "outcome": outcome,
+            "request_id": request_id or call.request_id,
+        },
+        columns="id",
+    )

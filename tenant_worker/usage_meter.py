@@ -32,6 +32,7 @@ gives it back. A failed flush keeps the counters dirty and re-arms the alarm wit
 
 Handlers reach the object through `meter_for(call)`, keyed by the verified tenant context.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,7 +75,8 @@ FLUSH_TIMEOUT_SECONDS = 5.0  # bounded: a flush must not hold the object long
 HISTORY_TIMEOUT_SECONDS = 5.0  # the history read sits in front of a consume
 SCHEMA_VERSION = 2  # 2: usage_counters.history_loaded
 
-SCHEMA = ("""
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS usage_counters (
   kind TEXT NOT NULL,
   period TEXT NOT NULL,               -- 'YYYY-MM' for counters, 'level' for levels
@@ -82,7 +84,9 @@ CREATE TABLE IF NOT EXISTS usage_counters (
   flushed INTEGER NOT NULL DEFAULT -1,  -- the value Supabase last acknowledged
   flushed_period TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (kind, period)
-)""", "CREATE TABLE IF NOT EXISTS usage_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+)""",
+    "CREATE TABLE IF NOT EXISTS usage_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
 # Version 2: whether a counter row holds the history Supabase recorded for its period (0/1).
 # Rows from before it start at 0, so they merge the history on their next use (see LOAD_HISTORY_SQL).
 ADD_HISTORY_FLAG_SQL = "ALTER TABLE usage_counters ADD COLUMN history_loaded INTEGER NOT NULL DEFAULT 0"
@@ -105,8 +109,10 @@ LOAD_HISTORY_SQL = (
     "ON CONFLICT (kind, period) DO UPDATE SET used = max(used, excluded.used), history_loaded = 1 "
     "WHERE history_loaded = 0"
 )
-DIRTY_SQL = ("SELECT kind, period, used FROM usage_counters "
-             "WHERE used != flushed OR (period = 'level' AND flushed_period != ?1) ORDER BY kind, period")
+DIRTY_SQL = (
+    "SELECT kind, period, used FROM usage_counters "
+    "WHERE used != flushed OR (period = 'level' AND flushed_period != ?1) ORDER BY kind, period"
+)
 
 
 def _config(env: Any) -> TenantConfig:
@@ -145,8 +151,9 @@ class UsageMeter(DurableObject):
             return decision(k, t, int(row[0]["used"]), now, allowed=True).to_rpc()
         return decision(k, t, self._used(k, period), now, allowed=False).to_rpc()
 
-    async def release(self, kind: str, amount: Any, tenant_id: str, tier: str,
-                      period: str | None = None) -> dict[str, Any]:
+    async def release(
+        self, kind: str, amount: Any, tenant_id: str, tier: str, period: str | None = None
+    ) -> dict[str, Any]:
         k, n, t = parse_kind(kind), parse_amount(amount), self._bind(tenant_id, tier)
         now = self.clock()
         if is_level(k):
@@ -168,8 +175,12 @@ class UsageMeter(DurableObject):
         if not is_level(k):
             raise UsageError(f"{k.value} is a counter, not a level")
         start = 0 if value == 0 else parse_amount(value)
-        cur = self.sql.exec("INSERT INTO usage_counters (kind, period, used) VALUES (?1, ?2, ?3) "
-                            "ON CONFLICT (kind, period) DO NOTHING", k.value, LEVEL_PERIOD, start)
+        cur = self.sql.exec(
+            "INSERT INTO usage_counters (kind, period, used) VALUES (?1, ?2, ?3) ON CONFLICT (kind, period) DO NOTHING",
+            k.value,
+            LEVEL_PERIOD,
+            start,
+        )
         if cur.rowsWritten:
             await self._schedule_flush(self.clock())
         return self._snapshot(t).to_rpc()
@@ -203,13 +214,24 @@ class UsageMeter(DurableObject):
         assert self._tenant_id is not None  # bound by the RPC method before any history is read
         try:
             rows = await self._supabase(HISTORY_TIMEOUT_SECONDS).select(
-                "tenant_usage", columns="usage_count",
-                eq={"tenant_id": self._tenant_id, "usage_type": kind.value, "period": period})
+                "tenant_usage",
+                columns="usage_count",
+                eq={"tenant_id": self._tenant_id, "usage_type": kind.value, "period": period},
+            )
             return recorded_count(rows)
         except (HttpError, SupabaseError, MissingConfig, UsageError) as exc:
-            log.warning(json.dumps({"event": "usage_history_unavailable", "tenant_id": self._tenant_id,
-                                    "kind": kind.value, "period": period, "reason": type(exc).__name__,
-                                    "status": getattr(exc, "status", None)}))
+            log.warning(
+                json.dumps(
+                    {
+                        "event": "usage_history_unavailable",
+                        "tenant_id": self._tenant_id,
+                        "kind": kind.value,
+                        "period": period,
+                        "reason": type(exc).__name__,
+                        "status": getattr(exc, "status", None),
+                    }
+                )
+            )
             raise HistoryUnavailable(f"the recorded {kind.value} for {period} could not be read") from None
 
     # ---- the flush ------------------------------------------------------------------------
@@ -220,27 +242,44 @@ class UsageMeter(DurableObject):
         if not rows or self._tenant_id is None or self._tier is None:
             self._set_meta("flush_attempts", "0")
             return
-        payload = [flush_row(self._tenant_id, self._tier, UsageKind(r["kind"]), r["period"], int(r["used"]), now)
-                   for r in rows]
+        payload = [
+            flush_row(self._tenant_id, self._tier, UsageKind(r["kind"]), r["period"], int(r["used"]), now) for r in rows
+        ]
         try:
             # record_usage keeps the greater count for counters, so this never lowers history.
             await self._supabase(FLUSH_TIMEOUT_SECONDS).rpc(
-                "record_usage", {"usage_rows": [p.model_dump(mode="json") for p in payload]})
+                "record_usage", {"usage_rows": [p.model_dump(mode="json") for p in payload]}
+            )
         except (HttpError, SupabaseError, MissingConfig) as exc:
             attempts = int(self._meta("flush_attempts") or 0) + 1
             self._set_meta("flush_attempts", str(attempts))
             cfg = self._config_or_default()
-            delay = flush_backoff_ms(attempts, base_ms=cfg.usage_flush_retry_base_ms,
-                                     cap_ms=cfg.usage_flush_retry_cap_ms)
-            log.warning(json.dumps({"event": "usage_flush_failed", "tenant_id": self._tenant_id, "attempt": attempts,
-                                    "retry_in_ms": delay, "reason": type(exc).__name__,
-                                    "status": getattr(exc, "status", None)}))
+            delay = flush_backoff_ms(
+                attempts, base_ms=cfg.usage_flush_retry_base_ms, cap_ms=cfg.usage_flush_retry_cap_ms
+            )
+            log.warning(
+                json.dumps(
+                    {
+                        "event": "usage_flush_failed",
+                        "tenant_id": self._tenant_id,
+                        "attempt": attempts,
+                        "retry_in_ms": delay,
+                        "reason": type(exc).__name__,
+                        "status": getattr(exc, "status", None),
+                    }
+                )
+            )
             await self._arm(self.clock() * 1000 + delay)
             return
         for r, p in zip(rows, payload, strict=True):
             # Exactly what was sent is acknowledged: a consume during the upsert stays dirty.
-            self.sql.exec("UPDATE usage_counters SET flushed = ?3, flushed_period = ?4 WHERE kind = ?1 AND period = ?2",
-                          r["kind"], r["period"], p.usage_count, p.period)
+            self.sql.exec(
+                "UPDATE usage_counters SET flushed = ?3, flushed_period = ?4 WHERE kind = ?1 AND period = ?2",
+                r["kind"],
+                r["period"],
+                p.usage_count,
+                p.period,
+            )
         self._set_meta("flush_attempts", "0")
         if self.sql.exec(DIRTY_SQL, month_of(self.clock())).toArray():
             await self._schedule_flush(self.clock())
@@ -251,8 +290,9 @@ class UsageMeter(DurableObject):
             from shared.fetch_client import FetchClient
 
             self.http = FetchClient()
-        return SupabaseClient.as_service_role(self.http, url=cfg.supabase_url, service_role_key=cfg.supabase_service_role_key,
-                                              timeout=timeout)
+        return SupabaseClient.as_service_role(
+            self.http, url=cfg.supabase_url, service_role_key=cfg.supabase_service_role_key, timeout=timeout
+        )
 
     async def _schedule_flush(self, now: float) -> None:
         if self._alarm_armed is None:
@@ -292,9 +332,12 @@ class UsageMeter(DurableObject):
 
     def _snapshot(self, tier: Tier) -> UsageSnapshot:
         now = self.clock()
-        rows = self.sql.exec("SELECT kind, period, used FROM usage_counters WHERE period IN (?1, ?2)",
-                             month_of(now), LEVEL_PERIOD).toArray()
-        used = {UsageKind(r["kind"]): int(r["used"]) for r in rows if r["period"] == period_of(UsageKind(r["kind"]), now)}
+        rows = self.sql.exec(
+            "SELECT kind, period, used FROM usage_counters WHERE period IN (?1, ?2)", month_of(now), LEVEL_PERIOD
+        ).toArray()
+        used = {
+            UsageKind(r["kind"]): int(r["used"]) for r in rows if r["period"] == period_of(UsageKind(r["kind"]), now)
+        }
         seeded = [UsageKind(r["kind"]) for r in rows if r["period"] == LEVEL_PERIOD]
         return snapshot(self._tenant_id or "", tier, used, now, seeded)
 
@@ -303,8 +346,12 @@ class UsageMeter(DurableObject):
         return str(rows[0]["value"]) if rows else None
 
     def _set_meta(self, key: str, value: str) -> None:
-        self.sql.exec("INSERT INTO usage_meta (key, value) VALUES (?1, ?2) "
-                      "ON CONFLICT (key) DO UPDATE SET value = excluded.value", key, value)
+        self.sql.exec(
+            "INSERT INTO usage_meta (key, value) VALUES (?1, ?2) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            key,
+            value,
+        )
 
 
 class MissingConfig(Exception):
@@ -322,7 +369,9 @@ class TenantMeter:
         self._stub, self.tenant_id, self.tier = stub, tenant_id, tier
 
     async def consume(self, kind: UsageKind, amount: int = 1) -> UsageDecision:
-        return UsageDecision.model_validate(dict(await self._stub.consume(kind.value, amount, self.tenant_id, self.tier.value)))
+        return UsageDecision.model_validate(
+            dict(await self._stub.consume(kind.value, amount, self.tenant_id, self.tier.value))
+        )
 
     async def release(self, kind: UsageKind, amount: int = 1, period: str | None = None) -> UsageDecision:
         args: list[Any] = [kind.value, amount, self.tenant_id, self.tier.value]
@@ -331,7 +380,9 @@ class TenantMeter:
         return UsageDecision.model_validate(dict(await self._stub.release(*args)))
 
     async def seed_level(self, kind: UsageKind, value: int) -> UsageSnapshot:
-        return UsageSnapshot.model_validate(dict(await self._stub.seed_level(kind.value, value, self.tenant_id, self.tier.value)))
+        return UsageSnapshot.model_validate(
+            dict(await self._stub.seed_level(kind.value, value, self.tenant_id, self.tier.value))
+        )
 
     async def snapshot(self) -> UsageSnapshot:
         return UsageSnapshot.model_validate(dict(await self._stub.snapshot(self.tenant_id, self.tier.value)))

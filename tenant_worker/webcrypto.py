@@ -9,6 +9,7 @@ JsProxy leaves it. The JS the AEAD runs, per call:
 
 A tag that does not verify makes `decrypt` reject with an OperationError: EnvelopeError("tampered").
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,10 @@ def _u8(data: bytes) -> Any:
 
 
 def _params(nonce: bytes, aad: bytes) -> Any:
-    return to_js({"name": "AES-GCM", "iv": _u8(nonce), "additionalData": _u8(aad), "tagLength": 128},
-                 dict_converter=Object.fromEntries)
+    return to_js(
+        {"name": "AES-GCM", "iv": _u8(nonce), "additionalData": _u8(aad), "tagLength": 128},
+        dict_converter=Object.fromEntries,
+    )
 
 
 async def _key(key: bytes, usage: str) -> Any:

@@ -7,6 +7,7 @@
 `signed` is whether X-Cmgsite-Signature is HMAC-SHA256(secret, "<timestamp>." + body) with the
 request's X-Cmgsite-Timestamp, as a real receiver must check it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,9 +26,12 @@ class AlertReceiver:
 
     def events(self, tenant_id: str | None = None, *, accepted_only: bool = True) -> list[dict[str, Any]]:
         with self._lock:
-            return [d["body"] for d in self.deliveries
-                    if (not accepted_only or d["status"] < 300)
-                    and (tenant_id is None or d["body"].get("tenant_id") == tenant_id)]
+            return [
+                d["body"]
+                for d in self.deliveries
+                if (not accepted_only or d["status"] < 300)
+                and (tenant_id is None or d["body"].get("tenant_id") == tenant_id)
+            ]
 
     def attempts(self, tenant_id: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -43,15 +47,25 @@ class AlertReceiver:
             if not msg.get("more_body"):
                 break
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        expected = "sha256=" + hmac.new(self.secret.encode(), f"{headers.get('x-cmgsite-timestamp', '')}.".encode()
-                                        + body, hashlib.sha256).hexdigest()
+        expected = (
+            "sha256="
+            + hmac.new(
+                self.secret.encode(), f"{headers.get('x-cmgsite-timestamp', '')}.".encode() + body, hashlib.sha256
+            ).hexdigest()
+        )
         status = {"ok": 204, "fail": 500, "refuse": 410}[self.mode]
         try:
             doc = json.loads(body)
         except ValueError:
             doc = {}
         with self._lock:
-            self.deliveries.append({"headers": headers, "body": doc, "status": status,
-                                    "signed": hmac.compare_digest(headers.get("x-cmgsite-signature", ""), expected)})
+            self.deliveries.append(
+                {
+                    "headers": headers,
+                    "body": doc,
+                    "status": status,
+                    "signed": hmac.compare_digest(headers.get("x-cmgsite-signature", ""), expected),
+                }
+            )
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0")]})
         await send({"type": "http.response.body", "body": b""})

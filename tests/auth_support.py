@@ -8,6 +8,7 @@
 Cookies are kept by hand because they are `Secure` and the test server speaks plain HTTP
 on loopback (a real browser would only ever see them over https).
 """
+
 from __future__ import annotations
 
 import secrets
@@ -153,8 +154,9 @@ def provider_vars(fake_url: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def auth_world(platform: Platform, fake_oauth_server: tuple[FakeOAuth, str], supabase_stack: Any,
-               pg_cluster: Any) -> Iterator[AuthWorld]:
+def auth_world(
+    platform: Platform, fake_oauth_server: tuple[FakeOAuth, str], supabase_stack: Any, pg_cluster: Any
+) -> Iterator[AuthWorld]:
     fake, fake_url = fake_oauth_server
     world = AuthWorld(platform, fake, fake_url, supabase_stack, pg_cluster)
     try:
@@ -167,11 +169,14 @@ def _cleanup(world: AuthWorld) -> None:
     """Put the shared database back: drop profiles these tests created, restore seeded roles."""
     seeded = [v[2] for v in SEEDED.values()]
     with world.pg.connect() as conn:
-        conn.execute("delete from public.profiles where email like %s and not (id = any(%s::uuid[]))",
-                     (f"%@{TEST_EMAIL_DOMAIN}", seeded))
+        conn.execute(
+            "delete from public.profiles where email like %s and not (id = any(%s::uuid[]))",
+            (f"%@{TEST_EMAIL_DOMAIN}", seeded),
+        )
         for _email, (_tenant, role, uid) in SEEDED.items():
-            conn.execute("update public.profiles set tenant_role = %s where id = %s and tenant_role <> %s",
-                         (role, uid, role))
+            conn.execute(
+                "update public.profiles set tenant_role = %s where id = %s and tenant_role <> %s", (role, uid, role)
+            )
 
 
 @pytest.fixture

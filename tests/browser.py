@@ -12,6 +12,7 @@ it is `Secure`, and the test platform speaks plain HTTP) ride on every request o
 `evaluate` runs in the rendered page: assertions are on the DOM the browser built. The
 WebSocket client is the smallest one the protocol needs (stdlib only).
 """
+
 from __future__ import annotations
 
 import base64
@@ -38,8 +39,12 @@ class _WebSocket:
         parts = urlsplit(url)
         self.sock = socket.create_connection((parts.hostname, parts.port or 80), timeout=60)
         key = base64.b64encode(secrets.token_bytes(16)).decode()
-        self.sock.sendall((f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.sock.sendall(
+            (
+                f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = self.sock.recv(4096)
@@ -53,8 +58,13 @@ class _WebSocket:
     def send(self, text: str) -> None:
         data, mask = text.encode(), secrets.token_bytes(4)
         n = len(data)
-        header = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack(">H", n)
-                                  if n < 65536 else bytes([0x80 | 127]) + struct.pack(">Q", n))
+        header = bytes([0x81]) + (
+            bytes([0x80 | n])
+            if n < 126
+            else bytes([0x80 | 126]) + struct.pack(">H", n)
+            if n < 65536
+            else bytes([0x80 | 127]) + struct.pack(">Q", n)
+        )
         self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
 
     def _read(self, n: int) -> bytes:
@@ -150,9 +160,19 @@ class Chromium:
         self.devtools = ""
 
     def __enter__(self) -> "Chromium":
-        args = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
-                "--remote-debugging-port=0", f"--user-data-dir={self.profile}", "--disable-background-networking",
-                f"--host-resolver-rules=MAP * 127.0.0.1:{self.port}", "about:blank"]
+        args = [
+            CHROMIUM,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-extensions",
+            "--remote-debugging-port=0",
+            f"--user-data-dir={self.profile}",
+            "--disable-background-networking",
+            f"--host-resolver-rules=MAP * 127.0.0.1:{self.port}",
+            "about:blank",
+        ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
         active = self.profile / "DevToolsActivePort"
         deadline = time.monotonic() + 30
@@ -170,8 +190,9 @@ class Chromium:
         tab.send("Network.enable")
         if headers:
             tab.send("Network.setExtraHTTPHeaders", headers=headers)
-        tab.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
-                 mobile=width < 600)
+        tab.send(
+            "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=width < 600
+        )
         return tab
 
     def __exit__(self, *exc: Any) -> None:

@@ -5,6 +5,7 @@ Some modules import the runtime's `workers` package (Request/Response in tenant_
 code these tests run never touches those names, so a placeholder stands in for the import
 and is removed again afterwards (nothing else in the session sees it).
 """
+
 from __future__ import annotations
 
 import importlib

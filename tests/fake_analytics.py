@@ -10,6 +10,7 @@ cannot run is 422 with a text body. The data is a local-store SQLite file
 (localrt.metrics_store), so the same points can be read both ways. Every query is kept in
 `queries` so tests can count round trips.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,7 @@ class FakeAnalytics:
         text = sql.strip().rstrip(";")
         m = re.search(r"\s+FORMAT\s+(\w+)\s*$", text, re.I)
         if m:
-            text = text[:m.start()]
+            text = text[: m.start()]
         if not self.store.exists():
             return 200, {"meta": [], "data": [], "rows": 0, "rows_before_limit_at_least": 0}
         conn = connect(self.store)
@@ -55,8 +56,12 @@ class FakeAnalytics:
             else:
                 types[n] = "String"
         data = [{n: (str(v) if types[n] == "UInt64" else v) for n, v in zip(names, r, strict=True)} for r in rows]
-        return 200, {"meta": [{"name": n, "type": types[n]} for n in names], "data": data, "rows": len(data),
-                     "rows_before_limit_at_least": len(data)}
+        return 200, {
+            "meta": [{"name": n, "type": types[n]} for n in names],
+            "data": data,
+            "rows": len(data),
+            "rows_before_limit_at_least": len(data),
+        }
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] != "http":
@@ -74,12 +79,22 @@ class FakeAnalytics:
         # As the v4 API answers: no credentials 9106, a token it does not know 9109, a good token
         # on another account 10000 (tests/fake_cloudflare.py).
         if not headers.get("authorization"):
-            return await _send(send, 400, {"success": False, "errors": [
-                {"code": 9106, "message": "Missing X-Auth-Key, X-Auth-Email or Authorization headers"}]})
+            return await _send(
+                send,
+                400,
+                {
+                    "success": False,
+                    "errors": [{"code": 9106, "message": "Missing X-Auth-Key, X-Auth-Email or Authorization headers"}],
+                },
+            )
         if headers.get("authorization") != f"Bearer {self.token}":
-            return await _send(send, 403, {"success": False, "errors": [{"code": 9109, "message": "Invalid access token"}]})
+            return await _send(
+                send, 403, {"success": False, "errors": [{"code": 9109, "message": "Invalid access token"}]}
+            )
         if m.group(1) != self.account_id:
-            return await _send(send, 403, {"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]})
+            return await _send(
+                send, 403, {"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]}
+            )
         sql = body.decode("utf-8")
         self.queries.append(sql)
         if self.fail_with is not None:
@@ -93,6 +108,11 @@ async def _send(send: Callable[..., Any], status: int, payload: Any) -> None:
         body, ctype = payload.encode(), b"text/plain; charset=utf-8"
     else:
         body, ctype = json.dumps(payload).encode(), b"application/json"
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -29,6 +29,7 @@ X-Auth-Key, X-Auth-Email or Authorization headers"); a bearer token it does not 
         cf.requests                 # [(method, path with query, json body or None)]
         cf.d1_queries               # [(sql, params)] in the order D1 ran them
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,15 @@ class RawBody:
 
 
 class FakeCloudflare:
-    def __init__(self, *, token: str, account_id: str, zone_id: str, d1_file: Path | None = None,
-                 d1_database_id: str = D1_DATABASE_ID) -> None:
+    def __init__(
+        self,
+        *,
+        token: str,
+        account_id: str,
+        zone_id: str,
+        d1_file: Path | None = None,
+        d1_database_id: str = D1_DATABASE_ID,
+    ) -> None:
         self.token, self.account_id, self.zone_id = token, account_id, zone_id
         self.d1_file, self.d1_database_id = d1_file, d1_database_id
         self.hostnames: dict[str, dict[str, Any]] = {}  # id -> custom hostname object
@@ -96,13 +104,22 @@ class FakeCloudflare:
 
     def add_hostname(self, hostname: str) -> dict[str, Any]:
         """A custom hostname created outside the control plane (e.g. to fill pages)."""
-        status, payload, _ = self._custom_hostnames("POST", None, {}, {"hostname": hostname,
-                                                                       "ssl": {"method": "http", "type": "dv"}})
+        status, payload, _ = self._custom_hostnames(
+            "POST", None, {}, {"hostname": hostname, "ssl": {"method": "http", "type": "dv"}}
+        )
         assert status == 201, payload
         return payload["result"]
 
-    def fail(self, what: str, status: int, *, times: int = 1, code: int = 1000,
-             message: str = "injected failure", html: str | None = None) -> None:
+    def fail(
+        self,
+        what: str,
+        status: int,
+        *,
+        times: int = 1,
+        code: int = 1000,
+        message: str = "injected failure",
+        html: str | None = None,
+    ) -> None:
         """The next `times` requests matching `what` ("POST custom_hostnames", "GET scripts",
         "DELETE kv", "GET kv keys", "POST d1", ...) are answered with this error: the API's
         envelope, or an HTML page (what a proxy in front of the API answers) when `html` is given."""
@@ -137,14 +154,15 @@ class FakeCloudflare:
             return 403, _err(9109, "Invalid access token"), True
         if not path.startswith("/client/v4/"):
             return 404, _err(7003, "Could not route to " + path), True
-        path = path[len("/client/v4"):]
+        path = path[len("/client/v4") :]
 
         m = re.fullmatch(r"/zones/([^/]+)/custom_hostnames(?:/([^/]+))?", path)
         if m:
             if m.group(1) != self.zone_id:
                 return 404, _err(1001, "Invalid zone identifier"), True
             return self._injected(f"{method} custom_hostnames") or self._custom_hostnames(
-                method, m.group(2), query, data)
+                method, m.group(2), query, data
+            )
         m = re.fullmatch(r"/accounts/([^/]+)/(storage/kv|workers/dispatch|d1/database)/(.+)", path)
         if m and m.group(1) != self.account_id:
             return 403, _err(10000, "Authentication error"), True
@@ -158,8 +176,9 @@ class FakeCloudflare:
         if m:
             if m.group(1) != self.account_id:
                 return 403, _err(10000, "Authentication error"), True
-            return self._r2(method, m.group(2), None if m.group(3) is None else unquote(m.group(3)), query,
-                            body, headers)
+            return self._r2(
+                method, m.group(2), None if m.group(3) is None else unquote(m.group(3)), query, body, headers
+            )
         m = re.fullmatch(r"/accounts/[^/]+/workers/dispatch/namespaces/([^/]+)/scripts/([^/]+)", path)
         if m:
             return self._injected(f"{method} scripts") or self._script(method, m.group(1), unquote(m.group(2)), data)
@@ -170,8 +189,7 @@ class FakeCloudflare:
             return self._injected("POST d1") or self._d1_query(data)
         return 404, _err(7003, "Could not route to " + path + ", perhaps your object identifier is invalid?"), True
 
-    def _custom_hostnames(self, method: str, ident: str | None, query: dict[str, list[str]],
-                          data: Any) -> Answer:
+    def _custom_hostnames(self, method: str, ident: str | None, query: dict[str, list[str]], data: Any) -> Answer:
         with self._lock:
             if ident is None and method == "GET":
                 items = sorted(self.hostnames.values(), key=lambda h: h["created_at"] + h["id"])
@@ -181,9 +199,14 @@ class FakeCloudflare:
                 page, per_page = int(query.get("page", ["1"])[0]), int(query.get("per_page", ["20"])[0])
                 if not 5 <= per_page <= 50 or page < 1:
                     return 400, _err(1004, "per_page must be between 5 and 50"), True
-                chunk = items[(page - 1) * per_page:page * per_page]
-                info = {"page": page, "per_page": per_page, "count": len(chunk), "total_count": len(items),
-                        "total_pages": max(1, -(-len(items) // per_page))}
+                chunk = items[(page - 1) * per_page : page * per_page]
+                info = {
+                    "page": page,
+                    "per_page": per_page,
+                    "count": len(chunk),
+                    "total_count": len(items),
+                    "total_pages": max(1, -(-len(items) // per_page)),
+                }
                 return 200, _ok(chunk, info), True
             if ident is None and method == "POST":
                 hostname = (data or {}).get("hostname")
@@ -195,12 +218,24 @@ class FakeCloudflare:
                 if self.by_hostname(hostname):
                     return 409, _err(1406, "Duplicate custom hostname found."), True
                 hid = str(uuid.uuid4())
-                obj = {"id": hid, "hostname": hostname, "status": "pending",
-                       "ssl": {"id": str(uuid.uuid4()), "type": "dv", "method": ssl["method"], "status": "initializing",
-                               "settings": ssl.get("settings", {})},
-                       "ownership_verification": {"type": "txt", "name": f"_cf-custom-hostname.{hostname}",
-                                                  "value": str(uuid.uuid4())},
-                       "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                obj = {
+                    "id": hid,
+                    "hostname": hostname,
+                    "status": "pending",
+                    "ssl": {
+                        "id": str(uuid.uuid4()),
+                        "type": "dv",
+                        "method": ssl["method"],
+                        "status": "initializing",
+                        "settings": ssl.get("settings", {}),
+                    },
+                    "ownership_verification": {
+                        "type": "txt",
+                        "name": f"_cf-custom-hostname.{hostname}",
+                        "value": str(uuid.uuid4()),
+                    },
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
                 self.hostnames[hid] = obj
                 return 201, _ok(obj), True
             if ident is not None and ident in self.hostnames:
@@ -220,7 +255,7 @@ class FakeCloudflare:
         start = int(query.get("cursor", ["0"])[0] or 0)
         with self._lock:
             names = sorted(k for (n, k) in self.kv if n == ns and k.startswith(prefix))
-        page = names[start:start + limit]
+        page = names[start : start + limit]
         cursor = str(start + limit) if start + limit < len(names) else ""
         return 200, _ok([{"name": k} for k in page], {"count": len(page), "cursor": cursor}), True
 
@@ -238,8 +273,15 @@ class FakeCloudflare:
                 return 200, _ok(None), True
         return 405, _err(7001, f"Method {method} not available for that URI."), True
 
-    def _r2(self, method: str, bucket: str, key: str | None, query: dict[str, list[str]], body: bytes,
-            headers: dict[str, str]) -> Answer:
+    def _r2(
+        self,
+        method: str,
+        bucket: str,
+        key: str | None,
+        query: dict[str, list[str]],
+        body: bytes,
+        headers: dict[str, str],
+    ) -> Answer:
         """R2 objects: a prefix listing with a cursor (pages of per_page, with http_metadata),
         GET (the bytes, Content-Type the object's), PUT (the body, its Content-Type kept), DELETE."""
         with self._lock:
@@ -248,18 +290,36 @@ class FakeCloudflare:
                 per_page = int(query.get("per_page", ["1000"])[0])
                 start = int(query.get("cursor", ["0"])[0] or 0)
                 keys = sorted(k for (b, k) in self.r2 if b == bucket and k.startswith(prefix))
-                page = keys[start:start + per_page]
+                page = keys[start : start + per_page]
                 more = start + per_page < len(keys)
-                items = [{"key": k, "size": len(self.r2[(bucket, k)]),
-                          **({"http_metadata": {"contentType": self.r2_types[(bucket, k)]}}
-                             if (bucket, k) in self.r2_types else {})} for k in page]
-                return 200, _ok(items, {"cursor": str(start + per_page) if more else "", "is_truncated": more,
-                                        "per_page": per_page}), True
+                items = [
+                    {
+                        "key": k,
+                        "size": len(self.r2[(bucket, k)]),
+                        **(
+                            {"http_metadata": {"contentType": self.r2_types[(bucket, k)]}}
+                            if (bucket, k) in self.r2_types
+                            else {}
+                        ),
+                    }
+                    for k in page
+                ]
+                return (
+                    200,
+                    _ok(
+                        items,
+                        {"cursor": str(start + per_page) if more else "", "is_truncated": more, "per_page": per_page},
+                    ),
+                    True,
+                )
             if key is not None and method == "GET":
                 if (bucket, key) not in self.r2:
                     return 404, _err(10007, "The specified key does not exist."), True
-                return 200, RawBody(self.r2[(bucket, key)], self.r2_types.get((bucket, key),
-                                                                              "application/octet-stream")), False
+                return (
+                    200,
+                    RawBody(self.r2[(bucket, key)], self.r2_types.get((bucket, key), "application/octet-stream")),
+                    False,
+                )
             if key is not None and method == "PUT":
                 self.r2[(bucket, key)] = body
                 if headers.get("content-type"):
@@ -295,8 +355,12 @@ class FakeCloudflare:
             return 400, _err(7400, "The request is malformed: batch must be a non-empty array"), True
         for q in queries:
             params = q.get("params", []) if isinstance(q, dict) else None
-            if not isinstance(q, dict) or not isinstance(q.get("sql"), str) or not isinstance(params, list) \
-                    or not all(isinstance(p, str) for p in params):
+            if (
+                not isinstance(q, dict)
+                or not isinstance(q.get("sql"), str)
+                or not isinstance(params, list)
+                or not all(isinstance(p, str) for p in params)
+            ):
                 return 400, _err(7400, "The request is malformed: each query is {sql: string, params: [string]}"), True
         assert self.d1_file is not None
         results = []
@@ -312,10 +376,22 @@ class FakeCloudflare:
                     cursor = conn.execute(q["sql"], params)
                     rows = [dict(r) for r in cursor.fetchall()]
                     changes = conn.total_changes - before
-                    results.append({"results": rows, "success": True, "meta": {
-                        "changed_db": changes > 0, "changes": changes, "duration": 0.1,
-                        "last_row_id": cursor.lastrowid or 0, "rows_read": len(rows), "rows_written": changes,
-                        "served_by_primary": True, "size_after": Path(self.d1_file).stat().st_size}})
+                    results.append(
+                        {
+                            "results": rows,
+                            "success": True,
+                            "meta": {
+                                "changed_db": changes > 0,
+                                "changes": changes,
+                                "duration": 0.1,
+                                "last_row_id": cursor.lastrowid or 0,
+                                "rows_read": len(rows),
+                                "rows_written": changes,
+                                "served_by_primary": True,
+                                "size_after": Path(self.d1_file).stat().st_size,
+                            },
+                        }
+                    )
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
@@ -338,8 +414,13 @@ class FakeCloudflare:
                     raw, content_type = payload.data, payload.content_type
                 else:
                     raw = json.dumps(payload).encode() if envelope else str(payload).encode()
-                    content_type = "application/json" if envelope else "text/html" if isinstance(payload, Html) else \
-                        "application/octet-stream"
+                    content_type = (
+                        "application/json"
+                        if envelope
+                        else "text/html"
+                        if isinstance(payload, Html)
+                        else "application/octet-stream"
+                    )
                 self.send_response(status)
                 self.send_header("content-type", content_type)
                 self.send_header("content-length", str(len(raw)))

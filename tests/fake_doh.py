@@ -12,6 +12,7 @@ Answers follow the wire format: {"Status", "TC", "RD", "RA", "AD", "CD", "Questi
 type}], "Answer": [{name, type, TTL, data}]}, names with the trailing dot, TXT data as a quoted
 character-string (split in 255-byte strings as DNS does), Status 3 (NXDOMAIN) for unknown names.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ TYPES = {"A": 1, "CNAME": 5, "TXT": 16, "AAAA": 28}
 
 def quoted(text: str) -> str:
     """A TXT value as DNS presents it: 255-byte character-strings, quoted, space-separated."""
-    chunks = [text[i:i + 255] for i in range(0, len(text), 255)] or [""]
+    chunks = [text[i : i + 255] for i in range(0, len(text), 255)] or [""]
     return " ".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in chunks)
 
 
@@ -69,8 +70,15 @@ class FakeDoh:
         with self._lock:
             found = self.records.get(key)
             self.queries.append((key, rtype))
-        body: dict[str, Any] = {"Status": 0 if found is not None else 3, "TC": False, "RD": True, "RA": True,
-                                "AD": False, "CD": False, "Question": [{"name": key + ".", "type": code}]}
+        body: dict[str, Any] = {
+            "Status": 0 if found is not None else 3,
+            "TC": False,
+            "RD": True,
+            "RA": True,
+            "AD": False,
+            "CD": False,
+            "Question": [{"name": key + ".", "type": code}],
+        }
         answers = [{"name": key + ".", "type": t, "TTL": 300, "data": d} for t, d in (found or []) if t == code]
         if answers:
             body["Answer"] = answers

@@ -15,6 +15,7 @@ client and redirect URI, and PKCE S256 is checked. Knobs make the provider misbe
 Google's signing key rotates as Google's does (`rotate_key()`): the new key signs from then on
 and the JWKS publishes it next to the previous one; `jwks_requests` counts JWKS fetches.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -104,12 +105,21 @@ class FakeOAuth:
         for kid, key in self._published:
             pub = key.public_key().public_numbers()
             n = pub.n.to_bytes((pub.n.bit_length() + 7) // 8, "big")
-            keys.append({"kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid, "n": b64url(n),
-                         "e": b64url(pub.e.to_bytes(3, "big"))})
+            keys.append(
+                {
+                    "kty": "RSA",
+                    "alg": "RS256",
+                    "use": "sig",
+                    "kid": kid,
+                    "n": b64url(n),
+                    "e": b64url(pub.e.to_bytes(3, "big")),
+                }
+            )
         return {"keys": keys}
 
-    def sign_id_token(self, claims: dict[str, Any], *, key: Any = None, alg: str = "RS256",
-                      kid: str | None = None) -> str:
+    def sign_id_token(
+        self, claims: dict[str, Any], *, key: Any = None, alg: str = "RS256", kid: str | None = None
+    ) -> str:
         header = {"alg": alg, "kid": kid or self.kid, "typ": "JWT"}
         signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
         if alg == "none":
@@ -130,12 +140,18 @@ class FakeOAuth:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         query = dict(parse_qsl(scope.get("query_string", b"").decode()))
         status, out_headers, out = await self.route(scope["method"], scope["path"], query, headers, body)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(k.encode(), v.encode()) for k, v in out_headers.items()]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.encode(), v.encode()) for k, v in out_headers.items()],
+            }
+        )
         await send({"type": "http.response.body", "body": out})
 
-    async def route(self, method: str, path: str, query: dict[str, str], headers: dict[str, str],
-                    body: bytes) -> tuple[int, dict[str, str], bytes]:
+    async def route(
+        self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         if method == "GET" and path == "/github/login/oauth/authorize":
             return self.authorize("github", query, query.get("login"))
         if method == "GET" and path == "/google/o/oauth2/v2/auth":
@@ -166,14 +182,23 @@ class FakeOAuth:
             return 400, {"content-type": "text/html"}, b"<h1>redirect_uri mismatch</h1>"
         state = q.get("state", "")
         if who == "deny" or who not in self.users:  # the user pressed "Cancel"
-            params = {"error": "access_denied", "error_description": "The user has denied your application access.",
-                      "state": state}
+            params = {
+                "error": "access_denied",
+                "error_description": "The user has denied your application access.",
+                "state": state,
+            }
             return 302, {"location": f"{redirect_uri}?{urlencode(params)}"}, b""
         if q.get("code_challenge_method") != "S256" or not q.get("code_challenge"):
             return 400, {"content-type": "text/html"}, b"<h1>PKCE S256 required by this fake</h1>"
         code = secrets.token_hex(10)
-        self.codes[code] = {"provider": provider, "client_id": q["client_id"], "redirect_uri": redirect_uri,
-                            "challenge": q["code_challenge"], "user": self.users[who], "nonce": q.get("nonce")}
+        self.codes[code] = {
+            "provider": provider,
+            "client_id": q["client_id"],
+            "redirect_uri": redirect_uri,
+            "challenge": q["code_challenge"],
+            "user": self.users[who],
+            "nonce": q.get("nonce"),
+        }
         return 302, {"location": f"{redirect_uri}?{urlencode({'code': code, 'state': state})}"}, b""
 
     def _redeem(self, provider: str, form: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
@@ -195,8 +220,11 @@ class FakeOAuth:
         if self.knobs.github_bad_code:
             grant, error = None, "bad_verification_code"
         if grant is None:
-            payload: dict[str, Any] = {"error": error, "error_description": "The code passed is incorrect or expired.",
-                                       "error_uri": "https://docs.github.com/apps/troubleshooting"}
+            payload: dict[str, Any] = {
+                "error": error,
+                "error_description": "The code passed is incorrect or expired.",
+                "error_uri": "https://docs.github.com/apps/troubleshooting",
+            }
         else:
             token = "gho_" + secrets.token_hex(16)
             self.tokens[token] = grant["user"]
@@ -209,14 +237,24 @@ class FakeOAuth:
     def google_token(self, form: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         grant, error = self._redeem("google", form)
         if grant is None:
-            return _json(401 if error == "invalid_client" else 400, {"error": error, "error_description": "Bad Request"})
+            return _json(
+                401 if error == "invalid_client" else 400, {"error": error, "error_description": "Bad Request"}
+            )
         user: FakeUser = grant["user"]
         token = "ya29." + secrets.token_hex(16)
         self.tokens[token] = user
         now = int(time.time())
-        claims: dict[str, Any] = {"iss": GOOGLE_ISSUER, "azp": grant["client_id"], "aud": grant["client_id"],
-                                  "sub": str(user.id), "iat": now, "exp": now + 3600, "name": user.name,
-                                  "nonce": grant["nonce"], "at_hash": b64url(hashlib.sha256(token.encode()).digest()[:16])}
+        claims: dict[str, Any] = {
+            "iss": GOOGLE_ISSUER,
+            "azp": grant["client_id"],
+            "aud": grant["client_id"],
+            "sub": str(user.id),
+            "iat": now,
+            "exp": now + 3600,
+            "name": user.name,
+            "nonce": grant["nonce"],
+            "at_hash": b64url(hashlib.sha256(token.encode()).digest()[:16]),
+        }
         if user.email:
             claims.update({"email": user.email, "email_verified": user.verified})
         claims.update(self.knobs.id_token_overrides)
@@ -224,28 +262,60 @@ class FakeOAuth:
         if self.knobs.id_token_alg_none:
             id_token = self.sign_id_token(claims, alg="none")
         else:
-            id_token = self.sign_id_token(claims, key=self._other_key if self.knobs.id_token_sign_with_other_key else None,
-                                          kid=self.knobs.id_token_kid)
-        return _json(200, {"access_token": token, "expires_in": 3599, "scope": "openid email profile",
-                           "token_type": "Bearer", "id_token": id_token})
+            id_token = self.sign_id_token(
+                claims,
+                key=self._other_key if self.knobs.id_token_sign_with_other_key else None,
+                kid=self.knobs.id_token_kid,
+            )
+        return _json(
+            200,
+            {
+                "access_token": token,
+                "expires_in": 3599,
+                "scope": "openid email profile",
+                "token_type": "Bearer",
+                "id_token": id_token,
+            },
+        )
 
     def github_api(self, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         auth = headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         user = self.tokens.get(token) if scheme.lower() in ("bearer", "token") else None
         if user is None:
-            return _json(401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest",
-                               "status": "401"})
+            return _json(
+                401,
+                {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest", "status": "401"},
+            )
         if not headers.get("user-agent"):
             return _json(403, {"message": "Request forbidden by administrative rules."})
         if path.endswith("/emails"):
-            emails = [] if user.email is None else [
-                {"email": user.email, "primary": user.primary, "verified": user.verified, "visibility": "private"},
-                {"email": f"{user.id}+{user.login}@users.noreply.github.com", "primary": False, "verified": True,
-                 "visibility": None}]
+            emails = (
+                []
+                if user.email is None
+                else [
+                    {"email": user.email, "primary": user.primary, "verified": user.verified, "visibility": "private"},
+                    {
+                        "email": f"{user.id}+{user.login}@users.noreply.github.com",
+                        "primary": False,
+                        "verified": True,
+                        "visibility": None,
+                    },
+                ]
+            )
             return _json(200, emails)
-        return _json(200, {"login": user.login, "id": user.id, "node_id": f"U_{user.id}", "type": "User",
-                           "name": user.name, "email": None, "site_admin": False})
+        return _json(
+            200,
+            {
+                "login": user.login,
+                "id": user.id,
+                "node_id": f"U_{user.id}",
+                "type": "User",
+                "name": user.name,
+                "email": None,
+                "site_admin": False,
+            },
+        )
 
 
 def _json(status: int, data: Any) -> tuple[int, dict[str, str], bytes]:

@@ -18,6 +18,7 @@ keys). Every key not revoked is trusted: `supabase_stack.set_jwt_keys` gets the 
     with FakeSupabaseManagement(token="t", ref="abcdefghijklmnopqrst", stack=stack) as api:
         api.url, api.keys, api.requests   # requests: [(method, path, body with any "k" masked)]
 """
+
 from __future__ import annotations
 
 import base64
@@ -39,8 +40,15 @@ class FakeSupabaseManagement:
         self.legacy_id = str(uuid.uuid4())
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.keys: dict[str, dict[str, Any]] = {
-            self.legacy_id: {"id": self.legacy_id, "algorithm": "HS256", "status": "in_use", "public_jwk": None,
-                             "created_at": now, "updated_at": now}}
+            self.legacy_id: {
+                "id": self.legacy_id,
+                "algorithm": "HS256",
+                "status": "in_use",
+                "public_jwk": None,
+                "created_at": now,
+                "updated_at": now,
+            }
+        }
         self.secrets: dict[str, str] = {}  # imported keys' secrets (what the platform sent)
         self.requests: list[tuple[str, str, Any]] = []
         self._lock = threading.Lock()
@@ -66,8 +74,14 @@ class FakeSupabaseManagement:
     def add_imported(self, kid: str, secret: str, status: str) -> None:
         """A key imported earlier (by an earlier rotation)."""
         with self._lock:
-            self.keys[kid] = {"id": kid, "algorithm": "HS256", "status": status, "public_jwk": None,
-                              "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}
+            self.keys[kid] = {
+                "id": kid,
+                "algorithm": "HS256",
+                "status": status,
+                "public_jwk": None,
+                "created_at": "2026-01-01T00:00:00Z",
+                "updated_at": "2026-01-01T00:00:00Z",
+            }
             self.secrets[kid] = secret
             self._apply()
 
@@ -88,7 +102,7 @@ class FakeSupabaseManagement:
             return 404, {"message": "Cannot " + method + " " + path}
         if not path.startswith(prefix):
             return 404, {"message": "Project not found"}
-        rest = path[len(prefix):]
+        rest = path[len(prefix) :]
         with self._lock:
             if rest == "" and method == "GET":
                 return 200, {"keys": list(self.keys.values())}
@@ -119,8 +133,14 @@ class FakeSupabaseManagement:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if status == "in_use":
             self._demote_in_use()
-        self.keys[kid] = {"id": kid, "algorithm": body["algorithm"], "status": status, "public_jwk": None,
-                          "created_at": now, "updated_at": now}
+        self.keys[kid] = {
+            "id": kid,
+            "algorithm": body["algorithm"],
+            "status": status,
+            "public_jwk": None,
+            "created_at": now,
+            "updated_at": now,
+        }
         if secret is not None:
             self.secrets[kid] = secret
         self._apply()

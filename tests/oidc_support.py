@@ -10,6 +10,7 @@ The Worker learns the provider's endpoints as it learns the real Google's (the
 OAUTH_GOOGLE_{AUTHORIZE,TOKEN,JWKS}_URL vars), here filled from the provider's own discovery
 document rather than typed in.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,10 +38,21 @@ class LocalGoogle:
 
     @classmethod
     def start(cls) -> "LocalGoogle":
-        env = {**os.environ, "OIDC_TEST_SUB": ACCOUNT["sub"], "OIDC_TEST_EMAIL": ACCOUNT["email"],
-               "OIDC_TEST_NAME": ACCOUNT["name"], "NODE_ENV": "test"}
-        proc = subprocess.Popen([str(NODE), str(SCRIPT), "0"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        env = {
+            **os.environ,
+            "OIDC_TEST_SUB": ACCOUNT["sub"],
+            "OIDC_TEST_EMAIL": ACCOUNT["email"],
+            "OIDC_TEST_NAME": ACCOUNT["name"],
+            "NODE_ENV": "test",
+        }
+        proc = subprocess.Popen(
+            [str(NODE), str(SCRIPT), "0"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         assert proc.stdout is not None
         for line in proc.stdout:  # oidc-provider prints warnings first; "ready <url>" once it listens
             if line.startswith("ready "):
@@ -50,7 +62,9 @@ class LocalGoogle:
             raise RuntimeError(f"oidc-provider did not start (exit {proc.wait()})")
         discovery = httpx.get(url + "/.well-known/openid-configuration", timeout=10).json()
         google = cls(proc, url, discovery)
-        threading.Thread(target=lambda: google.output.extend(proc.stdout or []), daemon=True).start()  # keep the pipe drained
+        threading.Thread(
+            target=lambda: google.output.extend(proc.stdout or []), daemon=True
+        ).start()  # keep the pipe drained
         return google
 
     def stop(self) -> None:
@@ -62,14 +76,21 @@ class LocalGoogle:
             self.process.wait()
 
     def register_client(self, client_id: str, client_secret: str, redirect_uri: str) -> None:
-        r = httpx.post(self.url + "/__test__/clients", timeout=10, json={
-            "client_id": client_id, "client_secret": client_secret, "redirect_uris": [redirect_uri]})
+        r = httpx.post(
+            self.url + "/__test__/clients",
+            timeout=10,
+            json={"client_id": client_id, "client_secret": client_secret, "redirect_uris": [redirect_uri]},
+        )
         assert r.status_code == 201, r.text
 
     def worker_vars(self) -> dict[str, str]:
         d = self.discovery
-        return {"OAUTH_GOOGLE_AUTHORIZE_URL": d["authorization_endpoint"], "OAUTH_GOOGLE_TOKEN_URL": d["token_endpoint"],
-                "OAUTH_GOOGLE_JWKS_URL": d["jwks_uri"], "OAUTH_TIMEOUT_SECONDS": "5"}
+        return {
+            "OAUTH_GOOGLE_AUTHORIZE_URL": d["authorization_endpoint"],
+            "OAUTH_GOOGLE_TOKEN_URL": d["token_endpoint"],
+            "OAUTH_GOOGLE_JWKS_URL": d["jwks_uri"],
+            "OAUTH_TIMEOUT_SECONDS": "5",
+        }
 
     def approve(self, authorize_url: str, *, redirect_prefix: str) -> str:
         """Follow the provider's redirects (its interaction consents at once) to the client's redirect URI."""

@@ -9,6 +9,7 @@ Installed by tests as an `npx` executable. Appends every argv as one JSON line t
       uploads the script to the fake Cloudflare API ($FAKE_CF_URL) so the API sees it
 Anything else exits 0 after recording. $NPX_FAIL (a substring of the command) makes it fail.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,20 +38,26 @@ def main(argv: list[str]) -> int:
         marker = Path(os.environ["NPX_STATE"]) / f"namespace-{args[2]}"
         if args[1] == "get":
             if not marker.exists():
-                print("✘ [ERROR] A request to the Cloudflare API failed. namespace not found [code: 100119]",
-                      file=sys.stderr)
+                print(
+                    "✘ [ERROR] A request to the Cloudflare API failed. namespace not found [code: 100119]",
+                    file=sys.stderr,
+                )
                 return 1
             print(json.dumps({"namespace_name": args[2]}))
             return 0
         if args[1] == "create":
             marker.touch()
-            print(f"Created dispatch namespace \"{args[2]}\"")
+            print(f'Created dispatch namespace "{args[2]}"')
             return 0
     if args[:1] == ["deploy"] and "--dispatch-namespace" in args:
         ns, name = args[args.index("--dispatch-namespace") + 1], args[args.index("--name") + 1]
         url = f"{os.environ['FAKE_CF_URL']}/accounts/{os.environ['FAKE_CF_ACCOUNT']}/workers/dispatch/namespaces/{ns}/scripts/{name}"
-        req = urllib.request.Request(url, method="PUT", data=b"{}", headers={
-            "authorization": f"Bearer {os.environ['FAKE_CF_TOKEN']}", "content-type": "application/json"})
+        req = urllib.request.Request(
+            url,
+            method="PUT",
+            data=b"{}",
+            headers={"authorization": f"Bearer {os.environ['FAKE_CF_TOKEN']}", "content-type": "application/json"},
+        )
         urllib.request.urlopen(req).read()
     return 0
 

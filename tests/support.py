@@ -7,6 +7,7 @@ tenant script (localrt/node/host.mjs), D1 and KV persisted where wrangler looks,
 demo tenants wired to the session's PostgreSQL + PostgREST and to the fake OAuth providers.
 Tests that change it (a suspended tenant, a removed script) put it back themselves.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -42,8 +43,15 @@ class LiveServer:
     def __init__(self, app: Any, port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                server_header=False, date_header=False, lifespan="off")
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            server_header=False,
+            date_header=False,
+            lifespan="off",
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -92,7 +100,9 @@ class Platform:
         self.host.sync()
 
     @contextlib.contextmanager
-    def script_replaced(self, name: str, spec: ScriptSpec | None, secrets: dict[str, str] | None = None) -> Iterator[None]:
+    def script_replaced(
+        self, name: str, spec: ScriptSpec | None, secrets: dict[str, str] | None = None
+    ) -> Iterator[None]:
         """Replace (or, with None, remove) a script for the block; the original comes back after."""
         original, original_secrets = self.registry.get(name), self.registry.secrets_of(name)
         try:
@@ -143,7 +153,9 @@ class Platform:
         return self.host._control("POST", "/kv/get", {"binding": "TENANT_CACHE", "key": kv_key(host)})["value"]
 
     def kv_put(self, host: str, value: str) -> None:
-        self.host._control("POST", "/kv/put", {"binding": "TENANT_CACHE", "key": kv_key(host), "value": value, "ttl": 300})
+        self.host._control(
+            "POST", "/kv/put", {"binding": "TENANT_CACHE", "key": kv_key(host), "value": value, "ttl": 300}
+        )
 
     def purge(self, host: str) -> None:
         self.host.purge_kv(kv_key(host))
@@ -171,8 +183,11 @@ def raw_request(platform: "Platform", head: str, body: bytes = b"") -> tuple[int
             data += chunk
         head_part, _, rest = data.partition(b"\r\n\r\n")
         status = int(head_part.split(b" ", 2)[1])
-        length = next(int(line.split(b":", 1)[1]) for line in head_part.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:"))
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head_part.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
         while len(rest) < length:
             chunk = s.recv(65536)
             if not chunk:

@@ -1,4 +1,5 @@
 """The tenant data endpoints over HTTP, as clients, admins, a super admin and attackers see them."""
+
 from __future__ import annotations
 
 import time
@@ -10,8 +11,11 @@ from tests.auth_support import HOSTS, SEEDED, AuthWorld, Browser
 from tests.fake_oauth import FakeOAuth
 
 SESSION = "__Host-cmg_session"
-ADMIN_ENDPOINTS = [("GET", "/api/profiles"), ("GET", "/api/audit"),
-                   ("PATCH", "/api/profiles/00000000-0000-4000-8000-000000000012")]
+ADMIN_ENDPOINTS = [
+    ("GET", "/api/profiles"),
+    ("GET", "/api/audit"),
+    ("PATCH", "/api/profiles/00000000-0000-4000-8000-000000000012"),
+]
 
 
 def signed_in_as(world: AuthWorld, email: str, provider: str = "github") -> Browser:
@@ -30,8 +34,13 @@ def new_client(world: AuthWorld, tenant: str) -> tuple[Browser, str]:
 def test_nothing_reaches_data_without_a_session(auth_world: AuthWorld) -> None:
     b = Browser(auth_world)
     for host in HOSTS.values():
-        for method, path in [("GET", "/api/tenant"), ("GET", "/api/domains"), ("GET", "/api/platform/tenants"),
-                             ("GET", "/api/me"), *ADMIN_ENDPOINTS]:
+        for method, path in [
+            ("GET", "/api/tenant"),
+            ("GET", "/api/domains"),
+            ("GET", "/api/platform/tenants"),
+            ("GET", "/api/me"),
+            *ADMIN_ENDPOINTS,
+        ]:
             r = b.request(method, host, path, json={"tenant_role": "admin"} if method == "PATCH" else None)
             expected = 404 if path.startswith("/api/platform") and host != HOSTS["cozyartz"] else 401
             assert r.status_code == expected, (host, path, r.text)
@@ -74,8 +83,11 @@ def test_admin_grants_admin_inside_own_tenant_and_the_session_rotates(auth_world
     # Demotion takes effect on the very next request too (not at session expiry).
     assert admin.request("PATCH", host, f"/api/profiles/{uid}", json={"tenant_role": "client"}).status_code == 200
     assert client.get(host, "/api/profiles").status_code == 403
-    audit = auth_world.profile_rows("select actor, details->>'tenant_role' from public.audit_log"
-                                    " where action = 'profile.role_changed' and target = %s order by id", uid)
+    audit = auth_world.profile_rows(
+        "select actor, details->>'tenant_role' from public.audit_log"
+        " where action = 'profile.role_changed' and target = %s order by id",
+        uid,
+    )
     assert audit == [(SEEDED["admin@partner1.example"][2], "admin"), (SEEDED["admin@partner1.example"][2], "client")]
 
 
@@ -95,8 +107,12 @@ def test_admin_cannot_grant_super_admin(auth_world: AuthWorld, fake: FakeOAuth) 
 
 def state_of(world: AuthWorld, *ids: str) -> list[tuple[str, str, str | None]]:
     """(id, role, display name) of each profile, in the order asked."""
-    rows = {str(r[0]): r for r in world.profile_rows(
-        "select id, tenant_role, display_name from public.profiles where id = any(%s::uuid[])", list(ids))}
+    rows = {
+        str(r[0]): r
+        for r in world.profile_rows(
+            "select id, tenant_role, display_name from public.profiles where id = any(%s::uuid[])", list(ids)
+        )
+    }
     return [(i, rows[i][1], rows[i][2]) for i in ids]
 
 
@@ -116,8 +132,13 @@ def test_admin_cannot_edit_another_tenants_profile(auth_world: AuthWorld, fake: 
     assert state_of(auth_world, victim, seeded_admin_b) == before
     # The partner1 admin's cookie at partner-seo is no session at all.
     token = admin.cookies(HOSTS["partner1"])[SESSION]
-    r = Browser(auth_world).request("PATCH", HOSTS["partner-seo"], f"/api/profiles/{victim}",
-                                    json={"tenant_role": "admin"}, headers={"Cookie": f"{SESSION}={token}"})
+    r = Browser(auth_world).request(
+        "PATCH",
+        HOSTS["partner-seo"],
+        f"/api/profiles/{victim}",
+        json={"tenant_role": "admin"},
+        headers={"Cookie": f"{SESSION}={token}"},
+    )
     assert r.status_code == 401
     assert state_of(auth_world, victim, seeded_admin_b) == before
 
@@ -129,11 +150,18 @@ def test_admin_cannot_change_own_role(auth_world: AuthWorld, fake: FakeOAuth) ->
     assert r.status_code == 403
 
 
-@pytest.mark.parametrize("body,status,code", [({"tenant_role": "owner"}, 422, "invalid_body"),
-                                              ({"tenant_id": "partner1"}, 422, "invalid_body"),
-                                              ({}, 422, "invalid_body"), ("not json", 400, "invalid_json")])
-def test_bad_patch_bodies_get_clear_errors(auth_world: AuthWorld, fake: FakeOAuth, body: object, status: int,
-                                           code: str) -> None:
+@pytest.mark.parametrize(
+    "body,status,code",
+    [
+        ({"tenant_role": "owner"}, 422, "invalid_body"),
+        ({"tenant_id": "partner1"}, 422, "invalid_body"),
+        ({}, 422, "invalid_body"),
+        ("not json", 400, "invalid_json"),
+    ],
+)
+def test_bad_patch_bodies_get_clear_errors(
+    auth_world: AuthWorld, fake: FakeOAuth, body: object, status: int, code: str
+) -> None:
     admin = signed_in_as(auth_world, "admin@partner1.example")
     kw = {"content": body, "headers": {"Content-Type": "application/json"}} if isinstance(body, str) else {"json": body}
     r = admin.request("PATCH", HOSTS["partner1"], "/api/profiles/00000000-0000-4000-8000-000000000012", **kw)
@@ -157,8 +185,13 @@ def test_super_admin_lists_every_tenant_on_the_primary_only(auth_world: AuthWorl
 def test_forged_super_admin_session_outside_the_primary_is_refused(auth_world: AuthWorld) -> None:
     """Even with partner1's real session key, a super_admin session does not work there."""
     secret = auth_world.secrets_of("partner1")["SESSION_SECRET"]
-    token = issue_session(secret, tenant_id="partner1", user_id="00000000-0000-4000-8000-000000000011",
-                          role="super_admin", now=time.time())
+    token = issue_session(
+        secret,
+        tenant_id="partner1",
+        user_id="00000000-0000-4000-8000-000000000011",
+        role="super_admin",
+        now=time.time(),
+    )
     b = Browser(auth_world)
     assert b.get(HOSTS["partner1"], "/api/profiles", headers={"Cookie": f"{SESSION}={token}"}).status_code == 401
 

@@ -6,6 +6,7 @@ TRUNCATE of audit rows through PostgREST with a tenant token or the service-role
 SQL as each API role; choosing a row's hash, time or position; and a chain forged behind the
 database's back, which the out-of-database verify must name at its first broken link.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ from controlplane.audit_chain import GENESIS, AuditChainRow, row_hash, verify_ch
 from localrt.postgres import MIGRATIONS_DIR, PgCluster, migration_files
 from shared.jwt import HS256Signer
 
-CHAIN_COLUMNS = ("id, tenant_id, seq, at_text, actor, action, target, request_id, outcome, details_text, "
-                 "prev_hash, row_hash")
+CHAIN_COLUMNS = (
+    "id, tenant_id, seq, at_text, actor, action, target, request_id, outcome, details_text, prev_hash, row_hash"
+)
 
 
 def chain(conn: psycopg.Connection, tenant: str) -> list[AuditChainRow]:
@@ -61,18 +63,25 @@ def tenant(pg_cluster: PgCluster) -> Iterator[str]:
     """A fresh tenant with an admin, and a chain of three rows written as the service role."""
     tid = f"ac-{uuid.uuid4().hex[:8]}"
     with pg_cluster.connect() as conn:
-        conn.execute("insert into public.tenants (tenant_id, name, domain, type, script_name)"
-                     " values (%s, 'Audit test', %s, 'custom-domain', 'cmgsite-custom-tenant')",
-                     (tid, f"{tid}.audit-test.example"))
-        conn.execute("insert into public.profiles (id, tenant_id, tenant_role, email) values (%s, %s, 'admin', %s)",
-                     (admin_id(tid), tid, f"admin@{tid}.example"))
+        conn.execute(
+            "insert into public.tenants (tenant_id, name, domain, type, script_name)"
+            " values (%s, 'Audit test', %s, 'custom-domain', 'cmgsite-custom-tenant')",
+            (tid, f"{tid}.audit-test.example"),
+        )
+        conn.execute(
+            "insert into public.profiles (id, tenant_id, tenant_role, email) values (%s, %s, 'admin', %s)",
+            (admin_id(tid), tid, f"admin@{tid}.example"),
+        )
         with conn.transaction():
             become(conn, "service_role", {"role": "service_role"})
-            for i, (action, target) in enumerate([("tenant.added", tid), ("auth.signin.success", "u1"),
-                                                  ("domain.added", f"www.{tid}.example")]):
-                conn.execute("insert into public.audit_log (tenant_id, actor, action, target, request_id, outcome,"
-                             " details) values (%s, 'system', %s, %s, %s, 'success', %s)",
-                             (tid, action, target, f"req-{i}", json.dumps({"n": i, "ünïcode": "é|3:x"})))
+            for i, (action, target) in enumerate(
+                [("tenant.added", tid), ("auth.signin.success", "u1"), ("domain.added", f"www.{tid}.example")]
+            ):
+                conn.execute(
+                    "insert into public.audit_log (tenant_id, actor, action, target, request_id, outcome,"
+                    " details) values (%s, 'system', %s, %s, %s, 'success', %s)",
+                    (tid, action, target, f"req-{i}", json.dumps({"n": i, "ünïcode": "é|3:x"})),
+                )
     try:
         yield tid
     finally:
@@ -92,18 +101,29 @@ def test_the_database_links_each_row_and_python_computes_the_same_hash(pg_cluste
     assert rows[0].prev_hash == GENESIS
     assert [r.prev_hash for r in rows[1:]] == [r.row_hash for r in rows[:-1]]
     for r in rows:
-        assert r.row_hash == row_hash(prev_hash=r.prev_hash, tenant_id=r.tenant_id, seq=r.seq, at_text=r.at_text,
-                                      actor=r.actor, action=r.action, target=r.target, request_id=r.request_id,
-                                      outcome=r.outcome, details_text=r.details_text)
+        assert r.row_hash == row_hash(
+            prev_hash=r.prev_hash,
+            tenant_id=r.tenant_id,
+            seq=r.seq,
+            at_text=r.at_text,
+            actor=r.actor,
+            action=r.action,
+            target=r.target,
+            request_id=r.request_id,
+            outcome=r.outcome,
+            details_text=r.details_text,
+        )
     report = verify_chain(tenant, rows)
     assert report.ok and report.head_seq == 3 and report.head_hash == rows[-1].row_hash
 
 
 def test_rows_of_one_statement_and_of_the_seed_chain_too(pg_cluster: PgCluster, tenant: str) -> None:
     with pg_cluster.connect() as conn:
-        conn.execute("insert into public.audit_log (tenant_id, actor, action, target) values"
-                     " (%s, 'a', 'x.one', null), (%s, 'b', 'x.two', ''), (%s, 'c', 'x.three', 't')",
-                     (tenant, tenant, tenant))
+        conn.execute(
+            "insert into public.audit_log (tenant_id, actor, action, target) values"
+            " (%s, 'a', 'x.one', null), (%s, 'b', 'x.two', ''), (%s, 'c', 'x.three', 't')",
+            (tenant, tenant, tenant),
+        )
         assert verify_chain(tenant, chain(conn, tenant)).head_seq == 6
         for seeded in ("cozyartz", "partner1", "partner-seo"):
             assert verify_chain(seeded, chain(conn, seeded)).ok, seeded
@@ -120,8 +140,10 @@ def test_concurrent_writers_cannot_fork_a_chain(pg_cluster: PgCluster, tenant: s
                 for i in range(25):
                     with conn.transaction():
                         become(conn, "service_role", {"role": "service_role"})
-                        conn.execute("insert into public.audit_log (tenant_id, actor, action) values (%s, %s, 'race.write')",
-                                     (tenant, f"writer-{n}-{i}"))
+                        conn.execute(
+                            "insert into public.audit_log (tenant_id, actor, action) values (%s, %s, 'race.write')",
+                            (tenant, f"writer-{n}-{i}"),
+                        )
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -142,10 +164,18 @@ def test_api_writers_cannot_choose_the_time(pg_cluster: PgCluster, tenant: str) 
         with conn.transaction():
             become(conn, "service_role", {"role": "service_role"})
             # The time is not the service role's to choose: it has no grant on `at` at all.
-            assert sqlstate(conn, "insert into public.audit_log (tenant_id, actor, action, at)"
-                                  " values (%s, 's', 'x.backdated', '2001-01-01')", tenant) == "42501"
-        row = conn.execute("select at from public.audit_log where tenant_id = %s order by seq desc limit 1",
-                           (tenant,)).fetchone()
+            assert (
+                sqlstate(
+                    conn,
+                    "insert into public.audit_log (tenant_id, actor, action, at)"
+                    " values (%s, 's', 'x.backdated', '2001-01-01')",
+                    tenant,
+                )
+                == "42501"
+            )
+        row = conn.execute(
+            "select at from public.audit_log where tenant_id = %s order by seq desc limit 1", (tenant,)
+        ).fetchone()
         assert row is not None and row[0].year > 2001
 
 
@@ -153,17 +183,23 @@ def test_api_writers_cannot_choose_the_time(pg_cluster: PgCluster, tenant: str) 
 ADMIN_CLAIMS = {"role": "authenticated", "aud": "authenticated", "tenant_role": "admin"}
 
 
-@pytest.mark.parametrize("statement", [
-    "update public.audit_log set target = 'tampered' where tenant_id = %s",
-    "update public.audit_log set row_hash = repeat('0', 64) where tenant_id = %s",
-    "delete from public.audit_log where tenant_id = %s",
-    "insert into public.audit_log (tenant_id, actor, action, seq, prev_hash, row_hash)"
-    " values (%s, 'x', 'x.forged', 4, repeat('0', 64), repeat('1', 64))",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "update public.audit_log set target = 'tampered' where tenant_id = %s",
+        "update public.audit_log set row_hash = repeat('0', 64) where tenant_id = %s",
+        "delete from public.audit_log where tenant_id = %s",
+        "insert into public.audit_log (tenant_id, actor, action, seq, prev_hash, row_hash)"
+        " values (%s, 'x', 'x.forged', 4, repeat('0', 64), repeat('1', 64))",
+    ],
+)
 @pytest.mark.parametrize("role", ["service_role", "authenticated", "anon"])
-def test_api_roles_cannot_edit_delete_or_forge_audit_rows_in_sql(pg_cluster: PgCluster, tenant: str,
-                                                                  role: str, statement: str) -> None:
-    claims = {**ADMIN_CLAIMS, "sub": admin_id(tenant), "tenant_id": tenant} if role == "authenticated" else {"role": role}
+def test_api_roles_cannot_edit_delete_or_forge_audit_rows_in_sql(
+    pg_cluster: PgCluster, tenant: str, role: str, statement: str
+) -> None:
+    claims = (
+        {**ADMIN_CLAIMS, "sub": admin_id(tenant), "tenant_id": tenant} if role == "authenticated" else {"role": role}
+    )
     with pg_cluster.connect() as conn:
         conn.autocommit = False
         become(conn, role, claims)
@@ -173,16 +209,22 @@ def test_api_roles_cannot_edit_delete_or_forge_audit_rows_in_sql(pg_cluster: PgC
         assert verify_chain(tenant, chain(conn, tenant)).head_seq == 3
 
 
-@pytest.mark.parametrize("statement", [
-    "truncate public.audit_log",
-    "alter table public.audit_log disable trigger audit_log_append_only",
-    "set session_replication_role = replica",
-    "select public.audit_restore(%s, '[]'::jsonb)",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "truncate public.audit_log",
+        "alter table public.audit_log disable trigger audit_log_append_only",
+        "set session_replication_role = replica",
+        "select public.audit_restore(%s, '[]'::jsonb)",
+    ],
+)
 @pytest.mark.parametrize("role", ["service_role", "authenticated"])
-def test_api_roles_cannot_switch_the_protection_off(pg_cluster: PgCluster, tenant: str, role: str,
-                                                    statement: str) -> None:
-    claims = {**ADMIN_CLAIMS, "sub": admin_id(tenant), "tenant_id": tenant} if role == "authenticated" else {"role": role}
+def test_api_roles_cannot_switch_the_protection_off(
+    pg_cluster: PgCluster, tenant: str, role: str, statement: str
+) -> None:
+    claims = (
+        {**ADMIN_CLAIMS, "sub": admin_id(tenant), "tenant_id": tenant} if role == "authenticated" else {"role": role}
+    )
     args = (tenant,) if "%s" in statement else ()
     with pg_cluster.connect() as conn:
         conn.autocommit = False
@@ -239,11 +281,24 @@ def test_verify_names_a_rehashed_row_whose_successor_no_longer_links(pg_cluster:
     """The forger edits row 2 and recomputes its hash correctly: row 3 still points at the old one."""
     with pg_cluster.connect() as conn:
         r2 = chain(conn, tenant)[1]
-        forged = row_hash(prev_hash=r2.prev_hash, tenant_id=tenant, seq=2, at_text=r2.at_text, actor=r2.actor,
-                          action=r2.action, target="rewritten", request_id=r2.request_id, outcome=r2.outcome,
-                          details_text=r2.details_text)
-        _forge(conn, "update public.audit_log set target = 'rewritten', row_hash = %s where tenant_id = %s and seq = 2",
-               forged, tenant)
+        forged = row_hash(
+            prev_hash=r2.prev_hash,
+            tenant_id=tenant,
+            seq=2,
+            at_text=r2.at_text,
+            actor=r2.actor,
+            action=r2.action,
+            target="rewritten",
+            request_id=r2.request_id,
+            outcome=r2.outcome,
+            details_text=r2.details_text,
+        )
+        _forge(
+            conn,
+            "update public.audit_log set target = 'rewritten', row_hash = %s where tenant_id = %s and seq = 2",
+            forged,
+            tenant,
+        )
         report = verify_chain(tenant, chain(conn, tenant))
     assert report.first_broken is not None
     assert (report.first_broken.seq, report.first_broken.reason) == (3, "prev_hash_mismatch")
@@ -256,8 +311,10 @@ def test_restore_refuses_a_forged_or_diverging_chain(pg_cluster: PgCluster, tena
             become(conn, "service_role", {"role": "service_role"})
             same = conn.execute("select public.audit_restore(%s, %s)", (tenant, json.dumps(rows))).fetchone()
         assert same == ({"inserted": 0, "matched": 3},)
-        appended = [*rows, {**rows[-1], "seq": 4, "prev_hash": rows[-1]["row_hash"], "action": "x.appended",
-                            "row_hash": "f" * 64}]
+        appended = [
+            *rows,
+            {**rows[-1], "seq": 4, "prev_hash": rows[-1]["row_hash"], "action": "x.appended", "row_hash": "f" * 64},
+        ]
         diverging = [{**rows[0], "target": "other"}, *rows[1:]]
         for bad in (appended, diverging, [{**r, "tenant_id": "partner1"} for r in rows]):
             with conn.transaction():
@@ -275,29 +332,51 @@ def _token(secret: str, claims: dict[str, Any]) -> str:
 @pytest.fixture
 def principals(supabase_stack: Any, tenant: str) -> dict[str, dict[str, str]]:
     admin = _token(supabase_stack.jwt_secret, {**ADMIN_CLAIMS, "sub": admin_id(tenant), "tenant_id": tenant})
-    return {"tenant_admin": {"apikey": supabase_stack.anon_key, "authorization": f"Bearer {admin}"},
-            "service_role": {"apikey": supabase_stack.service_role_key}}
+    return {
+        "tenant_admin": {"apikey": supabase_stack.anon_key, "authorization": f"Bearer {admin}"},
+        "service_role": {"apikey": supabase_stack.service_role_key},
+    }
 
 
 @pytest.mark.parametrize("who", ["tenant_admin", "service_role"])
-def test_postgrest_refuses_edits_and_deletes_of_audit_rows(supabase_stack: Any, pg_cluster: PgCluster, tenant: str,
-                                                           principals: dict[str, dict[str, str]], who: str) -> None:
+def test_postgrest_refuses_edits_and_deletes_of_audit_rows(
+    supabase_stack: Any, pg_cluster: PgCluster, tenant: str, principals: dict[str, dict[str, str]], who: str
+) -> None:
     url, h = f"{supabase_stack.rest_url}/audit_log", {**principals[who], "prefer": "return=representation"}
     flt = {"tenant_id": f"eq.{tenant}"}
     with httpx.Client(timeout=10) as http:
-        assert http.get(url, params={**flt, "select": "seq", "order": "seq.asc"}, headers=h).json() == [{"seq": 1}, {"seq": 2}, {"seq": 3}]
+        assert http.get(url, params={**flt, "select": "seq", "order": "seq.asc"}, headers=h).json() == [
+            {"seq": 1},
+            {"seq": 2},
+            {"seq": 3},
+        ]
         attempts = [
             http.patch(url, params=flt, json={"target": "tampered"}, headers=h),
             http.patch(url, params=flt, json={"row_hash": "0" * 64}, headers=h),
             http.delete(url, params=flt, headers=h),
             http.delete(url, params={**flt, "seq": "eq.2"}, headers=h),
-            http.post(url, json={"tenant_id": tenant, "actor": "x", "action": "x.forged", "seq": 4,
-                                 "prev_hash": "0" * 64, "row_hash": "1" * 64}, headers=h),
-            http.post(url, json={"tenant_id": tenant, "actor": "x", "action": "x.backdated",
-                                 "at": "2001-01-01T00:00:00Z"}, headers=h),
-            http.post(f"{supabase_stack.rest_url}/rpc/audit_restore",
-                      json={"p_tenant_id": tenant, "p_rows": [{"tenant_id": tenant, "seq": 1, "row_hash": "f" * 64}]},
-                      headers=h),
+            http.post(
+                url,
+                json={
+                    "tenant_id": tenant,
+                    "actor": "x",
+                    "action": "x.forged",
+                    "seq": 4,
+                    "prev_hash": "0" * 64,
+                    "row_hash": "1" * 64,
+                },
+                headers=h,
+            ),
+            http.post(
+                url,
+                json={"tenant_id": tenant, "actor": "x", "action": "x.backdated", "at": "2001-01-01T00:00:00Z"},
+                headers=h,
+            ),
+            http.post(
+                f"{supabase_stack.rest_url}/rpc/audit_restore",
+                json={"p_tenant_id": tenant, "p_rows": [{"tenant_id": tenant, "seq": 1, "row_hash": "f" * 64}]},
+                headers=h,
+            ),
         ]
     for resp in attempts:
         assert resp.status_code in (400, 401, 403, 404), resp.text
@@ -307,13 +386,23 @@ def test_postgrest_refuses_edits_and_deletes_of_audit_rows(supabase_stack: Any, 
     assert len(rows) == 3 and verify_chain(tenant, rows).ok
 
 
-def test_the_service_role_appends_and_the_database_chains_it(supabase_stack: Any, pg_cluster: PgCluster,
-                                                             tenant: str, principals: dict[str, dict[str, str]]) -> None:
+def test_the_service_role_appends_and_the_database_chains_it(
+    supabase_stack: Any, pg_cluster: PgCluster, tenant: str, principals: dict[str, dict[str, str]]
+) -> None:
     with httpx.Client(timeout=10) as http:
-        resp = http.post(f"{supabase_stack.rest_url}/audit_log", params={"select": "seq,prev_hash,row_hash,outcome"},
-                         json={"tenant_id": tenant, "actor": "svc", "action": "usage.limit_exceeded", "target": "ai_calls",
-                               "outcome": "denied", "request_id": "req-x"},
-                         headers={**principals["service_role"], "prefer": "return=representation"})
+        resp = http.post(
+            f"{supabase_stack.rest_url}/audit_log",
+            params={"select": "seq,prev_hash,row_hash,outcome"},
+            json={
+                "tenant_id": tenant,
+                "actor": "svc",
+                "action": "usage.limit_exceeded",
+                "target": "ai_calls",
+                "outcome": "denied",
+                "request_id": "req-x",
+            },
+            headers={**principals["service_role"], "prefer": "return=representation"},
+        )
     assert resp.status_code == 201, resp.text
     with pg_cluster.connect() as conn:
         rows = chain(conn, tenant)
@@ -333,13 +422,17 @@ def test_the_migration_chains_rows_written_before_it(pg_cluster: PgCluster, tmp_
     try:
         db.apply_migrations(before)
         with db.connect() as conn:
-            conn.execute("insert into public.tenants (tenant_id, name, domain, type, script_name) values"
-                         " ('old-a', 'A', 'old-a.example', 'custom-domain', 'cmgsite-custom-tenant'),"
-                         " ('old-b', 'B', 'old-b.example', 'custom-domain', 'cmgsite-custom-tenant')")
-            conn.execute("insert into public.audit_log (tenant_id, actor, action, target, details, at) values"
-                         " ('old-a', 'system', 'tenant.added', 'old-a', '{\"request_id\": \"rq-1\"}', '2026-01-02'),"
-                         " ('old-b', 'u', 'auth.signin.failure', null, '{}', '2026-01-01'),"
-                         " ('old-a', 'u', 'auth.signin.success', 'u', '{}', '2026-01-01')")
+            conn.execute(
+                "insert into public.tenants (tenant_id, name, domain, type, script_name) values"
+                " ('old-a', 'A', 'old-a.example', 'custom-domain', 'cmgsite-custom-tenant'),"
+                " ('old-b', 'B', 'old-b.example', 'custom-domain', 'cmgsite-custom-tenant')"
+            )
+            conn.execute(
+                "insert into public.audit_log (tenant_id, actor, action, target, details, at) values"
+                " ('old-a', 'system', 'tenant.added', 'old-a', '{\"request_id\": \"rq-1\"}', '2026-01-02'),"
+                " ('old-b', 'u', 'auth.signin.failure', null, '{}', '2026-01-01'),"
+                " ('old-a', 'u', 'auth.signin.success', 'u', '{}', '2026-01-01')"
+            )
         applied = db.apply_migrations(MIGRATIONS_DIR)
         assert "20261126233134_audit_chain.sql" in applied
         with db.connect() as conn:

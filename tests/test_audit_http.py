@@ -2,6 +2,7 @@
 row (who, what, on what, request id, time, outcome), tenant admins page through their own
 tenant's trail with a cursor and filters, and a super admin reads every tenant's trail on the
 primary tenant only. Tenant admins never see another tenant's row, whatever they send."""
+
 from __future__ import annotations
 
 import base64
@@ -18,8 +19,9 @@ from tests.support import Platform
 from tests.test_api_data import new_client, signed_in_as
 from tests.usage_support import usage_tenant
 
-CHAIN_COLUMNS = ("id, tenant_id, seq, at_text, actor, action, target, request_id, outcome, details_text, "
-                 "prev_hash, row_hash")
+CHAIN_COLUMNS = (
+    "id, tenant_id, seq, at_text, actor, action, target, request_id, outcome, details_text, prev_hash, row_hash"
+)
 
 
 def chain(pg: Any, tenant: str) -> list[AuditChainRow]:
@@ -46,8 +48,12 @@ def test_sign_in_profile_changes_and_sign_out_leave_chained_rows(auth_world: Aut
     assert out.status_code == 303
     rows = rows_for(auth_world.pg, "partner1", uid)
     actions = [(r.action, r.actor, r.outcome) for r in rows]
-    assert actions == [("auth.signin.success", uid, "success"), ("profile.updated", admin_id, "success"),
-                       ("profile.role_changed", admin_id, "success"), ("auth.signout", uid, "success")]
+    assert actions == [
+        ("auth.signin.success", uid, "success"),
+        ("profile.updated", admin_id, "success"),
+        ("profile.role_changed", admin_id, "success"),
+        ("auth.signout", uid, "success"),
+    ]
     assert all(r.request_id for r in rows)
     assert next(r for r in rows if r.action == "profile.role_changed").request_id == role_request
     assert "Renamed" not in next(r for r in rows if r.action == "profile.updated").details_text  # names only
@@ -99,11 +105,24 @@ def test_admin_filters_by_action_actor_and_time(auth_world: AuthWorld, fake: Fak
     assert admin.get(host, "/api/audit?since=2000-01-01T00:00:00Z&until=2000-01-02T00:00:00Z").json()["entries"] == []
 
 
-@pytest.mark.parametrize("query", [
-    "limit=0", "limit=201", "limit=ten", "cursor=garbage", "cursor=" + base64.urlsafe_b64encode(b"id:5").decode(),
-    "action=DROP%20TABLE", "action=*", "since=yesterday", "since=2026-11-01T00:00:00", "offset=5",
-    "limit=5&limit=6", "tenant=partner-seo", "actor=" + "x" * 201,
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=201",
+        "limit=ten",
+        "cursor=garbage",
+        "cursor=" + base64.urlsafe_b64encode(b"id:5").decode(),
+        "action=DROP%20TABLE",
+        "action=*",
+        "since=yesterday",
+        "since=2026-11-01T00:00:00",
+        "offset=5",
+        "limit=5&limit=6",
+        "tenant=partner-seo",
+        "actor=" + "x" * 201,
+    ],
+)
 def test_bad_audit_queries_get_a_clear_400(auth_world: AuthWorld, fake: FakeOAuth, query: str) -> None:
     admin = signed_in_as(auth_world, "admin@partner1.example")
     r = admin.get(HOSTS["partner1"], f"/api/audit?{query}")
@@ -116,8 +135,12 @@ def test_an_admin_never_sees_another_tenants_rows(auth_world: AuthWorld, fake: F
     host = HOSTS["partner-seo"]
     own = {r.row_hash for r in chain(auth_world.pg, "partner-seo")}
     big = base64.urlsafe_b64encode(b"seq:999999999").decode().rstrip("=")
-    for query in ("limit=200", f"limit=200&cursor={big}", "limit=200&action=auth.signin.*",
-                  f"limit=200&actor={SEEDED['admin@partner1.example'][2]}"):
+    for query in (
+        "limit=200",
+        f"limit=200&cursor={big}",
+        "limit=200&action=auth.signin.*",
+        f"limit=200&actor={SEEDED['admin@partner1.example'][2]}",
+    ):
         entries = admin.get(host, f"/api/audit?{query}").json()["entries"]
         assert {e["row_hash"] for e in entries} <= own, query
     # And the platform listing is not theirs: 404 off the primary tenant.
@@ -149,8 +172,9 @@ def test_a_domain_quota_hit_and_domain_changes_are_audited(platform: Platform, p
         t.set_tier("starter")
         with pg_cluster.connect() as conn:
             conn.execute("update public.tenants set subscription_tier = 'starter' where tenant_id = %s", (t.tenant_id,))
-        refused = [t.post("/api/domains", json={"domain": f"more{i}.{t.tenant_id}.example"}, auth=admin)
-                   for i in range(3)]
+        refused = [
+            t.post("/api/domains", json={"domain": f"more{i}.{t.tenant_id}.example"}, auth=admin) for i in range(3)
+        ]
         assert [r.status_code for r in refused] == [429, 429, 429]
         rows = chain(pg_cluster, t.tenant_id)
         acts = [(r.action, r.target, r.outcome) for r in rows]
@@ -173,11 +197,15 @@ def test_an_ai_call_limit_hit_is_audited_as_denied(platform: Platform, pg_cluste
     with usage_tenant(platform, pg_cluster, tier="starter") as t:
         period = time.strftime("%Y-%m", time.gmtime())
         with pg_cluster.connect() as conn:  # the month's history says the plan is used up (starter: 100)
-            conn.execute("insert into public.tenant_usage (tenant_id, usage_type, period, usage_count, usage_limit)"
-                         " values (%s, 'ai_calls', %s, 100, 100)", (t.tenant_id, period))
+            conn.execute(
+                "insert into public.tenant_usage (tenant_id, usage_type, period, usage_count, usage_limit)"
+                " values (%s, 'ai_calls', %s, 100, 100)",
+                (t.tenant_id, period),
+            )
         r = t.generate()
         assert r.status_code == 429, r.text
         hits = [row for row in chain(pg_cluster, t.tenant_id) if row.action == "usage.limit_exceeded"]
         assert [(h.target, h.outcome, h.actor, h.request_id) for h in hits] == [
-            ("ai_calls", "denied", t.users["client"], r.headers["x-request-id"])]
+            ("ai_calls", "denied", t.users["client"], r.headers["x-request-id"])
+        ]
         assert '"period": "%s"' % period in hits[0].details_text

@@ -3,6 +3,7 @@
 Every failed sign-in must end on a branded page on the tenant's own host, create no
 profile, and leave an `auth.signin.failure` audit row with its reason.
 """
+
 from __future__ import annotations
 
 import base64
@@ -24,7 +25,10 @@ NONCE = "__Host-cmg_oauth"
 def failures(world: AuthWorld, tenant: str, since: float) -> list[str]:
     rows = world.profile_rows(
         "select details->>'reason' from public.audit_log where tenant_id = %s and action = 'auth.signin.failure'"
-        " and at >= to_timestamp(%s) order by id", tenant, since)
+        " and at >= to_timestamp(%s) order by id",
+        tenant,
+        since,
+    )
     return [r[0] for r in rows]
 
 
@@ -56,6 +60,7 @@ def assert_branded_failure(world: AuthWorld, r, tenant: str, status: int, reason
 
 
 # ---- state: CSRF, replay, forgery, expiry ---------------------------------------------------
+
 
 def test_callback_with_a_state_from_another_browser_is_refused(auth_world: AuthWorld, fake: FakeOAuth) -> None:
     """Login CSRF: the attacker starts a flow, then sends the victim the callback link."""
@@ -127,8 +132,9 @@ def test_expired_state_is_refused(auth_world: AuthWorld, fake: FakeOAuth) -> Non
     b = Browser(auth_world)
     b.start(host, "github")
     nonce = b.cookies(host)[NONCE]
-    old = issue_state(tenant_id="partner1", host=host, provider="github", nonce=nonce, next_path="/",
-                      now=time.time() - 3600)
+    old = issue_state(
+        tenant_id="partner1", host=host, provider="github", nonce=nonce, next_path="/", now=time.time() - 3600
+    )
     token = encode_state(auth_world.secrets_of("partner1")["SESSION_SECRET"], old)
     r = b.get(host, "/auth/callback?" + urlencode({"code": "abc", "state": token}))
     assert_branded_failure(auth_world, r, "partner1", 400, "state_expired", since)
@@ -136,9 +142,20 @@ def test_expired_state_is_refused(auth_world: AuthWorld, fake: FakeOAuth) -> Non
 
 # ---- open redirect ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "\\\\evil.example",
-                                    "https:evil.example", "javascript:alert(1)", "/%0d%0aLocation:%20https://evil",
-                                    "/ok\r\nSet-Cookie: x=y"])
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/",
+        "//evil.example/x",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "https:evil.example",
+        "javascript:alert(1)",
+        "/%0d%0aLocation:%20https://evil",
+        "/ok\r\nSet-Cookie: x=y",
+    ],
+)
 def test_next_cannot_leave_the_tenant_host(auth_world: AuthWorld, fake: FakeOAuth, target: str) -> None:
     host = HOSTS["partner1"]
     login = auth_world.new_user("next")
@@ -151,6 +168,7 @@ def test_next_cannot_leave_the_tenant_host(auth_world: AuthWorld, fake: FakeOAut
 
 
 # ---- provider failures --------------------------------------------------------------------------
+
 
 def test_user_cancels_at_the_provider(auth_world: AuthWorld, fake: FakeOAuth) -> None:
     since, host = time.time() - 1, HOSTS["partner1"]
@@ -199,16 +217,28 @@ def test_provider_timeout(auth_world: AuthWorld, fake: FakeOAuth) -> None:
 @pytest.mark.parametrize("kind", ["none", "unverified"])
 def test_email_missing_or_unverified(auth_world: AuthWorld, fake: FakeOAuth, provider: str, kind: str) -> None:
     since, host = time.time() - 1, HOSTS["partner1"]
-    login = auth_world.new_user("noemail", email=None) if kind == "none" else auth_world.new_user("unverified", verified=False)
+    login = (
+        auth_world.new_user("noemail", email=None)
+        if kind == "none"
+        else auth_world.new_user("unverified", verified=False)
+    )
     b = Browser(auth_world)
     cb = b.at_provider(b.start(host, provider), provider, login)
     assert_branded_failure(auth_world, b.callback(host, cb), "partner1", 403, "email_missing", since)
     assert profiles_with_email(auth_world, f"{login}@auth-test.example") == 0
 
 
-@pytest.mark.parametrize("override", [{"aud": "someone-else"}, {"iss": "https://evil.example"},
-                                      {"exp": 1_000_000_000, "iat": 999_999_000}, {"nonce": "wrong"},
-                                      "other_key", "alg_none"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"aud": "someone-else"},
+        {"iss": "https://evil.example"},
+        {"exp": 1_000_000_000, "iat": 999_999_000},
+        {"nonce": "wrong"},
+        "other_key",
+        "alg_none",
+    ],
+)
 def test_bad_google_id_token_is_refused(auth_world: AuthWorld, fake: FakeOAuth, override: object) -> None:
     since, host = time.time() - 1, HOSTS["cozyartz"]
     login = auth_world.new_user("idtok")
@@ -231,6 +261,7 @@ def test_unknown_provider_is_a_branded_404(auth_world: AuthWorld) -> None:
 
 # ---- sessions -----------------------------------------------------------------------------------
 
+
 def _signed_in(world: AuthWorld, tenant: str) -> tuple[Browser, str]:
     b = Browser(world)
     b.sign_in(HOSTS[tenant], "github", world.new_user(tenant))
@@ -250,8 +281,9 @@ def test_session_from_tenant_a_is_refused_at_tenant_b(auth_world: AuthWorld, fak
 def test_session_signed_with_b_secret_for_tenant_a_claims_is_refused(auth_world: AuthWorld) -> None:
     """Even a correctly signed token from B's key, naming tenant A, is refused at A."""
     b_secret = auth_world.secrets_of("partner-seo")["SESSION_SECRET"]
-    token = issue_session(b_secret, tenant_id="partner1", user_id="00000000-0000-4000-8000-000000000011",
-                          role="admin", now=time.time())
+    token = issue_session(
+        b_secret, tenant_id="partner1", user_id="00000000-0000-4000-8000-000000000011", role="admin", now=time.time()
+    )
     r = Browser(auth_world).get(HOSTS["partner1"], "/api/profiles", headers={"Cookie": f"{SESSION}={token}"})
     assert r.status_code == 401
 
@@ -283,14 +315,22 @@ def test_tampered_sessions_are_refused(auth_world: AuthWorld, fake: FakeOAuth, a
 
 def test_expired_session_is_refused(auth_world: AuthWorld) -> None:
     secret = auth_world.secrets_of("partner1")["SESSION_SECRET"]
-    token = issue_session(secret, tenant_id="partner1", user_id="00000000-0000-4000-8000-000000000011",
-                          role="admin", now=time.time() - 9 * 3600)
+    token = issue_session(
+        secret,
+        tenant_id="partner1",
+        user_id="00000000-0000-4000-8000-000000000011",
+        role="admin",
+        now=time.time() - 9 * 3600,
+    )
     r = Browser(auth_world).get(HOSTS["partner1"], "/api/me", headers={"Cookie": f"{SESSION}={token}"})
     assert r.status_code == 401
-    fresh = issue_session(secret, tenant_id="partner1", user_id="00000000-0000-4000-8000-000000000011",
-                          role="admin", now=time.time())
-    assert Browser(auth_world).get(HOSTS["partner1"], "/api/me",
-                                   headers={"Cookie": f"{SESSION}={fresh}"}).status_code == 200
+    fresh = issue_session(
+        secret, tenant_id="partner1", user_id="00000000-0000-4000-8000-000000000011", role="admin", now=time.time()
+    )
+    assert (
+        Browser(auth_world).get(HOSTS["partner1"], "/api/me", headers={"Cookie": f"{SESSION}={fresh}"}).status_code
+        == 200
+    )
 
 
 def test_cross_site_logout_is_refused(auth_world: AuthWorld, fake: FakeOAuth) -> None:

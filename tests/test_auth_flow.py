@@ -1,5 +1,6 @@
 """Sign-in end to end over HTTP: each demo tenant, each provider, through the fake providers
 and the real local Supabase (PostgREST + RLS), ending in /api/me and tenant-scoped data."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,9 @@ NONCE = "__Host-cmg_oauth"
 
 @pytest.mark.parametrize("provider", ["github", "google"])
 @pytest.mark.parametrize("tenant", list(HOSTS))
-def test_new_user_signs_in_and_sees_only_their_tenant(auth_world: AuthWorld, fake: FakeOAuth, tenant: str,
-                                                      provider: str) -> None:
+def test_new_user_signs_in_and_sees_only_their_tenant(
+    auth_world: AuthWorld, fake: FakeOAuth, tenant: str, provider: str
+) -> None:
     host = HOSTS[tenant]
     login = auth_world.new_user(tenant)
     b = Browser(auth_world)
@@ -45,14 +47,17 @@ def test_new_user_signs_in_and_sees_only_their_tenant(auth_world: AuthWorld, fak
     assert rows == [(tenant, "client")]
     audit = auth_world.profile_rows(
         "select action, details->>'provider' from public.audit_log where tenant_id = %s and actor = %s",
-        tenant, body["user_id"])
+        tenant,
+        body["user_id"],
+    )
     assert ("auth.signin.success", provider) in audit
 
 
 @pytest.mark.parametrize("provider", ["github", "google"])
 @pytest.mark.parametrize("email", ["admin@partner1.example", "admin@partner-seo.example", "admin@cozyartzmedia.com"])
 def test_seeded_admin_signs_in_with_their_role_and_lists_only_their_profiles(
-        auth_world: AuthWorld, fake: FakeOAuth, email: str, provider: str) -> None:
+    auth_world: AuthWorld, fake: FakeOAuth, email: str, provider: str
+) -> None:
     tenant, role, uid = SEEDED[email]
     host = HOSTS[tenant]
     login = auth_world.new_user("admin", email=email)

@@ -4,6 +4,7 @@
 The Worker's endpoints come from the provider's discovery document; the provider publishes its
 own JWKS, signs its own RS256 ID tokens, enforces PKCE S256 and echoes the nonce, so each of
 those meets a real peer rather than tests/fake_oauth.py (which the other sign-in tests use)."""
+
 from __future__ import annotations
 
 import secrets
@@ -26,15 +27,20 @@ SESSION = "__Host-cmg_session"
 def google_tenant(platform: Platform, pg_cluster: Any, local_google: LocalGoogle) -> Iterator[UsageTenant]:
     """A throwaway tenant whose Google app is registered at the local provider."""
     client_id, client_secret = f"oidc-{secrets.token_hex(6)}.apps.local", secrets.token_urlsafe(32)
-    with usage_tenant(platform, pg_cluster, vars_=local_google.worker_vars(),
-                      secrets_={"GOOGLE_CLIENT_ID": client_id, "GOOGLE_CLIENT_SECRET": client_secret}) as t:
+    with usage_tenant(
+        platform,
+        pg_cluster,
+        vars_=local_google.worker_vars(),
+        secrets_={"GOOGLE_CLIENT_ID": client_id, "GOOGLE_CLIENT_SECRET": client_secret},
+    ) as t:
         local_google.register_client(client_id, client_secret, f"https://{t.host}/auth/callback")
         yield t
 
 
 @pytest.fixture
-def browser(platform: Platform, fake_oauth_server: tuple[FakeOAuth, str], supabase_stack: Any,
-            pg_cluster: Any) -> Browser:
+def browser(
+    platform: Platform, fake_oauth_server: tuple[FakeOAuth, str], supabase_stack: Any, pg_cluster: Any
+) -> Browser:
     return Browser(AuthWorld(platform, fake_oauth_server[0], fake_oauth_server[1], supabase_stack, pg_cluster))
 
 
@@ -47,8 +53,9 @@ def test_discovery_names_what_the_worker_relies_on(local_google: LocalGoogle) ->
     assert [k["kty"] for k in keys] == ["RSA"] and "d" not in keys[0]  # public halves only
 
 
-def test_google_sign_in_against_oidc_provider(local_google: LocalGoogle, google_tenant: UsageTenant,
-                                              browser: Browser, pg_cluster: Any) -> None:
+def test_google_sign_in_against_oidc_provider(
+    local_google: LocalGoogle, google_tenant: UsageTenant, browser: Browser, pg_cluster: Any
+) -> None:
     host = google_tenant.host
     authorize = browser.start(host, "google", "/welcome")
     q = query_of(authorize)
@@ -65,17 +72,21 @@ def test_google_sign_in_against_oidc_provider(local_google: LocalGoogle, google_
     body = me.json()
     assert (body["tenant_id"], body["role"], body["email"]) == (google_tenant.tenant_id, "client", ACCOUNT["email"])
     with pg_cluster.connect() as conn:
-        rows = conn.execute("select tenant_id, email, display_name from public.profiles where id = %s",
-                            (body["user_id"],)).fetchall()
-        audit = conn.execute("select details->>'provider' from public.audit_log where tenant_id = %s"
-                             " and action = 'auth.signin.success' and actor = %s",
-                             (google_tenant.tenant_id, body["user_id"])).fetchall()
+        rows = conn.execute(
+            "select tenant_id, email, display_name from public.profiles where id = %s", (body["user_id"],)
+        ).fetchall()
+        audit = conn.execute(
+            "select details->>'provider' from public.audit_log where tenant_id = %s"
+            " and action = 'auth.signin.success' and actor = %s",
+            (google_tenant.tenant_id, body["user_id"]),
+        ).fetchall()
     assert rows == [(google_tenant.tenant_id, ACCOUNT["email"], ACCOUNT["name"])]
     assert audit == [("google",)]
 
 
 def test_a_code_from_another_sign_in_fails_the_providers_pkce_check(
-        local_google: LocalGoogle, google_tenant: UsageTenant, browser: Browser, pg_cluster: Any) -> None:
+    local_google: LocalGoogle, google_tenant: UsageTenant, browser: Browser, pg_cluster: Any
+) -> None:
     """Code injection: a code issued for one sign-in, delivered to a later one of the same browser
     (its state and cookie are genuine). The Worker sends that sign-in's PKCE verifier, which the
     real provider refuses for the code: no session."""
@@ -88,7 +99,9 @@ def test_a_code_from_another_sign_in_fails_the_providers_pkce_check(
     assert not any(c.startswith(SESSION + "=") and "Max-Age=0" not in c for c in r.headers.get_list("set-cookie"))
     assert browser.get(host, "/api/me").status_code == 401
     with pg_cluster.connect() as conn:
-        reason = conn.execute("select details->>'reason' from public.audit_log where tenant_id = %s"
-                              " and action = 'auth.signin.failure' order by id desc limit 1",
-                              (google_tenant.tenant_id,)).fetchone()
+        reason = conn.execute(
+            "select details->>'reason' from public.audit_log where tenant_id = %s"
+            " and action = 'auth.signin.failure' order by id desc limit 1",
+            (google_tenant.tenant_id,),
+        ).fetchone()
     assert reason == ("code_exchange_failed",)  # refused at the provider's token endpoint

@@ -1,4 +1,5 @@
 """Unit attacks on the pure sign-in core: session tokens, OAuth state, next, PKCE, RS256."""
+
 from __future__ import annotations
 
 import base64
@@ -41,6 +42,7 @@ def b64(obj: object) -> str:
 
 # ---- sessions ------------------------------------------------------------------------------
 
+
 def test_session_round_trip() -> None:
     token = issue_session(SECRET, tenant_id="partner1", user_id=UID, role="admin", now=NOW, email="a@b.co")
     claims = verify_session(token, SECRET, tenant_id="partner1", now=NOW + 10)
@@ -51,7 +53,9 @@ def test_session_round_trip() -> None:
 def test_each_session_has_its_own_id() -> None:
     a = issue_session(SECRET, tenant_id="t1", user_id=UID, role="client", now=NOW)
     b = issue_session(SECRET, tenant_id="t1", user_id=UID, role="client", now=NOW)
-    assert verify_session(a, SECRET, tenant_id="t1", now=NOW).sid != verify_session(b, SECRET, tenant_id="t1", now=NOW).sid
+    assert (
+        verify_session(a, SECRET, tenant_id="t1", now=NOW).sid != verify_session(b, SECRET, tenant_id="t1", now=NOW).sid
+    )
 
 
 def test_session_for_another_tenant_is_refused_even_with_the_same_secret() -> None:
@@ -67,8 +71,10 @@ def test_session_expiry_is_exact() -> None:
         verify_session(token, SECRET, tenant_id="t1", now=NOW + 60)
 
 
-@pytest.mark.parametrize("attack", ["alg_none", "hs512", "wrong_key", "extra_claim", "missing_claim", "bad_role",
-                                    "state_token", "empty", "huge"])
+@pytest.mark.parametrize(
+    "attack",
+    ["alg_none", "hs512", "wrong_key", "extra_claim", "missing_claim", "bad_role", "state_token", "empty", "huge"],
+)
 def test_forged_sessions_are_refused(attack: str) -> None:
     good = {"typ": "session", "tid": "t1", "sub": UID, "role": "client", "sid": "a" * 24, "iat": NOW, "exp": NOW + 60}
     key = session_key(SECRET, "t1")
@@ -85,8 +91,9 @@ def test_forged_sessions_are_refused(attack: str) -> None:
     elif attack == "bad_role":
         token = HS256Signer(key).sign({**good, "role": "owner"})
     elif attack == "state_token":  # a valid OAuth state of the same tenant is not a session
-        token = encode_state(SECRET, issue_state(tenant_id="t1", host="t1.example", provider="github", nonce="n",
-                                                 next_path="/", now=NOW))
+        token = encode_state(
+            SECRET, issue_state(tenant_id="t1", host="t1.example", provider="github", nonce="n", next_path="/", now=NOW)
+        )
     elif attack == "empty":
         token = ""
     else:
@@ -97,30 +104,47 @@ def test_forged_sessions_are_refused(attack: str) -> None:
 
 # ---- OAuth state -----------------------------------------------------------------------------
 
+
 def _state(**kw: object) -> str:
-    args = dict(tenant_id="partner1", host="partner1.cozyartzmedia.com", provider="google", nonce="browser-nonce",
-                next_path="/x", now=NOW)
+    args = dict(
+        tenant_id="partner1",
+        host="partner1.cozyartzmedia.com",
+        provider="google",
+        nonce="browser-nonce",
+        next_path="/x",
+        now=NOW,
+    )
     args.update(kw)
     return encode_state(SECRET, issue_state(**args))  # type: ignore[arg-type]
 
 
 def test_state_round_trip_and_binding() -> None:
-    claims = verify_state(_state(), SECRET, tenant_id="partner1", host="partner1.cozyartzmedia.com",
-                          nonce="browser-nonce", now=NOW + 5)
+    claims = verify_state(
+        _state(), SECRET, tenant_id="partner1", host="partner1.cozyartzmedia.com", nonce="browser-nonce", now=NOW + 5
+    )
     assert (claims.prv, claims.nxt, claims.nh) == ("google", "/x", nonce_hash("browser-nonce"))
 
 
-@pytest.mark.parametrize("change,reason", [
-    ({"nonce": "other-browser"}, "state_browser_mismatch"),
-    ({"tenant_id": "partner-seo"}, "state_invalid"),
-    ({"host": "evil.example"}, "state_invalid"),
-    ({"secret": OTHER}, "state_invalid"),
-    ({"now": NOW + 601}, "state_expired"),
-    ({"state": None}, "state_missing"),
-])
+@pytest.mark.parametrize(
+    "change,reason",
+    [
+        ({"nonce": "other-browser"}, "state_browser_mismatch"),
+        ({"tenant_id": "partner-seo"}, "state_invalid"),
+        ({"host": "evil.example"}, "state_invalid"),
+        ({"secret": OTHER}, "state_invalid"),
+        ({"now": NOW + 601}, "state_expired"),
+        ({"state": None}, "state_missing"),
+    ],
+)
 def test_state_refusals(change: dict[str, object], reason: str) -> None:
-    args: dict[str, object] = dict(state=_state(), secret=SECRET, tenant_id="partner1",
-                                   host="partner1.cozyartzmedia.com", nonce="browser-nonce", now=NOW + 1)
+    args: dict[str, object] = dict(
+        state=_state(),
+        secret=SECRET,
+        tenant_id="partner1",
+        host="partner1.cozyartzmedia.com",
+        nonce="browser-nonce",
+        now=NOW + 1,
+    )
     args.update(change)
     with pytest.raises(OAuthError) as err:
         verify_state(args.pop("state"), args.pop("secret"), **args)  # type: ignore[arg-type]
@@ -134,8 +158,23 @@ def test_pkce_is_s256_and_bound_to_browser_and_state() -> None:
     assert v != pkce_verifier(SECRET, "t1", "nonce2", "state-id") != pkce_verifier(SECRET, "t2", "nonce", "state-id")
 
 
-@pytest.mark.parametrize("value", ["https://evil.example", "//evil.example", "/\\evil.example", "\\evil", "evil",
-                                   "http:/evil", "/a\nb", "/a\rb", "/\tevil", "", None, "/" + "a" * 600])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://evil.example",
+        "//evil.example",
+        "/\\evil.example",
+        "\\evil",
+        "evil",
+        "http:/evil",
+        "/a\nb",
+        "/a\rb",
+        "/\tevil",
+        "",
+        None,
+        "/" + "a" * 600,
+    ],
+)
 def test_safe_next_refuses_anything_that_could_leave(value: str | None) -> None:
     assert safe_next(value) == "/"
 
@@ -156,7 +195,12 @@ def test_safe_next_never_yields_another_host(value: str) -> None:
 
 
 def test_provider_config_defaults_to_the_real_providers_and_takes_overrides() -> None:
-    env = {"GITHUB_CLIENT_ID": "id", "GITHUB_CLIENT_SECRET": "sec", "GOOGLE_CLIENT_ID": "g", "GOOGLE_CLIENT_SECRET": "s"}
+    env = {
+        "GITHUB_CLIENT_ID": "id",
+        "GITHUB_CLIENT_SECRET": "sec",
+        "GOOGLE_CLIENT_ID": "g",
+        "GOOGLE_CLIENT_SECRET": "s",
+    }
     gh = provider_config("github", lambda k: env.get(k, ""))
     assert gh.authorize_url == "https://github.com/login/oauth/authorize"
     assert gh.token_url == "https://github.com/login/oauth/access_token" and gh.api_url == "https://api.github.com"
@@ -175,6 +219,7 @@ def test_provider_config_defaults_to_the_real_providers_and_takes_overrides() ->
 
 # ---- RS256 -----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -182,8 +227,14 @@ def rsa_key() -> rsa.RSAPrivateKey:
 
 def _jwk(key: rsa.RSAPrivateKey, kid: str = "k1") -> dict[str, str]:
     pub = key.public_key().public_numbers()
-    return {"kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid,
-            "n": b64(pub.n.to_bytes(256, "big")), "e": b64(pub.e.to_bytes(3, "big"))}
+    return {
+        "kty": "RSA",
+        "alg": "RS256",
+        "use": "sig",
+        "kid": kid,
+        "n": b64(pub.n.to_bytes(256, "big")),
+        "e": b64(pub.e.to_bytes(3, "big")),
+    }
 
 
 def _sign(key: rsa.RSAPrivateKey, claims: dict[str, object], header: dict[str, object] | None = None) -> str:
@@ -221,14 +272,20 @@ async def test_rs256_refusals(rsa_key: rsa.RSAPrivateKey) -> None:
 def test_weak_or_foreign_jwks_entries_are_skipped() -> None:
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     pub = small.public_key().public_numbers()
-    jwks = {"keys": [{"kty": "RSA", "kid": "small", "n": b64(pub.n.to_bytes(128, "big")), "e": "AQAB"},
-                     {"kty": "EC", "kid": "ec", "crv": "P-256", "x": "a", "y": "b"}, "not a jwk"]}
+    jwks = {
+        "keys": [
+            {"kty": "RSA", "kid": "small", "n": b64(pub.n.to_bytes(128, "big")), "e": "AQAB"},
+            {"kty": "EC", "kid": "ec", "crv": "P-256", "x": "a", "y": "b"},
+            "not a jwk",
+        ]
+    }
     assert keys_from_jwks(jwks) == []
     with pytest.raises(SignatureError):
         RsaPublicKey.from_jwk({"kty": "RSA", "n": "!!", "e": "AQAB"})
 
 
 # ---- provider responses (in-process transport, the real wire shapes) --------------------------
+
 
 class Transport:
     """An HttpClient answering from a table: (method, url) -> (status, content-type, body)."""
@@ -245,21 +302,36 @@ class Transport:
         return HttpResponse(status, {"content-type": ctype}, raw)
 
 
-GH = {"GITHUB_CLIENT_ID": "cid", "GITHUB_CLIENT_SECRET": "csec", "OAUTH_GITHUB_API_URL": "https://api.test",
-      "OAUTH_GITHUB_TOKEN_URL": "https://gh.test/token"}
+GH = {
+    "GITHUB_CLIENT_ID": "cid",
+    "GITHUB_CLIENT_SECRET": "csec",
+    "OAUTH_GITHUB_API_URL": "https://api.test",
+    "OAUTH_GITHUB_TOKEN_URL": "https://gh.test/token",
+}
 
 
 async def test_github_form_token_then_primary_verified_email() -> None:
     from shared.oauth import exchange_code, github_identity
 
     cfg = provider_config("github", lambda k: GH.get(k, ""))
-    t = Transport({
-        ("POST", "https://gh.test/token"): (200, "application/x-www-form-urlencoded", b"access_token=gho_x&scope=user%3Aemail&token_type=bearer"),
-        ("GET", "https://api.test/user"): (200, "application/json", {"id": 7, "login": "octo", "name": None}),
-        ("GET", "https://api.test/user/emails"): (200, "application/json", [
-            {"email": "old@x.io", "primary": False, "verified": True},
-            {"email": "Octo@X.io", "primary": True, "verified": True}]),
-    })
+    t = Transport(
+        {
+            ("POST", "https://gh.test/token"): (
+                200,
+                "application/x-www-form-urlencoded",
+                b"access_token=gho_x&scope=user%3Aemail&token_type=bearer",
+            ),
+            ("GET", "https://api.test/user"): (200, "application/json", {"id": 7, "login": "octo", "name": None}),
+            ("GET", "https://api.test/user/emails"): (
+                200,
+                "application/json",
+                [
+                    {"email": "old@x.io", "primary": False, "verified": True},
+                    {"email": "Octo@X.io", "primary": True, "verified": True},
+                ],
+            ),
+        }
+    )
     tokens = await exchange_code(t, cfg, "code1", "https://h.example/auth/callback", "v" * 43)
     who = await github_identity(t, cfg, tokens)
     assert (who.subject, who.email, who.name) == ("7", "octo@x.io", "octo")
@@ -268,18 +340,30 @@ async def test_github_form_token_then_primary_verified_email() -> None:
     assert t.seen[1][2]["authorization"] == "Bearer gho_x" and t.seen[1][2]["user-agent"]
 
 
-@pytest.mark.parametrize("emails,reason", [
-    ([{"email": "a@x.io", "primary": True, "verified": False}, {"email": "b@x.io", "primary": False, "verified": True}],
-     "email_missing"),
-    ([], "email_missing"),
-    ([{"email": "a" * 400 + "@x.io", "primary": True, "verified": True}], "profile_fetch_failed"),
-])
+@pytest.mark.parametrize(
+    "emails,reason",
+    [
+        (
+            [
+                {"email": "a@x.io", "primary": True, "verified": False},
+                {"email": "b@x.io", "primary": False, "verified": True},
+            ],
+            "email_missing",
+        ),
+        ([], "email_missing"),
+        ([{"email": "a" * 400 + "@x.io", "primary": True, "verified": True}], "profile_fetch_failed"),
+    ],
+)
 async def test_github_without_a_usable_primary_email_is_refused(emails: list[dict[str, object]], reason: str) -> None:
     from shared.oauth import TokenResponse, github_identity
 
     cfg = provider_config("github", lambda k: GH.get(k, ""))
-    t = Transport({("GET", "https://api.test/user"): (200, "application/json", {"id": 7, "login": "octo"}),
-                   ("GET", "https://api.test/user/emails"): (200, "application/json", emails)})
+    t = Transport(
+        {
+            ("GET", "https://api.test/user"): (200, "application/json", {"id": 7, "login": "octo"}),
+            ("GET", "https://api.test/user/emails"): (200, "application/json", emails),
+        }
+    )
     with pytest.raises(OAuthError) as err:
         await github_identity(t, cfg, TokenResponse(access_token="gho_x"))
     assert err.value.reason == reason
@@ -302,16 +386,37 @@ async def test_google_id_token_with_several_audiences_needs_azp(rsa_key: rsa.RSA
     cfg = provider_config("google", lambda k: env.get(k, ""))
     t = Transport({("GET", "https://g.test/certs"): (200, "application/json", {"keys": [_jwk(rsa_key)]})})
     now = int(time.time())
-    base = {"iss": "https://accounts.google.com", "sub": "42", "iat": now, "exp": now + 600,
-            "nonce": oidc_nonce("n"), "email": "g@x.io", "email_verified": True}
+    base = {
+        "iss": "https://accounts.google.com",
+        "sub": "42",
+        "iat": now,
+        "exp": now + 600,
+        "nonce": oidc_nonce("n"),
+        "email": "g@x.io",
+        "email_verified": True,
+    }
     ok = _sign(rsa_key, {**base, "aud": ["gid", "other"], "azp": "gid"})
-    who = await google_identity(t, cfg, TokenResponse(access_token="a", id_token=ok), expected_nonce=oidc_nonce("n"),
-                                now=now, jwks=JwksCache(), verifier=CryptographyRsaVerifier())
+    who = await google_identity(
+        t,
+        cfg,
+        TokenResponse(access_token="a", id_token=ok),
+        expected_nonce=oidc_nonce("n"),
+        now=now,
+        jwks=JwksCache(),
+        verifier=CryptographyRsaVerifier(),
+    )
     assert (who.subject, who.email) == ("42", "g@x.io")
     bad = _sign(rsa_key, {**base, "aud": ["gid", "other"], "azp": "other"})
     with pytest.raises(OAuthError) as err:
-        await google_identity(t, cfg, TokenResponse(access_token="a", id_token=bad), expected_nonce=oidc_nonce("n"),
-                              now=now, jwks=JwksCache(), verifier=CryptographyRsaVerifier())
+        await google_identity(
+            t,
+            cfg,
+            TokenResponse(access_token="a", id_token=bad),
+            expected_nonce=oidc_nonce("n"),
+            now=now,
+            jwks=JwksCache(),
+            verifier=CryptographyRsaVerifier(),
+        )
     assert err.value.reason == "id_token_invalid"
 
 
@@ -323,15 +428,31 @@ async def test_unknown_key_id_refetches_the_jwks_once_and_no_more(rsa_key: rsa.R
     cfg = provider_config("google", lambda k: env.get(k, ""))
     new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     table: dict[tuple[str, str], tuple[int, str, object]] = {
-        ("GET", "https://g.test/certs"): (200, "application/json", {"keys": [_jwk(rsa_key)]})}
+        ("GET", "https://g.test/certs"): (200, "application/json", {"keys": [_jwk(rsa_key)]})
+    }
     t, jwks, verifier = Transport(table), JwksCache(), CryptographyRsaVerifier()
     now = int(time.time())
-    claims = {"iss": "https://accounts.google.com", "aud": "gid", "sub": "42", "iat": now, "exp": now + 600,
-              "nonce": oidc_nonce("n"), "email": "g@x.io", "email_verified": True}
+    claims = {
+        "iss": "https://accounts.google.com",
+        "aud": "gid",
+        "sub": "42",
+        "iat": now,
+        "exp": now + 600,
+        "nonce": oidc_nonce("n"),
+        "email": "g@x.io",
+        "email_verified": True,
+    }
 
     async def sign_in(token: str) -> str:
-        who = await google_identity(t, cfg, TokenResponse(access_token="a", id_token=token),
-                                    expected_nonce=oidc_nonce("n"), now=now, jwks=jwks, verifier=verifier)
+        who = await google_identity(
+            t,
+            cfg,
+            TokenResponse(access_token="a", id_token=token),
+            expected_nonce=oidc_nonce("n"),
+            now=now,
+            jwks=jwks,
+            verifier=verifier,
+        )
         return who.subject
 
     assert await sign_in(_sign(rsa_key, claims)) == "42"

@@ -3,6 +3,7 @@ when a key leaves the tenant's prefix or an object does not match it, the backup
 another tenant's key even when the listing returns it, and the Cloudflare implementation
 (list with a cursor, get, put) against the fake Cloudflare API. The local implementation runs
 end to end in tests/test_backup_restore.py."""
+
 from __future__ import annotations
 
 import asyncio
@@ -34,16 +35,27 @@ from tests.test_backup_units import TENANT, members, write
 PDF = b"%PDF-1.7 report"
 
 
-def with_objects(objects: dict[str, tuple[bytes, str | None]], tenant: str = TENANT,
-                 edit: Callable[[list[dict[str, Any]], dict[str, bytes]], None] | None = None) -> dict[str, bytes]:
+def with_objects(
+    objects: dict[str, tuple[bytes, str | None]],
+    tenant: str = TENANT,
+    edit: Callable[[list[dict[str, Any]], dict[str, bytes]], None] | None = None,
+) -> dict[str, bytes]:
     """Archive members holding `objects` (key -> bytes, content type) with a consistent index;
     `edit` may change the index and the members before the manifest is computed."""
     items = members(tenant)
     index = []
     for key, (data, content_type) in objects.items():
         items[r2_member(key)] = data
-        index.append({"key": key, "member": r2_member(key), "bytes": len(data),
-                      "sha256": hashlib.sha256(data).hexdigest(), "content_type": content_type, "metadata": {}})
+        index.append(
+            {
+                "key": key,
+                "member": r2_member(key),
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "content_type": content_type,
+                "metadata": {},
+            }
+        )
     if edit is not None:
         edit(index, items)
     items["r2/index.json"] = dump({"status": "ok", "prefix": f"tenants/{tenant}/", "objects": index})
@@ -55,24 +67,34 @@ def test_the_tombstone_marker_is_the_files_apis() -> None:
 
 
 def test_an_archive_with_the_tenants_objects_checks(tmp_path: Path) -> None:
-    items = with_objects({f"tenants/{TENANT}/files/docs/q1.pdf": (PDF, "application/pdf"),
-                          f"tenants/{TENANT}/files/café.txt": (b"menu", "text/plain; charset=utf-8")})
+    items = with_objects(
+        {
+            f"tenants/{TENANT}/files/docs/q1.pdf": (PDF, "application/pdf"),
+            f"tenants/{TENANT}/files/café.txt": (b"menu", "text/plain; charset=utf-8"),
+        }
+    )
     plan = check_archive(read_archive(write(tmp_path / "a.tar.gz", items=items)), TENANT)
-    assert sorted(o.key for o in plan.objects) == [f"tenants/{TENANT}/files/café.txt",
-                                                   f"tenants/{TENANT}/files/docs/q1.pdf"]
+    assert sorted(o.key for o in plan.objects) == [
+        f"tenants/{TENANT}/files/café.txt",
+        f"tenants/{TENANT}/files/docs/q1.pdf",
+    ]
     assert {o.content_type for o in plan.objects} == {"application/pdf", "text/plain; charset=utf-8"}
 
 
-@pytest.mark.parametrize("key", [
-    "tenants/victim/files/a.txt",          # another tenant
-    f"tenants/{TENANT}x/files/a.txt",      # a tenant id that starts the same
-    f"tenants/{TENANT}/../victim/files/a.txt",
-    f"tenants/{TENANT}/files//a.txt",
-    f"tenants/{TENANT}/files/a\\..\\b",
-    f"tenants/{TENANT}/files/a\x00b",
-    f"tenants/{TENANT}/",
-    "files/a.txt",
-], ids=["other tenant", "prefix of an id", "dot-dot", "empty segment", "backslash", "nul", "the root", "no prefix"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "tenants/victim/files/a.txt",  # another tenant
+        f"tenants/{TENANT}x/files/a.txt",  # a tenant id that starts the same
+        f"tenants/{TENANT}/../victim/files/a.txt",
+        f"tenants/{TENANT}/files//a.txt",
+        f"tenants/{TENANT}/files/a\\..\\b",
+        f"tenants/{TENANT}/files/a\x00b",
+        f"tenants/{TENANT}/",
+        "files/a.txt",
+    ],
+    ids=["other tenant", "prefix of an id", "dot-dot", "empty segment", "backslash", "nul", "the root", "no prefix"],
+)
 def test_an_r2_key_outside_the_tenants_prefix_refuses_the_whole_archive(tmp_path: Path, key: str) -> None:
     """The manifest is consistent (the checksums are right): the key itself is what is refused."""
     items = with_objects({f"tenants/{TENANT}/files/ok.txt": (b"ok", "text/plain"), key: (b"x", "text/plain")})
@@ -106,13 +128,21 @@ def _unknown_field(index: list[dict[str, Any]], items: dict[str, bytes]) -> None
     index[0]["bucket"] = "another-bucket"
 
 
-@pytest.mark.parametrize("edit,message", [
-    (_wrong_size, "does not match its index"), (_wrong_bytes, "does not match its index"),
-    (_member_of_another_key, "names no archived object"), (_unindexed_object, "its index does not name"),
-    (_twice, "names a key twice"), (_unknown_field, "index is malformed"),
-], ids=["size", "bytes", "member of another key", "unindexed object", "key twice", "unknown field"])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (_wrong_size, "does not match its index"),
+        (_wrong_bytes, "does not match its index"),
+        (_member_of_another_key, "names no archived object"),
+        (_unindexed_object, "its index does not name"),
+        (_twice, "names a key twice"),
+        (_unknown_field, "index is malformed"),
+    ],
+    ids=["size", "bytes", "member of another key", "unindexed object", "key twice", "unknown field"],
+)
 def test_an_r2_index_that_does_not_match_its_objects_is_refused(
-        tmp_path: Path, edit: Callable[[list[dict[str, Any]], dict[str, bytes]], None], message: str) -> None:
+    tmp_path: Path, edit: Callable[[list[dict[str, Any]], dict[str, bytes]], None], message: str
+) -> None:
     items = with_objects({f"tenants/{TENANT}/files/a.txt": (b"aaa", "text/plain")}, edit=edit)
     archive = read_archive(write(tmp_path / "a.tar.gz", items=items))
     with pytest.raises(Refused, match=message):
@@ -120,10 +150,17 @@ def test_an_r2_index_that_does_not_match_its_objects_is_refused(
 
 
 # ---- the Cloudflare implementation, against the fake API ----------------------------------------
-def _objects(fake: FakeCloudflare, http: HttpxClient, *, dry_run: bool = False,
-             reporter: Reporter | None = None) -> CloudflareR2Objects:
-    return CloudflareR2Objects(http, token="t0ken", account_id="acct", base_url=fake.url,
-                               reporter=reporter or Reporter(quiet=True), dry_run=dry_run)
+def _objects(
+    fake: FakeCloudflare, http: HttpxClient, *, dry_run: bool = False, reporter: Reporter | None = None
+) -> CloudflareR2Objects:
+    return CloudflareR2Objects(
+        http,
+        token="t0ken",
+        account_id="acct",
+        base_url=fake.url,
+        reporter=reporter or Reporter(quiet=True),
+        dry_run=dry_run,
+    )
 
 
 def test_cloudflare_objects_list_get_and_put_only_the_tenants_keys() -> None:
@@ -166,7 +203,8 @@ def test_a_dry_run_put_is_printed_and_never_sent() -> None:
         async def run() -> None:
             async with HttpxClient() as http:
                 await _objects(fake, http, dry_run=True, reporter=reporter).put(
-                    TENANT, f"tenants/{TENANT}/files/a.bin", b"\x00\xff" * 10, "application/octet-stream", {})
+                    TENANT, f"tenants/{TENANT}/files/a.bin", b"\x00\xff" * 10, "application/octet-stream", {}
+                )
 
         asyncio.run(run())
         assert fake.r2 == {} and not [r for r in fake.requests if r[0] == "PUT"]
@@ -190,12 +228,18 @@ def test_backup_never_archives_another_tenants_key_even_when_the_listing_returns
 
                 async def listing(tenant_id: str) -> list[ObjectInfo]:
                     """The fake ignored the prefix (the class filtered); this listing does not filter."""
-                    found = [o.model_copy(update={"metadata": {TOMBSTONE_METADATA: "1"}})
-                             if o.key.endswith("gone.txt") else o for o in await real_list(tenant_id)]
+                    found = [
+                        o.model_copy(update={"metadata": {TOMBSTONE_METADATA: "1"}})
+                        if o.key.endswith("gone.txt")
+                        else o
+                        for o in await real_list(tenant_id)
+                    ]
                     mine = [f"tenants/{TENANT}/files/a.txt", f"tenants/{TENANT}/files/gone.txt"]
                     assert [o.key for o in found] == mine
-                    return found + [ObjectInfo(key="tenants/victim/files/secret.txt", size=15),
-                                    ObjectInfo(key=f"tenants/{TENANT}x/files/b.txt", size=13)]
+                    return found + [
+                        ObjectInfo(key="tenants/victim/files/secret.txt", size=15),
+                        ObjectInfo(key=f"tenants/{TENANT}x/files/b.txt", size=13),
+                    ]
 
                 objects.list = listing  # type: ignore[method-assign]
                 cp = SimpleNamespace(objects=objects, reporter=Reporter(quiet=True, err=io.StringIO()))

@@ -11,6 +11,7 @@ asked for another tenant's keys, and the meter's control endpoint called without
 token for that tenant. Every
 tenant these tests create starts with `bk-` and is erased afterwards.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,15 +47,23 @@ PREFIX = "bk-"
 @pytest.fixture
 def cli(platform: Platform, supabase_stack: Any, pg_cluster: Any) -> Iterator[Cli]:
     # The four values every tenant Worker gets (the local run writes them to .local/secrets/supabase.dev.vars).
-    runner = Cli(platform, {"SUPABASE_URL": supabase_stack.url, "SUPABASE_ANON_KEY": supabase_stack.anon_key,
-                            "SUPABASE_JWT_SECRET": supabase_stack.jwt_secret,
-                            "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key})
+    runner = Cli(
+        platform,
+        {
+            "SUPABASE_URL": supabase_stack.url,
+            "SUPABASE_ANON_KEY": supabase_stack.anon_key,
+            "SUPABASE_JWT_SECRET": supabase_stack.jwt_secret,
+            "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key,
+        },
+    )
     try:
         yield runner
     finally:
         with pg_cluster.connect() as conn:
-            left = [r[0] for r in conn.execute("select tenant_id from public.tenants where tenant_id like %s",
-                                               (PREFIX + "%",))]
+            left = [
+                r[0]
+                for r in conn.execute("select tenant_id from public.tenants where tenant_id like %s", (PREFIX + "%",))
+            ]
         for tenant_id in left:
             runner("delete", tenant_id, "--yes", "--quiet")
         with pg_cluster.connect() as conn:
@@ -73,8 +82,19 @@ def ok(cli: Cli, *argv: str) -> Any:
 
 
 def add(cli: Cli, tenant_id: str, domain: str, tier: str = "growth") -> None:
-    ok(cli, "add", tenant_id, "--name", f"Tenant {tenant_id}", "--type", "custom-domain", "--domain", domain,
-       "--tier", tier)
+    ok(
+        cli,
+        "add",
+        tenant_id,
+        "--name",
+        f"Tenant {tenant_id}",
+        "--type",
+        "custom-domain",
+        "--domain",
+        domain,
+        "--tier",
+        tier,
+    )
 
 
 def session(platform: Platform, tenant_id: str, user_id: str, role: str) -> dict[str, str]:
@@ -86,50 +106,68 @@ def session(platform: Platform, tenant_id: str, user_id: str, role: str) -> dict
 def state(pg: Any, tenant_id: str) -> dict[str, Any]:
     """Everything Supabase holds for a tenant, minus what the database renumbers (identity ids)."""
     with pg.connect() as conn:
+
         def rows(query: str) -> list[tuple[Any, ...]]:
             return [tuple(r) for r in conn.execute(query, (tenant_id,)).fetchall()]
 
         return {
             "tenants": rows("select t.* from public.tenants t where tenant_id = %s"),
             "profiles": rows("select p.* from public.profiles p where tenant_id = %s order by id"),
-            "tenant_domains": rows("select domain, domain_type, ssl_status, dns_configured, verification_status,"
-                                   " verification_token, verified_at, created_at from public.tenant_domains"
-                                   " where tenant_id = %s order by domain"),
-            "tenant_usage": rows("select usage_type, period, usage_count, usage_limit from public.tenant_usage"
-                                 " where tenant_id = %s order by usage_type, period"),
+            "tenant_domains": rows(
+                "select domain, domain_type, ssl_status, dns_configured, verification_status,"
+                " verification_token, verified_at, created_at from public.tenant_domains"
+                " where tenant_id = %s order by domain"
+            ),
+            "tenant_usage": rows(
+                "select usage_type, period, usage_count, usage_limit from public.tenant_usage"
+                " where tenant_id = %s order by usage_type, period"
+            ),
         }
 
 
 def archive_members(path: Path) -> dict[str, Any]:
     """The JSON members, parsed (the R2 objects' bytes: archive_objects)."""
     with tarfile.open(path) as tar:
-        return {m.name: json.loads(tar.extractfile(m).read()) for m in tar  # type: ignore[union-attr]
-                if m.isreg() and m.name.endswith(".json")}
+        return {
+            m.name: json.loads(tar.extractfile(m).read())
+            for m in tar  # type: ignore[union-attr]
+            if m.isreg() and m.name.endswith(".json")
+        }
 
 
 def archive_objects(path: Path) -> dict[str, bytes]:
     with tarfile.open(path) as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar  # type: ignore[union-attr]
-                if m.isreg() and m.name.startswith("r2/objects/")}
+        return {
+            m.name: tar.extractfile(m).read()
+            for m in tar  # type: ignore[union-attr]
+            if m.isreg() and m.name.startswith("r2/objects/")
+        }
 
 
 def reseal(files: dict[str, bytes]) -> None:
     """Recompute the manifest's checksums, as a forger would: what is refused then is the content."""
     manifest = json.loads(files[MANIFEST])
-    manifest["members"] = {n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)}
-                           for n, d in sorted(files.items()) if n != MANIFEST}
+    manifest["members"] = {
+        n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)} for n, d in sorted(files.items()) if n != MANIFEST
+    }
     files[MANIFEST] = dump(manifest)
 
 
-def upload(platform: Platform, host: str, auth: dict[str, str], name: str, data: bytes,
-           content_type: str) -> httpx.Response:
-    return httpx.post(f"{platform.url}/api/files?name={quote(name, safe='')}", content=data, timeout=60,
-                      headers={"Host": host, **auth, "Content-Type": content_type, "X-File-Upload": "1"})
+def upload(
+    platform: Platform, host: str, auth: dict[str, str], name: str, data: bytes, content_type: str
+) -> httpx.Response:
+    return httpx.post(
+        f"{platform.url}/api/files?name={quote(name, safe='')}",
+        content=data,
+        timeout=60,
+        headers={"Host": host, **auth, "Content-Type": content_type, "X-File-Upload": "1"},
+    )
 
 
 def download(platform: Platform, host: str, auth: dict[str, str], name: str) -> httpx.Response:
-    return httpx.get(f"{platform.url}/api/files/download?name={quote(name, safe='')}", timeout=60,
-                     headers={"Host": host, **auth})
+    return httpx.get(
+        f"{platform.url}/api/files/download?name={quote(name, safe='')}", timeout=60, headers={"Host": host, **auth}
+    )
 
 
 def storage_used(platform: Platform, host: str, auth: dict[str, str]) -> int:
@@ -151,13 +189,19 @@ def rewrite(src: Path, dst: Path, change: Any) -> Path:
 
 
 # ---- the audit trail of operator commands ---------------------------------------------------------
-def test_every_lifecycle_command_leaves_a_chained_row(cli: Cli, platform: Platform, pg_cluster: Any,
-                                                       tmp_path: Path) -> None:
+def test_every_lifecycle_command_leaves_a_chained_row(
+    cli: Cli, platform: Platform, pg_cluster: Any, tmp_path: Path
+) -> None:
     tid = "bk-life"
     add(cli, tid, "bk-life.example.net")
-    for argv in (["suspend", tid], ["resume", tid], ["set-tier", tid, "enterprise"],
-                 ["add-domain", tid, "www.bk-life.example.net"], ["remove-domain", tid, "www.bk-life.example.net"],
-                 ["deploy", tid]):
+    for argv in (
+        ["suspend", tid],
+        ["resume", tid],
+        ["set-tier", tid, "enterprise"],
+        ["add-domain", tid, "www.bk-life.example.net"],
+        ["remove-domain", tid, "www.bk-life.example.net"],
+        ["deploy", tid],
+    ):
         ok(cli, *argv)
     secrets_file = tmp_path / "bk-life.secrets.env"
     secrets_file.write_text("API_TOKEN=do-not-log-me\n")
@@ -166,8 +210,17 @@ def test_every_lifecycle_command_leaves_a_chained_row(cli: Cli, platform: Platfo
     ok(cli, "remove", tid)
     rows = chain(pg_cluster, tid)
     assert [r.action for r in rows] == [
-        "tenant.added", "tenant.suspended", "tenant.resumed", "tenant.tier_changed", "domain.added",
-        "domain.removed", "tenant.deployed", "tenant.secrets_set", "tenant.exported", "tenant.removed"]
+        "tenant.added",
+        "tenant.suspended",
+        "tenant.resumed",
+        "tenant.tier_changed",
+        "domain.added",
+        "domain.removed",
+        "tenant.deployed",
+        "tenant.secrets_set",
+        "tenant.exported",
+        "tenant.removed",
+    ]
     assert {r.actor for r in rows} == {"system:tenant-cli"} and {r.outcome for r in rows} == {"success"}
     assert len({r.request_id for r in rows}) == len(rows)  # one request id per command
     assert all((r.request_id or "").startswith("cli-") for r in rows)
@@ -175,15 +228,18 @@ def test_every_lifecycle_command_leaves_a_chained_row(cli: Cli, platform: Platfo
     assert "API_TOKEN" in secrets_row.details_text and "do-not-log-me" not in secrets_row.details_text
     assert verify_chain(tid, rows).ok
     exported = json.loads((tmp_path / "e.json").read_text())
-    assert [a["action"] for a in exported["supabase"]["audit_log"]][:3] == ["tenant.added", "tenant.suspended",
-                                                                            "tenant.resumed"]
+    assert [a["action"] for a in exported["supabase"]["audit_log"]][:3] == [
+        "tenant.added",
+        "tenant.suspended",
+        "tenant.resumed",
+    ]
     assert exported["audit_chain"]["first_broken"] is None and exported["audit_chain"]["head_seq"] == 8
 
     before = chain(pg_cluster, "cozyartz")
     ok(cli, "delete", tid, "--yes")
     assert chain(pg_cluster, tid) == []  # the chain went whole, with its tenant
     primary = chain(pg_cluster, "cozyartz")
-    assert primary[:len(before)] == before and primary[-1].action == "tenant.erased"
+    assert primary[: len(before)] == before and primary[-1].action == "tenant.erased"
     assert verify_chain("cozyartz", primary).ok
 
 
@@ -196,8 +252,11 @@ def test_audit_verify_names_the_first_broken_link(cli: Cli, pg_cluster: Any) -> 
     assert report["intact"] and report["tenants_checked"] >= 4
     with pg_cluster.connect() as conn, conn.transaction():
         conn.execute("set local session_replication_role = replica")  # a superuser, behind the triggers' back
-        conn.execute("update public.audit_log set details = '{\"from\": \"growth\", \"to\": \"starter\"}'"
-                     " where tenant_id = %s and action = 'tenant.tier_changed'", (tid,))
+        conn.execute(
+            'update public.audit_log set details = \'{"from": "growth", "to": "starter"}\''
+            " where tenant_id = %s and action = 'tenant.tier_changed'",
+            (tid,),
+        )
     code, out, err = cli("audit", "verify")
     assert code == 3, err
     assert f"{tid}: BROKEN at seq 2 (row_hash_mismatch)" in out
@@ -225,16 +284,27 @@ def round_trip(cli: Cli, platform: Platform, pg_cluster: Any, tmp_path: Path, ne
     ok(cli, "add-domain", tid, "www.bk-round.example")
     admin, client = "00000000-0000-4000-8000-0000000000b1", "00000000-0000-4000-8000-0000000000b2"
     with pg_cluster.connect() as conn:
-        conn.execute("insert into public.profiles (id, tenant_id, tenant_role, email, display_name) values"
-                     " (%s, %s, 'admin', 'ann@bk-round.example', 'Ann'), (%s, %s, 'client', 'cy@bk-round.example', 'Cy')",
-                     (admin, tid, client, tid))
-        conn.execute("insert into public.tenant_usage (tenant_id, usage_type, period, usage_count, usage_limit)"
-                     " values (%s, 'ai_calls', '2026-01', 42, 250)", (tid,))
+        conn.execute(
+            "insert into public.profiles (id, tenant_id, tenant_role, email, display_name) values"
+            " (%s, %s, 'admin', 'ann@bk-round.example', 'Ann'), (%s, %s, 'client', 'cy@bk-round.example', 'Cy')",
+            (admin, tid, client, tid),
+        )
+        conn.execute(
+            "insert into public.tenant_usage (tenant_id, usage_type, period, usage_count, usage_limit)"
+            " values (%s, 'ai_calls', '2026-01', 42, 250)",
+            (tid,),
+        )
     auth = session(platform, tid, admin, "admin")
-    claim = httpx.post(platform.url + "/api/domains", json={"domain": "claim.bk-round.example"},
-                       headers={"Host": host, **auth}, timeout=60)
+    claim = httpx.post(
+        platform.url + "/api/domains",
+        json={"domain": "claim.bk-round.example"},
+        headers={"Host": host, **auth},
+        timeout=60,
+    )
     assert claim.status_code == 201, claim.text
-    gen = httpx.post(platform.url + "/api/ai/generate", json={"prompt": "hi"}, headers={"Host": host, **auth}, timeout=60)
+    gen = httpx.post(
+        platform.url + "/api/ai/generate", json={"prompt": "hi"}, headers={"Host": host, **auth}, timeout=60
+    )
     assert gen.status_code == 200, gen.text
     for name, (data, content_type) in FILES.items():
         assert upload(platform, host, auth, name, data, content_type).status_code == 201
@@ -256,7 +326,8 @@ def round_trip(cli: Cli, platform: Platform, pg_cluster: Any, tmp_path: Path, ne
     index = members["r2/index.json"]
     assert index["status"] == "ok" and index["bytes"] == total
     assert {o["key"]: o["content_type"] for o in index["objects"]} == {
-        f"tenants/{tid}/files/{name}": content_type for name, (_, content_type) in FILES.items()}
+        f"tenants/{tid}/files/{name}": content_type for name, (_, content_type) in FILES.items()
+    }
     objects = archive_objects(archive)
     assert sorted(objects) == sorted(o["member"] for o in index["objects"])
     for entry in index["objects"]:
@@ -266,8 +337,9 @@ def round_trip(cli: Cli, platform: Platform, pg_cluster: Any, tmp_path: Path, ne
     with tarfile.open(archive) as tar:  # the neighbour's bytes are nowhere in the archive
         assert not any(theirs in tar.extractfile(m).read() for m in tar if m.isreg())  # type: ignore[union-attr]
     assert "SESSION_SECRET" not in archive.read_bytes().decode("latin-1")
-    ai_used = next(i["used"] for i in members["durable_objects/usage_meter.json"]["snapshot"]["items"]
-                   if i["kind"] == "ai_calls")
+    ai_used = next(
+        i["used"] for i in members["durable_objects/usage_meter.json"]["snapshot"]["items"] if i["kind"] == "ai_calls"
+    )
     assert ai_used == 1
     for name, rows in members.items():  # nothing of another tenant
         if name.startswith("supabase/"):
@@ -291,7 +363,7 @@ def round_trip(cli: Cli, platform: Platform, pg_cluster: Any, tmp_path: Path, ne
     assert usage[("ai_calls", "2026-01")] == 42
     assert max(n for (k, p), n in usage.items() if k == "ai_calls" and p != "2026-01") == 1  # the meter's count
     rows = chain(pg_cluster, tid)
-    assert [r.row_hash for r in rows[:len(archived_chain)]] == [r["row_hash"] for r in archived_chain]
+    assert [r.row_hash for r in rows[: len(archived_chain)]] == [r["row_hash"] for r in archived_chain]
     assert rows[len(archived_chain)].action == "tenant.restored" and len(rows) == len(archived_chain) + 1
     assert ok(cli, "audit", "verify", tid)["intact"]
     # The restored tenant counts on from its history: the next AI call is the second of the month.
@@ -321,8 +393,9 @@ def round_trip(cli: Cli, platform: Platform, pg_cluster: Any, tmp_path: Path, ne
     assert download(platform, neighbour.host, neighbour.session(), "docs/q1.pdf").content == theirs
 
 
-def test_an_archive_with_an_r2_key_outside_the_tenant_is_refused(cli: Cli, platform: Platform, pg_cluster: Any,
-                                                                 tmp_path: Path) -> None:
+def test_an_archive_with_an_r2_key_outside_the_tenant_is_refused(
+    cli: Cli, platform: Platform, pg_cluster: Any, tmp_path: Path
+) -> None:
     """A forged archive (checksums recomputed) that would plant or overwrite a neighbour's file."""
     with usage_tenant(platform, pg_cluster) as neighbour:
         theirs = b"the neighbour's file"
@@ -330,22 +403,36 @@ def test_an_archive_with_an_r2_key_outside_the_tenant_is_refused(cli: Cli, platf
         add(cli, "bk-r2", "bk-r2.example.net")
         admin = "00000000-0000-4000-8000-0000000000c1"
         with pg_cluster.connect() as conn:
-            conn.execute("insert into public.profiles (id, tenant_id, tenant_role, email) values"
-                         " (%s, 'bk-r2', 'admin', 'a@bk-r2.example.net')", (admin,))
+            conn.execute(
+                "insert into public.profiles (id, tenant_id, tenant_role, email) values"
+                " (%s, 'bk-r2', 'admin', 'a@bk-r2.example.net')",
+                (admin,),
+            )
         auth = session(platform, "bk-r2", admin, "admin")
         assert upload(platform, "bk-r2.example.net", auth, "a.txt", b"mine", "text/plain").status_code == 201
         archive = tmp_path / "r2.tar.gz"
         ok(cli, "backup", "bk-r2", "--output", str(archive))
         before = state(pg_cluster, "bk-r2")
 
-        for key in (f"tenants/{neighbour.tenant_id}/files/a.txt", f"tenants/{neighbour.tenant_id}/files/planted",
-                    "tenants/bk-r2/../" + neighbour.tenant_id + "/files/a.txt"):
+        for key in (
+            f"tenants/{neighbour.tenant_id}/files/a.txt",
+            f"tenants/{neighbour.tenant_id}/files/planted",
+            "tenants/bk-r2/../" + neighbour.tenant_id + "/files/a.txt",
+        ):
+
             def plant(files: dict[str, bytes], key: str = key) -> None:
                 index = json.loads(files["r2/index.json"])
                 data = b"overwritten by bk-r2"
-                index["objects"].append({"key": key, "member": r2_member(key), "bytes": len(data),
-                                         "sha256": hashlib.sha256(data).hexdigest(), "content_type": "text/plain",
-                                         "metadata": {}})
+                index["objects"].append(
+                    {
+                        "key": key,
+                        "member": r2_member(key),
+                        "bytes": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                        "content_type": "text/plain",
+                        "metadata": {},
+                    }
+                )
                 files["r2/index.json"] = dump(index)
                 files[r2_member(key)] = data
                 reseal(files)
@@ -357,8 +444,7 @@ def test_an_archive_with_an_r2_key_outside_the_tenant_is_refused(cli: Cli, platf
         assert state(pg_cluster, "bk-r2") == before  # refused before any write
 
 
-def test_the_hosts_r2_control_is_token_checked_and_confined_to_one_tenant(platform: Platform,
-                                                                          pg_cluster: Any) -> None:
+def test_the_hosts_r2_control_is_token_checked_and_confined_to_one_tenant(platform: Platform, pg_cluster: Any) -> None:
     with usage_tenant(platform, pg_cluster) as a, usage_tenant(platform, pg_cluster) as b:
         assert upload(platform, b.host, b.session(), "b.txt", b"b's", "text/plain").status_code == 201
         found = control_from_status(platform.paths.root)
@@ -372,25 +458,36 @@ def test_the_hosts_r2_control_is_token_checked_and_confined_to_one_tenant(platfo
             return {"x-cmgsite-r2-object": quote(json.dumps(meta), safe="")}
 
         assert httpx.post(base + "/r2/get", json={"tenant": b.tenant_id, "key": b_key}).status_code == 403  # no token
-        assert httpx.post(base + "/r2/get", json={"tenant": b.tenant_id, "key": b_key},
-                          headers={"x-cmgsite-host-token": "0" * len(token)}).status_code == 403
+        assert (
+            httpx.post(
+                base + "/r2/get",
+                json={"tenant": b.tenant_id, "key": b_key},
+                headers={"x-cmgsite-host-token": "0" * len(token)},
+            ).status_code
+            == 403
+        )
         refused = [
             httpx.post(base + "/r2/get", json={"tenant": a.tenant_id, "key": b_key}, headers=auth),
-            httpx.post(base + "/r2/get", headers=auth,
-                       json={"tenant": a.tenant_id, "key": f"tenants/{a.tenant_id}/../{b.tenant_id}/files/b.txt"}),
+            httpx.post(
+                base + "/r2/get",
+                headers=auth,
+                json={"tenant": a.tenant_id, "key": f"tenants/{a.tenant_id}/../{b.tenant_id}/files/b.txt"},
+            ),
             httpx.post(base + "/r2/list", json={"tenant": a.tenant_id, "prefix": "tenants/"}, headers=auth),
             httpx.post(base + "/r2/list", json={"tenant": "../x", "prefix": "tenants/../x/"}, headers=auth),
             httpx.post(base + "/r2/put", content=b"overwritten", headers={**auth, **put_header(a.tenant_id, b_key)}),
         ]
         assert [r.status_code for r in refused] == [400] * len(refused), [r.text for r in refused]
-        listed = httpx.post(base + "/r2/list", json={"tenant": b.tenant_id, "prefix": f"tenants/{b.tenant_id}/"},
-                            headers=auth).json()
+        listed = httpx.post(
+            base + "/r2/list", json={"tenant": b.tenant_id, "prefix": f"tenants/{b.tenant_id}/"}, headers=auth
+        ).json()
         assert [o["key"] for o in listed["objects"]] == [b_key] and listed["objects"][0]["contentType"] == "text/plain"
         assert download(platform, b.host, b.session(), "b.txt").content == b"b's"
 
 
-def test_tenant_a_archive_is_refused_under_tenant_b_and_when_relabelled(cli: Cli, pg_cluster: Any,
-                                                                        tmp_path: Path) -> None:
+def test_tenant_a_archive_is_refused_under_tenant_b_and_when_relabelled(
+    cli: Cli, pg_cluster: Any, tmp_path: Path
+) -> None:
     add(cli, "bk-a", "bk-a.example.net")
     add(cli, "bk-b", "bk-b.example.net")
     archive = tmp_path / "a.tar.gz"
@@ -445,7 +542,8 @@ def test_restore_refuses_a_domain_another_tenant_now_holds(cli: Cli, pg_cluster:
 
 # ---- the meter's control endpoint --------------------------------------------------------------
 def test_the_meter_control_endpoint_answers_only_the_operators_token_for_that_tenant(
-        platform: Platform, pg_cluster: Any) -> None:
+    platform: Platform, pg_cluster: Any
+) -> None:
     master = read_dev_vars(platform.paths.dispatcher_secrets)["CONTEXT_SIGNING_SECRET"]
     with usage_tenant(platform, pg_cluster) as a, usage_tenant(platform, pg_cluster) as b:
         key_a, key_b = derive_tenant_key(master, a.tenant_id), derive_tenant_key(master, b.tenant_id)
@@ -459,9 +557,9 @@ def test_the_meter_control_endpoint_answers_only_the_operators_token_for_that_te
         refused = [
             call(a, None),
             call(a, "v1.meter.read.9999999999." + "0" * 64),
-            call(a, issue(key_b, b.tenant_id, "meter.read", now=now)),      # B's token at A's host
-            call(a, issue(key_b, a.tenant_id, "meter.read", now=now)),      # A's id, B's key
-            call(a, issue(key_a, a.tenant_id, "meter.restore", now=now)),   # another operation
+            call(a, issue(key_b, b.tenant_id, "meter.read", now=now)),  # B's token at A's host
+            call(a, issue(key_b, a.tenant_id, "meter.read", now=now)),  # A's id, B's key
+            call(a, issue(key_a, a.tenant_id, "meter.restore", now=now)),  # another operation
             call(a, issue(key_a, a.tenant_id, "meter.read", now=now - 300)),  # expired
             call(a, issue(key_a, a.tenant_id, "meter.read", now=now), "POST", {"levels": {"storage": 5}}),
         ]

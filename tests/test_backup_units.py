@@ -1,6 +1,7 @@
 """The backup archive and the operator's control tokens, on CPython (no platform needed):
 every way of changing an archive after it was written is refused before anything is read
 from it, and a control token opens one tenant's Worker for one operation, briefly."""
+
 from __future__ import annotations
 
 import hashlib
@@ -25,11 +26,36 @@ TENANT = "acme"
 def chain_rows(tenant: str, n: int = 2) -> list[dict[str, Any]]:
     rows, prev = [], GENESIS
     for seq in range(1, n + 1):
-        row = {"id": seq, "tenant_id": tenant, "seq": seq, "at_text": f"2026-11-0{seq}T10:00:00.000000Z",
-               "actor": "system:tenant-cli", "action": "tenant.added", "target": tenant, "request_id": "cli-1",
-               "outcome": "success", "details_text": '{"n": %d}' % seq, "prev_hash": prev}
-        row["row_hash"] = row_hash(**{k: row[k] for k in ("tenant_id", "seq", "at_text", "actor", "action", "target",
-                                                          "request_id", "outcome", "details_text")}, prev_hash=prev)
+        row = {
+            "id": seq,
+            "tenant_id": tenant,
+            "seq": seq,
+            "at_text": f"2026-11-0{seq}T10:00:00.000000Z",
+            "actor": "system:tenant-cli",
+            "action": "tenant.added",
+            "target": tenant,
+            "request_id": "cli-1",
+            "outcome": "success",
+            "details_text": '{"n": %d}' % seq,
+            "prev_hash": prev,
+        }
+        row["row_hash"] = row_hash(
+            **{
+                k: row[k]
+                for k in (
+                    "tenant_id",
+                    "seq",
+                    "at_text",
+                    "actor",
+                    "action",
+                    "target",
+                    "request_id",
+                    "outcome",
+                    "details_text",
+                )
+            },
+            prev_hash=prev,
+        )
         prev = row["row_hash"]
         rows.append(row)
     return rows
@@ -37,9 +63,20 @@ def chain_rows(tenant: str, n: int = 2) -> list[dict[str, Any]]:
 
 def members(tenant: str = TENANT) -> dict[str, bytes]:
     return {
-        "supabase/tenants.json": dump([{"tenant_id": tenant, "name": "Acme", "domain": f"{tenant}.example.com",
-                                        "type": "custom-domain", "subscription_tier": "starter", "status": "active",
-                                        "script_name": f"cmgsite-{tenant}", "whitelabel_config": {}}]),
+        "supabase/tenants.json": dump(
+            [
+                {
+                    "tenant_id": tenant,
+                    "name": "Acme",
+                    "domain": f"{tenant}.example.com",
+                    "type": "custom-domain",
+                    "subscription_tier": "starter",
+                    "status": "active",
+                    "script_name": f"cmgsite-{tenant}",
+                    "whitelabel_config": {},
+                }
+            ]
+        ),
         "supabase/profiles.json": dump([{"id": "00000000-0000-4000-8000-00000000000a", "tenant_id": tenant}]),
         "supabase/audit_log.json": dump(chain_rows(tenant)),
         "durable_objects/usage_meter.json": dump({"status": "unavailable", "reason": "test"}),
@@ -48,7 +85,9 @@ def members(tenant: str = TENANT) -> dict[str, bytes]:
 
 
 def write(path: Path, tenant: str = TENANT, items: dict[str, bytes] | None = None) -> Path:
-    write_archive(path, tenant_id=tenant, schema_version=schema_version(), members=items or members(tenant), sections={})
+    write_archive(
+        path, tenant_id=tenant, schema_version=schema_version(), members=items or members(tenant), sections={}
+    )
     return path
 
 
@@ -97,8 +136,11 @@ def _no_manifest(files: dict[str, bytes]) -> None:
     del files[MANIFEST]
 
 
-@pytest.mark.parametrize("change", [_edit_row, _extra_member, _drop_member, _traversal, _no_manifest],
-                         ids=["edited row", "extra member", "missing member", "path traversal", "no manifest"])
+@pytest.mark.parametrize(
+    "change",
+    [_edit_row, _extra_member, _drop_member, _traversal, _no_manifest],
+    ids=["edited row", "extra member", "missing member", "path traversal", "no manifest"],
+)
 def test_a_tampered_archive_is_refused(tmp_path: Path, change: Callable[[dict[str, bytes]], None]) -> None:
     tampered = rewrite(write(tmp_path / "a.tar.gz"), tmp_path / "t.tar.gz", change)
     with pytest.raises(Refused, match="refused"):
@@ -129,6 +171,7 @@ def test_tenant_a_archive_is_refused_under_tenant_b(tmp_path: Path) -> None:
 
 def test_an_archive_relabelled_for_another_tenant_is_refused(tmp_path: Path) -> None:
     """The manifest says B (and its checksum is recomputed), the rows are still A's."""
+
     def relabel(files: dict[str, bytes]) -> None:
         manifest = json.loads(files[MANIFEST])
         manifest["tenant_id"] = "victim"
@@ -163,8 +206,9 @@ def test_an_archive_from_a_newer_schema_is_refused(tmp_path: Path, version: str)
     with pytest.raises(Refused, match="newer than this code"):
         check_archive(read_archive(tmp_path / "n.tar.gz"), TENANT)
     # An archive written before the Supabase CLI layout names its schema NNNN_name: older, so it restores.
-    write_archive(tmp_path / "o.tar.gz", tenant_id=TENANT, schema_version="0009_operations", members=members(),
-                  sections={})
+    write_archive(
+        tmp_path / "o.tar.gz", tenant_id=TENANT, schema_version="0009_operations", members=members(), sections={}
+    )
     assert check_archive(read_archive(tmp_path / "o.tar.gz"), TENANT).tenant.tenant_id == TENANT
 
 
@@ -177,10 +221,10 @@ def test_a_control_token_opens_one_tenant_for_one_operation_briefly() -> None:
     token = issue(key_a, "acme", "meter.read", now=1000)
     verify(token, key=key_a, tenant_id="acme", op="meter.read", now=1001)
     refusals = [
-        dict(key=key_b, tenant_id="beta", op="meter.read", now=1001),        # another tenant's Worker
-        dict(key=key_a, tenant_id="beta", op="meter.read", now=1001),        # relabelled tenant
-        dict(key=key_a, tenant_id="acme", op="meter.restore", now=1001),     # another operation
-        dict(key=key_a, tenant_id="acme", op="meter.read", now=1061),        # expired
+        dict(key=key_b, tenant_id="beta", op="meter.read", now=1001),  # another tenant's Worker
+        dict(key=key_a, tenant_id="beta", op="meter.read", now=1001),  # relabelled tenant
+        dict(key=key_a, tenant_id="acme", op="meter.restore", now=1001),  # another operation
+        dict(key=key_a, tenant_id="acme", op="meter.read", now=1061),  # expired
     ]
     for kw in refusals:
         with pytest.raises(ControlTokenError):
@@ -188,7 +232,12 @@ def test_a_control_token_opens_one_tenant_for_one_operation_briefly() -> None:
     forged = token[:-4] + ("0000" if not token.endswith("0000") else "1111")
     for bad in (forged, None, "", "Bearer x", token.replace("meter.read", "meter.restore")):
         with pytest.raises(ControlTokenError):
-            verify(bad, key=key_a, tenant_id="acme", op="meter.restore" if bad and "restore" in bad else "meter.read",
-                   now=1001)
+            verify(
+                bad,
+                key=key_a,
+                tenant_id="acme",
+                op="meter.restore" if bad and "restore" in bad else "meter.read",
+                now=1001,
+            )
     with pytest.raises(ValueError):
         issue(key_a, "acme", "meter.read", now=1000, ttl_seconds=3600)

@@ -2,6 +2,7 @@
 holds the repo modules its entry imports, transitively, the locked packages they import
 (python_modules/, pydantic_core's wasm extension included) and nothing dev-only, and is
 deployed with the pinned runtime flags (issue #2)."""
+
 from __future__ import annotations
 
 import ast
@@ -17,15 +18,44 @@ import pytest
 from controlplane.wrangler import ROOT, dispatcher_deploy_command, tenant_deploy_command
 
 SHIPPED = {"dispatcher": ("dispatcher", "shared"), "tenant": ("tenant_worker", "shared")}
-NEVER = ("tests/", "localrt/", "scripts/", "controlplane/", "node_modules/", "migrations/", "supabase/", ".local/",
-         ".wrangler/")
+NEVER = (
+    "tests/",
+    "localrt/",
+    "scripts/",
+    "controlplane/",
+    "node_modules/",
+    "migrations/",
+    "supabase/",
+    ".local/",
+    ".wrangler/",
+)
 # Dev/test-only packages (pyproject's `dev` extra and friends): never in python_modules/.
-DEV_PACKAGES = ("httpx", "httpcore", "uvicorn", "pytest", "_pytest", "pytest_asyncio", "hypothesis", "psycopg",
-                "cryptography", "sniffio", "anyio", "h11", "localrt", "controlplane", "tests", "scripts")
+DEV_PACKAGES = (
+    "httpx",
+    "httpcore",
+    "uvicorn",
+    "pytest",
+    "_pytest",
+    "pytest_asyncio",
+    "hypothesis",
+    "psycopg",
+    "cryptography",
+    "sniffio",
+    "anyio",
+    "h11",
+    "localrt",
+    "controlplane",
+    "tests",
+    "scripts",
+)
 RUNTIME_MODULES = {"js", "pyodide", "pyodide_js"}  # provided by the Workers runtime itself
 PYDANTIC_CORE_SO = "python_modules/pydantic_core/_pydantic_core.cpython-314-wasm32-emscripten.so"
-ENV = {"XDG_CONFIG_HOME": str(ROOT / ".local" / "xdg"),  # wrangler's logs stay in the project
-       **os.environ, "CI": "true", "WRANGLER_SEND_METRICS": "false"}
+ENV = {
+    "XDG_CONFIG_HOME": str(ROOT / ".local" / "xdg"),  # wrangler's logs stay in the project
+    **os.environ,
+    "CI": "true",
+    "WRANGLER_SEND_METRICS": "false",
+}
 
 
 def wrangler(argv: list[str]) -> subprocess.CompletedProcess[str]:
@@ -90,8 +120,9 @@ def module_file(bundle: Path, module: str) -> Path | None:
 def vendored(bundle: Path, module: str) -> bool:
     """A top-level module that python_modules/ provides."""
     base = bundle / "python_modules" / module
-    return (base / "__init__.py").is_file() or base.with_suffix(".py").is_file() or any(
-        base.parent.glob(f"{module}.*.so"))
+    return (
+        (base / "__init__.py").is_file() or base.with_suffix(".py").is_file() or any(base.parent.glob(f"{module}.*.so"))
+    )
 
 
 def check_bundle(bundle: Path, packages: tuple[str, ...]) -> set[str]:
@@ -100,8 +131,14 @@ def check_bundle(bundle: Path, packages: tuple[str, ...]) -> set[str]:
     assert not leaked, f"dev-only files in the bundle: {leaked}"
     assert all(f.split("/")[0] in (*packages, "python_modules") or "/" not in f for f in files), sorted(files)
     vendor = [f.removeprefix("python_modules/") for f in files if f.startswith("python_modules/")]
-    dev = sorted(f for f in vendor if re.split(r"[/.-]", f)[0] in DEV_PACKAGES
-                 or "__pycache__/" in f or f.endswith((".pyc", ".pyi")) or "/tests/" in f)
+    dev = sorted(
+        f
+        for f in vendor
+        if re.split(r"[/.-]", f)[0] in DEV_PACKAGES
+        or "__pycache__/" in f
+        or f.endswith((".pyc", ".pyi"))
+        or "/tests/" in f
+    )
     assert not dev, f"dev-only files in the bundle: {dev}"
 
     seen: set[str] = set()
@@ -112,8 +149,9 @@ def check_bundle(bundle: Path, packages: tuple[str, ...]) -> set[str]:
             top = name.split(".")[0]
             assert top not in ("localrt", "controlplane", "tests", "scripts"), f"{path.name} imports {name}"
             if top not in packages:
-                assert (not top or top in sys.stdlib_module_names or top in RUNTIME_MODULES
-                        or vendored(bundle, top)), f"{name} (imported by {path.relative_to(bundle)}) is not shipped"
+                assert not top or top in sys.stdlib_module_names or top in RUNTIME_MODULES or vendored(bundle, top), (
+                    f"{name} (imported by {path.relative_to(bundle)}) is not shipped"
+                )
                 continue
             if name in seen:
                 continue
@@ -145,8 +183,13 @@ def test_tenant_bundle_with_the_cli_deploy_command(tmp_path: Path) -> None:
     secrets.write_text(json.dumps({"TENANT_CONTEXT_KEY": "k" * 64, "SESSION_SECRET": "s"}))
     out = tmp_path / "tenant"
     form = tmp_path / "tenant.form"
-    proc = wrangler([*tenant_deploy_command("cmgsite-acme", {"TENANT_ID": "acme"},
-                                           secrets_file=str(secrets), outdir=str(out)), "--outfile", str(form)])
+    proc = wrangler(
+        [
+            *tenant_deploy_command("cmgsite-acme", {"TENANT_ID": "acme"}, secrets_file=str(secrets), outdir=str(out)),
+            "--outfile",
+            str(form),
+        ]
+    )
     assert "[custom build] Running: python3 scripts/build_worker.py tenant_worker" in proc.stdout
     assert "--dry-run: exiting now." in proc.stdout
     for binding in ("env.TENANT_ID", "env.TENANT_CONTEXT_KEY", "env.USAGE (UsageMeter)"):
@@ -165,8 +208,13 @@ def test_tenant_bundle_with_the_cli_deploy_command(tmp_path: Path) -> None:
 def test_vendored_packages_are_the_locked_ones(tmp_path: Path) -> None:
     """What the build unzips is exactly worker-requirements.lock's versions (hash-checked by the build),
     and pydantic's own pin on pydantic-core agrees with the lock."""
-    proc = subprocess.run([sys.executable, "scripts/build_worker.py", "tenant_worker"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "scripts/build_worker.py", "tenant_worker"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     lock = dict(re.findall(r"^([a-z0-9-]+)==(\S+)", (ROOT / "worker-requirements.lock").read_text(), re.M))
     modules = ROOT / "build" / "tenant_worker" / "python_modules"

@@ -1,6 +1,7 @@
 """A tenant Worker deployed without a required secret, on workerd: it refuses to start. Every
 request gets a 503 that names no variable and no value (and no platform brand on its page); the
 operator's log names the variable, once per isolate."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,12 +13,12 @@ from tests.usage_support import usage_tenant
 
 
 def _refusals(platform: Platform, name: str) -> int:
-    return sum(1 for line in platform.log_text().splitlines()
-               if '"event": "config_invalid"' in line and name in line)
+    return sum(1 for line in platform.log_text().splitlines() if '"event": "config_invalid"' in line and name in line)
 
 
-def test_a_tenant_missing_a_secret_refuses_to_start_and_only_the_log_names_it(platform: Platform,
-                                                                               pg_cluster: Any) -> None:
+def test_a_tenant_missing_a_secret_refuses_to_start_and_only_the_log_names_it(
+    platform: Platform, pg_cluster: Any
+) -> None:
     before = _refusals(platform, "SUPABASE_ANON_KEY")
     with usage_tenant(platform, pg_cluster, secrets_={"SUPABASE_ANON_KEY": ""}) as t:
         anon = platform.registry.secrets_of("cmgsite-custom-tenant")["SUPABASE_ANON_KEY"]

@@ -1,5 +1,6 @@
 """The typed configs (dispatcher.config, tenant_worker.config) on CPython: what a Worker refuses
 to start with, and that a refusal names variables, never values."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -13,9 +14,15 @@ from shared.keys import Key, Keyring, new_secret
 from tenant_worker.config import SESSION_SECRET_MIN_LENGTH, TenantConfig
 
 RING = Keyring((Key("k1", new_secret()),)).format()
-TENANT = {"TENANT_ID": "acme", "TENANT_CONTEXT_KEY": RING, "SUPABASE_URL": "https://db.example",
-          "SUPABASE_ANON_KEY": "anon-key-value", "SUPABASE_JWT_SECRET": "jwt-secret-value-" + "x" * 32,
-          "SUPABASE_SERVICE_ROLE_KEY": "service-role-value", "SESSION_SECRET": "s" * 48}
+TENANT = {
+    "TENANT_ID": "acme",
+    "TENANT_CONTEXT_KEY": RING,
+    "SUPABASE_URL": "https://db.example",
+    "SUPABASE_ANON_KEY": "anon-key-value",
+    "SUPABASE_JWT_SECRET": "jwt-secret-value-" + "x" * 32,
+    "SUPABASE_SERVICE_ROLE_KEY": "service-role-value",
+    "SESSION_SECRET": "s" * 48,
+}
 
 
 def refusal(parse: Any, values: dict[str, str]) -> ConfigError:
@@ -43,12 +50,26 @@ def test_each_missing_required_tenant_secret_is_named(name: str) -> None:
 
 
 def test_every_missing_and_unusable_setting_is_named_at_once() -> None:
-    err = refusal(TenantConfig.parse, {**TENANT, "SUPABASE_URL": "", "SESSION_SECRET": "short-secret",
-                                       "TENANT_CONTEXT_KEY": "k1:not base64!", "TENANT_ID": "Not An Id",
-                                       "DOH_RESOLVER_URL": "ftp://dns.example", "USAGE_FLUSH_DELAY_MS": "soon"})
+    err = refusal(
+        TenantConfig.parse,
+        {
+            **TENANT,
+            "SUPABASE_URL": "",
+            "SESSION_SECRET": "short-secret",
+            "TENANT_CONTEXT_KEY": "k1:not base64!",
+            "TENANT_ID": "Not An Id",
+            "DOH_RESOLVER_URL": "ftp://dns.example",
+            "USAGE_FLUSH_DELAY_MS": "soon",
+        },
+    )
     assert err.missing == ["SUPABASE_URL"]
-    assert err.invalid == ["DOH_RESOLVER_URL", "SESSION_SECRET", "TENANT_CONTEXT_KEY", "TENANT_ID",
-                           "USAGE_FLUSH_DELAY_MS"]
+    assert err.invalid == [
+        "DOH_RESOLVER_URL",
+        "SESSION_SECRET",
+        "TENANT_CONTEXT_KEY",
+        "TENANT_ID",
+        "USAGE_FLUSH_DELAY_MS",
+    ]
     assert "short-secret" not in str(err)
 
 
@@ -60,16 +81,25 @@ def test_a_session_secret_of_exactly_the_minimum_length_is_accepted() -> None:
 def test_the_dispatcher_needs_only_its_master_key() -> None:
     cfg = DispatcherConfig.parse({"CONTEXT_SIGNING_SECRET": RING})
     assert cfg.context_master.kid == "k1" and not cfg.records_health and cfg.alert_webhook_url == ""
-    assert DispatcherConfig.parse({"CONTEXT_SIGNING_SECRET": RING, "ROUTE_ISOLATE_TTL_SECONDS": "0"}).route_isolate_ttl == 0
+    assert (
+        DispatcherConfig.parse({"CONTEXT_SIGNING_SECRET": RING, "ROUTE_ISOLATE_TTL_SECONDS": "0"}).route_isolate_ttl
+        == 0
+    )
     assert refusal(DispatcherConfig.parse, {}).missing == ["CONTEXT_SIGNING_SECRET"]
-    err = refusal(DispatcherConfig.parse, {"CONTEXT_SIGNING_SECRET": "k1:", "ROUTE_ISOLATE_TTL_SECONDS": "3600",
-                                           "ALERT_WEBHOOK_URL": "hooks.example"})
+    err = refusal(
+        DispatcherConfig.parse,
+        {"CONTEXT_SIGNING_SECRET": "k1:", "ROUTE_ISOLATE_TTL_SECONDS": "3600", "ALERT_WEBHOOK_URL": "hooks.example"},
+    )
     assert err.invalid == ["ALERT_WEBHOOK_URL", "CONTEXT_SIGNING_SECRET", "ROUTE_ISOLATE_TTL_SECONDS"]
 
 
 def test_the_health_alert_threshold_reads_as_the_cli_reads_it() -> None:
     base = {"CONTEXT_SIGNING_SECRET": RING}
-    assert [DispatcherConfig.parse({**base, "HEALTH_ALERT_AFTER": v}).health_alert_after for v in ("5", "0", "x")] == [5, 3, 3]
+    assert [DispatcherConfig.parse({**base, "HEALTH_ALERT_AFTER": v}).health_alert_after for v in ("5", "0", "x")] == [
+        5,
+        3,
+        3,
+    ]
 
 
 class Env:

@@ -1,4 +1,5 @@
 """Signing the tenant context: what a forger, a replayer and a neighbour tenant cannot do."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,8 +24,9 @@ MASTER = "test-master-secret-not-used-anywhere-else"
 
 
 def ctx(tenant_id: str = "partner1", issued_at: int = NOW, tier: Tier = Tier.GROWTH) -> TenantContext:
-    return TenantContext(tenant_id, TenantType.PARTNER_SUBDOMAIN, tier, "partner1.cozyartzmedia.com",
-                         "0123456789abcdef", issued_at)
+    return TenantContext(
+        tenant_id, TenantType.PARTNER_SUBDOMAIN, tier, "partner1.cozyartzmedia.com", "0123456789abcdef", issued_at
+    )
 
 
 KEY = derive_tenant_key(MASTER, "partner1")
@@ -41,10 +43,17 @@ def test_keys_are_per_tenant_and_per_master() -> None:
         derive_tenant_key("", "partner1")
 
 
-@pytest.mark.parametrize("field, value", [
-    (H_TENANT_ID, "partner-seo"), (H_TENANT_TIER, "enterprise"), (H_TIMESTAMP, str(NOW + 1)),
-    ("x-tenant-host", "partner-seo.com"), ("x-request-id", "fedcba9876543210"), ("x-tenant-type", "primary"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        (H_TENANT_ID, "partner-seo"),
+        (H_TENANT_TIER, "enterprise"),
+        (H_TIMESTAMP, str(NOW + 1)),
+        ("x-tenant-host", "partner-seo.com"),
+        ("x-request-id", "fedcba9876543210"),
+        ("x-tenant-type", "primary"),
+    ],
+)
 def test_any_tampered_field_fails(field: str, value: str) -> None:
     headers = context_headers(ctx(), KEY)
     headers[field] = value
@@ -92,10 +101,18 @@ def test_worker_without_key_refuses_everything() -> None:
         verify_context(context_headers(ctx(), ""), key="", tenant_id="partner1", now=NOW)
 
 
-@pytest.mark.parametrize("name, stripped", [
-    ("X-Tenant-Id", True), ("x-tenant-anything", True), ("X-Request-Id", True),
-    ("Cloudflare-Workers-Version-Overrides", True), ("cloudflare-workers-version-key", True),
-    ("Authorization", False), ("Cookie", False), ("X-Tenants", False),
-])
+@pytest.mark.parametrize(
+    "name, stripped",
+    [
+        ("X-Tenant-Id", True),
+        ("x-tenant-anything", True),
+        ("X-Request-Id", True),
+        ("Cloudflare-Workers-Version-Overrides", True),
+        ("cloudflare-workers-version-key", True),
+        ("Authorization", False),
+        ("Cookie", False),
+        ("X-Tenants", False),
+    ],
+)
 def test_client_controlled_headers(name: str, stripped: bool) -> None:
     assert is_client_controlled(name) is stripped

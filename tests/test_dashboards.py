@@ -3,6 +3,7 @@ tenant, as JSON and as white-labelled pages checked in headless Chromium (the re
 390 px and 1280 px, screenshots kept in build/test-artifacts/screenshots/). A page of tenant A
 never shows tenant B's name, colours or data; the platform view costs the same number of
 queries for 1,000 tenants as for 10."""
+
 from __future__ import annotations
 
 import asyncio
@@ -34,10 +35,19 @@ from tests.test_support_e2e import PRIMARY_ADMIN, PRIMARY_HOST, call, open_ticke
 from tests.usage_support import UsageTenant, usage_tenant
 
 ARTIFACTS = ROOT / "build" / "test-artifacts"
-BRAND_A = {"brand_name": "Alpha <Bakery> & Co", "primary_color": "#0a7d33", "secondary_color": "#f59e0b",
-           "logo_url": "https://cdn.alpha.example/logo.png", "support_email": "help@alpha.example"}
-BRAND_B = {"brand_name": "Beta Plumbing", "primary_color": "#5b21b6", "secondary_color": "#db2777",
-           "support_email": "care@beta.example"}
+BRAND_A = {
+    "brand_name": "Alpha <Bakery> & Co",
+    "primary_color": "#0a7d33",
+    "secondary_color": "#f59e0b",
+    "logo_url": "https://cdn.alpha.example/logo.png",
+    "support_email": "help@alpha.example",
+}
+BRAND_B = {
+    "brand_name": "Beta Plumbing",
+    "primary_color": "#5b21b6",
+    "secondary_color": "#db2777",
+    "support_email": "care@beta.example",
+}
 
 
 @pytest.fixture
@@ -97,16 +107,25 @@ def test_the_admin_dashboard_as_json(a: UsageTenant, b: UsageTenant) -> None:
     assert a.tenant_id not in body and a.host not in body
 
 
-@pytest.mark.parametrize("values, field", [
-    ({"primary_color": "red"}, "primary_color"), ({"secondary_color": "#12345"}, "secondary_color"),
-    ({"logo_url": "javascript:alert(1)"}, "logo_url"), ({"logo_url": "http://cdn.example/x.png"}, "logo_url"),
-    ({"logo_url": 'https://cdn.example/x.png" onerror="alert(1)'}, "logo_url"),
-    ({"support_email": "not-an-address"}, "support_email"), ({"brand_name": ""}, "brand_name"),
-    ({"tenant_id": "other"}, "tenant_id"), ({"primary_color": 123}, "primary_color"),
-])
+@pytest.mark.parametrize(
+    "values, field",
+    [
+        ({"primary_color": "red"}, "primary_color"),
+        ({"secondary_color": "#12345"}, "secondary_color"),
+        ({"logo_url": "javascript:alert(1)"}, "logo_url"),
+        ({"logo_url": "http://cdn.example/x.png"}, "logo_url"),
+        ({"logo_url": 'https://cdn.example/x.png" onerror="alert(1)'}, "logo_url"),
+        ({"support_email": "not-an-address"}, "support_email"),
+        ({"brand_name": ""}, "brand_name"),
+        ({"tenant_id": "other"}, "tenant_id"),
+        ({"primary_color": 123}, "primary_color"),
+    ],
+)
 def test_branding_is_validated(a: UsageTenant, values: dict[str, Any], field: str) -> None:
     r = brand(a, values)
-    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_body" and field in r.json()["error"]["fields"], r.text
+    assert (
+        r.status_code == 422 and r.json()["error"]["code"] == "invalid_body" and field in r.json()["error"]["fields"]
+    ), r.text
 
 
 def test_branding_is_the_admins_and_audited(a: UsageTenant) -> None:
@@ -117,8 +136,10 @@ def test_branding_is_the_admins_and_audited(a: UsageTenant) -> None:
     r = brand(a, {"logo_url": None})
     assert r.json()["branding"]["logo_url"] is None and r.json()["branding"]["brand_name"] == BRAND_A["brand_name"]
     with a.pg.connect() as conn:
-        n = conn.execute("select count(*) from public.audit_log where tenant_id = %s and action = 'tenant.branding_changed'",
-                         (a.tenant_id,)).fetchone()[0]
+        n = conn.execute(
+            "select count(*) from public.audit_log where tenant_id = %s and action = 'tenant.branding_changed'",
+            (a.tenant_id,),
+        ).fetchone()[0]
     assert n == 2
 
 
@@ -126,11 +147,16 @@ def test_the_platform_dashboard_as_json(a: UsageTenant, b: UsageTenant) -> None:
     p = a.platform
     ticket = open_ticket(b)
     with b.pg.connect() as conn:  # b's ticket missed its first response; b used AI less than last month
-        conn.execute("update public.support_tickets set first_response_due_at = now() - interval '1 hour'"
-                     " where id = %s", (ticket["id"],))
+        conn.execute(
+            "update public.support_tickets set first_response_due_at = now() - interval '1 hour' where id = %s",
+            (ticket["id"],),
+        )
         last = time.strftime("%Y-%m", time.gmtime(time.time() - 32 * 86400))
-        conn.execute("insert into public.tenant_usage (tenant_id, usage_type, period, usage_count) values"
-                     " (%s, 'ai_calls', %s, 40)", (b.tenant_id, last))
+        conn.execute(
+            "insert into public.tenant_usage (tenant_id, usage_type, period, usage_count) values"
+            " (%s, 'ai_calls', %s, 40)",
+            (b.tenant_id, last),
+        )
     r = call(p, "GET", PRIMARY_HOST, "/api/platform/dashboard", staff(p))
     assert r.status_code == 200, r.text
     d = r.json()
@@ -140,16 +166,19 @@ def test_the_platform_dashboard_as_json(a: UsageTenant, b: UsageTenant) -> None:
     assert (rows[a.tenant_id]["monthly_price"], rows[a.tenant_id]["customer_price"]) == ("1500.00", "1800.00")
     assert (rows[b.tenant_id]["monthly_price"], rows[b.tenant_id]["customer_price"]) == ("1000.00", "1200.00")
     assert rows[b.tenant_id]["sla_breaches"] == 1 and rows[b.tenant_id]["open_tickets"] == 1
-    assert rows[b.tenant_id]["churn_risk"] == {"level": "high",
-                                               "reasons": ["usage falling month over month", "open SLA breaches"]}
+    assert rows[b.tenant_id]["churn_risk"] == {
+        "level": "high",
+        "reasons": ["usage falling month over month", "open SLA breaches"],
+    }
     assert d["totals"]["sla_breaches"] >= 1 and float(d["totals"]["mrr"]) >= 2500
     assert set(d["adoption"]) == {"ai", "custom_domains", "files"}
     assert call(p, "GET", PRIMARY_HOST, "/api/platform/dashboard", staff(p, PRIMARY_ADMIN, "admin")).status_code == 403
     assert call(p, "GET", a.host, "/api/platform/dashboard", a.session("admin")).status_code == 404
 
 
-def test_the_platform_view_costs_the_same_queries_for_1000_tenants_as_for_10(platform: Platform,
-                                                                               pg_cluster: Any) -> None:
+def test_the_platform_view_costs_the_same_queries_for_1000_tenants_as_for_10(
+    platform: Platform, pg_cluster: Any
+) -> None:
     def measure() -> tuple[dict[str, int], float, int]:
         call(platform, "GET", PRIMARY_HOST, "/api/platform/dashboard", staff(platform))  # warm
         time.sleep(0.3)
@@ -169,13 +198,19 @@ def test_the_platform_view_costs_the_same_queries_for_1000_tenants_as_for_10(pla
         with pg_cluster.connect() as conn:
             have = conn.execute("select count(*) from public.tenants").fetchone()[0]
             first = conn.execute("select count(*) from public.tenants where tenant_id like 'scale-%%'").fetchone()[0]
-            conn.execute("insert into public.tenants (tenant_id, name, domain, type, subscription_tier, script_name)"
-                         " select 'scale-' || i, 'Scale ' || i, 'scale-' || i || '.example.com', 'custom-domain',"
-                         " (array['starter','growth','enterprise'])[1 + i %% 3], 'cmgsite-scale-' || i"
-                         " from generate_series(%s::int, %s::int) i", (first + 1, first + total - have))
-            conn.execute("insert into public.tenant_usage (tenant_id, usage_type, period, usage_count)"
-                         " select 'scale-' || i, 'ai_calls', to_char(now(), 'YYYY-MM'), i %% 7"
-                         " from generate_series(%s::int, %s::int) i", (first + 1, first + total - have))
+            conn.execute(
+                "insert into public.tenants (tenant_id, name, domain, type, subscription_tier, script_name)"
+                " select 'scale-' || i, 'Scale ' || i, 'scale-' || i || '.example.com', 'custom-domain',"
+                " (array['starter','growth','enterprise'])[1 + i %% 3], 'cmgsite-scale-' || i"
+                " from generate_series(%s::int, %s::int) i",
+                (first + 1, first + total - have),
+            )
+            conn.execute(
+                "insert into public.tenant_usage (tenant_id, usage_type, period, usage_count)"
+                " select 'scale-' || i, 'ai_calls', to_char(now(), 'YYYY-MM'), i %% 7"
+                " from generate_series(%s::int, %s::int) i",
+                (first + 1, first + total - have),
+            )
 
     with pg_cluster.connect() as conn:
         conn.execute("delete from public.tenants where tenant_id like 'scale-%'")
@@ -190,9 +225,19 @@ def test_the_platform_view_costs_the_same_queries_for_1000_tenants_as_for_10(pla
     assert (small_n, big_n) == (10, 1000)
     assert big_counts == small_counts, (small_counts, big_counts)  # one Supabase query + the metrics queries (one page)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "platform-dashboard-scale.json").write_text(json.dumps({
-        "tenants_small": small_n, "median_s_small": round(small_s, 4), "tenants_big": big_n,
-        "median_s_big": round(big_s, 4), "ratio": round(big_s / small_s, 2), "subrequests": big_counts}, indent=2))
+    (ARTIFACTS / "platform-dashboard-scale.json").write_text(
+        json.dumps(
+            {
+                "tenants_small": small_n,
+                "median_s_small": round(small_s, 4),
+                "tenants_big": big_n,
+                "median_s_big": round(big_s, 4),
+                "ratio": round(big_s / small_s, 2),
+                "subrequests": big_counts,
+            },
+            indent=2,
+        )
+    )
 
 
 DASH = "dash-"
@@ -205,30 +250,48 @@ def seed_many(pg: Any, n: int) -> None:
     last = time.strftime("%Y-%m", time.gmtime(time.time() - 32 * 86400))
     span = (1, n)
     with pg.connect() as conn:
-        conn.execute("insert into public.tenants (tenant_id, name, domain, type, subscription_tier, status, script_name)"
-                     " select 'dash-' || i, 'Dash ' || i, 'dash-' || i || '.dash-test.example', 'custom-domain',"
-                     " (array['starter','growth','enterprise'])[1 + i %% 3],"
-                     " case when i %% 10 = 0 then 'suspended' when i %% 15 = 0 then 'inactive' else 'active' end,"
-                     " 'cmgsite-dash-' || i from generate_series(%s::int, %s::int) i", span)
-        conn.execute("insert into public.tenant_usage (tenant_id, usage_type, period, usage_count)"
-                     " select 'dash-' || i, 'ai_calls', %s, i %% 5 from generate_series(%s::int, %s::int) i"
-                     " union all select 'dash-' || i, 'ai_calls', %s, 20 from generate_series(%s::int, %s::int) i"
-                     " where i %% 4 = 0"
-                     " union all select 'dash-' || i, 'storage', %s, 1000 * i from generate_series(%s::int, %s::int) i"
-                     " where i %% 6 = 0", (this, *span, last, *span, this, *span))
-        conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type, ssl_status, dns_configured)"
-                     " select 'dash-' || i, 'shop.dash-' || i || '.dash-test.example', 'custom', 'active', true"
-                     " from generate_series(%s::int, %s::int) i where i %% 7 = 0", span)
-        conn.execute("insert into public.health_alerts (tenant_id, failures, detail)"
-                     " select 'dash-' || i, 3, 'down' from generate_series(%s::int, %s::int) i where i %% 12 = 0", span)
-        conn.execute("insert into public.support_tickets (tenant_id, opened_by, subject, body, tier, status,"
-                     " first_response_due_at)"
-                     " select 'dash-' || i, gen_random_uuid(), 'Help', 'Please', 'starter',"
-                     " case when i %% 18 = 0 then 'closed' else 'open' end,"
-                     " now() from generate_series(%s::int, %s::int) i where i %% 9 = 0", span)
-        conn.execute("update public.support_tickets set first_response_due_at = now() - interval '1 hour'"  # missed
-                     " where tenant_id in (select 'dash-' || i from generate_series(%s::int, %s::int) i"
-                     " where i %% 2 = 1)", span)
+        conn.execute(
+            "insert into public.tenants (tenant_id, name, domain, type, subscription_tier, status, script_name)"
+            " select 'dash-' || i, 'Dash ' || i, 'dash-' || i || '.dash-test.example', 'custom-domain',"
+            " (array['starter','growth','enterprise'])[1 + i %% 3],"
+            " case when i %% 10 = 0 then 'suspended' when i %% 15 = 0 then 'inactive' else 'active' end,"
+            " 'cmgsite-dash-' || i from generate_series(%s::int, %s::int) i",
+            span,
+        )
+        conn.execute(
+            "insert into public.tenant_usage (tenant_id, usage_type, period, usage_count)"
+            " select 'dash-' || i, 'ai_calls', %s, i %% 5 from generate_series(%s::int, %s::int) i"
+            " union all select 'dash-' || i, 'ai_calls', %s, 20 from generate_series(%s::int, %s::int) i"
+            " where i %% 4 = 0"
+            " union all select 'dash-' || i, 'storage', %s, 1000 * i from generate_series(%s::int, %s::int) i"
+            " where i %% 6 = 0",
+            (this, *span, last, *span, this, *span),
+        )
+        conn.execute(
+            "insert into public.tenant_domains (tenant_id, domain, domain_type, ssl_status, dns_configured)"
+            " select 'dash-' || i, 'shop.dash-' || i || '.dash-test.example', 'custom', 'active', true"
+            " from generate_series(%s::int, %s::int) i where i %% 7 = 0",
+            span,
+        )
+        conn.execute(
+            "insert into public.health_alerts (tenant_id, failures, detail)"
+            " select 'dash-' || i, 3, 'down' from generate_series(%s::int, %s::int) i where i %% 12 = 0",
+            span,
+        )
+        conn.execute(
+            "insert into public.support_tickets (tenant_id, opened_by, subject, body, tier, status,"
+            " first_response_due_at)"
+            " select 'dash-' || i, gen_random_uuid(), 'Help', 'Please', 'starter',"
+            " case when i %% 18 = 0 then 'closed' else 'open' end,"
+            " now() from generate_series(%s::int, %s::int) i where i %% 9 = 0",
+            span,
+        )
+        conn.execute(
+            "update public.support_tickets set first_response_due_at = now() - interval '1 hour'"  # missed
+            " where tenant_id in (select 'dash-' || i from generate_series(%s::int, %s::int) i"
+            " where i %% 2 = 1)",
+            span,
+        )
 
 
 def drop_many(pg: Any) -> None:
@@ -246,15 +309,18 @@ def many(platform: Platform, pg_cluster: Any) -> Iterator[int]:
         drop_many(pg_cluster)
 
 
-def test_the_platform_totals_are_over_every_tenant_and_the_table_is_paged(platform: Platform, pg_cluster: Any,
-                                                                           many: int) -> None:
+def test_the_platform_totals_are_over_every_tenant_and_the_table_is_paged(
+    platform: Platform, pg_cluster: Any, many: int
+) -> None:
     p = platform
     d = call(p, "GET", PRIMARY_HOST, "/api/platform/dashboard", staff(p)).json()
     totals = d["totals"]
     with pg_cluster.connect() as conn:
         tenants = conn.execute("select tenant_id, type, subscription_tier, status from public.tenants").fetchall()
         open_alerts = conn.execute("select count(*) from public.health_alerts where status = 'open'").fetchone()[0]
-        open_tickets = conn.execute("select count(*) from public.support_tickets where status <> 'closed'").fetchone()[0]
+        open_tickets = conn.execute("select count(*) from public.support_tickets where status <> 'closed'").fetchone()[
+            0
+        ]
     assert d["total"] == totals["tenants"] == len(tenants) >= many + 3
     assert (d["page"], d["per_page"], d["pages"]) == (1, 50, -(-len(tenants) // 50)) and len(d["tenants"]) == 50
     assert d["next"] == "/api/platform/dashboard?page=2&sort=risk" and d["prev"] is None
@@ -264,8 +330,14 @@ def test_the_platform_totals_are_over_every_tenant_and_the_table_is_paged(platfo
     assert totals["by_tier"] == dict(Counter(t[2] for t in tenants))
     assert totals["active_customers"] == len(paying)
     mrr = sum((plan_for(t[2]).monthly_price_usd for t in paying), Decimal(0))
-    partner = sum((plan_for(t[2]).monthly_price_usd * PARTNER_MARKUP for t in paying
-                   if t[1] in ("partner-subdomain", "custom-domain")), Decimal(0))
+    partner = sum(
+        (
+            plan_for(t[2]).monthly_price_usd * PARTNER_MARKUP
+            for t in paying
+            if t[1] in ("partner-subdomain", "custom-domain")
+        ),
+        Decimal(0),
+    )
     assert Decimal(totals["mrr"]) == mrr and Decimal(totals["customer_mrr"]) == mrr + partner
     assert (totals["open_alerts"], totals["open_tickets"]) == (open_alerts, open_tickets)
     # ... and the totals are the sums over every row of every page
@@ -277,20 +349,29 @@ def test_the_platform_totals_are_over_every_tenant_and_the_table_is_paged(platfo
     customers = [x for x in rows if x["type"] != "primary" and x["status"] == "active"]
     assert totals["at_risk"] == sum(1 for x in customers if x["churn_risk"]["reasons"])
     assert totals["at_risk"] > 0 and totals["sla_breaches"] > 0
-    for key, pred in (("ai", lambda x: x["ai_calls"] > 0), ("custom_domains", lambda x: x["custom_domains"] > 0),
-                      ("files", lambda x: x["storage_bytes"] > 0)):
+    for key, pred in (
+        ("ai", lambda x: x["ai_calls"] > 0),
+        ("custom_domains", lambda x: x["custom_domains"] > 0),
+        ("files", lambda x: x["storage_bytes"] > 0),
+    ):
         assert d["adoption"][key] == round(sum(1 for x in customers if pred(x)) / len(customers), 4), key
     dash = {x["tenant_id"]: x for x in rows if x["tenant_id"].startswith(DASH)}
-    assert dash["dash-12"]["churn_risk"] == {"level": "high", "reasons": ["usage falling month over month",
-                                                                          "failing health checks"]}
+    assert dash["dash-12"]["churn_risk"] == {
+        "level": "high",
+        "reasons": ["usage falling month over month", "failing health checks"],
+    }
     assert dash["dash-10"]["monthly_price"] == "0.00" and dash["dash-10"]["status"] == "suspended"
     assert (dash["dash-1"]["tier"], dash["dash-1"]["monthly_price"], dash["dash-1"]["customer_price"]) == (
-        "growth", "1500.00", "1800.00")
+        "growth",
+        "1500.00",
+        "1800.00",
+    )
     # every sort walks the same tenants, in its own order
     assert risk_order(all_rows(p, "risk"))
     by_revenue = all_rows(p, "revenue")
-    assert [Decimal(x["monthly_price"]) for x in by_revenue] == sorted((Decimal(x["monthly_price"]) for x in by_revenue),
-                                                                       reverse=True)
+    assert [Decimal(x["monthly_price"]) for x in by_revenue] == sorted(
+        (Decimal(x["monthly_price"]) for x in by_revenue), reverse=True
+    )
     assert [x["name"].lower() for x in all_rows(p, "name")] == sorted(x["name"].lower() for x in rows)
     last = call(p, "GET", PRIMARY_HOST, f"/api/platform/dashboard?page={d['pages']}&sort=name", staff(p)).json()
     assert last["next"] is None and last["prev"] == f"/api/platform/dashboard?page={d['pages'] - 1}&sort=name"
@@ -298,9 +379,25 @@ def test_the_platform_totals_are_over_every_tenant_and_the_table_is_paged(platfo
     assert past["tenants"] == [] and past["next"] is None and past["totals"] == totals
 
 
-@pytest.mark.parametrize("query", ["page=0", "page=-1", "page=abc", "page=1.5", "page=%201", "page=", "page=1000001",
-                                   "sort=evil", "sort=", "sort=RISK", "sort=risk&sort=name", "page=1&page=2",
-                                   "limit=500", "offset=50"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "page=0",
+        "page=-1",
+        "page=abc",
+        "page=1.5",
+        "page=%201",
+        "page=",
+        "page=1000001",
+        "sort=evil",
+        "sort=",
+        "sort=RISK",
+        "sort=risk&sort=name",
+        "page=1&page=2",
+        "limit=500",
+        "offset=50",
+    ],
+)
 def test_a_bad_page_or_sort_is_a_clear_422(platform: Platform, query: str) -> None:
     r = call(platform, "GET", PRIMARY_HOST, f"/api/platform/dashboard?{query}", staff(platform))
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_query", (query, r.text)
@@ -321,17 +418,35 @@ def test_a_tenant_admin_never_sees_the_platform_view(a: UsageTenant, supabase_st
         assert r.status_code == 403, (path, r.status_code)
 
     async def rpc_as_a() -> Any:  # straight at PostgREST with A's admin JWT: RLS shows A alone
-        token = mint_tenant_jwt(HS256Signer(supabase_stack.jwt_secret), user_id=a.users["admin"], tenant_id=a.tenant_id,
-                                tenant_role="admin", is_primary=False, now=time.time(), ttl_seconds=300)
+        token = mint_tenant_jwt(
+            HS256Signer(supabase_stack.jwt_secret),
+            user_id=a.users["admin"],
+            tenant_id=a.tenant_id,
+            tenant_role="admin",
+            is_primary=False,
+            now=time.time(),
+            ttl_seconds=300,
+        )
         async with HttpxClient() as http:
             db = SupabaseClient(http, url=supabase_stack.url, api_key=supabase_stack.anon_key, access_token=token)
-            return await db.rpc("platform_dashboard", {"p_this": time.strftime("%Y-%m"), "p_last": "2000-01",
-                                                       "p_sort": "revenue", "p_limit": 200, "p_offset": 0})
+            return await db.rpc(
+                "platform_dashboard",
+                {
+                    "p_this": time.strftime("%Y-%m"),
+                    "p_last": "2000-01",
+                    "p_sort": "revenue",
+                    "p_limit": 200,
+                    "p_offset": 0,
+                },
+            )
 
     d = asyncio.run(rpc_as_a())
-    anon = httpx.post(f"{supabase_stack.rest_url}/rpc/platform_dashboard", timeout=30,
-                      headers={"apikey": supabase_stack.anon_key, "authorization": f"Bearer {supabase_stack.anon_key}"},
-                      json={"p_this": "2026-01", "p_last": "2025-12"})
+    anon = httpx.post(
+        f"{supabase_stack.rest_url}/rpc/platform_dashboard",
+        timeout=30,
+        headers={"apikey": supabase_stack.anon_key, "authorization": f"Bearer {supabase_stack.anon_key}"},
+        json={"p_this": "2026-01", "p_last": "2025-12"},
+    )
     assert anon.status_code in (401, 403) and "totals" not in anon.text, anon.text  # no JWT, no dashboard
     assert d["total"] == d["totals"]["tenants"] == 1 and [x["tenant_id"] for x in d["tenants"]] == [a.tenant_id]
     assert d["by_status"] == {"active": 1} and d["totals"]["mrr"] == "1500.00"  # A alone (growth)
@@ -339,28 +454,69 @@ def test_a_tenant_admin_never_sees_the_platform_view(a: UsageTenant, supabase_st
 
 # ---- the logic, on CPython -----------------------------------------------------------------------
 
+
 def test_page_query_takes_a_page_and_a_sort_and_nothing_else() -> None:
     assert page_query({}) == PageQuery(1, "risk")
     assert page_query({"page": ["3"], "sort": ["name"]}).offset == 100
-    for bad in ({"page": ["0"]}, {"page": ["٣"]}, {"page": [" 1"]}, {"page": ["1_0"]}, {"sort": ["Risk"]},
-                {"page": ["1", "2"]}, {"size": ["10"]}):
+    for bad in (
+        {"page": ["0"]},
+        {"page": ["٣"]},
+        {"page": [" 1"]},
+        {"page": ["1_0"]},
+        {"sort": ["Risk"]},
+        {"page": ["1", "2"]},
+        {"size": ["10"]},
+    ):
         with pytest.raises(DashboardQueryError):
             page_query(bad)
 
 
 def test_the_report_pages_along_next_and_prev() -> None:
-    answer = DashboardAnswer.model_validate({
-        "total": 120, "by_status": {"active": 120}, "by_tier": {"growth": 120},
-        "totals": {"tenants": 120, "active_customers": 120, "mrr": "180000.00", "customer_mrr": "216000.00",
-                   "open_alerts": 0, "open_tickets": 0, "tickets_this_month": 0, "sla_breaches": 0, "at_risk": 1},
-        "adoption": {"ai": 0.5, "custom_domains": None, "files": 0},
-        "tenants": [{"tenant_id": "t1", "name": "T", "type": "custom-domain", "tier": "growth", "status": "active",
-                     "monthly_price": "1500.00", "customer_price": "1800.00", "uptime_percent": None,
-                     "open_alerts": 0, "open_tickets": 0, "tickets_this_month": 0, "sla_breaches": 1, "ai_calls": 0,
-                     "custom_domains": 0, "storage_bytes": 0, "risk": ["sla_breaches"]}]})
+    answer = DashboardAnswer.model_validate(
+        {
+            "total": 120,
+            "by_status": {"active": 120},
+            "by_tier": {"growth": 120},
+            "totals": {
+                "tenants": 120,
+                "active_customers": 120,
+                "mrr": "180000.00",
+                "customer_mrr": "216000.00",
+                "open_alerts": 0,
+                "open_tickets": 0,
+                "tickets_this_month": 0,
+                "sla_breaches": 0,
+                "at_risk": 1,
+            },
+            "adoption": {"ai": 0.5, "custom_domains": None, "files": 0},
+            "tenants": [
+                {
+                    "tenant_id": "t1",
+                    "name": "T",
+                    "type": "custom-domain",
+                    "tier": "growth",
+                    "status": "active",
+                    "monthly_price": "1500.00",
+                    "customer_price": "1800.00",
+                    "uptime_percent": None,
+                    "open_alerts": 0,
+                    "open_tickets": 0,
+                    "tickets_this_month": 0,
+                    "sla_breaches": 1,
+                    "ai_calls": 0,
+                    "custom_domains": 0,
+                    "storage_bytes": 0,
+                    "risk": ["sla_breaches"],
+                }
+            ],
+        }
+    )
     r = platform_report(answer, {"t1": {"requests": 7, "error_rate": 0.0}}, PageQuery(2, "revenue"))
-    assert (r["pages"], r["next"], r["prev"]) == (3, "/api/platform/dashboard?page=3&sort=revenue",
-                                                  "/api/platform/dashboard?page=1&sort=revenue")
+    assert (r["pages"], r["next"], r["prev"]) == (
+        3,
+        "/api/platform/dashboard?page=3&sort=revenue",
+        "/api/platform/dashboard?page=1&sort=revenue",
+    )
     assert r["tenants"][0]["churn_risk"] == {"level": "medium", "reasons": ["open SLA breaches"]}
     assert r["tenants"][0]["requests_24h"] == 7 and r["totals"]["by_tier"] == {"growth": 120}
     assert platform_report(answer, {}, PageQuery(3))["next"] is None
@@ -402,7 +558,7 @@ PAGE_FACTS = """(() => {
 
 
 def rgb(hex_color: str) -> str:
-    return "rgb({}, {}, {})".format(*(int(hex_color[i:i + 2], 16) for i in (1, 3, 5)))
+    return "rgb({}, {}, {})".format(*(int(hex_color[i : i + 2], 16) for i in (1, 3, 5)))
 
 
 @needs_chromium
@@ -424,7 +580,9 @@ def test_the_admin_pages_render_white_labelled_and_apart(a: UsageTenant, b: Usag
                 assert f["h1"] == "Dashboard" and f["title"] == f"Dashboard · {mine['brand_name']}"
                 assert not f["overflow"], f"page wider than {width} px"
                 assert f["bars"] >= 24 and len(f["progress"]) == 3 and f["scripts"] == 0
-                assert {"usage", "traffic", "domains", "users", "audit", "tickets", "health", "files"} <= set(f["sections"])
+                assert {"usage", "traffic", "domains", "users", "audit", "tickets", "health", "files"} <= set(
+                    f["sections"]
+                )
                 assert mine["support_email"] in f["text"] and t.host in f["text"]
                 assert other["brand_name"] not in f["text"] and other["primary_color"] not in f["html"]
                 other_t = b if t is a else a
@@ -469,7 +627,9 @@ def test_home_and_error_pages_carry_the_tenants_own_branding_and_nobody_elses(a:
                     tab.screenshot(ARTIFACTS / "screenshots" / f"{kind}-{t.tier}-{width}.png")
                     tab.close()
                     assert f["brand"] == mine["brand_name"], f
-                    assert f["headerColor"] == rgb(mine["primary_color"]) and f["accent"] == rgb(mine["secondary_color"])
+                    assert f["headerColor"] == rgb(mine["primary_color"]) and f["accent"] == rgb(
+                        mine["secondary_color"]
+                    )
                     assert f["logo"] == mine.get("logo_url") and f["scripts"] == 0 and not f["overflow"]
                     assert f"mailto:{mine['support_email']}" in f["links"] and mine["support_email"] in f["text"]
                     assert other["brand_name"] not in f["text"] and other["support_email"] not in f["html"]
@@ -482,16 +642,22 @@ def test_home_and_error_pages_carry_the_tenants_own_branding_and_nobody_elses(a:
 
 def test_branding_written_around_the_api_never_reaches_a_page_unchecked(b: UsageTenant) -> None:
     """A value stored without the API's checks (straight into the table) is checked again when drawn."""
-    hostile = {"brand_name": "Beta", "logo_url": 'https://cdn.example/x.png" onerror="alert(1)',
-               "primary_color": "red;}body{display:none", "secondary_color": "#12345g",
-               "support_email": "x@y.example\"><script>alert(1)</script>"}
+    hostile = {
+        "brand_name": "Beta",
+        "logo_url": 'https://cdn.example/x.png" onerror="alert(1)',
+        "primary_color": "red;}body{display:none",
+        "secondary_color": "#12345g",
+        "support_email": 'x@y.example"><script>alert(1)</script>',
+    }
     with b.pg.connect() as conn:
-        conn.execute("update public.tenants set whitelabel_config = %s::jsonb where tenant_id = %s",
-                     (json.dumps(hostile), b.tenant_id))
+        conn.execute(
+            "update public.tenants set whitelabel_config = %s::jsonb where tenant_id = %s",
+            (json.dumps(hostile), b.tenant_id),
+        )
     for path in ("/", "/no-such-page"):
         r = httpx.get(f"{b.platform.url}{path}", headers={"Host": b.host}, timeout=30)
         page = r.text
-        assert "<span class=\"brand\">Beta</span>" in page, page  # the stored config was read, not a cached default
+        assert '<span class="brand">Beta</span>' in page, page  # the stored config was read, not a cached default
         assert "<img" not in page and "onerror" not in page and "<script" not in page, page
         assert "display:none" not in page and "#12345g" not in page
         assert "cdn.example" not in r.headers["content-security-policy"]
@@ -534,8 +700,17 @@ def test_the_operator_sets_branding_with_the_same_rules(a: UsageTenant, supabase
     from tests.test_health_e2e import run_cli
 
     env = {"SUPABASE_URL": supabase_stack.url, "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key}
-    code, out, err = run_cli(a.platform, env, "branding", a.tenant_id, "--primary-color", "#112233",
-                             "--support-email", "ops@alpha.example", "--json")
+    code, out, err = run_cli(
+        a.platform,
+        env,
+        "branding",
+        a.tenant_id,
+        "--primary-color",
+        "#112233",
+        "--support-email",
+        "ops@alpha.example",
+        "--json",
+    )
     assert code == 0, err
     assert json.loads(out)["branding"]["primary_color"] == "#112233"
     for bad in (["--primary-color", "blue"], ["--logo-url", "http://x.example/l.png"], ["--clear", "tenant_id"], []):

@@ -6,6 +6,7 @@ gateway) whose PostgreSQL connection runs through a TCP proxy this test can cut.
 take the database, PostgREST or the whole data API away without touching the session's shared
 PostgreSQL and PostgREST, and puts each back before the next test.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -47,6 +48,7 @@ class TcpProxy:
     def restore(self) -> None:
         async def listen() -> None:
             self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port, reuse_address=True)
+
         self._run(listen())
 
     def cut(self) -> None:
@@ -57,6 +59,7 @@ class TcpProxy:
             for writer in list(self._writers):
                 writer.transport.abort()
             self._writers.clear()
+
         self._run(cut())
 
     def stop(self) -> None:
@@ -104,14 +107,23 @@ class World:
     stack: SupabaseStack
 
     def call(self, method: str, path: str, role: str = "admin", **kw: Any) -> httpx.Response:
-        return httpx.request(method, self.tenant.platform.url + path, timeout=60,
-                             headers={"Host": self.tenant.host, **self.tenant.session(role)}, **kw)
+        return httpx.request(
+            method,
+            self.tenant.platform.url + path,
+            timeout=60,
+            headers={"Host": self.tenant.host, **self.tenant.session(role)},
+            **kw,
+        )
 
     def data_calls(self) -> list[httpx.Response]:
         """Every data endpoint this tenant's admin can call, reads and a write."""
-        return [self.call("GET", "/api/tenant"), self.call("GET", "/api/domains"),
-                self.call("GET", "/api/profiles"), self.call("GET", "/api/audit"),
-                self.call("PATCH", f"/api/profiles/{self.tenant.users['client']}", json={"display_name": "Down"})]
+        return [
+            self.call("GET", "/api/tenant"),
+            self.call("GET", "/api/domains"),
+            self.call("GET", "/api/profiles"),
+            self.call("GET", "/api/audit"),
+            self.call("PATCH", f"/api/profiles/{self.tenant.users['client']}", json={"display_name": "Down"}),
+        ]
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
@@ -128,11 +140,19 @@ def world(platform: Platform, pg_cluster: Any, supabase_stack: Any) -> Iterator[
         pytest.skip("takes the data service down: local stack only")
     proxy = TcpProxy(pg_cluster.port)
     proxy.start()
-    stack = SupabaseStack(_ClusterViaProxy(pg_cluster, proxy.port), jwt_secret=secrets.token_urlsafe(48),  # type: ignore[arg-type]
-                          port=find_free_port(), db_pool=2)
+    stack = SupabaseStack(
+        _ClusterViaProxy(pg_cluster, proxy.port),
+        jwt_secret=secrets.token_urlsafe(48),  # type: ignore[arg-type]
+        port=find_free_port(),
+        db_pool=2,
+    )
     stack.start()
-    keys = {"SUPABASE_URL": stack.url, "SUPABASE_ANON_KEY": stack.anon_key, "SUPABASE_JWT_SECRET": stack.jwt_secret,
-            "SUPABASE_SERVICE_ROLE_KEY": stack.service_role_key}
+    keys = {
+        "SUPABASE_URL": stack.url,
+        "SUPABASE_ANON_KEY": stack.anon_key,
+        "SUPABASE_JWT_SECRET": stack.jwt_secret,
+        "SUPABASE_SERVICE_ROLE_KEY": stack.service_role_key,
+    }
     try:
         with usage_tenant(platform, pg_cluster, "growth", secrets_=keys) as tenant:
             yield World(tenant, proxy, stack)

@@ -1,5 +1,6 @@
 """End to end over real HTTP on the real workerd: the dispatcher routes by Host to each
 tenant's own Worker (each in a workerd of its own, as scripts in a dispatch namespace)."""
+
 from __future__ import annotations
 
 import re
@@ -42,8 +43,11 @@ def test_each_host_is_answered_by_its_own_worker(live: Platform, platform: Platf
     assert (body["tenant_id"], body["tenant_type"], body["tier"], body["host"]) == (tenant_id, tenant_type, tier, host)
     assert body["status"] == "ok" and body["version"]
     assert body["request_id"] == r.headers["x-request-id"]
-    script = {"cozyartz": "cmgsite-primary-tenant", "partner1": "cmgsite-partner-tenant",
-              "partner-seo": "cmgsite-custom-tenant"}[tenant_id]
+    script = {
+        "cozyartz": "cmgsite-primary-tenant",
+        "partner1": "cmgsite-partner-tenant",
+        "partner-seo": "cmgsite-custom-tenant",
+    }[tenant_id]
     assert platform.invocations()[-1]["script"] == script
 
 
@@ -77,8 +81,23 @@ def raw_request(live: Platform, head: str) -> tuple[int, bytes]:
     return status, data
 
 
-@pytest.mark.parametrize("host", ["", "bad host", "a..b", "-x.com", "x" * 300, "[::1]", "user@x.com",
-                                  "x.com:99999", "x.com:port", "\u00e9\u00e9..com", "a/b.com", "%41.com"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "",
+        "bad host",
+        "a..b",
+        "-x.com",
+        "x" * 300,
+        "[::1]",
+        "user@x.com",
+        "x.com:99999",
+        "x.com:port",
+        "\u00e9\u00e9..com",
+        "a/b.com",
+        "%41.com",
+    ],
+)
 def test_malformed_host_is_400(live: Platform, host: str) -> None:
     status, data = raw_request(live, f"GET /api/health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n")
     assert b"tenant_id" not in data and b"partner" not in data.lower()  # no tenant ever answers
@@ -96,10 +115,14 @@ def test_missing_host_is_400(live: Platform) -> None:
 
 
 def test_idna_host_is_punycoded(platform: Platform, live: Platform) -> None:
-    platform.sql("INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES ('xn--bcher-kva.example', 'partner-seo', 'custom')")
+    platform.sql(
+        "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES ('xn--bcher-kva.example', 'partner-seo', 'custom')"
+    )
     try:
         # Clients send the A-label (workerd refuses raw UTF-8 in Host); case and dot still vary.
-        status, data = raw_request(live, "GET /api/health HTTP/1.1\r\nHost: XN--BCHER-KVA.example.\r\nConnection: close\r\n")
+        status, data = raw_request(
+            live, "GET /api/health HTTP/1.1\r\nHost: XN--BCHER-KVA.example.\r\nConnection: close\r\n"
+        )
         assert status == 200 and b'"tenant_id": "partner-seo"' in data and b"xn--bcher-kva.example" in data
     finally:
         platform.sql("DELETE FROM tenant_domains WHERE domain = 'xn--bcher-kva.example'")
@@ -138,10 +161,16 @@ def test_script_missing_from_namespace_is_502_with_request_id(platform: Platform
 def test_client_sent_tenant_headers_never_steer_or_arrive(platform: Platform, live: Platform) -> None:
     spec = ScriptSpec("cmgsite-partner-tenant", vars={"TENANT_ID": "partner1"}, bundle="echo")
     spoof = {
-        "X-Tenant-Id": "cozyartz", "X-Tenant-Tier": "enterprise", "X-Tenant-Type": "primary",
-        "x-tenant-signature": "v1=" + "0" * 64, "X-Tenant-Timestamp": "1", "X-Request-Id": "attacker-chosen-id",
-        "Cloudflare-Workers-Version-Overrides": 'cmgsite-partner-tenant="v0"', "Cloudflare-Workers-Version-Key": "x",
-        "X-Tenant-Evil": "1", "MF-Original-URL": "http://partner-seo.com/api/health",
+        "X-Tenant-Id": "cozyartz",
+        "X-Tenant-Tier": "enterprise",
+        "X-Tenant-Type": "primary",
+        "x-tenant-signature": "v1=" + "0" * 64,
+        "X-Tenant-Timestamp": "1",
+        "X-Request-Id": "attacker-chosen-id",
+        "Cloudflare-Workers-Version-Overrides": 'cmgsite-partner-tenant="v0"',
+        "Cloudflare-Workers-Version-Key": "x",
+        "X-Tenant-Evil": "1",
+        "MF-Original-URL": "http://partner-seo.com/api/health",
     }
     with platform.script_replaced("cmgsite-partner-tenant", spec, {}):
         r = get(live, "partner1.cozyartzmedia.com", headers=spoof)
@@ -168,8 +197,14 @@ def _call_tenant_directly(platform: Platform, script: str, headers: dict[str, st
 
 
 def _ctx(tenant_id: str = "partner1", issued_at: int | None = None) -> TenantContext:
-    return TenantContext(tenant_id, TenantType.PARTNER_SUBDOMAIN, Tier.GROWTH, "partner1.cozyartzmedia.com",
-                         "a1b2c3d4e5f6a7b8", int(time.time()) if issued_at is None else issued_at)
+    return TenantContext(
+        tenant_id,
+        TenantType.PARTNER_SUBDOMAIN,
+        Tier.GROWTH,
+        "partner1.cozyartzmedia.com",
+        "a1b2c3d4e5f6a7b8",
+        int(time.time()) if issued_at is None else issued_at,
+    )
 
 
 def test_tenant_worker_refuses_forged_stale_and_foreign_context(platform: Platform) -> None:
@@ -212,6 +247,7 @@ def test_path_traversal_is_refused(live: Platform) -> None:
 
 def test_one_dispatcher_and_one_app_per_isolate_over_1000_requests(platform: Platform) -> None:
     """The SDK wraps env anew per request; per-isolate state must still be built once."""
+
     def builds(kind: str) -> int:
         return len(re.findall(r'"event": "isolate_state_built", "kind": "%s"' % kind, platform.log_text()))
 

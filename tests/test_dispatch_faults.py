@@ -5,6 +5,7 @@ D1 / KV outages come from the host's test-only wrappers of the dispatcher's real
 does; switched off, calls reach the real local D1 / KV unchanged. Limit hits and crashes of a
 tenant Worker come from the local dispatch namespace (`platform.fault`), as Cloudflare reports them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -94,8 +95,13 @@ def test_made_up_hosts_do_not_drive_kv_writes(platform: Platform) -> None:
 
 def test_malformed_kv_entry_is_ignored_not_trusted(platform: Platform) -> None:
     # A poisoned cache entry pointing partner-seo.com at the primary tenant's script.
-    poisoned = {"tenant_id": "cozyartz", "tenant_type": "primary", "tier": "enterprise", "status": "active",
-                "script_name": "../cmgsite-primary-tenant"}
+    poisoned = {
+        "tenant_id": "cozyartz",
+        "tenant_type": "primary",
+        "tier": "enterprise",
+        "status": "active",
+        "script_name": "../cmgsite-primary-tenant",
+    }
     platform.kv_put(SEO, json.dumps(poisoned))
     try:
         r = platform.get(SEO)
@@ -204,9 +210,11 @@ def test_user_worker_exception_is_502_without_leaking_it(platform: Platform) -> 
 
 
 def test_tier_limits_are_passed_to_the_namespace(platform: Platform) -> None:
-    expected = {COZY: ("cmgsite-primary-tenant", {"cpuMs": 300, "subRequests": 500}),
-                P1: ("cmgsite-partner-tenant", {"cpuMs": 100, "subRequests": 100}),
-                SEO: ("cmgsite-custom-tenant", {"cpuMs": 50, "subRequests": 50})}
+    expected = {
+        COZY: ("cmgsite-primary-tenant", {"cpuMs": 300, "subRequests": 500}),
+        P1: ("cmgsite-partner-tenant", {"cpuMs": 100, "subRequests": 100}),
+        SEO: ("cmgsite-custom-tenant", {"cpuMs": 50, "subRequests": 50}),
+    }
     for host, (script, limits) in expected.items():
         assert platform.get(host).status_code == 200
         assert platform.invocations()[-1] == {"script": script, "limits": limits}

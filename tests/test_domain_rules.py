@@ -5,6 +5,7 @@ claims pending with a token only the database makes, and the primary domain kept
 
 Each test builds its own tenants (as the owner) and removes them; SQL cases roll back.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,12 +40,19 @@ class Tenants:
         tid = f"dr-{tag}"
         domain = domain or f"{tid}.rules-test.example"
         with self.pg.connect() as conn:
-            conn.execute("insert into public.tenants (tenant_id, name, domain, type, subscription_tier, script_name)"
-                         " values (%s, %s, %s, %s, %s, 'cmgsite-custom-tenant')", (tid, tid, domain, type_, tier))
-            conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type) values (%s, %s, %s)",
-                         (tid, domain, "subdomain" if type_ == "partner-subdomain" else "custom"))
-            conn.execute("insert into public.profiles (id, tenant_id, tenant_role) values (%s, %s, 'admin')",
-                         (uid(tid, "admin"), tid))
+            conn.execute(
+                "insert into public.tenants (tenant_id, name, domain, type, subscription_tier, script_name)"
+                " values (%s, %s, %s, %s, %s, 'cmgsite-custom-tenant')",
+                (tid, tid, domain, type_, tier),
+            )
+            conn.execute(
+                "insert into public.tenant_domains (tenant_id, domain, domain_type) values (%s, %s, %s)",
+                (tid, domain, "subdomain" if type_ == "partner-subdomain" else "custom"),
+            )
+            conn.execute(
+                "insert into public.profiles (id, tenant_id, tenant_role) values (%s, %s, 'admin')",
+                (uid(tid, "admin"), tid),
+            )
         self.made.append(tid)
         return tid, domain
 
@@ -76,22 +84,28 @@ def conn(pg_cluster: PgCluster, tenants: Tenants) -> Iterator[psycopg.Connection
 def become(conn: psycopg.Connection, who: str, tenant: str | None = None) -> None:
     """Act as PostgREST would: the service role, a tenant's admin, or the platform super admin."""
     if who == "service_role":
-        conn.execute("select set_config('role', 'service_role', true), set_config('request.jwt.claims', %s, true)",
-                     (json.dumps({"role": "service_role"}),))
+        conn.execute(
+            "select set_config('role', 'service_role', true), set_config('request.jwt.claims', %s, true)",
+            (json.dumps({"role": "service_role"}),),
+        )
         return
     if who == "super_admin":
         claims = {"sub": SA, "role": "authenticated", "tenant_id": "cozyartz", "tenant_role": "super_admin"}
     else:
         assert tenant is not None
         claims = {"sub": uid(tenant, who), "role": "authenticated", "tenant_id": tenant, "tenant_role": who}
-    conn.execute("select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)",
-                 (json.dumps(claims),))
+    conn.execute(
+        "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)",
+        (json.dumps(claims),),
+    )
 
 
 def add(conn: psycopg.Connection, tenant: str, domain: str, domain_type: str = "custom") -> dict[str, Any]:
-    row = conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type) values (%s, %s, %s)"
-                       " returning domain, verification_status, verification_token, verified_at",
-                       (tenant, domain, domain_type)).fetchone()
+    row = conn.execute(
+        "insert into public.tenant_domains (tenant_id, domain, domain_type) values (%s, %s, %s)"
+        " returning domain, verification_status, verification_token, verified_at",
+        (tenant, domain, domain_type),
+    ).fetchone()
     assert row is not None
     return dict(zip(("domain", "verification_status", "verification_token", "verified_at"), row, strict=True))
 
@@ -109,7 +123,9 @@ def refused(conn: psycopg.Connection, tenant: str, domain: str, domain_type: str
 # ---- the quota ------------------------------------------------------------------------------
 def test_the_sql_tier_limit_is_the_tier_table(conn: psycopg.Connection) -> None:
     for tier in Tier:
-        assert conn.execute("select private.tier_domain_limit(%s)", (tier.value,)).fetchone() == (plan_for(tier).domains,)
+        assert conn.execute("select private.tier_domain_limit(%s)", (tier.value,)).fetchone() == (
+            plan_for(tier).domains,
+        )
     assert conn.execute("select private.tier_domain_limit('platinum')").fetchone() == (None,)
 
 
@@ -185,11 +201,15 @@ def test_the_usage_row_is_the_real_count_whoever_writes_it(conn: psycopg.Connect
     become(conn, "admin", tid)
     add(conn, tid, f"u1.{tid}-shop.example")
     become(conn, "service_role")
-    usage = "select usage_count, usage_limit from public.tenant_usage where tenant_id = %s and usage_type = 'domains'" \
-            " and period = %s"
+    usage = (
+        "select usage_count, usage_limit from public.tenant_usage where tenant_id = %s and usage_type = 'domains'"
+        " and period = %s"
+    )
     assert conn.execute(usage, (tid, month)).fetchone() == (2, 5)
     # A stale level from an old metering flush cannot overwrite it.
-    conn.execute("update public.tenant_usage set usage_count = 0 where tenant_id = %s and usage_type = 'domains'", (tid,))
+    conn.execute(
+        "update public.tenant_usage set usage_count = 0 where tenant_id = %s and usage_type = 'domains'", (tid,)
+    )
     assert conn.execute(usage, (tid, month)).fetchone() == (2, 5)
     conn.execute("delete from public.tenant_domains where domain = %s", (f"u1.{tid}-shop.example",))
     assert conn.execute(usage, (tid, month)).fetchone() == (1, 5)
@@ -202,12 +222,14 @@ def test_no_name_equal_to_under_or_above_another_tenants(conn: psycopg.Connectio
     attacker, _ = tenants.make("enterprise")
     parent = victim_domain.split(".", 1)[1]
     become(conn, who, attacker)
-    errors = {name: refused(conn, attacker, name) for name in
-              (f"login.{victim_domain}", f"a.b.{victim_domain}", parent)}
+    errors = {
+        name: refused(conn, attacker, name) for name in (f"login.{victim_domain}", f"a.b.{victim_domain}", parent)
+    }
     assert {e.sqlstate for e in errors.values()} == {"CMD01"}
     # One answer whatever the relation, naming nobody.
     assert {(e.diag.message_primary, e.diag.message_detail, e.diag.message_hint) for e in errors.values()} == {
-        ("domain not available", None, None)}
+        ("domain not available", None, None)
+    }
     assert refused(conn, attacker, victim_domain).sqlstate == "23505"  # equal: uniqueness says as much already
     add(conn, attacker, f"not{victim_domain}")  # a lookalike is just another name
 
@@ -239,22 +261,27 @@ def test_a_tenant_claim_is_pending_with_a_database_token(conn: psycopg.Connectio
         assert len(row["verification_token"]) == 64 and int(row["verification_token"], 16) >= 0
     assert a["verification_token"] != b["verification_token"]
     become(conn, "service_role")
-    assert conn.execute("select verification_status from public.tenant_domains where domain = %s",
-                        (own,)).fetchone() == ("verified",)  # the tenant's own primary domain
+    assert conn.execute(
+        "select verification_status from public.tenant_domains where domain = %s", (own,)
+    ).fetchone() == ("verified",)  # the tenant's own primary domain
 
 
-@pytest.mark.parametrize("statement", [
-    "insert into public.tenant_domains (tenant_id, domain, domain_type, verification_status)"
-    " values (%(t)s, 'x.' || %(t)s || '-shop.example', 'custom', 'verified')",
-    "insert into public.tenant_domains (tenant_id, domain, domain_type, verification_token)"
-    " values (%(t)s, 'x.' || %(t)s || '-shop.example', 'custom', repeat('a', 64))",
-    "update public.tenant_domains set verification_status = 'verified' where tenant_id = %(t)s",
-    "update public.tenant_domains set verification_token = repeat('a', 64) where tenant_id = %(t)s",
-    "update public.tenant_domains set verified_at = now() where tenant_id = %(t)s",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "insert into public.tenant_domains (tenant_id, domain, domain_type, verification_status)"
+        " values (%(t)s, 'x.' || %(t)s || '-shop.example', 'custom', 'verified')",
+        "insert into public.tenant_domains (tenant_id, domain, domain_type, verification_token)"
+        " values (%(t)s, 'x.' || %(t)s || '-shop.example', 'custom', repeat('a', 64))",
+        "update public.tenant_domains set verification_status = 'verified' where tenant_id = %(t)s",
+        "update public.tenant_domains set verification_token = repeat('a', 64) where tenant_id = %(t)s",
+        "update public.tenant_domains set verified_at = now() where tenant_id = %(t)s",
+    ],
+)
 @pytest.mark.parametrize("who", ["admin", "super_admin"])
-def test_api_users_cannot_set_verification(conn: psycopg.Connection, tenants: Tenants, statement: str,
-                                           who: str) -> None:
+def test_api_users_cannot_set_verification(
+    conn: psycopg.Connection, tenants: Tenants, statement: str, who: str
+) -> None:
     tid, _ = tenants.make("growth")
     with conn.transaction():  # a pending claim to attack
         become(conn, "admin", tid)
@@ -263,8 +290,9 @@ def test_api_users_cannot_set_verification(conn: psycopg.Connection, tenants: Te
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute(statement, {"t": tid})
     conn.rollback()
-    assert conn.execute("select verification_status from public.tenant_domains where domain = %s",
-                        (f"p.{tid}-shop.example",)).fetchone() == ("pending",)
+    assert conn.execute(
+        "select verification_status from public.tenant_domains where domain = %s", (f"p.{tid}-shop.example",)
+    ).fetchone() == ("pending",)
     conn.rollback()
 
 
@@ -273,8 +301,10 @@ def test_only_the_service_role_marks_verified(conn: psycopg.Connection, tenants:
     become(conn, "admin", tid)
     add(conn, tid, f"v.{tid}-shop.example")
     become(conn, "service_role")
-    row = conn.execute("update public.tenant_domains set verification_status = 'verified' where domain = %s"
-                       " returning verified_at", (f"v.{tid}-shop.example",)).fetchone()
+    row = conn.execute(
+        "update public.tenant_domains set verification_status = 'verified' where domain = %s returning verified_at",
+        (f"v.{tid}-shop.example",),
+    ).fetchone()
     assert row is not None and row[0] is not None
 
 
@@ -310,30 +340,51 @@ def test_api_users_cannot_delete_a_primary_domain(conn: psycopg.Connection, tena
 # ---- over HTTP, through the real PostgREST ---------------------------------------------------
 def jwt(stack: Any, tenant: str, role: str, sub: str) -> str:
     import time
+
     now = int(time.time())
-    return HS256Signer(stack.jwt_secret).sign({"sub": sub, "role": "authenticated", "aud": "authenticated",
-                                                 "tenant_id": tenant, "tenant_role": role, "iat": now, "exp": now + 120})
+    return HS256Signer(stack.jwt_secret).sign(
+        {
+            "sub": sub,
+            "role": "authenticated",
+            "aud": "authenticated",
+            "tenant_id": tenant,
+            "tenant_role": role,
+            "iat": now,
+            "exp": now + 120,
+        }
+    )
 
 
-def test_a_tenant_token_cannot_mark_a_domain_verified_through_postgrest(supabase_stack: Any, tenants: Tenants,
-                                                                         pg_cluster: PgCluster) -> None:
+def test_a_tenant_token_cannot_mark_a_domain_verified_through_postgrest(
+    supabase_stack: Any, tenants: Tenants, pg_cluster: PgCluster
+) -> None:
     tid, _ = tenants.make("growth")
     domain = f"http.{tid}-shop.example"
-    tenant_h = {"apikey": supabase_stack.anon_key, "prefer": "return=representation",
-                "authorization": f"Bearer {jwt(supabase_stack, tid, 'admin', uid(tid, 'admin'))}"}
+    tenant_h = {
+        "apikey": supabase_stack.anon_key,
+        "prefer": "return=representation",
+        "authorization": f"Bearer {jwt(supabase_stack, tid, 'admin', uid(tid, 'admin'))}",
+    }
     sa_h = {**tenant_h, "authorization": f"Bearer {jwt(supabase_stack, 'cozyartz', 'super_admin', SA)}"}
     rest = f"{supabase_stack.rest_url}/tenant_domains"
     with httpx.Client(timeout=10) as http:
-        r = http.post(rest, json={"tenant_id": tid, "domain": domain, "domain_type": "custom",
-                                  "verification_status": "verified"}, headers=tenant_h)
+        r = http.post(
+            rest,
+            json={"tenant_id": tid, "domain": domain, "domain_type": "custom", "verification_status": "verified"},
+            headers=tenant_h,
+        )
         assert r.status_code in (401, 403) and r.json()["code"] == "42501"
         r = http.post(rest, json={"tenant_id": tid, "domain": domain, "domain_type": "custom"}, headers=tenant_h)
         assert r.status_code == 201 and r.json()[0]["verification_status"] == "pending"
         for headers in (tenant_h, sa_h):
-            for body in ({"verification_status": "verified"}, {"verification_token": "a" * 64},
-                         {"verified_at": "2026-01-01T00:00:00Z"}):
+            for body in (
+                {"verification_status": "verified"},
+                {"verification_token": "a" * 64},
+                {"verified_at": "2026-01-01T00:00:00Z"},
+            ):
                 r = http.patch(rest, params={"domain": f"eq.{domain}"}, json=body, headers=headers)
                 assert r.status_code in (401, 403) and r.json()["code"] == "42501", (body, r.text)
     with pg_cluster.connect() as conn:
-        assert conn.execute("select verification_status, verified_at from public.tenant_domains where domain = %s",
-                            (domain,)).fetchone() == ("pending", None)
+        assert conn.execute(
+            "select verification_status, verified_at from public.tenant_domains where domain = %s", (domain,)
+        ).fetchone() == ("pending", None)

@@ -1,6 +1,7 @@
 """shared.domains without servers of ours: the name rules both paths apply (tenant API, CLI), and the
 ownership check against a loopback DNS-over-HTTPS resolver (tests/fake_doh.py) and a loopback web
 server for the HTTP token (the Worker's own run of the DoH path is in test_domains_http.py)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -30,14 +31,31 @@ TOKEN = "0f" * 32
 ZONE = "cozyartzmedia.com"
 
 
-@pytest.mark.parametrize("raw, expected", [("Shop.Example.COM.", "shop.example.com"),
-                                           ("bücher.example", "xn--bcher-kva.example")])
+@pytest.mark.parametrize(
+    "raw, expected", [("Shop.Example.COM.", "shop.example.com"), ("bücher.example", "xn--bcher-kva.example")]
+)
 def test_names_are_normalised(raw: str, expected: str) -> None:
     assert parse_domain(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "com", "localhost", "1.2.3.4", "shop.example.com:443", "http://a.example",
-                                 "a.example/x", "*.example.com", "a..example", "-a.example", "x" * 300, None, 42])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "com",
+        "localhost",
+        "1.2.3.4",
+        "shop.example.com:443",
+        "http://a.example",
+        "a.example/x",
+        "*.example.com",
+        "a..example",
+        "-a.example",
+        "x" * 300,
+        None,
+        42,
+    ],
+)
 def test_junk_is_refused_as_invalid(raw: Any) -> None:
     with pytest.raises(DomainError) as err:
         parse_domain(raw)
@@ -73,13 +91,16 @@ def test_the_operator_assigns_platform_names_by_type() -> None:
 HELD = [("cozyartz", ZONE), ("partner1", "partner1." + ZONE), ("partner-seo", "partner-seo.com")]
 
 
-@pytest.mark.parametrize("domain, clash", [
-    ("partner-seo.com", ("partner-seo", "partner-seo.com")),            # equal
-    ("login.partner-seo.com", ("partner-seo", "partner-seo.com")),      # under
-    ("x.partner1." + ZONE, ("partner1", "partner1." + ZONE)),            # under a partner subdomain
-    ("notpartner-seo.com", None),                                        # label-wise, not a suffix
-    ("partner2." + ZONE, None),                                          # a new partner slot under the apex
-])
+@pytest.mark.parametrize(
+    "domain, clash",
+    [
+        ("partner-seo.com", ("partner-seo", "partner-seo.com")),  # equal
+        ("login.partner-seo.com", ("partner-seo", "partner-seo.com")),  # under
+        ("x.partner1." + ZONE, ("partner1", "partner1." + ZONE)),  # under a partner subdomain
+        ("notpartner-seo.com", None),  # label-wise, not a suffix
+        ("partner2." + ZONE, None),  # a new partner slot under the apex
+    ],
+)
 def test_overlap_with_another_tenants_names(domain: str, clash: tuple[str, str] | None) -> None:
     assert overlapping(domain, "acme", HELD, zone=ZONE) == clash
     if clash is not None:
@@ -87,11 +108,23 @@ def test_overlap_with_another_tenants_names(domain: str, clash: tuple[str, str] 
 
 
 def test_a_parent_of_another_tenants_name_overlaps() -> None:
-    assert overlapping("shop.example", "acme", [("other", "eu.shop.example")], zone=ZONE) == ("other", "eu.shop.example")
+    assert overlapping("shop.example", "acme", [("other", "eu.shop.example")], zone=ZONE) == (
+        "other",
+        "eu.shop.example",
+    )
 
 
-@pytest.mark.parametrize("data, text", [('"abc"', "abc"), ('"ab" "cd"', "abcd"), ("abc", "abc"),
-                                        ('"a\\"b\\\\c"', 'a"b\\c'), ('"\\065\\066"', "AB"), ('""', "")])
+@pytest.mark.parametrize(
+    "data, text",
+    [
+        ('"abc"', "abc"),
+        ('"ab" "cd"', "abcd"),
+        ("abc", "abc"),
+        ('"a\\"b\\\\c"', 'a"b\\c'),
+        ('"\\065\\066"', "AB"),
+        ('""', ""),
+    ],
+)
 def test_txt_data_as_resolvers_present_it(data: str, text: str) -> None:
     assert txt_value(data) == text
 
@@ -117,6 +150,7 @@ def check(doh: FakeDoh, domain: str, token: str = TOKEN, **kw: Any) -> Ownership
     async def go() -> OwnershipResult:
         async with HttpxClient() as http:
             return await check_ownership(http, domain, token, resolver_url=doh.url, timeout=3, **kw)
+
     return asyncio.run(go())
 
 
@@ -138,7 +172,7 @@ def test_a_near_miss_or_missing_record_proves_nothing(doh: FakeDoh, published: s
 
 def test_the_record_of_another_name_proves_nothing(doh: FakeDoh) -> None:
     doh.txt("_cmgsite-challenge.other.example", TOKEN)  # the attacker's own zone
-    doh.txt("shop.example", TOKEN)                      # not the challenge name
+    doh.txt("shop.example", TOKEN)  # not the challenge name
     assert not check(doh, "shop.example", use_http=False).verified
 
 
@@ -183,10 +217,15 @@ class TokenSite:
         self.server.server_close()
 
 
-@pytest.mark.parametrize("body, status, verified", [
-    (TOKEN.encode() + b"\n", 200, True), (TOKEN.encode(), 404, False), (b"nope", 200, False),
-    (b"x" * 2048 + TOKEN.encode(), 200, False),
-])
+@pytest.mark.parametrize(
+    "body, status, verified",
+    [
+        (TOKEN.encode() + b"\n", 200, True),
+        (TOKEN.encode(), 404, False),
+        (b"nope", 200, False),
+        (b"x" * 2048 + TOKEN.encode(), 200, False),
+    ],
+)
 def test_the_http_token_path(doh: FakeDoh, body: bytes, status: int, verified: bool) -> None:
     site = TokenSite(body, status)
     try:

@@ -9,6 +9,7 @@ platform, with a loopback DNS-over-HTTPS resolver (tests/fake_doh.py) the Worker
   4. the primary domain cannot be deleted through the API;
   9. `domains status` is read only, and no routing write routes a tenant whose Worker is missing.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,9 +40,13 @@ def doh() -> Iterator[FakeDoh]:
 
 @pytest.fixture
 def cli(platform: Platform, supabase_stack: Any, pg_cluster: Any, doh: FakeDoh) -> Iterator[Cli]:
-    env = {"SUPABASE_URL": supabase_stack.url, "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key,
-           "SUPABASE_ANON_KEY": supabase_stack.anon_key, "SUPABASE_JWT_SECRET": supabase_stack.jwt_secret,
-           "DOH_RESOLVER_URL": doh.url}
+    env = {
+        "SUPABASE_URL": supabase_stack.url,
+        "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key,
+        "SUPABASE_ANON_KEY": supabase_stack.anon_key,
+        "SUPABASE_JWT_SECRET": supabase_stack.jwt_secret,
+        "DOH_RESOLVER_URL": doh.url,
+    }
     runner = Cli(platform, env)
     try:
         yield runner
@@ -69,8 +74,11 @@ def call(t: UsageTenant, method: str, path: str, role: str = "admin") -> httpx.R
 
 def rows(pg: Any, tenant_id: str) -> dict[str, str]:
     with pg.connect() as conn:
-        return dict(conn.execute("select domain, verification_status from public.tenant_domains where tenant_id = %s",
-                                 (tenant_id,)).fetchall())
+        return dict(
+            conn.execute(
+                "select domain, verification_status from public.tenant_domains where tenant_id = %s", (tenant_id,)
+            ).fetchall()
+        )
 
 
 def d1_domains(platform: Platform, tenant_id: str) -> set[str]:
@@ -89,15 +97,26 @@ def test_operator_adds_then_tenant_adds_stop_at_the_tier(growth: UsageTenant, cl
     for i in range(3):
         code, _, err = cli("add-domain", growth.tenant_id, name(f"op{i}"))
         assert code == 0, err
-    assert growth.usage("admin")["domains"] == {"used": 4, "limit": 5, "remaining": 1, "period": "level",
-                                                "resets_at": None}  # Supabase's count, not a stale meter
+    assert growth.usage("admin")["domains"] == {
+        "used": 4,
+        "limit": 5,
+        "remaining": 1,
+        "period": "level",
+        "resets_at": None,
+    }  # Supabase's count, not a stale meter
     results = [add(growth, name(f"api{i}")) for i in range(4)]
     assert [r.status_code for r in results] == [201, 429, 429, 429]
     assert results[0].json()["usage"]["used"] == 5
     refused = results[1]
     assert refused.json()["error"] == {
-        "code": "usage_limit_exceeded", "message": refused.json()["error"]["message"], "kind": "domains",
-        "limit": 5, "used": 5, "resets_at": None, "request_id": refused.headers["x-request-id"]}
+        "code": "usage_limit_exceeded",
+        "message": refused.json()["error"]["message"],
+        "kind": "domains",
+        "limit": 5,
+        "used": 5,
+        "resets_at": None,
+        "request_id": refused.headers["x-request-id"],
+    }
     assert "retry-after" not in refused.headers
     assert len(rows(pg_cluster, growth.tenant_id)) == 5
     code, _, err = cli("add-domain", growth.tenant_id, name("op9"))
@@ -115,8 +134,9 @@ def test_concurrent_api_and_cli_adds_cannot_pass_the_quota(growth: UsageTenant, 
     async def tenant() -> list[httpx.Response]:
         headers = {"Host": growth.host, **growth.session("admin")}
         async with httpx.AsyncClient(base_url=growth.platform.url, timeout=120) as client:
-            return await asyncio.gather(*(client.post("/api/domains", json={"domain": name(f"cap{i}")}, headers=headers)
-                                          for i in range(8)))
+            return await asyncio.gather(
+                *(client.post("/api/domains", json={"domain": name(f"cap{i}")}, headers=headers) for i in range(8))
+            )
 
     threads = [threading.Thread(target=operator, args=(i,)) for i in range(3)]
     for t in threads:
@@ -134,10 +154,15 @@ def test_concurrent_api_and_cli_adds_cannot_pass_the_quota(growth: UsageTenant, 
 
 # ---- 3. squatting -------------------------------------------------------------------------------
 def test_a_name_under_above_or_equal_to_another_tenants_is_refused_alike(
-        growth: UsageTenant, platform: Platform, pg_cluster: Any, cli: Cli, doh: FakeDoh) -> None:
+    growth: UsageTenant, platform: Platform, pg_cluster: Any, cli: Cli, doh: FakeDoh
+) -> None:
     with usage_tenant(platform, pg_cluster, "growth") as victim:
-        attempts = {"under partner-seo": "login.partner-seo.com", "equal": "partner-seo.com",
-                    "under a tenant": f"login.{victim.host}", "above a tenant": victim.host.split(".", 1)[1]}
+        attempts = {
+            "under partner-seo": "login.partner-seo.com",
+            "equal": "partner-seo.com",
+            "under a tenant": f"login.{victim.host}",
+            "above a tenant": victim.host.split(".", 1)[1],
+        }
         answers = {what: add(growth, domain) for what, domain in attempts.items()}
         assert {r.status_code for r in answers.values()} == {409}
         bodies = [without_request_id(r) for r in answers.values()]
@@ -153,24 +178,38 @@ def test_a_name_under_above_or_equal_to_another_tenants_is_refused_alike(
 
 
 def test_platform_names_are_refused_through_the_api(growth: UsageTenant) -> None:
-    for domain in ("cozyartzmedia.com", "www.cozyartzmedia.com", "partner9.cozyartzmedia.com",
-                   "login.partner1.cozyartzmedia.com"):
+    for domain in (
+        "cozyartzmedia.com",
+        "www.cozyartzmedia.com",
+        "partner9.cozyartzmedia.com",
+        "login.partner1.cozyartzmedia.com",
+    ):
         r = add(growth, domain)
         assert r.status_code == 422 and r.json()["error"]["code"] == "platform_zone", r.text
 
 
 def test_a_partner_subdomain_tenant_adds_no_custom_domain_through_the_api(platform: Platform, pg_cluster: Any) -> None:
     secret = platform.registry.secrets_of("cmgsite-partner-tenant")["SESSION_SECRET"]
-    token = issue_session(secret, tenant_id="partner1", user_id=PARTNER1_ADMIN, role="admin",  # type: ignore[arg-type]
-                          now=time.time())
-    r = httpx.post(platform.url + "/api/domains", json={"domain": name("p1shop")}, timeout=60,
-                   headers={"Host": "partner1.cozyartzmedia.com", "cookie": f"{SESSION_COOKIE}={token}"})
+    token = issue_session(
+        secret,
+        tenant_id="partner1",
+        user_id=PARTNER1_ADMIN,
+        role="admin",  # type: ignore[arg-type]
+        now=time.time(),
+    )
+    r = httpx.post(
+        platform.url + "/api/domains",
+        json={"domain": name("p1shop")},
+        timeout=60,
+        headers={"Host": "partner1.cozyartzmedia.com", "cookie": f"{SESSION_COOKIE}={token}"},
+    )
     assert r.status_code == 403 and r.json()["error"]["code"] == "custom_domains_not_allowed", r.text
     assert set(rows(pg_cluster, "partner1")) == {"partner1.cozyartzmedia.com"}
 
 
 def test_a_claim_is_routed_only_after_the_worker_sees_its_txt_record(
-        growth: UsageTenant, cli: Cli, doh: FakeDoh, platform: Platform, pg_cluster: Any) -> None:
+    growth: UsageTenant, cli: Cli, doh: FakeDoh, platform: Platform, pg_cluster: Any
+) -> None:
     domain = name("shop")
     r = add(growth, domain)
     assert r.status_code == 201, r.text
@@ -207,8 +246,9 @@ def test_a_claim_is_routed_only_after_the_worker_sees_its_txt_record(
     platform.purge(domain)
 
 
-def test_the_operator_verifies_a_claim_with_the_same_check(growth: UsageTenant, cli: Cli, doh: FakeDoh,
-                                                            platform: Platform) -> None:
+def test_the_operator_verifies_a_claim_with_the_same_check(
+    growth: UsageTenant, cli: Cli, doh: FakeDoh, platform: Platform
+) -> None:
     domain = name("opv")
     token = add(growth, domain).json()["verification"]["methods"][0]["value"]
     code, _, err = cli("domains", "verify", growth.tenant_id, domain)
@@ -227,8 +267,9 @@ def test_the_operator_verifies_a_claim_with_the_same_check(growth: UsageTenant, 
 
 
 # ---- 4. the primary domain -----------------------------------------------------------------------
-def test_an_admin_cannot_delete_the_sites_primary_domain(growth: UsageTenant, platform: Platform,
-                                                         pg_cluster: Any) -> None:
+def test_an_admin_cannot_delete_the_sites_primary_domain(
+    growth: UsageTenant, platform: Platform, pg_cluster: Any
+) -> None:
     r = call(growth, "DELETE", f"/api/domains/{growth.host}")
     assert r.status_code == 409 and r.json()["error"]["code"] == "primary_domain", r.text
     assert call(growth, "DELETE", f"/api/domains/{growth.host}", role="client").status_code == 403
@@ -244,10 +285,22 @@ def test_an_admin_cannot_delete_the_sites_primary_domain(growth: UsageTenant, pl
 
 # ---- 9. status is read only; never route to a missing Worker --------------------------------------
 def test_domains_status_writes_nothing_and_no_route_reaches_a_missing_worker(
-        cli: Cli, platform: Platform, pg_cluster: Any) -> None:
+    cli: Cli, platform: Platform, pg_cluster: Any
+) -> None:
     host = name("noworker").replace("domains-test.example", "cli-test.example")
-    code, _, err = cli("add", "cli-nowk", "--name", "No Worker", "--type", "custom-domain", "--domain", host,
-                       "--tier", "starter", "--no-deploy")
+    code, _, err = cli(
+        "add",
+        "cli-nowk",
+        "--name",
+        "No Worker",
+        "--type",
+        "custom-domain",
+        "--domain",
+        host,
+        "--tier",
+        "starter",
+        "--no-deploy",
+    )
     assert code == 0, err
     assert "not deployed" in err
     assert d1_domains(platform, "cli-nowk") == set()
@@ -258,10 +311,15 @@ def test_domains_status_writes_nothing_and_no_route_reaches_a_missing_worker(
 
     def state() -> tuple[Any, ...]:
         with pg_cluster.connect() as conn:
-            sb = conn.execute("select domain, ssl_status, dns_configured, verification_status, updated_at"
-                              " from public.tenant_domains order by domain").fetchall()
-        return sb, platform.rows("SELECT * FROM tenant_domains ORDER BY domain"), platform.rows(
-            "SELECT * FROM tenants ORDER BY tenant_id")
+            sb = conn.execute(
+                "select domain, ssl_status, dns_configured, verification_status, updated_at"
+                " from public.tenant_domains order by domain"
+            ).fetchall()
+        return (
+            sb,
+            platform.rows("SELECT * FROM tenant_domains ORDER BY domain"),
+            platform.rows("SELECT * FROM tenants ORDER BY tenant_id"),
+        )
 
     before = state()
     for argv in (("domains", "status"), ("domains", "status", "cli-nowk"), ("domains", "status", "--json")):
@@ -272,7 +330,8 @@ def test_domains_status_writes_nothing_and_no_route_reaches_a_missing_worker(
     assert code == 0, err
     with pg_cluster.connect() as conn:
         assert conn.execute("select ssl_status from public.tenant_domains where domain = %s", (host,)).fetchone() == (
-            "active",)
+            "active",
+        )
     assert d1_domains(platform, "cli-nowk") == set() and health(platform, host).status_code == 404
     code, out, _ = cli("verify", "--json")
     assert code == 3 and "Worker cmgsite-cli-nowk is missing" in out

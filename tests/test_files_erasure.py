@@ -1,6 +1,7 @@
 """A tenant's files go with the tenant: `tenants.py delete` erases its R2 objects (and only
 its own) from the bucket every tenant shares, locally (the running platform's Miniflare R2)
 and on Cloudflare (the R2 object API, against the fake Cloudflare API); `export` counts them."""
+
 from __future__ import annotations
 
 import asyncio
@@ -30,13 +31,19 @@ def bucket_keys(platform: Platform) -> list[str]:
 def cli(platform: Platform, stack: Any, *argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     env = {"SUPABASE_URL": stack.url, "SUPABASE_SERVICE_ROLE_KEY": stack.service_role_key}
-    code = main([*argv, "--state-dir", str(platform.paths.root), "--wrangler-state", str(platform.wrangler_state)],
-                env=env, stdin=io.StringIO(""), stdout=out, stderr=err)
+    code = main(
+        [*argv, "--state-dir", str(platform.paths.root), "--wrangler-state", str(platform.wrangler_state)],
+        env=env,
+        stdin=io.StringIO(""),
+        stdout=out,
+        stderr=err,
+    )
     return code, out.getvalue(), err.getvalue()
 
 
-def test_delete_erases_the_tenants_files_and_only_its_own(platform: Platform, pg_cluster: Any,
-                                                          supabase_stack: Any) -> None:
+def test_delete_erases_the_tenants_files_and_only_its_own(
+    platform: Platform, pg_cluster: Any, supabase_stack: Any
+) -> None:
     with usage_tenant(platform, pg_cluster) as gone, usage_tenant(platform, pg_cluster) as neighbour:
         for name in ("a.txt", "docs/b.pdf", "docs/c/d.bin"):
             assert upload(gone, name, secrets.token_bytes(300)).status_code == 201
@@ -78,5 +85,8 @@ def test_remote_erasure_deletes_the_tenants_r2_objects_through_the_api() -> None
 
         described, erased = asyncio.run(run())
         assert described["r2_objects"] == 2500 and erased["r2_objects"] == 2500
-        assert sorted(fake.r2) == [("another-bucket", "tenants/gone/files/x"), (R2_BUCKET, "tenants/gone-2/files/keep"),
-                                   (R2_BUCKET, "tenants/other/files/keep")]
+        assert sorted(fake.r2) == [
+            ("another-bucket", "tenants/gone/files/x"),
+            (R2_BUCKET, "tenants/gone-2/files/keep"),
+            (R2_BUCKET, "tenants/other/files/keep"),
+        ]

@@ -5,6 +5,7 @@ Attacks first: names that try to leave the tenant's prefix for a neighbour's obj
 headers that claim another tenant, uploads a cross-site page could send, oversized uploads,
 the quota's edge, racing uploads and deletes, and a crash between the reservation and the
 write (repaired by reconcile). The pure rules: tests/test_files_units.py."""
+
 from __future__ import annotations
 
 import asyncio
@@ -26,10 +27,15 @@ from tests.usage_support import UsageTenant, usage_tenant
 UPLOAD = {"Content-Type": "application/octet-stream"}
 
 
-def upload(t: UsageTenant, name: str, data: bytes, *, role: str = "client",
-           headers: dict[str, str] | None = None) -> httpx.Response:
-    return t.post(f"/api/files?name={quote(name, safe='')}", content=data, auth=t.session(role),
-                  headers={**UPLOAD, **(headers or {})})
+def upload(
+    t: UsageTenant, name: str, data: bytes, *, role: str = "client", headers: dict[str, str] | None = None
+) -> httpx.Response:
+    return t.post(
+        f"/api/files?name={quote(name, safe='')}",
+        content=data,
+        auth=t.session(role),
+        headers={**UPLOAD, **(headers or {})},
+    )
 
 
 def download(t: UsageTenant, name: str, role: str = "client") -> httpx.Response:
@@ -37,8 +43,11 @@ def download(t: UsageTenant, name: str, role: str = "client") -> httpx.Response:
 
 
 def delete(t: UsageTenant, name: str, role: str = "admin") -> httpx.Response:
-    return httpx.delete(f"{t.platform.url}/api/files?name={quote(name, safe='')}",
-                        headers={"Host": t.host, **t.session(role)}, timeout=60)
+    return httpx.delete(
+        f"{t.platform.url}/api/files?name={quote(name, safe='')}",
+        headers={"Host": t.host, **t.session(role)},
+        timeout=60,
+    )
 
 
 def listing(t: UsageTenant, query: str = "", role: str = "client") -> dict[str, Any]:
@@ -61,8 +70,10 @@ def reconcile(t: UsageTenant, role: str = "admin") -> httpx.Response:
 
 def upload_head(t: UsageTenant, name: str, length: int, role: str = "client", extra: str = "") -> str:
     cookie = t.session(role)["cookie"]
-    return (f"POST /api/files?name={quote(name, safe='')} HTTP/1.1\r\nHost: {t.host}\r\nCookie: {cookie}\r\n"
-            f"Content-Type: application/octet-stream\r\nContent-Length: {length}\r\nConnection: close\r\n{extra}")
+    return (
+        f"POST /api/files?name={quote(name, safe='')} HTTP/1.1\r\nHost: {t.host}\r\nCookie: {cookie}\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {length}\r\nConnection: close\r\n{extra}"
+    )
 
 
 # ---- the API -------------------------------------------------------------------------------
@@ -99,22 +110,33 @@ def test_upload_list_download_delete_and_the_storage_level(platform: Platform, p
 
         anonymous = {"Host": t.host}
         assert httpx.get(f"{platform.url}/api/files", headers=anonymous).status_code == 401
-        assert httpx.post(f"{platform.url}/api/files?name=x", headers={**anonymous, **UPLOAD},
-                          content=b"x").status_code == 401
+        assert (
+            httpx.post(f"{platform.url}/api/files?name=x", headers={**anonymous, **UPLOAD}, content=b"x").status_code
+            == 401
+        )
         with pg_cluster.connect() as conn:
-            audit = conn.execute("select actor, action, target, details->>'size' from public.audit_log"
-                                 " where tenant_id = %s and action like 'file.%%' order by id", (t.tenant_id,)).fetchall()
-        assert audit == [(t.users["client"], "file.uploaded", "docs/q1.pdf", str(len(pdf))),
-                         (t.users["client"], "file.uploaded", "notes.txt", "5"),
-                         (t.users["admin"], "file.deleted", "notes.txt", "5")]
+            audit = conn.execute(
+                "select actor, action, target, details->>'size' from public.audit_log"
+                " where tenant_id = %s and action like 'file.%%' order by id",
+                (t.tenant_id,),
+            ).fetchall()
+        assert audit == [
+            (t.users["client"], "file.uploaded", "docs/q1.pdf", str(len(pdf))),
+            (t.users["client"], "file.uploaded", "notes.txt", "5"),
+            (t.users["admin"], "file.deleted", "notes.txt", "5"),
+        ]
 
 
 def test_html_and_svg_files_download_as_attachments_that_run_nothing(platform: Platform, pg_cluster: Any) -> None:
     with usage_tenant(platform, pg_cluster) as t:
         page = b"<html><script>alert(document.cookie)</script></html>"
         assert t.post("/api/files?name=x.html", content=page, headers={"Content-Type": "text/html"}).status_code == 201
-        assert t.post("/api/files?name=y.svg", content=b"<svg onload=alert(1)/>",
-                      headers={"Content-Type": "image/svg+xml"}).status_code == 201
+        assert (
+            t.post(
+                "/api/files?name=y.svg", content=b"<svg onload=alert(1)/>", headers={"Content-Type": "image/svg+xml"}
+            ).status_code
+            == 201
+        )
         for name in ("x.html", "y.svg"):
             d = download(t, name)
             assert d.status_code == 200 and d.headers["content-disposition"].startswith("attachment;")
@@ -127,13 +149,36 @@ def traversal_names(victim: str) -> list[str]:
     """Names that would reach `victim`'s secret.txt if the key were built naively."""
     target = f"{victim}/files/secret.txt"
     return [
-        f"../../{target}", f"../{target}", f"../../../tenants/{target}", f"/tenants/{target}", f"//tenants/{target}",
-        f"docs/../../../{target}", f"./../../{target}", f"..\\..\\{victim}\\files\\secret.txt",
-        f"..\\../{target}", f"..\x00/../{target}", f"../../{target}\x00.txt", f"\x00{target}",
-        f"..\u2215..\u2215{victim}\u2215files\u2215secret.txt", f"..\uff0f..\uff0f{target}", f"\uff0e\uff0e/\uff0e\uff0e/{target}",
-        f"\u2024\u2024/\u2024\u2024/{target}", f"..\u2044..\u2044{target}", f"\u202e../../{target}", f"..\u200b/../{target}",
-        f"../..\n/{target}", f"../\r../{target}", "x" * 600 + f"/../../{target}", f"{'a/' * 20}../{target}",
-        "..", ".", "", "/", "secret.txt/", f"..\u0338/{target}", f"../../{target}".replace("/", "\\"),
+        f"../../{target}",
+        f"../{target}",
+        f"../../../tenants/{target}",
+        f"/tenants/{target}",
+        f"//tenants/{target}",
+        f"docs/../../../{target}",
+        f"./../../{target}",
+        f"..\\..\\{victim}\\files\\secret.txt",
+        f"..\\../{target}",
+        f"..\x00/../{target}",
+        f"../../{target}\x00.txt",
+        f"\x00{target}",
+        f"..\u2215..\u2215{victim}\u2215files\u2215secret.txt",
+        f"..\uff0f..\uff0f{target}",
+        f"\uff0e\uff0e/\uff0e\uff0e/{target}",
+        f"\u2024\u2024/\u2024\u2024/{target}",
+        f"..\u2044..\u2044{target}",
+        f"\u202e../../{target}",
+        f"..\u200b/../{target}",
+        f"../..\n/{target}",
+        f"../\r../{target}",
+        "x" * 600 + f"/../../{target}",
+        f"{'a/' * 20}../{target}",
+        "..",
+        ".",
+        "",
+        "/",
+        "secret.txt/",
+        f"..\u0338/{target}",
+        f"../../{target}".replace("/", "\\"),
     ]
 
 
@@ -143,8 +188,11 @@ def test_no_name_reaches_a_neighbours_file(platform: Platform, pg_cluster: Any) 
         assert upload(victim, "secret.txt", secret).status_code == 201
         victim_level = stored(victim)
         for name in traversal_names(victim.tenant_id):
-            for r in (download(attacker, name, "admin"), delete(attacker, name),
-                      upload(attacker, name, b"overwrite", role="admin")):
+            for r in (
+                download(attacker, name, "admin"),
+                delete(attacker, name),
+                upload(attacker, name, b"overwrite", role="admin"),
+            ):
                 assert r.status_code == 400, (name, r.status_code, r.text)
                 assert r.json()["error"]["code"] in {"invalid_file_name", "bad_path"}, (name, r.text)
                 assert secret not in r.content
@@ -152,29 +200,44 @@ def test_no_name_reaches_a_neighbours_file(platform: Platform, pg_cluster: Any) 
         assert download(attacker, "secret.txt", "admin").status_code == 404
         assert delete(attacker, "secret.txt").status_code == 404
         # Names that only look like a path elsewhere are plain names inside the attacker's prefix.
-        for literal in (f"%2e%2e/%2e%2e/{victim.tenant_id}/files/secret.txt", f"tenants/{victim.tenant_id}/files/secret.txt",
-                        "..%2f..%2fsecret.txt"):
+        for literal in (
+            f"%2e%2e/%2e%2e/{victim.tenant_id}/files/secret.txt",
+            f"tenants/{victim.tenant_id}/files/secret.txt",
+            "..%2f..%2fsecret.txt",
+        ):
             assert download(attacker, literal, "admin").status_code == 404
             assert upload(attacker, literal, b"mine", role="admin").status_code == 201
         # A path-level escape is refused before any handler runs.
-        r = httpx.get(f"{platform.url}/api/files/download/../../files/download?name=secret.txt",
-                      headers={"Host": attacker.host, **attacker.session()})
+        r = httpx.get(
+            f"{platform.url}/api/files/download/../../files/download?name=secret.txt",
+            headers={"Host": attacker.host, **attacker.session()},
+        )
         assert r.status_code in (400, 404) and secret not in r.content
         # Headers claiming the victim's tenant are stripped by the dispatcher: the file is the attacker's.
-        claims = {"X-Tenant-Id": victim.tenant_id, "X-Tenant-Context": json.dumps({"tenant_id": victim.tenant_id}),
-                  "X-Tenant-Signature": "0" * 64, "X-Tenant-Host": victim.host, "X-Tenant-Tier": "enterprise",
-                  "X-Tenant-Timestamp": str(int(time.time())), "X-Forwarded-Host": victim.host}
+        claims = {
+            "X-Tenant-Id": victim.tenant_id,
+            "X-Tenant-Context": json.dumps({"tenant_id": victim.tenant_id}),
+            "X-Tenant-Signature": "0" * 64,
+            "X-Tenant-Host": victim.host,
+            "X-Tenant-Tier": "enterprise",
+            "X-Tenant-Timestamp": str(int(time.time())),
+            "X-Forwarded-Host": victim.host,
+        }
         assert upload(attacker, "claimed.txt", b"attacker's", role="admin", headers=claims).status_code == 201
-        r = httpx.get(f"{platform.url}/api/files/download?name=secret.txt",
-                      headers={"Host": attacker.host, **attacker.session("admin"), **claims})
+        r = httpx.get(
+            f"{platform.url}/api/files/download?name=secret.txt",
+            headers={"Host": attacker.host, **attacker.session("admin"), **claims},
+        )
         assert r.status_code == 404 and secret not in r.content
         # The victim's file and level are untouched, and nothing of the attacker's shows there.
         assert download(victim, "secret.txt").content == secret
         assert names(victim) == ["secret.txt"] and stored(victim) == victim_level
         assert "claimed.txt" in names(attacker) and "secret.txt" not in names(attacker)
         # A session of one tenant is refused at the other, for files as for everything else.
-        r = httpx.get(f"{platform.url}/api/files/download?name=secret.txt",
-                      headers={"Host": victim.host, **attacker.session("admin")})
+        r = httpx.get(
+            f"{platform.url}/api/files/download?name=secret.txt",
+            headers={"Host": victim.host, **attacker.session("admin")},
+        )
         assert r.status_code == 401 and secret not in r.content
 
 
@@ -197,24 +260,36 @@ def test_a_forged_listing_cursor_cannot_page_into_a_neighbours_prefix(platform: 
 def test_uploads_a_cross_site_page_could_send_are_refused(platform: Platform, pg_cluster: Any) -> None:
     with usage_tenant(platform, pg_cluster) as t:
         own = {"Origin": f"http://{t.host}:{platform.port}", "Sec-Fetch-Site": "same-origin"}
-        for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"},
-                        {"Origin": f"https://{t.host}.evil.example"}):
+        for headers in (
+            {"Origin": "https://evil.example"},
+            {"Origin": "null"},
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Origin": f"https://{t.host}.evil.example"},
+        ):
             r = upload(t, "x.bin", b"x", headers=headers)
             assert r.status_code == 403 and r.json()["error"]["code"] == "cross_site_request", headers
         # What a form or a no-cors fetch can send without a preflight: refused unless the custom header is there.
-        for ctype in ("text/plain", "text/plain; charset=utf-8", "application/x-www-form-urlencoded",
-                      "multipart/form-data; boundary=xyz"):
+        for ctype in (
+            "text/plain",
+            "text/plain; charset=utf-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=xyz",
+        ):
             r = upload(t, "x.txt", b"x", headers={**own, "Content-Type": ctype})
             assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type", ctype
         r = t.post("/api/files?name=x.txt", content=b"x", headers=own)  # no Content-Type at all
         assert r.status_code == 415
-        assert upload(t, "x.txt", b"x", headers={**own, "Content-Type": "text/plain", "X-File-Upload": "1"}).status_code == 201
+        assert (
+            upload(t, "x.txt", b"x", headers={**own, "Content-Type": "text/plain", "X-File-Upload": "1"}).status_code
+            == 201
+        )
         assert upload(t, "y.pdf", b"%PDF", headers={**own, "Content-Type": "application/pdf"}).status_code == 201
         assert names(t) == ["x.txt", "y.pdf"] and stored(t) == 5
 
 
 def test_uploads_need_a_length_and_a_media_type(platform: Platform, pg_cluster: Any) -> None:
     with usage_tenant(platform, pg_cluster) as t:
+
         def chunks() -> Any:
             yield b"part one, "
             yield b"part two"
@@ -229,7 +304,9 @@ def test_uploads_need_a_length_and_a_media_type(platform: Platform, pg_cluster: 
 
 
 # ---- attacks: size and quota ----------------------------------------------------------------------
-def test_an_oversized_upload_is_refused_from_its_headers_and_counts_nothing(platform: Platform, pg_cluster: Any) -> None:
+def test_an_oversized_upload_is_refused_from_its_headers_and_counts_nothing(
+    platform: Platform, pg_cluster: Any
+) -> None:
     with usage_tenant(platform, pg_cluster, "starter") as t:
         cap = 25 * MIB
         status, body = raw_request(platform, upload_head(t, "big.bin", cap + 1))
@@ -262,11 +339,19 @@ def test_the_quota_edge_exactly_what_is_left_passes_one_byte_more_is_429(platfor
 # ---- attacks: races ----------------------------------------------------------------------------------
 def test_racing_uploads_and_deletes_of_one_name_count_one_file(platform: Platform, pg_cluster: Any) -> None:
     with usage_tenant(platform, pg_cluster) as t:
+
         async def race(method: str, n: int, role: str) -> list[int]:
             async with httpx.AsyncClient(base_url=platform.url, timeout=120) as client:
                 headers = {"Host": t.host, **t.session(role), **UPLOAD}
-                calls = [client.request(method, "/api/files?name=same.bin", headers=headers,
-                                        content=b"x" * (100 + i) if method == "POST" else None) for i in range(n)]
+                calls = [
+                    client.request(
+                        method,
+                        "/api/files?name=same.bin",
+                        headers=headers,
+                        content=b"x" * (100 + i) if method == "POST" else None,
+                    )
+                    for i in range(n)
+                ]
                 return [r.status_code for r in await asyncio.gather(*calls)]
 
         codes = asyncio.run(race("POST", 8, "client"))
@@ -304,13 +389,22 @@ def test_a_crash_mid_upload_keeps_the_reservation_until_reconcile(platform: Plat
         assert reconcile(t, "client").status_code == 403
         r = reconcile(t)
         assert r.status_code == 200, r.text
-        assert r.json() == {"bucket_bytes": 100, "files": 1, "level_before": 100 + declared, "level_after": 100,
-                            "limit": GIB, "over_limit": False}
+        assert r.json() == {
+            "bucket_bytes": 100,
+            "files": 1,
+            "level_before": 100 + declared,
+            "level_after": 100,
+            "limit": GIB,
+            "over_limit": False,
+        }
         assert stored(t) == 100
         assert reconcile(t).json()["level_after"] == 100  # idempotent
         with pg_cluster.connect() as conn:
-            row = conn.execute("select actor, details->>'level_after' from public.audit_log where tenant_id = %s"
-                               " and action = 'file.storage_reconciled' order by id limit 1", (t.tenant_id,)).fetchone()
+            row = conn.execute(
+                "select actor, details->>'level_after' from public.audit_log where tenant_id = %s"
+                " and action = 'file.storage_reconciled' order by id limit 1",
+                (t.tenant_id,),
+            ).fetchone()
         assert row == (t.users["admin"], "100")
 
 

@@ -1,6 +1,7 @@
 """Pure units for tenant files (CPython): file names and keys, the upload rule, the security
 headers, and the metering logic of api_files with an in-memory bucket and meter (the same
 code runs on workerd against Miniflare's R2 in tests/test_files_http.py)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -44,15 +45,71 @@ from tests.worker_units import offline_services
 api_files = import_worker_module("tenant_worker.api_files")
 
 # ---- names --------------------------------------------------------------------------------
-ACCEPTED = ["report.pdf", "docs/2026/q1 report.pdf", "résumé.txt", "数据.csv", "a.b.c", ".hidden", "x" * 255,
-            "l·l.txt", "100%.txt", "%2e%2e", "ｆｕｌｌｗｉｄｔｈ.txt"]
+ACCEPTED = [
+    "report.pdf",
+    "docs/2026/q1 report.pdf",
+    "résumé.txt",
+    "数据.csv",
+    "a.b.c",
+    ".hidden",
+    "x" * 255,
+    "l·l.txt",
+    "100%.txt",
+    "%2e%2e",
+    "ｆｕｌｌｗｉｄｔｈ.txt",
+]
 REFUSED = [
-    "", "..", ".", "...", "../x", "a/../b", "a/./b", "/etc/passwd", "/x", "a//b", "a/", "a\\b", "..\\x",
-    "a\x00b", "a\nb", "a\rb", "a\tb", "a\x7fb", "a\x1bb",
-    "a\u202eb", "a\u202db", "a\u2066b", "a\u2067b", "a\u2068b", "a\u2069b", "a\u200eb", "a\u200fb", "a\u061cb",
-    "a\u200bb", "a\u200db", "a\ufeffb", "a\u2028b", "a\u2029b", "a\u00a0b", "a\u3000b",
-    "a\u2215b", "a\uff0fb", "a\u2044b", "a\u29f8b", "a\uff3cb", "a\u2216b", "\u2024\u2024/x", "\uff0e\uff0e/x",
-    "a\u0338b", "\ue000x", "\ud800", " x", "x ", "a/ b", "x" * 256, "a/" * 16 + "b",
+    "",
+    "..",
+    ".",
+    "...",
+    "../x",
+    "a/../b",
+    "a/./b",
+    "/etc/passwd",
+    "/x",
+    "a//b",
+    "a/",
+    "a\\b",
+    "..\\x",
+    "a\x00b",
+    "a\nb",
+    "a\rb",
+    "a\tb",
+    "a\x7fb",
+    "a\x1bb",
+    "a\u202eb",
+    "a\u202db",
+    "a\u2066b",
+    "a\u2067b",
+    "a\u2068b",
+    "a\u2069b",
+    "a\u200eb",
+    "a\u200fb",
+    "a\u061cb",
+    "a\u200bb",
+    "a\u200db",
+    "a\ufeffb",
+    "a\u2028b",
+    "a\u2029b",
+    "a\u00a0b",
+    "a\u3000b",
+    "a\u2215b",
+    "a\uff0fb",
+    "a\u2044b",
+    "a\u29f8b",
+    "a\uff3cb",
+    "a\u2216b",
+    "\u2024\u2024/x",
+    "\uff0e\uff0e/x",
+    "a\u0338b",
+    "\ue000x",
+    "\ud800",
+    " x",
+    "x ",
+    "a/ b",
+    "x" * 256,
+    "a/" * 16 + "b",
 ]
 
 
@@ -116,10 +173,16 @@ def test_download_filename_quotes_safely() -> None:
 
 
 # ---- request parsing ----------------------------------------------------------------------------
-@pytest.mark.parametrize("header, stored", [
-    (None, "application/octet-stream"), ("", "application/octet-stream"), ("application/PDF", "application/pdf"),
-    ("text/plain; charset=UTF-8", "text/plain; charset=utf-8"), ("image/svg+xml; foo=bar", "image/svg+xml"),
-])
+@pytest.mark.parametrize(
+    "header, stored",
+    [
+        (None, "application/octet-stream"),
+        ("", "application/octet-stream"),
+        ("application/PDF", "application/pdf"),
+        ("text/plain; charset=UTF-8", "text/plain; charset=utf-8"),
+        ("image/svg+xml; foo=bar", "image/svg+xml"),
+    ],
+)
 def test_content_types_are_checked_and_stored(header: str | None, stored: str) -> None:
     assert api_files.content_type_of(header) == stored
 
@@ -133,9 +196,14 @@ def test_malformed_content_types_are_refused(header: str) -> None:
 
 def test_content_length_is_required_and_plain() -> None:
     assert api_files.declared_length({"content-length": "42"}) == 42
-    for headers, status in (({}, 411), ({"transfer-encoding": "chunked"}, 411), ({"content-length": "-1"}, 400),
-                            ({"content-length": "1e3"}, 400), ({"content-length": "٣"}, 400),
-                            ({"content-length": "9" * 16}, 400)):
+    for headers, status in (
+        ({}, 411),
+        ({"transfer-encoding": "chunked"}, 411),
+        ({"content-length": "-1"}, 400),
+        ({"content-length": "1e3"}, 400),
+        ({"content-length": "٣"}, 400),
+        ({"content-length": "9" * 16}, 400),
+    ):
         with pytest.raises(ApiError) as err:
             api_files.declared_length(headers)
         assert err.value.status == status
@@ -152,12 +220,22 @@ def test_cursors_round_trip_and_foreign_ones_are_refused() -> None:
 
 
 # ---- the upload rule and the headers ------------------------------------------------------------
-@pytest.mark.parametrize("content_type, preflight", [
-    (None, False), ("text/plain", False), ("TEXT/PLAIN; charset=utf-8", False), ("multipart/form-data; boundary=x", False),
-    ("application/x-www-form-urlencoded", False), ("application/pdf", True), ("application/octet-stream", True),
-    ("image/png", True),
-])
-def test_which_uploads_a_cross_site_page_could_send_without_a_preflight(content_type: str | None, preflight: bool) -> None:
+@pytest.mark.parametrize(
+    "content_type, preflight",
+    [
+        (None, False),
+        ("text/plain", False),
+        ("TEXT/PLAIN; charset=utf-8", False),
+        ("multipart/form-data; boundary=x", False),
+        ("application/x-www-form-urlencoded", False),
+        ("application/pdf", True),
+        ("application/octet-stream", True),
+        ("image/png", True),
+    ],
+)
+def test_which_uploads_a_cross_site_page_could_send_without_a_preflight(
+    content_type: str | None, preflight: bool
+) -> None:
     assert needs_preflight(content_type) is preflight
     headers = {} if content_type is None else {"content-type": content_type}
     assert (upload_refusal(_call(headers=headers)) is None) is preflight
@@ -191,13 +269,23 @@ class FakeBucket:
         await asyncio.sleep(0)
         return self.objects.get(key)
 
-    async def put(self, key: str, body: Any, *, content_type: str, metadata: dict[str, str],
-                  if_absent: bool = False, if_etag: str | None = None) -> StoredObject | None:
+    async def put(
+        self,
+        key: str,
+        body: Any,
+        *,
+        content_type: str,
+        metadata: dict[str, str],
+        if_absent: bool = False,
+        if_etag: str | None = None,
+    ) -> StoredObject | None:
         await asyncio.sleep(0)
         if self.fail_put:
             raise BucketError("stream broke off")
         current = self.objects.get(key)
-        if (if_absent and current is not None) or (if_etag is not None and (current is None or current.etag != if_etag)):
+        if (if_absent and current is not None) or (
+            if_etag is not None and (current is None or current.etag != if_etag)
+        ):
             return None
         self._n += 1
         obj = StoredObject(key, len(body), f"etag{self._n}", datetime.now(timezone.utc), content_type, dict(metadata))
@@ -211,7 +299,9 @@ class FakeBucket:
         await asyncio.sleep(0)
         self.objects.pop(key, None)
 
-    async def list(self, prefix: str, *, start_after: str | None = None, limit: int = 1000) -> tuple[list[StoredObject], bool]:
+    async def list(
+        self, prefix: str, *, start_after: str | None = None, limit: int = 1000
+    ) -> tuple[list[StoredObject], bool]:
         keys = sorted(k for k in self.objects if k.startswith(prefix) and (start_after is None or k > start_after))
         return [self.objects[k] for k in keys[:limit]], len(keys) > limit
 
@@ -286,8 +376,9 @@ def test_two_uploads_of_one_name_store_and_count_one_file() -> None:
     bucket, meter = FakeBucket(), FakeMeter()
 
     async def race() -> list[Any]:
-        return await asyncio.gather(*(_store(bucket, meter, "same.txt", b"x" * (10 + i)) for i in range(5)),
-                                    return_exceptions=True)
+        return await asyncio.gather(
+            *(_store(bucket, meter, "same.txt", b"x" * (10 + i)) for i in range(5)), return_exceptions=True
+        )
 
     results = asyncio.run(race())
     stored = [r for r in results if not isinstance(r, Exception)]
@@ -301,8 +392,9 @@ def test_two_deletes_of_one_file_refund_it_once() -> None:
     asyncio.run(_store(bucket, meter, "gone.txt", b"g" * 50))
 
     async def race() -> list[Any]:
-        return await asyncio.gather(*(api_files.remove_file(_call(), bucket, meter, "gone.txt") for _ in range(5)),
-                                    return_exceptions=True)
+        return await asyncio.gather(
+            *(api_files.remove_file(_call(), bucket, meter, "gone.txt") for _ in range(5)), return_exceptions=True
+        )
 
     results = asyncio.run(race())
     assert sum(not isinstance(r, Exception) for r in results) == 1
@@ -328,8 +420,14 @@ def test_reconcile_sets_the_level_to_the_bucket_and_keeps_reservations_made_mean
     other = replace(bucket.objects[object_key("acme", "a.txt")], key=object_key("zeta", "a.txt"), size=999)
     bucket.objects[other.key] = other  # a neighbour's object: never counted here
     result = asyncio.run(api_files.reconcile_level(_call(), bucket, meter))
-    assert result == {"bucket_bytes": 30, "files": 1, "level_before": 1030, "level_after": 30,
-                      "limit": GIB, "over_limit": False}
+    assert result == {
+        "bucket_bytes": 30,
+        "files": 1,
+        "level_before": 1030,
+        "level_after": 30,
+        "limit": GIB,
+        "over_limit": False,
+    }
     assert meter.used == 30
     meter.used = 0  # a level reset below the bucket comes back up
     assert asyncio.run(api_files.reconcile_level(_call(), bucket, meter))["level_after"] == 30

@@ -3,6 +3,7 @@ probes every active tenant through the dispatcher, records the results in Supaba
 alert after HEALTH_ALERT_AFTER (3) failures in a row and resolves it on recovery; alerts reach a
 loopback webhook receiver, and a failing receiver never holds up the checks. `tenants.py check`
 runs the same checks on demand."""
+
 from __future__ import annotations
 
 import io
@@ -52,26 +53,39 @@ def eventually(probe: Callable[[], Any], ready: Callable[[Any], bool], timeout: 
     return value
 
 
-def test_a_cron_run_checks_every_active_tenant_through_the_dispatcher(platform: Platform, pg_cluster: Any,
-                                                                     tenant: UsageTenant) -> None:
+def test_a_cron_run_checks_every_active_tenant_through_the_dispatcher(
+    platform: Platform, pg_cluster: Any, tenant: UsageTenant
+) -> None:
     last = q(pg_cluster, "select coalesce(max(id), 0) from public.health_checks")[0][0]
     cron(platform)
-    rows = {r[0]: r[1:] for r in q(pg_cluster, "select tenant_id, ok, source, health_status, page_status, detail"
-                                               " from public.health_checks where id > %s", last)}
+    rows = {
+        r[0]: r[1:]
+        for r in q(
+            pg_cluster,
+            "select tenant_id, ok, source, health_status, page_status, detail from public.health_checks where id > %s",
+            last,
+        )
+    }
     for tid in (*DEMO, tenant.tenant_id):
         assert rows[tid] == (True, "cron", 200, 200, ""), (tid, rows.get(tid))
     # The probes went through the dispatcher, recorded as probes: they are not the tenant's traffic.
     from tests.test_metrics_e2e import rows as metric_rows
 
-    sources = eventually(lambda: metric_rows(platform, "SELECT blob1 AS source, COUNT(*) AS n FROM cmgsite_metrics"
-                                                       f" WHERE index1 = '{tenant.tenant_id}' GROUP BY source"),
-                         lambda r: any(x["source"] == "probe" for x in r))
+    sources = eventually(
+        lambda: metric_rows(
+            platform,
+            "SELECT blob1 AS source, COUNT(*) AS n FROM cmgsite_metrics"
+            f" WHERE index1 = '{tenant.tenant_id}' GROUP BY source",
+        ),
+        lambda r: any(x["source"] == "probe" for x in r),
+    )
     by = {r["source"]: r["n"] for r in sources}
     assert by.get("probe") == 2 and "dispatcher" not in by, by
 
 
 def test_failures_open_one_alert_the_webhook_hears_it_and_recovery_resolves_it(
-        platform: Platform, pg_cluster: Any, tenant: UsageTenant, receiver: AlertReceiver) -> None:
+    platform: Platform, pg_cluster: Any, tenant: UsageTenant, receiver: AlertReceiver
+) -> None:
     tid = tenant.tenant_id
 
     def alerts() -> list[tuple[Any, ...]]:
@@ -82,12 +96,13 @@ def test_failures_open_one_alert_the_webhook_hears_it_and_recovery_resolves_it(
         cron(platform)
         assert alerts() == []  # two failures: not yet
         cron(platform)
-        (alert_id, status, failures), = alerts()
+        ((alert_id, status, failures),) = alerts()
         assert (status, failures) == ("open", 3)
         cron(platform)
         assert alerts() == [(alert_id, "open", 4)]  # still one alert
-    detail = q(pg_cluster, "select detail from public.health_checks where tenant_id = %s order by id desc limit 1",
-               tid)[0][0]
+    detail = q(
+        pg_cluster, "select detail from public.health_checks where tenant_id = %s order by id desc limit 1", tid
+    )[0][0]
     assert "health: HTTP 502" in detail
     opened = eventually(lambda: receiver.events(tid), lambda e: len(e) >= 1)
     assert [(e["type"], e["alert_id"], e["consecutive_failures"]) for e in opened] == [("alert.opened", alert_id, 3)]
@@ -103,18 +118,24 @@ def test_failures_open_one_alert_the_webhook_hears_it_and_recovery_resolves_it(
 
 
 def test_a_failing_webhook_never_blocks_the_checks_and_is_delivered_on_a_later_run(
-        platform: Platform, pg_cluster: Any, tenant: UsageTenant, receiver: AlertReceiver) -> None:
+    platform: Platform, pg_cluster: Any, tenant: UsageTenant, receiver: AlertReceiver
+) -> None:
     tid = tenant.tenant_id
     receiver.mode = "fail"
     with platform.fault(tenant.script, "crash"):
         for _ in range(3):
             cron(platform)
     # The run recorded its checks and opened the alert whatever the receiver does.
-    (alert_id, status), = q(pg_cluster, "select id, status from public.health_alerts where tenant_id = %s", tid)
+    ((alert_id, status),) = q(pg_cluster, "select id, status from public.health_alerts where tenant_id = %s", tid)
     assert status == "open"
-    tried = eventually(lambda: q(pg_cluster, "select notify_attempts, last_notify_error, opened_notified_at"
-                                             " from public.health_alerts where id = %s", alert_id),
-                       lambda r: r[0][0] >= 1)
+    tried = eventually(
+        lambda: q(
+            pg_cluster,
+            "select notify_attempts, last_notify_error, opened_notified_at from public.health_alerts where id = %s",
+            alert_id,
+        ),
+        lambda r: r[0][0] >= 1,
+    )
     assert tried[0][0] >= 1 and tried[0][1] == "HTTP 500" and tried[0][2] is None
     attempts = receiver.attempts(tid)
     assert len(attempts) >= 3 and {a["headers"]["x-cmgsite-delivery"] for a in attempts} == {f"{alert_id}:alert.opened"}
@@ -123,31 +144,51 @@ def test_a_failing_webhook_never_blocks_the_checks_and_is_delivered_on_a_later_r
     cron(platform)  # recovered: resolves, and the outbox sends both events, in order
     events = eventually(lambda: receiver.events(tid), lambda e: len(e) >= 2)
     assert [(e["type"], e["alert_id"]) for e in events] == [("alert.opened", alert_id), ("alert.resolved", alert_id)]
-    notified = eventually(lambda: q(pg_cluster, "select opened_notified_at is not null, resolved_notified_at is not null"
-                                                " from public.health_alerts where id = %s", alert_id),
-                          lambda r: r[0] == (True, True))
+    notified = eventually(
+        lambda: q(
+            pg_cluster,
+            "select opened_notified_at is not null, resolved_notified_at is not null"
+            " from public.health_alerts where id = %s",
+            alert_id,
+        ),
+        lambda r: r[0] == (True, True),
+    )
     assert notified[0] == (True, True)
 
 
 def run_cli(platform: Platform, env: dict[str, str], *argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = main([*argv, "--state-dir", str(platform.paths.root), "--wrangler-state", str(platform.wrangler_state)],
-                env=env, stdin=io.StringIO(""), stdout=out, stderr=err)
+    code = main(
+        [*argv, "--state-dir", str(platform.paths.root), "--wrangler-state", str(platform.wrangler_state)],
+        env=env,
+        stdin=io.StringIO(""),
+        stdout=out,
+        stderr=err,
+    )
     return code, out.getvalue(), err.getvalue()
 
 
-def test_tenants_check_runs_the_same_checks_on_demand(platform: Platform, pg_cluster: Any, supabase_stack: Any,
-                                                      tenant: UsageTenant,
-                                                      alert_receiver: tuple[AlertReceiver, str]) -> None:
-    env = {"SUPABASE_URL": supabase_stack.url, "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key,
-           "ALERT_WEBHOOK_URL": alert_receiver[1], "ALERT_WEBHOOK_SECRET": alert_receiver[0].secret,
-           "HEALTH_ALERT_AFTER": "1"}
+def test_tenants_check_runs_the_same_checks_on_demand(
+    platform: Platform,
+    pg_cluster: Any,
+    supabase_stack: Any,
+    tenant: UsageTenant,
+    alert_receiver: tuple[AlertReceiver, str],
+) -> None:
+    env = {
+        "SUPABASE_URL": supabase_stack.url,
+        "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key,
+        "ALERT_WEBHOOK_URL": alert_receiver[1],
+        "ALERT_WEBHOOK_SECRET": alert_receiver[0].secret,
+        "HEALTH_ALERT_AFTER": "1",
+    }
     code, out, err = run_cli(platform, env, "check", "--tenant", tenant.tenant_id, "--json")
     assert code == 0, err
     report = json.loads(out)
     assert [(c["tenant_id"], c["ok"], c["source"]) for c in report["checks"]] == [(tenant.tenant_id, True, "cli")]
-    assert q(pg_cluster, "select ok, source from public.health_checks where tenant_id = %s", tenant.tenant_id) == \
-        [(True, "cli")]
+    assert q(pg_cluster, "select ok, source from public.health_checks where tenant_id = %s", tenant.tenant_id) == [
+        (True, "cli")
+    ]
 
     with platform.fault(tenant.script, "subrequests"):
         code, out, err = run_cli(platform, env, "check", "--tenant", tenant.tenant_id, "--json")

@@ -1,5 +1,6 @@
 """The health-check core on CPython: what counts as healthy, the run, and the alert webhook
 (retries, signature, a failing receiver) against a loopback receiver."""
+
 from __future__ import annotations
 
 import asyncio
@@ -46,18 +47,24 @@ class FakeProber:
         return answer
 
 
-@pytest.mark.parametrize("health, page, detail", [
-    (HEALTHY, PAGE, ""),
-    (ProbeAnswer(502, "application/json", b"{}"), PAGE, "health: HTTP 502"),
-    (ProbeAnswer(200, "application/json", b'{"status": "ok", "tenant_id": "other"}'), PAGE,
-     "health: answered for another tenant"),
-    (ProbeAnswer(200, "text/html", b"<html>"), PAGE, "health: not JSON"),
-    (HEALTHY, ProbeAnswer(200, "text/html", b"<p>Welcome</p>"), "sign-in page: no sign-in links"),
-    (HEALTHY, ProbeAnswer(200, "application/json", b"/auth/login/"), "sign-in page: not HTML"),
-    (HEALTHY, ProbeAnswer(503, "text/html", b""), "sign-in page: HTTP 503"),
-    (ConnectionError("refused"), PAGE, "health: no answer (ConnectionError)"),
-    ("hang", PAGE, "health: no answer (timeout)"),
-])
+@pytest.mark.parametrize(
+    "health, page, detail",
+    [
+        (HEALTHY, PAGE, ""),
+        (ProbeAnswer(502, "application/json", b"{}"), PAGE, "health: HTTP 502"),
+        (
+            ProbeAnswer(200, "application/json", b'{"status": "ok", "tenant_id": "other"}'),
+            PAGE,
+            "health: answered for another tenant",
+        ),
+        (ProbeAnswer(200, "text/html", b"<html>"), PAGE, "health: not JSON"),
+        (HEALTHY, ProbeAnswer(200, "text/html", b"<p>Welcome</p>"), "sign-in page: no sign-in links"),
+        (HEALTHY, ProbeAnswer(200, "application/json", b"/auth/login/"), "sign-in page: not HTML"),
+        (HEALTHY, ProbeAnswer(503, "text/html", b""), "sign-in page: HTTP 503"),
+        (ConnectionError("refused"), PAGE, "health: no answer (ConnectionError)"),
+        ("hang", PAGE, "health: no answer (timeout)"),
+    ],
+)
 async def test_what_counts_as_healthy(health: Any, page: Any, detail: str) -> None:
     prober = FakeProber({"/api/health": health, "/": page})
     result = await check_tenant(prober, Target("acme", "acme.example"), timeout=0.2)
@@ -75,8 +82,15 @@ async def test_a_run_checks_every_target_in_order() -> None:
     prober = FakeProber({"/api/health": HEALTHY, "/": PAGE})
     results = await run_checks([Target("acme", f"h{i}.example") for i in range(10)], prober, concurrency=3)
     assert [r.ok for r in results] == [True] * 10 and len(prober.calls) == 20
-    assert results[0].row("cron") == {"tenant_id": "acme", "ok": True, "health_status": 200, "page_status": 200,
-                                      "latency_ms": 7, "detail": "", "source": "cron"}
+    assert results[0].row("cron") == {
+        "tenant_id": "acme",
+        "ok": True,
+        "health_status": 200,
+        "page_status": 200,
+        "latency_ms": 7,
+        "detail": "",
+        "source": "cron",
+    }
 
 
 class FakeHttp:
@@ -85,8 +99,15 @@ class FakeHttp:
     def __init__(self, answers: dict[str, HttpResponse | None]) -> None:
         self.answers, self.calls = answers, []
 
-    async def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
-                      body: bytes | None = None, timeout: float = 10.0) -> HttpResponse:
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        timeout: float = 10.0,
+    ) -> HttpResponse:
         self.calls.append((method, url, dict(headers or {})))
         answer = self.answers[urlsplit(url).path]
         if answer is None:
@@ -120,8 +141,10 @@ class FakeWebhook:
         return True, None
 
 
-GOOD_HTTP = {"/api/health": HttpResponse(200, {"content-type": "application/json"}, HEALTHY.body),
-             "/": HttpResponse(200, {"content-type": "text/html"}, PAGE.body)}
+GOOD_HTTP = {
+    "/api/health": HttpResponse(200, {"content-type": "application/json"}, HEALTHY.body),
+    "/": HttpResponse(200, {"content-type": "text/html"}, PAGE.body),
+}
 
 
 async def test_the_one_prober_sends_the_tenants_host_to_a_base_url_or_to_the_host_itself() -> None:
@@ -136,14 +159,27 @@ async def test_the_one_prober_sends_the_tenants_host_to_a_base_url_or_to_the_hos
 
 async def test_one_run_probes_records_and_delivers_now_or_deferred() -> None:
     store, hook = FakeStore(), FakeWebhook()
-    run = await run_health([Target("acme", "acme.example")], HttpProber(FakeHttp(GOOD_HTTP)), store, source="cli",
-                           alert_after=3, webhook=hook)  # type: ignore[arg-type]
+    run = await run_health(
+        [Target("acme", "acme.example")],
+        HttpProber(FakeHttp(GOOD_HTTP)),
+        store,
+        source="cli",
+        alert_after=3,
+        webhook=hook,
+    )  # type: ignore[arg-type]
     assert run.recorded and run.failing == [] and store.recorded == [("cli", 3, ["acme"])]
     assert run.deliveries and run.deliveries[0]["delivered"] and len(hook.sent) == 1
     deferred: list[Any] = []
     store, hook = FakeStore(), FakeWebhook()
-    run = await run_health([Target("acme", None)], HttpProber(FakeHttp({})), store, source="cron", alert_after=2,
-                           webhook=hook, defer=deferred.append)  # type: ignore[arg-type]
+    run = await run_health(
+        [Target("acme", None)],
+        HttpProber(FakeHttp({})),
+        store,
+        source="cron",
+        alert_after=2,
+        webhook=hook,
+        defer=deferred.append,
+    )  # type: ignore[arg-type]
     assert run.failing == ["acme"] and run.deliveries is None and not hook.sent and len(deferred) == 1
     await deferred[0]
     assert len(hook.sent) == 1
@@ -151,8 +187,14 @@ async def test_one_run_probes_records_and_delivers_now_or_deferred() -> None:
 
 async def test_a_run_that_cannot_record_says_so_and_delivers_nothing() -> None:
     hook = FakeWebhook()
-    run = await run_health([Target("acme", "acme.example")], HttpProber(FakeHttp(GOOD_HTTP)), FakeStore(fail=True),
-                           source="cron", alert_after=3, webhook=hook)  # type: ignore[arg-type]
+    run = await run_health(
+        [Target("acme", "acme.example")],
+        HttpProber(FakeHttp(GOOD_HTTP)),
+        FakeStore(fail=True),
+        source="cron",
+        alert_after=3,
+        webhook=hook,
+    )  # type: ignore[arg-type]
     assert not run.recorded and "503" in (run.error or "") and not hook.sent
     assert run.summary()["tenants"] == 1
 
@@ -161,8 +203,15 @@ def test_alert_after_is_bounded() -> None:
     assert [alert_after(v) for v in ("3", "1", "0", "101", "x", "", None, 7)] == [3, 1, 3, 3, 3, 3, 3, 7]
 
 
-EVENT = {"event": "alert.opened", "alert_id": 7, "tenant_id": "acme", "opened_at": "2026-11-26T10:00:00+00:00",
-         "resolved_at": None, "failures": 3, "detail": "health: HTTP 502"}
+EVENT = {
+    "event": "alert.opened",
+    "alert_id": 7,
+    "tenant_id": "acme",
+    "opened_at": "2026-11-26T10:00:00+00:00",
+    "resolved_at": None,
+    "failures": 3,
+    "detail": "health: HTTP 502",
+}
 
 
 class MemoryStore:
@@ -192,9 +241,15 @@ async def test_the_webhook_is_signed_retried_and_never_raises() -> None:
             hook = AlertWebhook(http, server.url + "/hook", secret="hook-secret", sleep=no_wait)
             assert await hook.deliver(EVENT) == (True, None)
             d = receiver.deliveries[-1]
-            assert d["signed"] and d["body"] == {"type": "alert.opened", "alert_id": 7, "tenant_id": "acme",
-                                                 "opened_at": "2026-11-26T10:00:00+00:00", "resolved_at": None,
-                                                 "consecutive_failures": 3, "detail": "health: HTTP 502"}
+            assert d["signed"] and d["body"] == {
+                "type": "alert.opened",
+                "alert_id": 7,
+                "tenant_id": "acme",
+                "opened_at": "2026-11-26T10:00:00+00:00",
+                "resolved_at": None,
+                "consecutive_failures": 3,
+                "detail": "health: HTTP 502",
+            }
             assert d["headers"]["x-cmgsite-delivery"] == "7:alert.opened"
 
             receiver.mode = "fail"  # 500: retried, then given up for this run
@@ -210,7 +265,10 @@ async def test_the_webhook_is_signed_retried_and_never_raises() -> None:
             unsigned = AlertWebhook(http, server.url + "/hook", sleep=no_wait)
             receiver.mode = "ok"
             assert await unsigned.deliver(EVENT) == (True, None)
-            assert not receiver.deliveries[-1]["signed"] and "x-cmgsite-signature" not in receiver.deliveries[-1]["headers"]
+            assert (
+                not receiver.deliveries[-1]["signed"]
+                and "x-cmgsite-signature" not in receiver.deliveries[-1]["headers"]
+            )
 
             nowhere = AlertWebhook(http, "http://127.0.0.1:9/hook", sleep=no_wait)
             ok, error = await nowhere.deliver(EVENT)

@@ -6,6 +6,7 @@ stored with `cryptography` (and store values it must open), so both implementati
 to the one format (shared/envelope.py, docs/encryption.md). Attacks move ciphertexts between
 tenants and rows, and put a data key under a platform key the Worker does not hold.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -38,13 +39,19 @@ def vault_tenant(platform: Platform, pg: Any, keys: str | None = None) -> Iterat
 
 
 def put(t: UsageTenant, name: str, body: Any, role: str = "admin", **kw: Any) -> httpx.Response:
-    return httpx.put(f"{t.platform.url}/api/integrations/{name}", json=body, timeout=60,
-                     headers={"Host": t.host, **t.session(role), **kw.pop("headers", {})}, **kw)
+    return httpx.put(
+        f"{t.platform.url}/api/integrations/{name}",
+        json=body,
+        timeout=60,
+        headers={"Host": t.host, **t.session(role), **kw.pop("headers", {})},
+        **kw,
+    )
 
 
 def delete(t: UsageTenant, name: str, role: str = "admin") -> httpx.Response:
-    return httpx.delete(f"{t.platform.url}/api/integrations/{name}", timeout=60,
-                        headers={"Host": t.host, **t.session(role)})
+    return httpx.delete(
+        f"{t.platform.url}/api/integrations/{name}", timeout=60, headers={"Host": t.host, **t.session(role)}
+    )
 
 
 def rows(pg: Any, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -54,9 +61,14 @@ def rows(pg: Any, sql: str, *args: Any) -> list[tuple[Any, ...]]:
 
 def stored(pg: Any, tenant_id: str, name: str) -> tuple[str, str, str]:
     """(wrapped data key, credential key id, ciphertext) as the database holds them."""
-    found = rows(pg, "select d.wrapped_key, c.key_id, c.ciphertext from public.integration_credentials c"
-                     " join public.tenant_data_keys d using (tenant_id, key_id)"
-                     " where c.tenant_id = %s and c.name = %s", tenant_id, name)
+    found = rows(
+        pg,
+        "select d.wrapped_key, c.key_id, c.ciphertext from public.integration_credentials c"
+        " join public.tenant_data_keys d using (tenant_id, key_id)"
+        " where c.tenant_id = %s and c.name = %s",
+        tenant_id,
+        name,
+    )
     assert len(found) == 1, found
     return found[0]
 
@@ -71,8 +83,9 @@ def open_with_cryptography(keys: str, tenant_id: str, name: str, pg: Any) -> str
     return asyncio.run(go())
 
 
-def test_admin_stores_lists_checks_and_deletes_a_secret_never_seeing_it_again(platform: Platform,
-                                                                             pg_cluster: Any) -> None:
+def test_admin_stores_lists_checks_and_deletes_a_secret_never_seeing_it_again(
+    platform: Platform, pg_cluster: Any
+) -> None:
     with vault_tenant(platform, pg_cluster) as t:
         r = put(t, "seo-tool", {"secret": SECRET})
         assert r.status_code == 201, r.text
@@ -94,11 +107,17 @@ def test_admin_stores_lists_checks_and_deletes_a_secret_never_seeing_it_again(pl
         assert delete(t, "seo-tool").status_code == 200
         assert delete(t, "seo-tool").status_code == 404
         assert t.get("/api/integrations/seo-tool", role="admin").status_code == 404
-        audit = rows(pg_cluster, "select action, target, details::text from public.audit_log where tenant_id = %s"
-                                 " and action like 'integration.%%' order by id", t.tenant_id)
-        assert [(a, tg) for a, tg, _ in audit] == [("integration.secret_set", "seo-tool"),
-                                                   ("integration.secret_set", "seo-tool"),
-                                                   ("integration.secret_deleted", "seo-tool")]
+        audit = rows(
+            pg_cluster,
+            "select action, target, details::text from public.audit_log where tenant_id = %s"
+            " and action like 'integration.%%' order by id",
+            t.tenant_id,
+        )
+        assert [(a, tg) for a, tg, _ in audit] == [
+            ("integration.secret_set", "seo-tool"),
+            ("integration.secret_set", "seo-tool"),
+            ("integration.secret_deleted", "seo-tool"),
+        ]
         assert all("sk_live" not in d for _, _, d in audit)
         assert json.loads(audit[0][2])["created"] is True and json.loads(audit[1][2])["created"] is False
 
@@ -116,8 +135,11 @@ def test_worker_encrypts_cryptography_decrypts_and_back(platform: Platform, pg_c
             return await encrypt_secret(AEAD, dek, key_id, t.tenant_id, "crm", "crm-token-42")
 
         with pg_cluster.connect() as conn:
-            conn.execute("insert into public.integration_credentials (tenant_id, name, key_id, ciphertext)"
-                         " values (%s, 'crm', %s, %s)", (t.tenant_id, key_id, asyncio.run(seal())))
+            conn.execute(
+                "insert into public.integration_credentials (tenant_id, name, key_id, ciphertext)"
+                " values (%s, 'crm', %s, %s)",
+                (t.tenant_id, key_id, asyncio.run(seal())),
+            )
         r = t.get("/api/integrations/crm", role="admin")
         assert r.status_code == 200 and r.json()["readable"] is True, r.text
 
@@ -136,18 +158,22 @@ def test_only_admins_of_this_tenant_reach_its_secrets(platform: Platform, pg_clu
         assert r.status_code == 401
 
 
-@pytest.mark.parametrize("name,body,status,code", [
-    ("Bad-Name", {"secret": "x"}, 422, "invalid_name"),
-    ("-x", {"secret": "x"}, 422, "invalid_name"),
-    ("seo", {"secret": ""}, 422, "invalid_body"),
-    ("seo", {"secret": 5}, 422, "invalid_body"),
-    ("seo", {"secret": "x", "extra": 1}, 422, "invalid_body"),
-    ("seo", {"secret": "x" * 4097}, 422, "invalid_body"),
-    ("seo", {"secret": "é" * 2049}, 422, "invalid_body"),  # 4098 bytes in UTF-8
-    ("seo", ["x"], 422, "invalid_body"),
-])
-def test_bad_input_is_a_clear_json_error(platform: Platform, pg_cluster: Any, name: str, body: Any, status: int,
-                                         code: str) -> None:
+@pytest.mark.parametrize(
+    "name,body,status,code",
+    [
+        ("Bad-Name", {"secret": "x"}, 422, "invalid_name"),
+        ("-x", {"secret": "x"}, 422, "invalid_name"),
+        ("seo", {"secret": ""}, 422, "invalid_body"),
+        ("seo", {"secret": 5}, 422, "invalid_body"),
+        ("seo", {"secret": "x", "extra": 1}, 422, "invalid_body"),
+        ("seo", {"secret": "x" * 4097}, 422, "invalid_body"),
+        ("seo", {"secret": "é" * 2049}, 422, "invalid_body"),  # 4098 bytes in UTF-8
+        ("seo", ["x"], 422, "invalid_body"),
+    ],
+)
+def test_bad_input_is_a_clear_json_error(
+    platform: Platform, pg_cluster: Any, name: str, body: Any, status: int, code: str
+) -> None:
     with vault_tenant(platform, pg_cluster) as t:
         r = put(t, name, body)
         assert r.status_code == status and r.json()["error"]["code"] == code, r.text
@@ -160,13 +186,19 @@ def test_ciphertexts_moved_between_rows_or_tenants_do_not_open(platform: Platfor
         assert put(b, "seo-tool", {"secret": "B-seo"}).status_code == 201
         with pg_cluster.connect() as conn:
             # Swap A's two values: same tenant, same data key, wrong row.
-            conn.execute("update public.integration_credentials c set ciphertext = o.ciphertext"
-                         " from public.integration_credentials o where c.tenant_id = %s and o.tenant_id = %s"
-                         " and c.name = 'seo-tool' and o.name = 'analytics'", (a.tenant_id, a.tenant_id))
+            conn.execute(
+                "update public.integration_credentials c set ciphertext = o.ciphertext"
+                " from public.integration_credentials o where c.tenant_id = %s and o.tenant_id = %s"
+                " and c.name = 'seo-tool' and o.name = 'analytics'",
+                (a.tenant_id, a.tenant_id),
+            )
             # Give B A's data key and A's value: the same bytes, another tenant.
-            conn.execute("update public.tenant_data_keys d set wrapped_key = o.wrapped_key,"
-                         " platform_key_id = o.platform_key_id from public.tenant_data_keys o"
-                         " where d.tenant_id = %s and o.tenant_id = %s", (b.tenant_id, a.tenant_id))
+            conn.execute(
+                "update public.tenant_data_keys d set wrapped_key = o.wrapped_key,"
+                " platform_key_id = o.platform_key_id from public.tenant_data_keys o"
+                " where d.tenant_id = %s and o.tenant_id = %s",
+                (b.tenant_id, a.tenant_id),
+            )
         r = a.get("/api/integrations/seo-tool", role="admin")
         assert r.status_code == 500 and r.json()["error"]["code"] == "secret_unreadable", r.text
         assert a.get("/api/integrations/analytics", role="admin").status_code == 200
@@ -181,8 +213,10 @@ def test_a_data_key_under_an_unknown_platform_key_is_a_clear_error(platform: Pla
         foreign = Keyring((Key("p99", new_secret()),))
         wrapped = asyncio.run(wrap_data_key(AEAD, foreign, t.tenant_id, "dk1", new_data_key()))
         with pg_cluster.connect() as conn:
-            conn.execute("update public.tenant_data_keys set wrapped_key = %s, platform_key_id = 'p99'"
-                         " where tenant_id = %s", (wrapped.wrapped, t.tenant_id))
+            conn.execute(
+                "update public.tenant_data_keys set wrapped_key = %s, platform_key_id = 'p99' where tenant_id = %s",
+                (wrapped.wrapped, t.tenant_id),
+            )
         for r in (t.get("/api/integrations/seo-tool", role="admin"), put(t, "other", {"secret": "x"})):
             assert r.status_code == 500, r.text
             err = r.json()["error"]

@@ -1,4 +1,5 @@
 """shared.jwt: what a forger, a replayer or a careless caller would try."""
+
 from __future__ import annotations
 
 import base64
@@ -46,8 +47,15 @@ def tenant_token(**overrides: Any) -> str:
 
 def test_round_trip_and_exact_claims() -> None:
     claims = verify_hs256(tenant_token(), SECRET, now=NOW + 10, audience="authenticated")
-    assert claims == {"sub": USER, "role": "authenticated", "aud": "authenticated", "tenant_id": "partner1",
-                      "tenant_role": "admin", "iat": NOW, "exp": NOW + 300}
+    assert claims == {
+        "sub": USER,
+        "role": "authenticated",
+        "aud": "authenticated",
+        "tenant_id": "partner1",
+        "tenant_role": "admin",
+        "iat": NOW,
+        "exp": NOW + 300,
+    }
     assert decode_unverified_header(tenant_token()) == {"alg": "HS256", "typ": "JWT"}
 
 
@@ -120,20 +128,31 @@ def test_missing_or_malformed_time_claims() -> None:
 
 
 def test_audience() -> None:
-    assert verify_hs256(craft({"alg": "HS256"}, {"exp": NOW + 9, "aud": ["x", "authenticated"]}), SECRET,
-                        now=NOW, audience="authenticated")
+    assert verify_hs256(
+        craft({"alg": "HS256"}, {"exp": NOW + 9, "aud": ["x", "authenticated"]}),
+        SECRET,
+        now=NOW,
+        audience="authenticated",
+    )
     for aud in ("anon", None, ["x"]):
         claims = {"exp": NOW + 9} if aud is None else {"exp": NOW + 9, "aud": aud}
         with pytest.raises(JwtError, match="audience"):
             verify_hs256(craft({"alg": "HS256"}, claims), SECRET, now=NOW, audience="authenticated")
 
 
-@pytest.mark.parametrize("tok", [
-    "", "a.b", "a.b.c.d", "!!!.e30.sig", "e30.!!!.sig",
-    b64(b"[]") + "." + b64(b"{}") + ".x",                      # header not an object
-    b64(json.dumps({"alg": "HS256"}).encode()) + "." + b64(b"not json") + ".x",
-    b64(json.dumps({"alg": "HS256", "crit": ["exp"]}).encode()) + "." + b64(b"{}") + ".x",
-])
+@pytest.mark.parametrize(
+    "tok",
+    [
+        "",
+        "a.b",
+        "a.b.c.d",
+        "!!!.e30.sig",
+        "e30.!!!.sig",
+        b64(b"[]") + "." + b64(b"{}") + ".x",  # header not an object
+        b64(json.dumps({"alg": "HS256"}).encode()) + "." + b64(b"not json") + ".x",
+        b64(json.dumps({"alg": "HS256", "crit": ["exp"]}).encode()) + "." + b64(b"{}") + ".x",
+    ],
+)
 def test_malformed_tokens(tok: str) -> None:
     with pytest.raises(JwtError):
         verify_hs256(tok, SECRET, now=NOW)
@@ -178,10 +197,19 @@ def test_every_minted_token_carries_the_audience_and_an_expiry_the_guard_accepts
         TenantJwtClaims.model_validate({**claims, "aud": "other"})
 
 
-@pytest.mark.parametrize("field, value", [
-    ("tenant_id", "Partner1"), ("tenant_id", "-partner"), ("tenant_id", "a" * 64), ("tenant_id", "p1' or 1=1"),
-    ("tenant_id", ""), ("user_id", "not-a-uuid"), ("user_id", "1"), ("tenant_role", "owner"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("tenant_id", "Partner1"),
+        ("tenant_id", "-partner"),
+        ("tenant_id", "a" * 64),
+        ("tenant_id", "p1' or 1=1"),
+        ("tenant_id", ""),
+        ("user_id", "not-a-uuid"),
+        ("user_id", "1"),
+        ("tenant_role", "owner"),
+    ],
+)
 def test_mint_refuses_bad_inputs(field: str, value: str) -> None:
     with pytest.raises(ValueError):
         tenant_token(**{field: value})
@@ -201,7 +229,15 @@ def test_verify_tenant_jwt_refuses_anything_but_a_tenant_token(extra: dict[str, 
 
 
 def test_verify_tenant_jwt_refuses_missing_tenant_id() -> None:
-    tok = HS256Signer(SECRET).sign({"sub": USER, "role": "authenticated", "aud": "authenticated",
-                                    "tenant_role": "admin", "iat": NOW, "exp": NOW + 60})
+    tok = HS256Signer(SECRET).sign(
+        {
+            "sub": USER,
+            "role": "authenticated",
+            "aud": "authenticated",
+            "tenant_role": "admin",
+            "iat": NOW,
+            "exp": NOW + 60,
+        }
+    )
     with pytest.raises(JwtError, match="tenant"):
         verify_tenant_jwt(tok, SECRET, now=NOW)

@@ -8,6 +8,7 @@ request once the command has returned, or at MAX_SECONDS). The Workers the comma
 redeploys are replaced by the platform host without a gap, as a Cloudflare deploy is. The
 tests put the platform's keys back afterwards.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,16 +45,23 @@ AEAD = CryptographyAead()
 def cli(platform: Platform, stack: Any, *argv: str) -> tuple[int, Any, str]:
     out, err = io.StringIO(), io.StringIO()
     env = {"SUPABASE_URL": stack.url, "SUPABASE_SERVICE_ROLE_KEY": stack.service_role_key}
-    code = main([*argv, "--json", "--state-dir", str(platform.paths.root), "--wrangler-state",
-                 str(platform.wrangler_state)], env=env, stdout=out, stderr=err)
+    code = main(
+        [*argv, "--json", "--state-dir", str(platform.paths.root), "--wrangler-state", str(platform.wrangler_state)],
+        env=env,
+        stdout=out,
+        stderr=err,
+    )
     text = out.getvalue()
     return code, (json.loads(text) if text.strip() else None), err.getvalue()
 
 
-def under_load(platform: Platform, action: Callable[[], Any],
-               request: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
-               concurrency: int = CONCURRENCY,
-               retried: list[str] | None = None) -> tuple[Any, list[Any], list[tuple[float, float]]]:
+def under_load(
+    platform: Platform,
+    action: Callable[[], Any],
+    request: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
+    concurrency: int = CONCURRENCY,
+    retried: list[str] | None = None,
+) -> tuple[Any, list[Any], list[tuple[float, float]]]:
     """Run `action` in a thread while `concurrency` requests are kept in flight (each client starts
     its next request as its last one answers); (its result, failures, each request's (start, end)
     wall-clock times). Bounded: the clients stop once the action has returned and each has made
@@ -107,8 +115,10 @@ def under_load(platform: Platform, action: Callable[[], Any],
         return failures, spans
 
     failures, spans = asyncio.run(clients())
-    print(f"[under_load] {len(spans)} requests, {concurrency} in flight, {len(failures)} failures, "
-          f"{len(retried or [])} retried")
+    print(
+        f"[under_load] {len(spans)} requests, {concurrency} in flight, {len(failures)} failures, "
+        f"{len(retried or [])} retried"
+    )
     if "error" in result:
         raise result["error"]
     return result.get("value"), failures, spans
@@ -117,8 +127,11 @@ def under_load(platform: Platform, action: Callable[[], Any],
 def spanned(spans: list[tuple[float, float]], platform: Platform, before: int, script: str) -> None:
     """Traffic crossed every replacement of `script`: requests in flight at the swap (served by the
     old version as it drained) and requests started after it (the new version)."""
-    swaps = [e["at"] / 1000 for e in platform.host.events[before:]
-             if e.get("event") == "script_ready" and e.get("replaced") and e.get("script") == script]
+    swaps = [
+        e["at"] / 1000
+        for e in platform.host.events[before:]
+        if e.get("event") == "script_ready" and e.get("replaced") and e.get("script") == script
+    ]
     assert swaps, f"{script} was not replaced"
     for at in swaps:
         assert any(s < at < e for s, e in spans), f"no request in flight at the swap of {script}"
@@ -126,10 +139,13 @@ def spanned(spans: list[tuple[float, float]], platform: Platform, before: int, s
 
 
 def replaced_since(platform: Platform, before: int) -> list[str]:
-    return [e["script"] for e in platform.host.events[before:] if e.get("event") == "script_ready" and e.get("replaced")]
+    return [
+        e["script"] for e in platform.host.events[before:] if e.get("event") == "script_ready" and e.get("replaced")
+    ]
 
 
 # ---- data: PLATFORM_DATA_KEYS, every tenant's data key re-wrapped ------------------------------
+
 
 def test_data_key_rotation_while_reads_happen(platform: Platform, pg_cluster: Any, supabase_stack: Any) -> None:
     keys_file = platform.paths.platform_secrets
@@ -146,7 +162,8 @@ def test_data_key_rotation_while_reads_happen(platform: Platform, pg_cluster: An
         # without queueing past the Worker's 10 s data timeout while 4 Workers are replaced twice
         # (at 200, some reads wait longer than that for the local single-process gateway: 503).
         (code, report, err), failures, spans = under_load(
-            platform, lambda: cli(platform, supabase_stack, "keys", "rotate", "data"), read, concurrency=20)
+            platform, lambda: cli(platform, supabase_stack, "keys", "rotate", "data"), read, concurrency=20
+        )
         assert code == 0, err
         assert failures == [], failures[:5]
         spanned(spans, platform, before, t.script)
@@ -157,23 +174,27 @@ def test_data_key_rotation_while_reads_happen(platform: Platform, pg_cluster: An
         assert ring.kids() == [new]
         assert platform.registry.secrets_of(t.script)["PLATFORM_DATA_KEYS"] == ring.format()
         with pg_cluster.connect() as conn:
-            left = conn.execute("select count(*) from public.tenant_data_keys where platform_key_id <> %s",
-                                (new,)).fetchone()
+            left = conn.execute(
+                "select count(*) from public.tenant_data_keys where platform_key_id <> %s", (new,)
+            ).fetchone()
         assert left == (0,)
         assert open_with_cryptography(ring.format(), t.tenant_id, "seo-tool", pg_cluster) == SECRET
         # New data keys are wrapped under the new key too.
         with vault_tenant(platform, pg_cluster, ring.format()) as fresh:
             assert put(fresh, "crm", {"secret": "x"}).status_code == 201
             with pg_cluster.connect() as conn:
-                row = conn.execute("select platform_key_id from public.tenant_data_keys where tenant_id = %s",
-                                   (fresh.tenant_id,)).fetchone()
+                row = conn.execute(
+                    "select platform_key_id from public.tenant_data_keys where tenant_id = %s", (fresh.tenant_id,)
+                ).fetchone()
             assert row == (new,)
 
 
 # ---- session: SESSION_SECRET, per tenant ------------------------------------------------------
 
-def test_session_rotation_under_load_drops_no_signed_in_request(platform: Platform, pg_cluster: Any,
-                                                                supabase_stack: Any) -> None:
+
+def test_session_rotation_under_load_drops_no_signed_in_request(
+    platform: Platform, pg_cluster: Any, supabase_stack: Any
+) -> None:
     with vault_tenant(platform, pg_cluster) as t:
         old_cookie = t.session("client")  # signed with the tenant's original, bare SESSION_SECRET
 
@@ -182,7 +203,8 @@ def test_session_rotation_under_load_drops_no_signed_in_request(platform: Platfo
 
         before = len(platform.host.events)
         (code, report, err), failures, spans = under_load(
-            platform, lambda: cli(platform, supabase_stack, "keys", "rotate", "session", t.tenant_id), me)
+            platform, lambda: cli(platform, supabase_stack, "keys", "rotate", "session", t.tenant_id), me
+        )
         assert code == 0, err
         assert failures == [], failures[:5]
         spanned(spans, platform, before, t.script)
@@ -190,20 +212,25 @@ def test_session_rotation_under_load_drops_no_signed_in_request(platform: Platfo
         ring = Keyring.parse(platform.registry.secrets_of(t.script)["SESSION_SECRET"])
         assert ring.kids() == ["s1", "k0"] and ring.keys[1].not_after == report["old_accepted_until"]
         assert report["tenants"][t.tenant_id]["active"] == "s1"
-        new_token = issue_session(ring.format(), tenant_id=t.tenant_id, user_id=t.users["admin"], role="admin",
-                                  now=time.time())
-        r = httpx.get(f"{platform.url}/api/me", headers={"Host": t.host, "cookie": f"{SESSION_COOKIE}={new_token}"},
-                      timeout=30)
+        new_token = issue_session(
+            ring.format(), tenant_id=t.tenant_id, user_id=t.users["admin"], role="admin", now=time.time()
+        )
+        r = httpx.get(
+            f"{platform.url}/api/me", headers={"Host": t.host, "cookie": f"{SESSION_COOKIE}={new_token}"}, timeout=30
+        )
         assert r.status_code == 200 and r.json()["role"] == "admin", r.text
         assert t.get("/api/me").status_code == 200  # the old key still works inside its window
-        stranger = issue_session(f"s9:{new_secret(48)}", tenant_id=t.tenant_id, user_id=t.users["admin"],
-                                 role="admin", now=time.time())
-        r = httpx.get(f"{platform.url}/api/me", headers={"Host": t.host, "cookie": f"{SESSION_COOKIE}={stranger}"},
-                      timeout=30)
+        stranger = issue_session(
+            f"s9:{new_secret(48)}", tenant_id=t.tenant_id, user_id=t.users["admin"], role="admin", now=time.time()
+        )
+        r = httpx.get(
+            f"{platform.url}/api/me", headers={"Host": t.host, "cookie": f"{SESSION_COOKIE}={stranger}"}, timeout=30
+        )
         assert r.status_code == 401
 
 
 # ---- jwt: the Supabase JWT key (PostgREST JWKS + the tenants' signing key) ---------------------
+
 
 @pytest.fixture
 def follower(platform: Platform, supabase_stack: Any) -> Iterator[JwtKeyFollower]:
@@ -240,8 +267,9 @@ def _restore_jwt(platform: Platform, stack: Any) -> None:
     stack.set_jwt_keys(None)
 
 
-def test_jwt_key_rotation_under_load_drops_no_data_request(platform: Platform, pg_cluster: Any,
-                                                           supabase_stack: Any, follower: JwtKeyFollower) -> None:
+def test_jwt_key_rotation_under_load_drops_no_data_request(
+    platform: Platform, pg_cluster: Any, supabase_stack: Any, follower: JwtKeyFollower
+) -> None:
     with vault_tenant(platform, pg_cluster) as t:
         cookie = t.session("client")
 
@@ -250,7 +278,8 @@ def test_jwt_key_rotation_under_load_drops_no_data_request(platform: Platform, p
 
         before = len(platform.host.events)
         (code, report, err), failures, spans = under_load(
-            platform, lambda: cli(platform, supabase_stack, "keys", "rotate", "jwt"), tenant_record)
+            platform, lambda: cli(platform, supabase_stack, "keys", "rotate", "jwt"), tenant_record
+        )
         assert code == 0, err
         assert failures == [], failures[:5]
         spanned(spans, platform, before, t.script)
@@ -264,12 +293,14 @@ def test_jwt_key_rotation_under_load_drops_no_data_request(platform: Platform, p
 
 # ---- context: CONTEXT_SIGNING_SECRET -> TENANT_CONTEXT_KEY ------------------------------------
 
+
 def _direct(platform: Platform, t: UsageTenant, key: Key) -> httpx.Response:
     """A request straight to the tenant's workerd with a context signed by `key` (as a dispatcher)."""
     port = platform.host.status()["scripts"][t.script]["port"]
     ctx = TenantContext(t.tenant_id, TenantType.CUSTOM_DOMAIN, Tier(t.tier), t.host, "d" * 32, int(time.time()))
-    return httpx.get(f"http://127.0.0.1:{port}/api/health", headers={"Host": t.host, **context_headers(ctx, key)},
-                     timeout=30)
+    return httpx.get(
+        f"http://127.0.0.1:{port}/api/health", headers={"Host": t.host, **context_headers(ctx, key)}, timeout=30
+    )
 
 
 def _signed_kid(resp: httpx.Response) -> str:
@@ -278,8 +309,9 @@ def _signed_kid(resp: httpx.Response) -> str:
     return sig.split("=", 1)[0].removeprefix("v1.") if sig.startswith("v1.") else "k0"
 
 
-def test_context_key_rotation_under_load_drops_no_request(platform: Platform, pg_cluster: Any,
-                                                          supabase_stack: Any) -> None:
+def test_context_key_rotation_under_load_drops_no_request(
+    platform: Platform, pg_cluster: Any, supabase_stack: Any
+) -> None:
     """The running dispatcher is replaced by one on the new key during the command (the host starts
     it on the same public socket and drains the old one): no request refused, none signed with the
     old key after the command, and the old key accepted only until its expiry (or retirement)."""
@@ -297,8 +329,8 @@ def test_context_key_rotation_under_load_drops_no_request(platform: Platform, pg
             started = time.time()
             retried: list[str] = []
             (code, report, err), failures, spans = under_load(
-                platform, lambda: cli(platform, supabase_stack, "keys", "rotate", "context"), health,
-                retried=retried)
+                platform, lambda: cli(platform, supabase_stack, "keys", "rotate", "context"), health, retried=retried
+            )
             assert code == 0, err
             assert failures == [], failures[:5]
             # The old dispatcher closes its idle kept-alive connections as it drains; a request sent
@@ -319,14 +351,17 @@ def test_context_key_rotation_under_load_drops_no_request(platform: Platform, pg
             master = Keyring.parse(read_dev_vars(dispatcher_file)["CONTEXT_SIGNING_SECRET"])
             assert master.kids() == [report["active"], "k0"]
             old_until = master.keys[1].not_after
-            assert old_until == report["old_accepted_until"] and int(started) + 95 <= (old_until or 0) <= time.time() + 96
+            assert (
+                old_until == report["old_accepted_until"] and int(started) + 95 <= (old_until or 0) <= time.time() + 96
+            )
             tenant_ring = Keyring.parse(platform.registry.secrets_of(t.script)["TENANT_CONTEXT_KEY"])
             assert tenant_ring == derive_tenant_keyring(master, t.tenant_id)
             # What the public port signs with now, as a tenant script sees it (the echo Worker).
             echo = ScriptSpec("cmgsite-partner-tenant", vars={"TENANT_ID": "partner1"}, bundle="echo")
             with platform.script_replaced("cmgsite-partner-tenant", echo, {}):
-                echoed = httpx.get(f"{platform.url}/api/health", headers={"Host": "partner1.cozyartzmedia.com"},
-                                   timeout=30)
+                echoed = httpx.get(
+                    f"{platform.url}/api/health", headers={"Host": "partner1.cozyartzmedia.com"}, timeout=30
+                )
                 assert echoed.status_code == 200, echoed.text
                 assert _signed_kid(echoed) == report["active"]
             new = Key(master.active.kid, derive_tenant_key(master.active.secret, t.tenant_id))
@@ -334,7 +369,9 @@ def test_context_key_rotation_under_load_drops_no_request(platform: Platform, pg
             assert _direct(platform, t, new).status_code == 200
             # The old key still opens inside its overlap window, a stranger never.
             assert _direct(platform, t, old).status_code == 200
-            assert _direct(platform, t, Key("c9", derive_tenant_key(master.active.secret, t.tenant_id))).status_code == 403
+            assert (
+                _direct(platform, t, Key("c9", derive_tenant_key(master.active.secret, t.tenant_id))).status_code == 403
+            )
             # Retiring is allowed now (the running dispatcher signs with the new key): the old key is refused.
             code, retired, err = cli(platform, supabase_stack, "keys", "retire", "context")
             assert code == 0, err
@@ -357,7 +394,8 @@ def test_context_key_rotation_under_load_drops_no_request(platform: Platform, pg
 
 
 def test_retire_context_refuses_while_the_running_dispatcher_signs_with_an_older_key(
-        platform: Platform, supabase_stack: Any) -> None:
+    platform: Platform, supabase_stack: Any
+) -> None:
     """The keyring file says c-new is active but the running dispatcher was not switched (the file
     edited by hand): retiring would strand every request it signs, so it is refused."""
     dispatcher_file = platform.paths.dispatcher_secrets
@@ -389,8 +427,9 @@ def test_keys_status_shows_key_ids_only(platform: Platform, supabase_stack: Any)
 def _accepted(stack: Any, key: Key) -> bool:
     now = int(time.time())
     token = HS256Signer(key.secret, kid=key.kid).sign({"role": "anon", "iat": now, "exp": now + 60})
-    r = httpx.get(f"{stack.rest_url}/", headers={"apikey": stack.anon_key, "authorization": f"Bearer {token}"},
-                  timeout=10)
+    r = httpx.get(
+        f"{stack.rest_url}/", headers={"apikey": stack.anon_key, "authorization": f"Bearer {token}"}, timeout=10
+    )
     return r.status_code == 200
 
 

@@ -7,6 +7,7 @@ The current keyrings come from the environment, the new ones go to --keyring-fil
 nowhere else: not to stdout, stderr or the recorded wrangler commands (secrets files are
 recorded by key names only).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,8 +36,19 @@ MASTER = "master-secret-for-tests-0123456789"  # the fixture's CONTEXT_SIGNING_S
 
 
 def _add(remote: RemoteCli, tenant_id: str) -> None:
-    code, _, err = remote("add", tenant_id, "--name", "Keys", "--type", "custom-domain", "--domain",
-                          f"{tenant_id}.keys-remote.example", "--tier", "starter", "--json")
+    code, _, err = remote(
+        "add",
+        tenant_id,
+        "--name",
+        "Keys",
+        "--type",
+        "custom-domain",
+        "--domain",
+        f"{tenant_id}.keys-remote.example",
+        "--tier",
+        "starter",
+        "--json",
+    )
     assert code == 0, err
 
 
@@ -44,8 +56,9 @@ def _deploys(remote: RemoteCli, since: int = 0) -> list[dict[str, Any]]:
     return [c for c in remote.commands()[since:] if c["argv"][:3] == [*W, "deploy"]]
 
 
-def test_remote_data_rotation_rewraps_and_hands_back_the_new_keyring(remote: RemoteCli, pg_cluster: Any,
-                                                                      tmp_path: Path) -> None:
+def test_remote_data_rotation_rewraps_and_hands_back_the_new_keyring(
+    remote: RemoteCli, pg_cluster: Any, tmp_path: Path
+) -> None:
     old = Keyring((Key("p1", new_secret()),))
     remote.env.update({"PLATFORM_DATA_KEYS": old.format(), "CMGSITE_KEYS_SETTLE_SECONDS": "0"})
     _add(remote, "cli-keys")
@@ -57,10 +70,16 @@ def test_remote_data_rotation_rewraps_and_hands_back_the_new_keyring(remote: Rem
 
     wrapped, ciphertext = asyncio.run(seal())
     with pg_cluster.connect() as conn:
-        conn.execute("insert into public.tenant_data_keys (tenant_id, key_id, wrapped_key, platform_key_id)"
-                     " values ('cli-keys', 'dk1', %s, 'p1')", (wrapped,))
-        conn.execute("insert into public.integration_credentials (tenant_id, name, key_id, ciphertext)"
-                     " values ('cli-keys', 'seo-tool', 'dk1', %s)", (ciphertext,))
+        conn.execute(
+            "insert into public.tenant_data_keys (tenant_id, key_id, wrapped_key, platform_key_id)"
+            " values ('cli-keys', 'dk1', %s, 'p1')",
+            (wrapped,),
+        )
+        conn.execute(
+            "insert into public.integration_credentials (tenant_id, name, key_id, ciphertext)"
+            " values ('cli-keys', 'seo-tool', 'dk1', %s)",
+            (ciphertext,),
+        )
     before = len(remote.commands())
     out_file = tmp_path / "keys.env"
     code, out, err = remote("keys", "rotate", "data", "--keyring-file", str(out_file), "--json")
@@ -70,8 +89,9 @@ def test_remote_data_rotation_rewraps_and_hands_back_the_new_keyring(remote: Rem
     ring = Keyring.parse(read_dev_vars(out_file)["PLATFORM_DATA_KEYS"])
     assert ring.kids() == ["p2"] and oct(out_file.stat().st_mode & 0o777) == "0o600"
     with pg_cluster.connect() as conn:
-        row = conn.execute("select wrapped_key, platform_key_id from public.tenant_data_keys"
-                           " where tenant_id = 'cli-keys'").fetchone()
+        row = conn.execute(
+            "select wrapped_key, platform_key_id from public.tenant_data_keys where tenant_id = 'cli-keys'"
+        ).fetchone()
     assert row[1] == "p2"
 
     async def reopen() -> str:
@@ -86,8 +106,7 @@ def test_remote_data_rotation_rewraps_and_hands_back_the_new_keyring(remote: Rem
         assert old.active.secret not in text and ring.active.secret not in text
 
 
-def test_remote_context_rotation_stages_tenants_then_switches_the_dispatcher(remote: RemoteCli,
-                                                                           tmp_path: Path) -> None:
+def test_remote_context_rotation_stages_tenants_then_switches_the_dispatcher(remote: RemoteCli, tmp_path: Path) -> None:
     remote.env["CMGSITE_KEYS_SETTLE_SECONDS"] = "0"
     _add(remote, "cli-ctx")
     before = len(remote.commands())
@@ -113,8 +132,8 @@ def test_remote_context_rotation_stages_tenants_then_switches_the_dispatcher(rem
 
 # ---- session: each tenant's SESSION_SECRET, kept in the operator's store ------------------------
 
-def test_remote_session_rotation_keeps_the_old_key_from_the_operators_store(remote: RemoteCli,
-                                                                            tmp_path: Path) -> None:
+
+def test_remote_session_rotation_keeps_the_old_key_from_the_operators_store(remote: RemoteCli, tmp_path: Path) -> None:
     _add(remote, "cli-sess")
     current = "legacy-session-secret-0123456789abcdef"  # what `add --remote` deployed (a bare secret: k0)
     remote.env["SESSION_SECRET_CLI_SESS"] = current
@@ -140,8 +159,9 @@ def test_remote_session_rotation_keeps_the_old_key_from_the_operators_store(remo
     assert again.kids() == ["s2", "s1", "k0"] and again.keys[2].not_after == ring.keys[1].not_after
 
 
-def test_add_remote_keeps_the_new_session_keyring_and_rotation_starts_from_it(remote: RemoteCli,
-                                                                             tmp_path: Path) -> None:
+def test_add_remote_keeps_the_new_session_keyring_and_rotation_starts_from_it(
+    remote: RemoteCli, tmp_path: Path
+) -> None:
     """Cloudflare never gives a secret back: `add --remote` keeps the session key it deploys in the
     CLI's keyring file (0600) before deploying, so a later rotation keeps users signed in."""
     _add(remote, "cli-kept")
@@ -159,8 +179,9 @@ def test_add_remote_keeps_the_new_session_keyring_and_rotation_starts_from_it(re
         assert kept not in text and ring.active.secret not in text
 
 
-def test_remote_session_rotation_refuses_without_the_current_key_unless_signing_out(remote: RemoteCli,
-                                                                                    tmp_path: Path) -> None:
+def test_remote_session_rotation_refuses_without_the_current_key_unless_signing_out(
+    remote: RemoteCli, tmp_path: Path
+) -> None:
     _add(remote, "cli-nokey")
     kept_file = Path(remote.env["CMGSITE_STATE_DIR"]) / "secrets" / "remote-keyrings.dev.vars"
     values = read_dev_vars(kept_file)
@@ -171,8 +192,9 @@ def test_remote_session_rotation_refuses_without_the_current_key_unless_signing_
     code, _, err = remote("keys", "rotate", "session", "cli-nokey", "--keyring-file", str(out_file))
     assert code == 2 and "SESSION_SECRET_CLI_NOKEY" in err and "--sign-out" in err
     assert _deploys(remote, before) == [] and not out_file.exists()
-    code, out, err = remote("keys", "rotate", "session", "cli-nokey", "--sign-out", "--keyring-file", str(out_file),
-                            "--json")
+    code, out, err = remote(
+        "keys", "rotate", "session", "cli-nokey", "--sign-out", "--keyring-file", str(out_file), "--json"
+    )
     assert code == 0, err
     assert Keyring.parse(read_dev_vars(out_file)["SESSION_SECRET_CLI_NOKEY"]).kids() == ["s1"]
     assert json.loads(out)["signed_out"] is True and len(_deploys(remote, before)) == 1
@@ -186,13 +208,19 @@ REF = "abcdefghijklmnopqrst"
 @pytest.fixture
 def management(remote: RemoteCli, supabase_stack: Any) -> Iterator[FakeSupabaseManagement]:
     with FakeSupabaseManagement(token="sbp-test-token", ref=REF, stack=supabase_stack) as api:
-        remote.env.update({"SUPABASE_ACCESS_TOKEN": "sbp-test-token", "SUPABASE_PROJECT_REF": REF,
-                           "SUPABASE_MANAGEMENT_API_URL": api.url})
+        remote.env.update(
+            {
+                "SUPABASE_ACCESS_TOKEN": "sbp-test-token",
+                "SUPABASE_PROJECT_REF": REF,
+                "SUPABASE_MANAGEMENT_API_URL": api.url,
+            }
+        )
         yield api
 
 
-def test_remote_jwt_rotation_imports_promotes_probes_then_deploys(remote: RemoteCli, management: FakeSupabaseManagement,
-                                                                  supabase_stack: Any, tmp_path: Path) -> None:
+def test_remote_jwt_rotation_imports_promotes_probes_then_deploys(
+    remote: RemoteCli, management: FakeSupabaseManagement, supabase_stack: Any, tmp_path: Path
+) -> None:
     _add(remote, "cli-jwt")
     before, api_before = len(remote.commands()), len(management.requests)
     out_file = tmp_path / "keys.env"
@@ -236,9 +264,9 @@ def test_remote_jwt_rotation_imports_promotes_probes_then_deploys(remote: Remote
     assert new.kid not in Keyring.parse(read_dev_vars(out_file)["SUPABASE_JWT_KEYS"]).kids()
 
 
-def test_remote_jwt_rotation_refuses_a_keyring_of_another_project(remote: RemoteCli,
-                                                                  management: FakeSupabaseManagement,
-                                                                  tmp_path: Path) -> None:
+def test_remote_jwt_rotation_refuses_a_keyring_of_another_project(
+    remote: RemoteCli, management: FakeSupabaseManagement, tmp_path: Path
+) -> None:
     remote.env["SUPABASE_JWT_KEYS"] = Keyring((Key(str(uuid.uuid4()), new_secret(48)),)).format()
     before, api_before = len(remote.commands()), len(management.requests)
     code, _, err = remote("keys", "rotate", "jwt", "--keyring-file", str(tmp_path / "keys.env"))
@@ -246,9 +274,9 @@ def test_remote_jwt_rotation_refuses_a_keyring_of_another_project(remote: Remote
     assert [m for m, _, _ in management.requests[api_before:]] == ["GET"] and _deploys(remote, before) == []
 
 
-def test_remote_jwt_rotation_needs_an_access_token_and_a_valid_one(remote: RemoteCli,
-                                                                   management: FakeSupabaseManagement,
-                                                                   tmp_path: Path) -> None:
+def test_remote_jwt_rotation_needs_an_access_token_and_a_valid_one(
+    remote: RemoteCli, management: FakeSupabaseManagement, tmp_path: Path
+) -> None:
     del remote.env["SUPABASE_ACCESS_TOKEN"]
     code, _, err = remote("keys", "rotate", "jwt", "--keyring-file", str(tmp_path / "keys.env"))
     assert code != 0 and "SUPABASE_ACCESS_TOKEN" in err

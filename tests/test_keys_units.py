@@ -4,6 +4,7 @@ Attacks are written to fail if the defence goes: a context or session signed wit
 expired or unknown key, a key id swapped under a valid signature, a ciphertext moved to another
 tenant or row, a data key under a platform key the keyring does not hold.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -48,6 +49,7 @@ def run(coro):  # noqa: ANN001, ANN201
 
 # ---- keyrings -----------------------------------------------------------------------------
 
+
 def test_a_bare_secret_is_the_legacy_key_and_formats_back_unchanged() -> None:
     secret = new_secret(48)
     ring = Keyring.parse(secret)
@@ -64,8 +66,9 @@ def test_keyring_text_round_trip_and_expiry() -> None:
     assert ring.next_kid("k") == "k3"
 
 
-@pytest.mark.parametrize("text", ["", "k1:", "K1:abc", "k1:a,k1:b", "k1:a:soon", "k1:a:1,k2:b", "k1:a b",
-                                  "k1:abc:1:2", "-k:abc"])
+@pytest.mark.parametrize(
+    "text", ["", "k1:", "K1:abc", "k1:a,k1:b", "k1:a:soon", "k1:a:1,k2:b", "k1:a b", "k1:abc:1:2", "-k:abc"]
+)
 def test_malformed_keyrings_are_refused_without_echoing_secrets(text: str) -> None:
     with pytest.raises(KeyringError) as err:
         Keyring.parse(text)
@@ -90,6 +93,7 @@ def test_base64url_is_strict() -> None:
 
 
 # ---- context ------------------------------------------------------------------------------
+
 
 def _ctx(tenant: str = "partner1") -> TenantContext:
     return TenantContext(tenant, TenantType.PARTNER_SUBDOMAIN, Tier.GROWTH, "partner1.example.com", "r" * 32, NOW)
@@ -141,6 +145,7 @@ def test_another_tenants_keyring_cannot_sign_for_this_tenant() -> None:
 
 # ---- sessions ------------------------------------------------------------------------------
 
+
 def test_sessions_of_the_old_key_stay_good_after_rotation_until_it_retires() -> None:
     legacy = new_secret(48)
     old_token = issue_session(legacy, tenant_id="t1", user_id=USER, role="client", now=NOW)
@@ -174,6 +179,7 @@ def test_session_naming_an_unknown_or_swapped_kid_is_refused() -> None:
 
 
 # ---- the Supabase JWT --------------------------------------------------------------------
+
 
 def test_tenant_tokens_name_the_active_key_and_verify_under_the_keyring() -> None:
     project, rotation = new_secret(48), new_secret(48)
@@ -216,8 +222,11 @@ def test_a_ciphertext_moved_elsewhere_does_not_open(where: str) -> None:
     async def go() -> None:
         dek = new_data_key()
         sealed = await encrypt_secret(AEAD, dek, "dk1", "partner1", "seo-tool", "secret")
-        tenant, name, kid = {"tenant": ("partner-seo", "seo-tool", "dk1"), "name": ("partner1", "analytics", "dk1"),
-                             "key id": ("partner1", "seo-tool", "dk2")}[where]
+        tenant, name, kid = {
+            "tenant": ("partner-seo", "seo-tool", "dk1"),
+            "name": ("partner1", "analytics", "dk1"),
+            "key id": ("partner1", "seo-tool", "dk2"),
+        }[where]
         text = sealed if kid == "dk1" else sealed.replace("v1.dk1.", "v1.dk2.")
         with pytest.raises(EnvelopeError) as err:
             await decrypt_secret(AEAD, dek, kid, tenant, name, text)
@@ -270,12 +279,14 @@ def test_rewrap_moves_a_data_key_to_the_new_platform_key() -> None:
 
 # ---- sign-in in progress across a SESSION_SECRET rotation --------------------------------------
 
+
 def test_a_sign_in_started_before_a_session_key_rotation_finishes_after_it() -> None:
     from shared.oauth import OAuthError, encode_state, issue_state, pkce_verifier, verify_state
 
     legacy = new_secret(48)
-    state = issue_state(tenant_id="t1", host="t1.example.com", provider="github", nonce="n" * 43, next_path="/",
-                        now=NOW)
+    state = issue_state(
+        tenant_id="t1", host="t1.example.com", provider="github", nonce="n" * 43, next_path="/", now=NOW
+    )
     token = encode_state(legacy, state)
     verifier_at_start = pkce_verifier(legacy, "t1", "n" * 43, state.jti)
     rotated = Keyring.parse(legacy).rotated(Key("s1", new_secret(48)), retire_after=NOW + 3600, now=NOW).format()

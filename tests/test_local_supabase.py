@@ -1,4 +1,5 @@
 """The local PostgreSQL manager and the stack CLI, as the run command and a developer use them."""
+
 from __future__ import annotations
 
 import json
@@ -50,7 +51,9 @@ def test_cluster_is_reused_and_migrations_are_tracked(base_dir: Path) -> None:
         cluster.seed()
         with cluster.connect() as conn:
             assert conn.execute("show listen_addresses").fetchone() == ("127.0.0.1",)
-            conn.execute("insert into public.audit_log (tenant_id, actor, action) values ('partner1', 't', 'kept.across')")
+            conn.execute(
+                "insert into public.audit_log (tenant_id, actor, action) values ('partner1', 't', 'kept.across')"
+            )
         cluster.stop()
         assert not cluster.is_running()
         cluster.stop()  # stopping a stopped cluster is fine
@@ -91,9 +94,21 @@ def test_refuses_a_non_empty_directory_that_is_no_cluster(base_dir: Path) -> Non
 def test_stack_cli_serves_and_stops_everything_on_sigterm(base_dir: Path) -> None:
     pg_port, port = find_free_port(), find_free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "localrt.supabase_stack", "--data-dir", str(base_dir / "data"),
-         "--pg-port", str(pg_port), "--port", str(port)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "localrt.supabase_stack",
+            "--data-dir",
+            str(base_dir / "data"),
+            "--pg-port",
+            str(pg_port),
+            "--port",
+            str(port),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -101,8 +116,10 @@ def test_stack_cli_serves_and_stops_everything_on_sigterm(base_dir: Path) -> Non
         assert info["url"] == f"http://127.0.0.1:{port}"
         anon = httpx.get(f"{info['url']}/rest/v1/tenants", headers={"apikey": info["anon_key"]})
         assert anon.status_code == 401  # anon sees nothing
-        svc = httpx.get(f"{info['url']}/rest/v1/tenants?select=tenant_id&order=tenant_id",
-                        headers={"apikey": info["service_role_key"]})
+        svc = httpx.get(
+            f"{info['url']}/rest/v1/tenants?select=tenant_id&order=tenant_id",
+            headers={"apikey": info["service_role_key"]},
+        )
         assert svc.json() == [{"tenant_id": "cozyartz"}, {"tenant_id": "partner-seo"}, {"tenant_id": "partner1"}]
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -124,9 +141,21 @@ def _children(pid: int) -> list[int]:
 def test_stack_cli_goes_down_whole_when_postgrest_dies(base_dir: Path) -> None:
     pg_port = find_free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "localrt.supabase_stack", "--data-dir", str(base_dir / "data"),
-         "--pg-port", str(pg_port), "--port", str(find_free_port())],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "localrt.supabase_stack",
+            "--data-dir",
+            str(base_dir / "data"),
+            "--pg-port",
+            str(pg_port),
+            "--port",
+            str(find_free_port()),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -146,9 +175,15 @@ def test_stack_cli_goes_down_whole_when_postgrest_dies(base_dir: Path) -> None:
 
 # The order of the files before they moved to supabase/migrations (migrations/supabase/NNNN_*.sql).
 OLD_ORDER = [
-    "0001_tenancy_schema.sql", "0002_platform_domains.sql", "0003_profile_email.sql",
-    "0004_usage_history.sql", "0005_api_request_guard.sql", "0006_domain_rules.sql",
-    "0007_integration_credentials.sql", "0008_audit_chain.sql", "0009_operations.sql",
+    "0001_tenancy_schema.sql",
+    "0002_platform_domains.sql",
+    "0003_profile_email.sql",
+    "0004_usage_history.sql",
+    "0005_api_request_guard.sql",
+    "0006_domain_rules.sql",
+    "0007_integration_credentials.sql",
+    "0008_audit_chain.sql",
+    "0009_operations.sql",
 ]
 
 
@@ -158,7 +193,7 @@ def test_the_repo_has_the_supabase_cli_layout() -> None:
     assert [n for n in names if not MIGRATION_NAME.match(n)] == []
     assert sorted(p.name for p in MIGRATIONS_DIR.iterdir()) == names  # nothing else lives there
     # The moved files keep their order, and anything newer comes after them.
-    assert names[:len(OLD_ORDER)] == [LEGACY_NAMES[old] for old in OLD_ORDER]
+    assert names[: len(OLD_ORDER)] == [LEGACY_NAMES[old] for old in OLD_ORDER]
     assert set(LEGACY_NAMES) == {"0000_supabase_compat.sql", *OLD_ORDER}
     # The plain-PostgreSQL compatibility SQL is applied locally but never pushed.
     assert COMPAT_FILE.is_file() and SUPABASE_DIR not in COMPAT_FILE.parents
@@ -207,8 +242,10 @@ def test_a_state_recorded_under_the_old_names_is_renamed_not_reapplied(pg_cluste
         assert db.apply_migrations(old_dir, compat=None) == sorted(LEGACY_NAMES)
         before = _ledger(db)
         with db.connect() as conn:  # data that a re-run from scratch would not find in place
-            conn.execute("insert into public.tenants (tenant_id, name, domain, type, script_name) values"
-                         " ('kept', 'Kept', 'kept.example', 'custom-domain', 'cmgsite-custom-tenant')")
+            conn.execute(
+                "insert into public.tenants (tenant_id, name, domain, type, script_name) values"
+                " ('kept', 'Kept', 'kept.example', 'custom-domain', 'cmgsite-custom-tenant')"
+            )
 
         applied = db.apply_migrations()
         newer = [p.name for p in migration_files() if p.name not in new_to_old]
@@ -216,7 +253,8 @@ def test_a_state_recorded_under_the_old_names_is_renamed_not_reapplied(pg_cluste
         after = _ledger(db)
         assert not set(after) & set(LEGACY_NAMES)
         assert {LEGACY_NAMES[old]: sha for old, sha in before.items()} == {
-            name: sha for name, sha in after.items() if name not in newer}
+            name: sha for name, sha in after.items() if name not in newer
+        }
         assert db.apply_migrations() == []
         with db.connect() as conn:
             assert conn.execute("select count(*) from public.tenants where tenant_id = 'kept'").fetchone() == (1,)
@@ -231,9 +269,19 @@ def _supabase_cli() -> Path | None:
 
 
 def _schema(db: PgCluster) -> str:
-    out = subprocess.run([str(db.bin / "pg_dump"), "--schema-only", "--no-owner",
-                          "--exclude-schema=localrt_meta", "--exclude-schema=supabase_migrations", db.dsn],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            str(db.bin / "pg_dump"),
+            "--schema-only",
+            "--no-owner",
+            "--exclude-schema=localrt_meta",
+            "--exclude-schema=supabase_migrations",
+            db.dsn,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return "\n".join(line for line in out.stdout.splitlines() if not line.startswith(("\\restrict", "\\unrestrict")))
 
 
@@ -261,8 +309,9 @@ def test_supabase_db_push_builds_the_schema_the_local_stack_builds(pg_cluster: P
         assert done.returncode == 0, done.stderr + done.stdout
         assert _schema(pushed) == _schema(local)
         with pushed.connect() as conn:
-            versions = [v for (v,) in conn.execute(
-                "select version from supabase_migrations.schema_migrations order by version")]
+            versions = [
+                v for (v,) in conn.execute("select version from supabase_migrations.schema_migrations order by version")
+            ]
             assert conn.execute("select count(*) from public.tenants").fetchone() == (3,)  # seed.sql
         assert versions == [p.name.split("_", 1)[0] for p in migration_files()]
     finally:

@@ -1,5 +1,6 @@
 """tenant_worker.metering.reserve on CPython, against a meter that records its calls: one meter
 call to reserve, at most one to give back, and the right amount and period given back."""
+
 from __future__ import annotations
 
 import asyncio

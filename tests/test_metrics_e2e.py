@@ -1,6 +1,7 @@
 """Per-tenant metrics on workerd: one data point per request from the dispatcher and from the
 tenant Worker, through the METRICS binding into the local Analytics Engine store, read back with
 the shared queries (from the file, and by the Worker itself over the SQL API)."""
+
 from __future__ import annotations
 
 import secrets
@@ -25,9 +26,12 @@ def rows(platform: Platform, sql: str) -> list[dict[str, Any]]:
 
 
 def points(platform: Platform, tenant_id: str) -> list[dict[str, Any]]:
-    return rows(platform, "SELECT index1, blob1 AS source, blob2 AS route, blob3 AS method, blob4 AS class,"
-                          " blob5 AS code, blob6 AS feature, blob7 AS provider, blob8 AS outcome, double1 AS latency,"
-                          f" double2 AS status FROM cmgsite_metrics WHERE index1 = '{tenant_id}' ORDER BY timestamp")
+    return rows(
+        platform,
+        "SELECT index1, blob1 AS source, blob2 AS route, blob3 AS method, blob4 AS class,"
+        " blob5 AS code, blob6 AS feature, blob7 AS provider, blob8 AS outcome, double1 AS latency,"
+        f" double2 AS status FROM cmgsite_metrics WHERE index1 = '{tenant_id}' ORDER BY timestamp",
+    )
 
 
 def served(platform: Platform, tenant_id: str) -> list[dict[str, Any]]:
@@ -35,8 +39,9 @@ def served(platform: Platform, tenant_id: str) -> list[dict[str, Any]]:
     return [r for r in points(platform, tenant_id) if r["code"] != "context_refused"]
 
 
-def eventually(fetch: Callable[[], list[dict[str, Any]]], ready: Callable[[list[dict[str, Any]]], bool],
-               timeout: float = 20.0) -> list[dict[str, Any]]:
+def eventually(
+    fetch: Callable[[], list[dict[str, Any]]], ready: Callable[[list[dict[str, Any]]], bool], timeout: float = 20.0
+) -> list[dict[str, Any]]:
     """Points are written in waitUntil, after the response: wait until they have landed."""
     deadline = time.monotonic() + timeout
     found = fetch()
@@ -67,8 +72,11 @@ def test_each_request_records_one_point_from_each_worker(tenant: UsageTenant) ->
     for r in got:
         by_source.setdefault(r["source"], []).append(r)
     assert len(by_source["dispatcher"]) == 3 and len(by_source["tenant"]) == 3, got
-    assert sorted((r["route"], r["class"]) for r in by_source["dispatcher"]) == [("api", "2xx"), ("api", "2xx"),
-                                                                                 ("api", "4xx")]
+    assert sorted((r["route"], r["class"]) for r in by_source["dispatcher"]) == [
+        ("api", "2xx"),
+        ("api", "2xx"),
+        ("api", "4xx"),
+    ]
     tenant_rows = {r["route"]: r for r in by_source["tenant"]}
     assert set(tenant_rows) == {"health", "-", "ai_generate"}  # route names, never raw paths
     assert tenant_rows["-"]["code"] == "not_found" and tenant_rows["-"]["status"] == 404
@@ -91,9 +99,10 @@ def test_unknown_hosts_are_recorded_without_any_tenant(platform: Platform) -> No
     before = rows(platform, "SELECT COUNT(*) AS n FROM cmgsite_metrics WHERE index1 = '-' AND blob5 = 'not_found'")
     host = f"nobody-{secrets.token_hex(4)}.example"
     assert platform.get(host).status_code == 404
-    after = eventually(lambda: rows(platform, "SELECT COUNT(*) AS n FROM cmgsite_metrics WHERE index1 = '-'"
-                                              " AND blob5 = 'not_found'"),
-                       lambda r: r[0]["n"] > before[0]["n"])
+    after = eventually(
+        lambda: rows(platform, "SELECT COUNT(*) AS n FROM cmgsite_metrics WHERE index1 = '-' AND blob5 = 'not_found'"),
+        lambda r: r[0]["n"] > before[0]["n"],
+    )
     assert after[0]["n"] == before[0]["n"] + 1
     # The made-up host itself is stored nowhere.
     assert rows(platform, f"SELECT COUNT(*) AS n FROM cmgsite_metrics WHERE index1 = '{host}'")[0]["n"] == 0
@@ -104,8 +113,11 @@ def test_sign_ins_are_recorded_by_provider_and_outcome(auth_world: AuthWorld) ->
     host, tid = "partner1.cozyartzmedia.com", "partner1"
 
     def signins() -> list[dict[str, Any]]:
-        return rows(p, "SELECT blob7 AS provider, blob8 AS outcome, blob5 AS code, COUNT(*) AS n FROM cmgsite_metrics"
-                       f" WHERE index1 = '{tid}' AND blob6 = 'signin' GROUP BY provider, outcome, code")
+        return rows(
+            p,
+            "SELECT blob7 AS provider, blob8 AS outcome, blob5 AS code, COUNT(*) AS n FROM cmgsite_metrics"
+            f" WHERE index1 = '{tid}' AND blob6 = 'signin' GROUP BY provider, outcome, code",
+        )
 
     before = {(r["provider"], r["outcome"], r["code"]): r["n"] for r in signins()}
     b = Browser(auth_world)
@@ -116,8 +128,10 @@ def test_sign_ins_are_recorded_by_provider_and_outcome(auth_world: AuthWorld) ->
     b.cookies(host).clear()
     b.cookies(host)["__Host-cmg_oauth"] = nonce  # an attacker kept the cookie and the URL
     assert b.callback(host, callback).status_code == 400  # the same state again: refused
-    want = {("github", "success", ""): before.get(("github", "success", ""), 0) + 1,
-            ("github", "failure", "state_replayed"): before.get(("github", "failure", "state_replayed"), 0) + 1}
+    want = {
+        ("github", "success", ""): before.get(("github", "success", ""), 0) + 1,
+        ("github", "failure", "state_replayed"): before.get(("github", "failure", "state_replayed"), 0) + 1,
+    }
 
     def now() -> dict[tuple[str, str, str], int]:
         return {(r["provider"], r["outcome"], r["code"]): r["n"] for r in signins()}
@@ -139,8 +153,9 @@ def test_a_failing_metrics_sink_never_fails_or_slows_a_request(platform: Platfor
     assert platform.get(SEO).status_code == 200
 
 
-def test_tenant_admins_read_their_metrics_and_staff_read_every_tenants(tenant: UsageTenant,
-                                                                        auth_world: AuthWorld) -> None:
+def test_tenant_admins_read_their_metrics_and_staff_read_every_tenants(
+    tenant: UsageTenant, auth_world: AuthWorld
+) -> None:
     p = tenant.platform
     assert tenant.get("/api/health").status_code == 200
     eventually(lambda: served(p, tenant.tenant_id), lambda r: len(r) >= 2)
@@ -180,6 +195,5 @@ def test_the_sql_api_refuses_without_the_token_and_serves_only_selects(platform:
     ok = httpx.post(url, content=b"SELECT COUNT(*) AS n FROM cmgsite_metrics FORMAT JSON", headers=auth)
     assert ok.status_code == 200 and ok.json()["meta"] == [{"name": "n", "type": "UInt64"}]
     assert isinstance(ok.json()["data"][0]["n"], str)  # 64-bit integers quoted, as Cloudflare's
-    for bad in (b"DELETE FROM cmgsite_metrics", b"SELECT 1; DELETE FROM cmgsite_metrics",
-                b"SELECT 1 FORMAT CSV"):
+    for bad in (b"DELETE FROM cmgsite_metrics", b"SELECT 1; DELETE FROM cmgsite_metrics", b"SELECT 1 FORMAT CSV"):
         assert httpx.post(url, content=bad, headers=auth).status_code == 400

@@ -1,6 +1,7 @@
 """The metrics core on CPython: the data point layout, the recorder (a failing sink is dropped
 and counted), and the query module over the local store and over a loopback fake of the
 Analytics Engine SQL API (same SQL, same answers)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -54,12 +55,27 @@ def test_latency_buckets(value: float, expected: float) -> None:
 
 def test_labels() -> None:
     assert [status_class(s) for s in (200, 302, 404, 503, 99, 700)] == ["2xx", "3xx", "4xx", "5xx", "1xx", "5xx"]
-    assert [path_class(p) for p in ("/api/health", "/api", "/auth/login/x", "/", "/apix")] == \
-        ["api", "api", "auth", "page", "page"]
+    assert [path_class(p) for p in ("/api/health", "/api", "/auth/login/x", "/", "/apix")] == [
+        "api",
+        "api",
+        "auth",
+        "page",
+        "page",
+    ]
     assert method_label("delete") == "DELETE" and method_label("FOO") == "OTHER"
-    assert [feature_of(n) for n in ("ai_generate", "domain_add", "domain_verify", "domain_remove", "domains.list",
-                                    "domain_get", "files.upload", "health")] == \
-        ["ai", "domains", "domains", "domains", "", "", "files", ""]
+    assert [
+        feature_of(n)
+        for n in (
+            "ai_generate",
+            "domain_add",
+            "domain_verify",
+            "domain_remove",
+            "domains.list",
+            "domain_get",
+            "files.upload",
+            "health",
+        )
+    ] == ["ai", "domains", "domains", "domains", "", "", "files", ""]
 
 
 class ListSink:
@@ -80,6 +96,7 @@ class AsyncSink(ListSink):
         async def later() -> None:
             await asyncio.sleep(0)
             self.points.append(point)
+
         return later()
 
 
@@ -153,6 +170,7 @@ async def test_a_batch_task_that_never_runs_does_not_stop_recording() -> None:
 
 # ---- queries ------------------------------------------------------------------------------------
 
+
 def _points(tenant: str, source: str, n: int, **kw: Any) -> list[dict[str, Any]]:
     defaults: dict[str, Any] = {"route": "api", "method": "GET", "status": 200, "latency_ms": 5.0}
     defaults.update(kw)
@@ -163,21 +181,51 @@ def _points(tenant: str, source: str, n: int, **kw: Any) -> list[dict[str, Any]]
 def store(tmp_path: Path) -> Path:
     path = tmp_path / "metrics.sqlite"
     now = time.time()
-    write_points(path, _points("alpha", "dispatcher", 90, latency_ms=4.0)
-                 + _points("alpha", "dispatcher", 8, latency_ms=180.0)
-                 + _points("alpha", "dispatcher", 2, status=503, latency_ms=900.0, code="tenant_worker_error")
-                 + _points("beta", "dispatcher", 10, latency_ms=40.0)
-                 + _points("alpha", "probe", 50, status=503)  # health checks: not client traffic
-                 + _points("alpha", "tenant", 3, route="auth.callback", status=302, feature="signin",
-                           provider="github", outcome="success")
-                 + _points("alpha", "tenant", 1, route="auth.callback", status=400, feature="signin",
-                           provider="google", outcome="failure", code="state_expired")
-                 + _points("alpha", "tenant", 4, route="ai_generate", method="POST", feature="ai", outcome="success")
-                 + _points("alpha", "tenant", 1, route="ai_generate", method="POST", status=429, feature="ai",
-                           outcome="failure", code="usage_limit_exceeded")
-                 + _points("beta", "tenant", 2, route="domain_add", method="POST", status=201, feature="domains",
-                           outcome="success"),
-                 timestamp=now - 60)
+    write_points(
+        path,
+        _points("alpha", "dispatcher", 90, latency_ms=4.0)
+        + _points("alpha", "dispatcher", 8, latency_ms=180.0)
+        + _points("alpha", "dispatcher", 2, status=503, latency_ms=900.0, code="tenant_worker_error")
+        + _points("beta", "dispatcher", 10, latency_ms=40.0)
+        + _points("alpha", "probe", 50, status=503)  # health checks: not client traffic
+        + _points(
+            "alpha",
+            "tenant",
+            3,
+            route="auth.callback",
+            status=302,
+            feature="signin",
+            provider="github",
+            outcome="success",
+        )
+        + _points(
+            "alpha",
+            "tenant",
+            1,
+            route="auth.callback",
+            status=400,
+            feature="signin",
+            provider="google",
+            outcome="failure",
+            code="state_expired",
+        )
+        + _points("alpha", "tenant", 4, route="ai_generate", method="POST", feature="ai", outcome="success")
+        + _points(
+            "alpha",
+            "tenant",
+            1,
+            route="ai_generate",
+            method="POST",
+            status=429,
+            feature="ai",
+            outcome="failure",
+            code="usage_limit_exceeded",
+        )
+        + _points(
+            "beta", "tenant", 2, route="domain_add", method="POST", status=201, feature="domains", outcome="success"
+        ),
+        timestamp=now - 60,
+    )
     write_points(path, _points("alpha", "dispatcher", 1000, status=500), timestamp=now - 3 * 86400)  # outside 24h
     return path
 
@@ -191,8 +239,11 @@ def _check_summary(summary: dict[str, Any]) -> None:
     assert alpha.auth_success_rate == 0.75
     assert alpha.features == {"ai": {"success": 4, "failure": 1}}
     codes = {(e["source"], e["code"]): e["count"] for e in alpha.errors}
-    assert codes == {("dispatcher", "tenant_worker_error"): 2, ("tenant", "state_expired"): 1,
-                     ("tenant", "usage_limit_exceeded"): 1}
+    assert codes == {
+        ("dispatcher", "tenant_worker_error"): 2,
+        ("tenant", "state_expired"): 1,
+        ("tenant", "usage_limit_exceeded"): 1,
+    }
     assert beta.requests == 10 and beta.error_rate == 0.0 and beta.p95_ms == 50
     assert beta.features == {"domains": {"success": 2}} and beta.auth_success_rate is None
 
@@ -230,8 +281,10 @@ def test_percentile_from_buckets() -> None:
 
 
 def test_sql_api_answers_are_parsed_with_integers_as_numbers() -> None:
-    body = (b'{"meta":[{"name":"n","type":"UInt64"},{"name":"b","type":"Float64"},{"name":"s","type":"String"}],'
-            b'"data":[{"n":"12","b":2.5,"s":"12"}],"rows":1,"rows_before_limit_at_least":1}')
+    body = (
+        b'{"meta":[{"name":"n","type":"UInt64"},{"name":"b","type":"Float64"},{"name":"s","type":"String"}],'
+        b'"data":[{"n":"12","b":2.5,"s":"12"}],"rows":1,"rows_before_limit_at_least":1}'
+    )
     assert parse_sql_api_answer(body) == [{"n": 12, "b": 2.5, "s": "12"}]
     for bad in (b"nope", b'{"data": 3}', b'{"meta": [], "data": [1]}'):
         with pytest.raises(MetricsUnavailable):
@@ -255,6 +308,7 @@ async def test_the_remote_path_speaks_the_sql_api_and_agrees_with_the_local_stor
                 await q.summary(window="1h", now=time.time())
             with pytest.raises(MetricsUnavailable, match="unreachable"):
                 await MetricsQueries(SqlApiSource(http, "http://127.0.0.1:9/sql", "t")).summary(
-                    window="1h", now=time.time())
+                    window="1h", now=time.time()
+                )
         finally:
             await http.aclose()

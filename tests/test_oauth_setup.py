@@ -1,4 +1,5 @@
 """scripts/oauth_setup.py: the URLs an operator registers, per tenant, from the demo set or a D1 replica."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,9 @@ def test_demo_tenants_get_their_own_callback_on_their_own_host(capsys: pytest.Ca
     assert "SESSION_SECRET" in items["cozyartz"]["secrets"] and "GITHUB_CLIENT_SECRET" in items["cozyartz"]["secrets"]
 
 
-def test_reads_tenants_from_a_d1_replica(platform: Platform, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_reads_tenants_from_a_d1_replica(
+    platform: Platform, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # A replica of the running platform's D1 (the seeded demo tenants), as `wrangler d1 export` would give.
     replica = tmp_path / "d1.sqlite"
     copy_database(platform.d1.path, replica)

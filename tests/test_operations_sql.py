@@ -1,6 +1,7 @@
 """20261126235519_operations.sql in SQL, the way PostgREST drives it (role + JWT claims, rolled back):
 health checks and alerts (N failures in a row, one open alert, the webhook outbox, uptime), and
 the support desk's rules as attacks: escalation, spoofed authors, other tenants' tickets, the SLA."""
+
 from __future__ import annotations
 
 import json
@@ -42,14 +43,26 @@ def become(conn: psycopg.Connection, role: str, claims: dict[str, Any] | None = 
 
 def as_member(conn: psycopg.Connection, tenant: str, role: str, sub: str | None = None) -> str:
     sub = sub or user_id(tenant, role)
-    become(conn, "authenticated", {"sub": sub, "role": "authenticated", "aud": "authenticated", "tenant_id": tenant,
-                                   "tenant_role": role})
+    become(
+        conn,
+        "authenticated",
+        {"sub": sub, "role": "authenticated", "aud": "authenticated", "tenant_id": tenant, "tenant_role": role},
+    )
     return sub
 
 
 def as_staff(conn: psycopg.Connection) -> None:
-    become(conn, "authenticated", {"sub": SA, "role": "authenticated", "aud": "authenticated",
-                                   "tenant_id": "cozyartz", "tenant_role": "super_admin"})
+    become(
+        conn,
+        "authenticated",
+        {
+            "sub": SA,
+            "role": "authenticated",
+            "aud": "authenticated",
+            "tenant_id": "cozyartz",
+            "tenant_role": "super_admin",
+        },
+    )
 
 
 def refused(conn: psycopg.Connection, statement: str, params: tuple[Any, ...] = ()) -> str:
@@ -65,6 +78,7 @@ def refused(conn: psycopg.Connection, statement: str, params: tuple[Any, ...] = 
 
 # ---- health ---------------------------------------------------------------------------------------
 
+
 def record(conn: psycopg.Connection, *checks: dict[str, Any], n: int = 3) -> list[dict[str, Any]]:
     become(conn, "service_role")
     out = conn.execute("select public.record_health_checks(%s::jsonb, %s)", (json.dumps(list(checks)), n)).fetchone()
@@ -72,14 +86,22 @@ def record(conn: psycopg.Connection, *checks: dict[str, Any], n: int = 3) -> lis
 
 
 def check(tenant: str, ok: bool) -> dict[str, Any]:
-    return {"tenant_id": tenant, "ok": ok, "source": "cron", "health_status": 200 if ok else 502,
-            "page_status": 200 if ok else None, "latency_ms": 12, "detail": "" if ok else "health: HTTP 502"}
+    return {
+        "tenant_id": tenant,
+        "ok": ok,
+        "source": "cron",
+        "health_status": 200 if ok else 502,
+        "page_status": 200 if ok else None,
+        "latency_ms": 12,
+        "detail": "" if ok else "health: HTTP 502",
+    }
 
 
 def open_alerts(conn: psycopg.Connection, tenant: str) -> list[tuple[Any, ...]]:
     conn.execute("reset role")
-    return conn.execute("select id, failures, status from public.health_alerts where tenant_id = %s"
-                        " and status = 'open'", (tenant,)).fetchall()
+    return conn.execute(
+        "select id, failures, status from public.health_alerts where tenant_id = %s and status = 'open'", (tenant,)
+    ).fetchall()
 
 
 def test_n_consecutive_failures_open_one_alert_and_a_good_check_resolves_it(conn: psycopg.Connection) -> None:
@@ -130,23 +152,33 @@ def test_the_webhook_outbox(conn: psycopg.Connection) -> None:
         alert = conn.execute("select id from public.health_alerts where tenant_id = %s", (t,)).fetchone()[0]
         conn.execute("select public.mark_alert_notified(%s, 'alert.opened', false, 'HTTP 500')", (alert,))
         conn.execute("reset role")
-        assert conn.execute("select notify_attempts, last_notify_error from public.health_alerts where id = %s",
-                            (alert,)).fetchone() == (1, "HTTP 500")
+        assert conn.execute(
+            "select notify_attempts, last_notify_error from public.health_alerts where id = %s", (alert,)
+        ).fetchone() == (1, "HTTP 500")
         assert due() == [("alert.opened", t), ("alert.resolved", t)]  # still due: tried again next run
         conn.execute("select public.mark_alert_notified(%s, 'alert.opened', true)", (alert,))
         assert due() == [("alert.resolved", t)]
         conn.execute("select public.mark_alert_notified(%s, 'alert.resolved', true)", (alert,))
         assert due() == []
         conn.execute("reset role")
-        conn.execute("update public.health_alerts set notify_attempts = 10, resolved_notified_at = null,"
-                     " opened_notified_at = null where id = %s", (alert,))
+        conn.execute(
+            "update public.health_alerts set notify_attempts = 10, resolved_notified_at = null,"
+            " opened_notified_at = null where id = %s",
+            (alert,),
+        )
         assert due() == []  # given up after 10 attempts
     finally:
         conn.rollback()
 
 
-@pytest.mark.parametrize("fn", ["public.record_health_checks('[]'::jsonb, 3)", "public.alert_notifications_due()",
-                                "public.mark_alert_notified(1, 'alert.opened', true)"])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        "public.record_health_checks('[]'::jsonb, 3)",
+        "public.alert_notifications_due()",
+        "public.mark_alert_notified(1, 'alert.opened', true)",
+    ],
+)
 @pytest.mark.parametrize("who", ["anon", "admin", "staff"])
 def test_only_the_service_role_runs_the_health_functions(conn: psycopg.Connection, fn: str, who: str) -> None:
     if who == "anon":
@@ -161,16 +193,24 @@ def test_only_the_service_role_runs_the_health_functions(conn: psycopg.Connectio
 def test_uptime_per_month_through_rls(conn: psycopg.Connection) -> None:
     try:
         conn.execute("delete from public.health_checks where tenant_id in (%s, %s)", (WORLD.a, WORLD.b))
-        conn.execute("insert into public.health_checks (tenant_id, ok, checked_at) select %s, i %% 4 <> 0,"
-                     " timestamptz '2026-10-01 00:00Z' + i * interval '5 minutes' from generate_series(0, 99) i",
-                     (WORLD.a,))
-        conn.execute("insert into public.health_checks (tenant_id, ok, checked_at) values (%s, true, '2026-11-01 00:00Z')",
-                     (WORLD.a,))
-        query = ("select tenant_id, period, checks, ok_checks, uptime_percent::text from public.tenant_uptime(%s, %s)"
-                 " order by 1, 2")
+        conn.execute(
+            "insert into public.health_checks (tenant_id, ok, checked_at) select %s, i %% 4 <> 0,"
+            " timestamptz '2026-10-01 00:00Z' + i * interval '5 minutes' from generate_series(0, 99) i",
+            (WORLD.a,),
+        )
+        conn.execute(
+            "insert into public.health_checks (tenant_id, ok, checked_at) values (%s, true, '2026-11-01 00:00Z')",
+            (WORLD.a,),
+        )
+        query = (
+            "select tenant_id, period, checks, ok_checks, uptime_percent::text from public.tenant_uptime(%s, %s)"
+            " order by 1, 2"
+        )
         as_member(conn, WORLD.a, "admin")
-        assert conn.execute(query, (None, None)).fetchall() == [(WORLD.a, "2026-10", 100, 75, "75.000"),
-                                                                (WORLD.a, "2026-11", 1, 1, "100.000")]
+        assert conn.execute(query, (None, None)).fetchall() == [
+            (WORLD.a, "2026-10", 100, 75, "75.000"),
+            (WORLD.a, "2026-11", 1, 1, "100.000"),
+        ]
         assert conn.execute(query, ("2026-11", "2026-11")).fetchall() == [(WORLD.a, "2026-11", 1, 1, "100.000")]
         assert conn.execute(query, (None, "2026-10")).fetchall() == [(WORLD.a, "2026-10", 100, 75, "75.000")]
         assert conn.execute("select count(*) from public.tenant_uptime(null, null, %s)", (WORLD.b,)).fetchone() == (0,)
@@ -189,6 +229,7 @@ def test_uptime_per_month_through_rls(conn: psycopg.Connection) -> None:
 
 # ---- support ---------------------------------------------------------------------------------------
 
+
 def test_sla_hours_match_the_python_table(conn: psycopg.Connection) -> None:
     for tier in Tier:
         got = conn.execute("select private.first_response_hours(%s)", (tier.value,)).fetchone()[0]
@@ -199,11 +240,20 @@ def test_sla_hours_match_the_python_table(conn: psycopg.Connection) -> None:
 def open_ticket(conn: psycopg.Connection, tenant: str, role: str = "client", **extra: Any) -> dict[str, Any]:
     as_member(conn, tenant, role)
     cols = {"tenant_id": tenant, "subject": "Broken", "body": "It broke.", "priority": "high", **extra}
-    row = conn.execute(f"insert into public.support_tickets ({', '.join(cols)}) values"
-                       f" ({', '.join(['%s'] * len(cols))}) returning id, opened_by, tier, status,"
-                       " first_response_due_at - created_at, escalated", list(cols.values())).fetchone()
-    return {"id": row[0], "opened_by": str(row[1]), "tier": row[2], "status": row[3], "due_in": row[4],
-            "escalated": row[5]}
+    row = conn.execute(
+        f"insert into public.support_tickets ({', '.join(cols)}) values"
+        f" ({', '.join(['%s'] * len(cols))}) returning id, opened_by, tier, status,"
+        " first_response_due_at - created_at, escalated",
+        list(cols.values()),
+    ).fetchone()
+    return {
+        "id": row[0],
+        "opened_by": str(row[1]),
+        "tier": row[2],
+        "status": row[3],
+        "due_in": row[4],
+        "escalated": row[5],
+    }
 
 
 def test_a_member_opens_a_ticket_as_themselves_with_the_tiers_sla(conn: psycopg.Connection) -> None:
@@ -215,20 +265,37 @@ def test_a_member_opens_a_ticket_as_themselves_with_the_tiers_sla(conn: psycopg.
         conn.rollback()
 
 
-@pytest.mark.parametrize("column, value", [("escalated", True), ("status", "answered"), ("tier", "enterprise"),
-                                           ("first_response_at", "2026-11-01T00:00:00Z"),
-                                           ("first_response_due_at", "2099-01-01T00:00:00Z")])
+@pytest.mark.parametrize(
+    "column, value",
+    [
+        ("escalated", True),
+        ("status", "answered"),
+        ("tier", "enterprise"),
+        ("first_response_at", "2026-11-01T00:00:00Z"),
+        ("first_response_due_at", "2099-01-01T00:00:00Z"),
+    ],
+)
 def test_a_member_cannot_open_a_ticket_with_staff_fields(conn: psycopg.Connection, column: str, value: Any) -> None:
     as_member(conn, WORLD.a, "client")
-    assert refused(conn, f"insert into public.support_tickets (tenant_id, subject, body, {column})"
-                         " values (%s, 's', 'b', %s)", (WORLD.a, value)) == "42501"
+    assert (
+        refused(
+            conn,
+            f"insert into public.support_tickets (tenant_id, subject, body, {column}) values (%s, 's', 'b', %s)",
+            (WORLD.a, value),
+        )
+        == "42501"
+    )
 
 
 def test_tickets_cannot_be_opened_in_another_tenant(conn: psycopg.Connection) -> None:
     for who in (lambda: as_member(conn, WORLD.a, "admin"), lambda: as_staff(conn)):
         who()
-        assert refused(conn, "insert into public.support_tickets (tenant_id, subject, body) values (%s, 's', 'b')",
-                       (WORLD.b,)) == "42501"
+        assert (
+            refused(
+                conn, "insert into public.support_tickets (tenant_id, subject, body) values (%s, 's', 'b')", (WORLD.b,)
+            )
+            == "42501"
+        )
 
 
 def test_only_staff_escalate(conn: psycopg.Connection) -> None:
@@ -236,37 +303,51 @@ def test_only_staff_escalate(conn: psycopg.Connection) -> None:
     as_member(conn, WORLD.a, "admin")
     assert refused(conn, "update public.support_tickets set escalated = true where id = %s", (ticket,)) == "42501"
     as_member(conn, WORLD.a, "client")
-    assert refused(conn, "update public.support_tickets set status = 'closed' where id = %s returning id",
-                   (ticket,)) == "ok"  # RLS: no row for a client (nothing changes)
+    assert (
+        refused(conn, "update public.support_tickets set status = 'closed' where id = %s returning id", (ticket,))
+        == "ok"
+    )  # RLS: no row for a client (nothing changes)
     try:
         as_staff(conn)
-        row = conn.execute("update public.support_tickets set escalated = true where id = %s"
-                           " returning escalated, escalated_at is not null, escalated_by", (ticket,)).fetchone()
+        row = conn.execute(
+            "update public.support_tickets set escalated = true where id = %s"
+            " returning escalated, escalated_at is not null, escalated_by",
+            (ticket,),
+        ).fetchone()
         assert row[0] is True and row[1] is True and str(row[2]) == SA
     finally:
         conn.rollback()
-    for column, value in (("tenant_id", WORLD.b), ("opened_by", SA), ("first_response_at", "2026-01-01T00:00:00Z"),
-                          ("tier", "enterprise")):
+    for column, value in (
+        ("tenant_id", WORLD.b),
+        ("opened_by", SA),
+        ("first_response_at", "2026-01-01T00:00:00Z"),
+        ("tier", "enterprise"),
+    ):
         as_member(conn, WORLD.a, "admin")
-        assert refused(conn, f"update public.support_tickets set {column} = %s where id = %s",
-                       (value, ticket)) == "42501", column
+        assert (
+            refused(conn, f"update public.support_tickets set {column} = %s where id = %s", (value, ticket)) == "42501"
+        ), column
 
 
 def post(conn: psycopg.Connection, ticket: Any, body: str = "Any news?", **extra: Any) -> tuple[str, str, str]:
     cols = {"ticket_id": ticket, "body": body, **extra}
-    row = conn.execute(f"insert into public.support_messages ({', '.join(cols)}) values"
-                       f" ({', '.join(['%s'] * len(cols))}) returning tenant_id, author_id, author_role",
-                       list(cols.values())).fetchone()
+    row = conn.execute(
+        f"insert into public.support_messages ({', '.join(cols)}) values"
+        f" ({', '.join(['%s'] * len(cols))}) returning tenant_id, author_id, author_role",
+        list(cols.values()),
+    ).fetchone()
     return row[0], str(row[1]), row[2]
 
 
 def test_another_tenants_ticket_and_a_missing_one_are_refused_alike(conn: psycopg.Connection) -> None:
     as_member(conn, WORLD.a, "admin")
-    foreign = refused(conn, "insert into public.support_messages (ticket_id, body) values (%s, 'hi')",
-                      (ticket_id(WORLD.b),))
+    foreign = refused(
+        conn, "insert into public.support_messages (ticket_id, body) values (%s, 'hi')", (ticket_id(WORLD.b),)
+    )
     as_member(conn, WORLD.a, "admin")
-    missing = refused(conn, "insert into public.support_messages (ticket_id, body) values (%s, 'hi')",
-                      (str(uuid.uuid4()),))
+    missing = refused(
+        conn, "insert into public.support_messages (ticket_id, body) values (%s, 'hi')", (str(uuid.uuid4()),)
+    )
     assert foreign == missing == "42501"  # nothing tells a ticket of another tenant from no ticket
 
 
@@ -274,8 +355,9 @@ def test_a_client_sees_and_writes_on_their_own_tickets_only(conn: psycopg.Connec
     try:
         other = str(uuid.uuid4())
         conn.execute("reset role")
-        conn.execute("insert into public.profiles (id, tenant_id, email) values (%s, %s, 'other@a.example')",
-                     (other, WORLD.a))
+        conn.execute(
+            "insert into public.profiles (id, tenant_id, email) values (%s, %s, 'other@a.example')", (other, WORLD.a)
+        )
         as_member(conn, WORLD.a, "client", sub=other)
         assert conn.execute("select id from public.support_tickets").fetchall() == []
         assert conn.execute("select id from public.support_messages").fetchall() == []
@@ -291,19 +373,22 @@ def test_authors_come_from_the_jwt_and_the_first_answer_stops_the_sla_clock(conn
         # The opener's own follow-up is not a response, whatever it claims to be.
         assert post(conn, t["id"], author_id=SA) == (WORLD.a, user_id(WORLD.a, "client"), "client")
         conn.execute("reset role")
-        assert conn.execute("select first_response_at, status from public.support_tickets where id = %s",
-                            (t["id"],)).fetchone() == (None, "open")
+        assert conn.execute(
+            "select first_response_at, status from public.support_tickets where id = %s", (t["id"],)
+        ).fetchone() == (None, "open")
         as_member(conn, WORLD.a, "admin")
         assert post(conn, t["id"], "On it.") == (WORLD.a, user_id(WORLD.a, "admin"), "admin")
         conn.execute("reset role")
-        first, status = conn.execute("select first_response_at, status from public.support_tickets where id = %s",
-                                     (t["id"],)).fetchone()
+        first, status = conn.execute(
+            "select first_response_at, status from public.support_tickets where id = %s", (t["id"],)
+        ).fetchone()
         assert first is not None and status == "answered"
         as_member(conn, WORLD.a, "client")
         post(conn, t["id"], "Still broken.")
         conn.execute("reset role")
-        assert conn.execute("select first_response_at = %s, status from public.support_tickets where id = %s",
-                            (first, t["id"])).fetchone() == (True, "open")  # reopened; the SLA keeps its answer
+        assert conn.execute(
+            "select first_response_at = %s, status from public.support_tickets where id = %s", (first, t["id"])
+        ).fetchone() == (True, "open")  # reopened; the SLA keeps its answer
         as_staff(conn)
         assert post(conn, t["id"], "Escalated to engineering.") == (WORLD.a, SA, "staff")  # staff answer any tenant
     finally:
@@ -315,8 +400,9 @@ def test_an_admins_reply_to_their_own_ticket_is_not_a_first_response(conn: psyco
         t = open_ticket(conn, WORLD.a, "admin")
         post(conn, t["id"], "Adding detail.")
         conn.execute("reset role")
-        assert conn.execute("select first_response_at from public.support_tickets where id = %s",
-                            (t["id"],)).fetchone() == (None,)
+        assert conn.execute(
+            "select first_response_at from public.support_tickets where id = %s", (t["id"],)
+        ).fetchone() == (None,)
     finally:
         conn.rollback()
 

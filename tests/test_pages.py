@@ -1,4 +1,5 @@
 """The tenant's own pages: a branded home with sign-in, and white-label error pages."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,10 @@ def test_not_found_page_is_white_label(auth_world: AuthWorld) -> None:
 def test_tenant_written_branding_cannot_inject_markup(auth_world: AuthWorld) -> None:
     with auth_world.pg.connect() as conn:
         old = conn.execute("select whitelabel_config from public.tenants where tenant_id = 'partner1'").fetchone()[0]
-        conn.execute("update public.tenants set whitelabel_config = %s::jsonb where tenant_id = 'partner1'",
-                     ('{"brand_name": "<script>alert(1)</script>", "primary_color": "red}</style><script>x()</script>"}',))
+        conn.execute(
+            "update public.tenants set whitelabel_config = %s::jsonb where tenant_id = 'partner1'",
+            ('{"brand_name": "<script>alert(1)</script>", "primary_color": "red}</style><script>x()</script>"}',),
+        )
     try:
         # The brand is cached per isolate for 5 minutes: a secret change restarts the tenant's Worker.
         auth_world.set_secret("partner1", "TEST_RESTART", secrets.token_hex(4))
@@ -45,8 +48,9 @@ def test_tenant_written_branding_cannot_inject_markup(auth_world: AuthWorld) -> 
             assert "<script>" not in r.text and "&lt;script&gt;" in r.text
     finally:
         with auth_world.pg.connect() as conn:
-            conn.execute("update public.tenants set whitelabel_config = %s where tenant_id = 'partner1'",
-                         (json.dumps(old),))
+            conn.execute(
+                "update public.tenants set whitelabel_config = %s where tenant_id = 'partner1'", (json.dumps(old),)
+            )
         auth_world.set_secret("partner1", "TEST_RESTART", None)  # original secrets, a fresh brand cache
     assert "Partner One" in httpx.get(auth_world.url + "/", headers={"Host": HOSTS["partner1"]}).text
 

@@ -1,6 +1,7 @@
 """Python memory snapshots on the local platform (localrt/node/host.mjs): the first start of a
 bundle saves one, later starts restore it, and a snapshot that does not restore (cut short,
 corrupted, from another workerd build) is replaced instead of keeping the Worker down."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,15 @@ def _serve_once(work: Path, snapshots: Path) -> dict[str, object]:
     paths.registry()
     if not paths.dispatcher_secrets.exists():  # what `python -m localrt run` writes once
         write_dev_vars(paths.dispatcher_secrets, {"CONTEXT_SIGNING_SECRET": new_secret()})
-    host = WorkerdHost(paths.namespace, paths.secrets, work / "wrangler", paths.root, port=free_port(),
-                       dispatcher_vars=dispatcher_vars(), python_snapshot_dir=snapshots)
+    host = WorkerdHost(
+        paths.namespace,
+        paths.secrets,
+        work / "wrangler",
+        paths.root,
+        port=free_port(),
+        dispatcher_vars=dispatcher_vars(),
+        python_snapshot_dir=snapshots,
+    )
     host.start(build=False)
     try:
         r = httpx.get(host.url + "/api/health", headers={"Host": "nobody.example"}, timeout=30)
@@ -44,5 +52,5 @@ def test_snapshot_is_saved_restored_and_a_corrupt_one_replaced(tmp_path: Path) -
     assert list(snapshots.glob("*/snapshot.bin")) == saved
 
     saved[0].write_bytes(b"\0" * 4096)  # cut short / corrupted
-    _serve_once(tmp_path, snapshots)    # still serves, and writes a good snapshot again
+    _serve_once(tmp_path, snapshots)  # still serves, and writes a good snapshot again
     assert saved[0].stat().st_size > 1_000_000

@@ -5,6 +5,7 @@ Each principal is what a caller can send: the anon key alone, the service-role k
 anon key plus a tenant JWT signed with the project secret. Writes are real (no rollback
 over HTTP), so the two test tenants are rebuilt after every write. Then the JWT attacks.
 """
+
 from __future__ import annotations
 
 import base64
@@ -69,8 +70,9 @@ def headers_for(stack: SupabaseStack, principal: str) -> dict[str, str]:
     return {"apikey": stack.anon_key, "authorization": f"Bearer {token(stack.jwt_secret, claims or {})}"}
 
 
-def http_op(http: httpx.Client, stack: SupabaseStack, headers: dict[str, str], table: str, op: str,
-            tenant: str) -> int | str | tuple[int, str]:
+def http_op(
+    http: httpx.Client, stack: SupabaseStack, headers: dict[str, str], table: str, op: str, tenant: str
+) -> int | str | tuple[int, str]:
     url = f"{stack.rest_url}/{table}"
     params = {"select": "tenant_id"}
     h = {**headers, "prefer": "return=representation"}
@@ -97,11 +99,11 @@ def http_op(http: httpx.Client, stack: SupabaseStack, headers: dict[str, str], t
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("table", TABLES)
 @pytest.mark.parametrize("principal", PRINCIPALS)
-def test_isolation_matrix_over_http(supabase_stack: SupabaseStack, http: httpx.Client, db: WorldAdmin,
-                                    principal: str, table: str, op: str, target: str) -> None:
+def test_isolation_matrix_over_http(
+    supabase_stack: SupabaseStack, http: httpx.Client, db: WorldAdmin, principal: str, table: str, op: str, target: str
+) -> None:
     try:
-        outcome = http_op(http, supabase_stack, headers_for(supabase_stack, principal), table, op,
-                          WORLD.tenant(target))
+        outcome = http_op(http, supabase_stack, headers_for(supabase_stack, principal), table, op, WORLD.tenant(target))
     finally:
         if op != "select":
             db.reset(WORLD)
@@ -110,34 +112,49 @@ def test_isolation_matrix_over_http(supabase_stack: SupabaseStack, http: httpx.C
         assert outcome in (DENIED, 0)
 
 
-def test_insert_into_other_tenant_is_refused_with_rls_error(supabase_stack: SupabaseStack, http: httpx.Client,
-                                                             db: WorldAdmin) -> None:
-    resp = http.post(f"{supabase_stack.rest_url}/profiles", json=insert_row("profiles", WORLD.b),
-                     headers=headers_for(supabase_stack, "admin_a"))
+def test_insert_into_other_tenant_is_refused_with_rls_error(
+    supabase_stack: SupabaseStack, http: httpx.Client, db: WorldAdmin
+) -> None:
+    resp = http.post(
+        f"{supabase_stack.rest_url}/profiles",
+        json=insert_row("profiles", WORLD.b),
+        headers=headers_for(supabase_stack, "admin_a"),
+    )
     assert resp.status_code == 403
     assert resp.json()["code"] == "42501"
     assert "row-level security" in resp.json()["message"]
 
 
-def test_client_cannot_raise_own_role_over_http(supabase_stack: SupabaseStack, http: httpx.Client,
-                                                 db: WorldAdmin) -> None:
+def test_client_cannot_raise_own_role_over_http(
+    supabase_stack: SupabaseStack, http: httpx.Client, db: WorldAdmin
+) -> None:
     me = user_id(WORLD.a, "client")
-    for body in ({"tenant_role": "admin"}, {"tenant_role": "super_admin"}, {"tenant_permissions": {"all": True}},
-                 {"tenant_id": WORLD.b}):
-        resp = http.patch(f"{supabase_stack.rest_url}/profiles", params={"id": f"eq.{me}"}, json=body,
-                          headers=headers_for(supabase_stack, "client_a"))
+    for body in (
+        {"tenant_role": "admin"},
+        {"tenant_role": "super_admin"},
+        {"tenant_permissions": {"all": True}},
+        {"tenant_id": WORLD.b},
+    ):
+        resp = http.patch(
+            f"{supabase_stack.rest_url}/profiles",
+            params={"id": f"eq.{me}"},
+            json=body,
+            headers=headers_for(supabase_stack, "client_a"),
+        )
         assert resp.status_code in (401, 403) and resp.json()["code"] == "42501", (body, resp.text)
     assert db.profile(me) == ("client", WORLD.a)
 
 
 # ---- JWT attacks ----------------------------------------------------------------------------
 
+
 def _admin_a_claims() -> dict[str, Any]:
     return principal_claims("admin_a", WORLD)[1] or {}
 
 
-def _get_tenants(http: httpx.Client, stack: SupabaseStack, bearer: str | None,
-                 apikey: str | None = "anon") -> httpx.Response:
+def _get_tenants(
+    http: httpx.Client, stack: SupabaseStack, bearer: str | None, apikey: str | None = "anon"
+) -> httpx.Response:
     headers: dict[str, str] = {}
     if apikey == "anon":
         headers["apikey"] = stack.anon_key
@@ -163,8 +180,9 @@ def test_token_signed_with_wrong_key(supabase_stack: SupabaseStack, http: httpx.
     _refused(_get_tenants(http, supabase_stack, token(OTHER_SECRET, _admin_a_claims())))
 
 
-def test_other_tenants_id_signed_with_a_different_secret(supabase_stack: SupabaseStack, http: httpx.Client,
-                                                          db: WorldAdmin) -> None:
+def test_other_tenants_id_signed_with_a_different_secret(
+    supabase_stack: SupabaseStack, http: httpx.Client, db: WorldAdmin
+) -> None:
     claims = {**_admin_a_claims(), "tenant_id": WORLD.b, "sub": user_id(WORLD.b, "admin")}
     _refused(_get_tenants(http, supabase_stack, token(OTHER_SECRET, claims)))
 
@@ -172,7 +190,9 @@ def test_other_tenants_id_signed_with_a_different_secret(supabase_stack: Supabas
 @pytest.mark.parametrize("signature", ["", "AAAA", "sig"])
 def test_alg_none(supabase_stack: SupabaseStack, http: httpx.Client, signature: str) -> None:
     now = int(time.time())
-    forged = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64({**_admin_a_claims(), 'iat': now, 'exp': now + 300})}.{signature}"
+    forged = (
+        f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64({**_admin_a_claims(), 'iat': now, 'exp': now + 300})}.{signature}"
+    )
     _refused(_get_tenants(http, supabase_stack, forged))
 
 
@@ -191,8 +211,7 @@ def test_service_role_claim_with_wrong_key(supabase_stack: SupabaseStack, http: 
     _refused(_get_tenants(http, supabase_stack, token(OTHER_SECRET, {"role": "service_role"})))
 
 
-def test_missing_tenant_id_sees_nothing(supabase_stack: SupabaseStack, http: httpx.Client,
-                                        db: WorldAdmin) -> None:
+def test_missing_tenant_id_sees_nothing(supabase_stack: SupabaseStack, http: httpx.Client, db: WorldAdmin) -> None:
     claims = {k: v for k, v in _admin_a_claims().items() if k != "tenant_id"}
     bearer = token(supabase_stack.jwt_secret, claims)
     headers = {"apikey": supabase_stack.anon_key, "authorization": f"Bearer {bearer}"}
@@ -222,10 +241,12 @@ def test_invalid_apikey_is_refused(supabase_stack: SupabaseStack, http: httpx.Cl
     assert resp.status_code == 401 and resp.json()["message"] == "Invalid API key"
 
 
-def test_anon_key_as_bearer_cannot_write(supabase_stack: SupabaseStack, http: httpx.Client,
-                                         db: WorldAdmin) -> None:
-    resp = http.post(f"{supabase_stack.rest_url}/audit_log", json=insert_row("audit_log", WORLD.a),
-                     headers={"apikey": supabase_stack.anon_key, "authorization": f"Bearer {supabase_stack.anon_key}"})
+def test_anon_key_as_bearer_cannot_write(supabase_stack: SupabaseStack, http: httpx.Client, db: WorldAdmin) -> None:
+    resp = http.post(
+        f"{supabase_stack.rest_url}/audit_log",
+        json=insert_row("audit_log", WORLD.a),
+        headers={"apikey": supabase_stack.anon_key, "authorization": f"Bearer {supabase_stack.anon_key}"},
+    )
     assert resp.status_code == 401 and resp.json()["code"] == "42501"
 
 
@@ -234,8 +255,11 @@ def test_gateway_serves_only_the_rest_prefix(supabase_stack: SupabaseStack, http
     assert resp.status_code == 404
 
 
-def test_apikey_query_parameter_is_accepted_and_not_forwarded_as_a_filter(supabase_stack: SupabaseStack,
-                                                                          http: httpx.Client, db: WorldAdmin) -> None:
-    resp = http.get(f"{supabase_stack.rest_url}/tenants",
-                    params={"select": "tenant_id", "tenant_id": f"eq.{WORLD.a}", "apikey": supabase_stack.service_role_key})
+def test_apikey_query_parameter_is_accepted_and_not_forwarded_as_a_filter(
+    supabase_stack: SupabaseStack, http: httpx.Client, db: WorldAdmin
+) -> None:
+    resp = http.get(
+        f"{supabase_stack.rest_url}/tenants",
+        params={"select": "tenant_id", "tenant_id": f"eq.{WORLD.a}", "apikey": supabase_stack.service_role_key},
+    )
     assert resp.status_code == 200 and resp.json() == [{"tenant_id": WORLD.a}]

@@ -6,6 +6,7 @@ caller (a real user, a user whose token claims super_admin outside the primary t
 stranger's user id) and a batch of operations. Each case runs in one transaction on one
 connection and is rolled back, so 2,000 cases take seconds.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,7 @@ REFUSALS = {"42501", "23514", "23505", "CMQ01", "CMD01"}
 
 @dataclass(frozen=True)
 class TenantSpec:
-    roles: tuple[str, ...]          # one profile per entry
+    roles: tuple[str, ...]  # one profile per entry
     domain_types: tuple[str, ...]
     usage_types: tuple[str, ...]
     audit_rows: int
@@ -39,8 +40,8 @@ class TenantSpec:
 @dataclass(frozen=True)
 class Op:
     table: str
-    kind: str                        # select | insert | update | delete
-    target: int | None               # tenant index the statement aims at; None = no filter
+    kind: str  # select | insert | update | delete
+    target: int | None  # tenant index the statement aims at; None = no filter
 
 
 # Each tenant and each operation is drawn as one small integer and decoded: one draw instead
@@ -52,17 +53,25 @@ OP_KINDS = ("select", "insert", "update", "delete")
 
 
 def decode_tenant(code: int) -> TenantSpec:
-    roles = tuple(ROLES[(code >> b) & 1] for b in range(1 + (code >> 3) % 3))   # 1-3 users
+    roles = tuple(ROLES[(code >> b) & 1] for b in range(1 + (code >> 3) % 3))  # 1-3 users
     domains = tuple(DOMAIN_TYPES[(code >> (5 + 2 * d)) % 3] for d in range((code >> 9) % 3))
     usage = USAGE_TYPES[: (code >> 11) % 3]
-    return TenantSpec(roles=roles, domain_types=domains, usage_types=usage,
-                      audit_rows=(code >> 13) % 3, status="suspended" if (code >> 15) % 4 == 0 else "active")
+    return TenantSpec(
+        roles=roles,
+        domain_types=domains,
+        usage_types=usage,
+        audit_rows=(code >> 13) % 3,
+        status="suspended" if (code >> 15) % 4 == 0 else "active",
+    )
 
 
 def decode_op(code: int, n_tenants: int) -> Op:
     target = code // 20 % (n_tenants + 1)
-    return Op(table=TABLES[code % len(TABLES)], kind=OP_KINDS[code // len(TABLES) % 4],
-              target=None if target == n_tenants else target)
+    return Op(
+        table=TABLES[code % len(TABLES)],
+        kind=OP_KINDS[code // len(TABLES) % 4],
+        target=None if target == n_tenants else target,
+    )
 
 
 @st.composite
@@ -98,38 +107,74 @@ def _values(rows: list[tuple[Any, ...]]) -> sql.Composable:
 
 def world_sql(tenants: list[TenantSpec]) -> list[sql.Composable]:
     """Insert statements for the generated world (values inlined: it all goes in one round trip)."""
-    parts = [sql.SQL("insert into public.tenants (tenant_id, name, domain, type, status, script_name) values {}").format(
-        _values([(tid(i), f"T{i}", f"{tid(i)}.example.com", TENANT_TYPES[i % 2], t.status, "cmgsite-partner-tenant")
-                 for i, t in enumerate(tenants)]))]
-    parts.append(sql.SQL("insert into public.profiles (id, tenant_id, tenant_role) values {}").format(
-        _values([(uid(i, p), tid(i), role) for i, t in enumerate(tenants) for p, role in enumerate(t.roles)])))
-    domains = [(tid(i), f"d{d}.{tid(i)}.example.com", dt) for i, t in enumerate(tenants) for d, dt in enumerate(t.domain_types)]
+    parts = [
+        sql.SQL("insert into public.tenants (tenant_id, name, domain, type, status, script_name) values {}").format(
+            _values(
+                [
+                    (tid(i), f"T{i}", f"{tid(i)}.example.com", TENANT_TYPES[i % 2], t.status, "cmgsite-partner-tenant")
+                    for i, t in enumerate(tenants)
+                ]
+            )
+        )
+    ]
+    parts.append(
+        sql.SQL("insert into public.profiles (id, tenant_id, tenant_role) values {}").format(
+            _values([(uid(i, p), tid(i), role) for i, t in enumerate(tenants) for p, role in enumerate(t.roles)])
+        )
+    )
+    domains = [
+        (tid(i), f"d{d}.{tid(i)}.example.com", dt) for i, t in enumerate(tenants) for d, dt in enumerate(t.domain_types)
+    ]
     if domains:
-        parts.append(sql.SQL("insert into public.tenant_domains (tenant_id, domain, domain_type) values {}").format(
-            _values(domains)))
+        parts.append(
+            sql.SQL("insert into public.tenant_domains (tenant_id, domain, domain_type) values {}").format(
+                _values(domains)
+            )
+        )
     usage = [(tid(i), ut, "2026-11", 1) for i, t in enumerate(tenants) for ut in t.usage_types]
     if usage:
-        parts.append(sql.SQL("insert into public.tenant_usage (tenant_id, usage_type, period, usage_count) values {}"
-                             ).format(_values(usage)))
+        parts.append(
+            sql.SQL("insert into public.tenant_usage (tenant_id, usage_type, period, usage_count) values {}").format(
+                _values(usage)
+            )
+        )
     audit = [(tid(i), "system", "prop.seed") for i, t in enumerate(tenants) for _ in range(t.audit_rows)]
     if audit:
-        parts.append(sql.SQL("insert into public.audit_log (tenant_id, actor, action) values {}").format(_values(audit)))
+        parts.append(
+            sql.SQL("insert into public.audit_log (tenant_id, actor, action) values {}").format(_values(audit))
+        )
     # 0007: each tenant's data key dk1 (integration credentials are written under it) and one secret.
-    parts.append(sql.SQL("insert into public.tenant_data_keys (tenant_id, key_id, wrapped_key, platform_key_id) "
-                         "values {}").format(_values([(tid(i), "dk1", FAKE_WRAPPED_KEY, "p1")
-                                                      for i in range(len(tenants))])))
-    parts.append(sql.SQL("insert into public.integration_credentials (tenant_id, name, key_id, ciphertext) "
-                         "values {}").format(_values([(tid(i), "seeded", "dk1", FAKE_CIPHERTEXT)
-                                                      for i in range(len(tenants))])))
+    parts.append(
+        sql.SQL(
+            "insert into public.tenant_data_keys (tenant_id, key_id, wrapped_key, platform_key_id) values {}"
+        ).format(_values([(tid(i), "dk1", FAKE_WRAPPED_KEY, "p1") for i in range(len(tenants))]))
+    )
+    parts.append(
+        sql.SQL("insert into public.integration_credentials (tenant_id, name, key_id, ciphertext) values {}").format(
+            _values([(tid(i), "seeded", "dk1", FAKE_CIPHERTEXT) for i in range(len(tenants))])
+        )
+    )
     # 20261126235519_operations.sql: a failed check, an open alert, a ticket opened by the first user and a reply.
-    parts.append(sql.SQL("insert into public.health_checks (tenant_id, ok) values {}").format(
-        _values([(tid(i), False) for i in range(len(tenants))])))
-    parts.append(sql.SQL("insert into public.health_alerts (tenant_id, status) values {}").format(
-        _values([(tid(i), "open") for i in range(len(tenants))])))
-    parts.append(sql.SQL("insert into public.support_tickets (id, tenant_id, opened_by, subject, body) values {}").format(
-        _values([(ticket_id(tid(i)), tid(i), uid(i, 0), "s", "b") for i in range(len(tenants))])))
-    parts.append(sql.SQL("insert into public.support_messages (ticket_id, tenant_id, author_id, body) values {}").format(
-        _values([(ticket_id(tid(i)), tid(i), uid(i, 0), "m") for i in range(len(tenants))])))
+    parts.append(
+        sql.SQL("insert into public.health_checks (tenant_id, ok) values {}").format(
+            _values([(tid(i), False) for i in range(len(tenants))])
+        )
+    )
+    parts.append(
+        sql.SQL("insert into public.health_alerts (tenant_id, status) values {}").format(
+            _values([(tid(i), "open") for i in range(len(tenants))])
+        )
+    )
+    parts.append(
+        sql.SQL("insert into public.support_tickets (id, tenant_id, opened_by, subject, body) values {}").format(
+            _values([(ticket_id(tid(i)), tid(i), uid(i, 0), "s", "b") for i in range(len(tenants))])
+        )
+    )
+    parts.append(
+        sql.SQL("insert into public.support_messages (ticket_id, tenant_id, author_id, body) values {}").format(
+            _values([(ticket_id(tid(i)), tid(i), uid(i, 0), "m") for i in range(len(tenants))])
+        )
+    )
     return parts
 
 
@@ -145,9 +190,11 @@ def run_script(conn: psycopg.Connection, parts: list[sql.Composable]) -> list[li
 
 
 DIGEST = sql.SQL(" union all ").join(
-    sql.SQL("select {}, md5(coalesce(string_agg(t::text, '|' order by t::text), '')) from {} t"
-            " where tenant_id <> %(me)s").format(sql.Literal(table), sql.Identifier("public", table))
-    for table in TABLES)
+    sql.SQL(
+        "select {}, md5(coalesce(string_agg(t::text, '|' order by t::text), '')) from {} t where tenant_id <> %(me)s"
+    ).format(sql.Literal(table), sql.Identifier("public", table))
+    for table in TABLES
+)
 
 
 def others_digest(conn: psycopg.Connection, me: str) -> list[tuple[Any, ...]]:
@@ -157,22 +204,32 @@ def others_digest(conn: psycopg.Connection, me: str) -> list[tuple[Any, ...]]:
 
 def statement(op: Op) -> sql.Composable:
     tbl = sql.Identifier("public", op.table)
-    where = sql.SQL(" where tenant_id = {}").format(sql.Literal(tid(op.target))) if op.target is not None else sql.SQL("")
+    where = (
+        sql.SQL(" where tenant_id = {}").format(sql.Literal(tid(op.target))) if op.target is not None else sql.SQL("")
+    )
     if op.kind == "select":
         return sql.SQL("select tenant_id from {}").format(tbl) + where
     if op.kind == "update":
         col, value = UPDATE_VALUES[op.table]
-        return sql.SQL("update {} set {} = {}").format(tbl, sql.Identifier(col), sql.Literal(value)) + where + sql.SQL(
-            " returning tenant_id")
+        return (
+            sql.SQL("update {} set {} = {}").format(tbl, sql.Identifier(col), sql.Literal(value))
+            + where
+            + sql.SQL(" returning tenant_id")
+        )
     if op.kind == "delete":
         return sql.SQL("delete from {}").format(tbl) + where + sql.SQL(" returning tenant_id")
     row = insert_row(op.table, tid(op.target if op.target is not None else 0))
     return sql.SQL("insert into {} ({}) values ({}) returning tenant_id").format(
-        tbl, sql.SQL(", ").join(map(sql.Identifier, row)), sql.SQL(", ").join(map(sql.Literal, row.values())))
+        tbl, sql.SQL(", ").join(map(sql.Identifier, row)), sql.SQL(", ").join(map(sql.Literal, row.values()))
+    )
 
 
-@settings(max_examples=CASES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=CASES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(case=cases())
 def test_every_row_seen_or_changed_belongs_to_the_callers_tenant(conn: psycopg.Connection, case: Any) -> None:
     tenants, (t, kind, p), ops = case
@@ -185,8 +242,11 @@ def test_every_row_seen_or_changed_belongs_to_the_callers_tenant(conn: psycopg.C
         # does (transaction-local role and claims).
         run_script(conn, world_sql(tenants))
         before = others_digest(conn, me)
-        conn.execute("select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)",
-                     (json.dumps(claims),), prepare=True)
+        conn.execute(
+            "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)",
+            (json.dumps(claims),),
+            prepare=True,
+        )
         for op in ops:
             try:
                 # The savepoint lets a refused statement fail without ending the case.

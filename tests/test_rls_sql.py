@@ -4,6 +4,7 @@
 Superusers and table owners bypass RLS, so every case runs as anon / authenticated /
 service_role, never as the connection's superuser.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,11 @@ def become(conn: psycopg.Connection, role: str, claims: dict[str, Any] | None) -
 
 
 def as_user(conn: psycopg.Connection, tenant: str, role: str, sub: str | None = None) -> None:
-    become(conn, "authenticated", {"sub": sub or user_id(tenant, role), "role": "authenticated",
-                                   "tenant_id": tenant, "tenant_role": role})
+    become(
+        conn,
+        "authenticated",
+        {"sub": sub or user_id(tenant, role), "role": "authenticated", "tenant_id": tenant, "tenant_role": role},
+    )
 
 
 def run_op(conn: psycopg.Connection, table: str, op: str, tenant: str) -> int | str | Exception:
@@ -73,17 +77,22 @@ def run_op(conn: psycopg.Connection, table: str, op: str, tenant: str) -> int | 
             row = insert_row(table, tenant)
             cur = conn.execute(
                 sql.SQL("insert into {} ({}) values ({}) returning tenant_id").format(
-                    tbl, sql.SQL(", ").join(map(sql.Identifier, row)), sql.SQL(", ").join(sql.Placeholder() * len(row))),
+                    tbl, sql.SQL(", ").join(map(sql.Identifier, row)), sql.SQL(", ").join(sql.Placeholder() * len(row))
+                ),
                 list(row.values()),
             )
         elif op == "update":
             col, value = UPDATE_VALUES[table]
             cur = conn.execute(
-                sql.SQL("update {} set {} = %s where tenant_id = %s returning tenant_id").format(tbl, sql.Identifier(col)),
+                sql.SQL("update {} set {} = %s where tenant_id = %s returning tenant_id").format(
+                    tbl, sql.Identifier(col)
+                ),
                 (value, tenant),
             )
         else:
-            cur = conn.execute(sql.SQL("delete from {} where tenant_id = %s returning tenant_id").format(tbl), (tenant,))
+            cur = conn.execute(
+                sql.SQL("delete from {} where tenant_id = %s returning tenant_id").format(tbl), (tenant,)
+            )
     except psycopg.errors.InsufficientPrivilege:
         return DENIED
     except psycopg.Error as exc:
@@ -119,8 +128,10 @@ def test_admin_insert_into_other_tenant_is_refused_by_rls(conn: psycopg.Connecti
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security") as err:
             conn.execute(
                 sql.SQL("insert into {} ({}) values ({})").format(
-                    sql.Identifier("public", table), sql.SQL(", ").join(map(sql.Identifier, row)),
-                    sql.SQL(", ").join(sql.Placeholder() * len(row))),
+                    sql.Identifier("public", table),
+                    sql.SQL(", ").join(map(sql.Identifier, row)),
+                    sql.SQL(", ").join(sql.Placeholder() * len(row)),
+                ),
                 list(row.values()),
             )
         assert err.value.sqlstate == "42501"
@@ -141,69 +152,103 @@ CLIENT_A = "00000000-0000-4000-8000-000000000012"
 ADMIN_A = "00000000-0000-4000-8000-000000000011"
 
 
-@pytest.mark.parametrize("statement", [
-    "update public.profiles set tenant_role = 'admin' where id = %s returning id",
-    "update public.profiles set tenant_role = 'super_admin' where id = %s returning id",
-    "update public.profiles set tenant_permissions = '{\"billing\": true}' where id = %s returning id",
-    "update public.profiles set tenant_id = 'partner-seo' where id = %s returning id",
-    "update public.profiles set id = gen_random_uuid() where id = %s returning id",
-    "insert into public.profiles (id, tenant_id, tenant_role) values (gen_random_uuid(), 'partner1', 'admin')"
-    " returning id",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "update public.profiles set tenant_role = 'admin' where id = %s returning id",
+        "update public.profiles set tenant_role = 'super_admin' where id = %s returning id",
+        "update public.profiles set tenant_permissions = '{\"billing\": true}' where id = %s returning id",
+        "update public.profiles set tenant_id = 'partner-seo' where id = %s returning id",
+        "update public.profiles set id = gen_random_uuid() where id = %s returning id",
+        "insert into public.profiles (id, tenant_id, tenant_role) values (gen_random_uuid(), 'partner1', 'admin')"
+        " returning id",
+    ],
+)
 def test_client_cannot_raise_role_or_move_tenant(conn: psycopg.Connection, statement: str) -> None:
     as_user(conn, SEED_A, "client", CLIENT_A)
     assert _attempt(conn, statement, (CLIENT_A,) if "%s" in statement else ()) == DENIED
 
 
-@pytest.mark.parametrize("role, sub, target", [("client", CLIENT_A, CLIENT_A), ("admin", ADMIN_A, ADMIN_A),
-                                               ("admin", ADMIN_A, CLIENT_A)])
-def test_email_is_an_identity_key_api_users_cannot_rewrite(conn: psycopg.Connection, role: str, sub: str,
-                                                          target: str) -> None:
+@pytest.mark.parametrize(
+    "role, sub, target", [("client", CLIENT_A, CLIENT_A), ("admin", ADMIN_A, ADMIN_A), ("admin", ADMIN_A, CLIENT_A)]
+)
+def test_email_is_an_identity_key_api_users_cannot_rewrite(
+    conn: psycopg.Connection, role: str, sub: str, target: str
+) -> None:
     # Sign-in maps a verified email to a profile: taking someone's address would take their sign-in.
     as_user(conn, SEED_A, role, sub)
-    assert _attempt(conn, "update public.profiles set email = 'admin@partner1.example' where id = %s returning id",
-                    (target,)) == DENIED
+    assert (
+        _attempt(
+            conn, "update public.profiles set email = 'admin@partner1.example' where id = %s returning id", (target,)
+        )
+        == DENIED
+    )
 
 
 def test_one_profile_per_email_per_tenant(conn: psycopg.Connection) -> None:
     as_user(conn, SEED_A, "admin", ADMIN_A)
     try:
         with pytest.raises(psycopg.errors.UniqueViolation):
-            conn.execute("insert into public.profiles (id, tenant_id, email)"
-                         " values (gen_random_uuid(), 'partner1', 'Client@Partner1.Example')")
+            conn.execute(
+                "insert into public.profiles (id, tenant_id, email)"
+                " values (gen_random_uuid(), 'partner1', 'Client@Partner1.Example')"
+            )
     finally:
         conn.rollback()
     # The same address in another tenant is another person's profile there.
     become(conn, "service_role", {"role": "service_role"})
     try:
-        conn.execute("insert into public.profiles (id, tenant_id, email)"
-                     " values (gen_random_uuid(), 'partner-seo', 'client@partner1.example')")
+        conn.execute(
+            "insert into public.profiles (id, tenant_id, email)"
+            " values (gen_random_uuid(), 'partner-seo', 'client@partner1.example')"
+        )
     finally:
         conn.rollback()
 
 
-@pytest.mark.parametrize("statement, expected", [
-    # An admin may manage their tenant's people, but not themselves, not super_admin, not across tenants.
-    ("update public.profiles set tenant_role = 'admin' where id = '" + CLIENT_A + "' returning id", 1),
-    ("update public.profiles set tenant_role = 'super_admin' where id = '" + CLIENT_A + "' returning id", DENIED),
-    ("update public.profiles set tenant_permissions = '{\"all\": true}' where id = '" + ADMIN_A + "' returning id",
-     DENIED),
-    ("update public.profiles set tenant_id = 'partner-seo' where id = '" + CLIENT_A + "' returning id", DENIED),
-    ("update public.tenants set subscription_tier = 'enterprise' where tenant_id = 'partner1' returning 1", DENIED),
-    ("update public.tenants set status = 'active', type = 'primary' where tenant_id = 'partner1' returning 1", DENIED),
-    ("update public.tenants set tenant_id = 'partner-seo2' where tenant_id = 'partner1' returning 1", DENIED),
-    ("update public.tenants set whitelabel_config = '{\"brand_name\": \"P1\"}' where tenant_id = 'partner1'"
-     " returning 1", 1),
-    ("update public.tenant_domains set ssl_status = 'active' where tenant_id = 'partner1' returning 1", 0),
-])
+@pytest.mark.parametrize(
+    "statement, expected",
+    [
+        # An admin may manage their tenant's people, but not themselves, not super_admin, not across tenants.
+        ("update public.profiles set tenant_role = 'admin' where id = '" + CLIENT_A + "' returning id", 1),
+        ("update public.profiles set tenant_role = 'super_admin' where id = '" + CLIENT_A + "' returning id", DENIED),
+        (
+            "update public.profiles set tenant_permissions = '{\"all\": true}' where id = '"
+            + ADMIN_A
+            + "' returning id",
+            DENIED,
+        ),
+        ("update public.profiles set tenant_id = 'partner-seo' where id = '" + CLIENT_A + "' returning id", DENIED),
+        ("update public.tenants set subscription_tier = 'enterprise' where tenant_id = 'partner1' returning 1", DENIED),
+        (
+            "update public.tenants set status = 'active', type = 'primary' where tenant_id = 'partner1' returning 1",
+            DENIED,
+        ),
+        ("update public.tenants set tenant_id = 'partner-seo2' where tenant_id = 'partner1' returning 1", DENIED),
+        (
+            "update public.tenants set whitelabel_config = '{\"brand_name\": \"P1\"}' where tenant_id = 'partner1'"
+            " returning 1",
+            1,
+        ),
+        ("update public.tenant_domains set ssl_status = 'active' where tenant_id = 'partner1' returning 1", 0),
+    ],
+)
 def test_admin_limits(conn: psycopg.Connection, statement: str, expected: int | str) -> None:
     as_user(conn, SEED_A, "admin", ADMIN_A)
     assert _attempt(conn, statement) == expected
 
 
 def test_only_primary_tenant_holds_super_admin(conn: psycopg.Connection) -> None:
-    become(conn, "authenticated", {"sub": "00000000-0000-4000-8000-000000000001", "role": "authenticated",
-                                   "tenant_id": "cozyartz", "tenant_role": "super_admin"})
+    become(
+        conn,
+        "authenticated",
+        {
+            "sub": "00000000-0000-4000-8000-000000000001",
+            "role": "authenticated",
+            "tenant_id": "cozyartz",
+            "tenant_role": "super_admin",
+        },
+    )
     try:
         with pytest.raises(psycopg.errors.CheckViolation, match="primary tenant"):
             conn.execute("update public.profiles set tenant_role = 'super_admin' where id = %s", (CLIENT_A,))
@@ -213,29 +258,44 @@ def test_only_primary_tenant_holds_super_admin(conn: psycopg.Connection) -> None
     become(conn, "service_role", {"role": "service_role"})
     try:
         with pytest.raises(psycopg.errors.CheckViolation):
-            conn.execute("insert into public.profiles (id, tenant_id, tenant_role) values (%s, 'partner1', 'super_admin')",
-                         (str(uuid.uuid4()),))
+            conn.execute(
+                "insert into public.profiles (id, tenant_id, tenant_role) values (%s, 'partner1', 'super_admin')",
+                (str(uuid.uuid4()),),
+            )
     finally:
         conn.rollback()
 
 
 def test_admin_of_primary_cannot_demote_super_admin(conn: psycopg.Connection) -> None:
     as_user(conn, "cozyartz", "admin", "00000000-0000-4000-8000-000000000002")
-    assert _attempt(conn, "update public.profiles set tenant_role = 'client'"
-                          " where id = '00000000-0000-4000-8000-000000000001' returning id") == DENIED
+    assert (
+        _attempt(
+            conn,
+            "update public.profiles set tenant_role = 'client'"
+            " where id = '00000000-0000-4000-8000-000000000001' returning id",
+        )
+        == DENIED
+    )
 
 
 def test_admin_manages_own_custom_domains(conn: psycopg.Connection) -> None:
     # World B is a custom-domain tenant on growth (partner1 is partner-subdomain: no custom domains).
     as_user(conn, WORLD.b, "admin")
     try:
-        conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type)"
-                     " values (%s, 'shop.b-custom.com', 'custom')", (WORLD.b,))
-        assert conn.execute("delete from public.tenant_domains where domain = 'shop.b-custom.com'"
-                            " returning 1").fetchall() == [(1,)]
+        conn.execute(
+            "insert into public.tenant_domains (tenant_id, domain, domain_type)"
+            " values (%s, 'shop.b-custom.com', 'custom')",
+            (WORLD.b,),
+        )
+        assert conn.execute(
+            "delete from public.tenant_domains where domain = 'shop.b-custom.com' returning 1"
+        ).fetchall() == [(1,)]
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
-            conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type)"
-                         " values (%s, 'x.b.cozyartzmedia.com', 'subdomain')", (WORLD.b,))
+            conn.execute(
+                "insert into public.tenant_domains (tenant_id, domain, domain_type)"
+                " values (%s, 'x.b.cozyartzmedia.com', 'subdomain')",
+                (WORLD.b,),
+            )
     finally:
         conn.rollback()
 
@@ -246,8 +306,10 @@ def test_admin_cannot_claim_a_platform_subdomain_as_custom(conn: psycopg.Connect
     as_user(conn, SEED_A, "admin", ADMIN_A)
     try:
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
-            conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type)"
-                         " values ('partner1', %s, 'custom')", (domain,))
+            conn.execute(
+                "insert into public.tenant_domains (tenant_id, domain, domain_type) values ('partner1', %s, 'custom')",
+                (domain,),
+            )
     finally:
         conn.rollback()
 
@@ -257,31 +319,45 @@ def test_lookalike_domains_are_ordinary_custom_domains(conn: psycopg.Connection,
     # Only the platform's domain and names under it (a dot before it) are refused.
     as_user(conn, WORLD.b, "admin")
     try:
-        inserted = conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type)"
-                                " values (%s, %s, 'custom') returning tenant_id, domain, domain_type",
-                                (WORLD.b, domain)).fetchall()
+        inserted = conn.execute(
+            "insert into public.tenant_domains (tenant_id, domain, domain_type)"
+            " values (%s, %s, 'custom') returning tenant_id, domain, domain_type",
+            (WORLD.b, domain),
+        ).fetchall()
         assert inserted == [(WORLD.b, domain, "custom")]
-        assert conn.execute("select tenant_id from public.tenant_domains where domain = %s",
-                            (domain,)).fetchall() == [(WORLD.b,)]  # the admin's own, visible to them
+        assert conn.execute("select tenant_id from public.tenant_domains where domain = %s", (domain,)).fetchall() == [
+            (WORLD.b,)
+        ]  # the admin's own, visible to them
     finally:
         conn.rollback()
 
 
-@pytest.mark.parametrize("claims", [
-    {"sub": CLIENT_A, "role": "authenticated"},                                     # no tenant_id
-    {"sub": CLIENT_A, "role": "authenticated", "tenant_id": "", "tenant_role": "admin"},
-    {"sub": CLIENT_A, "role": "authenticated", "tenant_id": "partner1' or '1'='1", "tenant_role": "admin"},
-    {"sub": CLIENT_A, "role": "authenticated", "tenant_id": ["partner1"], "tenant_role": "admin"},
-    {"sub": CLIENT_A, "role": "authenticated", "tenant_id": "PARTNER1", "tenant_role": "admin"},
-    {"sub": "00000000-0000-4000-8000-000000000001", "role": "authenticated", "tenant_id": "partner1",
-     "tenant_role": "super_admin"},                                                  # SA claim, wrong tenant
-])
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"sub": CLIENT_A, "role": "authenticated"},  # no tenant_id
+        {"sub": CLIENT_A, "role": "authenticated", "tenant_id": "", "tenant_role": "admin"},
+        {"sub": CLIENT_A, "role": "authenticated", "tenant_id": "partner1' or '1'='1", "tenant_role": "admin"},
+        {"sub": CLIENT_A, "role": "authenticated", "tenant_id": ["partner1"], "tenant_role": "admin"},
+        {"sub": CLIENT_A, "role": "authenticated", "tenant_id": "PARTNER1", "tenant_role": "admin"},
+        {
+            "sub": "00000000-0000-4000-8000-000000000001",
+            "role": "authenticated",
+            "tenant_id": "partner1",
+            "tenant_role": "super_admin",
+        },  # SA claim, wrong tenant
+    ],
+)
 def test_odd_or_missing_tenant_claims_see_nothing_else(conn: psycopg.Connection, claims: dict[str, Any]) -> None:
     for table in TABLES:
         become(conn, "authenticated", claims)
         try:
-            seen = {r[0] for r in conn.execute(sql.SQL("select tenant_id from {}").format(
-                sql.Identifier("public", table))).fetchall()}
+            seen = {
+                r[0]
+                for r in conn.execute(
+                    sql.SQL("select tenant_id from {}").format(sql.Identifier("public", table))
+                ).fetchall()
+            }
         finally:
             conn.rollback()
         assert seen <= ({"partner1"} if claims.get("tenant_id") == "partner1" else set()), (table, seen)
@@ -291,8 +367,13 @@ def test_anon_sees_and_calls_nothing(conn: psycopg.Connection) -> None:
     for table in TABLES:
         become(conn, "anon", {"role": "anon"})
         assert _attempt(conn, f"select * from public.{table}") == DENIED
-    for fn in ("private.is_super_admin()", "public.get_current_tenant_id()", "private.is_primary_tenant('cozyartz')",
-               "private.member_tenant_id()", "private.admin_tenant_id()"):
+    for fn in (
+        "private.is_super_admin()",
+        "public.get_current_tenant_id()",
+        "private.is_primary_tenant('cozyartz')",
+        "private.member_tenant_id()",
+        "private.admin_tenant_id()",
+    ):
         become(conn, "anon", {"role": "anon"})
         assert _attempt(conn, f"select {fn}") == DENIED
 
@@ -306,8 +387,11 @@ def test_security_definer_helpers_are_locked_down(conn: psycopg.Connection) -> N
         " where p.prosecdef and n.nspname in ('public', 'private')"
     ).fetchall()
     conn.rollback()
-    assert {r[0] for r in rows} >= {"private.is_super_admin()", "private.is_primary_tenant(text)",
-                                    "private.is_platform_domain(text)"}
+    assert {r[0] for r in rows} >= {
+        "private.is_super_admin()",
+        "private.is_primary_tenant(text)",
+        "private.is_platform_domain(text)",
+    }
     for name, config, anon_exec, public_exec in rows:
         assert config and 'search_path=""' in config, name
         assert not anon_exec and not public_exec, name
@@ -358,8 +442,10 @@ def test_recursion_check_catches_the_product_documents_policy(conn: psycopg.Conn
 
 
 def test_no_policy_on_profiles_reads_profiles(conn: psycopg.Connection) -> None:
-    rows = conn.execute("select policyname, coalesce(qual, '') || coalesce(with_check, '') from pg_policies"
-                        " where schemaname = 'public' and tablename = 'profiles'").fetchall()
+    rows = conn.execute(
+        "select policyname, coalesce(qual, '') || coalesce(with_check, '') from pg_policies"
+        " where schemaname = 'public' and tablename = 'profiles'"
+    ).fetchall()
     conn.rollback()
     assert rows
     for name, text in rows:
@@ -368,18 +454,22 @@ def test_no_policy_on_profiles_reads_profiles(conn: psycopg.Connection) -> None:
 
 # ---- catalog checks -----------------------------------------------------------------------
 
+
 def test_rls_enabled_and_forced_on_every_public_table(conn: psycopg.Connection) -> None:
-    rows = conn.execute("select c.relname, c.relrowsecurity, c.relforcerowsecurity from pg_class c"
-                        " join pg_namespace n on n.oid = c.relnamespace"
-                        " where n.nspname = 'public' and c.relkind in ('r', 'p')").fetchall()
+    rows = conn.execute(
+        "select c.relname, c.relrowsecurity, c.relforcerowsecurity from pg_class c"
+        " join pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname = 'public' and c.relkind in ('r', 'p')"
+    ).fetchall()
     conn.rollback()
     assert {r[0] for r in rows} >= set(TABLES)
     assert [r[0] for r in rows if not (r[1] and r[2])] == []
 
 
 def test_policies_are_per_operation_and_for_authenticated_only(conn: psycopg.Connection) -> None:
-    rows = conn.execute("select tablename, policyname, cmd, roles::text[] from pg_policies"
-                        " where schemaname = 'public'").fetchall()
+    rows = conn.execute(
+        "select tablename, policyname, cmd, roles::text[] from pg_policies where schemaname = 'public'"
+    ).fetchall()
     conn.rollback()
     assert rows
     for _table, name, cmd, roles in rows:
@@ -393,24 +483,36 @@ def test_every_tenant_table_has_an_index_led_by_tenant_id(conn: psycopg.Connecti
         "select t.relname from pg_index i join pg_class t on t.oid = i.indrelid"
         " join pg_namespace n on n.oid = t.relnamespace join pg_attribute a"
         "   on a.attrelid = t.oid and a.attnum = i.indkey[0]"
-        " where n.nspname = 'public' and a.attname = 'tenant_id'").fetchall()
+        " where n.nspname = 'public' and a.attname = 'tenant_id'"
+    ).fetchall()
     conn.rollback()
     assert {r[0] for r in rows} >= set(TABLES)
 
 
 # ---- idempotency ----------------------------------------------------------------------------
 
+
 def _schema_dump(cluster: PgCluster) -> str:
-    out = subprocess.run([str(cluster.bin / "pg_dump"), "--schema-only", "--no-owner", cluster.dsn],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [str(cluster.bin / "pg_dump"), "--schema-only", "--no-owner", cluster.dsn],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     # pg_dump wraps its output in a random \restrict token: not part of the schema.
     return "\n".join(line for line in out.stdout.splitlines() if not line.startswith(("\\restrict", "\\unrestrict")))
 
 
 def _data_digest(conn: psycopg.Connection) -> list[Any]:
-    rows = [conn.execute(sql.SQL("select md5(coalesce(string_agg(t::text, '|' order by t::text), ''))"
-                                 " from {} t where tenant_id in ('cozyartz', 'partner1', 'partner-seo')").format(
-        sql.Identifier("public", table))).fetchone() for table in TABLES]
+    rows = [
+        conn.execute(
+            sql.SQL(
+                "select md5(coalesce(string_agg(t::text, '|' order by t::text), ''))"
+                " from {} t where tenant_id in ('cozyartz', 'partner1', 'partner-seo')"
+            ).format(sql.Identifier("public", table))
+        ).fetchone()
+        for table in TABLES
+    ]
     conn.rollback()
     return rows
 
@@ -418,8 +520,23 @@ def _data_digest(conn: psycopg.Connection) -> list[Any]:
 def test_migrations_and_seed_reapply_with_psql_as_a_no_op(pg_cluster: PgCluster, conn: psycopg.Connection) -> None:
     before_schema, before_data = _schema_dump(pg_cluster), _data_digest(conn)
     for path in [COMPAT_FILE, *migration_files(), SEED_FILE]:
-        subprocess.run([str(pg_cluster.bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-                        "-d", pg_cluster.dsn, "-f", str(path)], check=True, capture_output=True, text=True)
+        subprocess.run(
+            [
+                str(pg_cluster.bin / "psql"),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "--single-transaction",
+                "-d",
+                pg_cluster.dsn,
+                "-f",
+                str(path),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     assert pg_cluster.apply_migrations() == []  # and the tracked runner skips them all
     assert _schema_dump(pg_cluster) == before_schema
     assert _data_digest(conn) == before_data
@@ -427,12 +544,18 @@ def test_migrations_and_seed_reapply_with_psql_as_a_no_op(pg_cluster: PgCluster,
 
 # ---- the Supabase compatibility layer ------------------------------------------------------
 
+
 def test_auth_functions_read_claims_as_supabase_does(conn: psycopg.Connection) -> None:
-    become(conn, "authenticated", {"sub": CLIENT_A, "role": "authenticated", "tenant_id": "partner1",
-                                   "email": "c@p1.example"})
+    become(
+        conn,
+        "authenticated",
+        {"sub": CLIENT_A, "role": "authenticated", "tenant_id": "partner1", "email": "c@p1.example"},
+    )
     try:
-        row = conn.execute("select auth.uid()::text, auth.role(), auth.email(), auth.jwt() ->> 'tenant_id',"
-                           " public.get_current_tenant_id()").fetchone()
+        row = conn.execute(
+            "select auth.uid()::text, auth.role(), auth.email(), auth.jwt() ->> 'tenant_id',"
+            " public.get_current_tenant_id()"
+        ).fetchone()
         assert row == (CLIENT_A, "authenticated", "c@p1.example", "partner1", "partner1")
         # The legacy per-claim setting wins over the claims object, exactly as in Supabase.
         conn.execute("select set_config('request.jwt.claim.sub', %s, true)", (ADMIN_A,))
@@ -472,18 +595,22 @@ def test_compat_migration_steps_aside_on_a_real_supabase(conn: psycopg.Connectio
 HELPERS_MIGRATION = "20261127013708_rls_helpers.sql"
 
 
-@pytest.mark.parametrize(("claims", "member", "admin"), [
-    ({"tenant_id": SEED_A, "tenant_role": "client"}, SEED_A, None),
-    ({"tenant_id": SEED_A, "tenant_role": "admin"}, SEED_A, SEED_A),
-    ({"tenant_id": "cozyartz", "tenant_role": "super_admin"}, "cozyartz", "cozyartz"),
-    # super_admin claimed outside the primary tenant is no admin at all
-    ({"tenant_id": SEED_A, "tenant_role": "super_admin"}, SEED_A, None),
-    ({"tenant_id": "", "tenant_role": "admin"}, None, None),
-    ({"tenant_role": "admin"}, None, None),
-    ({"tenant_id": SEED_A, "tenant_role": "Admin"}, SEED_A, None),
-])
-def test_the_policy_helpers_answer_from_the_jwt(conn: psycopg.Connection, claims: dict[str, Any],
-                                                member: str | None, admin: str | None) -> None:
+@pytest.mark.parametrize(
+    ("claims", "member", "admin"),
+    [
+        ({"tenant_id": SEED_A, "tenant_role": "client"}, SEED_A, None),
+        ({"tenant_id": SEED_A, "tenant_role": "admin"}, SEED_A, SEED_A),
+        ({"tenant_id": "cozyartz", "tenant_role": "super_admin"}, "cozyartz", "cozyartz"),
+        # super_admin claimed outside the primary tenant is no admin at all
+        ({"tenant_id": SEED_A, "tenant_role": "super_admin"}, SEED_A, None),
+        ({"tenant_id": "", "tenant_role": "admin"}, None, None),
+        ({"tenant_role": "admin"}, None, None),
+        ({"tenant_id": SEED_A, "tenant_role": "Admin"}, SEED_A, None),
+    ],
+)
+def test_the_policy_helpers_answer_from_the_jwt(
+    conn: psycopg.Connection, claims: dict[str, Any], member: str | None, admin: str | None
+) -> None:
     become(conn, "authenticated", {"sub": str(uuid.uuid4()), "role": "authenticated", **claims})
     try:
         row = conn.execute("select private.member_tenant_id(), private.admin_tenant_id()").fetchone()
@@ -493,8 +620,10 @@ def test_the_policy_helpers_answer_from_the_jwt(conn: psycopg.Connection, claims
 
 
 def test_policies_read_the_jwt_only_through_the_helpers(conn: psycopg.Connection) -> None:
-    rows = conn.execute("select tablename, policyname, coalesce(qual, '') || ' ' || coalesce(with_check, '')"
-                        " from pg_policies where schemaname = 'public'").fetchall()
+    rows = conn.execute(
+        "select tablename, policyname, coalesce(qual, '') || ' ' || coalesce(with_check, '')"
+        " from pg_policies where schemaname = 'public'"
+    ).fetchall()
     conn.rollback()
     assert rows
     assert [(t, p) for t, p, text in rows if "auth.jwt()" in text or "is_tenant_admin()" in text] == []
@@ -506,13 +635,19 @@ def test_policies_read_the_jwt_only_through_the_helpers(conn: psycopg.Connection
 
 # (principal claims, query): tenant reads as the API makes them, and one where RLS alone filters.
 PLAN_QUERIES = [
-    ({"tenant_id": SEED_A, "tenant_role": "admin"},
-     "select * from public.audit_log where tenant_id = 'partner1' order by at desc limit 20"),
-    ({"tenant_id": SEED_A, "tenant_role": "client", "sub": "00000000-0000-4000-8000-000000000012"},
-     "select * from public.profiles where tenant_id = 'partner1'"),
+    (
+        {"tenant_id": SEED_A, "tenant_role": "admin"},
+        "select * from public.audit_log where tenant_id = 'partner1' order by at desc limit 20",
+    ),
+    (
+        {"tenant_id": SEED_A, "tenant_role": "client", "sub": "00000000-0000-4000-8000-000000000012"},
+        "select * from public.profiles where tenant_id = 'partner1'",
+    ),
     ({"tenant_id": SEED_A, "tenant_role": "admin"}, "select name from public.integration_credentials"),
-    ({"tenant_id": SEED_A, "tenant_role": "client", "sub": "00000000-0000-4000-8000-000000000012"},
-     "select * from public.support_tickets where tenant_id = 'partner1'"),
+    (
+        {"tenant_id": SEED_A, "tenant_role": "client", "sub": "00000000-0000-4000-8000-000000000012"},
+        "select * from public.support_tickets where tenant_id = 'partner1'",
+    ),
     ({"tenant_id": SEED_A, "tenant_role": "admin"}, "select * from public.tenant_domains where tenant_id = 'partner1'"),
 ]
 
@@ -537,8 +672,11 @@ def _nodes(plan: dict[str, Any], in_initplan: bool = False) -> Iterator[tuple[di
 
 def _scans(plan: dict[str, Any]) -> list[tuple[str, str, str]]:
     """The scans outside InitPlans: node type, relation, index (the plan's shape for a tenant read)."""
-    return [(n["Node Type"], n.get("Relation Name", ""), n.get("Index Name", ""))
-            for n, init in _nodes(plan) if not init and "Relation Name" in n]
+    return [
+        (n["Node Type"], n.get("Relation Name", ""), n.get("Index Name", ""))
+        for n, init in _nodes(plan)
+        if not init and "Relation Name" in n
+    ]
 
 
 def test_the_helpers_plan_as_the_predicates_did(pg_cluster: PgCluster, tmp_path: Path) -> None:
@@ -567,8 +705,9 @@ def test_the_helpers_plan_as_the_predicates_did(pg_cluster: PgCluster, tmp_path:
         assert scans and all(n["Node Type"] in ("Index Scan", "Index Only Scan") for n in scans), query
         assert all("tenant_id" in n.get("Index Cond", "") for n in scans), query
         # The helpers run once per statement (InitPlans); no scan calls a function per row.
-        outside = " ".join(str(n.get(k, "")) for n, init in _nodes(new) if not init
-                           for k in ("Filter", "Index Cond", "Recheck Cond"))
+        outside = " ".join(
+            str(n.get(k, "")) for n, init in _nodes(new) if not init for k in ("Filter", "Index Cond", "Recheck Cond")
+        )
         for name in ("member_tenant_id", "admin_tenant_id", "is_super_admin", "jwt", "is_tenant_admin"):
             assert f"{name}(" not in outside, (query, name, outside)
         inits = " ".join(str(n.get("Output", "")) for n, init in _nodes(new) if init)

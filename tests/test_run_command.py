@@ -1,6 +1,7 @@
 """The README's run command: serves the three demo hosts from workerd, is safe to rerun, and
 stops everything it started (Node + workerd, PostgreSQL, PostgREST, the gateway) on SIGTERM or
 Ctrl-C, keeping its state."""
+
 from __future__ import annotations
 
 import os
@@ -49,9 +50,22 @@ def _alive(pid: int) -> bool:
 
 
 def _start(tmp: Path, port: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "localrt", "run", "--port", str(port), "--pg-port", str(free_port()),
-           "--supabase-port", str(free_port()), "--state-dir", str(tmp / "state"),
-           "--wrangler-state", str(tmp / "wrangler")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "localrt",
+        "run",
+        "--port",
+        str(port),
+        "--pg-port",
+        str(free_port()),
+        "--supabase-port",
+        str(free_port()),
+        "--state-dir",
+        str(tmp / "state"),
+        "--wrangler-state",
+        str(tmp / "wrangler"),
+    ]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=open(tmp / "run.log", "ab"), stderr=subprocess.STDOUT)
 
 
@@ -97,9 +111,27 @@ def _second_run_refuses(tmp_path: Path, state: Path) -> None:
     """A second run on the same state directory refuses at once and leaves the first one's services alone."""
     postmaster = _postmaster(state)
     second = subprocess.run(
-        [sys.executable, "-m", "localrt", "run", "--port", str(free_port()), "--pg-port", str(free_port()),
-         "--supabase-port", str(free_port()), "--state-dir", str(state), "--wrangler-state", str(tmp_path / "wrangler")],
-        cwd=ROOT, capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "localrt",
+            "run",
+            "--port",
+            str(free_port()),
+            "--pg-port",
+            str(free_port()),
+            "--supabase-port",
+            str(free_port()),
+            "--state-dir",
+            str(state),
+            "--wrangler-state",
+            str(tmp_path / "wrangler"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert second.returncode == 1 and "another `run`" in second.stderr and "Traceback" not in second.stderr
     assert postmaster is not None and _alive(postmaster) and _postmaster(state) == postmaster
 
@@ -124,10 +156,24 @@ def test_run_serves_demo_hosts_on_workerd_and_stops_everything(world_readable_tm
                 assert partner1.json()["tenant_id"] == "partner1"
                 _second_run_refuses(tmp_path, state)
                 # The operator suspends a demo tenant; the next start must not seed it back to active.
-                out = subprocess.run([sys.executable, "scripts/tenants.py", "suspend", "partner1", "--quiet",
-                                      "--state-dir", str(state), "--wrangler-state", str(tmp_path / "wrangler")],
-                                     cwd=ROOT, capture_output=True, text=True, timeout=120,
-                                     env={k: v for k, v in os.environ.items() if not k.startswith("SUPABASE_")})
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        "scripts/tenants.py",
+                        "suspend",
+                        "partner1",
+                        "--quiet",
+                        "--state-dir",
+                        str(state),
+                        "--wrangler-state",
+                        str(tmp_path / "wrangler"),
+                    ],
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    env={k: v for k, v in os.environ.items() if not k.startswith("SUPABASE_")},
+                )
                 assert out.returncode == 0, out.stderr
                 deadline = time.monotonic() + 40  # the dispatcher's isolate cache holds a route up to 15 s
                 while partner1.status_code == 200 and time.monotonic() < deadline:
@@ -156,15 +202,35 @@ def test_run_serves_demo_hosts_on_workerd_and_stops_everything(world_readable_tm
         # State is kept: the PostgreSQL cluster, the namespace registry and the secrets.
         assert (state / "pg" / "PG_VERSION").is_file()
         assert {"cmgsite-primary-tenant", "cmgsite-partner-tenant", "cmgsite-custom-tenant"} <= {
-            p.stem for p in (state / "namespace").glob("*.json")}
+            p.stem for p in (state / "namespace").glob("*.json")
+        }
         assert (state / "secrets" / "dispatcher.dev.vars").is_file()
     # The platform wrote into the very database wrangler's own commands read.
     db = wrangler_d1_file(tmp_path / "wrangler")
     assert db is not None
     out = subprocess.run(
-        ["npx", "--no-install", "wrangler", "d1", "execute", D1_NAME, "--local", "--persist-to", str(tmp_path / "wrangler"),
-         "-c", "wrangler.dispatcher.toml", "--json", "--command", "SELECT tenant_id FROM tenants ORDER BY tenant_id"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "CI": "true"})
+        [
+            "npx",
+            "--no-install",
+            "wrangler",
+            "d1",
+            "execute",
+            D1_NAME,
+            "--local",
+            "--persist-to",
+            str(tmp_path / "wrangler"),
+            "-c",
+            "wrangler.dispatcher.toml",
+            "--json",
+            "--command",
+            "SELECT tenant_id FROM tenants ORDER BY tenant_id",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CI": "true"},
+    )
     assert out.returncode == 0, out.stderr
     assert all(t in out.stdout for t in ('"cozyartz"', '"partner1"', '"partner-seo"'))
 
@@ -175,10 +241,27 @@ def test_a_port_in_use_is_one_clear_line_and_nothing_started(world_readable_tmp:
         holder.listen()
         busy = holder.getsockname()[1]
         out = subprocess.run(
-            [sys.executable, "-m", "localrt", "run", "--port", str(busy), "--pg-port", str(free_port()),
-             "--supabase-port", str(free_port()), "--state-dir", str(world_readable_tmp / "state"),
-             "--wrangler-state", str(world_readable_tmp / "wrangler")],
-            cwd=ROOT, capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "localrt",
+                "run",
+                "--port",
+                str(busy),
+                "--pg-port",
+                str(free_port()),
+                "--supabase-port",
+                str(free_port()),
+                "--state-dir",
+                str(world_readable_tmp / "state"),
+                "--wrangler-state",
+                str(world_readable_tmp / "wrangler"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert f"port in use on this machine: --port {busy}" in out.stderr
     assert not (world_readable_tmp / "state" / "pg").exists()  # stopped before starting anything
@@ -190,10 +273,27 @@ def test_the_postgresql_port_in_use_is_one_clear_line_and_nothing_started(world_
         holder.listen()
         busy = holder.getsockname()[1]
         out = subprocess.run(
-            [sys.executable, "-m", "localrt", "run", "--port", str(free_port()), "--pg-port", str(busy),
-             "--supabase-port", str(free_port()), "--state-dir", str(world_readable_tmp / "state"),
-             "--wrangler-state", str(world_readable_tmp / "wrangler")],
-            cwd=ROOT, capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "localrt",
+                "run",
+                "--port",
+                str(free_port()),
+                "--pg-port",
+                str(busy),
+                "--supabase-port",
+                str(free_port()),
+                "--state-dir",
+                str(world_readable_tmp / "state"),
+                "--wrangler-state",
+                str(world_readable_tmp / "wrangler"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert out.returncode == 1 and "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and f"port in use on this machine: --pg-port {busy}" in lines[0], out.stderr
@@ -201,13 +301,28 @@ def test_the_postgresql_port_in_use_is_one_clear_line_and_nothing_started(world_
 
 
 def test_state_locations_can_be_set_once_in_the_environment(world_readable_tmp: Path) -> None:
-    env = {**os.environ, "CMGSITE_STATE_DIR": str(world_readable_tmp / "elsewhere"),
-           "CMGSITE_WRANGLER_STATE": str(world_readable_tmp / "wr")}
-    out = subprocess.run([sys.executable, "-m", "localrt", "run", "--help"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60, env=env)
+    env = {
+        **os.environ,
+        "CMGSITE_STATE_DIR": str(world_readable_tmp / "elsewhere"),
+        "CMGSITE_WRANGLER_STATE": str(world_readable_tmp / "wr"),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "localrt", "run", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert out.returncode == 0 and str(world_readable_tmp / "elsewhere") in "".join(out.stdout.split())  # help wraps
     # The tenant CLI reads the same variables: no D1 there yet, and it says where it looked.
     env.pop("SUPABASE_URL", None)
-    out = subprocess.run([sys.executable, "scripts/tenants.py", "list"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=60, env={**env, "SUPABASE_URL": "http://127.0.0.1:9", "SUPABASE_SERVICE_ROLE_KEY": "x"})
+    out = subprocess.run(
+        [sys.executable, "scripts/tenants.py", "list"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "SUPABASE_URL": "http://127.0.0.1:9", "SUPABASE_SERVICE_ROLE_KEY": "x"},
+    )
     assert out.returncode == 4 and str(world_readable_tmp / "wr") in out.stderr and "Traceback" not in out.stderr

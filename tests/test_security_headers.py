@@ -7,6 +7,7 @@ Every answer: Strict-Transport-Security, X-Content-Type-Options: nosniff, Referr
 Pages (text/html): a Content-Security-Policy with no script at all, `frame-ancestors 'none'`,
 never 'unsafe-inline', and each <style> block of the page allowed by its own hash (so the
 page still renders: a CSP that blocked its styles would pass a header check and break it)."""
+
 from __future__ import annotations
 
 import base64
@@ -25,8 +26,12 @@ from tests.support import Platform
 from tests.usage_support import UsageTenant, usage_tenant
 
 ROUTES = import_worker_module("tenant_worker.app").route_table()
-PARAMS = {"domain": "files-test.example", "provider": "github", "id": "00000000-0000-4000-8000-00000000ffff",
-          "name": "seo-tool"}
+PARAMS = {
+    "domain": "files-test.example",
+    "provider": "github",
+    "id": "00000000-0000-4000-8000-00000000ffff",
+    "name": "seo-tool",
+}
 
 
 def concrete(pattern: str) -> str:
@@ -62,8 +67,9 @@ def request(platform: Platform, t: UsageTenant, method: str, path: str, auth: di
         else:
             headers["Content-Type"], body = "application/json", b"{}"
     query = "?name=headers-test.bin" if path.startswith("/api/files") and path != "/api/files/reconcile" else ""
-    return httpx.request(method, platform.url + path + query, headers=headers, content=body, timeout=60,
-                         follow_redirects=False)
+    return httpx.request(
+        method, platform.url + path + query, headers=headers, content=body, timeout=60, follow_redirects=False
+    )
 
 
 def test_every_route_answers_with_the_security_headers(platform: Platform, pg_cluster: Any) -> None:
@@ -82,13 +88,21 @@ def test_every_route_answers_with_the_security_headers(platform: Platform, pg_cl
                     assert r.status_code < 500 or r.status_code == 503, (method, path, r.status_code, r.text[:200])
                     assert_secure(r, f"{method} {path} as {role}: {r.status_code}")
                     seen_html += r.headers.get("content-type", "").startswith("text/html")
-                    if role is not None and method != "HEAD" and r.headers.get("content-type", "").startswith(
-                            ("application/json", "text/html")):
+                    if (
+                        role is not None
+                        and method != "HEAD"
+                        and r.headers.get("content-type", "").startswith(("application/json", "text/html"))
+                    ):
                         assert r.headers["cache-control"] == "private, no-store", (method, path)
         assert seen_html >= 4  # the home page, sign-in pages and error pages were among them
         # Paths and methods no route serves: the same headers on the refusals.
-        for method, path in (("GET", "/no/such/page"), ("GET", "/api/no/such"), ("PUT", "/api/health"),
-                             ("PROPFIND", "/"), ("GET", "/api/files/%2e%2e/x")):
+        for method, path in (
+            ("GET", "/no/such/page"),
+            ("GET", "/api/no/such"),
+            ("PUT", "/api/health"),
+            ("PROPFIND", "/"),
+            ("GET", "/api/files/%2e%2e/x"),
+        ):
             r = httpx.request(method, platform.url + path, headers={"Host": t.host}, timeout=60)
             assert 400 <= r.status_code < 500, (method, path, r.status_code)
             assert_secure(r, f"{method} {path}")

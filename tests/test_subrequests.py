@@ -1,6 +1,7 @@
 """Subrequests per request type, counted by the local platform's bindings (the host's ledger):
 what each Worker asks of KV, D1, the namespace, Supabase (outbound fetch), the UsageMeter
 Durable Object and the AI binding. Cloudflare bills and limits these per request."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """shared.supabase.SupabaseClient against the real PostgREST (through the local gateway)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -34,11 +35,19 @@ async def http() -> AsyncIterator[HttpxClient]:
         yield client
 
 
-def as_tenant(http: HttpxClient, stack: SupabaseStack, *, user: str, tenant: str, role: str,
-              is_primary: bool = False) -> SupabaseClient:
+def as_tenant(
+    http: HttpxClient, stack: SupabaseStack, *, user: str, tenant: str, role: str, is_primary: bool = False
+) -> SupabaseClient:
     """What tenant_worker.supabase_access.tenant_db builds: a tenant-scoped JWT over the anon key."""
-    token = mint_tenant_jwt(HS256Signer(stack.jwt_secret), user_id=user, tenant_id=tenant,
-                            tenant_role=role, is_primary=is_primary, now=time.time(), ttl_seconds=300)  # type: ignore[arg-type]
+    token = mint_tenant_jwt(
+        HS256Signer(stack.jwt_secret),
+        user_id=user,
+        tenant_id=tenant,
+        tenant_role=role,
+        is_primary=is_primary,
+        now=time.time(),
+        ttl_seconds=300,
+    )  # type: ignore[arg-type]
     return SupabaseClient(http, url=stack.url, api_key=stack.anon_key, access_token=token)
 
 
@@ -50,8 +59,7 @@ def service_db(http: HttpxClient, stack: SupabaseStack) -> SupabaseClient:
     return SupabaseClient.as_service_role(http, url=stack.url, service_role_key=stack.service_role_key)
 
 
-async def test_select_sees_only_own_tenant(supabase_stack: SupabaseStack, http: HttpxClient,
-                                           world: WorldAdmin) -> None:
+async def test_select_sees_only_own_tenant(supabase_stack: SupabaseStack, http: HttpxClient, world: WorldAdmin) -> None:
     db = tenant_db(http, supabase_stack)
     assert [r["tenant_id"] for r in await db.select("tenants", columns="tenant_id")] == [WORLD.a]
     assert await db.select("tenants", eq={"tenant_id": WORLD.b}) == []
@@ -60,8 +68,7 @@ async def test_select_sees_only_own_tenant(supabase_stack: SupabaseStack, http: 
     assert await db.select("profiles", columns="id", eq={"tenant_role": "admin", "email": None}) == []
 
 
-async def test_write_cycle_as_tenant_admin(supabase_stack: SupabaseStack, http: HttpxClient,
-                                           world: WorldAdmin) -> None:
+async def test_write_cycle_as_tenant_admin(supabase_stack: SupabaseStack, http: HttpxClient, world: WorldAdmin) -> None:
     db = tenant_db(http, supabase_stack)
     row = insert_row("profiles", WORLD.a)
     inserted = await db.insert("profiles", row, columns="id,tenant_id,tenant_role")
@@ -72,8 +79,9 @@ async def test_write_cycle_as_tenant_admin(supabase_stack: SupabaseStack, http: 
     assert await db.select("profiles", eq={"id": row["id"]}) == []
 
 
-async def test_rls_refusal_surfaces_as_supabase_error(supabase_stack: SupabaseStack, http: HttpxClient,
-                                                      world: WorldAdmin) -> None:
+async def test_rls_refusal_surfaces_as_supabase_error(
+    supabase_stack: SupabaseStack, http: HttpxClient, world: WorldAdmin
+) -> None:
     db = tenant_db(http, supabase_stack)
     with pytest.raises(SupabaseError) as err:
         await db.insert("profiles", insert_row("profiles", WORLD.b))
@@ -84,8 +92,9 @@ async def test_rls_refusal_surfaces_as_supabase_error(supabase_stack: SupabaseSt
     assert await db.delete("tenant_domains", eq={"tenant_id": WORLD.b}) == []
 
 
-async def test_usage_is_written_by_service_role_only(supabase_stack: SupabaseStack, http: HttpxClient,
-                                                     world: WorldAdmin) -> None:
+async def test_usage_is_written_by_service_role_only(
+    supabase_stack: SupabaseStack, http: HttpxClient, world: WorldAdmin
+) -> None:
     row = {"tenant_id": WORLD.a, "usage_type": "ai_calls", "period": "2030-01", "usage_count": 1, "usage_limit": 250}
     with pytest.raises(SupabaseError) as err:
         await tenant_db(http, supabase_stack).upsert("tenant_usage", row, on_conflict="tenant_id,usage_type,period")
@@ -93,56 +102,85 @@ async def test_usage_is_written_by_service_role_only(supabase_stack: SupabaseSta
 
     svc = service_db(http, supabase_stack)
     await svc.upsert("tenant_usage", row, on_conflict="tenant_id,usage_type,period")
-    merged = await svc.upsert("tenant_usage", {**row, "usage_count": 7}, on_conflict="tenant_id,usage_type,period",
-                              columns="usage_count")
+    merged = await svc.upsert(
+        "tenant_usage", {**row, "usage_count": 7}, on_conflict="tenant_id,usage_type,period", columns="usage_count"
+    )
     assert merged == [{"usage_count": 7}]
-    rows = await svc.select("tenant_usage", columns="usage_count",
-                            eq={"tenant_id": WORLD.a, "usage_type": "ai_calls", "period": "2030-01"})
+    rows = await svc.select(
+        "tenant_usage", columns="usage_count", eq={"tenant_id": WORLD.a, "usage_type": "ai_calls", "period": "2030-01"}
+    )
     assert rows == [{"usage_count": 7}]
     # ignore-duplicates keeps the stored value.
-    await svc.upsert("tenant_usage", {**row, "usage_count": 99}, on_conflict="tenant_id,usage_type,period",
-                     ignore_duplicates=True)
-    assert await svc.select("tenant_usage", columns="usage_count",
-                            eq={"tenant_id": WORLD.a, "period": "2030-01", "usage_type": "ai_calls"}) == rows
+    await svc.upsert(
+        "tenant_usage", {**row, "usage_count": 99}, on_conflict="tenant_id,usage_type,period", ignore_duplicates=True
+    )
+    assert (
+        await svc.select(
+            "tenant_usage",
+            columns="usage_count",
+            eq={"tenant_id": WORLD.a, "period": "2030-01", "usage_type": "ai_calls"},
+        )
+        == rows
+    )
 
 
-async def test_rpc_reads_the_tenant_from_the_jwt(supabase_stack: SupabaseStack, http: HttpxClient,
-                                                 world: WorldAdmin) -> None:
+async def test_rpc_reads_the_tenant_from_the_jwt(
+    supabase_stack: SupabaseStack, http: HttpxClient, world: WorldAdmin
+) -> None:
     assert await tenant_db(http, supabase_stack, role="client").rpc("get_current_tenant_id") == WORLD.a
-    anon = SupabaseClient(http, url=supabase_stack.url, api_key=supabase_stack.anon_key,
-                          access_token=supabase_stack.anon_key)
+    anon = SupabaseClient(
+        http, url=supabase_stack.url, api_key=supabase_stack.anon_key, access_token=supabase_stack.anon_key
+    )
     with pytest.raises(SupabaseError) as err:
         await anon.rpc("get_current_tenant_id")
     assert err.value.code == "42501"
 
 
-async def test_super_admin_of_primary_tenant_sees_all(supabase_stack: SupabaseStack, http: HttpxClient,
-                                                      world: WorldAdmin) -> None:
-    db = as_tenant(http, supabase_stack, user="00000000-0000-4000-8000-000000000001", tenant="cozyartz",
-                   role="super_admin", is_primary=True)
+async def test_super_admin_of_primary_tenant_sees_all(
+    supabase_stack: SupabaseStack, http: HttpxClient, world: WorldAdmin
+) -> None:
+    db = as_tenant(
+        http,
+        supabase_stack,
+        user="00000000-0000-4000-8000-000000000001",
+        tenant="cozyartz",
+        role="super_admin",
+        is_primary=True,
+    )
     assert await db.select("tenants", columns="tenant_id", eq={"tenant_id": WORLD.b}) == [{"tenant_id": WORLD.b}]
     with pytest.raises(JwtError):
         as_tenant(http, supabase_stack, user=user_id(WORLD.a, "admin"), tenant=WORLD.a, role="super_admin")
 
 
-@pytest.mark.parametrize("value", [
-    f"{WORLD.b}&tenant_id=neq.x", f"{WORLD.a},{WORLD.b}", f"in.({WORLD.a},{WORLD.b})", "*", f"{WORLD.a}#",
-])
-async def test_filter_values_cannot_add_operators(supabase_stack: SupabaseStack, http: HttpxClient,
-                                                  world: WorldAdmin, value: str) -> None:
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"{WORLD.b}&tenant_id=neq.x",
+        f"{WORLD.a},{WORLD.b}",
+        f"in.({WORLD.a},{WORLD.b})",
+        "*",
+        f"{WORLD.a}#",
+    ],
+)
+async def test_filter_values_cannot_add_operators(
+    supabase_stack: SupabaseStack, http: HttpxClient, world: WorldAdmin, value: str
+) -> None:
     svc = service_db(http, supabase_stack)  # the service role sees everything: any widening would show
     assert await svc.select("tenants", columns="tenant_id", eq={"tenant_id": value}) == []
 
 
-@pytest.mark.parametrize("call", [
-    lambda db: db.select("tenants;drop"),
-    lambda db: db.select("tenants", eq={"tenant_id=neq.x&tenant_id": "a"}),
-    lambda db: db.select("tenants", columns="*,profiles(*)"),
-    lambda db: db.select("tenants", order="tenant_id;desc"),
-    lambda db: db.update("tenants", {"name": "x"}, eq={}),
-    lambda db: db.delete("profiles", eq={}),
-    lambda db: db.rpc("../tenants"),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda db: db.select("tenants;drop"),
+        lambda db: db.select("tenants", eq={"tenant_id=neq.x&tenant_id": "a"}),
+        lambda db: db.select("tenants", columns="*,profiles(*)"),
+        lambda db: db.select("tenants", order="tenant_id;desc"),
+        lambda db: db.update("tenants", {"name": "x"}, eq={}),
+        lambda db: db.delete("profiles", eq={}),
+        lambda db: db.rpc("../tenants"),
+    ],
+)
 async def test_names_are_validated_before_any_request(http: HttpxClient, call) -> None:  # type: ignore[no-untyped-def]
     db = SupabaseClient(http, url="http://127.0.0.1:9", api_key="k", access_token="k")
     with pytest.raises(ValueError):

@@ -10,6 +10,7 @@ may keep one tenant's answer to serve it at another.
 Attacks: two tenants asked the same paths and queries in turn, and requests that try to make
 one tenant's answer (or route) be stored under the other's: client X-Tenant-* and forwarding
 headers, an absolute-form request target naming the other host, host spellings."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ from tests.support import Platform
 from tests.usage_support import UsageTenant, usage_tenant
 
 
-def ask(platform: Platform, t: UsageTenant, path: str, *, role: str | None = None,
-        headers: dict[str, str] | None = None) -> httpx.Response:
+def ask(
+    platform: Platform, t: UsageTenant, path: str, *, role: str | None = None, headers: dict[str, str] | None = None
+) -> httpx.Response:
     auth = {} if role is None else t.session(role)
     return httpx.get(platform.url + path, headers={"Host": t.host, **auth, **(headers or {})}, timeout=60)
 
@@ -36,16 +38,24 @@ def belongs_to(r: httpx.Response, t: UsageTenant, other: UsageTenant) -> bool:
     return own and not foreign
 
 
-PATHS = [("/?lang=en&utm=1", None), ("/api/health?x=1", None), ("/no/such/page?x=1", None),
-         ("/api/tenant?x=1", "admin"), ("/api/me?x=1", "client"), ("/api/files?limit=5", "client"),
-         ("/api/usage?x=1", "client"), ("/?lang=en&utm=1", "client")]
+PATHS = [
+    ("/?lang=en&utm=1", None),
+    ("/api/health?x=1", None),
+    ("/no/such/page?x=1", None),
+    ("/api/tenant?x=1", "admin"),
+    ("/api/me?x=1", "client"),
+    ("/api/files?limit=5", "client"),
+    ("/api/usage?x=1", "client"),
+    ("/?lang=en&utm=1", "client"),
+]
 
 
 def test_two_tenants_asked_the_same_paths_and_queries_each_get_their_own(platform: Platform, pg_cluster: Any) -> None:
     with usage_tenant(platform, pg_cluster) as a, usage_tenant(platform, pg_cluster) as b:
         for t in (a, b):  # a file each, named after its tenant: a listing shows whose it is
-            r = t.post(f"/api/files?name={t.tenant_id}.txt", content=b"x",
-                       headers={"Content-Type": "application/octet-stream"})
+            r = t.post(
+                f"/api/files?name={t.tenant_id}.txt", content=b"x", headers={"Content-Type": "application/octet-stream"}
+            )
             assert r.status_code == 201, r.text
         for path, role in PATHS:
             for first, second in ((a, b), (b, a), (a, b)):
@@ -64,12 +74,21 @@ def test_two_tenants_asked_the_same_paths_and_queries_each_get_their_own(platfor
                 assert belongs_to(r, first, second), (path, role, r.text[:300])
 
 
-def test_client_headers_cannot_store_one_tenants_answer_or_route_under_another(platform: Platform,
-                                                                               pg_cluster: Any) -> None:
+def test_client_headers_cannot_store_one_tenants_answer_or_route_under_another(
+    platform: Platform, pg_cluster: Any
+) -> None:
     with usage_tenant(platform, pg_cluster) as a, usage_tenant(platform, pg_cluster) as b:
-        poison = {"X-Tenant-Id": b.tenant_id, "X-Tenant-Host": b.host, "X-Tenant-Context": json.dumps({"tenant_id": b.tenant_id}),
-                  "X-Forwarded-Host": b.host, "X-Host": b.host, "X-Original-URL": "/api/health",
-                  "X-Rewrite-URL": "/api/health", "Forwarded": f"host={b.host}", "X-Request-Id": "poisoned-request-id"}
+        poison = {
+            "X-Tenant-Id": b.tenant_id,
+            "X-Tenant-Host": b.host,
+            "X-Tenant-Context": json.dumps({"tenant_id": b.tenant_id}),
+            "X-Forwarded-Host": b.host,
+            "X-Host": b.host,
+            "X-Original-URL": "/api/health",
+            "X-Rewrite-URL": "/api/health",
+            "Forwarded": f"host={b.host}",
+            "X-Request-Id": "poisoned-request-id",
+        }
         for path in ("/api/health?x=1", "/?x=1"):
             r = ask(platform, a, path, headers=poison)
             assert r.status_code == 200 and belongs_to(r, a, b), (path, r.text[:300])
@@ -79,7 +98,9 @@ def test_client_headers_cannot_store_one_tenants_answer_or_route_under_another(p
             assert belongs_to(ask(platform, b, path), b, a)
         # An absolute-form request target naming the other host: routed by Host, answered by a.
         with socket.create_connection(("127.0.0.1", platform.port), timeout=30) as s:
-            s.sendall(f"GET http://{b.host}/api/health?x=1 HTTP/1.1\r\nHost: {a.host}\r\nConnection: close\r\n\r\n".encode())
+            s.sendall(
+                f"GET http://{b.host}/api/health?x=1 HTTP/1.1\r\nHost: {a.host}\r\nConnection: close\r\n\r\n".encode()
+            )
             data = b""
             while chunk := s.recv(65536):
                 data += chunk

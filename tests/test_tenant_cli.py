@@ -7,6 +7,7 @@ waits until the host has started or stopped the changed Worker. The dispatcher o
 platform keeps no in-isolate route cache (ROUTE_ISOLATE_TTL_SECONDS=0), so a change is seen
 by the very next request. Every tenant these tests add is erased again afterwards.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,8 +61,9 @@ def _cleanup(cli: Cli, pg_cluster: Any) -> None:
     for trigger in FAILURE_TRIGGERS:
         platform.d1.execute(f"DROP TRIGGER IF EXISTS {trigger}")
     with pg_cluster.connect() as conn:
-        left = [r[0] for r in conn.execute("select tenant_id from public.tenants where tenant_id like %s",
-                                           (PREFIX + "%",))]
+        left = [
+            r[0] for r in conn.execute("select tenant_id from public.tenants where tenant_id like %s", (PREFIX + "%",))
+        ]
     for tenant_id in left:
         cli("delete", tenant_id, "--yes", "--quiet")
     with pg_cluster.connect() as conn:  # owner connection: whatever a failed erasure left behind
@@ -135,8 +137,9 @@ def test_lifecycle_add_suspend_resume_remove_over_http(cli: Cli, live: Platform)
     assert health(live, host).status_code == 404
     others = running_scripts(live)
     starts = len(script_starts(live))
-    code, out, err = cli("add", "cli-life", "--name", "Life Co", "--type", "partner-subdomain",
-                         "--domain", host, "--tier", "growth")
+    code, out, err = cli(
+        "add", "cli-life", "--name", "Life Co", "--type", "partner-subdomain", "--domain", host, "--tier", "growth"
+    )
     assert code == 0, err
     # Answered at once, through the dispatcher, by the new script's own workerd.
     r = health(live, host)
@@ -164,8 +167,9 @@ def test_lifecycle_add_suspend_resume_remove_over_http(cli: Cli, live: Platform)
     assert {n: e for n, e in running_scripts(live).items()} == others
     assert cli("verify")[0] == 0
     # A removed tenant keeps its data and its domain: resume brings it back (Worker redeployed).
-    code, _, err = cli("add", "cli-life", "--name", "Life Co", "--type", "partner-subdomain", "--domain", host,
-                       "--tier", "growth")
+    code, _, err = cli(
+        "add", "cli-life", "--name", "Life Co", "--type", "partner-subdomain", "--domain", host, "--tier", "growth"
+    )
     assert code == 2 and "`resume cli-life`" in err
     assert cli("resume", "cli-life")[0] == 0
     assert health(live, host).json()["tenant_id"] == "cli-life"
@@ -174,26 +178,37 @@ def test_lifecycle_add_suspend_resume_remove_over_http(cli: Cli, live: Platform)
 def rows_everywhere(pg_cluster: Any, tenant_id: str) -> dict[str, int]:
     """Rows of a tenant in every Supabase table that has a tenant_id column (as the owner: no RLS)."""
     with pg_cluster.connect() as conn:
-        tables = [r[0] for r in conn.execute(
-            "select table_name from information_schema.columns where table_schema = 'public'"
-            " and column_name = 'tenant_id' and table_name in (select tablename from pg_tables where schemaname = 'public')")]
-        return {t: conn.execute(f'select count(*) from public."{t}" where tenant_id = %s', (tenant_id,)).fetchone()[0]
-                for t in tables}
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "select table_name from information_schema.columns where table_schema = 'public'"
+                " and column_name = 'tenant_id' and table_name in (select tablename from pg_tables where schemaname = 'public')"
+            )
+        ]
+        return {
+            t: conn.execute(f'select count(*) from public."{t}" where tenant_id = %s', (tenant_id,)).fetchone()[0]
+            for t in tables
+        }
 
 
 def d1_rows(platform: Platform, tenant_id: str) -> int:
     db = platform.d1
-    return (db.execute("select count(*) as n from tenants where tenant_id = ?", (tenant_id,))["results"][0]["n"]
-            + db.execute("select count(*) as n from tenant_domains where tenant_id = ?", (tenant_id,))["results"][0]["n"])
+    return (
+        db.execute("select count(*) as n from tenants where tenant_id = ?", (tenant_id,))["results"][0]["n"]
+        + db.execute("select count(*) as n from tenant_domains where tenant_id = ?", (tenant_id,))["results"][0]["n"]
+    )
 
 
 def test_crash_in_the_d1_step_then_rerun_converges_and_verify_reports_it(cli: Cli, live: Platform) -> None:
     host = "cli-crash.cozyartzmedia.com"
     db = cli.platform.d1
-    db.execute("CREATE TRIGGER cli_fail BEFORE INSERT ON tenants WHEN NEW.tenant_id = 'cli-crash'"
-               " BEGIN SELECT RAISE(ABORT, 'injected D1 outage'); END")
-    code, _, err = cli("add", "cli-crash", "--name", "Crash", "--type", "partner-subdomain", "--domain", host,
-                       "--tier", "starter")
+    db.execute(
+        "CREATE TRIGGER cli_fail BEFORE INSERT ON tenants WHEN NEW.tenant_id = 'cli-crash'"
+        " BEGIN SELECT RAISE(ABORT, 'injected D1 outage'); END"
+    )
+    code, _, err = cli(
+        "add", "cli-crash", "--name", "Crash", "--type", "partner-subdomain", "--domain", host, "--tier", "starter"
+    )
     assert code == 1 and "injected D1 outage" in err and "re-run" in err
     assert health(live, host).status_code == 404  # Supabase has it, D1 does not: not routed, never misrouted
 
@@ -203,8 +218,9 @@ def test_crash_in_the_d1_step_then_rerun_converges_and_verify_reports_it(cli: Cl
     assert list(drift) == ["cli-crash"] and "missing from D1" in " ".join(drift["cli-crash"])
 
     db.execute("DROP TRIGGER cli_fail")
-    code, _, err = cli("add", "cli-crash", "--name", "Crash", "--type", "partner-subdomain", "--domain", host,
-                       "--tier", "starter")
+    code, _, err = cli(
+        "add", "cli-crash", "--name", "Crash", "--type", "partner-subdomain", "--domain", host, "--tier", "starter"
+    )
     assert code == 0, err
     assert health(live, host).json()["tenant_id"] == "cli-crash"
     assert cli("verify")[0] == 0
@@ -212,10 +228,16 @@ def test_crash_in_the_d1_step_then_rerun_converges_and_verify_reports_it(cli: Cl
 
 def test_verify_repair_fixes_d1_and_kv_drift(cli: Cli, live: Platform) -> None:
     host = "cli-drift.cozyartzmedia.com"
-    assert cli("add", "cli-drift", "--name", "Drift", "--type", "partner-subdomain", "--domain", host,
-               "--tier", "starter")[0] == 0
+    assert (
+        cli(
+            "add", "cli-drift", "--name", "Drift", "--type", "partner-subdomain", "--domain", host, "--tier", "starter"
+        )[0]
+        == 0
+    )
     assert health(live, host).status_code == 200  # fills KV with the active route
-    cli.platform.d1.execute("UPDATE tenants SET status = 'active', subscription_tier = 'enterprise' WHERE tenant_id = 'cli-drift'")
+    cli.platform.d1.execute(
+        "UPDATE tenants SET status = 'active', subscription_tier = 'enterprise' WHERE tenant_id = 'cli-drift'"
+    )
     cli.platform.d1.execute("DELETE FROM tenant_domains WHERE domain = 'partner1.cozyartzmedia.com'")
     report = json.loads(cli("verify", "--json")[1])
     problems = {d["tenant_id"]: " ".join(d["problems"]) for d in report["drift"]}
@@ -228,13 +250,30 @@ def test_verify_repair_fixes_d1_and_kv_drift(cli: Cli, live: Platform) -> None:
 
 
 def test_export_holds_the_tenant_rows_and_nothing_of_others(cli: Cli, live: Platform, pg_cluster: Any) -> None:
-    assert cli("add", "cli-exp", "--name", "Export Co", "--type", "custom-domain", "--domain", "exp.cli-test.example",
-               "--tier", "growth")[0] == 0
+    assert (
+        cli(
+            "add",
+            "cli-exp",
+            "--name",
+            "Export Co",
+            "--type",
+            "custom-domain",
+            "--domain",
+            "exp.cli-test.example",
+            "--tier",
+            "growth",
+        )[0]
+        == 0
+    )
     with pg_cluster.connect() as conn:
-        conn.execute("insert into public.profiles (id, tenant_id, tenant_role, email, display_name) values"
-                     " ('00000000-0000-4000-8000-0000000000e1', 'cli-exp', 'admin', 'ann@exp.example', 'Ann')")
-        conn.execute("insert into public.tenant_usage (tenant_id, usage_type, period, usage_count, usage_limit)"
-                     " values ('cli-exp', 'ai_calls', '2026-11', 42, 250)")
+        conn.execute(
+            "insert into public.profiles (id, tenant_id, tenant_role, email, display_name) values"
+            " ('00000000-0000-4000-8000-0000000000e1', 'cli-exp', 'admin', 'ann@exp.example', 'Ann')"
+        )
+        conn.execute(
+            "insert into public.tenant_usage (tenant_id, usage_type, period, usage_count, usage_limit)"
+            " values ('cli-exp', 'ai_calls', '2026-11', 42, 250)"
+        )
     code, out, err = cli("export", "cli-exp")
     assert code == 0, err
     data = json.loads(out)
@@ -266,23 +305,42 @@ def test_export_holds_the_tenant_rows_and_nothing_of_others(cli: Cli, live: Plat
 
 
 def test_delete_erases_every_row_and_leaves_an_audit_record_without_personal_data(
-        cli: Cli, live: Platform, pg_cluster: Any, supabase_stack: Any,
-        fake_oauth_server: tuple[FakeOAuth, str], tmp_path: Path) -> None:
+    cli: Cli,
+    live: Platform,
+    pg_cluster: Any,
+    supabase_stack: Any,
+    fake_oauth_server: tuple[FakeOAuth, str],
+    tmp_path: Path,
+) -> None:
     host = "cli-gone.example.org"
     script = "cmgsite-cli-gone"
-    assert cli("add", "cli-gone", "--name", "Gone Ltd", "--type", "custom-domain", "--domain", host,
-               "--tier", "starter")[0] == 0
+    assert (
+        cli("add", "cli-gone", "--name", "Gone Ltd", "--type", "custom-domain", "--domain", host, "--tier", "starter")[
+            0
+        ]
+        == 0
+    )
     with pg_cluster.connect() as conn:
-        conn.execute("insert into public.profiles (id, tenant_id, tenant_role, email, display_name) values"
-                     " ('00000000-0000-4000-8000-0000000000f1', 'cli-gone', 'client', 'bob@gone.example', 'Bob')")
+        conn.execute(
+            "insert into public.profiles (id, tenant_id, tenant_role, email, display_name) values"
+            " ('00000000-0000-4000-8000-0000000000f1', 'cli-gone', 'client', 'bob@gone.example', 'Bob')"
+        )
     assert health(live, host).status_code == 200
     # A real sign-in and sign-out: the tenant's Worker writes its AUTH_KV (a used OAuth state, a session epoch).
     fake, fake_url = fake_oauth_server
     client_id = f"github-cli-gone-{secrets.token_hex(3)}"
     fake.register_client(client_id, "cli-gone-client-secret", f"https://{host}/auth/callback")
     oauth = tmp_path / "cli-gone.secrets.env"
-    oauth.write_text("".join(f"{k}={v}\n" for k, v in {
-        **provider_vars(fake_url), "GITHUB_CLIENT_ID": client_id, "GITHUB_CLIENT_SECRET": "cli-gone-client-secret"}.items()))
+    oauth.write_text(
+        "".join(
+            f"{k}={v}\n"
+            for k, v in {
+                **provider_vars(fake_url),
+                "GITHUB_CLIENT_ID": client_id,
+                "GITHUB_CLIENT_SECRET": "cli-gone-client-secret",
+            }.items()
+        )
+    )
     assert cli("secrets", "cli-gone", "--file", str(oauth))[0] == 0
     login = f"cli-gone-{secrets.token_hex(3)}"
     fake.add_user(login, f"{login}@gone.example", "Carol")
@@ -293,7 +351,12 @@ def test_delete_erases_every_row_and_leaves_an_audit_record_without_personal_dat
     export = json.loads(cli("export", "cli-gone")[1])
     assert export["runtime"]["auth_kv_keys"] >= 1
     v3 = cli.platform.wrangler_state / "v3"
-    kv_db = v3 / "kv" / "miniflare-KVNamespaceObject" / f"{miniflare_object_id('miniflare-KVNamespaceObject', 'auth-kv-' + script)}.sqlite"
+    kv_db = (
+        v3
+        / "kv"
+        / "miniflare-KVNamespaceObject"
+        / f"{miniflare_object_id('miniflare-KVNamespaceObject', 'auth-kv-' + script)}.sqlite"
+    )
     assert kv_db.exists()
     others = {p for p in (v3 / "kv" / "miniflare-KVNamespaceObject").glob("*.sqlite") if p != kv_db}
     others |= {p for p in (v3 / "do").glob("*-UsageMeter") if p.name != f"{script}-UsageMeter"}
@@ -322,9 +385,11 @@ def test_delete_erases_every_row_and_leaves_an_audit_record_without_personal_dat
     assert not (v3 / "do" / f"{script}-UsageMeter").exists()
     assert all(p.exists() for p in others)
     with pg_cluster.connect() as conn:
-        audit = conn.execute("select tenant_id, actor, action, target, details::text from public.audit_log"
-                             " where action = 'tenant.erased' and details::text like '%%profiles%%'"
-                             " order by id desc limit 1").fetchone()
+        audit = conn.execute(
+            "select tenant_id, actor, action, target, details::text from public.audit_log"
+            " where action = 'tenant.erased' and details::text like '%%profiles%%'"
+            " order by id desc limit 1"
+        ).fetchone()
     # A keyed fingerprint: HMAC under the operator's key (state dir), not a hash anyone can recompute.
     key = (cli.platform.paths.root / "secrets" / FINGERPRINT_KEY_FILE).read_text().strip().encode()
     assert audit is not None and audit[0] == "cozyartz" and audit[3] == erasure_fingerprint(key, "cli-gone")
@@ -337,39 +402,129 @@ def test_delete_erases_every_row_and_leaves_an_audit_record_without_personal_dat
     assert cli("verify")[0] == 0
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["add", "cli-bad", "--name", "B", "--type", "custom-domain", "--domain", "not a domain", "--tier", "starter"],
-     "invalid domain"),
-    (["add", "cli-bad", "--name", "B", "--type", "custom-domain", "--domain", "http://x.example/", "--tier", "starter"],
-     "invalid domain"),
-    (["add", "cli-bad", "--name", "B", "--type", "custom-domain", "--domain", "10.0.0.1", "--tier", "starter"],
-     "IP addresses"),
-    (["add", "cli-bad", "--name", "B", "--type", "custom-domain", "--domain", "partner-seo.com", "--tier", "starter"],
-     "already held by tenant 'partner-seo'"),
-    (["add", "cli-bad", "--name", "B", "--type", "partner-subdomain", "--domain", "PARTNER1.cozyartzmedia.com.",
-      "--tier", "starter"], "already held by tenant 'partner1'"),
-    (["add", "cli-bad", "--name", "B", "--type", "custom-domain", "--domain", "ok.example", "--tier", "platinum"],
-     "unknown tier 'platinum'"),
-    (["add", "cli-bad", "--name", "B", "--type", "reseller", "--domain", "ok.example", "--tier", "starter"],
-     "unknown tenant type 'reseller'"),
-    (["add", "cli-bad", "--name", "B", "--type", "primary", "--domain", "ok.example", "--tier", "starter"],
-     "primary"),
-    (["add", "cli-bad", "--name", "B", "--type", "partner-subdomain", "--domain", "ok.example", "--tier", "starter"],
-     "end in .cozyartzmedia.com"),
-    (["add", "Bad_Id", "--name", "B", "--type", "custom-domain", "--domain", "ok.example", "--tier", "starter"],
-     "invalid tenant id"),
-    (["remove", "cozyartz"], "primary tenant cannot be removed"),
-    (["suspend", "cozyartz"], "primary tenant cannot be suspended"),
-    (["delete", "cozyartz", "--yes"], "primary tenant cannot be deleted"),
-    (["suspend", "cli-nobody"], "no tenant 'cli-nobody'"),
-    (["set-tier", "partner1", "gold"], "unknown tier 'gold'"),
-    (["add-domain", "partner-seo", "more.partner-seo.example"], "tier starter allows 1 domain"),
-    (["add-domain", "partner1", "cozyartzmedia.com"], "belongs to the platform's primary tenant"),
-    (["remove-domain", "partner1", "partner1.cozyartzmedia.com"], "primary domain"),
-    (["deploy"], "name a tenant"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            [
+                "add",
+                "cli-bad",
+                "--name",
+                "B",
+                "--type",
+                "custom-domain",
+                "--domain",
+                "not a domain",
+                "--tier",
+                "starter",
+            ],
+            "invalid domain",
+        ),
+        (
+            [
+                "add",
+                "cli-bad",
+                "--name",
+                "B",
+                "--type",
+                "custom-domain",
+                "--domain",
+                "http://x.example/",
+                "--tier",
+                "starter",
+            ],
+            "invalid domain",
+        ),
+        (
+            ["add", "cli-bad", "--name", "B", "--type", "custom-domain", "--domain", "10.0.0.1", "--tier", "starter"],
+            "IP addresses",
+        ),
+        (
+            [
+                "add",
+                "cli-bad",
+                "--name",
+                "B",
+                "--type",
+                "custom-domain",
+                "--domain",
+                "partner-seo.com",
+                "--tier",
+                "starter",
+            ],
+            "already held by tenant 'partner-seo'",
+        ),
+        (
+            [
+                "add",
+                "cli-bad",
+                "--name",
+                "B",
+                "--type",
+                "partner-subdomain",
+                "--domain",
+                "PARTNER1.cozyartzmedia.com.",
+                "--tier",
+                "starter",
+            ],
+            "already held by tenant 'partner1'",
+        ),
+        (
+            [
+                "add",
+                "cli-bad",
+                "--name",
+                "B",
+                "--type",
+                "custom-domain",
+                "--domain",
+                "ok.example",
+                "--tier",
+                "platinum",
+            ],
+            "unknown tier 'platinum'",
+        ),
+        (
+            ["add", "cli-bad", "--name", "B", "--type", "reseller", "--domain", "ok.example", "--tier", "starter"],
+            "unknown tenant type 'reseller'",
+        ),
+        (
+            ["add", "cli-bad", "--name", "B", "--type", "primary", "--domain", "ok.example", "--tier", "starter"],
+            "primary",
+        ),
+        (
+            [
+                "add",
+                "cli-bad",
+                "--name",
+                "B",
+                "--type",
+                "partner-subdomain",
+                "--domain",
+                "ok.example",
+                "--tier",
+                "starter",
+            ],
+            "end in .cozyartzmedia.com",
+        ),
+        (
+            ["add", "Bad_Id", "--name", "B", "--type", "custom-domain", "--domain", "ok.example", "--tier", "starter"],
+            "invalid tenant id",
+        ),
+        (["remove", "cozyartz"], "primary tenant cannot be removed"),
+        (["suspend", "cozyartz"], "primary tenant cannot be suspended"),
+        (["delete", "cozyartz", "--yes"], "primary tenant cannot be deleted"),
+        (["suspend", "cli-nobody"], "no tenant 'cli-nobody'"),
+        (["set-tier", "partner1", "gold"], "unknown tier 'gold'"),
+        (["add-domain", "partner-seo", "more.partner-seo.example"], "tier starter allows 1 domain"),
+        (["add-domain", "partner1", "cozyartzmedia.com"], "belongs to the platform's primary tenant"),
+        (["remove-domain", "partner1", "partner1.cozyartzmedia.com"], "primary domain"),
+        (["deploy"], "name a tenant"),
+    ],
+)
 def test_bad_input_is_refused_with_a_clear_message_and_nothing_written(
-        cli: Cli, pg_cluster: Any, argv: list[str], message: str) -> None:
+    cli: Cli, pg_cluster: Any, argv: list[str], message: str
+) -> None:
     before_d1 = cli.platform.d1.execute("select * from tenant_domains order by domain")["results"]
     with pg_cluster.connect() as conn:
         before = conn.execute("select tenant_id, status, subscription_tier from public.tenants order by 1").fetchall()
@@ -379,13 +534,31 @@ def test_bad_input_is_refused_with_a_clear_message_and_nothing_written(
     assert message in err and "Traceback" not in err
     assert cli.platform.d1.execute("select * from tenant_domains order by domain")["results"] == before_d1
     with pg_cluster.connect() as conn:
-        assert conn.execute("select tenant_id, status, subscription_tier from public.tenants order by 1").fetchall() == before
-        assert conn.execute("select domain, tenant_id from public.tenant_domains order by 1").fetchall() == domains_before
+        assert (
+            conn.execute("select tenant_id, status, subscription_tier from public.tenants order by 1").fetchall()
+            == before
+        )
+        assert (
+            conn.execute("select domain, tenant_id from public.tenant_domains order by 1").fetchall() == domains_before
+        )
 
 
 def test_domain_quota_follows_the_tier(cli: Cli, live: Platform) -> None:
-    assert cli("add", "cli-quota", "--name", "Quota", "--type", "custom-domain", "--domain", "q1.cli-test.example",
-               "--tier", "starter")[0] == 0
+    assert (
+        cli(
+            "add",
+            "cli-quota",
+            "--name",
+            "Quota",
+            "--type",
+            "custom-domain",
+            "--domain",
+            "q1.cli-test.example",
+            "--tier",
+            "starter",
+        )[0]
+        == 0
+    )
     code, _, err = cli("add-domain", "cli-quota", "q2.cli-test.example")
     assert code == 2 and "tier starter allows 1 domain" in err
     assert cli("set-tier", "cli-quota", "growth")[0] == 0
@@ -400,14 +573,32 @@ def test_domain_quota_follows_the_tier(cli: Cli, live: Platform) -> None:
 
 
 def test_dry_run_prints_the_writes_and_changes_nothing(cli: Cli, live: Platform, pg_cluster: Any) -> None:
-    code, out, err = cli("add", "cli-dry", "--name", "Dry", "--type", "partner-subdomain",
-                         "--domain", "cli-dry.cozyartzmedia.com", "--tier", "starter", "--dry-run")
+    code, out, err = cli(
+        "add",
+        "cli-dry",
+        "--name",
+        "Dry",
+        "--type",
+        "partner-subdomain",
+        "--domain",
+        "cli-dry.cozyartzmedia.com",
+        "--tier",
+        "starter",
+        "--dry-run",
+    )
     assert code == 0, err
     lines = out.splitlines()
-    assert any(line.startswith("[dry-run] supabase: would POST ") and "/rest/v1/tenants?on_conflict=tenant_id" in line
-               and '"tenant_id":"cli-dry"' in line for line in lines)
-    assert any("INSERT INTO tenants (tenant_id, name, type, status, subscription_tier, script_name, whitelabel_config) VALUES "
-               "('cli-dry', 'Dry', 'partner-subdomain', 'active', 'starter', 'cmgsite-cli-dry'" in line for line in lines)
+    assert any(
+        line.startswith("[dry-run] supabase: would POST ")
+        and "/rest/v1/tenants?on_conflict=tenant_id" in line
+        and '"tenant_id":"cli-dry"' in line
+        for line in lines
+    )
+    assert any(
+        "INSERT INTO tenants (tenant_id, name, type, status, subscription_tier, script_name, whitelabel_config) VALUES "
+        "('cli-dry', 'Dry', 'partner-subdomain', 'active', 'starter', 'cmgsite-cli-dry'" in line
+        for line in lines
+    )
     assert "[dry-run] kv (local platform): would DELETE host:cli-dry.cozyartzmedia.com" in lines
     assert any(line.startswith("[dry-run] namespace (local ") and "deploy" in line for line in lines)
     assert "service_role" not in out and "eyJ" not in out  # no credentials in the plan
@@ -424,8 +615,20 @@ def test_dry_run_prints_the_writes_and_changes_nothing(cli: Cli, live: Platform,
     assert any(line.startswith("  - d1: would route cli-dry") for line in steps)
     assert any(line.startswith("  - kv: would purge 1 cached route") for line in steps)
     assert "ok: would add cli-dry" in err and "purged" not in out + err and "added cli-dry" not in err
-    code, out, err = cli("add", "cli-dry", "--name", "Dry", "--type", "partner-subdomain",
-                         "--domain", "cli-dry.cozyartzmedia.com", "--tier", "starter", "--dry-run", "--json")
+    code, out, err = cli(
+        "add",
+        "cli-dry",
+        "--name",
+        "Dry",
+        "--type",
+        "partner-subdomain",
+        "--domain",
+        "cli-dry.cozyartzmedia.com",
+        "--tier",
+        "starter",
+        "--dry-run",
+        "--json",
+    )
     assert code == 0, err
     result = json.loads(out)  # stdout is the JSON alone; the plan is in it (and on stderr)
     assert result["dry_run"] is True and "would_add" in result and "added" not in result
@@ -434,8 +637,12 @@ def test_dry_run_prints_the_writes_and_changes_nothing(cli: Cli, live: Platform,
 
     code, out, _ = cli("suspend", "partner1", "--dry-run")
     assert code == 0
-    assert any(line.startswith("[dry-run] supabase: would PATCH ") and "tenant_id=eq.partner1" in line
-               and '{"status":"suspended"}' in line for line in out.splitlines())
+    assert any(
+        line.startswith("[dry-run] supabase: would PATCH ")
+        and "tenant_id=eq.partner1" in line
+        and '{"status":"suspended"}' in line
+        for line in out.splitlines()
+    )
     assert out.splitlines()[-1] == "dry run: nothing changed"
     assert health(live, "partner1.cozyartzmedia.com").status_code == 200
 
@@ -503,8 +710,21 @@ class Terminal(io.StringIO):
 
 
 def test_delete_asks_for_the_typed_tenant_id(cli: Cli, pg_cluster: Any) -> None:
-    assert cli("add", "cli-ask", "--name", "Ask", "--type", "partner-subdomain", "--domain",
-               "cli-ask.cozyartzmedia.com", "--tier", "starter")[0] == 0
+    assert (
+        cli(
+            "add",
+            "cli-ask",
+            "--name",
+            "Ask",
+            "--type",
+            "partner-subdomain",
+            "--domain",
+            "cli-ask.cozyartzmedia.com",
+            "--tier",
+            "starter",
+        )[0]
+        == 0
+    )
     out, err = io.StringIO(), io.StringIO()
     base = cli.base
     code = main(["delete", "cli-ask", *base], env=cli.env, stdin=Terminal("cli-as\n"), stdout=out, stderr=err)
@@ -530,11 +750,15 @@ async def test_tenant_tables_are_discovered_from_postgrest(supabase_stack: Any) 
 
 def test_remove_interrupted_in_d1_never_routes_to_a_missing_worker(cli: Cli, live: Platform) -> None:
     host = "cli-rm.cozyartzmedia.com"
-    assert cli("add", "cli-rm", "--name", "Rm", "--type", "partner-subdomain", "--domain", host,
-               "--tier", "starter")[0] == 0
+    assert (
+        cli("add", "cli-rm", "--name", "Rm", "--type", "partner-subdomain", "--domain", host, "--tier", "starter")[0]
+        == 0
+    )
     db = cli.platform.d1
-    db.execute("CREATE TRIGGER cli_rm_fail BEFORE DELETE ON tenant_domains WHEN OLD.tenant_id = 'cli-rm'"
-               " BEGIN SELECT RAISE(ABORT, 'injected D1 outage'); END")
+    db.execute(
+        "CREATE TRIGGER cli_rm_fail BEFORE DELETE ON tenant_domains WHEN OLD.tenant_id = 'cli-rm'"
+        " BEGIN SELECT RAISE(ABORT, 'injected D1 outage'); END"
+    )
     code, _, err = cli("remove", "cli-rm")
     assert code == 1 and "injected D1 outage" in err
     # Still routed (D1 did not change), so its Worker must still be there: served, never a 502.
@@ -552,8 +776,18 @@ def test_remove_interrupted_in_d1_never_routes_to_a_missing_worker(cli: Cli, liv
 def test_local_command_refuses_a_remote_supabase_from_the_environment(cli: Cli, pg_cluster: Any, url: str) -> None:
     # The operator has production credentials exported and forgets --remote: nothing may be written there.
     prod = Cli(cli.platform, {"SUPABASE_URL": url, "SUPABASE_SERVICE_ROLE_KEY": "prod-service-role-key"})
-    code, out, err = prod("add", "cli-prodleak", "--name", "Leak", "--type", "partner-subdomain",
-                          "--domain", "cli-prodleak.cozyartzmedia.com", "--tier", "starter")
+    code, out, err = prod(
+        "add",
+        "cli-prodleak",
+        "--name",
+        "Leak",
+        "--type",
+        "partner-subdomain",
+        "--domain",
+        "cli-prodleak.cozyartzmedia.com",
+        "--tier",
+        "starter",
+    )
     assert code == 4 and "not at this machine" in err and "--remote" in err and "Traceback" not in err
     assert "prod-service-role-key" not in err + out
     with pg_cluster.connect() as conn:
@@ -570,13 +804,26 @@ def test_local_command_accepts_a_loopback_supabase_from_the_environment(cli: Cli
 
 def audit_rows(pg_cluster: Any, tenant_id: str) -> int:
     with pg_cluster.connect() as conn:
-        return int(conn.execute("select count(*) from public.audit_log where tenant_id = %s", (tenant_id,)).fetchone()[0])
+        return int(
+            conn.execute("select count(*) from public.audit_log where tenant_id = %s", (tenant_id,)).fetchone()[0]
+        )
 
 
 def test_add_of_an_existing_id_refuses_other_parameters_and_is_a_no_op_with_the_same(
-        cli: Cli, live: Platform, pg_cluster: Any) -> None:
-    args = ["add", "cli-idem", "--name", "Idem Co", "--type", "partner-subdomain", "--domain",
-            "cli-idem.cozyartzmedia.com", "--tier", "starter"]
+    cli: Cli, live: Platform, pg_cluster: Any
+) -> None:
+    args = [
+        "add",
+        "cli-idem",
+        "--name",
+        "Idem Co",
+        "--type",
+        "partner-subdomain",
+        "--domain",
+        "cli-idem.cozyartzmedia.com",
+        "--tier",
+        "starter",
+    ]
     assert cli(*args)[0] == 0
     rows, starts = audit_rows(pg_cluster, "cli-idem"), len(script_starts(live))
 
@@ -596,8 +843,9 @@ def test_add_of_an_existing_id_refuses_other_parameters_and_is_a_no_op_with_the_
     code, _, err = cli(*args, "--brand", "Idem Brand")
     assert code == 2 and "`branding cli-idem --brand-name 'Idem Brand'`" in err
     with pg_cluster.connect() as conn:
-        assert conn.execute("select name, subscription_tier from public.tenants where tenant_id = 'cli-idem'"
-                            ).fetchone() == ("Idem Co", "starter")
+        assert conn.execute(
+            "select name, subscription_tier from public.tenants where tenant_id = 'cli-idem'"
+        ).fetchone() == ("Idem Co", "starter")
 
     code, _, err = cli(*args)  # the same add again: nothing to do, nothing written, no restart
     assert code == 0, err
@@ -610,17 +858,34 @@ def test_add_of_an_existing_id_refuses_other_parameters_and_is_a_no_op_with_the_
     assert cli("resume", "cli-idem")[0] == 0
     assert cli("rename", "cli-idem", "Idem Inc")[0] == 0
     assert cli.json("show", "cli-idem")["tenant"]["name"] == "Idem Inc"
-    assert cli.platform.d1.execute("select name from tenants where tenant_id = 'cli-idem'")["results"] == [{"name": "Idem Inc"}]
+    assert cli.platform.d1.execute("select name from tenants where tenant_id = 'cli-idem'")["results"] == [
+        {"name": "Idem Inc"}
+    ]
 
 
 def test_list_shows_every_domain_routing_and_worker_and_flags_drift(cli: Cli, live: Platform) -> None:
-    assert cli("add", "cli-list", "--name", "List", "--type", "custom-domain", "--domain", "list.cli-test.example",
-               "--tier", "growth")[0] == 0
+    assert (
+        cli(
+            "add",
+            "cli-list",
+            "--name",
+            "List",
+            "--type",
+            "custom-domain",
+            "--domain",
+            "list.cli-test.example",
+            "--tier",
+            "growth",
+        )[0]
+        == 0
+    )
     assert cli("add-domain", "cli-list", "www.list.cli-test.example")[0] == 0
     code, out, err = cli("list")
     assert code == 0, err
     row = next(line for line in out.splitlines() if line.startswith("cli-list "))
-    assert " present " in row and "list.cli-test.example (routed)" in row and "www.list.cli-test.example (routed)" in row
+    assert (
+        " present " in row and "list.cli-test.example (routed)" in row and "www.list.cli-test.example (routed)" in row
+    )
     assert "DRIFT" not in row
     cli.platform.d1.execute("DELETE FROM tenant_domains WHERE domain = 'www.list.cli-test.example'")
     cli.platform.registry.remove("cmgsite-cli-list")  # the Worker gone behind the control plane's back
@@ -631,14 +896,17 @@ def test_list_shows_every_domain_routing_and_worker_and_flags_drift(cli: Cli, li
     rows = {r["tenant_id"]: r for r in cli.json("list")}
     assert rows["cli-list"]["worker"] is False and rows["cli-list"]["drift"]
     assert {d["domain"]: d["routed"] for d in rows["cli-list"]["domains"]} == {
-        "list.cli-test.example": True, "www.list.cli-test.example": False}
+        "list.cli-test.example": True,
+        "www.list.cli-test.example": False,
+    }
     assert rows["partner1"]["drift"] == [] and rows["partner1"]["worker"] is True
 
     code, out, _ = cli("show", "cli-list")
     assert code == 0 and "worker:         cmgsite-cli-list (MISSING)" in out
     assert not out.lstrip().startswith("{")
-    assert any(line.startswith("www.list.cli-test.example") and line.rstrip().endswith("no")
-               for line in out.splitlines())
+    assert any(
+        line.startswith("www.list.cli-test.example") and line.rstrip().endswith("no") for line in out.splitlines()
+    )
     assert cli("verify", "--repair")[0] == 0
 
 
@@ -664,21 +932,46 @@ def test_a_failed_read_says_nothing_changed_not_incomplete(cli: Cli) -> None:
 def test_dry_runs_of_keys_check_backup_and_restore_read_as_what_would_happen(cli: Cli, tmp_path: Path) -> None:
     from tests.test_tenant_cli_units import dry_run_wording_problems
 
-    assert cli("add", "cli-plan", "--name", "Plan", "--type", "partner-subdomain", "--domain",
-               "cli-plan.cozyartzmedia.com", "--tier", "starter", "--no-deploy", "--quiet")[0] == 0
+    assert (
+        cli(
+            "add",
+            "cli-plan",
+            "--name",
+            "Plan",
+            "--type",
+            "partner-subdomain",
+            "--domain",
+            "cli-plan.cozyartzmedia.com",
+            "--tier",
+            "starter",
+            "--no-deploy",
+            "--quiet",
+        )[0]
+        == 0
+    )
     archive = tmp_path / "plan.tar.gz"
     assert cli("backup", "cli-plan", "--output", str(archive), "--quiet")[0] == 0  # real: restore plans from it
     keys_before = cli.json("keys", "status")
-    runs = [("keys", "rotate", "data"), ("keys", "rotate", "context"), ("keys", "rotate", "session"),
-            ("keys", "rotate", "jwt"), ("check",), ("backup", "cli-plan", "--output", str(tmp_path / "dry.tar.gz")),
-            ("restore", str(archive))]
+    runs = [
+        ("keys", "rotate", "data"),
+        ("keys", "rotate", "context"),
+        ("keys", "rotate", "session"),
+        ("keys", "rotate", "jwt"),
+        ("check",),
+        ("backup", "cli-plan", "--output", str(tmp_path / "dry.tar.gz")),
+        ("restore", str(archive)),
+    ]
     for argv in runs:
         code, out, err = cli(*argv, "--dry-run")
         assert code in (0, 3), (argv, err)  # check: 3 when a tenant fails its checks
         assert "Traceback" not in err and "error:" not in err, (argv, err)
         assert dry_run_wording_problems(out, err) == [], (argv, out, err)
         said = out.splitlines() + err.splitlines()  # check prints its table, then the write it would make
-        assert any(line.startswith("ok: would ") or line.startswith("[dry-run] supabase: would POST ")
-                   and "record_health_checks" in line for line in said), (argv, out, err)
+        assert any(
+            line.startswith("ok: would ")
+            or line.startswith("[dry-run] supabase: would POST ")
+            and "record_health_checks" in line
+            for line in said
+        ), (argv, out, err)
     assert not (tmp_path / "dry.tar.gz").exists()  # a dry backup writes no archive
     assert cli.json("keys", "status") == keys_before  # and no rotation changed a key

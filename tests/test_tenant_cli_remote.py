@@ -2,6 +2,7 @@
 format, D1's query API included, run on a SQLite copy of the migrated D1), wrangler for deploys
 and the namespace (a stand-in `npx` on PATH, run through $CMGSITE_WRANGLER, that records every
 command) and a real Supabase (the local PostgREST stack)."""
+
 from __future__ import annotations
 
 import io
@@ -77,7 +78,7 @@ def remote(tmp_path: Path, d1_template: Path, supabase_stack: Any, pg_cluster: A
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     npx = bin_dir / "npx"
-    npx.write_text(f"#!/bin/sh\nexec {sys.executable} {ROOT / 'tests' / 'standin_npx.py'} \"$@\"\n")
+    npx.write_text(f'#!/bin/sh\nexec {sys.executable} {ROOT / "tests" / "standin_npx.py"} "$@"\n')
     npx.chmod(npx.stat().st_mode | stat.S_IXUSR)
     d1 = tmp_path / "remote-d1.sqlite"
     copy_database(d1_template, d1)
@@ -85,12 +86,20 @@ def remote(tmp_path: Path, d1_template: Path, supabase_stack: Any, pg_cluster: A
         env = {
             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
             "CMGSITE_WRANGLER": "npx --no-install wrangler",  # instead of node_modules' Node + wrangler
-            "NPX_LOG": str(tmp_path / "npx.log"), "NPX_STATE": str(tmp_path),
-            "FAKE_CF_URL": cf.url, "FAKE_CF_TOKEN": "cf-token", "FAKE_CF_ACCOUNT": "acc123",
-            "CLOUDFLARE_API_TOKEN": "cf-token", "CLOUDFLARE_ACCOUNT_ID": "acc123", "CLOUDFLARE_ZONE_ID": "zone123",
-            "CLOUDFLARE_API_BASE_URL": cf.url, "CLOUDFLARE_KV_NAMESPACE_ID": "kv123",
-            "CLOUDFLARE_AUTH_KV_NAMESPACE_ID": "authkv", "CLOUDFLARE_D1_DATABASE_ID": D1_DATABASE_ID,
-            "SUPABASE_URL": supabase_stack.url, "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key,
+            "NPX_LOG": str(tmp_path / "npx.log"),
+            "NPX_STATE": str(tmp_path),
+            "FAKE_CF_URL": cf.url,
+            "FAKE_CF_TOKEN": "cf-token",
+            "FAKE_CF_ACCOUNT": "acc123",
+            "CLOUDFLARE_API_TOKEN": "cf-token",
+            "CLOUDFLARE_ACCOUNT_ID": "acc123",
+            "CLOUDFLARE_ZONE_ID": "zone123",
+            "CLOUDFLARE_API_BASE_URL": cf.url,
+            "CLOUDFLARE_KV_NAMESPACE_ID": "kv123",
+            "CLOUDFLARE_AUTH_KV_NAMESPACE_ID": "authkv",
+            "CLOUDFLARE_D1_DATABASE_ID": D1_DATABASE_ID,
+            "SUPABASE_URL": supabase_stack.url,
+            "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key,
             "CONTEXT_SIGNING_SECRET": "master-secret-for-tests-0123456789",
             "AUDIT_FINGERPRINT_KEY": "fingerprint-key-for-tests-0123456789",
             "CMGSITE_STATE_DIR": str(tmp_path / "state"),  # the CLI's own files (remote keyrings it keeps)
@@ -103,31 +112,52 @@ def remote(tmp_path: Path, d1_template: Path, supabase_stack: Any, pg_cluster: A
 def test_custom_domain_gets_a_custom_hostname_and_status_is_refreshed(remote: RemoteCli, pg_cluster: Any) -> None:
     domain = "shop.cli-remote.example"
     remote.cf.kv[("kv123", f"host:{domain}")] = '{"missing": true}'  # a negative entry cached before the add
-    code, out, err = remote("add", "cli-shop", "--name", "Shop", "--type", "custom-domain", "--domain", domain,
-                            "--tier", "starter", "--json")
+    code, out, err = remote(
+        "add",
+        "cli-shop",
+        "--name",
+        "Shop",
+        "--type",
+        "custom-domain",
+        "--domain",
+        domain,
+        "--tier",
+        "starter",
+        "--json",
+    )
     assert code == 0, err
     assert "~75 s" in json.loads(out)["note"]
 
     posts = [(p, b) for m, p, b in remote.cf.requests if m == "POST" and p != D1_QUERY]
-    assert posts == [("/client/v4/zones/zone123/custom_hostnames",
-                      {"hostname": domain, "ssl": {"method": "http", "type": "dv", "settings": {"min_tls_version": "1.2"}}})]
+    assert posts == [
+        (
+            "/client/v4/zones/zone123/custom_hostnames",
+            {"hostname": domain, "ssl": {"method": "http", "type": "dv", "settings": {"min_tls_version": "1.2"}}},
+        )
+    ]
     assert ("kv123", f"host:{domain}") not in remote.cf.kv
     with pg_cluster.connect() as conn:
-        assert conn.execute("select ssl_status, dns_configured from public.tenant_domains where domain = %s",
-                            (domain,)).fetchone() == ("pending", False)
-    assert remote.d1_rows("select tenant_id, domain_type, ssl_status, dns_configured from tenant_domains"
-                          " where domain = ?", domain) == [("cli-shop", "custom", "pending", 0)]
+        assert conn.execute(
+            "select ssl_status, dns_configured from public.tenant_domains where domain = %s", (domain,)
+        ).fetchone() == ("pending", False)
+    assert remote.d1_rows(
+        "select tenant_id, domain_type, ssl_status, dns_configured from tenant_domains where domain = ?", domain
+    ) == [("cli-shop", "custom", "pending", 0)]
 
     argvs = [c["argv"] for c in remote.commands()]
     assert [*W, "dispatch-namespace", "get", "cmgsite-tenants"] in argvs
     assert [*W, "dispatch-namespace", "create", "cmgsite-tenants"] in argvs
-    deploys = [c for c in remote.commands() if c["argv"][:len(TENANT_DEPLOY)] == TENANT_DEPLOY]
+    deploys = [c for c in remote.commands() if c["argv"][: len(TENANT_DEPLOY)] == TENANT_DEPLOY]
     assert len(deploys) == 1
     argv = deploys[0]["argv"]
-    assert argv[len(TENANT_DEPLOY):-2] == ["--name", "cmgsite-cli-shop", "--var", "TENANT_ID:cli-shop"]
+    assert argv[len(TENANT_DEPLOY) : -2] == ["--name", "cmgsite-cli-shop", "--var", "TENANT_ID:cli-shop"]
     assert argv[-2] == "--secrets-file"
-    assert deploys[0]["secret_keys"] == ["SESSION_SECRET", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_URL",
-                                         "TENANT_CONTEXT_KEY"]
+    assert deploys[0]["secret_keys"] == [
+        "SESSION_SECRET",
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "SUPABASE_URL",
+        "TENANT_CONTEXT_KEY",
+    ]
     assert deploys[0]["secrets_file_mode"] == "0o600" and not Path(argv[-1]).exists()  # removed after use
     assert "master-secret" not in remote.log.read_text()
     assert not [a for a in argvs if a[2:4] == ["d1", "execute"]]  # D1 goes through its query API now
@@ -146,16 +176,20 @@ def test_custom_domain_gets_a_custom_hostname_and_status_is_refreshed(remote: Re
     assert remote.only_reads_since(requests_before)
     assert remote.commands()[commands_before:] == []
     with pg_cluster.connect() as conn:
-        assert conn.execute("select ssl_status from public.tenant_domains where domain = %s",
-                            (domain,)).fetchone() == ("pending",)
+        assert conn.execute("select ssl_status from public.tenant_domains where domain = %s", (domain,)).fetchone() == (
+            "pending",
+        )
     code, out, err = remote("domains", "status", "cli-shop", "--refresh", "--json")
     assert code == 0, err
     row = json.loads(out)[0]
     assert (row["ssl_status"], row["dns_configured"], row["custom_hostname"]) == ("active", True, "active/active")
     with pg_cluster.connect() as conn:
-        assert conn.execute("select ssl_status, dns_configured from public.tenant_domains where domain = %s",
-                            (domain,)).fetchone() == ("active", True)
-    assert remote.d1_rows("select ssl_status, dns_configured from tenant_domains where domain = ?", domain) == [("active", 1)]
+        assert conn.execute(
+            "select ssl_status, dns_configured from public.tenant_domains where domain = %s", (domain,)
+        ).fetchone() == ("active", True)
+    assert remote.d1_rows("select ssl_status, dns_configured from tenant_domains where domain = ?", domain) == [
+        ("active", 1)
+    ]
 
     code, _, err = remote("add-domain", "cli-shop", "second.cli-remote.example")
     assert code == 2 and "tier starter allows 1 domain" in err
@@ -169,8 +203,18 @@ def test_custom_domain_gets_a_custom_hostname_and_status_is_refreshed(remote: Re
 
 def test_cloudflare_api_errors_surface_and_a_rerun_completes(remote: RemoteCli) -> None:
     remote.cf.fail("POST custom_hostnames", 500, times=3)  # the SDK's first try and its 2 retries
-    args = ("add", "cli-retry", "--name", "Retry", "--type", "custom-domain", "--domain", "retry.cli-remote.example",
-            "--tier", "starter")
+    args = (
+        "add",
+        "cli-retry",
+        "--name",
+        "Retry",
+        "--type",
+        "custom-domain",
+        "--domain",
+        "retry.cli-remote.example",
+        "--tier",
+        "starter",
+    )
     code, _, err = remote(*args)
     assert code == 1 and "Cloudflare API error (HTTP 500): 1000: injected failure" in err
     assert "Traceback" not in err
@@ -183,8 +227,18 @@ def test_cloudflare_api_errors_surface_and_a_rerun_completes(remote: RemoteCli) 
 
 def test_wrong_token_is_a_clear_error(remote: RemoteCli) -> None:
     remote.env["CLOUDFLARE_API_TOKEN"] = "wrong-token-0f3a9c"
-    code, out, err = remote("add", "cli-auth", "--name", "Auth", "--type", "custom-domain",
-                            "--domain", "auth.cli-remote.example", "--tier", "starter")
+    code, out, err = remote(
+        "add",
+        "cli-auth",
+        "--name",
+        "Auth",
+        "--type",
+        "custom-domain",
+        "--domain",
+        "auth.cli-remote.example",
+        "--tier",
+        "starter",
+    )
     # Cloudflare's own answer to a token it does not know (9109), named as the API names it.
     assert code == 1 and "Cloudflare API error (HTTP 403): 9109: Invalid access token" in err, err
     assert "Traceback" not in err and "wrong-token-0f3a9c" not in out + err
@@ -218,25 +272,35 @@ def test_dry_run_prints_exact_wrangler_commands_and_api_calls(remote: RemoteCli,
     assert lines[:2] == [
         f"{PLAN} dispatch-namespace create cmgsite-tenants",
         f"{PLAN} deploy -c wrangler.dispatcher.toml "
-        "--secrets-file '<temporary JSON file with CONTEXT_SIGNING_SECRET, SUPABASE_SERVICE_ROLE_KEY, SUPABASE_URL>'"]
+        "--secrets-file '<temporary JSON file with CONTEXT_SIGNING_SECRET, SUPABASE_SERVICE_ROLE_KEY, SUPABASE_URL>'",
+    ]
     assert lines.count(f"{PLAN} dispatch-namespace create cmgsite-tenants") == 1
-    assert (f"{PLAN} deploy -c wrangler.tenant.toml --dispatch-namespace "
-            "cmgsite-tenants --name cmgsite-partner-tenant --var TENANT_ID:partner1 "
-            "--secrets-file '<temporary JSON file with SUPABASE_SERVICE_ROLE_KEY, "
-            "SUPABASE_URL, TENANT_CONTEXT_KEY>'") in lines
+    assert (
+        f"{PLAN} deploy -c wrangler.tenant.toml --dispatch-namespace "
+        "cmgsite-tenants --name cmgsite-partner-tenant --var TENANT_ID:partner1 "
+        "--secrets-file '<temporary JSON file with SUPABASE_SERVICE_ROLE_KEY, "
+        "SUPABASE_URL, TENANT_CONTEXT_KEY>'"
+    ) in lines
     ran = [c["argv"] for c in remote.commands()]
     assert ran == [[*W, "dispatch-namespace", "get", "cmgsite-tenants"]]  # only the read ran
 
     code, out, err = remote("suspend", "partner1", "--dry-run")
     assert code == 0, err
     lines = out.splitlines()
-    assert any(line.startswith("[dry-run] supabase: would PATCH ") and '{"status":"suspended"}' in line for line in lines)
-    d1_writes = [json.loads(line.split(" ", 6)[6]) for line in lines
-                 if line.startswith(f"[dry-run] cloudflare api: would POST {remote.cf.url}/accounts/acc123/d1/database/")]
+    assert any(
+        line.startswith("[dry-run] supabase: would PATCH ") and '{"status":"suspended"}' in line for line in lines
+    )
+    d1_writes = [
+        json.loads(line.split(" ", 6)[6])
+        for line in lines
+        if line.startswith(f"[dry-run] cloudflare api: would POST {remote.cf.url}/accounts/acc123/d1/database/")
+    ]
     upsert = next(q for w in d1_writes for q in w["batch"] if q["sql"].startswith("INSERT INTO tenants"))
     assert upsert["params"][:4] == ["partner1", "Partner One", "partner-subdomain", "suspended"]
-    assert ("[dry-run] cloudflare api: would DELETE "
-            f"{remote.cf.url}/accounts/acc123/storage/kv/namespaces/kv123/values/host:partner1.cozyartzmedia.com") in lines
+    assert (
+        "[dry-run] cloudflare api: would DELETE "
+        f"{remote.cf.url}/accounts/acc123/storage/kv/namespaces/kv123/values/host:partner1.cozyartzmedia.com"
+    ) in lines
     assert "cf-token" not in out and "Bearer" not in out
     assert remote.only_reads_since(0)  # nothing the dry runs printed reached Cloudflare
     assert remote.d1_rows("select count(*) from tenants") == [(0,)]
@@ -246,8 +310,14 @@ def test_dry_run_prints_exact_wrangler_commands_and_api_calls(remote: RemoteCli,
 
 def test_deploy_multi_tenant_script_deploys_everything_in_order(remote: RemoteCli) -> None:
     env = {**remote.env, "PYTHON": sys.executable}
-    proc = subprocess.run([str(ROOT / "scripts" / "deploy-multi-tenant.sh"), "--dry-run"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "deploy-multi-tenant.sh"), "--dry-run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith(f"{PLAN} d1 migrations apply cmgsite --remote")
     assert "--name cmgsite-partner-tenant" in proc.stdout
@@ -255,8 +325,14 @@ def test_deploy_multi_tenant_script_deploys_everything_in_order(remote: RemoteCl
     assert remote.only_reads_since(0)
     remote.log.unlink()
 
-    proc = subprocess.run([str(ROOT / "scripts" / "deploy-multi-tenant.sh")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "deploy-multi-tenant.sh")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     argvs = [c["argv"] for c in remote.commands()]
     writes = [a for a in argvs if a[2:4] != ["dispatch-namespace", "get"]]
@@ -266,26 +342,44 @@ def test_deploy_multi_tenant_script_deploys_everything_in_order(remote: RemoteCl
     dispatcher = next(c for c in remote.commands() if c["argv"] == writes[2])
     # The master key, and Supabase for the cron's health checks (dispatcher/health.py).
     assert dispatcher["secret_keys"] == ["CONTEXT_SIGNING_SECRET", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_URL"]
-    tenants = {a[a.index("--name") + 1] for a in writes[3:] if a[:len(TENANT_DEPLOY)] == TENANT_DEPLOY}
+    tenants = {a[a.index("--name") + 1] for a in writes[3:] if a[: len(TENANT_DEPLOY)] == TENANT_DEPLOY}
     assert {"cmgsite-primary-tenant", "cmgsite-partner-tenant", "cmgsite-custom-tenant"} <= tenants
-    assert remote.d1_rows("select tenant_id from tenants where tenant_id in ('cozyartz', 'partner1', 'partner-seo') order by tenant_id") == [
-        ("cozyartz",), ("partner-seo",), ("partner1",)]
+    assert remote.d1_rows(
+        "select tenant_id from tenants where tenant_id in ('cozyartz', 'partner1', 'partner-seo') order by tenant_id"
+    ) == [("cozyartz",), ("partner-seo",), ("partner1",)]
     assert "drift found and repaired: now consistent" in proc.stdout
 
     missing = {k: v for k, v in env.items() if k != "CONTEXT_SIGNING_SECRET"}
-    proc = subprocess.run([str(ROOT / "scripts" / "deploy-multi-tenant.sh")], cwd=ROOT, env=missing,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "deploy-multi-tenant.sh")],
+        cwd=ROOT,
+        env=missing,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 4 and "CONTEXT_SIGNING_SECRET" in proc.stderr
 
 
 def test_deploy_multi_tenant_dry_run_completes_offline_with_fake_credentials(remote: RemoteCli) -> None:
     """No network to Cloudflare and a made-up token: the plan is still printed whole, as if the
     account held nothing yet (one warning says so), and nothing is written anywhere."""
-    env = {**remote.env, "PYTHON": sys.executable, "CLOUDFLARE_API_TOKEN": "not-a-real-token",
-           "CLOUDFLARE_API_BASE_URL": closed_port_url(), "CLOUDFLARE_ACCOUNT_ID": "fake-account"}
+    env = {
+        **remote.env,
+        "PYTHON": sys.executable,
+        "CLOUDFLARE_API_TOKEN": "not-a-real-token",
+        "CLOUDFLARE_API_BASE_URL": closed_port_url(),
+        "CLOUDFLARE_ACCOUNT_ID": "fake-account",
+    }
     env.pop("CLOUDFLARE_D1_DATABASE_ID")  # the id in wrangler.dispatcher.toml
-    proc = subprocess.run([str(ROOT / "scripts" / "deploy-multi-tenant.sh"), "--dry-run"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "deploy-multi-tenant.sh"), "--dry-run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert "warning: cannot read Cloudflare's API (ConnectError" in proc.stderr
@@ -293,14 +387,27 @@ def test_deploy_multi_tenant_dry_run_completes_offline_with_fake_credentials(rem
     assert lines[0] == f"{PLAN} d1 migrations apply cmgsite --remote -c wrangler.dispatcher.toml"
     for script in ("cmgsite-primary-tenant", "cmgsite-partner-tenant", "cmgsite-custom-tenant"):
         assert any(f"--name {script} " in line for line in lines)
-    d1 = [line for line in lines if line.startswith("[dry-run] cloudflare api: would POST http://127.0.0.1:")
-          and "/accounts/fake-account/d1/database/00000000-0000-0000-0000-000000000000/query " in line]
-    routed = {q["params"][0] for line in d1 for q in json.loads(line.split(" ", 6)[6])["batch"]
-              if q["sql"].startswith("INSERT INTO tenants")}
+    d1 = [
+        line
+        for line in lines
+        if line.startswith("[dry-run] cloudflare api: would POST http://127.0.0.1:")
+        and "/accounts/fake-account/d1/database/00000000-0000-0000-0000-000000000000/query " in line
+    ]
+    routed = {
+        q["params"][0]
+        for line in d1
+        for q in json.loads(line.split(" ", 6)[6])["batch"]
+        if q["sql"].startswith("INSERT INTO tenants")
+    }
     assert {"cozyartz", "partner1", "partner-seo"} <= routed
-    assert any(line.startswith("[dry-run] cloudflare api: would POST ") and line.endswith(
-        '/custom_hostnames {"hostname":"partner-seo.com","ssl":{"method":"http","type":"dv",'
-        '"settings":{"min_tls_version":"1.2"}}}') for line in lines)
+    assert any(
+        line.startswith("[dry-run] cloudflare api: would POST ")
+        and line.endswith(
+            '/custom_hostnames {"hostname":"partner-seo.com","ssl":{"method":"http","type":"dv",'
+            '"settings":{"min_tls_version":"1.2"}}}'
+        )
+        for line in lines
+    )
     assert "not-a-real-token" not in proc.stdout + proc.stderr
     plan = [line for line in lines if line.startswith("[dry-run] ")]
     assert plan and all(": would " in line for line in plan)  # never "deployed", never past tense
@@ -314,28 +421,59 @@ def test_cloudflare_unreachable_is_exit_1_in_one_line(remote: RemoteCli) -> None
     code, _, err = remote("verify")
     assert code == 1 and "Traceback" not in err
     assert [line for line in err.splitlines() if "unreachable" in line] == [
-        "error: Cloudflare API unreachable: ConnectError: All connection attempts failed"]
+        "error: Cloudflare API unreachable: ConnectError: All connection attempts failed"
+    ]
     code, out, err = remote("verify", "--json")
     assert code == 1 and json.loads(out)["error"] == {
-        "code": "BackendError", "message": "Cloudflare API unreachable: ConnectError: All connection attempts failed"}
+        "code": "BackendError",
+        "message": "Cloudflare API unreachable: ConnectError: All connection attempts failed",
+    }
 
 
 def test_a_d1_error_fails_the_command_and_a_rerun_completes(remote: RemoteCli, pg_cluster: Any) -> None:
-    assert remote("add", "cli-d1", "--name", "D1", "--type", "partner-subdomain", "--domain",
-                  "cli-d1.cozyartzmedia.com", "--tier", "starter")[0] == 0
+    assert (
+        remote(
+            "add",
+            "cli-d1",
+            "--name",
+            "D1",
+            "--type",
+            "partner-subdomain",
+            "--domain",
+            "cli-d1.cozyartzmedia.com",
+            "--tier",
+            "starter",
+        )[0]
+        == 0
+    )
     remote.cf.fail("POST d1", 400, code=7500, message="D1_ERROR: injected")
     code, _, err = remote("suspend", "cli-d1")
     assert code == 1 and "Cloudflare API error (HTTP 400): 7500: D1_ERROR: injected" in err and "Traceback" not in err
     with pg_cluster.connect() as conn:
         assert conn.execute("select status from public.tenants where tenant_id = 'cli-d1'").fetchone() == ("suspended",)
-    assert remote.d1_rows("select status from tenants where tenant_id = 'cli-d1'") == [("active",)]  # the batch did not land
+    assert remote.d1_rows("select status from tenants where tenant_id = 'cli-d1'") == [
+        ("active",)
+    ]  # the batch did not land
     assert remote("suspend", "cli-d1")[0] == 0
     assert remote.d1_rows("select status from tenants where tenant_id = 'cli-d1'") == [("suspended",)]
 
 
 def test_remote_delete_erases_auth_kv_keys_script_and_rows(remote: RemoteCli, pg_cluster: Any) -> None:
-    assert remote("add", "cli-erase", "--name", "Erase", "--type", "custom-domain", "--domain", "erase.cli-remote.example",
-                  "--tier", "starter")[0] == 0
+    assert (
+        remote(
+            "add",
+            "cli-erase",
+            "--name",
+            "Erase",
+            "--type",
+            "custom-domain",
+            "--domain",
+            "erase.cli-remote.example",
+            "--tier",
+            "starter",
+        )[0]
+        == 0
+    )
     for i in range(3):
         remote.cf.kv[("authkv", f"cli-erase:session-epoch:user{i}")] = "1"
     remote.cf.kv[("authkv", "partner1:session-epoch:user0")] = "1"
@@ -350,8 +488,14 @@ def test_remote_delete_erases_auth_kv_keys_script_and_rows(remote: RemoteCli, pg
     code, out, err = remote("delete", "cli-erase", "--dry-run", "--json")  # the real counts, nothing erased
     assert code == 0, err
     would = json.loads(out)["would_erase"]
-    assert (would["runtime.auth_kv"], would["runtime.r2_objects"], would["tenants"], would["tenant_domains"],
-            would["d1.tenants"], would["d1.tenant_domains"]) == (3, 2, 1, 1, 1, 1)
+    assert (
+        would["runtime.auth_kv"],
+        would["runtime.r2_objects"],
+        would["tenants"],
+        would["tenant_domains"],
+        would["d1.tenants"],
+        would["d1.tenant_domains"],
+    ) == (3, 2, 1, 1, 1, 1)
     assert remote.only_reads_since(sent) and err.rstrip().endswith("dry run: nothing changed")
     code, out, err = remote("delete", "cli-erase", "--yes", "--json")
     assert code == 0, err
@@ -368,14 +512,30 @@ def test_remote_delete_erases_auth_kv_keys_script_and_rows(remote: RemoteCli, pg
 def test_a_tenant_claim_is_routed_only_once_its_ownership_is_proven(remote: RemoteCli, pg_cluster: Any) -> None:
     """A custom domain a tenant admin adds (a pending Supabase row) gets neither a route nor a custom
     hostname from repair; proven (its TXT record), the operator's verify routes it."""
-    assert remote("add", "cli-self", "--name", "Self", "--type", "custom-domain", "--domain", "self.cli-remote.example",
-                  "--tier", "growth")[0] == 0
+    assert (
+        remote(
+            "add",
+            "cli-self",
+            "--name",
+            "Self",
+            "--type",
+            "custom-domain",
+            "--domain",
+            "self.cli-remote.example",
+            "--tier",
+            "growth",
+        )[0]
+        == 0
+    )
     claim = "www.self.cli-remote.example"
     with pg_cluster.connect() as conn:  # as the API stores a claim: pending, with the database's token
-        conn.execute("insert into public.tenant_domains (tenant_id, domain, domain_type) values"
-                     " ('cli-self', %s, 'custom')", (claim,))
-        token = conn.execute("select verification_token from public.tenant_domains where domain = %s",
-                             (claim,)).fetchone()[0]
+        conn.execute(
+            "insert into public.tenant_domains (tenant_id, domain, domain_type) values ('cli-self', %s, 'custom')",
+            (claim,),
+        )
+        token = conn.execute(
+            "select verification_token from public.tenant_domains where domain = %s", (claim,)
+        ).fetchone()[0]
     code, out, _ = remote("verify", "--json")  # (a fresh account: the seeded tenants drift, cli-self does not)
     assert "cli-self" not in {d["tenant_id"] for d in json.loads(out)["drift"]}  # a pending claim is not drift
     assert remote("verify", "--repair")[0] == 0
@@ -425,7 +585,9 @@ def test_deploy_all_goes_on_past_a_failing_tenant_and_exits_1(remote: RemoteCli)
     assert code == 1 and "Traceback" not in err
     progress = [line for line in err.splitlines() if line.startswith("  - [")]
     total = len(progress)
-    assert total >= 3 and [line.split("]")[0] for line in progress] == [f"  - [{i}/{total}" for i in range(1, total + 1)]
+    assert total >= 3 and [line.split("]")[0] for line in progress] == [
+        f"  - [{i}/{total}" for i in range(1, total + 1)
+    ]
     assert any(line.startswith("warning: [") and "partner1 failed" in line for line in err.splitlines())
     assert f"ok: deployed {total - 1} of {total} tenant Worker(s)" in err and "FAILED: partner1" in err
     deployed = {a[a.index("--name") + 1] for a in (c["argv"] for c in remote.commands()) if "--name" in a}
@@ -449,16 +611,33 @@ esac
 
 @pytest.mark.parametrize("sig, code, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT")])
 def test_an_interrupt_ends_the_command_in_one_line_naming_the_step(
-        remote: RemoteCli, pg_cluster: Any, tmp_path: Path, sig: signal.Signals, code: int, name: str) -> None:
+    remote: RemoteCli, pg_cluster: Any, tmp_path: Path, sig: signal.Signals, code: int, name: str
+) -> None:
     slow = tmp_path / "slow-wrangler"
     slow.write_text(SLOW_WRANGLER)
     slow.chmod(0o755)
     mark = tmp_path / "deploy-started"
     env = {**remote.env, "CMGSITE_WRANGLER": str(slow), "SLOW_MARK": str(mark)}
-    args = ["add", "cli-sig", "--name", "Sig", "--type", "partner-subdomain", "--domain", "cli-sig.cozyartzmedia.com",
-            "--tier", "starter"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "tenants.py"), *args, "--remote"], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [
+        "add",
+        "cli-sig",
+        "--name",
+        "Sig",
+        "--type",
+        "partner-subdomain",
+        "--domain",
+        "cli-sig.cozyartzmedia.com",
+        "--tier",
+        "starter",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "tenants.py"), *args, "--remote"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         while not mark.exists() and proc.poll() is None:  # until the deploy step is under way
             select.select([], [], [], 0.05)
@@ -470,7 +649,7 @@ def test_an_interrupt_ends_the_command_in_one_line_naming_the_step(
             proc.kill()
     assert proc.returncode == code and "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    assert last.startswith(f"interrupted ({name}): stopped in or after the step \"$ ")
+    assert last.startswith(f'interrupted ({name}): stopped in or after the step "$ ')
     assert "deploy -c wrangler.tenant.toml" in last
     assert last.endswith("re-run the same command to complete it (every step is safe to repeat), then `verify`")
     with pg_cluster.connect() as conn:  # the steps before it happened, the rest did not
@@ -486,8 +665,15 @@ def test_a_closed_pipe_ends_quietly(remote: RemoteCli) -> None:
     read, write = os.pipe()
     os.close(read)
     try:
-        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "tenants.py"), "list", "--json", "--remote"],
-                              cwd=ROOT, env=remote.env, stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "tenants.py"), "list", "--json", "--remote"],
+            cwd=ROOT,
+            env=remote.env,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
     finally:
         os.close(write)
     assert proc.returncode == 141 and proc.stderr == ""

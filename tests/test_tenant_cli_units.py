@@ -1,5 +1,6 @@
 """Fast checks of the control plane's input parsing and its Cloudflare API edge: the official SDK
 against the loopback fake (tests/fake_cloudflare.py), no platform needed."""
+
 from __future__ import annotations
 
 import contextlib
@@ -39,18 +40,38 @@ def test_any_operator_typed_domain_is_normalised_or_refused(raw: str) -> None:
     assert DOMAIN_RE.match(domain) and domain == domain.lower() and len(domain) <= 253
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("Shop.Example.COM.", "shop.example.com"),
-    ("bücher.example", "xn--bcher-kva.example"),
-    ("  a-b.example  ", "a-b.example"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("Shop.Example.COM.", "shop.example.com"),
+        ("bücher.example", "xn--bcher-kva.example"),
+        ("  a-b.example  ", "a-b.example"),
+    ],
+)
 def test_domains_are_normalised(raw: str, expected: str) -> None:
     assert parse_domain(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "localhost", "example", "a..example", "-a.example", "a.example:443",
-                                 "https://a.example", "a.example/x", "user@a.example", "192.168.0.1", "[::1]",
-                                 "a_b.example", "x" * 64 + ".example", "a.example\nb.example", "*.example.com"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "localhost",
+        "example",
+        "a..example",
+        "-a.example",
+        "a.example:443",
+        "https://a.example",
+        "a.example/x",
+        "user@a.example",
+        "192.168.0.1",
+        "[::1]",
+        "a_b.example",
+        "x" * 64 + ".example",
+        "a.example\nb.example",
+        "*.example.com",
+    ],
+)
 def test_junk_domains_are_refused(raw: str) -> None:
     with pytest.raises(Refused):
         parse_domain(raw)
@@ -80,7 +101,7 @@ def test_rendered_sql_literals_cannot_break_out(value: str) -> None:
             render(("SELECT ?1", (value,)))
         return
     sql = render(("SELECT ?1", (value,)))
-    body = sql[len("SELECT "):]
+    body = sql[len("SELECT ") :]
     assert body[0] == body[-1] == "'" and "'" not in body[1:-1].replace("''", "")
 
 
@@ -104,10 +125,18 @@ def cf(tmp_path: Path) -> Iterator[FakeCloudflare]:
 
 
 @contextlib.asynccontextmanager
-async def api_for(cf: FakeCloudflare, *, retries: int = 0, base_url: str | None = None,
-                  transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[CloudflareApi]:
-    api = CloudflareApi(connect(token="t", base_url=base_url or cf.url, max_retries=retries, transport=transport),
-                        account_id="acc", zone_id="zone")
+async def api_for(
+    cf: FakeCloudflare,
+    *,
+    retries: int = 0,
+    base_url: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[CloudflareApi]:
+    api = CloudflareApi(
+        connect(token="t", base_url=base_url or cf.url, max_retries=retries, transport=transport),
+        account_id="acc",
+        zone_id="zone",
+    )
     try:
         yield api
     finally:
@@ -197,8 +226,11 @@ async def test_scripts_and_kv_values_absent_are_false_and_none(cf: FakeCloudflar
         cf.fail("GET scripts", 403, code=10000, message="Authentication error")
         with pytest.raises(CloudflareError, match="10000"):  # a refusal is not "absent"
             await api.script_exists("cmgsite-tenants", "cmgsite-acme")
-    assert ("DELETE", "/client/v4/accounts/acc/workers/dispatch/namespaces/cmgsite-tenants/scripts/cmgsite-acme"
-            "?force=true", None) in cf.requests
+    assert (
+        "DELETE",
+        "/client/v4/accounts/acc/workers/dispatch/namespaces/cmgsite-tenants/scripts/cmgsite-acme?force=true",
+        None,
+    ) in cf.requests
 
 
 async def test_the_token_is_the_only_credential_sent(cf: FakeCloudflare, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,9 +253,14 @@ async def test_d1_writes_bind_their_values_and_route_exactly_what_was_given(cf: 
         await replica.drop_tenant("acme")
         assert await replica.tenant("acme") is None and await replica.domain_holder("shop.acme.example") is None
     assert row is not None and row["name"] == hostile and json.loads(row["whitelabel_config"]) == {"brand_name": "It's"}
-    assert [(d["domain"], d["ssl_status"], d["dns_configured"]) for d in routed] == [("shop.acme.example", "pending", 0)]
-    writes = [b for m, p, b in cf.requests if m == "POST" and p.endswith(f"/d1/database/{D1_DATABASE_ID}/query")
-              and "batch" in (b or {})]
+    assert [(d["domain"], d["ssl_status"], d["dns_configured"]) for d in routed] == [
+        ("shop.acme.example", "pending", 0)
+    ]
+    writes = [
+        b
+        for m, p, b in cf.requests
+        if m == "POST" and p.endswith(f"/d1/database/{D1_DATABASE_ID}/query") and "batch" in (b or {})
+    ]
     assert len(writes) == 2  # one request per batch
     upsert = writes[0]["batch"][0]
     assert upsert["sql"].startswith("INSERT INTO tenants") and hostile in upsert["params"]
@@ -270,9 +307,12 @@ async def test_dry_run_sends_reads_and_prints_writes_as_they_would_be_sent(cf: F
         f"[dry-run] cloudflare api: would POST {cf.url}/zones/zone/custom_hostnames "
         '{"hostname":"shop.example.com","ssl":{"method":"http","type":"dv","settings":{"min_tls_version":"1.2"}}}',
         f"[dry-run] cloudflare api: would DELETE {cf.url}/accounts/acc/workers/dispatch/namespaces/cmgsite-tenants/"
-        "scripts/cmgsite-acme?force=true"]
-    assert lines[3].startswith(f"[dry-run] cloudflare api: would POST {cf.url}/accounts/acc/d1/database/"
-                               f'{D1_DATABASE_ID}/query {{"batch":[{{"sql":"DELETE FROM tenant_domains WHERE tenant_id = ?1"')
+        "scripts/cmgsite-acme?force=true",
+    ]
+    assert lines[3].startswith(
+        f"[dry-run] cloudflare api: would POST {cf.url}/accounts/acc/d1/database/"
+        f'{D1_DATABASE_ID}/query {{"batch":[{{"sql":"DELETE FROM tenant_domains WHERE tenant_id = ?1"'
+    )
     assert len(lines) == 4 and "Bearer" not in out.getvalue()
     assert cf.kv[("kv", "host:a.example")] == "cached" and ("cmgsite-tenants", "cmgsite-acme") in cf.scripts
     assert {m for m, _, _ in cf.requests} == {"GET", "POST"} and not cf.hostnames
@@ -292,16 +332,20 @@ async def test_dry_run_offline_warns_once_and_plans_as_if_cloudflare_were_empty(
         await api.kv_delete("kv", "host:a.example")
     assert err.getvalue().count("warning: cannot read Cloudflare's API (ConnectError") == 1
     assert out.getvalue().splitlines() == [
-        f"[dry-run] cloudflare api: would DELETE {offline}/accounts/acc/storage/kv/namespaces/kv/values/host:a.example"]
+        f"[dry-run] cloudflare api: would DELETE {offline}/accounts/acc/storage/kv/namespaces/kv/values/host:a.example"
+    ]
 
 
-@pytest.mark.parametrize("argv", [
-    ["domains", "status", "--json", "partner-seo"],
-    ["domains", "status", "partner-seo", "--json", "--refresh"],
-    ["domains", "verify", "--json", "partner-seo", "login.partner-seo.com"],
-    ["show", "--json", "partner-seo"],
-    ["deploy", "--dry-run", "partner-seo"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["domains", "status", "--json", "partner-seo"],
+        ["domains", "status", "partner-seo", "--json", "--refresh"],
+        ["domains", "verify", "--json", "partner-seo", "login.partner-seo.com"],
+        ["show", "--json", "partner-seo"],
+        ["deploy", "--dry-run", "partner-seo"],
+    ],
+)
 def test_a_tenant_id_after_an_option_is_understood(argv: list[str]) -> None:
     from scripts.tenants import parser
 
@@ -318,11 +362,15 @@ def test_a_dry_run_reporter_says_would_and_counts_no_writes() -> None:
     dry.step("namespace cmgsite-tenants exists", read=True)
     dry.plan("supabase", "PATCH http://x/rest/v1/tenants {}")
     dry.plan("cloudflare api", "would DELETE http://x/values/host:a.example")
-    assert err.getvalue().splitlines() == ["  - d1: would route acme (active) at a.example",
-                                           "  - kv: would purge 2 cached route(s)",
-                                           "  - namespace cmgsite-tenants exists"]
-    assert out.getvalue().splitlines() == ["[dry-run] supabase: would PATCH http://x/rest/v1/tenants {}",
-                                           "[dry-run] cloudflare api: would DELETE http://x/values/host:a.example"]
+    assert err.getvalue().splitlines() == [
+        "  - d1: would route acme (active) at a.example",
+        "  - kv: would purge 2 cached route(s)",
+        "  - namespace cmgsite-tenants exists",
+    ]
+    assert out.getvalue().splitlines() == [
+        "[dry-run] supabase: would PATCH http://x/rest/v1/tenants {}",
+        "[dry-run] cloudflare api: would DELETE http://x/values/host:a.example",
+    ]
     assert dry.writes_started == 0
     real = Reporter(out=io.StringIO(), err=io.StringIO())
     real.step("namespace cmgsite-tenants exists", read=True)
@@ -345,18 +393,30 @@ def test_a_namespace_read_tells_not_found_from_could_not_read() -> None:
     from controlplane.wrangler import namespace_state
 
     assert namespace_state(FakeRunner('{"namespace_name": "cmgsite-tenants"}'))[0] == "exists"
-    assert namespace_state(FakeRunner(BackendError(
-        "`wrangler dispatch-namespace get …` exited 1:\n✘ [ERROR] namespace not found [code: 100119]"))) == ("missing", "")
-    state, detail = namespace_state(FakeRunner(BackendError(
-        "`wrangler dispatch-namespace get …` exited 1:\n\n✘ [ERROR] fetch failed: getaddrinfo ENOTFOUND api.cloudflare.com")))
+    assert namespace_state(
+        FakeRunner(
+            BackendError("`wrangler dispatch-namespace get …` exited 1:\n✘ [ERROR] namespace not found [code: 100119]")
+        )
+    ) == ("missing", "")
+    state, detail = namespace_state(
+        FakeRunner(
+            BackendError(
+                "`wrangler dispatch-namespace get …` exited 1:\n\n✘ [ERROR] fetch failed: getaddrinfo ENOTFOUND api.cloudflare.com"
+            )
+        )
+    )
     assert state == "unreadable" and detail == "✘ [ERROR] fetch failed: getaddrinfo ENOTFOUND api.cloudflare.com"
     # wrangler 4.164 offline, as it prints it (colours and all): the reason, not the log file's name
-    offline = ("`wrangler dispatch-namespace get …` exited 1:\n\x1b[31m✘ \x1b[41;31m[\x1b[41;97mERROR\x1b[41;31m]\x1b[0m "
-               "\x1b[1mUnable to resolve Cloudflare's API hostname (api.cloudflare.com or dash.cloudflare.com).\x1b[0m\n"
-               "  Please check your network connection and DNS settings.\n"
-               "🪵  Logs were written to \"/root/.config/.wrangler/logs/x.log\"")
+    offline = (
+        "`wrangler dispatch-namespace get …` exited 1:\n\x1b[31m✘ \x1b[41;31m[\x1b[41;97mERROR\x1b[41;31m]\x1b[0m "
+        "\x1b[1mUnable to resolve Cloudflare's API hostname (api.cloudflare.com or dash.cloudflare.com).\x1b[0m\n"
+        "  Please check your network connection and DNS settings.\n"
+        '🪵  Logs were written to "/root/.config/.wrangler/logs/x.log"'
+    )
     assert namespace_state(FakeRunner(BackendError(offline))) == (
-        "unreadable", "✘ [ERROR] Unable to resolve Cloudflare's API hostname (api.cloudflare.com or dash.cloudflare.com).")
+        "unreadable",
+        "✘ [ERROR] Unable to resolve Cloudflare's API hostname (api.cloudflare.com or dash.cloudflare.com).",
+    )
 
 
 def test_the_erasure_fingerprint_is_keyed(tmp_path: Path) -> None:
@@ -400,16 +460,22 @@ def test_add_differences_name_the_command_for_each() -> None:
     assert add_differences(have, same, brand_given=False) == []
     other, _ = new_tenant("acme", "Acme Ltd", "custom-domain", "www.acme.example", "growth", "Acme!")
     text = " ".join(add_differences(have, other, brand_given=True))
-    for command in ("`set-tier acme growth`", "`rename acme 'Acme Ltd'`", "`add-domain acme www.acme.example`",
-                    "`branding acme --brand-name 'Acme!'`"):
+    for command in (
+        "`set-tier acme growth`",
+        "`rename acme 'Acme Ltd'`",
+        "`add-domain acme www.acme.example`",
+        "`branding acme --brand-name 'Acme!'`",
+    ):
         assert command in text
 
 
 # ---- a dry run reads as what would happen, line by line --------------------------------------
 _WOULD_WORD = re.compile(r"\bwould ([A-Za-z-]+)")
 _NOT_PARTICIPLES = {"need", "seed", "embed", "proceed", "exceed", "feed", "bring"}  # base forms ending -ed/-ing
-_PAST = re.compile(r"\b(purged|deployed|rotated|re-wrapped|rewrapped|revoked|restored|retired|wrote|written|"
-                   r"recorded|erased|added|removed|resuming|waiting|probing|now read)\b")
+_PAST = re.compile(
+    r"\b(purged|deployed|rotated|re-wrapped|rewrapped|revoked|restored|retired|wrote|written|"
+    r"recorded|erased|added|removed|resuming|waiting|probing|now read)\b"
+)
 _FACT = re.compile(r"\b(signs with|accepts)\b")  # a statement of what is, unless it is what would happen
 
 
@@ -427,8 +493,11 @@ def dry_run_wording_problems(out: str, err: str) -> list[str]:
                 problems.append(f"would + participle: {line}")
         if line.startswith("[dry-run] ") and ": would " not in prose:
             problems.append(f"plan line without 'would': {line}")
-        if line.startswith(("  - ", "ok: ")) and not prose.startswith("  - $ ") and (
-                _PAST.search(prose) or (_FACT.search(prose) and "would" not in prose)):
+        if (
+            line.startswith(("  - ", "ok: "))
+            and not prose.startswith("  - $ ")
+            and (_PAST.search(prose) or (_FACT.search(prose) and "would" not in prose))
+        ):
             problems.append(f"says it happened: {line}")
         if line.startswith("ok: ") and not line.startswith(("ok: would ", "ok: key ids")):
             problems.append(f"summary without 'would': {line}")
@@ -440,35 +509,61 @@ def dry_run_wording_problems(out: str, err: str) -> list[str]:
 
 def test_the_dry_run_wording_check_catches_what_reads_wrong() -> None:
     good_out = "[dry-run] keys: would store PLATFORM_DATA_KEYS = keyring ['p2', 'p1']\ndry run: nothing changed\n"
-    good_err = ("  - data: would deploy 2 Worker(s) that read ['p2', 'p1'] and wrap new data keys under p2\n"
-                "  - health: probe 3 tenant(s) through http://127.0.0.1:1\n"
-                "ok: would rotate the data key to p2 (2 tenant Worker(s))\n")
+    good_err = (
+        "  - data: would deploy 2 Worker(s) that read ['p2', 'p1'] and wrap new data keys under p2\n"
+        "  - health: probe 3 tenant(s) through http://127.0.0.1:1\n"
+        "ok: would rotate the data key to p2 (2 tenant Worker(s))\n"
+    )
     assert dry_run_wording_problems(good_out, good_err) == []
-    for bad_err in ("  - data: would resuming the rotation to p2\n",  # the wording issue 13 names
-                    "  - data: 2 Worker(s) now read ['p2', 'p1']\n",
-                    "  - jwt: would revoked ['j1']\n",
-                    "  - context: the dispatcher signs with c2\n",
-                    "ok: keys: {\"kind\": \"data\"}\n",
-                    "ok: would keys rotated: p2\n"):
+    for bad_err in (
+        "  - data: would resuming the rotation to p2\n",  # the wording issue 13 names
+        "  - data: 2 Worker(s) now read ['p2', 'p1']\n",
+        "  - jwt: would revoked ['j1']\n",
+        "  - context: the dispatcher signs with c2\n",
+        'ok: keys: {"kind": "data"}\n',
+        "ok: would keys rotated: p2\n",
+    ):
         assert dry_run_wording_problems(good_out, bad_err), bad_err
     assert dry_run_wording_problems("[dry-run] supabase: PATCH x\ndry run: nothing changed\n", "")
     assert dry_run_wording_problems("[dry-run] supabase: would PATCH x\n", "")  # no end line
 
 
-@pytest.mark.parametrize(("command", "result", "expected"), [
-    ("keys", {"kind": "data", "active": "p2", "rewrapped": 3, "retired": ["p1"], "workers": ["a", "b"]},
-     "would rotate the data key to p2 (2 tenant Worker(s))"),
-    ("keys", {"kind": "context", "active": "c2", "retired": ["c1"]}, "would retire the context key(s) c1; c2 stays active"),
-    ("keys", {"kind": "session", "tenants": {"acme": {"active": "s2"}}, "signed_out": False},
-     "would rotate the session keys: acme s2"),
-    ("check", {"checks": [{}, {}], "failing": ["a"]}, "would record 2 check(s), 1 failing"),
-    ("backup", {"tenant_id": "acme", "archive": "/tmp/a.tar.gz", "rows": {"tenants": 1}},
-     "would write /tmp/a.tar.gz (0600): tenants 1"),
-    ("restore", {"tenant_id": "acme", "status": "active", "written": {"tenants": 1}, "r2_objects": 2},
-     "would restore acme (active): tenants 1, 2 object(s)"),
-    ("branding", {"tenant_id": "acme", "branding": {"brand_name": "Acme", "logo_url": None}},
-     "would set acme's branding: brand_name"),
-])
+@pytest.mark.parametrize(
+    ("command", "result", "expected"),
+    [
+        (
+            "keys",
+            {"kind": "data", "active": "p2", "rewrapped": 3, "retired": ["p1"], "workers": ["a", "b"]},
+            "would rotate the data key to p2 (2 tenant Worker(s))",
+        ),
+        (
+            "keys",
+            {"kind": "context", "active": "c2", "retired": ["c1"]},
+            "would retire the context key(s) c1; c2 stays active",
+        ),
+        (
+            "keys",
+            {"kind": "session", "tenants": {"acme": {"active": "s2"}}, "signed_out": False},
+            "would rotate the session keys: acme s2",
+        ),
+        ("check", {"checks": [{}, {}], "failing": ["a"]}, "would record 2 check(s), 1 failing"),
+        (
+            "backup",
+            {"tenant_id": "acme", "archive": "/tmp/a.tar.gz", "rows": {"tenants": 1}},
+            "would write /tmp/a.tar.gz (0600): tenants 1",
+        ),
+        (
+            "restore",
+            {"tenant_id": "acme", "status": "active", "written": {"tenants": 1}, "r2_objects": 2},
+            "would restore acme (active): tenants 1, 2 object(s)",
+        ),
+        (
+            "branding",
+            {"tenant_id": "acme", "branding": {"brand_name": "Acme", "logo_url": None}},
+            "would set acme's branding: brand_name",
+        ),
+    ],
+)
 def test_dry_run_summaries_say_what_would_happen(command: str, result: dict[str, object], expected: str) -> None:
     from scripts.tenants import dry_result, summary
 

@@ -1,4 +1,5 @@
 """The one tier table: figures from the product document."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -8,9 +9,14 @@ import pytest
 from shared.tiers import PARTNER_MARKUP, TIERS, Tier, UsageKind, monthly_price, plan_for
 
 
-@pytest.mark.parametrize("tier, price, ai, domains", [
-    ("starter", "1000", 100, 1), ("growth", "1500", 250, 5), ("enterprise", "2500", 500, 25),
-])
+@pytest.mark.parametrize(
+    "tier, price, ai, domains",
+    [
+        ("starter", "1000", 100, 1),
+        ("growth", "1500", 250, 5),
+        ("enterprise", "2500", 500, 25),
+    ],
+)
 def test_product_document_figures(tier: str, price: str, ai: int, domains: int) -> None:
     plan = plan_for(tier)
     assert plan.monthly_price_usd == Decimal(price)

@@ -1,6 +1,7 @@
 """Usage against the real Supabase stack on the real workerd: the UsageMeter's alarm flush to
 `tenant_usage`, and domain quotas recorded under RLS. Throwaway tenants (tests/usage_support.py),
 deleted with their rows after each test; the seeded demo rows stay as seeded."""
+
 from __future__ import annotations
 
 import time
@@ -40,8 +41,10 @@ def test_flush_writes_absolute_counts_and_never_doubles(platform: Platform, pg_c
             assert t.generate().status_code == 200
         wait_for(lambda: t.usage_rows().get(("ai_calls", month())) == 8)  # 5 + 3, never 5 + 8
         with pg_cluster.connect() as conn:
-            limit = conn.execute("select usage_limit from public.tenant_usage where tenant_id = %s and usage_type ="
-                                 " 'ai_calls'", (t.tenant_id,)).fetchone()
+            limit = conn.execute(
+                "select usage_limit from public.tenant_usage where tenant_id = %s and usage_type = 'ai_calls'",
+                (t.tenant_id,),
+            ).fetchone()
         assert limit == (100,)
         time.sleep(1.0)  # clean counters are not sent again: nothing changes
         assert t.usage_rows()[("ai_calls", month())] == 8
@@ -76,8 +79,11 @@ def add(t: UsageTenant, domain: str, role: str | None = "admin") -> httpx.Respon
 
 
 def remove(t: UsageTenant, domain: str, role: str | None = "admin") -> httpx.Response:
-    return httpx.delete(f"{t.platform.url}/api/domains/{domain}", timeout=60,
-                        headers={"Host": t.host, **(t.session(role) if role else {})})
+    return httpx.delete(
+        f"{t.platform.url}/api/domains/{domain}",
+        timeout=60,
+        headers={"Host": t.host, **(t.session(role) if role else {})},
+    )
 
 
 def domains_of(pg: Any, tenant_id: str) -> set[str]:
@@ -97,7 +103,12 @@ def test_domain_quota_counts_the_tenants_own_domain_and_gives_slots_back(growth:
     assert refused.status_code == 429 and "retry-after" not in refused.headers
     error = refused.json()["error"]
     assert (error["code"], error["kind"], error["limit"], error["used"], error["resets_at"]) == (
-        "usage_limit_exceeded", "domains", 5, 5, None)
+        "usage_limit_exceeded",
+        "domains",
+        5,
+        5,
+        None,
+    )
     assert domains_of(pg_cluster, growth.tenant_id) == {growth.host, *names[:4]}
 
     gone = remove(growth, names[0])
@@ -111,8 +122,13 @@ def test_starter_tenant_already_uses_its_one_domain(platform: Platform, pg_clust
         r = add(t, f"extra-{uuid.uuid4().hex[:8]}.usage-test.example")
         assert r.status_code == 429 and r.json()["error"]["limit"] == 1 and r.json()["error"]["used"] == 1
         assert domains_of(pg_cluster, t.tenant_id) == {t.host}
-        assert t.usage("admin")["domains"] == {"used": 1, "limit": 1, "remaining": 0, "period": "level",
-                                               "resets_at": None}
+        assert t.usage("admin")["domains"] == {
+            "used": 1,
+            "limit": 1,
+            "remaining": 0,
+            "period": "level",
+            "resets_at": None,
+        }
 
 
 def test_a_taken_domain_is_409_and_costs_no_slot(growth: UsageTenant, pg_cluster: Any) -> None:
@@ -136,8 +152,20 @@ def test_domains_need_an_admin(growth: UsageTenant, pg_cluster: Any) -> None:
     assert name not in domains_of(pg_cluster, growth.tenant_id)
 
 
-@pytest.mark.parametrize("domain", ["localhost", "1.2.3.4", "shop.example.com:443", "bad domain.com", "a..b.com",
-                                    "evil.cozyartzmedia.com", "cozyartzmedia.com", "-x.example.com", "x" * 300])
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "localhost",
+        "1.2.3.4",
+        "shop.example.com:443",
+        "bad domain.com",
+        "a..b.com",
+        "evil.cozyartzmedia.com",
+        "cozyartzmedia.com",
+        "-x.example.com",
+        "x" * 300,
+    ],
+)
 def test_bad_domains_are_422(growth: UsageTenant, domain: str) -> None:
     r = add(growth, domain)
     assert r.status_code == 422 and r.json()["error"]["code"] in ("invalid_domain", "invalid_body", "platform_zone")

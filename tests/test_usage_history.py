@@ -7,6 +7,7 @@ Durable Object handed the tenant its quota again and rewrote billing history dow
 Every test here starts a meter from empty storage (a throwaway tenant, tests/usage_support.py)
 against history written beforehand with the superuser, as the service role would have written it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,20 +27,26 @@ def month() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m")
 
 
-def record(t: UsageTenant, count: int, kind: str = "ai_calls", period: str | None = None,
-           limit: int | None = 100) -> None:
+def record(
+    t: UsageTenant, count: int, kind: str = "ai_calls", period: str | None = None, limit: int | None = 100
+) -> None:
     with t.pg.connect() as conn:
-        conn.execute("insert into public.tenant_usage (tenant_id, usage_type, period, usage_count, usage_limit)"
-                     " values (%s, %s, %s, %s, %s) on conflict (tenant_id, usage_type, period)"
-                     " do update set usage_count = excluded.usage_count, usage_limit = excluded.usage_limit",
-                     (t.tenant_id, kind, period or month(), count, limit))
+        conn.execute(
+            "insert into public.tenant_usage (tenant_id, usage_type, period, usage_count, usage_limit)"
+            " values (%s, %s, %s, %s, %s) on conflict (tenant_id, usage_type, period)"
+            " do update set usage_count = excluded.usage_count, usage_limit = excluded.usage_limit",
+            (t.tenant_id, kind, period or month(), count, limit),
+        )
 
 
 def recorded(t: UsageTenant) -> tuple[int, int | None] | None:
     """(usage_count, usage_limit) of this month's ai_calls row."""
     with t.pg.connect() as conn:
-        return conn.execute("select usage_count, usage_limit from public.tenant_usage where tenant_id = %s"
-                            " and usage_type = 'ai_calls' and period = %s", (t.tenant_id, month())).fetchone()
+        return conn.execute(
+            "select usage_count, usage_limit from public.tenant_usage where tenant_id = %s"
+            " and usage_type = 'ai_calls' and period = %s",
+            (t.tenant_id, month()),
+        ).fetchone()
 
 
 def test_a_fresh_meter_counts_on_from_the_recorded_history(platform: Platform, pg_cluster: Any) -> None:
@@ -57,8 +64,13 @@ def test_a_fresh_meter_counts_on_from_the_recorded_history(platform: Platform, p
 def test_the_usage_report_of_a_fresh_meter_shows_the_recorded_history(platform: Platform, pg_cluster: Any) -> None:
     with usage_tenant(platform, pg_cluster, "starter", vars_=FAST_FLUSH) as t:
         record(t, 14)
-        assert t.usage()["ai_calls"] | {"resets_at": None} == {"used": 14, "limit": 100, "remaining": 86,
-                                                               "period": month(), "resets_at": None}
+        assert t.usage()["ai_calls"] | {"resets_at": None} == {
+            "used": 14,
+            "limit": 100,
+            "remaining": 86,
+            "period": month(),
+            "resets_at": None,
+        }
         assert t.generate().json()["usage"]["used"] == 15
 
 
@@ -92,8 +104,9 @@ def test_concurrent_first_consumes_load_history_once(platform: Platform, pg_clus
         async def go() -> list[httpx.Response]:
             headers = {"Host": t.host, **t.session()}
             async with httpx.AsyncClient(base_url=platform.url, timeout=120) as client:
-                return await asyncio.gather(*(client.post("/api/ai/generate", json={"prompt": f"p{i}"},
-                                                          headers=headers) for i in range(20)))
+                return await asyncio.gather(
+                    *(client.post("/api/ai/generate", json={"prompt": f"p{i}"}, headers=headers) for i in range(20))
+                )
 
         results = asyncio.run(go())
         allowed = [r for r in results if r.status_code == 200]

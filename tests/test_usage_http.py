@@ -4,6 +4,7 @@ Each test gets a throwaway tenant (tests/usage_support.py): counters cannot be p
 demo tenant. The AI binding is localrt/node/local-ai.mjs; a prompt with `[[fail:3040]]` makes
 it fail the way Workers AI does.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -48,25 +49,37 @@ def test_starter_tenant_gets_its_101st_ai_call_refused_with_the_429_body(starter
     error = refused.json()["error"]
     reset = next_month_start(now)
     assert error == {
-        "code": "usage_limit_exceeded", "message": error["message"], "kind": "ai_calls", "limit": 100, "used": 100,
-        "resets_at": reset.isoformat().replace("+00:00", "Z"), "request_id": refused.headers["x-request-id"],
+        "code": "usage_limit_exceeded",
+        "message": error["message"],
+        "kind": "ai_calls",
+        "limit": 100,
+        "used": 100,
+        "resets_at": reset.isoformat().replace("+00:00", "Z"),
+        "request_id": refused.headers["x-request-id"],
     }
     assert "100" in error["message"]
     retry_after = int(refused.headers["retry-after"])
     assert abs(retry_after - (reset.timestamp() - now)) <= 5
-    assert starter.usage()["ai_calls"] == {"used": 100, "limit": 100, "remaining": 0,
-                                           "period": datetime.now(timezone.utc).strftime("%Y-%m"),
-                                           "resets_at": reset.isoformat().replace("+00:00", "Z")}
+    assert starter.usage()["ai_calls"] == {
+        "used": 100,
+        "limit": 100,
+        "remaining": 0,
+        "period": datetime.now(timezone.utc).strftime("%Y-%m"),
+        "resets_at": reset.isoformat().replace("+00:00", "Z"),
+    }
 
 
 def test_300_concurrent_calls_with_100_left_allow_exactly_100(starter: UsageTenant) -> None:
     """The meter's check-and-count is atomic under real concurrency: never past the limit."""
+
     async def go() -> list[httpx.Response]:
         headers = {"Host": starter.host, **starter.session()}
-        async with httpx.AsyncClient(base_url=starter.platform.url, timeout=120,
-                                     limits=httpx.Limits(max_connections=50)) as client:
-            return await asyncio.gather(*(client.post("/api/ai/generate", json={"prompt": f"p{i}"}, headers=headers)
-                                          for i in range(300)))
+        async with httpx.AsyncClient(
+            base_url=starter.platform.url, timeout=120, limits=httpx.Limits(max_connections=50)
+        ) as client:
+            return await asyncio.gather(
+                *(client.post("/api/ai/generate", json={"prompt": f"p{i}"}, headers=headers) for i in range(300))
+            )
 
     results = asyncio.run(go())
     allowed = [r for r in results if r.status_code == 200]
@@ -110,12 +123,21 @@ def test_refunds_keep_the_limit_exact_at_the_edge(starter: UsageTenant) -> None:
     assert starter.generate().status_code == 429
 
 
-@pytest.mark.parametrize("body, field", [
-    ({}, "prompt"), ({"prompt": ""}, "prompt"), ({"prompt": "x" * 8001}, "prompt"),
-    ({"prompt": "hi", "max_tokens": 0}, "max_tokens"), ({"prompt": "hi", "max_tokens": 5000}, "max_tokens"),
-    ({"prompt": "hi", "model": "@cf/expensive/model"}, "model"), ({"prompt": ["hi"]}, "prompt"),
-])
-def test_bad_generation_input_is_422_and_costs_nothing(starter: UsageTenant, body: dict[str, object], field: str) -> None:
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({}, "prompt"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "x" * 8001}, "prompt"),
+        ({"prompt": "hi", "max_tokens": 0}, "max_tokens"),
+        ({"prompt": "hi", "max_tokens": 5000}, "max_tokens"),
+        ({"prompt": "hi", "model": "@cf/expensive/model"}, "model"),
+        ({"prompt": ["hi"]}, "prompt"),
+    ],
+)
+def test_bad_generation_input_is_422_and_costs_nothing(
+    starter: UsageTenant, body: dict[str, object], field: str
+) -> None:
     r = starter.post("/api/ai/generate", json=body)
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "invalid_body" and field in r.json()["error"]["fields"]
@@ -129,9 +151,12 @@ def test_not_json_and_oversized_bodies_cost_nothing(starter: UsageTenant) -> Non
     # Refused from the declared length, before any of the body is read (so the client need
     # not send it: locally a tenant answering mid-upload can break the loopback hop).
     cookie = starter.session()["cookie"]
-    status, body = raw_request(starter.platform, f"POST /api/ai/generate HTTP/1.1\r\nHost: {starter.host}\r\n"
-                               f"Cookie: {cookie}\r\nContent-Type: application/json\r\n"
-                               f"Content-Length: {2 * 1024 * 1024}\r\nConnection: close\r\n")
+    status, body = raw_request(
+        starter.platform,
+        f"POST /api/ai/generate HTTP/1.1\r\nHost: {starter.host}\r\n"
+        f"Cookie: {cookie}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {2 * 1024 * 1024}\r\nConnection: close\r\n",
+    )
     assert status == 413 and body["error"]["code"] == "payload_too_large"
     assert starter.usage()["ai_calls"]["used"] == 0
 
@@ -153,8 +178,9 @@ def test_a_session_from_another_tenant_is_refused(platform: Platform, pg_cluster
     assert starter.usage()["ai_calls"]["used"] == 0
 
 
-def test_client_sent_tenant_headers_do_not_pick_the_meter(platform: Platform, pg_cluster: Any,
-                                                         starter: UsageTenant) -> None:
+def test_client_sent_tenant_headers_do_not_pick_the_meter(
+    platform: Platform, pg_cluster: Any, starter: UsageTenant
+) -> None:
     """An attacker at one tenant claiming to be another spends their own quota, never the other's."""
     with usage_tenant(platform, pg_cluster, "growth") as attacker:
         forged = {"X-Tenant-Id": starter.tenant_id, "X-Tenant-Tier": "enterprise", "X-Tenant-Host": starter.host}

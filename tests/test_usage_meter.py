@@ -5,6 +5,7 @@ Counters (ai_calls) are covered in test_usage_http.py and the flush in test_usag
 the pure period/limit/backoff logic in test_usage_core.py. Here: a level (domains) under
 concurrency, and levels surviving a restart of the tenant's workerd.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,8 +26,9 @@ def test_concurrent_domain_adds_with_4_slots_left_allow_exactly_4(platform: Plat
         async def go() -> list[httpx.Response]:
             headers = {"Host": t.host, **t.session("admin")}
             async with httpx.AsyncClient(base_url=platform.url, timeout=120) as client:
-                return await asyncio.gather(*(client.post("/api/domains", json={"domain": n}, headers=headers)
-                                              for n in names))
+                return await asyncio.gather(
+                    *(client.post("/api/domains", json={"domain": n}, headers=headers) for n in names)
+                )
 
         results = asyncio.run(go())
         created = [r for r in results if r.status_code == 201]
@@ -35,7 +37,9 @@ def test_concurrent_domain_adds_with_4_slots_left_allow_exactly_4(platform: Plat
         assert all(2 <= r.json()["usage"]["used"] <= 5 for r in created)
         assert all(r.status_code == 429 for r in results if r.status_code != 201)
         with pg_cluster.connect() as conn:
-            rows = conn.execute("select count(*) from public.tenant_domains where tenant_id = %s", (t.tenant_id,)).fetchone()
+            rows = conn.execute(
+                "select count(*) from public.tenant_domains where tenant_id = %s", (t.tenant_id,)
+            ).fetchone()
         assert rows == (5,)  # the meter and Supabase agree
         assert t.usage("admin")["domains"]["used"] == 5
 

@@ -1,4 +1,5 @@
 """A test-only tenant script (a real Python Worker on workerd): answers with the headers it got."""
+
 import json
 
 from workers import Response, WorkerEntrypoint
