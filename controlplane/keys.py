@@ -319,7 +319,14 @@ class KeyRotation:
         self.cp.master_secret = switched.format()
         self.reporter.step(f"context: deploy the dispatcher signing with {new.kid}")
         self.cp.deploy_dispatcher()
-        retire_after = int(now) + MAX_AGE_SECONDS + MAX_CLOCK_SKEW_SECONDS + MARGIN_SECONDS
+        return await self._expire_old_context_keys(current, new, tenants, switched_at=now)
+
+    async def _expire_old_context_keys(
+        self, current: Keyring, new: Key, tenants: list[TenantRecord], *, switched_at: float
+    ) -> dict[str, Any]:
+        """Once the dispatcher signs with `new`: the old keys expire after the longest a context
+        signed with them can still arrive; tenants get the keyring with those expiries."""
+        retire_after = int(switched_at) + MAX_AGE_SECONDS + MAX_CLOCK_SKEW_SECONDS + MARGIN_SECONDS
         expiring = Keyring((new, *(Key(k.kid, k.secret, k.not_after or retire_after) for k in current.keys)))
         self._write("CONTEXT_SIGNING_SECRET", expiring)
         await self._deploy_context(tenants, expiring)
@@ -357,18 +364,8 @@ class KeyRotation:
             self.reporter.step(
                 f"context: no local platform runs; the dispatcher signs with {new.kid} when it starts", read=True
             )
-        retire_after = int(self.clock()) + MAX_AGE_SECONDS + MAX_CLOCK_SKEW_SECONDS + MARGIN_SECONDS
-        expiring = Keyring((new, *(Key(k.kid, k.secret, k.not_after or retire_after) for k in current.keys)))
-        self._write("CONTEXT_SIGNING_SECRET", expiring)
-        await self._deploy_context(tenants, expiring)
-        return {
-            "kind": "context",
-            "active": new.kid,
-            "accepted": expiring.kids(),
-            "old_accepted_until": retire_after,
-            "workers": [t.script_name for t in tenants],
-            "dispatcher": "restarted" if restarted is not None else "not running",
-        }
+        report = await self._expire_old_context_keys(current, new, tenants, switched_at=self.clock())
+        return {**report, "dispatcher": "restarted" if restarted is not None else "not running"}
 
     async def retire_context(self) -> dict[str, Any]:
         ring = self._read("CONTEXT_SIGNING_SECRET")
