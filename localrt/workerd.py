@@ -94,7 +94,9 @@ class WorkerdHost:
     extra_bundles: dict[str, dict[str, str]] = field(default_factory=dict)
     python_snapshot_dir: Path | None = None  # save/restore each Python Worker's memory snapshot here
     record_metrics: bool = True  # False: no METRICS binding (the bench's comparison point)
-    # Benchmarks only: script name -> a JS bundle of extra_bundles, run in the dispatcher's workerd
+    # Benchmarks only: script name -> a bundle ("tenant" or one of extra_bundles) run in the
+    # dispatcher's workerd, called in-process; a Python one with its namespace spec's vars and
+    # secrets, and not with python_snapshot_dir (host.mjs inProcessWorkersOf)
     in_process_scripts: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
     events: list[dict[str, Any]] = field(default_factory=list)

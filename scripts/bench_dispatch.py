@@ -27,9 +27,15 @@ does, no Supabase needed for these paths) on free loopback ports and reports, in
    counting bindings of the test mode and the deployed isolate cache, the subrequests of
    one warm `/api/health` (the dispatcher should make only the dispatch, the tenant Worker
    none; the other request types' counts are asserted in tests/test_subrequests.py).
+6. The hot path as Cloudflare runs it (`tenant_in_process`): a host whose dispatcher workerd
+   also runs a tenant Worker (the real tenant bundle with its vars, secrets and bindings) and the
+   no-op Python Worker, dispatched to through a service binding instead of the loopback hop
+   (bench-only: host.mjs inProcessWorkersOf). In interleaved rounds against the no-op Python
+   Worker: the hot path in-process and over the hop, its floor (dispatcher → the no-op Python
+   Worker) both ways, and the dispatcher's own cost in-process.
 The ratios of 1. and 2. are measured twice: each target in one block after the other, and
 in alternating rounds (`interleaved`: every target sees the same load from the rest of the
-machine; the figures to compare across runs). --quick stops after 1.-3.
+machine; the figures to compare across runs). --quick runs 1.-3. and 6.
 Ratios are the claims; absolute milliseconds are for context (2-core machine, loopback).
 """
 
@@ -55,8 +61,15 @@ sys.path.insert(0, str(ROOT))
 
 from localrt.__main__ import dispatcher_vars  # noqa: E402
 from localrt.d1 import D1Database, apply_migrations_with_wrangler  # noqa: E402
-from localrt.demo import seed_demo  # noqa: E402
-from localrt.namespace import ScriptSpec  # noqa: E402
+from localrt.demo import (  # noqa: E402
+    DemoTenant,
+    deploy_script,
+    ensure_dispatcher_secret,
+    ensure_platform_keys,
+    seed_demo,
+    upsert_route,
+)
+from localrt.namespace import NamespaceRegistry, ScriptSpec  # noqa: E402
 from localrt.platform import StatePaths  # noqa: E402
 from localrt.workerd import WorkerdHost, build_all, bundle  # noqa: E402
 
@@ -111,6 +124,100 @@ def interleaved_ratios(
         # The floor of the hot path locally: both Workers in Python, doing nothing, over the hop.
         "dispatcher_to_python_noop_ratio": round(med["dispatcher_to_python_noop"] / noop, 2),
         "hot_path_over_floor_ms": round(med["hot_path"] - med["dispatcher_to_python_noop"], 2),
+    }
+
+
+def interleaved_p50s(
+    client: httpx.Client, targets: dict[str, tuple[str, str]], n: int, rounds: int
+) -> dict[str, float]:
+    """Each target's p50 (ms) as the median of `rounds` alternating rounds of n/rounds requests."""
+    size = max(1, n // rounds)
+    samples: dict[str, list[float]] = {k: [] for k in targets}
+    for _ in range(rounds):
+        for k, (url, h) in targets.items():
+            samples[k].append(p50(client, url, h, size))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+# Phase 6: the tenant Worker in the dispatcher's workerd, as Cloudflare dispatches.
+IN_PROCESS_TENANT = DemoTenant(
+    "bench-inproc",
+    "Bench in-process",
+    "custom-domain",
+    "starter",
+    "bench-tenant-inproc",
+    "bench-inproc.example",
+    "custom",
+    "Bench in-process",
+)
+IN_PROCESS_PYTHON = {IN_PROCESS_TENANT.script_name: "tenant", "bench-noop-py-inproc": "noop_py"}
+
+
+async def register_in_process(
+    d1: D1Database, registry: NamespaceRegistry, paths: StatePaths, supabase: dict[str, str]
+) -> None:
+    """A tenant like the demo ones (its route, its script's vars and secrets: TENANT_ID, its own
+    TENANT_CONTEXT_KEY from the dispatcher's master secret, Supabase placeholders, SESSION_SECRET,
+    PLATFORM_DATA_KEYS) on a script the bench host runs in the dispatcher's workerd, and a route
+    to the no-op Python Worker there."""
+    master = ensure_dispatcher_secret(paths.dispatcher_secrets)
+    keys = ensure_platform_keys(paths.dispatcher_secrets.parent / "platform.dev.vars")
+    await upsert_route(d1, IN_PROCESS_TENANT)
+    deploy_script(registry, IN_PROCESS_TENANT, master, {**keys, **supabase})
+    await d1.exec(
+        "INSERT INTO tenants (tenant_id, name, type, subscription_tier, script_name) VALUES "
+        "('bench-py-inproc', 'Bench', 'custom-domain', 'starter', 'bench-noop-py-inproc');"
+        "INSERT INTO tenant_domains (domain, tenant_id, domain_type) VALUES "
+        "('bench-py-inproc.example', 'bench-py-inproc', 'custom');"
+    )
+
+
+def in_process_tenant(
+    paths: StatePaths, wrangler_state: Path, bench: Path, py_modules: str, n: int, rounds: int = 10
+) -> dict[str, Any]:
+    """The hot path as Cloudflare runs it: a host whose dispatcher workerd also runs the tenant
+    Worker (the real bundle, with its vars, secrets and bindings) and the no-op Python Worker,
+    dispatched to through a service binding instead of the loopback hop. Interleaved rounds, with
+    the same targets over the hop and the no-op Python Worker called directly as the base."""
+    host = make_host(paths, wrangler_state, bench, py_modules, in_process_python=True)
+    host.start(build=False)
+    try:
+        figures = start_figures(host)
+        scripts = host.status()["scripts"]
+        # The in-process ones are not also started on workerds of their own.
+        assert not set(IN_PROCESS_PYTHON) & set(scripts), scripts
+        noop_url = f"http://127.0.0.1:{scripts['bench-noop-py']['port']}/"
+        targets = {
+            "noop_python": (noop_url, "noop"),
+            "hot_path": (host.url + "/api/health", "partner1.cozyartzmedia.com"),
+            "hot_path_in_process": (host.url + "/api/health", IN_PROCESS_TENANT.domain),
+            "dispatcher_to_python_noop": (host.url + "/", "bench-py.example"),
+            "dispatcher_to_in_process_python_noop": (host.url + "/", "bench-py-inproc.example"),
+            "dispatcher_to_in_process_js_noop": (host.url + "/", "bench-js-inproc.example"),
+        }
+        with httpx.Client(timeout=30) as client:
+            answer = client.get(host.url + "/api/health", headers={"Host": IN_PROCESS_TENANT.domain})
+            assert answer.status_code == 200 and answer.json()["tenant_id"] == IN_PROCESS_TENANT.tenant_id, answer.text
+            for url, h in targets.values():
+                p50(client, url, h, 50)  # warm: routes cached, isolates hot
+            med = interleaved_p50s(client, targets, n, rounds)
+    finally:
+        host.stop()
+    noop = med["noop_python"]
+    return {
+        "rounds": rounds,
+        "requests_per_round": max(1, n // rounds),
+        **{f"{k}_p50_ms": round(v, 2) for k, v in med.items()},
+        "hot_path_ratio_in_process": round(med["hot_path_in_process"] / noop, 2),
+        "hot_path_ratio_over_hop": round(med["hot_path"] / noop, 2),
+        # The floor in-process: two Python Workers that do nothing, in one workerd.
+        "dispatcher_to_in_process_python_noop_ratio": round(med["dispatcher_to_in_process_python_noop"] / noop, 2),
+        "dispatcher_to_python_noop_ratio_over_hop": round(med["dispatcher_to_python_noop"] / noop, 2),
+        "dispatcher_own_ratio_in_process": round(med["dispatcher_to_in_process_js_noop"] / noop, 2),
+        "hot_path_in_process_over_floor_ms": round(
+            med["hot_path_in_process"] - med["dispatcher_to_in_process_python_noop"], 2
+        ),
+        "dispatcher_start_ms_with_in_process_workers": figures["start_to_first_response_ms"]["dispatcher"],
     }
 
 
@@ -255,6 +362,7 @@ def make_host(
     test_faults: bool = False,
     snapshots: Path | None = None,
     record_metrics: bool = True,
+    in_process_python: bool = False,
 ) -> WorkerdHost:
     from tests.support import free_port  # noqa: E402  (the same helper the tests use)
 
@@ -268,7 +376,7 @@ def make_host(
         test_faults=test_faults,
         python_snapshot_dir=snapshots,
         record_metrics=record_metrics,
-        in_process_scripts={"bench-noop-js-inproc": "noop_js"},
+        in_process_scripts={"bench-noop-js-inproc": "noop_js", **(IN_PROCESS_PYTHON if in_process_python else {})},
         extra_bundles={
             "noop_py": {"root": str(bench), "main": "noop.py", "pythonModules": py_modules},
             "noop_js": {"root": str(bench), "main": "noop.mjs"},
@@ -418,7 +526,7 @@ def main() -> int:
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="only the latency ratios (1., 2.) and the start figures: no soak, no second host, no snapshots",
+        help="only the latency ratios (1., 2., 6.) and the start figures: no soak, no metrics host, no snapshots",
     )
     args = ap.parse_args()
     build_all()
@@ -505,6 +613,9 @@ def main() -> int:
             )
         finally:
             host.stop()
+        asyncio.run(register_in_process(d1, registry, paths, supabase))
+        in_process = in_process_tenant(paths, wrangler_state, bench, py_modules, args.requests)
+        registry.remove(IN_PROCESS_TENANT.script_name)  # the later hosts would start it on a workerd of its own
         snapshotted = None if args.no_snapshots else with_snapshots(paths, wrangler_state, bench, py_modules)
         report = {
             "hot_path_p50_ms": round(hot, 2),
@@ -527,6 +638,7 @@ def main() -> int:
             "without_metrics": unmetered,
             "metrics_cost": metrics_cost(unmetered["interleaved"]) if unmetered else None,
             "with_python_snapshots": snapshotted,
+            "tenant_in_process": in_process,
         }
         print(json.dumps(report, indent=2))
         return 0

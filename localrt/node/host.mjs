@@ -418,7 +418,8 @@ async function stopScript(name) {
 
 function listSpecs() {
   if (!existsSync(config.namespaceDir)) return [];
-  return readdirSync(config.namespaceDir).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -5)).sort();
+  return readdirSync(config.namespaceDir).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -5))
+    .filter((name) => !isInProcess(name)).sort();  // benchmarks: an in-process script runs in the dispatcher's workerd
 }
 
 let syncing = Promise.resolve();
@@ -747,15 +748,53 @@ async function startDispatcher() {
                  inProcess: Object.fromEntries(Object.keys(config.inProcessScripts ?? {}).map((n) => [n, `inproc-${n}`])) },
     }],
   };
-  // Benchmarks only: JS Workers in the dispatcher's workerd, reached in-process (namespace-plugin.mjs).
-  const inProcessWorkers = Object.entries(config.inProcessScripts ?? {}).map(([n, bundleName]) => {
-    const b = config.bundles[bundleName];
-    return { name: `inproc-${n}`, modules: pythonModules(b), modulesRoot: b.root, compatibilityDate: config.compatibilityDate };
-  });
+  const inProcessWorkers = Object.entries(config.inProcessScripts ?? {}).flatMap(([n, b]) => inProcessWorkersOf(n, b));
   const options = { ...shared(PUBLIC_FD === null ? config.port : 0), workers: [dispatcherWorker, ...inProcessWorkers] };
   const { mf, url } = await startMiniflare(options, { runtimeEnv: { CMGSITE_DISPATCHER_GENERATION: generation } });
   // Miniflare reports the port workerd listens on: the public socket's.
   return { mf, url, generation, startedAt: Date.now(), contextKid: contextKid(secrets) };
+}
+
+// Benchmarks only (config.inProcessScripts, script name -> bundle name): Workers in the
+// dispatcher's workerd, which the namespace binding calls through a service binding, without
+// the loopback hop (namespace-plugin.mjs), as Cloudflare dispatches inside the runtime.
+// - A JS bundle (config.bundles): the bare Worker (the dispatcher's own cost).
+// - A Python bundle ("tenant": the tenant Worker's, else one of config.bundles): the Worker as its
+//   per-tenant Miniflare defines it (tenantOptions), with the vars and secrets of its namespace
+//   spec when there is one (`<namespaceDir>/<script>.json`; the poller leaves such a script to
+//   the dispatcher), and its AUTH_KV, USAGE, AI and METRICS bindings; its helper Workers (local AI,
+//   the test mode's outbound ledger) are renamed per script. Two differences: FILES is a bucket of
+//   its own (the tenants' shared bucket lives in the storage owner, whose SQLite file a second
+//   process must not write), and no Python memory snapshot (workerd takes one snapshot per
+//   process: the dispatcher's), so the host refuses in-process Python scripts with snapshots on.
+// Not for tenants: adding or redeploying one would restart the dispatcher.
+const IN_PROCESS_R2_BUCKET = `${R2_BUCKET}-bench-in-process`;
+const isInProcess = (name) => Object.hasOwn(config.inProcessScripts ?? {}, name);
+
+function inProcessWorkersOf(name, bundleName) {
+  const own = `inproc-${name}`;
+  const b = bundleName === "tenant" ? config.tenant : config.bundles?.[bundleName];
+  if (!b) throw new Error(`in-process script ${name}: no bundle ${bundleName}`);
+  if (b.main.endsWith(".mjs")) {
+    return [{ name: own, modules: pythonModules(b), modulesRoot: b.root, compatibilityDate: config.compatibilityDate }];
+  }
+  if (config.pythonSnapshotDir) throw new Error(`in-process Python script ${name}: not with Python memory snapshots`);
+  const found = existsSync(path.join(config.namespaceDir, `${name}.json`)) ? specOf(name) : null;
+  const spec = { ...(found?.spec ?? { vars: {} }), bundle: bundleName === "tenant" ? undefined : bundleName };
+  const secretsFile = found?.secretsFile ?? path.join(config.secretsDir, `${name}.dev.vars`);
+  const [worker, ...helpers] = tenantOptions(name, spec, secretsFile, 0).workers;
+  const renamed = Object.fromEntries(helpers.map((h) => [h.name, `${own}-${h.name}`]));
+  return [
+    {
+      ...worker,
+      name: own,
+      r2Buckets: { FILES: IN_PROCESS_R2_BUCKET },
+      serviceBindings: Object.fromEntries(Object.entries(worker.serviceBindings ?? {}).map(
+        ([k, v]) => [k, renamed[v.name] ? { ...v, name: renamed[v.name] } : v])),
+      ...(worker.outboundService ? { outboundService: renamed[worker.outboundService] } : {}),
+    },
+    ...helpers.map((h) => ({ ...h, name: renamed[h.name] })),
+  ];
 }
 
 // A new dispatcher (the secrets file as it is now) beside the running one on the public socket;

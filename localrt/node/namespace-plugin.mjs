@@ -8,10 +8,11 @@
 // with test faults enabled, the directory can answer with a fault that fetch() raises the
 // way the runtime reports a custom-limit hit.
 //
-// Benchmarks only: `inProcess` ({script: worker}) names JS Workers that run inside the
-// dispatcher's own Miniflare; those are called through a service binding, without the loopback
-// hop (closer to Cloudflare, where the dispatch is in-process). Not for tenants: adding one
-// would restart the dispatcher.
+// Benchmarks only: `inProcess` ({script: worker}) names Workers that run inside the
+// dispatcher's own Miniflare (a JS no-op, a Python no-op, a Python tenant Worker with its vars,
+// secrets and bindings: host.mjs inProcessWorkersOf); those are called through a service
+// binding, without the loopback hop (closer to Cloudflare, where the dispatch is in-process).
+// Not for tenants: adding one would restart the dispatcher.
 //
 // Uses Miniflare's plugin hook (a binding whose type starts with `unsafe:`): pinned with
 // miniflare in package.json and exercised by tests/test_platform_*.py.
@@ -49,7 +50,7 @@ export default function (env) {
       return {
         async fetch(input, init) {
           const request = new Request(input, init);
-          // A script in the dispatcher's own workerd (the bench's JS no-op): called in-process,
+          // A script in the dispatcher's own workerd (the bench's): called in-process,
           // through a service binding, as Cloudflare dispatches.
           if (local) return env[local].fetch(request);
           const entry = await lookup(env, String(name), limits);
