@@ -47,6 +47,15 @@ def missing_platform_secrets(values: Mapping[str, str]) -> list[str]:
     return [name for name in PLATFORM_REQUIRED if not values.get(name)]
 
 
+def require_platform_secrets(missing: list[str], tenant_id: str) -> None:
+    """Refuse a deploy whose Worker would not start (503 on every route) for want of these."""
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)} not known for {tenant_id}'s Worker: export them (the Supabase project's "
+            "values; `python -m localrt run` writes the local ones to <state>/secrets/supabase.dev.vars) and re-run"
+        )
+
+
 def tenant_vars(tenant: TenantRecord) -> dict[str, str]:
     """The plain vars a tenant's Worker is deployed with (wrangler.tenant.toml names them)."""
     return {"TENANT_ID": tenant.tenant_id}  # type and primary-ness travel in the signed context
@@ -106,6 +115,9 @@ class TenantScripts(Protocol):
     async def deploy(self, tenant: TenantRecord, secrets: Mapping[str, str]) -> None: ...
     async def remove(self, script: str) -> None: ...
     async def forget_secrets(self, script: str) -> None: ...
+    def missing_platform_secrets(self) -> list[str]:
+        """What a new tenant Worker needs from the platform (PLATFORM_REQUIRED) and this side lacks."""
+        ...
 
 
 class LocalScripts:
@@ -149,6 +161,9 @@ class LocalScripts:
         spec = self._ns.get(tenant.script_name)
         return spec is not None and spec.vars.get("TENANT_ID") == tenant.tenant_id
 
+    def missing_platform_secrets(self) -> list[str]:
+        return missing_platform_secrets(self._platform)
+
     def secrets_of(self, tenant: TenantRecord) -> dict[str, str]:
         return self._ns.secrets_of(tenant.script_name)
 
@@ -170,13 +185,7 @@ class LocalScripts:
         values.update(self._platform)
         values.update(secrets)
         values["TENANT_CONTEXT_KEY"] = derive_tenant_keyring(self._master(), tenant.tenant_id).format()
-        missing = missing_platform_secrets(values)
-        if missing:  # the Worker would refuse to start (503 on every route): say so before deploying
-            raise ConfigError(
-                f"{', '.join(missing)} not known for {tenant.tenant_id}'s Worker: export them (the "
-                "Supabase project's values; `python -m localrt run` writes the local ones to "
-                "<state>/secrets/supabase.dev.vars) and re-run"
-            )
+        require_platform_secrets(missing_platform_secrets(values), tenant.tenant_id)
         write_dev_vars(path, values)  # secrets first: the spec's appearance is what makes it routable
         existing = self._ns.get(tenant.script_name)
         if existing is not None:  # keep vars an operator or a test added (SUPABASE_URL …); ours win
@@ -213,6 +222,10 @@ class CloudflareScripts:
         self._platform = dict(platform_secrets or {})
         self.label = f"namespace (remote {NAMESPACE})"
         self.context_master: str | None = None  # see LocalScripts
+
+    def missing_platform_secrets(self) -> list[str]:
+        # Secrets a deploy does not name are kept on Cloudflare: only a new Worker needs them all.
+        return missing_platform_secrets(self._platform)
 
     async def exists(self, script: str) -> bool:
         return await self._api.script_exists(NAMESPACE, script)

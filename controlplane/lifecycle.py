@@ -25,7 +25,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
-from controlplane.edges import Hostnames, RouteCache, TenantObjects, TenantRuntimeData, TenantScripts
+from controlplane.edges import (
+    Hostnames,
+    RouteCache,
+    TenantObjects,
+    TenantRuntimeData,
+    TenantScripts,
+    require_platform_secrets,
+)
 from controlplane.errors import BackendError, ConfigError, ControlPlaneError, NotFound, Refused
 from controlplane.meter import MeterControl
 from controlplane.model import (
@@ -230,6 +237,9 @@ class ControlPlane:
             if primary is not None and primary.tenant_id != tenant.tenant_id:
                 raise Refused(f"there is already a primary tenant ({primary.tenant_id!r}); there can be only one")
         await self._check_domain_free(primary_domain.domain, tenant.tenant_id)
+        if existing is None and deploy:
+            # before any write: a Worker without them would refuse to start
+            require_platform_secrets(self.scripts.missing_platform_secrets(), tenant.tenant_id)
 
         if existing is None:
             self.reporter.step(

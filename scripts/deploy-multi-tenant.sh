@@ -7,7 +7,8 @@
 #   4. verify --repair: D1 and KV made to match Supabase, then checked
 #
 # Needs CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_ZONE_ID, SUPABASE_URL,
-# SUPABASE_SERVICE_ROLE_KEY and CONTEXT_SIGNING_SECRET in the environment.
+# SUPABASE_SERVICE_ROLE_KEY, SUPABASE_ANON_KEY, SUPABASE_JWT_SECRET (every tenant Worker needs
+# them to start) and CONTEXT_SIGNING_SECRET in the environment.
 # Usage: scripts/deploy-multi-tenant.sh [--dry-run]
 #   --dry-run prints every write it would make ("[dry-run] …: would …") and ends "dry run: nothing
 #   changed"; offline or with made-up credentials it still prints the whole plan: a Cloudflare read
@@ -24,7 +25,7 @@ fi
 
 missing=()
 for name in CLOUDFLARE_API_TOKEN CLOUDFLARE_ACCOUNT_ID CLOUDFLARE_ZONE_ID SUPABASE_URL SUPABASE_SERVICE_ROLE_KEY \
-            CONTEXT_SIGNING_SECRET; do
+            SUPABASE_ANON_KEY SUPABASE_JWT_SECRET CONTEXT_SIGNING_SECRET; do
   [[ -n "${!name:-}" ]] || missing+=("$name")
 done
 if (( ${#missing[@]} )); then

@@ -28,12 +28,11 @@ from shared.ids import UUID_RE
 from shared.models import TENANT_ID_RE, TenantType
 from shared.roles import RoleName
 from tenant_worker.auth_store import AuthStore, AuthStoreMissing
-from tenant_worker.inbound_http import ApiError, Call, Reply, RequestBody, Route, json_reply
+from tenant_worker.inbound_http import WHOLE, ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Role, require
 from tenant_worker.request_body import nothing_to_change, read_body
 from tenant_worker.supabase_access import guarded, tenant_db, write_audit
 
-_WHOLE = re.compile(r"[0-9]{1,6}")
 _UUID = UUID_RE  # shared.ids
 TENANT_COLUMNS = "tenant_id,name,domain,type,subscription_tier,status,whitelabel_config"
 PROFILE_COLUMNS = "id,tenant_id,tenant_role,email,display_name,created_at,updated_at"
@@ -43,16 +42,6 @@ _ACTION_PREFIX = re.compile(r"^[a-z][a-z0-9_.:-]{0,62}\*$")
 _CURSOR = re.compile(r"^(seq|id):([1-9][0-9]{0,17})$")
 AUDIT_QUERY = frozenset({"limit", "cursor", "action", "actor", "since", "until"})
 PLATFORM_COLUMNS = "tenant_id,name,domain,type,subscription_tier,status,created_at"
-
-
-def _page(call: Call, default: int = 50, most: int = 200) -> tuple[int, int]:
-    raw_limit, raw_offset = call.arg("limit") or str(default), call.arg("offset") or "0"
-    if not _WHOLE.fullmatch(raw_limit) or not _WHOLE.fullmatch(raw_offset):  # int() takes " 5", "1_0", "٣"
-        raise ApiError(400, "invalid_query", "limit and offset must be whole numbers.")
-    limit, offset = int(raw_limit), int(raw_offset)
-    if not 1 <= limit <= most or not 0 <= offset <= 100_000:
-        raise ApiError(400, "invalid_query", f"limit must be 1..{most} and offset 0..100000.")
-    return limit, offset
 
 
 async def get_tenant(call: Call) -> Reply:
@@ -85,7 +74,7 @@ async def list_domains(call: Call) -> Reply:
 
 async def list_profiles(call: Call) -> Reply:
     principal = require(call, Role.ADMIN)
-    limit, offset = _page(call)
+    limit, offset = call.page_args()
     rows = await guarded(
         tenant_db(call, principal).select(
             "profiles",
@@ -224,7 +213,7 @@ def audit_query(call: Call, cursor_kind: str, extra: frozenset[str] = frozenset(
     if any(len(v) > 1 for v in call.query.values()):
         raise _bad_query("Each query parameter may be given once.")
     raw_limit = call.arg("limit") or "50"
-    if not _WHOLE.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= 200:
+    if not WHOLE.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= 200:
         raise _bad_query("limit must be a whole number 1..200.")
     action = call.arg("action")
     action_prefix = None
@@ -313,7 +302,7 @@ async def platform_tenants(call: Call) -> Reply:
     if call.tenant.tenant_type is not TenantType.PRIMARY:
         raise ApiError(404, "not_found", "There is nothing here.")  # platform endpoints exist on the primary only
     principal = require(call, Role.SUPER_ADMIN)
-    limit, offset = _page(call, 100, 1000)
+    limit, offset = call.page_args(100, 1000)
     rows = await guarded(
         tenant_db(call, principal).select(
             "tenants", columns=PLATFORM_COLUMNS, order="tenant_id.asc", limit=limit, offset=offset

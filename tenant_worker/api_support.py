@@ -21,7 +21,6 @@ ticket (for a client) and a ticket that does not exist all answer the same 404.
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -39,7 +38,6 @@ from tenant_worker.request_body import read_body
 from tenant_worker.supabase_access import guarded, tenant_db, write_audit
 
 _UUID = UUID_RE  # shared.ids
-_WHOLE = re.compile(r"[0-9]{1,6}")
 TICKET_COLUMNS = (
     "id,tenant_id,opened_by,subject,body,priority,status,tier,first_response_due_at,"
     "first_response_at,escalated,escalated_at,created_at,updated_at"
@@ -75,16 +73,6 @@ def _ticket_id(call: Call) -> str:
     if not _UUID.match(tid):
         raise ApiError(400, "invalid_id", "The ticket id must be a UUID.")
     return tid
-
-
-def _page(call: Call, default: int = 50, most: int = 200) -> tuple[int, int]:
-    raw_limit, raw_offset = call.arg("limit") or str(default), call.arg("offset") or "0"
-    if not _WHOLE.fullmatch(raw_limit) or not _WHOLE.fullmatch(raw_offset):
-        raise ApiError(400, "invalid_query", "limit and offset must be whole numbers.")
-    limit, offset = int(raw_limit), int(raw_offset)
-    if not 1 <= limit <= most or not 0 <= offset <= 100_000:
-        raise ApiError(400, "invalid_query", f"limit must be 1..{most} and offset 0..100000.")
-    return limit, offset
 
 
 def _when(value: Any) -> datetime | None:
@@ -200,7 +188,7 @@ async def open_ticket(call: Call) -> Reply:
 
 async def list_tickets(call: Call) -> Reply:
     principal = require(call)
-    limit, offset = _page(call)
+    limit, offset = call.page_args()
     rows = await guarded(
         tenant_db(call, principal).select(
             "support_tickets",
@@ -270,7 +258,7 @@ def _staff(call: Call) -> Principal:
 
 async def platform_tickets(call: Call) -> Reply:
     principal = _staff(call)
-    limit, offset = _page(call, 100, 500)
+    limit, offset = call.page_args(100, 500)
     eq = _status_filter(call)
     tenant = call.arg("tenant_id")
     if tenant is not None:

@@ -163,11 +163,12 @@ async def admin_data(call: Call, principal: Principal) -> dict[str, Any]:
 
 
 def platform_query(call: Call) -> PageQuery:
-    """The page and sort asked for; anything else is a 422 (a branded page off /api)."""
+    """The page and sort asked for; anything else is a 400 `invalid_query`, as for every listing
+    (a branded page off /api)."""
     try:
         return page_query(call.query)
     except DashboardQueryError as exc:
-        raise ApiError(422, "invalid_query", str(exc)) from None
+        raise ApiError(400, "invalid_query", str(exc)) from None
 
 
 async def platform_data(call: Call, principal: Principal, q: PageQuery) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from shared.error_pages import error_reply
 from shared.json_depth import exceeds_depth
 from shared.models import TenantContext
 
+WHOLE = re.compile(r"[0-9]{1,6}")  # a query number: plain ASCII digits, nothing int() would also take
+
 MAX_BODY_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 32  # request bodies are flat objects; deep nesting would crash Pyodide (shared.json_depth)
 
@@ -122,6 +124,16 @@ class Call:
     def arg(self, name: str) -> str | None:
         values = self.query.get(name)
         return values[0] if values else None
+
+    def page_args(self, default: int = 50, most: int = 200) -> tuple[int, int]:
+        """`limit` and `offset` of a listing; anything but plain digits in range is a 400."""
+        raw_limit, raw_offset = self.arg("limit") or str(default), self.arg("offset") or "0"
+        if not WHOLE.fullmatch(raw_limit) or not WHOLE.fullmatch(raw_offset):  # int() takes " 5", "1_0", "٣"
+            raise ApiError(400, "invalid_query", "limit and offset must be whole numbers.")
+        limit, offset = int(raw_limit), int(raw_offset)
+        if not 1 <= limit <= most or not 0 <= offset <= 100_000:
+            raise ApiError(400, "invalid_query", f"limit must be 1..{most} and offset 0..100000.")
+        return limit, offset
 
     async def body(self) -> bytes:
         """The request body, read once (middleware and handler share it); 413 past the cap."""

@@ -100,6 +100,8 @@ def remote(tmp_path: Path, d1_template: Path, supabase_stack: Any, pg_cluster: A
             "CLOUDFLARE_D1_DATABASE_ID": D1_DATABASE_ID,
             "SUPABASE_URL": supabase_stack.url,
             "SUPABASE_SERVICE_ROLE_KEY": supabase_stack.service_role_key,
+            "SUPABASE_ANON_KEY": supabase_stack.anon_key,
+            "SUPABASE_JWT_SECRET": supabase_stack.jwt_secret,
             "CONTEXT_SIGNING_SECRET": "master-secret-for-tests-0123456789",
             "AUDIT_FINGERPRINT_KEY": "fingerprint-key-for-tests-0123456789",
             "CMGSITE_STATE_DIR": str(tmp_path / "state"),  # the CLI's own files (remote keyrings it keeps)
@@ -152,8 +154,10 @@ def test_custom_domain_gets_a_custom_hostname_and_status_is_refreshed(remote: Re
     argv = deploys[0]["argv"]
     assert argv[len(TENANT_DEPLOY) : -2] == ["--name", "cmgsite-cli-shop", "--var", "TENANT_ID:cli-shop"]
     assert argv[-2] == "--secrets-file"
-    assert deploys[0]["secret_keys"] == [
+    assert deploys[0]["secret_keys"] == [  # everything the Worker refuses to start without
         "SESSION_SECRET",
+        "SUPABASE_ANON_KEY",
+        "SUPABASE_JWT_SECRET",
         "SUPABASE_SERVICE_ROLE_KEY",
         "SUPABASE_URL",
         "TENANT_CONTEXT_KEY",
@@ -265,6 +269,40 @@ def test_missing_credentials_exit_4_and_name_them(remote: RemoteCli) -> None:
     assert code == 4 and "CLOUDFLARE_ZONE_ID" in err
 
 
+def test_add_without_the_supabase_keys_refuses_before_any_write(remote: RemoteCli, pg_cluster: Any) -> None:
+    """A tenant Worker without the project's anon key and JWT secret would answer 503 on every
+    route: `add --remote` names what is missing and changes nothing."""
+    env = {k: v for k, v in remote.env.items() if k not in ("SUPABASE_ANON_KEY", "SUPABASE_JWT_SECRET")}
+    before, requests = len(remote.commands()), len(remote.cf.requests)
+    code, out, err = main_with(
+        remote,
+        env,
+        "add",
+        "cli-nokeys",
+        "--name",
+        "No Keys",
+        "--type",
+        "custom-domain",
+        "--domain",
+        "nokeys.cli-remote.example",
+        "--tier",
+        "starter",
+    )
+    assert code == 4 and "SUPABASE_ANON_KEY, SUPABASE_JWT_SECRET not known for cli-nokeys" in err, err
+    assert "Traceback" not in err
+    assert remote.commands()[before:] == []  # no wrangler: no namespace, no deploy
+    assert not [p for m, p, _ in remote.cf.requests[requests:] if m != "GET" and p != D1_QUERY]  # no hostname, no KV
+    assert remote.d1_rows("select count(*) from tenants where tenant_id = 'cli-nokeys'") == [(0,)]
+    with pg_cluster.connect() as conn:
+        assert conn.execute("select count(*) from public.tenants where tenant_id = 'cli-nokeys'").fetchone() == (0,)
+
+
+def main_with(remote: RemoteCli, env: dict[str, str], *argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main([*argv, "--remote"], env=env, stdin=io.StringIO(""), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
 def test_dry_run_prints_exact_wrangler_commands_and_api_calls(remote: RemoteCli, pg_cluster: Any) -> None:
     code, out, err = remote("deploy", "--all", "--dispatcher", "--dry-run")
     assert code == 0, err
@@ -278,8 +316,8 @@ def test_dry_run_prints_exact_wrangler_commands_and_api_calls(remote: RemoteCli,
     assert (
         f"{PLAN} deploy -c wrangler.tenant.toml --dispatch-namespace "
         "cmgsite-tenants --name cmgsite-partner-tenant --var TENANT_ID:partner1 "
-        "--secrets-file '<temporary JSON file with SUPABASE_SERVICE_ROLE_KEY, "
-        "SUPABASE_URL, TENANT_CONTEXT_KEY>'"
+        "--secrets-file '<temporary JSON file with SUPABASE_ANON_KEY, SUPABASE_JWT_SECRET, "
+        "SUPABASE_SERVICE_ROLE_KEY, SUPABASE_URL, TENANT_CONTEXT_KEY>'"
     ) in lines
     ran = [c["argv"] for c in remote.commands()]
     assert ran == [[*W, "dispatch-namespace", "get", "cmgsite-tenants"]]  # only the read ran
