@@ -98,6 +98,7 @@ class WorkerdHost:
     # dispatcher's workerd, called in-process; a Python one with its namespace spec's vars and
     # secrets, and not with python_snapshot_dir (host.mjs inProcessWorkersOf)
     in_process_scripts: dict[str, str] = field(default_factory=dict)
+    inspector: bool = False  # benchmarks only: each workerd opens V8's inspector (status: `inspector` ports)
     log_path: Path | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     _proc: subprocess.Popen[str] | None = None
@@ -135,6 +136,7 @@ class WorkerdHost:
             "metricsStore": str(self.metrics_store) if self.record_metrics else None,
             "metricsToken": self.metrics_token,
             "inProcessScripts": self.in_process_scripts,
+            "inspector": self.inspector,
         }
 
     @property

@@ -48,6 +48,7 @@ import os
 import secrets
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -71,7 +72,7 @@ from localrt.demo import (  # noqa: E402
 )
 from localrt.namespace import NamespaceRegistry, ScriptSpec  # noqa: E402
 from localrt.platform import StatePaths  # noqa: E402
-from localrt.workerd import WorkerdHost, build_all, bundle  # noqa: E402
+from localrt.workerd import NODE, WorkerdHost, build_all, bundle  # noqa: E402
 
 NOOP_PY = """from workers import Response, WorkerEntrypoint
 
@@ -335,21 +336,64 @@ def rss_by_worker(host: WorkerdHost) -> dict[str, int]:
     return {name: rss[pid] for name, pid in worker_pids(host).items() if pid in rss}
 
 
+def isolate_memory(host: WorkerdHost) -> dict[str, dict[str, float]]:
+    """Memory of each Worker's isolate (MiB), read through V8's inspector right after V8 collected
+    garbage (scripts/isolate_memory.mjs; the host runs with `inspector=True`): `js_heap` (V8's
+    heap in use) and `wasm` (Pyodide's linear memory, where a Python Worker's objects live).
+    Keyed `<Worker>` for the Worker's own isolate and `<Worker>/<helper>` for Miniflare's
+    front Worker (`core:entry`) and outbound interceptors in the same workerd."""
+    status = host.status()
+    ports = {name: s["inspector"] for name, s in status["scripts"].items() if s.get("inspector")}
+    if status.get("dispatcher_inspector"):
+        ports["dispatcher"] = status["dispatcher_inspector"]
+    done = subprocess.run(
+        [str(NODE), str(ROOT / "scripts" / "isolate_memory.mjs"), *map(str, ports.values())],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"isolate_memory.mjs failed: {done.stderr.strip()[-2000:]}")
+    found = json.loads(done.stdout)
+    report: dict[str, dict[str, float]] = {}
+    for name, port in sorted(ports.items()):
+        for iso in found[str(port)]:
+            target = iso["target"]
+            if target.startswith("core:user:") and target != "core:user:" + name and name != "dispatcher":
+                continue  # a helper Worker of ours (the local AI, the test mode's ledger)
+            own = target.startswith("core:user:")
+            if own and name == "dispatcher" and target != "core:user:cmgsite-tenant-dispatcher":
+                continue  # the bench's in-process Workers are measured with the namespace's
+            key = name if own else f"{name}/{target}"
+            report[key] = {
+                "js_heap": round(iso["js_heap_used"] / 2**20, 2),
+                "wasm": round(iso["wasm_memory"] / 2**20, 1),
+            }
+    return report
+
+
 def memory_series(client: httpx.Client, host: WorkerdHost, rounds: int, size: int) -> dict[str, Any]:
-    """RSS of every Worker after each `size` requests: first through the dispatcher to the JS
-    no-op (the dispatcher's own path; a JS Worker shows what the runtime does without Python),
-    then to partner1's /api/health (a Python tenant)."""
+    """RSS of every Worker's workerd and the memory of its isolate after each `size` requests:
+    first through the dispatcher to the JS no-op (the dispatcher's own path; a JS Worker shows
+    what the runtime does without Python), then to partner1's /api/health (a Python tenant)."""
     series: dict[str, Any] = {"round_size": size, "rounds": rounds}
     for label, target, path in (
         ("to_js_noop", "bench-js.example", "/"),
         ("to_partner1_health", "partner1.cozyartzmedia.com", "/api/health"),
     ):
-        points = [rss_by_worker(host)]
+        rss, isolates = [rss_by_worker(host)], [isolate_memory(host)]
         for _ in range(rounds):
             for _ in range(size):
                 client.get(host.url + path, headers={"Host": target})
-            points.append(rss_by_worker(host))
-        series[label] = {name: [p.get(name) for p in points] for name in sorted(points[-1])}
+            rss.append(rss_by_worker(host))
+            isolates.append(isolate_memory(host))
+        series[label] = {
+            "workerd_rss_mib": {name: [p.get(name) for p in rss] for name in sorted(rss[-1])},
+            "isolate_memory_mib": {
+                name: {kind: [p.get(name, {}).get(kind) for p in isolates] for kind in ("js_heap", "wasm")}
+                for name in sorted(isolates[-1])
+            },
+        }
     return series
 
 
@@ -363,6 +407,7 @@ def make_host(
     snapshots: Path | None = None,
     record_metrics: bool = True,
     in_process_python: bool = False,
+    inspector: bool = False,
 ) -> WorkerdHost:
     from tests.support import free_port  # noqa: E402  (the same helper the tests use)
 
@@ -377,6 +422,7 @@ def make_host(
         python_snapshot_dir=snapshots,
         record_metrics=record_metrics,
         in_process_scripts={"bench-noop-js-inproc": "noop_js", **(IN_PROCESS_PYTHON if in_process_python else {})},
+        inspector=inspector,
         extra_bundles={
             "noop_py": {"root": str(bench), "main": "noop.py", "pythonModules": py_modules},
             "noop_js": {"root": str(bench), "main": "noop.mjs"},
@@ -568,7 +614,14 @@ def main() -> int:
             )
         )
         began = time.perf_counter()
-        host = make_host(paths, wrangler_state, bench, py_modules)
+        # V8's inspector on each workerd, for the per-isolate memory around the soak (4.)
+        host = make_host(
+            paths,
+            wrangler_state,
+            bench,
+            py_modules,
+            inspector=not args.quick and (args.soak > 0 or args.memory_rounds > 0),
+        )
         host.start(build=False)
         startup = time.perf_counter() - began
         try:
@@ -597,12 +650,14 @@ def main() -> int:
                         headers={"Host": ("partner1.cozyartzmedia.com", "partner-seo.com")[i % 2]},
                     )
                 rss_before = rss_by_worker(host)
+                isolates_before = isolate_memory(host) if args.soak else {}
                 for i in range(args.soak):
                     client.get(
                         host.url + "/api/health",
                         headers={"Host": ("partner1.cozyartzmedia.com", "partner-seo.com")[i % 2]},
                     )
                 rss_after = rss_by_worker(host)
+                isolates_after = isolate_memory(host) if args.soak else {}
                 memory = (
                     memory_series(client, host, args.memory_rounds, args.memory_round_size)
                     if args.memory_rounds
@@ -631,6 +686,13 @@ def main() -> int:
             "host_ready_s": round(startup, 1),
             "workerd_rss_mib_before_after_soak": {
                 name: [rss_before.get(name), rss_after.get(name)] for name in sorted(set(rss_before) | set(rss_after))
+            },
+            "isolate_memory_mib_before_after_soak": {
+                name: {
+                    kind: [isolates_before.get(name, {}).get(kind), isolates_after.get(name, {}).get(kind)]
+                    for kind in ("js_heap", "wasm")
+                }
+                for name in sorted(set(isolates_before) | set(isolates_after))
             },
             "soak_requests": args.soak,
             "requests": args.requests,

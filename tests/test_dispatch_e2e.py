@@ -183,16 +183,58 @@ def test_client_sent_tenant_headers_never_steer_or_arrive(platform: Platform, li
     assert got["x-request-id"] != "attacker-chosen-id" and r.headers["x-request-id"] == got["x-request-id"]
 
 
+def test_namespace_reaches_a_script_on_its_own_socket_and_a_newer_one_through_its_front(
+    platform: Platform, live: Platform
+) -> None:
+    """A script serving when the dispatcher started is called on its Worker's proxy-style socket;
+    one deployed since, through its process's front Worker until the dispatcher restarts. Either
+    way the tenant sees the visitor's URL; on its own socket also the visitor's Host, as on
+    Cloudflare (through the front, the loopback address the local hop connected to)."""
+    spec = ScriptSpec("cmgsite-partner-tenant", vars={"TENANT_ID": "partner1"}, bundle="echo")
+    script = "cmgsite-partner-tenant"
+    with platform.script_replaced(script, spec, {}):
+        status = platform.host.status()
+        assert status["scripts"][script]["direct"] != status["dispatcher_direct"].get(script)
+        r = get(live, "partner1.cozyartzmedia.com", "/api/health?a=1&b=%2F")
+        assert r.status_code == 200, r.text
+        assert r.json()["url"] == "http://partner1.cozyartzmedia.com/api/health?a=1&b=%2F"
+        assert r.json()["headers"]["host"].startswith("127.0.0.1:")  # through the front
+
+        platform.host.restart_dispatcher()
+        status = platform.host.status()
+        assert status["dispatcher_direct"][script] == status["scripts"][script]["direct"]
+        r = get(live, "partner1.cozyartzmedia.com", "/api/health?a=1&b=%2F", headers={"X-Probe": "1"})
+        assert r.status_code == 200, r.text
+        seen = r.json()
+        assert seen["url"] == "http://partner1.cozyartzmedia.com/api/health?a=1&b=%2F"
+        assert seen["headers"]["host"] == "partner1.cozyartzmedia.com"  # on its own socket
+        assert seen["headers"]["x-tenant-id"] == "partner1" and seen["headers"]["x-probe"] == "1"
+        assert "mf-original-url" not in seen["headers"]
+    # Redeployed once more (the real tenant Worker): served, through its front, no restart needed.
+    r = get(live, "partner1.cozyartzmedia.com")
+    assert r.status_code == 200 and r.json()["tenant_id"] == "partner1"
+
+
 def test_spoofed_tenant_id_does_not_change_which_tenant_answers(live: Platform) -> None:
     r = get(live, "partner-seo.com", headers={"X-Tenant-Id": "cozyartz", "X-Tenant-Type": "primary"})
     assert r.status_code == 200 and r.json()["tenant_id"] == "partner-seo" and r.json()["tier"] == "starter"
 
 
-def _call_tenant_directly(platform: Platform, script: str, headers: dict[str, str]) -> tuple[int, dict]:
+def _call_tenant_directly(
+    platform: Platform, script: str, headers: dict[str, str], way: str = "front"
+) -> tuple[int, dict]:
     """What an attacker who reached a tenant Worker without the dispatcher could send: straight
-    to the tenant's own workerd socket."""
-    port = platform.host.status()["scripts"][script]["port"]
-    r = httpx.get(f"http://127.0.0.1:{port}/api/health", headers={"Host": "partner1.cozyartzmedia.com", **headers})
+    to one of the tenant's own workerd sockets, Miniflare's front one ("front") or the Worker's
+    proxy-style one the namespace uses ("direct", an absolute URL in the request line)."""
+    found = platform.host.status()["scripts"][script]
+    url = "http://partner1.cozyartzmedia.com/api/health"
+    if way == "direct":
+        with httpx.Client(proxy=f"http://127.0.0.1:{found['direct']}") as client:
+            r = client.get(url, headers=headers)
+    else:
+        r = httpx.get(
+            f"http://127.0.0.1:{found['port']}/api/health", headers={"Host": "partner1.cozyartzmedia.com", **headers}
+        )
     return r.status_code, r.json()
 
 
@@ -207,10 +249,11 @@ def _ctx(tenant_id: str = "partner1", issued_at: int | None = None) -> TenantCon
     )
 
 
-def test_tenant_worker_refuses_forged_stale_and_foreign_context(platform: Platform) -> None:
+@pytest.mark.parametrize("way", ["front", "direct"])
+def test_tenant_worker_refuses_forged_stale_and_foreign_context(platform: Platform, way: str) -> None:
     master = read_dev_vars(platform.paths.dispatcher_secrets)["CONTEXT_SIGNING_SECRET"]
     good_key = derive_tenant_key(master, "partner1")
-    status, body = _call_tenant_directly(platform, "cmgsite-partner-tenant", context_headers(_ctx(), good_key))
+    status, body = _call_tenant_directly(platform, "cmgsite-partner-tenant", context_headers(_ctx(), good_key), way)
     assert status == 200 and body["tenant_id"] == "partner1"  # the genuine article passes
 
     attacks = {
@@ -226,7 +269,7 @@ def test_tenant_worker_refuses_forged_stale_and_foreign_context(platform: Platfo
     tampered["x-tenant-tier"] = "enterprise"
     attacks["tampered tier"] = tampered
     for name, headers in attacks.items():
-        status, body = _call_tenant_directly(platform, "cmgsite-partner-tenant", headers)
+        status, body = _call_tenant_directly(platform, "cmgsite-partner-tenant", headers, way)
         assert status == 403, name
         assert body["error"]["code"] == "forbidden", name
 

@@ -31,6 +31,7 @@
 // Prints one JSON line per event on stdout ({"event": "ready", ...}); logs go to stderr.
 import childProcess from "node:child_process";
 import { createServer } from "node:http";
+import { createServer as createTcpServer } from "node:net";
 import { readFileSync, readdirSync, statSync, existsSync, writeFileSync, renameSync, mkdirSync, rmSync } from "node:fs";
 import { createHash, timingSafeEqual } from "node:crypto";
 import path from "node:path";
@@ -247,11 +248,23 @@ async function startMiniflare(options, opts = {}) {
   return startMiniflareOnce(options, opts);
 }
 
+// Benchmarks only (config.inspector): each workerd opens V8's inspector on a loopback port of its
+// own (the status lists it), so the bench can read each isolate's heap (scripts/isolate_memory.mjs).
+async function freePort() {
+  const server = createTcpServer();
+  await new Promise((resolve, reject) => server.once("error", reject).listen(0, "127.0.0.1", resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
 async function startMiniflareOnce(options, { sharedStorage: share = false, runtimeEnv = null } = {}) {
+  if (config.inspector) options = { ...options, inspectorPort: await freePort() };
   const withEnv = (o) => (runtimeEnv ? { ...o, unsafeRuntimeEnv: { ...(o.unsafeRuntimeEnv ?? {}), ...runtimeEnv } } : o);
   const convert = (o) => withEnv(share ? sharedStorage(convertV4MiniflareOptions({ ...o, unsafeDevRegistryPath: devRegistryDir }))
                                        : convertV4MiniflareOptions(o));
   const mf = new Miniflare(convert(withSnapshotEnv(options)));
+  mf.cmgsiteInspectorPort = options.inspectorPort ?? null;
   try {
     return { mf, url: await mf.ready };
   } catch (err) {
@@ -345,6 +358,9 @@ function tenantOptions(name, spec, secretsFile, port) {
     durableObjects: { USAGE: { className: "UsageMeter", useSQLite: true } },
     serviceBindings: { AI: { name: "cmgsite-local-ai", entrypoint: "LocalAI" } },
     unsafeBindings: metricsBindings(name),
+    // The dispatcher's direct way in (namespace-plugin.mjs): a proxy-style socket on the Worker
+    // itself, beside Miniflare's front one
+    unsafeDirectSockets: [{ host: "127.0.0.1", port: 0, proxy: true }],
   };
   if (!config.testFaults) return { ...shared(port), workers: [worker, aiWorker(name)] };
   const counted = {
@@ -377,12 +393,13 @@ async function replaceScript(name, entry) {
   }
   const { mf, url } = started;
   const warmMs = await warm(url, "warmup.invalid");
+  const direct = await directPort(mf, name);
   if (scripts.get(name) !== entry) { // removed meanwhile
     await mf.dispose().catch(() => {});
     return;
   }
   const old = entry.mf;
-  Object.assign(entry, { mf, port: Number(url.port), digest, state: "ready" });
+  Object.assign(entry, { mf, port: Number(url.port), direct, digest, state: "ready" });
   setTimeout(() => { old.dispose().catch(() => {}); }, DRAIN_MS).unref();
   emit("script_ready", { script: name, port: entry.port, start_ms: Date.now() - began, first_response_ms: warmMs,
                          replaced: true });
@@ -403,10 +420,15 @@ async function startScript(name, known) {
   const { mf, url } = await startMiniflare(tenantOptions(name, spec, secretsFile, entry.port), { sharedStorage: true });
   entry.mf = mf;
   entry.port = Number(url.port);
+  entry.direct = await directPort(mf, name);
   const warmMs = await warm(url, "warmup.invalid");
   if (scripts.get(name) !== entry) return; // removed meanwhile
   entry.state = "ready";
   emit("script_ready", { script: name, port: entry.port, start_ms: Date.now() - began, first_response_ms: warmMs });
+}
+
+async function directPort(mf, name) {
+  return Number((await mf.unsafeGetDirectURL(name)).port);
 }
 
 async function stopScript(name) {
@@ -488,7 +510,7 @@ const directory = createServer(async (req, res) => {
       }
       const entry = scripts.get(name);
       if (!entry || entry.state !== "ready") return reply(res, 404, { error: "Worker not found." });
-      return reply(res, 200, { port: entry.port, fault: faults.get(name) ?? null });
+      return reply(res, 200, { port: entry.port, direct: entry.direct ?? null, fault: faults.get(name) ?? null });
     }
     if (req.method === "GET" && url.pathname.startsWith("/binding-faults/") && config.testFaults) {
       const name = decodeURIComponent(url.pathname.slice("/binding-faults/".length));
@@ -539,7 +561,10 @@ const directory = createServer(async (req, res) => {
         dispatcher_generation: dispatcher?.generation ?? null,
         dispatcher_started_at: dispatcher?.startedAt ?? null,
         dispatcher_context_kid: dispatcher?.contextKid ?? null,
-        scripts: Object.fromEntries([...scripts].map(([n, e]) => [n, { state: e.state, port: e.port }])),
+        dispatcher_direct: dispatcher?.direct ?? {},  // scripts the dispatcher reaches on their own socket
+        scripts: Object.fromEntries([...scripts].map(([n, e]) => [n, { state: e.state, port: e.port, direct: e.direct ?? null,
+                                                                      ...(config.inspector ? { inspector: e.mf?.cmgsiteInspectorPort ?? null } : {}) }])),
+        ...(config.inspector ? { dispatcher_inspector: dispatcher?.mf.cmgsiteInspectorPort ?? null } : {}),
       });
     }
     if (req.method === "POST" && url.pathname === "/dispatcher/restart") {
@@ -735,6 +760,9 @@ async function startDispatcher() {
   const d = config.dispatcher;
   const secrets = readDevVars(d.secretsFile);
   const generation = String(++dispatcherGeneration);
+  // the scripts serving now, by their proxy-style socket (namespace-plugin.mjs)
+  const direct = Object.fromEntries([...scripts].filter(([, e]) => e.state === "ready" && e.direct)
+    .map(([n, e]) => [n, e.direct]));
   const dispatcherWorker = {
     ...workerBase(DISPATCHER_NAME, d),
     bindings: { ...(d.vars ?? {}), ...secrets },
@@ -745,14 +773,15 @@ async function startDispatcher() {
       type: "cmgsite-dispatch-namespace",
       plugin: { package: path.join(HERE, "namespace-plugin.mjs"), name: "cmgsite-dispatch-namespace" },
       options: { directory: directoryAddress, cacheMs: config.testFaults ? 0 : 500,
-                 inProcess: Object.fromEntries(Object.keys(config.inProcessScripts ?? {}).map((n) => [n, `inproc-${n}`])) },
+                 inProcess: Object.fromEntries(Object.keys(config.inProcessScripts ?? {}).map((n) => [n, `inproc-${n}`])),
+                 direct },
     }],
   };
   const inProcessWorkers = Object.entries(config.inProcessScripts ?? {}).flatMap(([n, b]) => inProcessWorkersOf(n, b));
   const options = { ...shared(PUBLIC_FD === null ? config.port : 0), workers: [dispatcherWorker, ...inProcessWorkers] };
   const { mf, url } = await startMiniflare(options, { runtimeEnv: { CMGSITE_DISPATCHER_GENERATION: generation } });
   // Miniflare reports the port workerd listens on: the public socket's.
-  return { mf, url, generation, startedAt: Date.now(), contextKid: contextKid(secrets) };
+  return { mf, url, generation, startedAt: Date.now(), contextKid: contextKid(secrets), direct };
 }
 
 // Benchmarks only (config.inProcessScripts, script name -> bundle name): Workers in the
@@ -782,7 +811,7 @@ function inProcessWorkersOf(name, bundleName) {
   const found = existsSync(path.join(config.namespaceDir, `${name}.json`)) ? specOf(name) : null;
   const spec = { ...(found?.spec ?? { vars: {} }), bundle: bundleName === "tenant" ? undefined : bundleName };
   const secretsFile = found?.secretsFile ?? path.join(config.secretsDir, `${name}.dev.vars`);
-  const [worker, ...helpers] = tenantOptions(name, spec, secretsFile, 0).workers;
+  const [{ unsafeDirectSockets, ...worker }, ...helpers] = tenantOptions(name, spec, secretsFile, 0).workers;
   const renamed = Object.fromEntries(helpers.map((h) => [h.name, `${own}-${h.name}`]));
   return [
     {
