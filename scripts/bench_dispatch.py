@@ -19,9 +19,11 @@ does, no Supabase needed for these paths) on free loopback ports and reports, in
    cost of the dispatcher and tenant entry modules inside workerd: that time minus a no-op
    Python Worker's (a clock inside the isolate does not advance while Python runs, so the
    modules cannot time themselves).
-4. Memory (RSS) of each Worker's workerd process after a 2,000-request warm-up and after
-   --soak more requests; with --memory-rounds N, after each of N rounds of
-   --memory-round-size requests, first to a JS no-op tenant, then to partner1.
+4. Memory after an 8,000-request warm-up and after --soak more requests: of each Worker's
+   isolate (V8's heap in use and Pyodide's linear memory, read through V8's inspector after a
+   garbage collection: scripts/isolate_memory.mjs) and of its workerd process (RSS); with
+   --memory-rounds N, after each of N rounds of --memory-round-size requests, first to a JS
+   no-op tenant, then to partner1.
 5. With Python memory snapshots (a host start that saves one per bundle, then a start that
    restores them): each Worker's start to first response, and, on that host with the
    counting bindings of the test mode and the deployed isolate cache, the subrequests of
@@ -336,6 +338,9 @@ def rss_by_worker(host: WorkerdHost) -> dict[str, int]:
     return {name: rss[pid] for name, pid in worker_pids(host).items() if pid in rss}
 
 
+SOAK_WARMUP = 8000  # requests before the soak's first memory reading (half to each tenant)
+
+
 def isolate_memory(host: WorkerdHost) -> dict[str, dict[str, float]]:
     """Memory of each Worker's isolate (MiB), read through V8's inspector right after V8 collected
     garbage (scripts/isolate_memory.mjs; the host runs with `inspector=True`): `js_heap` (V8's
@@ -644,7 +649,10 @@ def main() -> int:
                 interleaved = interleaved_ratios(client, host, f"http://127.0.0.1:{ports['bench-noop-py']}/", n)
                 if args.quick:
                     args.soak, args.memory_rounds, args.no_snapshots = 0, 0, True
-                for i in range(2000):
+                # Warm-up: a Worker's JS heap grows to its working set over its first few
+                # thousand requests after a pause (V8 drops unused bytecode while idle and
+                # compiles it again under load); the soak then shows whether it stays there.
+                for i in range(SOAK_WARMUP):
                     client.get(
                         host.url + "/api/health",
                         headers={"Host": ("partner1.cozyartzmedia.com", "partner-seo.com")[i % 2]},
