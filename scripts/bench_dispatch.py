@@ -706,8 +706,8 @@ def main() -> int:
                 if args.quick:
                     args.soak, args.memory_rounds, args.no_snapshots = 0, 0, True
                 # Warm-up: a Worker's JS heap grows to its working set over its first few
-                # thousand requests after a pause (V8 drops unused bytecode while idle and
-                # compiles it again under load); the soak then shows whether it stays there.
+                # thousand requests after a pause (most likely V8 flushing unused bytecode while
+                # idle and compiling it again under load); the soak shows whether it stays there.
                 for i in range(SOAK_WARMUP):
                     client.get(
                         host.url + "/api/health",
