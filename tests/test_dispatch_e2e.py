@@ -213,6 +213,12 @@ def test_namespace_reaches_a_script_on_its_own_socket_and_a_newer_one_through_it
     # Redeployed once more (the real tenant Worker): served, through its front, no restart needed.
     r = get(live, "partner1.cozyartzmedia.com")
     assert r.status_code == 200 and r.json()["tenant_id"] == "partner1"
+    # and on its own socket again once the dispatcher restarts (as the later tests expect it)
+    platform.host.restart_dispatcher()
+    status = platform.host.status()
+    assert status["dispatcher_direct"][script] == status["scripts"][script]["direct"]
+    r = get(live, "partner1.cozyartzmedia.com")
+    assert r.status_code == 200 and r.json()["tenant_id"] == "partner1"
 
 
 def test_spoofed_tenant_id_does_not_change_which_tenant_answers(live: Platform) -> None:
