@@ -367,12 +367,10 @@ def isolate_memory(host: WorkerdHost) -> dict[str, dict[str, float]]:
     for name, port in sorted(ports.items()):
         for iso in found[str(port)]:
             target = iso["target"]
-            if target.startswith("core:user:") and target != "core:user:" + name and name != "dispatcher":
-                continue  # a helper Worker of ours (the local AI, the test mode's ledger)
-            own = target.startswith("core:user:")
-            if own and name == "dispatcher" and target != "core:user:cmgsite-tenant-dispatcher":
-                continue  # the bench's in-process Workers are measured with the namespace's
-            key = name if own else f"{name}/{target}"
+            worker = "core:user:" + ("cmgsite-tenant-dispatcher" if name == "dispatcher" else name)
+            if target.startswith("core:user:") and target != worker:
+                continue  # a helper Worker of ours (the local AI, the ledger) or an in-process bench Worker
+            key = name if target == worker else f"{name}/{target}"
             report[key] = {
                 "js_heap": round(iso["js_heap_used"] / 2**20, 2),
                 "wasm": round(iso["wasm_memory"] / 2**20, 1),

@@ -44,10 +44,10 @@ from tenant_worker.metering import audit_limit_hit, limit_exceeded, usage_view
 from tenant_worker.principal import Principal, Role, require
 from tenant_worker.request_body import read_body
 from tenant_worker.supabase_access import (
+    record_audit,
     service_db,
     supabase_failure,
     tenant_db,
-    write_audit,
 )
 
 log = logging.getLogger("cmgsite.tenant.domains")
@@ -182,24 +182,6 @@ async def _usage(call: Call, principal: Principal) -> dict[str, Any] | None:
     return usage_view(decision(UsageKind.DOMAINS, call.tenant.tier, used, call.services.clock(), allowed=True))
 
 
-async def _audit(
-    call: Call, principal: Principal, action: str, domain: str, details: dict[str, Any], outcome: str = "success"
-) -> None:
-    try:
-        await write_audit(call, actor=principal.user_id, action=action, target=domain, details=details, outcome=outcome)
-    except (ApiError, SupabaseError, HttpError) as exc:  # the change stands; the gap is logged
-        log.error(
-            json.dumps(
-                {
-                    "event": "audit_write_failed",
-                    "action": action,
-                    "request_id": call.request_id,
-                    "reason": type(exc).__name__,
-                }
-            )
-        )
-
-
 async def _own(call: Call, db: SupabaseClient, domain: str) -> DomainRow:
     """This tenant's row for `domain`; RLS hides every other tenant's, so theirs are 404 like missing ones."""
     try:
@@ -235,7 +217,13 @@ async def add_domain(call: Call) -> Reply:
     if not rows:
         raise ApiError(403, "forbidden", "Not allowed.")
     row = _row(rows[0])
-    await _audit(call, principal, "domain.added", domain, {"verification": row.verification_status})
+    await record_audit(
+        call,
+        actor=principal.user_id,
+        action="domain.added",
+        target=domain,
+        details={"verification": row.verification_status},
+    )
     return json_reply(
         {
             **view(row),
@@ -292,8 +280,13 @@ async def verify_domain(call: Call) -> Reply:
                 headers={"retry-after": "30"},
             )
         current = _row(updated[0]) if updated else row
-        await _audit(
-            call, principal, "domain.verification_failed", domain, {"detail": result.detail[:300]}, outcome="failure"
+        await record_audit(
+            call,
+            actor=principal.user_id,
+            action="domain.verification_failed",
+            target=domain,
+            details={"detail": result.detail[:300]},
+            outcome="failure",
         )
         raise ApiError(
             422,
@@ -303,7 +296,9 @@ async def verify_domain(call: Call) -> Reply:
         )
     if not updated:  # removed or re-claimed meanwhile
         raise ApiError(409, "domain_changed", "The domain changed while it was being checked. Please try again.")
-    await _audit(call, principal, "domain.verified", domain, {"method": result.method})
+    await record_audit(
+        call, actor=principal.user_id, action="domain.verified", target=domain, details={"method": result.method}
+    )
     return json_reply({**view(_row(updated[0])), "note": ROUTING_NOTE})
 
 
@@ -337,7 +332,7 @@ async def remove_domain(call: Call) -> Reply:
         raise _failure(call, exc) from None
     if not deleted:
         raise ApiError(404, "not_found", "No domain of this site has that name.")
-    await _audit(call, principal, "domain.removed", domain, {})
+    await record_audit(call, actor=principal.user_id, action="domain.removed", target=domain)
     return json_reply(
         {
             "deleted": domain,

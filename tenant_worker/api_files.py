@@ -54,9 +54,7 @@ from shared.file_keys import (
     normalize_prefix,
     object_key,
 )
-from shared.outbound_http import HttpError
 from shared.security_headers import OTHER_CSP
-from shared.supabase import SupabaseError
 from shared.tiers import UsageKind, plan_for
 from shared.usage import UsageDecision
 from tenant_worker.inbound_http import (
@@ -72,7 +70,7 @@ from tenant_worker.metering import Meter, give_back, meter_of, meter_unavailable
 from tenant_worker.principal import Principal, Role, require
 from tenant_worker.r2_files import Bucket, BucketError, BucketMissing, StoredObject
 from tenant_worker.request_body import read_body
-from tenant_worker.supabase_access import write_audit
+from tenant_worker.supabase_access import record_audit
 
 log = logging.getLogger("cmgsite.tenant.files")
 
@@ -194,22 +192,6 @@ def storage_failure(call: Call, exc: Exception, op: str) -> ApiError:
     return ApiError(
         503, "storage_unavailable", "File storage is unavailable. Please try again.", headers={"retry-after": "5"}
     )
-
-
-async def audit(call: Call, principal: Principal, action: str, target: str | None, details: dict[str, Any]) -> None:
-    try:
-        await write_audit(call, actor=principal.user_id, action=action, target=target, details=details)
-    except (ApiError, SupabaseError, HttpError) as exc:  # the change stands; the gap is logged
-        log.error(
-            json.dumps(
-                {
-                    "event": "audit_write_failed",
-                    "action": action,
-                    "request_id": call.request_id,
-                    "reason": type(exc).__name__,
-                }
-            )
-        )
 
 
 # ---- the operations (bucket and meter passed in: unit-testable with fakes) -------------------
@@ -362,7 +344,13 @@ async def upload(call: Call) -> Reply:
     stored, reserved = await store_file(
         call, bucket_for(call), meter_of(call), principal, name, body, length, content_type
     )
-    await audit(call, principal, "file.uploaded", name, {"size": stored.size, "content_type": content_type})
+    await record_audit(
+        call,
+        actor=principal.user_id,
+        action="file.uploaded",
+        target=name,
+        details={"size": stored.size, "content_type": content_type},
+    )
     out: dict[str, Any] = {"file": view(name, stored)}
     if reserved is not None:
         out["usage"] = usage_view(reserved)
@@ -423,7 +411,9 @@ async def delete(call: Call) -> Reply:
     principal = require(call, Role.ADMIN)
     name = file_name(call.arg("name"))
     removed, after = await remove_file(call, bucket_for(call), meter_of(call), name)
-    await audit(call, principal, "file.deleted", name, {"size": removed.size})
+    await record_audit(
+        call, actor=principal.user_id, action="file.deleted", target=name, details={"size": removed.size}
+    )
     out: dict[str, Any] = {"deleted": name, "size": removed.size}
     if after is not None:
         out["usage"] = usage_view(after)
@@ -434,7 +424,7 @@ async def reconcile(call: Call) -> Reply:
     principal = require(call, Role.ADMIN)
     await read_body(call, ReconcileRequest, optional=True)  # no fields: no body or {}
     result = await reconcile_level(call, bucket_for(call), meter_of(call))
-    await audit(call, principal, "file.storage_reconciled", None, result)
+    await record_audit(call, actor=principal.user_id, action="file.storage_reconciled", target=None, details=result)
     return json_reply(result)
 
 

@@ -41,7 +41,7 @@ from shared.supabase import SupabaseClient, SupabaseError
 from tenant_worker.inbound_http import ApiError, Call, Reply, RequestBody, Route, json_reply
 from tenant_worker.principal import Principal, Role, require
 from tenant_worker.request_body import invalid_body, read_body
-from tenant_worker.supabase_access import supabase_failure, tenant_db, write_audit
+from tenant_worker.supabase_access import record_audit, supabase_failure, tenant_db
 
 log = logging.getLogger("cmgsite.tenant.integrations")
 
@@ -249,22 +249,6 @@ def _view(meta: CredentialMeta) -> dict[str, Any]:
     return {"name": meta.name, "key_id": meta.key_id, "created_at": meta.created_at, "updated_at": meta.updated_at}
 
 
-async def _audit(call: Call, principal: Principal, action: str, name: str, details: dict[str, Any]) -> None:
-    try:
-        await write_audit(call, actor=principal.user_id, action=action, target=name, details=details)
-    except (ApiError, SupabaseError, HttpError) as exc:  # the change stands; the gap is logged
-        log.error(
-            json.dumps(
-                {
-                    "event": "audit_write_failed",
-                    "action": action,
-                    "request_id": call.request_id,
-                    "reason": type(exc).__name__,
-                }
-            )
-        )
-
-
 async def _run(call: Call, op: Any) -> Any:
     try:
         return await op
@@ -299,7 +283,13 @@ async def put_integration(call: Call) -> Reply:
     name = _name(call)
     body = await _body(call)
     meta, created = await _run(call, _vault(call, principal).put(name, body.secret, actor=principal.user_id))
-    await _audit(call, principal, "integration.secret_set", name, {"key_id": meta.key_id, "created": created})
+    await record_audit(
+        call,
+        actor=principal.user_id,
+        action="integration.secret_set",
+        target=name,
+        details={"key_id": meta.key_id, "created": created},
+    )
     return json_reply(_view(meta), status=201 if created else 200, headers=NO_STORE)
 
 
@@ -308,7 +298,7 @@ async def delete_integration(call: Call) -> Reply:
     name = _name(call)
     if not await _run(call, _vault(call, principal).delete(name)):
         raise ApiError(404, "not_found", "No integration secret of this site has that name.")
-    await _audit(call, principal, "integration.secret_deleted", name, {})
+    await record_audit(call, actor=principal.user_id, action="integration.secret_deleted", target=name)
     return json_reply({"deleted": name})
 
 

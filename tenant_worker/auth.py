@@ -57,7 +57,7 @@ from tenant_worker.sessions import (
     session_cookie,
     session_secret,
 )
-from tenant_worker.supabase_access import service_db, write_audit
+from tenant_worker.supabase_access import record_audit, service_db
 
 log = logging.getLogger("cmgsite.tenant.auth")
 
@@ -130,7 +130,7 @@ async def record_signin(
         )
     )
     call.state["signin"] = {"provider": provider, "outcome": outcome, "reason": reason}  # its metrics point
-    await _audit(
+    await record_audit(
         call,
         actor=user_id or "anonymous",
         action=f"auth.signin.{outcome}",
@@ -138,25 +138,6 @@ async def record_signin(
         details=details,
         outcome=outcome,
     )
-
-
-async def _audit(
-    call: Call, *, actor: str, action: str, target: str | None, details: dict[str, Any], outcome: str = "success"
-) -> None:
-    """An audit row for an auth event; the event itself stands if the row cannot be written (logged)."""
-    try:
-        await write_audit(call, actor=actor, action=action, target=target, details=details, outcome=outcome)
-    except (SupabaseError, HttpError, ApiError) as exc:
-        log.warning(
-            json.dumps(
-                {
-                    "event": "audit_write_failed",
-                    "action": action,
-                    "error": type(exc).__name__,
-                    "request_id": call.request_id,
-                }
-            )
-        )
 
 
 async def _failure_page(call: Call, err: OAuthError, provider: str | None, *, audit: bool = True) -> Reply:
@@ -329,7 +310,7 @@ async def logout(call: Call) -> Reply:
             )
         except AuthStoreMissing:
             everywhere = False
-        await _audit(
+        await record_audit(
             call,
             actor=principal.user_id,
             action="auth.signout",

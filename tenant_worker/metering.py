@@ -27,12 +27,10 @@ import logging
 from types import TracebackType
 from typing import Any, Protocol
 
-from shared.outbound_http import HttpError
-from shared.supabase import SupabaseError
 from shared.tiers import UsageKind
 from shared.usage import UsageDecision, UsageSnapshot
 from tenant_worker.inbound_http import ApiError, Call
-from tenant_worker.supabase_access import write_audit
+from tenant_worker.supabase_access import record_audit
 
 log = logging.getLogger("cmgsite.tenant.metering")
 
@@ -114,26 +112,14 @@ async def audit_limit_hit(call: Call, actor: str, d: UsageDecision) -> None:
     if len(_limit_audited) >= _LIMIT_AUDITS_MAX:
         _limit_audited.clear()
     _limit_audited[key] = now
-    try:
-        await write_audit(
-            call,
-            actor=actor,
-            action="usage.limit_exceeded",
-            target=d.kind.value,
-            outcome="denied",
-            details={"limit": d.limit, "used": d.used, "period": d.period},
-        )
-    except (ApiError, SupabaseError, HttpError) as exc:
-        log.error(
-            json.dumps(
-                {
-                    "event": "audit_write_failed",
-                    "action": "usage.limit_exceeded",
-                    "request_id": call.request_id,
-                    "reason": type(exc).__name__,
-                }
-            )
-        )
+    await record_audit(
+        call,
+        actor=actor,
+        action="usage.limit_exceeded",
+        target=d.kind.value,
+        outcome="denied",
+        details={"limit": d.limit, "used": d.used, "period": d.period},
+    )
 
 
 async def give_back(

@@ -12,6 +12,7 @@ context, the user id and role from the verified session; nothing from the reques
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Awaitable, TypeVar
 
@@ -186,3 +187,29 @@ async def write_audit(
         },
         columns="id",
     )
+
+
+async def record_audit(
+    call: Call,
+    *,
+    actor: str,
+    action: str,
+    target: str | None,
+    details: dict[str, Any] | None = None,
+    outcome: str = "success",
+) -> None:
+    """write_audit for an action that has already happened: the action stands if the row cannot
+    be written (the data service down or refusing), and the gap is logged, naming no values."""
+    try:
+        await write_audit(call, actor=actor, action=action, target=target, details=details, outcome=outcome)
+    except (ApiError, SupabaseError, HttpError) as exc:
+        log.error(
+            json.dumps(
+                {
+                    "event": "audit_write_failed",
+                    "action": action,
+                    "request_id": call.request_id,
+                    "reason": type(exc).__name__,
+                }
+            )
+        )
